@@ -1,0 +1,132 @@
+//! /v1/audit: the log, its verification, its export, and revocation coverage (auditor, admin).
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+
+use super::auth::Authenticated;
+use super::problem::{ApiResult, Query};
+use super::{read, AppState};
+use crate::audit::{AuditEvent, VerifyReport};
+use crate::domain::*;
+use crate::store::coverage::{self, Coverage};
+use crate::store::reads::{self, AuditFilter, Page};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/audit", get(list))
+        .route("/v1/audit/verify", get(verify))
+        .route("/v1/audit/export", get(export))
+        .route("/v1/audit/coverage", get(coverage_report))
+}
+
+fn auditor(caller: &Caller) -> Result<()> {
+    crate::ops::require(caller, &[RoleKind::Admin, RoleKind::Auditor])
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    subject: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    cause_seq: Option<String>,
+    after_seq: Option<String>,
+    cursor: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<String>,
+}
+
+fn seq(field: &str, value: &Option<String>) -> Result<Option<i64>> {
+    value
+        .as_deref()
+        .map(|v| v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| Error::invalid(format!("`{field}` must be a non-negative integer"))))
+        .transpose()
+}
+
+fn time(field: &str, value: &Option<String>) -> Result<Option<Timestamp>> {
+    value
+        .as_deref()
+        .map(|v| Timestamp::parse_rfc3339(v).ok_or_else(|| Error::invalid(format!("`{field}` must be an RFC 3339 time"))))
+        .transpose()
+}
+
+fn short(field: &str, value: &Option<String>) -> Result<Option<String>> {
+    value.as_deref().map(|v| clean_text(field, v, 200)).transpose()
+}
+
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", responses((status = 200, body = Vec<AuditEvent>)))]
+pub async fn list(State(state): State<AppState>, Authenticated(caller): Authenticated, Query(q): Query<ListQuery>) -> ApiResult<axum::Json<Page<AuditEvent>>> {
+    auditor(&caller)?;
+    let limit = super::page(&q.limit, &None, |_: &str| Ok::<_, Error>(()))?.limit;
+    // `cursor` (the last seq of the previous page) and `after_seq` mean the same; the larger wins.
+    let after = seq("after_seq", &q.after_seq)?.max(seq("cursor", &q.cursor)?);
+    let filter = AuditFilter {
+        subject: short("subject", &q.subject)?,
+        actor: short("actor", &q.actor)?,
+        action: short("action", &q.action)?,
+        cause_seq: seq("cause_seq", &q.cause_seq)?,
+        after_seq: after,
+        since: time("since", &q.since)?,
+        until: time("until", &q.until)?,
+    };
+    read(&state, move |conn| reads::list_audit(conn, &filter, limit)).await
+}
+
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, body = VerifyReport)))]
+pub async fn verify(State(state): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<axum::Json<VerifyReport>> {
+    auditor(&caller)?;
+    read(&state, reads::verify_audit).await
+}
+
+/// NDJSON, one event a line in seq order, streamed in chunks so a large log is never held whole.
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit", responses((status = 200, content_type = "application/x-ndjson", body = String)))]
+pub async fn export(State(state): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
+    auditor(&caller)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<Vec<u8>, std::io::Error>>(8);
+    let readers = state.readers.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut chunk = Vec::with_capacity(64 * 1024);
+        let outcome = readers.read_now(|conn| {
+            reads::each_audit_event(conn, 0, |event| {
+                if serde_json::to_writer(&mut chunk, &event).is_err() {
+                    return false;
+                }
+                chunk.push(b'\n');
+                if chunk.len() >= 60 * 1024 {
+                    return tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_ok();
+                }
+                true
+            })
+        });
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, "audit export failed");
+            let _ = tx.blocking_send(Err(std::io::Error::other("export failed")));
+        } else if !chunk.is_empty() {
+            let _ = tx.blocking_send(Ok(chunk));
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .map_err(|e| Error::internal(e).into())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoverageQuery {
+    event: String,
+}
+
+#[utoipa::path(get, path = "/v1/audit/coverage", tag = "audit", params(("event" = i64, Query, description = "seq of the trigger event")), responses((status = 200, body = Coverage)))]
+pub async fn coverage_report(State(state): State<AppState>, Authenticated(caller): Authenticated, Query(q): Query<CoverageQuery>) -> ApiResult<axum::Json<Coverage>> {
+    auditor(&caller)?;
+    let event = seq("event", &Some(q.event))?.unwrap_or(0);
+    read(&state, move |conn| coverage::report(conn, event)).await
+}

@@ -1,0 +1,83 @@
+//! POST /v1/authorize: the relying service's question, answered from memory.
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Authenticated;
+use super::problem::{ApiResult, Json};
+use super::AppState;
+use crate::authorize::Request;
+use crate::domain::*;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/authorize", post(authorize))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeContext {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeRequest {
+    pub token: String,
+    pub scope: String,
+    pub resource: Option<String>,
+    pub context: Option<AuthorizeContext>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthorizeResponse {
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    pub reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<SessionId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<AgentId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integration_id: Option<IntegrationId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<ScopeSet>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+}
+
+#[utoipa::path(post, path = "/v1/authorize", tag = "checking tokens", request_body = AuthorizeRequest, responses((status = 200, body = AuthorizeResponse)))]
+pub async fn authorize(State(state): State<AppState>, Authenticated(caller): Authenticated, Json(req): Json<AuthorizeRequest>) -> ApiResult<axum::Json<AuthorizeResponse>> {
+    crate::ops::require(&caller, &[RoleKind::Verifier, RoleKind::Admin])?;
+    let scope = Scope::parse(&req.scope).map_err(|e| Error::invalid(format!("`scope`: {e}")))?;
+    if let Some(resource) = &req.resource {
+        clean_text("resource", resource, 1024)?;
+    }
+    let decision = state.authorizer.authorize(&Request { token: &req.token, scope: &scope, resource: req.resource.as_deref() });
+    state.metrics.count_decision(decision.reason);
+    let allowed = decision.allowed();
+    let claims = decision.token.as_ref().map(|t| &t.claims);
+    if allowed {
+        if let Some(claims) = claims {
+            let context = req.context.unwrap_or_default();
+            state.last_seen.record(claims.session, state.clock.now(), context.ip, context.user_agent);
+        }
+    }
+    // A denied token still names its session when it verified (the relying service may want to
+    // log it), but never its scopes.
+    Ok(axum::Json(AuthorizeResponse {
+        decision: if allowed { "allow" } else { "deny" },
+        reason: decision.reason.as_str(),
+        session_id: claims.map(|c| c.session),
+        user_id: claims.map(|c| c.user),
+        agent_id: claims.map(|c| c.agent),
+        integration_id: claims.map(|c| c.integration),
+        scopes: claims.filter(|_| allowed).map(|c| c.scopes.clone()),
+        expires_at: claims.map(|c| c.expires_at),
+    }))
+}

@@ -1,0 +1,65 @@
+//! /v1/credentials: minting, listing and revoking API credentials (admin).
+
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::Router;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::auth::Authenticated;
+use super::problem::{path_id, ApiResult, Json, Query};
+use super::{page, read, write, AppState, RawPage};
+use crate::domain::*;
+use crate::ops::{self, commands::NewCredential};
+use crate::store::reads::{self, Page};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/credentials", post(create).get(list))
+        .route("/v1/credentials/{id}/revoke", post(revoke))
+}
+
+/// A new credential: the secret is in `credential`, here and never again.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedCredential {
+    pub id: CredentialId,
+    pub role: RoleKind,
+    pub label: Option<String>,
+    pub platform_id: Option<PlatformId>,
+    pub user_id: Option<UserId>,
+    pub credential: String,
+    pub expires_at: Option<Timestamp>,
+}
+
+#[utoipa::path(post, path = "/v1/credentials", tag = "credentials", request_body = NewCredential,
+    responses((status = 200, body = CreatedCredential), (status = 400, body = super::problem::Problem)))]
+pub async fn create(State(state): State<AppState>, Authenticated(caller): Authenticated, Json(req): Json<NewCredential>) -> ApiResult<axum::Json<CreatedCredential>> {
+    let env = state.env.clone();
+    write(&state, move |tx| {
+        let created = ops::objects::create_credential(tx, &env, &caller, req)?;
+        let r = created.record;
+        Ok(CreatedCredential {
+            id: r.id,
+            role: r.role,
+            label: r.label,
+            platform_id: r.platform_id,
+            user_id: r.user_id,
+            credential: created.secret,
+            expires_at: r.expires_at,
+        })
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/v1/credentials", tag = "credentials", responses((status = 200, body = Vec<Credential>)))]
+pub async fn list(State(state): State<AppState>, Authenticated(caller): Authenticated, Query(q): Query<RawPage>) -> ApiResult<axum::Json<Page<Credential>>> {
+    ops::require(&caller, &[RoleKind::Admin])?;
+    let page = page(&q.limit, &q.cursor, CredentialId::parse)?;
+    read(&state, move |conn| reads::list_credentials(conn, &page)).await
+}
+
+#[utoipa::path(post, path = "/v1/credentials/{id}/revoke", tag = "credentials", responses((status = 200, body = Credential)))]
+pub async fn revoke(State(state): State<AppState>, Authenticated(caller): Authenticated, Path(id): Path<String>) -> ApiResult<axum::Json<Credential>> {
+    let id = path_id(&id, CredentialId::parse)?;
+    write(&state, move |tx| ops::objects::revoke_credential(tx, &caller, id)).await
+}

@@ -1,0 +1,134 @@
+//! The HTTP API: one module per resource, each with its own `router()`, merged here.
+
+pub mod audit;
+pub mod auth;
+pub mod authorize;
+pub mod credentials;
+pub mod delegations;
+pub mod objects;
+pub mod openapi;
+pub mod operations;
+pub mod problem;
+pub mod sessions;
+pub mod users;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::Deserialize;
+
+use crate::domain::{Error, Result, Visibility};
+use crate::store::reads::PageRequest;
+use crate::Services;
+use problem::{ApiError, InternalCause};
+
+/// Shared state of every handler.
+pub type AppState = Arc<Services>;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The whole router, with body limits, problem+json fallbacks and per-request spans.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(credentials::router())
+        .merge(objects::router())
+        .merge(users::router())
+        .merge(delegations::router())
+        .merge(sessions::router())
+        .merge(authorize::router())
+        .merge(audit::router())
+        .merge(operations::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(log_internal_errors))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                // Only method and path: query strings and headers may hold tokens.
+                tracing::info_span!(
+                    "request",
+                    id = %uuid::Uuid::now_v7().simple(),
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    caller = tracing::field::Empty,
+                )
+            }),
+        )
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError(Error::NotFound("route"))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError(Error::MethodNotAllowed("this route does not take this method".into()))
+}
+
+/// Logs the cause of a 500 inside the request's span; the body says nothing of it.
+async fn log_internal_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    if response.status() == StatusCode::INTERNAL_SERVER_ERROR {
+        if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
+            tracing::error!(cause = %cause, "internal error");
+        }
+    }
+    response
+}
+
+/// `?limit=&cursor=` as sent; parsed into a [`PageRequest`] with the cursor checked by `parse`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPage {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+pub fn page<T, E: std::fmt::Display>(limit: &Option<String>, cursor: &Option<String>, parse: impl Fn(&str) -> std::result::Result<T, E>) -> Result<PageRequest> {
+    let limit = match limit {
+        None => 100,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => return Err(Error::invalid("`limit` must be an integer from 1 to 1000")),
+        },
+    };
+    if let Some(c) = cursor {
+        parse(c).map_err(|e| Error::invalid(format!("`cursor`: {e}")))?;
+    }
+    Ok(PageRequest { limit, cursor: cursor.clone() })
+}
+
+/// Runs a write command and answers with its result as JSON.
+pub async fn write<T, F>(state: &AppState, command: F) -> std::result::Result<axum::Json<T>, ApiError>
+where
+    T: serde::Serialize + Send + 'static,
+    F: FnOnce(&mut crate::store::Tx<'_>) -> Result<T> + Send + 'static,
+{
+    Ok(axum::Json(state.writer.execute(command).await?))
+}
+
+/// Runs a read with the caller's visibility and answers with its result as JSON.
+pub async fn read<T, F>(state: &AppState, command: F) -> std::result::Result<axum::Json<T>, ApiError>
+where
+    T: serde::Serialize + Send + 'static,
+    F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+{
+    Ok(axum::Json(state.readers.read(command).await?))
+}
+
+/// Readers of tenant data: every role but the verifier.
+pub fn tenant_reader(caller: &crate::domain::Caller) -> Result<Visibility> {
+    match caller.visibility() {
+        Visibility::Nothing => Err(Error::Forbidden("the verifier role reads no tenant data".into())),
+        v => Ok(v),
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        ApiError(self).into_response()
+    }
+}

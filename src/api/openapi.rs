@@ -1,0 +1,41 @@
+//! The OpenAPI document, generated from the handlers' and types' annotations.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::*;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "tether", description = "Delegated-session governor for AI agents"),
+    paths(
+        credentials::create, credentials::list, credentials::revoke,
+        objects::create_platform, objects::list_platforms, objects::get_platform, objects::disable_platform,
+        objects::create_agent, objects::list_agents, objects::get_agent, objects::suspend_agent,
+        objects::resume_agent, objects::deregister_agent,
+        objects::create_integration, objects::list_integrations, objects::get_integration, objects::disable_integration,
+        users::create, users::list, users::get_one, users::set_permissions, users::disable, users::enable,
+        users::lifecycle_event, users::sign_out_all, users::disconnect_agent, users::disconnect_integration,
+        delegations::create, delegations::list, delegations::get_one, delegations::revoke,
+        sessions::create, sessions::list, sessions::get_one, sessions::revoke,
+        authorize::authorize,
+        audit::list, audit::verify, audit::export, audit::coverage_report,
+    ),
+    components(schemas(problem::Problem)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

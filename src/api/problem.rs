@@ -1,0 +1,150 @@
+//! problem+json (RFC 9457) answers, and the JSON, query and path extractors whose rejections
+//! are problems too, so no malformed request ever gets axum's plain-text errors.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::domain::Error;
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    pub code: &'static str,
+}
+
+/// An [`Error`] on its way out as a response.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+/// The internal cause of a 500, carried to the logging middleware in the response extensions.
+#[derive(Debug, Clone)]
+pub struct InternalCause(pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let (status, title) = match &e {
+            Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "Unauthenticated"),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
+            Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "Invalid request"),
+            Error::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type"),
+            Error::ScopeNotGrantable(_) => (StatusCode::FORBIDDEN, "Scope not grantable"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            Error::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"),
+            Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
+            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
+        };
+        let detail = match &e {
+            // Nothing of the inside goes out; the cause is logged by the request's span.
+            Error::Internal(_) => "an internal error occurred; it has been logged".to_owned(),
+            other => other.to_string(),
+        };
+        let problem = Problem { kind: format!("urn:tether:problem:{}", e.code()), title, status: status.as_u16(), detail, code: e.code() };
+        let mut response = (status, axum::Json(problem)).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Error::Internal(cause) = e {
+            response.extensions_mut().insert(InternalCause(cause));
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// JSON body extractor whose rejections are problems naming what is wrong.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(ApiError(json_rejection(rejection))),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> Error {
+    match rejection {
+        JsonRejection::JsonDataError(e) => Error::invalid(format!("invalid body: {}", body_error_text(&e.body_text()))),
+        JsonRejection::JsonSyntaxError(e) => Error::invalid(format!("malformed JSON: {}", body_error_text(&e.body_text()))),
+        JsonRejection::MissingJsonContentType(_) => Error::UnsupportedMediaType("expected `Content-Type: application/json`".into()),
+        JsonRejection::BytesRejection(e) => {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge("the request body is over the size limit".into())
+            } else {
+                Error::invalid("the request body could not be read")
+            }
+        }
+        other => Error::invalid(format!("invalid body: {}", other.body_text())),
+    }
+}
+
+/// serde's message without axum's preamble, bounded so hostile input is not echoed at length.
+fn body_error_text(text: &str) -> String {
+    let text = text.strip_prefix("Failed to deserialize the JSON body into the target type: ").unwrap_or(text);
+    let text = text.strip_prefix("Failed to parse the request body as JSON: ").unwrap_or(text);
+    text.chars().take(300).collect()
+}
+
+/// Query-string extractor with problem rejections.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                Err(ApiError(Error::invalid(format!("invalid query: {}", body_error_text(&e.body_text())))))
+            }
+            Err(other) => Err(ApiError(Error::invalid(format!("invalid query: {}", other.body_text())))),
+        }
+    }
+}
+
+/// Parses a path segment into a typed id, naming the parameter when it is not one.
+pub fn path_id<T>(value: &str, parse: impl Fn(&str) -> Result<T, crate::domain::ids::IdError>) -> Result<T, ApiError> {
+    parse(value).map_err(|e| ApiError(Error::invalid(format!("path parameter: {e}"))))
+}
+
+/// Like [`Json`], but an empty body reads as `T::default()` (for `{reason?}` bodies).
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let declared_empty = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0");
+        let no_type = !req.headers().contains_key(header::CONTENT_TYPE);
+        if declared_empty || (no_type && req.headers().get(header::CONTENT_LENGTH).is_none()) {
+            return Ok(OptionalJson(T::default()));
+        }
+        Json::<T>::from_request(req, state).await.map(|Json(v)| OptionalJson(v))
+    }
+}

@@ -1,0 +1,146 @@
+//! The hot path: may this agent token do this now? No database read happens here.
+//!
+//! 1. bound the token, then verify it once and cache the result by its exact text;
+//! 2. look the session up in the live view (kept current by the writer before any revoking call
+//!    returns);
+//! 3. run the policy with the request facts, under explicit run limits;
+//! 4. answer allow/deny with a stable reason.
+
+use std::sync::Arc;
+
+use biscuit_auth::builder::{Fact, Term};
+use serde::Serialize;
+
+use crate::clock::Clock;
+use crate::domain::*;
+use crate::tokens::{self, KeyRing, Policy, TokenError, VerifiedToken};
+use crate::views::{Sharded, Views};
+
+/// Verified tokens kept per cache shard (64 shards).
+const CACHE_PER_SHARD: usize = 1024;
+
+/// The stable reasons of API.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    Allowed,
+    InvalidToken,
+    UnknownKey,
+    SessionRevoked,
+    SessionExpired,
+    SessionUnknown,
+    ScopeNotGranted,
+    PolicyDenied,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Allowed => "allowed",
+            Reason::InvalidToken => "invalid_token",
+            Reason::UnknownKey => "unknown_key",
+            Reason::SessionRevoked => "session_revoked",
+            Reason::SessionExpired => "session_expired",
+            Reason::SessionUnknown => "session_unknown",
+            Reason::ScopeNotGranted => "scope_not_granted",
+            Reason::PolicyDenied => "policy_denied",
+        }
+    }
+}
+
+/// The answer to one authorize call.
+#[derive(Clone)]
+pub struct Decision {
+    pub reason: Reason,
+    /// The verified token, when it verified (its claims identify the session).
+    pub token: Option<Arc<VerifiedToken>>,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.reason == Reason::Allowed
+    }
+
+    fn deny(reason: Reason, token: Option<Arc<VerifiedToken>>) -> Decision {
+        Decision { reason, token }
+    }
+}
+
+/// A request to authorize.
+pub struct Request<'a> {
+    pub token: &'a str,
+    pub scope: &'a Scope,
+    pub resource: Option<&'a str>,
+}
+
+pub struct Authorizer {
+    keys: Arc<KeyRing>,
+    policy: Policy,
+    views: Arc<Views>,
+    clock: Arc<Clock>,
+    cache: Sharded<Box<str>, Arc<VerifiedToken>>,
+}
+
+impl Authorizer {
+    pub fn new(keys: Arc<KeyRing>, policy: Policy, views: Arc<Views>, clock: Arc<Clock>) -> Self {
+        Authorizer { keys, policy, views, clock, cache: Sharded::new(64) }
+    }
+
+    /// Verifies a token, from the cache when this exact token was verified before.
+    pub fn verified(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
+        let token = token.trim();
+        if token.len() > tokens::MAX_TOKEN_CHARS {
+            return Err(TokenError::Invalid("token too large"));
+        }
+        if let Some(hit) = self.cache.get(token) {
+            // A retired key invalidates cached tokens at once.
+            return if self.keys.is_active(hit.kid) { Ok(hit) } else { Err(TokenError::UnknownKey) };
+        }
+        let verified = Arc::new(tokens::agent::verify(&self.keys, token)?);
+        self.cache.insert_bounded(token.into(), Arc::clone(&verified), CACHE_PER_SHARD);
+        Ok(verified)
+    }
+
+    pub fn authorize(&self, request: &Request<'_>) -> Decision {
+        let token = match self.verified(request.token) {
+            Ok(t) => t,
+            Err(TokenError::UnknownKey) => return Decision::deny(Reason::UnknownKey, None),
+            Err(TokenError::Invalid(_)) => return Decision::deny(Reason::InvalidToken, None),
+        };
+        let now = self.clock.now();
+        match self.views.sessions.get(token.claims.session) {
+            None => return Decision::deny(Reason::SessionUnknown, Some(token)),
+            Some(s) if s.revoked => return Decision::deny(Reason::SessionRevoked, Some(token)),
+            Some(s) if s.expires_at <= now => return Decision::deny(Reason::SessionExpired, Some(token)),
+            Some(_) => {}
+        }
+        if token.claims.expires_at <= now {
+            return Decision::deny(Reason::SessionExpired, Some(token));
+        }
+        match self.run_policy(&token, request, now) {
+            Ok(()) => Decision { reason: Reason::Allowed, token: Some(token) },
+            Err(()) if !token.claims.scopes.contains(request.scope) => Decision::deny(Reason::ScopeNotGranted, Some(token)),
+            Err(()) => Decision::deny(Reason::PolicyDenied, Some(token)),
+        }
+    }
+
+    fn run_policy(&self, token: &VerifiedToken, request: &Request<'_>, now: Timestamp) -> Result<(), ()> {
+        let mut builder = self
+            .policy
+            .builder()
+            .fact(tokens::agent::request_fact("requested_scope", request.scope.as_str()))
+            .map_err(|_| ())?
+            .fact(Fact::new("time".to_owned(), vec![Term::Date(u64::try_from(now.seconds()).unwrap_or(0))]))
+            .map_err(|_| ())?;
+        if let Some(resource) = request.resource {
+            builder = builder.fact(tokens::agent::request_fact("resource", resource)).map_err(|_| ())?;
+        }
+        let mut authorizer = builder.build(&token.biscuit).map_err(|_| ())?;
+        // Any failure, a run limit included, is a deny: never an error to the caller.
+        authorizer.authorize().map(|_| ()).map_err(|_| ())
+    }
+
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+}

@@ -1,0 +1,259 @@
+//! Command-line parsing and the commands that do not need the HTTP server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use tether::domain::{Error, Role, RoleKind};
+use tether::tokens::{KeyPurpose, KeyRing};
+use tether::{App, Config};
+
+mod demo;
+
+#[derive(Parser)]
+#[command(name = "tether", version, about = "Delegated-session governor for AI agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (creates the data directory, keys and first admin credential on first start).
+    Serve {
+        #[arg(long, default_value = "./tether-data", env = "TETHER_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8700", env = "TETHER_LISTEN")]
+        listen: String,
+        /// Directory holding agent.datalog (default: the policy built into the binary).
+        #[arg(long, env = "TETHER_POLICY_DIR")]
+        policy_dir: Option<PathBuf>,
+        /// Session lifetime when a request names none, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        default_session_ttl: i64,
+        /// Deepest chain of sub-agent sessions.
+        #[arg(long, default_value_t = 4)]
+        max_session_depth: i64,
+    },
+    /// Read and check the audit log of a (possibly stopped) instance.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Manage signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Mint API credentials.
+    Credential {
+        #[command(subcommand)]
+        command: CredentialCommand,
+    },
+    /// Walk through the whole story on a throw-away data directory.
+    Demo,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain; exits non-zero naming the first broken seq.
+    Verify {
+        #[arg(long, default_value = "./tether-data")]
+        data_dir: PathBuf,
+    },
+    /// Print every event as one JSON line, in seq order.
+    Export {
+        #[arg(long, default_value = "./tether-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a new signing key (new tokens use it; old tokens stay valid). Takes effect at next start.
+    Rotate {
+        #[arg(long, default_value = "./tether-data")]
+        data_dir: PathBuf,
+        /// `agent` (agent tokens) or `api` (API credentials).
+        #[arg(long, default_value = "agent")]
+        purpose: String,
+    },
+    /// Retire a key: every token under it is refused. Takes effect at next start.
+    Retire {
+        kid: u32,
+        #[arg(long, default_value = "./tether-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "agent")]
+        purpose: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CredentialCommand {
+    /// Mint a credential and print it once.
+    Mint {
+        #[arg(long, default_value = "./tether-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        platform_id: Option<String>,
+        #[arg(long)]
+        user_id: Option<String>,
+        #[arg(long)]
+        label: Option<String>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn purpose(text: &str) -> Result<KeyPurpose, Error> {
+    match text {
+        "agent" => Ok(KeyPurpose::Agent),
+        "api" => Ok(KeyPurpose::Api),
+        _ => Err(Error::invalid("--purpose must be `agent` or `api`")),
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode, Error> {
+    match command {
+        Command::Serve { data_dir, listen, policy_dir, default_session_ttl, max_session_depth } => {
+            let mut config = Config::new(data_dir);
+            config.policy_dir = policy_dir;
+            config.limits.default_session_ttl_seconds = default_session_ttl;
+            config.limits.max_session_depth = max_session_depth;
+            serve(config, &listen).await
+        }
+        Command::Audit { command: AuditCommand::Verify { data_dir } } => {
+            let readers = open_readers(&data_dir)?;
+            let report = readers.read_now(tether::store::reads::verify_audit)?;
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            if report.ok {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("audit chain broken at seq {}", report.first_broken_seq.unwrap_or_default());
+                Ok(ExitCode::from(2))
+            }
+        }
+        Command::Audit { command: AuditCommand::Export { data_dir } } => {
+            let readers = open_readers(&data_dir)?;
+            readers.read_now(|conn| {
+                tether::store::reads::each_audit_event(conn, 0, |event| {
+                    println!("{}", serde_json::to_string(&event).unwrap_or_default());
+                    true
+                })
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys { command: KeysCommand::Rotate { data_dir, purpose: p } } => {
+            let ring = KeyRing::load_or_create(&data_dir.join("keys"), purpose(&p)?)?;
+            let kid = ring.rotate()?;
+            println!("added {p} key {kid}; it signs new tokens after the next start");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys { command: KeysCommand::Retire { kid, data_dir, purpose: p } } => {
+            let ring = KeyRing::load_or_create(&data_dir.join("keys"), purpose(&p)?)?;
+            ring.retire(kid)?;
+            println!("retired {p} key {kid}; tokens under it are refused after the next start");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Credential { command: CredentialCommand::Mint { data_dir, role, platform_id, user_id, label } } => {
+            let role = RoleKind::parse(&role).ok_or_else(|| Error::invalid("--role must be admin, platform, user, auditor or verifier"))?;
+            let role = match role {
+                RoleKind::Admin => Role::Admin,
+                RoleKind::Auditor => Role::Auditor,
+                RoleKind::Verifier => Role::Verifier,
+                RoleKind::Platform => Role::Platform(
+                    tether::domain::PlatformId::parse(platform_id.as_deref().unwrap_or_default()).map_err(|e| Error::invalid(format!("--platform-id: {e}")))?,
+                ),
+                RoleKind::User => Role::User(
+                    tether::domain::UserId::parse(user_id.as_deref().unwrap_or_default()).map_err(|e| Error::invalid(format!("--user-id: {e}")))?,
+                ),
+            };
+            let app = App::open(&Config::new(data_dir)).await?;
+            let env = app.services.env.clone();
+            let created = app
+                .services
+                .writer
+                .execute(move |tx| {
+                    if let Role::Platform(p) = role {
+                        tether::store::reads::get_platform(tx.conn(), tether::domain::Visibility::All, p)?;
+                    }
+                    if let Role::User(u) = role {
+                        tether::store::reads::get_user(tx.conn(), tether::domain::Visibility::All, u)?;
+                    }
+                    let actor = tether::domain::Actor::new(tether::domain::ActorKind::Admin, "cli");
+                    tether::ops::objects::issue_credential(tx, &env, actor, role, label, None)
+                })
+                .await?;
+            println!("{}", created.secret);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => demo::run().await.map(|_| ExitCode::SUCCESS),
+    }
+}
+
+fn open_readers(data_dir: &std::path::Path) -> Result<tether::store::ReadPool, Error> {
+    let db = tether::store::database_path(data_dir);
+    if !db.exists() {
+        return Err(Error::invalid(format!("no tether database at {}", db.display())));
+    }
+    tether::store::ReadPool::open(&db, 1)
+}
+
+async fn serve(config: Config, listen: &str) -> Result<ExitCode, Error> {
+    let app = App::open(&config).await?;
+    if let Some(credential) = &app.first_admin_credential {
+        println!("First start: created {} with an admin credential.", config.data_dir.display());
+        println!("Admin credential (shown once; also in {}):", config.data_dir.join("admin.credential").display());
+        println!("{credential}");
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::invalid(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener.local_addr().map_err(Error::internal)?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "tether listening");
+    app.serve(listener, shutdown_signal()).await.map_err(Error::internal)?;
+    tracing::info!("tether stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

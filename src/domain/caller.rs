@@ -1,0 +1,105 @@
+//! Who is calling: the role a verified credential grants and what that role may see.
+
+use serde::Serialize;
+
+use super::ids::{CredentialId, PlatformId, UserId};
+
+/// The role carried by an API credential, with the tenant it is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Platform(PlatformId),
+    User(UserId),
+    Auditor,
+    Verifier,
+}
+
+/// A role without its binding, for permission tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleKind {
+    Admin,
+    Platform,
+    User,
+    Auditor,
+    Verifier,
+}
+
+impl RoleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleKind::Admin => "admin",
+            RoleKind::Platform => "platform",
+            RoleKind::User => "user",
+            RoleKind::Auditor => "auditor",
+            RoleKind::Verifier => "verifier",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "admin" => RoleKind::Admin,
+            "platform" => RoleKind::Platform,
+            "user" => RoleKind::User,
+            "auditor" => RoleKind::Auditor,
+            "verifier" => RoleKind::Verifier,
+            _ => return None,
+        })
+    }
+}
+
+impl Role {
+    pub fn kind(&self) -> RoleKind {
+        match self {
+            Role::Admin => RoleKind::Admin,
+            Role::Platform(_) => RoleKind::Platform,
+            Role::User(_) => RoleKind::User,
+            Role::Auditor => RoleKind::Auditor,
+            Role::Verifier => RoleKind::Verifier,
+        }
+    }
+}
+
+/// A caller whose credential verified and is live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub credential: CredentialId,
+    pub role: Role,
+}
+
+/// The slice of tenant data a caller may see. Store reads take it as an argument, so an object
+/// outside it is "not found" by construction, never by a check a handler could forget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// Admin and auditor: everything.
+    All,
+    /// A platform: its own platform, agents, integrations and the delegations and sessions on them.
+    Platform(PlatformId),
+    /// A user: their own user record, delegations and sessions.
+    User(UserId),
+    /// A verifier sees no tenant data.
+    Nothing,
+}
+
+impl Caller {
+    pub fn visibility(&self) -> Visibility {
+        match self.role {
+            Role::Admin | Role::Auditor => Visibility::All,
+            Role::Platform(p) => Visibility::Platform(p),
+            Role::User(u) => Visibility::User(u),
+            Role::Verifier => Visibility::Nothing,
+        }
+    }
+
+    /// How this caller appears as the actor of an audit event.
+    pub fn actor(&self) -> super::model::Actor {
+        use super::model::{Actor, ActorKind};
+        match self.role {
+            Role::Admin => Actor::new(ActorKind::Admin, self.credential.to_string()),
+            Role::Platform(p) => Actor::new(ActorKind::Platform, p.to_string()),
+            Role::User(u) => Actor::new(ActorKind::User, u.to_string()),
+            Role::Auditor => Actor::new(ActorKind::Auditor, self.credential.to_string()),
+            Role::Verifier => Actor::new(ActorKind::Verifier, self.credential.to_string()),
+        }
+    }
+}

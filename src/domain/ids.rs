@@ -1,0 +1,156 @@
+//! Typed identifiers: a type prefix and a UUIDv7, parsed once at the edge.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use uuid::Uuid;
+
+/// Why a string is not an id of the expected kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected {expected} id like `{prefix}_0193…` (prefix `{prefix}_` and a UUIDv7 in hex)")]
+pub struct IdError {
+    pub expected: &'static str,
+    pub prefix: &'static str,
+}
+
+macro_rules! typed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+            pub const KIND: &'static str = $what;
+
+            /// A fresh id (time-ordered UUIDv7).
+            pub fn generate() -> Self {
+                Self(Uuid::now_v7())
+            }
+
+            pub fn from_uuid(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+
+            pub fn uuid(&self) -> Uuid {
+                self.0
+            }
+
+            /// The only way in from text: the prefix must match and the rest must be a UUIDv7.
+            pub fn parse(text: &str) -> Result<Self, IdError> {
+                let err = IdError { expected: $what, prefix: $prefix };
+                let rest = text
+                    .strip_prefix($prefix)
+                    .and_then(|r| r.strip_prefix('_'))
+                    .ok_or_else(|| err.clone())?;
+                if rest.len() != 32 || !rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    return Err(err);
+                }
+                let uuid = Uuid::try_parse(rest).map_err(|_| err.clone())?;
+                if uuid.get_version_num() != 7 {
+                    return Err(err);
+                }
+                Ok(Self(uuid))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}_{}", $prefix, self.0.simple())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self, f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::parse(s)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Self::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some(concat!("^", $prefix, "_[0-9a-f]{32}$")))
+                    .description(Some(concat!("a ", $what, " id")))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
+typed_id!(PlatformId, "plt", "platform");
+typed_id!(AgentId, "agt", "agent");
+typed_id!(IntegrationId, "int", "integration");
+typed_id!(UserId, "usr", "user");
+typed_id!(DelegationId, "dlg", "delegation");
+typed_id!(SessionId, "ses", "session");
+typed_id!(CredentialId, "cred", "credential");
+typed_id!(WebhookId, "whk", "webhook");
+typed_id!(
+    /// The id of one audit event (its position in the chain is its `seq`).
+    EventId,
+    "evt",
+    "audit event"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_round_trips_through_its_text() {
+        let id = SessionId::generate();
+        assert_eq!(SessionId::parse(&id.to_string()), Ok(id));
+    }
+
+    #[test]
+    fn an_id_of_another_kind_is_refused() {
+        let user = UserId::generate().to_string();
+        assert!(SessionId::parse(&user).is_err());
+    }
+
+    #[test]
+    fn malformed_ids_are_refused() {
+        for bad in [
+            "",
+            "ses_",
+            "ses_123",
+            "ses_0193XXXXXXXXXXXXXXXXXXXXXXXXXXXX",
+            "ses_\0",
+            "ses_00000000000000000000000000000000",
+            "SES_0193b4f2a1b27c3d8e9f0a1b2c3d4e5f",
+            "x\"); allow if true; //",
+        ] {
+            assert!(SessionId::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn uppercase_hex_is_refused_so_each_id_has_one_spelling() {
+        let id = SessionId::generate().to_string().to_uppercase().replace("SES_", "ses_");
+        assert!(SessionId::parse(&id).is_err());
+    }
+}

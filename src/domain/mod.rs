@@ -1,0 +1,15 @@
+//! Types and rules of tether's domain: ids, scopes, objects, callers, errors. No I/O.
+
+pub mod caller;
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod scope;
+pub mod time;
+
+pub use caller::{Caller, Role, RoleKind, Visibility};
+pub use error::{Error, Result};
+pub use ids::*;
+pub use model::*;
+pub use scope::{Scope, ScopeSet};
+pub use time::Timestamp;

@@ -1,0 +1,169 @@
+//! Scope strings (`mail:read`) and sets of them, well-formed by construction.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Why a string is not a scope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid scope {0:?}: a scope is 1-128 characters of a-z 0-9 _ . : / * -")]
+pub struct ScopeError(pub String);
+
+/// One scope: 1–128 characters of `[a-z0-9_.:/*-]`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Scope(String);
+
+impl Scope {
+    pub fn parse(text: &str) -> Result<Self, ScopeError> {
+        let ok = (1..=128).contains(&text.len())
+            && text
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b':' | b'/' | b'*' | b'-'));
+        if ok {
+            Ok(Self(text.to_owned()))
+        } else {
+            // Never echo more than a prefix of hostile input.
+            Err(ScopeError(text.chars().take(64).collect()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scope {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Scope::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A set of scopes, ordered so that its encoding is canonical.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ScopeSet(BTreeSet<Scope>);
+
+impl ScopeSet {
+    pub const MAX_LEN: usize = 256;
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn contains(&self, scope: &Scope) -> bool {
+        self.0.contains(scope)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Scope> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn is_subset(&self, other: &ScopeSet) -> bool {
+        self.0.is_subset(&other.0)
+    }
+
+    pub fn intersection(&self, other: &ScopeSet) -> ScopeSet {
+        ScopeSet(self.0.intersection(&other.0).cloned().collect())
+    }
+
+    /// The scopes of `self` that are not in `other`.
+    pub fn difference(&self, other: &ScopeSet) -> ScopeSet {
+        ScopeSet(self.0.difference(&other.0).cloned().collect())
+    }
+
+    /// Canonical JSON array text, used for storage.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.0).unwrap_or_else(|_| "[]".to_owned())
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    pub fn joined(&self, sep: &str) -> String {
+        self.0.iter().map(Scope::as_str).collect::<Vec<_>>().join(sep)
+    }
+}
+
+impl FromIterator<Scope> for ScopeSet {
+    fn from_iter<I: IntoIterator<Item = Scope>>(iter: I) -> Self {
+        ScopeSet(iter.into_iter().collect())
+    }
+}
+
+impl fmt::Debug for ScopeSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.iter()).finish()
+    }
+}
+
+impl utoipa::PartialSchema for ScopeSet {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some("^[a-z0-9_.:/*-]{1,128}$")),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ScopeSet {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> ScopeSet {
+        items.iter().map(|s| Scope::parse(s).expect("valid scope")).collect()
+    }
+
+    #[test]
+    fn well_formed_scopes_parse() {
+        for ok in ["mail:read", "repo/pr:write", "a", "files.*", "x-y_z"] {
+            assert!(Scope::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn scopes_with_datalog_syntax_or_odd_characters_are_refused() {
+        let long = "a".repeat(129);
+        for bad in ["", "Mail:read", "mail read", "a\"b", "a)", "a;b", "a\0", "é", long.as_str()] {
+            assert!(Scope::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn set_operations_behave_like_sets() {
+        let a = set(&["mail:read", "mail:send"]);
+        let b = set(&["mail:read"]);
+        assert!(b.is_subset(&a));
+        assert_eq!(a.intersection(&b), b);
+        assert_eq!(a.difference(&b), set(&["mail:send"]));
+        assert_eq!(ScopeSet::from_json(&a.to_json()).ok(), Some(a));
+    }
+}

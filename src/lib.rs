@@ -1,0 +1,187 @@
+//! tether: a delegated-session governor for AI agents.
+//!
+//! Every agent session is bound to its delegating user, its agent, its integration and a scoped
+//! biscuit token. When any link dies, every session that depended on it is revoked in one
+//! transaction, visible to the next authorize call, and recorded in a hash-chained audit log.
+//!
+//! # Layout
+//! - [`domain`]: ids, scopes, objects, callers and errors; no I/O.
+//! - [`audit`]: audit records and the hash chain (pure).
+//! - [`store`]: SQLite: migrations, the group-commit writer, reads, writes, coverage.
+//! - [`ops`]: the commands run inside a write transaction, cascades included.
+//! - [`tokens`]: key rings, agent tokens, API credentials, the request policy.
+//! - [`views`]: in-memory views the writer updates after commit (live sessions, credentials).
+//! - [`authorize`]: the hot path.
+//! - [`api`]: the HTTP API (axum), one module per resource.
+//! - [`last_seen`], [`metrics`], [`clock`]: supporting pieces.
+
+pub mod api;
+pub mod audit;
+pub mod authorize;
+pub mod clock;
+pub mod domain;
+pub mod last_seen;
+pub mod metrics;
+pub mod ops;
+pub mod store;
+pub mod tokens;
+pub mod views;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::domain::{Actor, Error, Result, Role};
+use crate::ops::{Env, Limits};
+use crate::store::{ReadPool, Writer};
+use crate::tokens::{KeyPurpose, KeyRing, Policy};
+use crate::views::{CredentialState, LiveSession, Views};
+
+/// How to run tether.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// A directory holding `agent.datalog`; the shipped policy when absent.
+    pub policy_dir: Option<PathBuf>,
+    pub limits: Limits,
+    pub read_connections: usize,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config { data_dir: data_dir.into(), policy_dir: None, limits: Limits::default(), read_connections: 4 }
+    }
+}
+
+/// Everything a request handler can reach.
+pub struct Services {
+    pub writer: Writer,
+    pub readers: Arc<ReadPool>,
+    pub views: Arc<Views>,
+    pub authorizer: authorize::Authorizer,
+    pub env: Arc<Env>,
+    pub clock: Arc<Clock>,
+    pub metrics: metrics::Metrics,
+    pub last_seen: Arc<last_seen::LastSeen>,
+}
+
+/// An opened tether: database migrated, keys loaded, views filled.
+pub struct App {
+    pub services: Arc<Services>,
+    /// The first admin credential, present only on the start that created the data directory.
+    pub first_admin_credential: Option<String>,
+}
+
+impl App {
+    pub async fn open(config: &Config) -> Result<App> {
+        Self::open_with_clock(config, Arc::new(Clock::default())).await
+    }
+
+    pub async fn open_with_clock(config: &Config, clock: Arc<Clock>) -> Result<App> {
+        // The policy first: a bad policy stops start-up before anything is created.
+        let policy = match &config.policy_dir {
+            Some(dir) => Policy::load_dir(dir)?,
+            None => Policy::parse(tokens::policy::DEFAULT_AGENT_POLICY, "(built in) policies/agent.datalog")?,
+        };
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| Error::internal(format!("create data dir {}: {e}", config.data_dir.display())))?;
+        let keys_dir = config.data_dir.join("keys");
+        let agent_keys = Arc::new(KeyRing::load_or_create(&keys_dir, KeyPurpose::Agent)?);
+        let api_keys = Arc::new(KeyRing::load_or_create(&keys_dir, KeyPurpose::Api)?);
+        let db = store::database_path(&config.data_dir);
+        let views = Arc::new(Views::default());
+        let writer = Writer::start(&db, clock.clone(), views.clone())?;
+        let readers = Arc::new(ReadPool::open(&db, config.read_connections)?);
+        let env = Arc::new(Env { agent_keys: agent_keys.clone(), api_keys, limits: config.limits });
+
+        load_views(&readers, &views, clock.now())?;
+        let first_admin_credential = bootstrap_admin(&config.data_dir, &readers, &writer, &env).await?;
+
+        let authorizer = authorize::Authorizer::new(agent_keys, policy, views.clone(), clock.clone());
+        let services = Services {
+            writer,
+            readers,
+            views,
+            authorizer,
+            env,
+            clock,
+            metrics: metrics::Metrics::default(),
+            last_seen: Arc::new(last_seen::LastSeen::default()),
+        };
+        Ok(App { services: Arc::new(services), first_admin_credential })
+    }
+
+    pub fn router(&self) -> axum::Router {
+        api::router(self.services.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains requests and flushes
+    /// last-seen updates.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let flusher = {
+            let last_seen = self.services.last_seen.clone();
+            let writer = self.services.writer.clone();
+            let mut stop = stop_rx.clone();
+            tokio::spawn(last_seen.run(writer, Duration::from_secs(1), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }))
+        };
+        let router = self.router();
+        let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let _ = stop_tx.send(true);
+        let _ = flusher.await;
+        result
+    }
+}
+
+/// Fills the live view and the credential view from the database.
+fn load_views(readers: &ReadPool, views: &Views, now: domain::Timestamp) -> Result<()> {
+    readers.read_now(|conn| {
+        store::reads::live_sessions(conn, now, |row| {
+            views.sessions.set(row.id, LiveSession { revoked: row.revoked, expires_at: row.expires_at });
+        })?;
+        for c in store::reads::all_credentials(conn)? {
+            views.credentials.insert(c.id, CredentialState { revoked: c.revoked_at.is_some(), expires_at: c.expires_at });
+        }
+        Ok(())
+    })
+}
+
+/// On the first start (no credential at all), mints the admin credential and writes it to
+/// `DIR/admin.credential` (mode 0600).
+async fn bootstrap_admin(data_dir: &Path, readers: &ReadPool, writer: &Writer, env: &Arc<Env>) -> Result<Option<String>> {
+    let existing = readers.read_now(|conn| {
+        conn.query_row("SELECT count(*) FROM credentials", [], |r| r.get::<_, i64>(0)).map_err(store::db_error)
+    })?;
+    if existing > 0 {
+        return Ok(None);
+    }
+    let env = env.clone();
+    let created = writer
+        .execute(move |tx| ops::objects::issue_credential(tx, &env, Actor::system(), Role::Admin, Some("bootstrap admin".into()), None))
+        .await?;
+    write_private_file(&data_dir.join("admin.credential"), created.secret.as_bytes())?;
+    Ok(Some(created.secret))
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::internal(format!("write {}: {e}", path.display())))?;
+    file.write_all(contents).and_then(|_| file.write_all(b"\n")).map_err(|e| Error::internal(format!("write {}: {e}", path.display())))
+}

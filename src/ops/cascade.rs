@@ -1,0 +1,116 @@
+//! The revocation engine: a trigger event, then every session that depended on it, each audited
+//! with the trigger as its cause, then the receipt.
+
+use std::collections::HashSet;
+
+use serde_json::json;
+
+use crate::audit::{AuditEvent, NewEvent};
+use crate::domain::*;
+use crate::store::writes::{self, ActiveSession, DelegationsOf, SessionsOf};
+use crate::store::{Effect, Tx};
+
+/// One trigger in progress: what it revoked so far.
+pub struct Cascade {
+    pub trigger: AuditEvent,
+    revoked: Vec<RevokedSession>,
+    seen: HashSet<SessionId>,
+}
+
+impl Cascade {
+    /// Writes the trigger's own event and starts the cascade under it.
+    pub fn start(tx: &mut Tx<'_>, trigger: NewEvent) -> Result<Cascade> {
+        let trigger = tx.audit(trigger)?;
+        Ok(Cascade { trigger, revoked: Vec::new(), seen: HashSet::new() })
+    }
+
+    /// Continues from a trigger already written (a session revoked directly is its own trigger).
+    pub fn from_event(trigger: AuditEvent) -> Cascade {
+        Cascade { trigger, revoked: Vec::new(), seen: HashSet::new() }
+    }
+
+    fn caused(&self, action: &'static str, subject: Subject, reason: &str) -> NewEvent {
+        NewEvent::new(self.trigger.actor.clone(), action, subject)
+            .cause(self.trigger.seq)
+            .reason(Some(reason.to_owned()))
+    }
+
+    /// Revokes sessions, then their sub-agent sessions recursively (reason `parent_session_revoked`).
+    pub fn revoke_sessions(&mut self, tx: &mut Tx<'_>, sessions: Vec<ActiveSession>, reason: &str) -> Result<()> {
+        let mut queue: Vec<(ActiveSession, String)> = sessions.into_iter().map(|s| (s, reason.to_owned())).collect();
+        while let Some((session, reason)) = queue.pop() {
+            if !self.seen.insert(session.id) {
+                continue;
+            }
+            let event = self.caused("session.revoked", Subject::new("session", session.id), &reason).details(json!({
+                "user_id": session.user_id,
+                "agent_id": session.agent_id,
+                "integration_id": session.integration_id,
+                "delegation_id": session.delegation_id,
+                "initiating_entity": super::initiating_entity(&self.trigger.actor),
+                "trigger": self.trigger.action,
+            }));
+            let event = tx.audit(event)?;
+            self.mark(tx, &session, &reason, event.seq)?;
+            for child in writes::active_sessions(tx, SessionsOf::Parent(session.id))? {
+                queue.push((child, "parent_session_revoked".to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a session revoked by `seq` and records it for the receipt and the live view.
+    pub fn mark(&mut self, tx: &mut Tx<'_>, session: &ActiveSession, reason: &str, seq: i64) -> Result<()> {
+        self.seen.insert(session.id);
+        writes::mark_session_revoked(tx, session.id, reason, seq)?;
+        tx.effect(Effect::SessionRevoked { id: session.id, expires_at: session.expires_at });
+        self.revoked.push(RevokedSession {
+            session_id: session.id,
+            user_id: session.user_id,
+            agent_id: session.agent_id,
+            integration_id: session.integration_id,
+            reason: reason.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Revokes delegations (each audited) and every session on them.
+    pub fn revoke_delegations(&mut self, tx: &mut Tx<'_>, of: DelegationsOf, reason: &str) -> Result<usize> {
+        let delegations = writes::active_delegations(tx, of)?;
+        for d in &delegations {
+            let event = self.caused("delegation.revoked", Subject::new("delegation", d.id), reason).details(json!({
+                "user_id": d.user_id, "agent_id": d.agent_id, "integration_id": d.integration_id,
+            }));
+            tx.audit(event)?;
+            writes::mark_delegation_revoked(tx, d.id, reason)?;
+            let sessions = writes::active_sessions(tx, SessionsOf::Delegation(d.id))?;
+            self.revoke_sessions(tx, sessions, reason)?;
+        }
+        Ok(delegations.len())
+    }
+
+    /// Writes an event caused by the trigger that is not a revocation (e.g. a narrowed delegation).
+    pub fn note(&mut self, tx: &mut Tx<'_>, action: &'static str, subject: Subject, reason: &str, details: serde_json::Value) -> Result<()> {
+        tx.audit(self.caused(action, subject, reason).details(details)).map(drop)
+    }
+
+    pub fn receipt(self, tx: &Tx<'_>) -> Receipt {
+        Receipt {
+            cause: ReceiptCause { seq: self.trigger.seq, action: self.trigger.action.clone(), subject: self.trigger.subject.clone() },
+            revoked: self.revoked,
+            audit: AuditRange { from_seq: self.trigger.seq, to_seq: tx.head().seq, head_hash: tx.head().hash.clone() },
+        }
+    }
+}
+
+/// The receipt of a trigger that found nothing to do: no event written, nothing revoked. `cause`
+/// points at the earlier event that already did it; the audit range is empty (`from_seq` is one
+/// past `to_seq`).
+pub fn noop_receipt(tx: &Tx<'_>, earlier: Option<AuditEvent>, subject: Subject) -> Receipt {
+    let head = tx.head();
+    let cause = match earlier {
+        Some(e) => ReceiptCause { seq: e.seq, action: e.action, subject: e.subject },
+        None => ReceiptCause { seq: 0, action: "none".into(), subject },
+    };
+    Receipt { cause, revoked: Vec::new(), audit: AuditRange { from_seq: head.seq + 1, to_seq: head.seq, head_hash: head.hash.clone() } }
+}

@@ -1,0 +1,121 @@
+//! Request bodies: typed, with unknown fields refused, so a parsed command is a valid one.
+
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::domain::*;
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCredential {
+    pub role: RoleKind,
+    pub platform_id: Option<PlatformId>,
+    pub user_id: Option<UserId>,
+    pub label: Option<String>,
+    pub ttl_seconds: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPlatform {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgent {
+    pub name: String,
+    pub scopes: ScopeSet,
+    pub platform_id: Option<PlatformId>,
+}
+
+/// Integrations take the same body as agents.
+pub type NewIntegration = NewAgent;
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub external_id: String,
+    pub display_name: Option<String>,
+    pub permissions: ScopeSet,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPermissions {
+    pub permissions: ScopeSet,
+    pub reason: Option<String>,
+}
+
+/// `{reason}` for state changes; required where API.md says so, optional elsewhere.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithReason {
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleKind {
+    PasswordReset,
+    CredentialCompromised,
+    MfaReset,
+}
+
+impl LifecycleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleKind::PasswordReset => "password_reset",
+            LifecycleKind::CredentialCompromised => "credential_compromised",
+            LifecycleKind::MfaReset => "mfa_reset",
+        }
+    }
+
+    pub fn action(self) -> &'static str {
+        match self {
+            LifecycleKind::PasswordReset => "user.password_reset",
+            LifecycleKind::CredentialCompromised => "user.credential_compromised",
+            LifecycleKind::MfaReset => "user.mfa_reset",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleEvent {
+    #[serde(rename = "type")]
+    pub kind: LifecycleKind,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDelegation {
+    pub user_id: UserId,
+    pub agent_id: AgentId,
+    pub integration_id: IntegrationId,
+    pub scopes: ScopeSet,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSessionMetadata {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub device: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSession {
+    pub delegation_id: DelegationId,
+    pub scopes: ScopeSet,
+    pub ttl_seconds: Option<i64>,
+    pub parent_session_id: Option<SessionId>,
+    pub metadata: Option<NewSessionMetadata>,
+}
+
+/// A reason from a request, cleaned (bounded, no control characters).
+pub fn reason(value: &Option<String>) -> Result<Option<String>> {
+    value.as_deref().map(|r| clean_text("reason", r, 500)).transpose()
+}

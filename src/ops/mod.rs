@@ -1,0 +1,58 @@
+//! The commands tether runs inside a write transaction: creation, chain checks, revocation and
+//! every cascade. Each command is one atomic change with its audit events; the writer commits it.
+//!
+//! Commands take the [`Caller`] and read tenant data through its [`Visibility`], so a command
+//! on another tenant's object fails with `not_found` before it can change anything.
+
+pub mod cascade;
+pub mod commands;
+pub mod objects;
+pub mod sessions;
+
+use std::sync::Arc;
+
+use crate::domain::*;
+use crate::tokens::KeyRing;
+
+/// What commands need besides the transaction: the signing keys and the limits.
+pub struct Env {
+    pub agent_keys: Arc<KeyRing>,
+    pub api_keys: Arc<KeyRing>,
+    pub limits: Limits,
+}
+
+/// Bounds on what a request may ask for.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Session lifetime when the request names none.
+    pub default_session_ttl_seconds: i64,
+    /// Longest session lifetime a request may ask for.
+    pub max_session_ttl_seconds: i64,
+    /// Deepest chain of sub-agent sessions (a top-level session has depth 0).
+    pub max_session_depth: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { default_session_ttl_seconds: 3600, max_session_ttl_seconds: 30 * 24 * 3600, max_session_depth: 4 }
+    }
+}
+
+/// Refuses callers whose role is not in `allowed` (403: the route is not theirs at all).
+pub fn require(caller: &Caller, allowed: &[RoleKind]) -> Result<()> {
+    if allowed.contains(&caller.role.kind()) {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!("the {} role may not do this", caller.role.kind().as_str())))
+    }
+}
+
+/// CAEP's `initiating_entity` for an actor.
+pub fn initiating_entity(actor: &Actor) -> &'static str {
+    match actor.kind {
+        ActorKind::User => "user",
+        ActorKind::Policy => "policy",
+        ActorKind::System | ActorKind::Idp => "system",
+        ActorKind::Admin | ActorKind::Platform | ActorKind::Auditor | ActorKind::Verifier => "admin",
+    }
+}

@@ -1,0 +1,247 @@
+//! Delegations and sessions: consent, opening a session on the whole chain, direct revocation.
+
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::cascade::{noop_receipt, Cascade};
+use super::commands::*;
+use super::{require, Env};
+use crate::audit::NewEvent;
+use crate::domain::*;
+use crate::store::reads;
+use crate::store::writes::{self, ActiveSession, SessionsOf};
+use crate::store::{Effect, Tx};
+use crate::tokens::{self, AgentClaims};
+
+/// The answer to opening a session. `Debug` leaves the token out.
+#[derive(Clone, Serialize, ToSchema)]
+pub struct SessionCreated {
+    pub session: Session,
+    pub token: String,
+    pub token_expires_at: Timestamp,
+    /// Reserved for refresh rotation; `null` until refresh tokens are issued.
+    pub refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for SessionCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCreated").field("session", &self.session.id).finish_non_exhaustive()
+    }
+}
+
+/// The chain a delegation or session stands on, each link checked active.
+struct Chain {
+    user: User,
+    agent: Agent,
+    integration: Integration,
+}
+
+fn active_chain(tx: &Tx<'_>, user: UserId, agent: &Agent, integration: &Integration) -> Result<Chain> {
+    let user = reads::get_user_unscoped(tx.conn(), user)?;
+    if user.status != UserStatus::Active {
+        return Err(Error::conflict(format!("user {} is disabled", user.id)));
+    }
+    match agent.status {
+        AgentStatus::Active => {}
+        AgentStatus::Suspended => return Err(Error::conflict(format!("agent {} is suspended", agent.id))),
+        AgentStatus::Deregistered => return Err(Error::conflict(format!("agent {} is deregistered", agent.id))),
+    }
+    if integration.status != IntegrationStatus::Active {
+        return Err(Error::conflict(format!("integration {} is disabled", integration.id)));
+    }
+    let platform = reads::get_platform(tx.conn(), Visibility::All, agent.platform_id)?;
+    if platform.status != PlatformStatus::Active {
+        return Err(Error::conflict(format!("platform {} is disabled", platform.id)));
+    }
+    Ok(Chain { user, agent: agent.clone(), integration: integration.clone() })
+}
+
+fn refuse_ungrantable(asked: &ScopeSet, grantable: &ScopeSet) -> Result<()> {
+    let missing = asked.difference(grantable);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::ScopeNotGrantable(missing.iter().map(|s| s.to_string()).collect()))
+    }
+}
+
+pub fn create_delegation(tx: &mut Tx<'_>, caller: &Caller, req: NewDelegation) -> Result<Delegation> {
+    require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
+    if req.scopes.is_empty() {
+        return Err(Error::invalid("`scopes` must list at least one scope"));
+    }
+    let vis = caller.visibility();
+    let agent = reads::get_agent(tx.conn(), vis, req.agent_id)?;
+    let integration = reads::get_integration(tx.conn(), vis, req.integration_id)?;
+    if agent.platform_id != integration.platform_id {
+        return Err(Error::conflict("the agent and the integration belong to different platforms"));
+    }
+    let chain = active_chain(tx, req.user_id, &agent, &integration)?;
+    let grantable = chain.user.permissions.intersection(&chain.agent.scopes).intersection(&chain.integration.scopes);
+    refuse_ungrantable(&req.scopes, &grantable)?;
+    let delegation = Delegation {
+        id: DelegationId::generate(),
+        user_id: req.user_id,
+        agent_id: agent.id,
+        integration_id: integration.id,
+        platform_id: agent.platform_id,
+        scopes: req.scopes,
+        status: DelegationStatus::Active,
+        created_at: tx.now(),
+        revoked_at: None,
+        revoked_reason: None,
+    };
+    writes::insert_delegation(tx, &delegation)?;
+    tx.audit(NewEvent::new(caller.actor(), "delegation.created", Subject::new("delegation", delegation.id)).details(json!({
+        "user_id": delegation.user_id, "agent_id": delegation.agent_id,
+        "integration_id": delegation.integration_id, "scopes": delegation.scopes,
+    })))?;
+    Ok(delegation)
+}
+
+pub fn revoke_delegation(tx: &mut Tx<'_>, caller: &Caller, id: DelegationId, req: WithReason) -> Result<Receipt> {
+    require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::User])?;
+    let reason = reason(&req.reason)?;
+    let delegation = reads::get_delegation(tx.conn(), caller.visibility(), id)?;
+    let subject = Subject::new("delegation", id);
+    if delegation.status == DelegationStatus::Revoked {
+        let earlier = writes::last_event_for(tx, &id.to_string(), &["delegation.revoked"])?;
+        return Ok(noop_receipt(tx, earlier, subject));
+    }
+    writes::mark_delegation_revoked(tx, id, reason.as_deref().unwrap_or("revoked"))?;
+    let trigger = NewEvent::new(caller.actor(), "delegation.revoked", subject).reason(reason).details(json!({
+        "user_id": delegation.user_id, "agent_id": delegation.agent_id, "integration_id": delegation.integration_id,
+    }));
+    let mut cascade = Cascade::start(tx, trigger)?;
+    let sessions = writes::active_sessions(tx, SessionsOf::Delegation(id))?;
+    cascade.revoke_sessions(tx, sessions, "delegation_revoked")?;
+    Ok(cascade.receipt(tx))
+}
+
+fn optional_text(field: &str, value: &Option<String>) -> Result<Option<String>> {
+    value.as_deref().map(|v| clean_text(field, v, 512)).transpose()
+}
+
+/// Opens a session: the whole chain is checked inside this transaction, so a session can never
+/// be opened for a user being disabled at the same moment.
+pub fn create_session(tx: &mut Tx<'_>, env: &Env, caller: &Caller, req: NewSession) -> Result<SessionCreated> {
+    require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
+    if req.scopes.is_empty() {
+        return Err(Error::invalid("`scopes` must list at least one scope"));
+    }
+    let limits = env.limits;
+    let ttl = req.ttl_seconds.unwrap_or(limits.default_session_ttl_seconds);
+    if !(1..=limits.max_session_ttl_seconds).contains(&ttl) {
+        return Err(Error::invalid(format!("`ttl_seconds` must be between 1 and {}", limits.max_session_ttl_seconds)));
+    }
+    let metadata = req.metadata.unwrap_or_default();
+    let metadata = SessionMetadata {
+        ip: optional_text("metadata.ip", &metadata.ip)?,
+        user_agent: optional_text("metadata.user_agent", &metadata.user_agent)?,
+        device: optional_text("metadata.device", &metadata.device)?,
+        last_ip: None,
+        last_user_agent: None,
+    };
+    let vis = caller.visibility();
+    let now = tx.now();
+    let delegation = reads::get_delegation(tx.conn(), vis, req.delegation_id)?;
+    if delegation.status != DelegationStatus::Active {
+        return Err(Error::conflict(format!("delegation {} is revoked", delegation.id)));
+    }
+    let agent = reads::get_agent(tx.conn(), Visibility::All, delegation.agent_id)?;
+    let integration = reads::get_integration(tx.conn(), Visibility::All, delegation.integration_id)?;
+    let chain = active_chain(tx, delegation.user_id, &agent, &integration)?;
+    let mut grantable = chain.user.permissions.intersection(&delegation.scopes).intersection(&agent.scopes).intersection(&integration.scopes);
+    let mut expires_at = now.plus_seconds(ttl);
+    let mut depth = 0;
+    if let Some(parent_id) = req.parent_session_id {
+        let parent = reads::get_session(tx.conn(), vis, parent_id, now).map_err(|_| Error::NotFound("parent session"))?;
+        if parent.status != SessionStatus::Active {
+            return Err(Error::conflict(format!("parent session {parent_id} is {}", parent.status.as_str())));
+        }
+        if parent.user_id != delegation.user_id {
+            return Err(Error::conflict("a sub-agent session must act for the same user as its parent"));
+        }
+        depth = writes::session_depth(tx, parent_id)? + 1;
+        if depth > limits.max_session_depth {
+            return Err(Error::conflict(format!("sub-agent sessions may nest at most {} deep", limits.max_session_depth)));
+        }
+        grantable = grantable.intersection(&parent.scopes);
+        expires_at = expires_at.min(parent.expires_at);
+    }
+    refuse_ungrantable(&req.scopes, &grantable)?;
+
+    let mut session = Session {
+        id: SessionId::generate(),
+        user_id: delegation.user_id,
+        agent_id: agent.id,
+        integration_id: integration.id,
+        delegation_id: delegation.id,
+        platform_id: delegation.platform_id,
+        parent_session_id: req.parent_session_id,
+        scopes: req.scopes,
+        status: SessionStatus::Active,
+        created_at: now,
+        expires_at,
+        last_seen_at: None,
+        metadata,
+        revoked_at: None,
+        revoked_reason: None,
+        revoked_by_seq: None,
+    };
+    let claims = AgentClaims {
+        session: session.id,
+        user: session.user_id,
+        agent: session.agent_id,
+        integration: session.integration_id,
+        delegation: session.delegation_id,
+        platform: session.platform_id,
+        scopes: session.scopes.clone(),
+        issued_at: now,
+        expires_at,
+    };
+    let minted = tokens::agent::mint(&env.agent_keys, &claims)?;
+    let created = tx.audit(NewEvent::new(caller.actor(), "session.created", Subject::new("session", session.id)).details(json!({
+        "user_id": session.user_id, "agent_id": session.agent_id, "integration_id": session.integration_id,
+        "delegation_id": session.delegation_id, "parent_session_id": session.parent_session_id,
+        "scopes": session.scopes, "expires_at": session.expires_at, "kid": minted.kid,
+    })))?;
+    writes::insert_session(tx, &session, depth, created.seq, &minted.revocation_id)?;
+    tx.effect(Effect::SessionActive { id: session.id, expires_at });
+    session.status = SessionStatus::Active;
+    Ok(SessionCreated { session, token: minted.token, token_expires_at: expires_at, refresh_token: None })
+}
+
+/// Revokes one session (its own trigger) and its sub-agent sessions.
+pub fn revoke_session(tx: &mut Tx<'_>, caller: &Caller, id: SessionId, req: WithReason) -> Result<Receipt> {
+    require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::User])?;
+    let reason = reason(&req.reason)?;
+    let session = reads::get_session(tx.conn(), caller.visibility(), id, tx.now())?;
+    let subject = Subject::new("session", id);
+    if session.status != SessionStatus::Active {
+        let earlier = writes::last_event_for(tx, &id.to_string(), &["session.revoked", "session.created"])?;
+        return Ok(noop_receipt(tx, earlier, subject));
+    }
+    let why = reason.clone().unwrap_or_else(|| "session_revoked".to_owned());
+    let trigger = tx.audit(NewEvent::new(caller.actor(), "session.revoked", subject).reason(Some(why.clone())).details(json!({
+        "user_id": session.user_id, "agent_id": session.agent_id, "integration_id": session.integration_id,
+        "delegation_id": session.delegation_id,
+        "initiating_entity": super::initiating_entity(&caller.actor()),
+    })))?;
+    let seq = trigger.seq;
+    let mut cascade = Cascade::from_event(trigger);
+    let active = ActiveSession {
+        id,
+        user_id: session.user_id,
+        agent_id: session.agent_id,
+        integration_id: session.integration_id,
+        delegation_id: session.delegation_id,
+        scopes: session.scopes.clone(),
+        expires_at: session.expires_at,
+    };
+    cascade.mark(tx, &active, &why, seq)?;
+    let children = writes::active_sessions(tx, SessionsOf::Parent(id))?;
+    cascade.revoke_sessions(tx, children, "parent_session_revoked")?;
+    Ok(cascade.receipt(tx))
+}

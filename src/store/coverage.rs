@@ -1,0 +1,107 @@
+//! Coverage reports: for a trigger event, every session that depended on its subject and was
+//! active at that moment, and what revoked each. A complete report lists no survivors.
+
+use rusqlite::Connection;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{db_error, reads};
+use crate::audit::AuditEvent;
+use crate::domain::*;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CoveredSession {
+    pub session_id: SessionId,
+    /// The event that revoked the session (absent for a survivor that is still active).
+    pub revoked_by_seq: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Coverage {
+    pub event: AuditEvent,
+    pub sessions: Vec<CoveredSession>,
+    /// Sessions that were active for the subject at the event and were not revoked by it.
+    pub survivors: Vec<SessionId>,
+}
+
+/// Which sessions a trigger's subject reaches (before following sub-agent sessions).
+fn base_clause(event: &AuditEvent) -> Result<(&'static str, Vec<String>)> {
+    let id = event.subject.id.clone();
+    let detail = |key: &str| event.details.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    Ok(match event.action.as_str() {
+        "user.disabled" | "user.password_reset" | "user.credential_compromised" | "user.mfa_reset" | "user.signed_out_all"
+        | "user.permissions_changed" => ("s.user_id = ?", vec![id]),
+        "user.agent_disconnected" => (
+            "s.user_id = ? AND s.agent_id = ?",
+            vec![id, detail("agent_id").ok_or_else(|| Error::internal("disconnect event without agent_id"))?],
+        ),
+        "user.integration_disconnected" => (
+            "s.user_id = ? AND s.integration_id = ?",
+            vec![id, detail("integration_id").ok_or_else(|| Error::internal("disconnect event without integration_id"))?],
+        ),
+        "delegation.revoked" if event.cause_seq.is_none() => ("s.delegation_id = ?", vec![id]),
+        "session.revoked" if event.cause_seq.is_none() => ("s.id = ?", vec![id]),
+        "integration.disabled" => ("s.integration_id = ?", vec![id]),
+        "agent.suspended" | "agent.deregistered" => ("s.agent_id = ?", vec![id]),
+        "platform.disabled" => ("s.platform_id = ?", vec![id]),
+        other => return Err(Error::invalid(format!("event {} ({other}) is not a revocation trigger", event.seq))),
+    })
+}
+
+struct Candidate {
+    id: SessionId,
+    scopes: ScopeSet,
+    revoked_by: Option<i64>,
+    revoking_cause: Option<i64>,
+}
+
+const CANDIDATE_COLUMNS: &str = "s.id, s.scopes, s.revoked_by_seq, a.cause_seq FROM sessions s \
+     LEFT JOIN audit_events a ON a.seq = s.revoked_by_seq \
+     WHERE s.created_seq < ?1 AND s.expires_at > ?2 AND (s.revoked_by_seq IS NULL OR s.revoked_by_seq >= ?1)";
+
+fn candidates(conn: &Connection, sql: &str, event: &AuditEvent, keys: &[String]) -> Result<Vec<Candidate>> {
+    let mut st = conn.prepare_cached(sql).map_err(db_error)?;
+    let mut values: Vec<rusqlite::types::Value> = vec![event.seq.into(), event.at.millis().into()];
+    values.extend(keys.iter().cloned().map(rusqlite::types::Value::Text));
+    let rows = st
+        .query_map(rusqlite::params_from_iter(values), |r| {
+            Ok(Candidate { id: r.get(0)?, scopes: r.get(1)?, revoked_by: r.get(2)?, revoking_cause: r.get(3)? })
+        })
+        .map_err(db_error)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+}
+
+pub fn report(conn: &Connection, seq: i64) -> Result<Coverage> {
+    let event = reads::get_audit_event(conn, seq)?;
+    let (clause, keys) = base_clause(&event)?;
+    let sql = format!("SELECT {CANDIDATE_COLUMNS} AND {clause} ORDER BY s.id");
+    let mut found = candidates(conn, &sql, &event, &keys)?;
+    if event.action == "user.permissions_changed" {
+        // Only sessions holding a removed scope depended on the permission.
+        let removed: ScopeSet = event.details.get("removed").cloned().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+        found.retain(|c| c.scopes.iter().any(|s| removed.contains(s)));
+    }
+    // Sub-agent sessions depend on their parents, whatever their own chain.
+    let child_sql = format!("SELECT {CANDIDATE_COLUMNS} AND s.parent_id = ?3 ORDER BY s.id");
+    let mut seen: std::collections::HashSet<SessionId> = found.iter().map(|c| c.id).collect();
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i].id.to_string();
+        for child in candidates(conn, &child_sql, &event, &[parent])? {
+            if seen.insert(child.id) {
+                found.push(child);
+            }
+        }
+        i += 1;
+    }
+    let mut sessions = Vec::with_capacity(found.len());
+    let mut survivors = Vec::new();
+    for c in found {
+        let covered = c.revoked_by == Some(seq) || (c.revoked_by.is_some() && c.revoking_cause == Some(seq));
+        if !covered {
+            survivors.push(c.id);
+        }
+        sessions.push(CoveredSession { session_id: c.id, revoked_by_seq: c.revoked_by });
+    }
+    Ok(Coverage { event, sessions, survivors })
+}

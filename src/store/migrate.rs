@@ -1,0 +1,68 @@
+//! Applies the SQL files of `migrations/` in order, once each, recording what ran.
+
+use rusqlite::Connection;
+
+use super::db_error;
+use crate::domain::Result;
+
+/// The migrations, compiled into the binary so a deployed tether needs no source tree.
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "0001_core", include_str!("../../migrations/0001_core.sql"))];
+
+/// Applies every migration not yet recorded, each in its own transaction.
+pub fn run(conn: &mut Connection) -> Result<Vec<i64>> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL
+         ) STRICT;",
+    )
+    .map_err(db_error)?;
+    let mut applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS {
+        let done: bool = conn
+            .query_row("SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE version = ?1)", [version], |r| r.get(0))
+            .map_err(db_error)?;
+        if done {
+            continue;
+        }
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db_error)?;
+        tx.execute_batch(sql).map_err(db_error)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, unixepoch() * 1000)",
+            rusqlite::params![version, name],
+        )
+        .map_err(db_error)?;
+        tx.commit().map_err(db_error)?;
+        applied.push(*version);
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_to_an_empty_database_and_only_once() {
+        let mut conn = Connection::open_in_memory().expect("in-memory db");
+        assert_eq!(run(&mut conn).expect("first run"), vec![1]);
+        assert!(run(&mut conn).expect("second run").is_empty());
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'", [], |r| r.get(0))
+            .expect("query");
+        assert_eq!(tables, 1);
+    }
+
+    #[test]
+    fn the_audit_table_refuses_update_and_delete() {
+        let mut conn = Connection::open_in_memory().expect("in-memory db");
+        run(&mut conn).expect("migrate");
+        conn.execute(
+            "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id, details, prev_hash, hash)
+             VALUES (1, 'e', 0, 'system', 's', 'a', 'k', 'i', '{}', 'p', 'h')",
+            [],
+        )
+        .expect("insert");
+        assert!(conn.execute("UPDATE audit_events SET reason = 'x'", []).is_err());
+        assert!(conn.execute("DELETE FROM audit_events", []).is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! SQLite storage: migrations, the single group-commit writer, read connections, queries.
+//!
+//! Only this module talks to the database. Writes are closures over a [`Tx`] run by the writer
+//! thread; reads run on a small pool of read-only connections off the async executor.
+
+pub mod coverage;
+pub mod migrate;
+pub mod reads;
+pub mod rows;
+pub mod tx;
+pub mod writer;
+pub mod writes;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::domain::{Error, Result};
+
+pub use tx::{Effect, Tx};
+pub use writer::Writer;
+
+/// Opens a connection with the pragmas every tether connection uses.
+pub fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(db_error)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_error)?;
+    // WAL lets readers run beside the writer; synchronous=FULL makes an acknowledged commit
+    // survive a power cut, not only a crash (group commit pays for the fsync).
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+    )
+    .map_err(db_error)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Maps a database fault: constraint violations we know by name become client errors,
+/// anything else is internal.
+pub fn db_error(e: rusqlite::Error) -> Error {
+    if let rusqlite::Error::SqliteFailure(code, Some(message)) = &e {
+        if code.code == rusqlite::ErrorCode::ConstraintViolation {
+            if message.contains("users.external_id") {
+                return Error::conflict("a user with this external_id already exists");
+            }
+            if message.contains("append-only") {
+                return Error::internal("audit_events is append-only");
+            }
+        }
+    }
+    Error::internal(format!("database: {e}"))
+}
+
+/// A few read-only connections, handed out round-robin to blocking tasks.
+pub struct ReadPool {
+    conns: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+impl ReadPool {
+    pub fn open(path: &Path, size: usize) -> Result<Self> {
+        let conns = (0..size.max(1))
+            .map(|_| open_connection(path, true).map(Mutex::new))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ReadPool { conns, next: AtomicUsize::new(0) })
+    }
+
+    /// Runs a read on a pooled connection, on a blocking thread.
+    pub async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let pool = Arc::clone(self);
+        tokio::task::spawn_blocking(move || pool.read_now(f))
+            .await
+            .map_err(|e| Error::internal(format!("read task: {e}")))?
+    }
+
+    /// Runs a read on the calling thread (for CLI commands and start-up).
+    pub fn read_now<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        let conn = self.conns[i].lock().map_err(|_| Error::internal("read connection poisoned"))?;
+        f(&conn)
+    }
+}
+
+/// The database file inside a data directory.
+pub fn database_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("tether.db")
+}

@@ -1,0 +1,376 @@
+//! Queries: every read of tenant data takes the caller's [`Visibility`], so an object outside it
+//! reads as "not found" by construction.
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::{db_error, rows};
+use crate::audit::{AuditEvent, ChainVerifier, VerifyReport};
+use crate::domain::*;
+
+/// One page of a list, with the cursor of the next page (absent on the last).
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// `?limit=&cursor=` after validation: the cursor is the last id (or seq) of the previous page.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+/// A SELECT under construction: fixed SQL fragments from this file, values only as parameters.
+struct Select {
+    sql: String,
+    params: Vec<Value>,
+}
+
+impl Select {
+    fn new(columns: &str, table: &str) -> Self {
+        Select { sql: format!("SELECT {columns} FROM {table} WHERE 1 = 1"), params: Vec::new() }
+    }
+
+    fn and(&mut self, clause: &'static str, value: impl Into<Value>) -> &mut Self {
+        self.sql.push_str(" AND ");
+        self.sql.push_str(clause);
+        self.params.push(value.into());
+        self
+    }
+
+    fn and_if<V: Into<Value>>(&mut self, clause: &'static str, value: Option<V>) -> &mut Self {
+        if let Some(v) = value {
+            self.and(clause, v);
+        }
+        self
+    }
+
+    fn and_static(&mut self, clause: &'static str) -> &mut Self {
+        self.sql.push_str(" AND ");
+        self.sql.push_str(clause);
+        self
+    }
+
+    fn rows<T>(&self, conn: &Connection, map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>) -> Result<Vec<T>> {
+        let mut st = conn.prepare_cached(&self.sql).map_err(db_error)?;
+        let rows = st.query_map(rusqlite::params_from_iter(self.params.iter()), map).map_err(db_error)?;
+        rows.collect::<rusqlite::Result<Vec<T>>>().map_err(db_error)
+    }
+
+    /// Pages by the text primary key `id` (UUIDv7 ids sort by creation time).
+    fn page<T>(
+        mut self,
+        conn: &Connection,
+        page: &PageRequest,
+        map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+        id_of: impl Fn(&T) -> String,
+    ) -> Result<Page<T>> {
+        if let Some(cursor) = &page.cursor {
+            self.and("id > ?", cursor.clone());
+        }
+        self.sql.push_str(" ORDER BY id LIMIT ?");
+        self.params.push(Value::Integer((page.limit + 1) as i64));
+        let mut items = self.rows(conn, map)?;
+        let next_cursor = if items.len() > page.limit {
+            items.truncate(page.limit);
+            items.last().map(&id_of)
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    fn one<T>(&self, conn: &Connection, map: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>) -> Result<Option<T>> {
+        let mut st = conn.prepare_cached(&self.sql).map_err(db_error)?;
+        st.query_row(rusqlite::params_from_iter(self.params.iter()), map).optional().map_err(db_error)
+    }
+}
+
+fn text(id: impl ToString) -> Value {
+    Value::Text(id.to_string())
+}
+
+/// Restricts a query on a table that has `platform_id` and `user_id` columns.
+fn scope_tenant(q: &mut Select, vis: Visibility) {
+    match vis {
+        Visibility::All => {}
+        Visibility::Platform(p) => {
+            q.and("platform_id = ?", text(p));
+        }
+        Visibility::User(u) => {
+            q.and("user_id = ?", text(u));
+        }
+        Visibility::Nothing => {
+            q.and_static("0");
+        }
+    }
+}
+
+/// Restricts a query on a platform-owned table (agents, integrations).
+fn scope_platform_owned(q: &mut Select, vis: Visibility) {
+    match vis {
+        Visibility::All => {}
+        Visibility::Platform(p) => {
+            q.and("platform_id = ?", text(p));
+        }
+        Visibility::User(_) | Visibility::Nothing => {
+            q.and_static("0");
+        }
+    }
+}
+
+pub fn get_platform(conn: &Connection, vis: Visibility, id: PlatformId) -> Result<Platform> {
+    let mut q = Select::new(rows::PLATFORM_COLUMNS, "platforms");
+    q.and("id = ?", text(id));
+    match vis {
+        Visibility::All => {}
+        Visibility::Platform(p) => {
+            q.and("id = ?", text(p));
+        }
+        Visibility::User(_) | Visibility::Nothing => {
+            q.and_static("0");
+        }
+    }
+    q.one(conn, rows::platform)?.ok_or(Error::NotFound("platform"))
+}
+
+pub fn list_platforms(conn: &Connection, vis: Visibility, page: &PageRequest) -> Result<Page<Platform>> {
+    let mut q = Select::new(rows::PLATFORM_COLUMNS, "platforms");
+    match vis {
+        Visibility::All => {}
+        Visibility::Platform(p) => {
+            q.and("id = ?", text(p));
+        }
+        Visibility::User(_) | Visibility::Nothing => {
+            q.and_static("0");
+        }
+    }
+    q.page(conn, page, rows::platform, |p| p.id.to_string())
+}
+
+pub fn get_agent(conn: &Connection, vis: Visibility, id: AgentId) -> Result<Agent> {
+    let mut q = Select::new(rows::AGENT_COLUMNS, "agents");
+    q.and("id = ?", text(id));
+    scope_platform_owned(&mut q, vis);
+    q.one(conn, rows::agent)?.ok_or(Error::NotFound("agent"))
+}
+
+pub fn list_agents(conn: &Connection, vis: Visibility, page: &PageRequest) -> Result<Page<Agent>> {
+    let mut q = Select::new(rows::AGENT_COLUMNS, "agents");
+    scope_platform_owned(&mut q, vis);
+    q.page(conn, page, rows::agent, |a| a.id.to_string())
+}
+
+pub fn get_integration(conn: &Connection, vis: Visibility, id: IntegrationId) -> Result<Integration> {
+    let mut q = Select::new(rows::INTEGRATION_COLUMNS, "integrations");
+    q.and("id = ?", text(id));
+    scope_platform_owned(&mut q, vis);
+    q.one(conn, rows::integration)?.ok_or(Error::NotFound("integration"))
+}
+
+pub fn list_integrations(conn: &Connection, vis: Visibility, page: &PageRequest) -> Result<Page<Integration>> {
+    let mut q = Select::new(rows::INTEGRATION_COLUMNS, "integrations");
+    scope_platform_owned(&mut q, vis);
+    q.page(conn, page, rows::integration, |i| i.id.to_string())
+}
+
+fn scope_users(q: &mut Select, vis: Visibility) {
+    match vis {
+        Visibility::All => {}
+        Visibility::User(u) => {
+            q.and("id = ?", text(u));
+        }
+        Visibility::Platform(_) | Visibility::Nothing => {
+            q.and_static("0");
+        }
+    }
+}
+
+pub fn get_user(conn: &Connection, vis: Visibility, id: UserId) -> Result<User> {
+    let mut q = Select::new(rows::USER_COLUMNS, "users");
+    q.and("id = ?", text(id));
+    scope_users(&mut q, vis);
+    q.one(conn, rows::user)?.ok_or(Error::NotFound("user"))
+}
+
+pub fn list_users(conn: &Connection, vis: Visibility, page: &PageRequest) -> Result<Page<User>> {
+    let mut q = Select::new(rows::USER_COLUMNS, "users");
+    scope_users(&mut q, vis);
+    q.page(conn, page, rows::user, |u| u.id.to_string())
+}
+
+/// A user as the writer sees it, whoever asks (chain checks need the user even for a platform).
+pub fn get_user_unscoped(conn: &Connection, id: UserId) -> Result<User> {
+    get_user(conn, Visibility::All, id)
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DelegationFilter {
+    pub user_id: Option<UserId>,
+    pub agent_id: Option<AgentId>,
+    pub integration_id: Option<IntegrationId>,
+    pub status: Option<DelegationStatus>,
+}
+
+pub fn get_delegation(conn: &Connection, vis: Visibility, id: DelegationId) -> Result<Delegation> {
+    let mut q = Select::new(rows::DELEGATION_COLUMNS, "delegations");
+    q.and("id = ?", text(id));
+    scope_tenant(&mut q, vis);
+    q.one(conn, rows::delegation)?.ok_or(Error::NotFound("delegation"))
+}
+
+pub fn list_delegations(
+    conn: &Connection,
+    vis: Visibility,
+    filter: &DelegationFilter,
+    page: &PageRequest,
+) -> Result<Page<Delegation>> {
+    let mut q = Select::new(rows::DELEGATION_COLUMNS, "delegations");
+    scope_tenant(&mut q, vis);
+    q.and_if("user_id = ?", filter.user_id.map(text))
+        .and_if("agent_id = ?", filter.agent_id.map(text))
+        .and_if("integration_id = ?", filter.integration_id.map(text))
+        .and_if("status = ?", filter.status.map(|s| text(s.as_str())));
+    q.page(conn, page, rows::delegation, |d| d.id.to_string())
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub user_id: Option<UserId>,
+    pub agent_id: Option<AgentId>,
+    pub integration_id: Option<IntegrationId>,
+    pub delegation_id: Option<DelegationId>,
+    pub status: Option<SessionStatus>,
+}
+
+pub fn get_session(conn: &Connection, vis: Visibility, id: SessionId, now: Timestamp) -> Result<Session> {
+    let mut q = Select::new(rows::SESSION_COLUMNS, "sessions");
+    q.and("id = ?", text(id));
+    scope_tenant(&mut q, vis);
+    q.one(conn, |r| rows::session(r, now))?.ok_or(Error::NotFound("session"))
+}
+
+pub fn list_sessions(
+    conn: &Connection,
+    vis: Visibility,
+    filter: &SessionFilter,
+    page: &PageRequest,
+    now: Timestamp,
+) -> Result<Page<Session>> {
+    let mut q = Select::new(rows::SESSION_COLUMNS, "sessions");
+    scope_tenant(&mut q, vis);
+    q.and_if("user_id = ?", filter.user_id.map(text))
+        .and_if("agent_id = ?", filter.agent_id.map(text))
+        .and_if("integration_id = ?", filter.integration_id.map(text))
+        .and_if("delegation_id = ?", filter.delegation_id.map(text));
+    match filter.status {
+        None => {}
+        Some(SessionStatus::Revoked) => {
+            q.and_static("status = 'revoked'");
+        }
+        Some(SessionStatus::Active) => {
+            q.and_static("status = 'active'").and("expires_at > ?", Value::Integer(now.millis()));
+        }
+        Some(SessionStatus::Expired) => {
+            q.and_static("status = 'active'").and("expires_at <= ?", Value::Integer(now.millis()));
+        }
+    }
+    q.page(conn, page, |r| rows::session(r, now), |s| s.id.to_string())
+}
+
+pub fn get_credential(conn: &Connection, id: CredentialId) -> Result<Credential> {
+    let mut q = Select::new(rows::CREDENTIAL_COLUMNS, "credentials");
+    q.and("id = ?", text(id));
+    q.one(conn, rows::credential)?.ok_or(Error::NotFound("credential"))
+}
+
+pub fn list_credentials(conn: &Connection, page: &PageRequest) -> Result<Page<Credential>> {
+    Select::new(rows::CREDENTIAL_COLUMNS, "credentials").page(conn, page, rows::credential, |c| c.id.to_string())
+}
+
+/// Every credential, for the in-memory credential view at start-up.
+pub fn all_credentials(conn: &Connection) -> Result<Vec<Credential>> {
+    Select::new(rows::CREDENTIAL_COLUMNS, "credentials").rows(conn, rows::credential)
+}
+
+/// A session's entry in the live view, as loaded at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveRow {
+    pub id: SessionId,
+    pub revoked: bool,
+    pub expires_at: Timestamp,
+}
+
+/// Every session whose tokens could still verify: unexpired ones, revoked or not.
+pub fn live_sessions(conn: &Connection, now: Timestamp, mut each: impl FnMut(LiveRow)) -> Result<()> {
+    let mut st = conn
+        .prepare("SELECT id, status, expires_at FROM sessions WHERE expires_at > ?1")
+        .map_err(db_error)?;
+    let mut rows = st.query([now.millis()]).map_err(db_error)?;
+    while let Some(r) = rows.next().map_err(db_error)? {
+        let status: String = r.get(1).map_err(db_error)?;
+        each(LiveRow { id: r.get(0).map_err(db_error)?, revoked: status == "revoked", expires_at: r.get(2).map_err(db_error)? });
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub subject: Option<String>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub cause_seq: Option<i64>,
+    pub after_seq: Option<i64>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Result<Page<AuditEvent>> {
+    let mut q = Select::new(rows::AUDIT_COLUMNS, "audit_events");
+    q.and_if("subject_id = ?", filter.subject.clone())
+        .and_if("actor_id = ?", filter.actor.clone())
+        .and_if("action = ?", filter.action.clone())
+        .and_if("cause_seq = ?", filter.cause_seq)
+        .and_if("seq > ?", filter.after_seq)
+        .and_if("at >= ?", filter.since.map(|t| t.millis()))
+        .and_if("at < ?", filter.until.map(|t| t.millis()));
+    q.sql.push_str(" ORDER BY seq LIMIT ?");
+    q.params.push(Value::Integer((limit + 1) as i64));
+    let mut items = q.rows(conn, rows::audit_event)?;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|e| e.seq.to_string())
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+pub fn get_audit_event(conn: &Connection, seq: i64) -> Result<AuditEvent> {
+    let mut q = Select::new(rows::AUDIT_COLUMNS, "audit_events");
+    q.and("seq = ?", seq);
+    q.one(conn, rows::audit_event)?.ok_or(Error::NotFound("audit event"))
+}
+
+/// Streams every audit event in seq order to `each`; stops early when it returns false.
+pub fn each_audit_event(conn: &Connection, after_seq: i64, mut each: impl FnMut(AuditEvent) -> bool) -> Result<()> {
+    let sql = format!("SELECT {} FROM audit_events WHERE seq > ?1 ORDER BY seq", rows::AUDIT_COLUMNS);
+    let mut st = conn.prepare(&sql).map_err(db_error)?;
+    let mut rows = st.query([after_seq]).map_err(db_error)?;
+    while let Some(r) = rows.next().map_err(db_error)? {
+        if !each(rows::audit_event(r).map_err(db_error)?) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Recomputes the whole chain.
+pub fn verify_audit(conn: &Connection) -> Result<VerifyReport> {
+    let mut verifier = ChainVerifier::default();
+    each_audit_event(conn, 0, |e| verifier.push(&e))?;
+    Ok(verifier.finish())
+}

@@ -1,0 +1,120 @@
+//! The write transaction handed to each command: the connection, the time, the audit chain head
+//! and the effects to apply to in-memory views once the batch commits.
+
+use rusqlite::{params, Connection};
+
+use super::db_error;
+use crate::audit::{event_hash, AuditEvent, NewEvent};
+use crate::domain::{CredentialId, EventId, Result, SessionId, Timestamp};
+
+/// A change to apply to the in-memory views after commit, before the caller is answered.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// A session became active (created).
+    SessionActive { id: SessionId, expires_at: Timestamp },
+    /// A session was revoked; its tokens must be denied from now on.
+    SessionRevoked { id: SessionId, expires_at: Timestamp },
+    /// A credential was created or revoked.
+    Credential { id: CredentialId, revoked: bool, expires_at: Option<Timestamp> },
+    /// An audit event was committed (for the event stream).
+    Audited(AuditEvent),
+}
+
+/// The end of the audit chain as seen inside the writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl ChainHead {
+    pub fn load(conn: &Connection) -> Result<ChainHead> {
+        let head = conn
+            .query_row("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| {
+                Ok(ChainHead { seq: r.get(0)?, hash: r.get(1)? })
+            })
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })
+            .map_err(db_error)?;
+        Ok(head.unwrap_or(ChainHead { seq: 0, hash: crate::audit::GENESIS_HASH.to_owned() }))
+    }
+}
+
+/// One command's view of the open write transaction.
+pub struct Tx<'c> {
+    conn: &'c Connection,
+    now: Timestamp,
+    pub(super) head: ChainHead,
+    pub(super) effects: Vec<Effect>,
+}
+
+impl<'c> Tx<'c> {
+    pub(super) fn new(conn: &'c Connection, now: Timestamp, head: ChainHead) -> Self {
+        Tx { conn, now, head, effects: Vec::new() }
+    }
+
+    pub fn conn(&self) -> &Connection {
+        self.conn
+    }
+
+    /// The time of this batch: every change in it is stamped with the same instant.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    pub fn head(&self) -> &ChainHead {
+        &self.head
+    }
+
+    pub fn effect(&mut self, effect: Effect) {
+        self.effects.push(effect);
+    }
+
+    /// Appends an event to the audit chain in this transaction.
+    pub fn audit(&mut self, event: NewEvent) -> Result<AuditEvent> {
+        let mut record = AuditEvent {
+            seq: self.head.seq + 1,
+            id: EventId::generate().to_string(),
+            at: self.now,
+            actor: event.actor,
+            action: event.action.to_owned(),
+            subject: event.subject,
+            cause_seq: event.cause_seq,
+            reason: event.reason,
+            details: event.details,
+            prev_hash: self.head.hash.clone(),
+            hash: String::new(),
+        };
+        record.hash = event_hash(&record);
+        self.conn
+            .prepare_cached(
+                "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
+                                           cause_seq, reason, details, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    record.seq,
+                    record.id,
+                    record.at.millis(),
+                    record.actor.kind.as_str(),
+                    record.actor.id,
+                    record.action,
+                    record.subject.kind,
+                    record.subject.id,
+                    record.cause_seq,
+                    record.reason,
+                    record.details.to_string(),
+                    record.prev_hash,
+                    record.hash,
+                ])
+            })
+            .map_err(db_error)?;
+        self.head = ChainHead { seq: record.seq, hash: record.hash.clone() };
+        self.effects.push(Effect::Audited(record.clone()));
+        Ok(record)
+    }
+}

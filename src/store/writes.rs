@@ -1,0 +1,287 @@
+//! Inserts and updates, each a small function over the open write transaction.
+
+use rusqlite::params;
+
+use super::{db_error, rows, Tx};
+use crate::domain::*;
+
+fn exec(tx: &Tx<'_>, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+    tx.conn().prepare_cached(sql).and_then(|mut st| st.execute(params)).map_err(db_error)
+}
+
+pub fn insert_platform(tx: &Tx<'_>, p: &Platform) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO platforms (id, name, status, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![p.id.to_string(), p.name, p.status.as_str(), p.created_at.millis()],
+    )
+    .map(drop)
+}
+
+pub fn insert_agent(tx: &Tx<'_>, a: &Agent) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO agents (id, platform_id, name, scopes, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![a.id.to_string(), a.platform_id.to_string(), a.name, a.scopes.to_json(), a.status.as_str(), a.created_at.millis()],
+    )
+    .map(drop)
+}
+
+pub fn insert_integration(tx: &Tx<'_>, i: &Integration) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO integrations (id, platform_id, name, scopes, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![i.id.to_string(), i.platform_id.to_string(), i.name, i.scopes.to_json(), i.status.as_str(), i.created_at.millis()],
+    )
+    .map(drop)
+}
+
+pub fn insert_user(tx: &Tx<'_>, u: &User) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO users (id, external_id, display_name, permissions, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![u.id.to_string(), u.external_id, u.display_name, u.permissions.to_json(), u.status.as_str(), u.created_at.millis()],
+    )
+    .map(drop)
+}
+
+pub fn insert_delegation(tx: &Tx<'_>, d: &Delegation) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO delegations (id, user_id, agent_id, integration_id, platform_id, scopes, status, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            d.id.to_string(),
+            d.user_id.to_string(),
+            d.agent_id.to_string(),
+            d.integration_id.to_string(),
+            d.platform_id.to_string(),
+            d.scopes.to_json(),
+            d.status.as_str(),
+            d.created_at.millis()
+        ],
+    )
+    .map(drop)
+}
+
+pub fn insert_session(tx: &Tx<'_>, s: &Session, depth: i64, created_seq: i64, revocation_id: &str) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO sessions (id, delegation_id, user_id, agent_id, integration_id, platform_id, parent_id, depth,
+                               created_seq, scopes, status, created_at, expires_at, ip, user_agent, device, revocation_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'active', ?11, ?12, ?13, ?14, ?15, ?16)",
+        params![
+            s.id.to_string(),
+            s.delegation_id.to_string(),
+            s.user_id.to_string(),
+            s.agent_id.to_string(),
+            s.integration_id.to_string(),
+            s.platform_id.to_string(),
+            s.parent_session_id.map(|p| p.to_string()),
+            depth,
+            created_seq,
+            s.scopes.to_json(),
+            s.created_at.millis(),
+            s.expires_at.millis(),
+            s.metadata.ip,
+            s.metadata.user_agent,
+            s.metadata.device,
+            revocation_id
+        ],
+    )
+    .map(drop)
+}
+
+pub fn insert_credential(tx: &Tx<'_>, c: &Credential) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO credentials (id, role, platform_id, user_id, label, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            c.id.to_string(),
+            c.role.as_str(),
+            c.platform_id.map(|p| p.to_string()),
+            c.user_id.map(|u| u.to_string()),
+            c.label,
+            c.created_at.millis(),
+            c.expires_at.map(|t| t.millis())
+        ],
+    )
+    .map(drop)
+}
+
+pub fn revoke_credential(tx: &Tx<'_>, id: CredentialId) -> Result<()> {
+    exec(tx, "UPDATE credentials SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![id.to_string(), tx.now().millis()])
+        .map(drop)
+}
+
+/// Tables whose rows carry a `status` the cascades change.
+#[derive(Debug, Clone, Copy)]
+pub enum StatusTable {
+    Platforms,
+    Agents,
+    Integrations,
+    Users,
+}
+
+pub fn set_status(tx: &Tx<'_>, table: StatusTable, id: &str, status: &str) -> Result<()> {
+    let sql = match table {
+        StatusTable::Platforms => "UPDATE platforms SET status = ?2 WHERE id = ?1",
+        StatusTable::Agents => "UPDATE agents SET status = ?2 WHERE id = ?1",
+        StatusTable::Integrations => "UPDATE integrations SET status = ?2 WHERE id = ?1",
+        StatusTable::Users => "UPDATE users SET status = ?2 WHERE id = ?1",
+    };
+    exec(tx, sql, params![id, status]).map(drop)
+}
+
+pub fn set_user_permissions(tx: &Tx<'_>, id: UserId, permissions: &ScopeSet) -> Result<()> {
+    exec(tx, "UPDATE users SET permissions = ?2 WHERE id = ?1", params![id.to_string(), permissions.to_json()]).map(drop)
+}
+
+pub fn set_delegation_scopes(tx: &Tx<'_>, id: DelegationId, scopes: &ScopeSet) -> Result<()> {
+    exec(tx, "UPDATE delegations SET scopes = ?2 WHERE id = ?1", params![id.to_string(), scopes.to_json()]).map(drop)
+}
+
+pub fn mark_delegation_revoked(tx: &Tx<'_>, id: DelegationId, reason: &str) -> Result<()> {
+    exec(
+        tx,
+        "UPDATE delegations SET status = 'revoked', revoked_at = ?2, revoked_reason = ?3 WHERE id = ?1",
+        params![id.to_string(), tx.now().millis(), reason],
+    )
+    .map(drop)
+}
+
+pub fn mark_session_revoked(tx: &Tx<'_>, id: SessionId, reason: &str, by_seq: i64) -> Result<()> {
+    exec(
+        tx,
+        "UPDATE sessions SET status = 'revoked', revoked_at = ?2, revoked_reason = ?3, revoked_by_seq = ?4 WHERE id = ?1",
+        params![id.to_string(), tx.now().millis(), reason, by_seq],
+    )
+    .map(drop)
+}
+
+/// Which active delegations a trigger ends.
+#[derive(Debug, Clone, Copy)]
+pub enum DelegationsOf {
+    User(UserId),
+    Agent(AgentId),
+    Integration(IntegrationId),
+    Platform(PlatformId),
+    UserAgent(UserId, AgentId),
+    UserIntegration(UserId, IntegrationId),
+}
+
+pub fn active_delegations(tx: &Tx<'_>, of: DelegationsOf) -> Result<Vec<Delegation>> {
+    let (clause, a, b) = match of {
+        DelegationsOf::User(u) => ("user_id = ?1", u.to_string(), None),
+        DelegationsOf::Agent(a) => ("agent_id = ?1", a.to_string(), None),
+        DelegationsOf::Integration(i) => ("integration_id = ?1", i.to_string(), None),
+        DelegationsOf::Platform(p) => ("platform_id = ?1", p.to_string(), None),
+        DelegationsOf::UserAgent(u, a) => ("user_id = ?1 AND agent_id = ?2", u.to_string(), Some(a.to_string())),
+        DelegationsOf::UserIntegration(u, i) => ("user_id = ?1 AND integration_id = ?2", u.to_string(), Some(i.to_string())),
+    };
+    let sql = format!("SELECT {} FROM delegations WHERE status = 'active' AND {clause} ORDER BY id", rows::DELEGATION_COLUMNS);
+    let mut st = tx.conn().prepare_cached(&sql).map_err(db_error)?;
+    let found = match b {
+        None => st.query_map(params![a], rows::delegation),
+        Some(b) => st.query_map(params![a, b], rows::delegation),
+    }
+    .map_err(db_error)?;
+    found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+}
+
+/// What a cascade needs of an active session.
+#[derive(Debug, Clone)]
+pub struct ActiveSession {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub agent_id: AgentId,
+    pub integration_id: IntegrationId,
+    pub delegation_id: DelegationId,
+    pub scopes: ScopeSet,
+    pub expires_at: Timestamp,
+}
+
+/// Which active sessions a trigger reaches, each through an index.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionsOf {
+    User(UserId),
+    Delegation(DelegationId),
+    Parent(SessionId),
+    One(SessionId),
+}
+
+/// Active, unexpired sessions (an expired session is already not active; revoking it would
+/// write an event that changes nothing).
+pub fn active_sessions(tx: &Tx<'_>, of: SessionsOf) -> Result<Vec<ActiveSession>> {
+    let (sql, key) = match of {
+        SessionsOf::User(u) => (
+            "SELECT id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at FROM sessions
+             WHERE user_id = ?1 AND status = 'active' AND expires_at > ?2 ORDER BY id",
+            u.to_string(),
+        ),
+        SessionsOf::Delegation(d) => (
+            "SELECT id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at FROM sessions
+             WHERE delegation_id = ?1 AND status = 'active' AND expires_at > ?2 ORDER BY id",
+            d.to_string(),
+        ),
+        SessionsOf::Parent(p) => (
+            "SELECT id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at FROM sessions
+             WHERE parent_id = ?1 AND status = 'active' AND expires_at > ?2 ORDER BY id",
+            p.to_string(),
+        ),
+        SessionsOf::One(s) => (
+            "SELECT id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at FROM sessions
+             WHERE id = ?1 AND status = 'active' AND expires_at > ?2",
+            s.to_string(),
+        ),
+    };
+    let mut st = tx.conn().prepare_cached(sql).map_err(db_error)?;
+    let found = st
+        .query_map(params![key, tx.now().millis()], |r| {
+            Ok(ActiveSession {
+                id: r.get(0)?,
+                user_id: r.get(1)?,
+                agent_id: r.get(2)?,
+                integration_id: r.get(3)?,
+                delegation_id: r.get(4)?,
+                scopes: r.get(5)?,
+                expires_at: r.get(6)?,
+            })
+        })
+        .map_err(db_error)?;
+    found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+}
+
+/// Depth of a session in its sub-agent tree (0 for a top-level session).
+pub fn session_depth(tx: &Tx<'_>, id: SessionId) -> Result<i64> {
+    tx.conn()
+        .prepare_cached("SELECT depth FROM sessions WHERE id = ?1")
+        .and_then(|mut st| st.query_row([id.to_string()], |r| r.get(0)))
+        .map_err(db_error)
+}
+
+/// The latest event of `action` on `subject`: what an idempotent repeat points back to.
+pub fn last_event_for(tx: &Tx<'_>, subject_id: &str, actions: &[&str]) -> Result<Option<crate::audit::AuditEvent>> {
+    let sql = format!("SELECT {} FROM audit_events WHERE subject_id = ?1 ORDER BY seq DESC LIMIT 50", rows::AUDIT_COLUMNS);
+    let mut st = tx.conn().prepare_cached(&sql).map_err(db_error)?;
+    let events = st.query_map([subject_id], rows::audit_event).map_err(db_error)?;
+    for event in events {
+        let event = event.map_err(db_error)?;
+        if actions.contains(&event.action.as_str()) {
+            return Ok(Some(event));
+        }
+    }
+    Ok(None)
+}
+
+/// Records when sessions were last used (batched from authorize; not a state change, not audited).
+pub fn touch_session(tx: &Tx<'_>, id: SessionId, at: Timestamp, ip: Option<&str>, user_agent: Option<&str>) -> Result<()> {
+    exec(
+        tx,
+        "UPDATE sessions SET last_seen_at = max(coalesce(last_seen_at, 0), ?2),
+                             last_ip = coalesce(?3, last_ip), last_user_agent = coalesce(?4, last_user_agent)
+         WHERE id = ?1",
+        params![id.to_string(), at.millis(), ip, user_agent],
+    )
+    .map(drop)
+}

@@ -1,0 +1,213 @@
+//! Ed25519 key rings: private keys in files under the data directory (mode 0600), by key id.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use biscuit_auth::{Algorithm, KeyPair, PrivateKey, PublicKey};
+use serde::Serialize;
+
+use crate::domain::{Error, Result};
+
+/// What a ring signs: agent capability tokens or the governor's own API credentials.
+/// Separate roots, so that one is never accepted as the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPurpose {
+    Agent,
+    Api,
+}
+
+impl KeyPurpose {
+    fn file_prefix(self) -> &'static str {
+        match self {
+            KeyPurpose::Agent => "agent",
+            KeyPurpose::Api => "api",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    /// Signs new tokens (the newest active key) and verifies.
+    Active,
+    /// Verifies nothing: every token under it is refused.
+    Retired,
+}
+
+struct Entry {
+    kid: u32,
+    keypair: KeyPair,
+    status: KeyStatus,
+}
+
+/// The keys of one purpose. The newest active key signs; every active key verifies.
+pub struct KeyRing {
+    purpose: KeyPurpose,
+    dir: PathBuf,
+    entries: RwLock<Vec<Entry>>,
+}
+
+/// A public view of one key.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublicKeyInfo {
+    pub kid: u32,
+    pub public_key: String,
+    pub status: KeyStatus,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("KeyRing").field("purpose", &self.purpose).finish_non_exhaustive()
+    }
+}
+
+fn key_path(dir: &Path, purpose: KeyPurpose, kid: u32) -> PathBuf {
+    dir.join(format!("{}-{kid}.key", purpose.file_prefix()))
+}
+
+fn retired_marker(dir: &Path, purpose: KeyPurpose, kid: u32) -> PathBuf {
+    dir.join(format!("{}-{kid}.retired", purpose.file_prefix()))
+}
+
+fn write_secret(path: &Path, contents: &[u8]) -> Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::internal(format!("create {}: {e}", path.display())))?;
+    file.write_all(contents).and_then(|_| file.sync_all()).map_err(|e| Error::internal(format!("write {}: {e}", path.display())))?;
+    Ok(())
+}
+
+impl KeyRing {
+    /// Loads every key of `purpose` from `dir`, creating the first one if there is none.
+    pub fn load_or_create(dir: &Path, purpose: KeyPurpose) -> Result<KeyRing> {
+        fs::create_dir_all(dir).map_err(|e| Error::internal(format!("create {}: {e}", dir.display())))?;
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+        let ring = KeyRing { purpose, dir: dir.to_owned(), entries: RwLock::new(Vec::new()) };
+        ring.reload()?;
+        if ring.read().is_empty() {
+            ring.rotate()?;
+        }
+        Ok(ring)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Entry>> {
+        self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Re-reads the key files (so `tether keys …` run beside a live service takes effect on restart).
+    pub fn reload(&self) -> Result<()> {
+        let prefix = format!("{}-", self.purpose.file_prefix());
+        let mut entries = Vec::new();
+        let listing = fs::read_dir(&self.dir).map_err(|e| Error::internal(format!("read {}: {e}", self.dir.display())))?;
+        for item in listing.flatten() {
+            let name = item.file_name().to_string_lossy().into_owned();
+            let Some(kid) = name.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".key")).and_then(|k| k.parse::<u32>().ok()) else {
+                continue;
+            };
+            let text = fs::read_to_string(item.path()).map_err(|e| Error::internal(format!("read key {name}: {e}")))?;
+            let private = PrivateKey::from_bytes_hex(text.trim(), Algorithm::Ed25519)
+                .map_err(|_| Error::internal(format!("key file {name} is not an Ed25519 private key in hex")))?;
+            let status = if retired_marker(&self.dir, self.purpose, kid).exists() { KeyStatus::Retired } else { KeyStatus::Active };
+            entries.push(Entry { kid, keypair: KeyPair::from(&private), status });
+        }
+        entries.sort_by_key(|e| e.kid);
+        *self.entries.write().unwrap_or_else(|p| p.into_inner()) = entries;
+        Ok(())
+    }
+
+    /// Adds a new signing key with the next key id; older keys keep verifying.
+    pub fn rotate(&self) -> Result<u32> {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let kid = entries.iter().map(|e| e.kid).max().unwrap_or(0) + 1;
+        let keypair = KeyPair::new_with_algorithm(Algorithm::Ed25519);
+        write_secret(&key_path(&self.dir, self.purpose, kid), keypair.private().to_bytes_hex().as_bytes())?;
+        entries.push(Entry { kid, keypair, status: KeyStatus::Active });
+        Ok(kid)
+    }
+
+    /// Retires a key: every token under it stops verifying. The last active key cannot be retired.
+    pub fn retire(&self, kid: u32) -> Result<()> {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let active = entries.iter().filter(|e| e.status == KeyStatus::Active).count();
+        let entry = entries.iter_mut().find(|e| e.kid == kid).ok_or(Error::NotFound("key"))?;
+        if entry.status == KeyStatus::Retired {
+            return Ok(());
+        }
+        if active <= 1 {
+            return Err(Error::conflict("cannot retire the only active key: rotate first"));
+        }
+        fs::write(retired_marker(&self.dir, self.purpose, kid), b"retired\n").map_err(|e| Error::internal(format!("mark key retired: {e}")))?;
+        entry.status = KeyStatus::Retired;
+        Ok(())
+    }
+
+    /// The key id and keypair that sign new tokens.
+    pub fn with_signing_key<T>(&self, f: impl FnOnce(u32, &KeyPair) -> T) -> Result<T> {
+        let entries = self.read();
+        let entry = entries.iter().rev().find(|e| e.status == KeyStatus::Active).ok_or_else(|| Error::internal("no active signing key"))?;
+        Ok(f(entry.kid, &entry.keypair))
+    }
+
+    pub fn is_active(&self, kid: u32) -> bool {
+        self.read().iter().any(|e| e.kid == kid && e.status == KeyStatus::Active)
+    }
+
+    pub fn public_keys(&self) -> Vec<PublicKeyInfo> {
+        self.read()
+            .iter()
+            .map(|e| PublicKeyInfo { kid: e.kid, public_key: e.keypair.public().to_bytes_hex(), status: e.status })
+            .collect()
+    }
+}
+
+impl biscuit_auth::RootKeyProvider for &KeyRing {
+    fn choose(&self, key_id: Option<u32>) -> std::result::Result<PublicKey, biscuit_auth::error::Format> {
+        let entries = self.read();
+        key_id
+            .and_then(|kid| entries.iter().find(|e| e.kid == kid && e.status == KeyStatus::Active))
+            .map(|e| e.keypair.public())
+            .ok_or(biscuit_auth::error::Format::UnknownPublicKey)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_ring_creates_a_private_key_file_readable_only_by_its_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ring = KeyRing::load_or_create(dir.path(), KeyPurpose::Agent).expect("ring");
+        let mode = fs::metadata(dir.path().join("agent-1.key")).expect("key file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(ring.is_active(1));
+    }
+
+    #[test]
+    fn reloading_finds_the_same_keys_and_statuses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ring = KeyRing::load_or_create(dir.path(), KeyPurpose::Api).expect("ring");
+        ring.rotate().expect("rotate");
+        ring.retire(1).expect("retire");
+        let again = KeyRing::load_or_create(dir.path(), KeyPurpose::Api).expect("reload");
+        let keys = again.public_keys();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].status, KeyStatus::Retired);
+        assert_eq!(keys[1].status, KeyStatus::Active);
+        assert_eq!(keys[0].public_key, ring.public_keys()[0].public_key);
+    }
+
+    #[test]
+    fn the_only_active_key_cannot_be_retired() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ring = KeyRing::load_or_create(dir.path(), KeyPurpose::Agent).expect("ring");
+        assert!(matches!(ring.retire(1), Err(Error::Conflict(_))));
+    }
+}

@@ -1,0 +1,162 @@
+//! In-memory views the writer keeps current after each commit: live sessions, credentials,
+//! and the bus of committed audit events.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::RwLock;
+
+use tokio::sync::broadcast;
+
+use crate::audit::AuditEvent;
+use crate::domain::{CredentialId, SessionId, Timestamp};
+use crate::store::writer::EffectSink;
+use crate::store::Effect;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A map split into shards, each behind its own lock: readers of different sessions never
+/// contend, and a writer blocks only the one shard it touches.
+pub struct Sharded<K, V> {
+    shards: Box<[RwLock<FastMap<K, V>>]>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
+    pub fn new(shards: usize) -> Self {
+        Sharded {
+            shards: (0..shards.max(1)).map(|_| RwLock::new(FastMap::default())).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &RwLock<FastMap<K, V>> {
+        let i = (self.hasher.hash_one(key) as usize) % self.shards.len();
+        &self.shards[i]
+    }
+
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.shard(key).read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    }
+
+    pub fn insert(&self, key: K, value: V) {
+        self.shard(&key).write().unwrap_or_else(|p| p.into_inner()).insert(key, value);
+    }
+
+    /// Inserts, first evicting an arbitrary entry of the shard if it holds `cap` already.
+    pub fn insert_bounded(&self, key: K, value: V, cap: usize)
+    where
+        K: Clone,
+    {
+        let mut shard = self.shard(&key).write().unwrap_or_else(|p| p.into_inner());
+        if shard.len() >= cap && !shard.contains_key(&key) {
+            // The map's iteration order is randomly seeded, so this is random eviction.
+            if let Some(victim) = shard.keys().next().cloned() {
+                shard.remove(&victim);
+            }
+        }
+        shard.insert(key, value);
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().unwrap_or_else(|p| p.into_inner()).len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every entry for which `keep` is false.
+    pub fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
+        for shard in self.shards.iter() {
+            shard.write().unwrap_or_else(|p| p.into_inner()).retain(|k, v| keep(k, v));
+        }
+    }
+}
+
+/// What the hot path needs to know about a session: 16 bytes of value per session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveSession {
+    pub revoked: bool,
+    pub expires_at: Timestamp,
+}
+
+/// Session id → live state, for every session whose tokens could still verify.
+pub struct LiveView {
+    sessions: Sharded<u128, LiveSession>,
+}
+
+impl Default for LiveView {
+    fn default() -> Self {
+        LiveView { sessions: Sharded::new(64) }
+    }
+}
+
+impl LiveView {
+    pub fn get(&self, id: SessionId) -> Option<LiveSession> {
+        self.sessions.get(&id.uuid().as_u128())
+    }
+
+    pub fn set(&self, id: SessionId, state: LiveSession) {
+        self.sessions.insert(id.uuid().as_u128(), state);
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Forgets sessions past expiry: their tokens fail their own expiry check anyway, and an
+    /// unknown session is denied.
+    pub fn sweep_expired(&self, now: Timestamp) {
+        self.sessions.retain(|_, s| s.expires_at > now);
+    }
+}
+
+/// What the API needs to know about a credential on every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CredentialState {
+    pub revoked: bool,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// The in-memory views and the event bus, fed by the writer after each commit.
+pub struct Views {
+    pub sessions: LiveView,
+    pub credentials: Sharded<CredentialId, CredentialState>,
+    pub events: broadcast::Sender<AuditEvent>,
+}
+
+impl Default for Views {
+    fn default() -> Self {
+        Views { sessions: LiveView::default(), credentials: Sharded::new(8), events: broadcast::channel(4096).0 }
+    }
+}
+
+impl EffectSink for Views {
+    fn apply(&self, effects: &[Effect]) {
+        for effect in effects {
+            match effect {
+                Effect::SessionActive { id, expires_at } => {
+                    self.sessions.set(*id, LiveSession { revoked: false, expires_at: *expires_at })
+                }
+                Effect::SessionRevoked { id, expires_at } => {
+                    self.sessions.set(*id, LiveSession { revoked: true, expires_at: *expires_at })
+                }
+                Effect::Credential { id, revoked, expires_at } => {
+                    self.credentials.insert(*id, CredentialState { revoked: *revoked, expires_at: *expires_at })
+                }
+                Effect::Audited(event) => {
+                    // No subscriber is fine; a lagging one is told it lagged and resumes from the store.
+                    let _ = self.events.send(event.clone());
+                }
+            }
+        }
+    }
+}
