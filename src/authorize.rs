@@ -83,7 +83,13 @@ pub struct Authorizer {
 
 impl Authorizer {
     pub fn new(keys: Arc<KeyRing>, policy: Policy, views: Arc<Views>, clock: Arc<Clock>) -> Self {
-        Authorizer { keys, policy, views, clock, cache: Sharded::new(64) }
+        Authorizer {
+            keys,
+            policy,
+            views,
+            clock,
+            cache: Sharded::new(64),
+        }
     }
 
     /// Verifies a token, from the cache when this exact token was verified before.
@@ -94,10 +100,15 @@ impl Authorizer {
         }
         if let Some(hit) = self.cache.get(token) {
             // A retired key invalidates cached tokens at once.
-            return if self.keys.is_active(hit.kid) { Ok(hit) } else { Err(TokenError::UnknownKey) };
+            return if self.keys.is_active(hit.kid) {
+                Ok(hit)
+            } else {
+                Err(TokenError::UnknownKey)
+            };
         }
         let verified = Arc::new(tokens::agent::verify(&self.keys, token)?);
-        self.cache.insert_bounded(token.into(), Arc::clone(&verified), CACHE_PER_SHARD);
+        self.cache
+            .insert_bounded(token.into(), Arc::clone(&verified), CACHE_PER_SHARD);
         Ok(verified)
     }
 
@@ -111,29 +122,49 @@ impl Authorizer {
         match self.views.sessions.get(token.claims.session) {
             None => return Decision::deny(Reason::SessionUnknown, Some(token)),
             Some(s) if s.revoked => return Decision::deny(Reason::SessionRevoked, Some(token)),
-            Some(s) if s.expires_at <= now => return Decision::deny(Reason::SessionExpired, Some(token)),
+            Some(s) if s.expires_at <= now => {
+                return Decision::deny(Reason::SessionExpired, Some(token))
+            }
             Some(_) => {}
         }
         if token.claims.expires_at <= now {
             return Decision::deny(Reason::SessionExpired, Some(token));
         }
         match self.run_policy(&token, request, now) {
-            Ok(()) => Decision { reason: Reason::Allowed, token: Some(token) },
-            Err(()) if !token.claims.scopes.contains(request.scope) => Decision::deny(Reason::ScopeNotGranted, Some(token)),
+            Ok(()) => Decision {
+                reason: Reason::Allowed,
+                token: Some(token),
+            },
+            Err(()) if !token.claims.scopes.contains(request.scope) => {
+                Decision::deny(Reason::ScopeNotGranted, Some(token))
+            }
             Err(()) => Decision::deny(Reason::PolicyDenied, Some(token)),
         }
     }
 
-    fn run_policy(&self, token: &VerifiedToken, request: &Request<'_>, now: Timestamp) -> Result<(), ()> {
+    fn run_policy(
+        &self,
+        token: &VerifiedToken,
+        request: &Request<'_>,
+        now: Timestamp,
+    ) -> Result<(), ()> {
         let mut builder = self
             .policy
             .builder()
-            .fact(tokens::agent::request_fact("requested_scope", request.scope.as_str()))
+            .fact(tokens::agent::request_fact(
+                "requested_scope",
+                request.scope.as_str(),
+            ))
             .map_err(|_| ())?
-            .fact(Fact::new("time".to_owned(), vec![Term::Date(u64::try_from(now.seconds()).unwrap_or(0))]))
+            .fact(Fact::new(
+                "time".to_owned(),
+                vec![Term::Date(u64::try_from(now.seconds()).unwrap_or(0))],
+            ))
             .map_err(|_| ())?;
         if let Some(resource) = request.resource {
-            builder = builder.fact(tokens::agent::request_fact("resource", resource)).map_err(|_| ())?;
+            builder = builder
+                .fact(tokens::agent::request_fact("resource", resource))
+                .map_err(|_| ())?;
         }
         let mut authorizer = builder.build(&token.biscuit).map_err(|_| ())?;
         // Any failure, a run limit included, is a deny: never an error to the caller.

@@ -51,7 +51,12 @@ pub struct Config {
 
 impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Config { data_dir: data_dir.into(), policy_dir: None, limits: Limits::default(), read_connections: 4 }
+        Config {
+            data_dir: data_dir.into(),
+            policy_dir: None,
+            limits: Limits::default(),
+            read_connections: 4,
+        }
     }
 }
 
@@ -83,10 +88,17 @@ impl App {
         // The policy first: a bad policy stops start-up before anything is created.
         let policy = match &config.policy_dir {
             Some(dir) => Policy::load_dir(dir)?,
-            None => Policy::parse(tokens::policy::DEFAULT_AGENT_POLICY, "(built in) policies/agent.datalog")?,
+            None => Policy::parse(
+                tokens::policy::DEFAULT_AGENT_POLICY,
+                "(built in) policies/agent.datalog",
+            )?,
         };
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| Error::internal(format!("create data dir {}: {e}", config.data_dir.display())))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            Error::internal(format!(
+                "create data dir {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
         let keys_dir = config.data_dir.join("keys");
         let agent_keys = Arc::new(KeyRing::load_or_create(&keys_dir, KeyPurpose::Agent)?);
         let api_keys = Arc::new(KeyRing::load_or_create(&keys_dir, KeyPurpose::Api)?);
@@ -94,12 +106,18 @@ impl App {
         let views = Arc::new(Views::default());
         let writer = Writer::start(&db, clock.clone(), views.clone())?;
         let readers = Arc::new(ReadPool::open(&db, config.read_connections)?);
-        let env = Arc::new(Env { agent_keys: agent_keys.clone(), api_keys, limits: config.limits });
+        let env = Arc::new(Env {
+            agent_keys: agent_keys.clone(),
+            api_keys,
+            limits: config.limits,
+        });
 
         load_views(&readers, &views, clock.now())?;
-        let first_admin_credential = bootstrap_admin(&config.data_dir, &readers, &writer, &env).await?;
+        let first_admin_credential =
+            bootstrap_admin(&config.data_dir, &readers, &writer, &env).await?;
 
-        let authorizer = authorize::Authorizer::new(agent_keys, policy, views.clone(), clock.clone());
+        let authorizer =
+            authorize::Authorizer::new(agent_keys, policy, views.clone(), clock.clone());
         let services = Services {
             writer,
             readers,
@@ -110,7 +128,10 @@ impl App {
             metrics: metrics::Metrics::default(),
             last_seen: Arc::new(last_seen::LastSeen::default()),
         };
-        Ok(App { services: Arc::new(services), first_admin_credential })
+        Ok(App {
+            services: Arc::new(services),
+            first_admin_credential,
+        })
     }
 
     pub fn router(&self) -> axum::Router {
@@ -134,9 +155,12 @@ impl App {
             }))
         };
         let router = self.router();
-        let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let result = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         let _ = stop_tx.send(true);
         let _ = flusher.await;
         result
@@ -147,10 +171,22 @@ impl App {
 fn load_views(readers: &ReadPool, views: &Views, now: domain::Timestamp) -> Result<()> {
     readers.read_now(|conn| {
         store::reads::live_sessions(conn, now, |row| {
-            views.sessions.set(row.id, LiveSession { revoked: row.revoked, expires_at: row.expires_at });
+            views.sessions.set(
+                row.id,
+                LiveSession {
+                    revoked: row.revoked,
+                    expires_at: row.expires_at,
+                },
+            );
         })?;
         for c in store::reads::all_credentials(conn)? {
-            views.credentials.insert(c.id, CredentialState { revoked: c.revoked_at.is_some(), expires_at: c.expires_at });
+            views.credentials.insert(
+                c.id,
+                CredentialState {
+                    revoked: c.revoked_at.is_some(),
+                    expires_at: c.expires_at,
+                },
+            );
         }
         Ok(())
     })
@@ -158,18 +194,38 @@ fn load_views(readers: &ReadPool, views: &Views, now: domain::Timestamp) -> Resu
 
 /// On the first start (no credential at all), mints the admin credential and writes it to
 /// `DIR/admin.credential` (mode 0600).
-async fn bootstrap_admin(data_dir: &Path, readers: &ReadPool, writer: &Writer, env: &Arc<Env>) -> Result<Option<String>> {
+async fn bootstrap_admin(
+    data_dir: &Path,
+    readers: &ReadPool,
+    writer: &Writer,
+    env: &Arc<Env>,
+) -> Result<Option<String>> {
     let existing = readers.read_now(|conn| {
-        conn.query_row("SELECT count(*) FROM credentials", [], |r| r.get::<_, i64>(0)).map_err(store::db_error)
+        conn.query_row("SELECT count(*) FROM credentials", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(store::db_error)
     })?;
     if existing > 0 {
         return Ok(None);
     }
     let env = env.clone();
     let created = writer
-        .execute(move |tx| ops::objects::issue_credential(tx, &env, Actor::system(), Role::Admin, Some("bootstrap admin".into()), None))
+        .execute(move |tx| {
+            ops::objects::issue_credential(
+                tx,
+                &env,
+                Actor::system(),
+                Role::Admin,
+                Some("bootstrap admin".into()),
+                None,
+            )
+        })
         .await?;
-    write_private_file(&data_dir.join("admin.credential"), created.secret.as_bytes())?;
+    write_private_file(
+        &data_dir.join("admin.credential"),
+        created.secret.as_bytes(),
+    )?;
     Ok(Some(created.secret))
 }
 
@@ -183,5 +239,7 @@ fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
         .mode(0o600)
         .open(path)
         .map_err(|e| Error::internal(format!("write {}: {e}", path.display())))?;
-    file.write_all(contents).and_then(|_| file.write_all(b"\n")).map_err(|e| Error::internal(format!("write {}: {e}", path.display())))
+    file.write_all(contents)
+        .and_then(|_| file.write_all(b"\n"))
+        .map_err(|e| Error::internal(format!("write {}: {e}", path.display())))
 }

@@ -30,17 +30,39 @@ impl Metrics {
 
     pub fn render(&self, services: &crate::Services) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP tether_authorize_decisions_total Authorize decisions by reason.");
+        let _ = writeln!(
+            out,
+            "# HELP tether_authorize_decisions_total Authorize decisions by reason."
+        );
         let _ = writeln!(out, "# TYPE tether_authorize_decisions_total counter");
         for (reason, count) in REASONS.iter().zip(&self.decisions) {
-            let _ = writeln!(out, "tether_authorize_decisions_total{{reason=\"{}\"}} {}", reason.as_str(), count.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "tether_authorize_decisions_total{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                count.load(Ordering::Relaxed)
+            );
         }
-        let _ = writeln!(out, "# HELP tether_live_sessions Sessions held in the live view.");
+        let _ = writeln!(
+            out,
+            "# HELP tether_live_sessions Sessions held in the live view."
+        );
         let _ = writeln!(out, "# TYPE tether_live_sessions gauge");
-        let _ = writeln!(out, "tether_live_sessions {}", services.views.sessions.len());
-        let _ = writeln!(out, "# HELP tether_verified_tokens_cached Verified tokens in the cache.");
+        let _ = writeln!(
+            out,
+            "tether_live_sessions {}",
+            services.views.sessions.len()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tether_verified_tokens_cached Verified tokens in the cache."
+        );
         let _ = writeln!(out, "# TYPE tether_verified_tokens_cached gauge");
-        let _ = writeln!(out, "tether_verified_tokens_cached {}", services.authorizer.cached_tokens());
+        let _ = writeln!(
+            out,
+            "tether_verified_tokens_cached {}",
+            services.authorizer.cached_tokens()
+        );
         out
     }
 }

@@ -45,23 +45,38 @@ pub struct ListQuery {
 fn seq(field: &str, value: &Option<String>) -> Result<Option<i64>> {
     value
         .as_deref()
-        .map(|v| v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| Error::invalid(format!("`{field}` must be a non-negative integer"))))
+        .map(|v| {
+            v.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| Error::invalid(format!("`{field}` must be a non-negative integer")))
+        })
         .transpose()
 }
 
 fn time(field: &str, value: &Option<String>) -> Result<Option<Timestamp>> {
     value
         .as_deref()
-        .map(|v| Timestamp::parse_rfc3339(v).ok_or_else(|| Error::invalid(format!("`{field}` must be an RFC 3339 time"))))
+        .map(|v| {
+            Timestamp::parse_rfc3339(v)
+                .ok_or_else(|| Error::invalid(format!("`{field}` must be an RFC 3339 time")))
+        })
         .transpose()
 }
 
 fn short(field: &str, value: &Option<String>) -> Result<Option<String>> {
-    value.as_deref().map(|v| clean_text(field, v, 200)).transpose()
+    value
+        .as_deref()
+        .map(|v| clean_text(field, v, 200))
+        .transpose()
 }
 
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", responses((status = 200, body = Vec<AuditEvent>)))]
-pub async fn list(State(state): State<AppState>, Authenticated(caller): Authenticated, Query(q): Query<ListQuery>) -> ApiResult<axum::Json<Page<AuditEvent>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<axum::Json<Page<AuditEvent>>> {
     auditor(&caller)?;
     let limit = super::page(&q.limit, &None, |_: &str| Ok::<_, Error>(()))?.limit;
     // `cursor` (the last seq of the previous page) and `after_seq` mean the same; the larger wins.
@@ -79,14 +94,20 @@ pub async fn list(State(state): State<AppState>, Authenticated(caller): Authenti
 }
 
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, body = VerifyReport)))]
-pub async fn verify(State(state): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<axum::Json<VerifyReport>> {
+pub async fn verify(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> ApiResult<axum::Json<VerifyReport>> {
     auditor(&caller)?;
     read(&state, reads::verify_audit).await
 }
 
 /// NDJSON, one event a line in seq order, streamed in chunks so a large log is never held whole.
 #[utoipa::path(get, path = "/v1/audit/export", tag = "audit", responses((status = 200, content_type = "application/x-ndjson", body = String)))]
-pub async fn export(State(state): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
+pub async fn export(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> ApiResult<Response> {
     auditor(&caller)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<Vec<u8>, std::io::Error>>(8);
     let readers = state.readers.clone();
@@ -125,7 +146,11 @@ pub struct CoverageQuery {
 }
 
 #[utoipa::path(get, path = "/v1/audit/coverage", tag = "audit", params(("event" = i64, Query, description = "seq of the trigger event")), responses((status = 200, body = Coverage)))]
-pub async fn coverage_report(State(state): State<AppState>, Authenticated(caller): Authenticated, Query(q): Query<CoverageQuery>) -> ApiResult<axum::Json<Coverage>> {
+pub async fn coverage_report(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Query(q): Query<CoverageQuery>,
+) -> ApiResult<axum::Json<Coverage>> {
     auditor(&caller)?;
     let event = seq("event", &Some(q.event))?.unwrap_or(0);
     read(&state, move |conn| coverage::report(conn, event)).await

@@ -52,20 +52,33 @@ pub struct AuthorizeResponse {
 }
 
 #[utoipa::path(post, path = "/v1/authorize", tag = "checking tokens", request_body = AuthorizeRequest, responses((status = 200, body = AuthorizeResponse)))]
-pub async fn authorize(State(state): State<AppState>, Authenticated(caller): Authenticated, Json(req): Json<AuthorizeRequest>) -> ApiResult<axum::Json<AuthorizeResponse>> {
+pub async fn authorize(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Json(req): Json<AuthorizeRequest>,
+) -> ApiResult<axum::Json<AuthorizeResponse>> {
     crate::ops::require(&caller, &[RoleKind::Verifier, RoleKind::Admin])?;
     let scope = Scope::parse(&req.scope).map_err(|e| Error::invalid(format!("`scope`: {e}")))?;
     if let Some(resource) = &req.resource {
         clean_text("resource", resource, 1024)?;
     }
-    let decision = state.authorizer.authorize(&Request { token: &req.token, scope: &scope, resource: req.resource.as_deref() });
+    let decision = state.authorizer.authorize(&Request {
+        token: &req.token,
+        scope: &scope,
+        resource: req.resource.as_deref(),
+    });
     state.metrics.count_decision(decision.reason);
     let allowed = decision.allowed();
     let claims = decision.token.as_ref().map(|t| &t.claims);
     if allowed {
         if let Some(claims) = claims {
             let context = req.context.unwrap_or_default();
-            state.last_seen.record(claims.session, state.clock.now(), context.ip, context.user_agent);
+            state.last_seen.record(
+                claims.session,
+                state.clock.now(),
+                context.ip,
+                context.user_agent,
+            );
         }
     }
     // A denied token still names its session when it verified (the relying service may want to

@@ -33,7 +33,11 @@ pub struct CreatedCredential {
 
 #[utoipa::path(post, path = "/v1/credentials", tag = "credentials", request_body = NewCredential,
     responses((status = 200, body = CreatedCredential), (status = 400, body = super::problem::Problem)))]
-pub async fn create(State(state): State<AppState>, Authenticated(caller): Authenticated, Json(req): Json<NewCredential>) -> ApiResult<axum::Json<CreatedCredential>> {
+pub async fn create(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Json(req): Json<NewCredential>,
+) -> ApiResult<axum::Json<CreatedCredential>> {
     let env = state.env.clone();
     write(&state, move |tx| {
         let created = ops::objects::create_credential(tx, &env, &caller, req)?;
@@ -52,14 +56,25 @@ pub async fn create(State(state): State<AppState>, Authenticated(caller): Authen
 }
 
 #[utoipa::path(get, path = "/v1/credentials", tag = "credentials", responses((status = 200, body = Vec<Credential>)))]
-pub async fn list(State(state): State<AppState>, Authenticated(caller): Authenticated, Query(q): Query<RawPage>) -> ApiResult<axum::Json<Page<Credential>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Query(q): Query<RawPage>,
+) -> ApiResult<axum::Json<Page<Credential>>> {
     ops::require(&caller, &[RoleKind::Admin])?;
     let page = page(&q.limit, &q.cursor, CredentialId::parse)?;
     read(&state, move |conn| reads::list_credentials(conn, &page)).await
 }
 
 #[utoipa::path(post, path = "/v1/credentials/{id}/revoke", tag = "credentials", responses((status = 200, body = Credential)))]
-pub async fn revoke(State(state): State<AppState>, Authenticated(caller): Authenticated, Path(id): Path<String>) -> ApiResult<axum::Json<Credential>> {
+pub async fn revoke(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Credential>> {
     let id = path_id(&id, CredentialId::parse)?;
-    write(&state, move |tx| ops::objects::revoke_credential(tx, &caller, id)).await
+    write(&state, move |tx| {
+        ops::objects::revoke_credential(tx, &caller, id)
+    })
+    .await
 }

@@ -32,32 +32,63 @@ pub struct ListQuery {
 }
 
 #[utoipa::path(post, path = "/v1/delegations", tag = "delegations", request_body = NewDelegation, responses((status = 200, body = Delegation)))]
-pub async fn create(State(state): State<AppState>, Authenticated(caller): Authenticated, Json(req): Json<NewDelegation>) -> ApiResult<axum::Json<Delegation>> {
+pub async fn create(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Json(req): Json<NewDelegation>,
+) -> ApiResult<axum::Json<Delegation>> {
     write(&state, move |tx| ops::create_delegation(tx, &caller, req)).await
 }
 
 #[utoipa::path(get, path = "/v1/delegations", tag = "delegations", responses((status = 200, body = Vec<Delegation>)))]
-pub async fn list(State(state): State<AppState>, Authenticated(caller): Authenticated, Query(q): Query<ListQuery>) -> ApiResult<axum::Json<Page<Delegation>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<axum::Json<Page<Delegation>>> {
     let vis = tenant_reader(&caller)?;
     let page = page(&q.limit, &q.cursor, DelegationId::parse)?;
     let status = q
         .status
         .as_deref()
-        .map(|s| DelegationStatus::parse(s).ok_or_else(|| Error::invalid("`status` must be active or revoked")))
+        .map(|s| {
+            DelegationStatus::parse(s)
+                .ok_or_else(|| Error::invalid("`status` must be active or revoked"))
+        })
         .transpose()?;
-    let filter = DelegationFilter { user_id: q.user_id, agent_id: q.agent_id, integration_id: q.integration_id, status };
-    read(&state, move |conn| reads::list_delegations(conn, vis, &filter, &page)).await
+    let filter = DelegationFilter {
+        user_id: q.user_id,
+        agent_id: q.agent_id,
+        integration_id: q.integration_id,
+        status,
+    };
+    read(&state, move |conn| {
+        reads::list_delegations(conn, vis, &filter, &page)
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/delegations/{id}", tag = "delegations", responses((status = 200, body = Delegation)))]
-pub async fn get_one(State(state): State<AppState>, Authenticated(caller): Authenticated, Path(id): Path<String>) -> ApiResult<axum::Json<Delegation>> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Delegation>> {
     let vis = tenant_reader(&caller)?;
     let id = path_id(&id, DelegationId::parse)?;
     read(&state, move |conn| reads::get_delegation(conn, vis, id)).await
 }
 
 #[utoipa::path(post, path = "/v1/delegations/{id}/revoke", tag = "delegations", request_body = WithReason, responses((status = 200, body = Receipt)))]
-pub async fn revoke(State(state): State<AppState>, Authenticated(caller): Authenticated, Path(id): Path<String>, OptionalJson(req): OptionalJson<WithReason>) -> ApiResult<axum::Json<Receipt>> {
+pub async fn revoke(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+    OptionalJson(req): OptionalJson<WithReason>,
+) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, DelegationId::parse)?;
-    write(&state, move |tx| ops::revoke_delegation(tx, &caller, id, req)).await
+    write(&state, move |tx| {
+        ops::revoke_delegation(tx, &caller, id, req)
+    })
+    .await
 }

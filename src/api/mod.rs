@@ -66,11 +66,16 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError(Error::MethodNotAllowed("this route does not take this method".into()))
+    ApiError(Error::MethodNotAllowed(
+        "this route does not take this method".into(),
+    ))
 }
 
 /// Logs the cause of a 500 inside the request's span; the body says nothing of it.
-async fn log_internal_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn log_internal_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let response = next.run(request).await;
     if response.status() == StatusCode::INTERNAL_SERVER_ERROR {
         if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
@@ -87,7 +92,11 @@ pub struct RawPage {
     pub cursor: Option<String>,
 }
 
-pub fn page<T, E: std::fmt::Display>(limit: &Option<String>, cursor: &Option<String>, parse: impl Fn(&str) -> std::result::Result<T, E>) -> Result<PageRequest> {
+pub fn page<T, E: std::fmt::Display>(
+    limit: &Option<String>,
+    cursor: &Option<String>,
+    parse: impl Fn(&str) -> std::result::Result<T, E>,
+) -> Result<PageRequest> {
     let limit = match limit {
         None => 100,
         Some(text) => match text.parse::<usize>() {
@@ -98,11 +107,17 @@ pub fn page<T, E: std::fmt::Display>(limit: &Option<String>, cursor: &Option<Str
     if let Some(c) = cursor {
         parse(c).map_err(|e| Error::invalid(format!("`cursor`: {e}")))?;
     }
-    Ok(PageRequest { limit, cursor: cursor.clone() })
+    Ok(PageRequest {
+        limit,
+        cursor: cursor.clone(),
+    })
 }
 
 /// Runs a write command and answers with its result as JSON.
-pub async fn write<T, F>(state: &AppState, command: F) -> std::result::Result<axum::Json<T>, ApiError>
+pub async fn write<T, F>(
+    state: &AppState,
+    command: F,
+) -> std::result::Result<axum::Json<T>, ApiError>
 where
     T: serde::Serialize + Send + 'static,
     F: FnOnce(&mut crate::store::Tx<'_>) -> Result<T> + Send + 'static,
@@ -111,7 +126,10 @@ where
 }
 
 /// Runs a read with the caller's visibility and answers with its result as JSON.
-pub async fn read<T, F>(state: &AppState, command: F) -> std::result::Result<axum::Json<T>, ApiError>
+pub async fn read<T, F>(
+    state: &AppState,
+    command: F,
+) -> std::result::Result<axum::Json<T>, ApiError>
 where
     T: serde::Serialize + Send + 'static,
     F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
@@ -122,7 +140,9 @@ where
 /// Readers of tenant data: every role but the verifier.
 pub fn tenant_reader(caller: &crate::domain::Caller) -> Result<Visibility> {
     match caller.visibility() {
-        Visibility::Nothing => Err(Error::Forbidden("the verifier role reads no tenant data".into())),
+        Visibility::Nothing => Err(Error::Forbidden(
+            "the verifier role reads no tenant data".into(),
+        )),
         v => Ok(v),
     }
 }

@@ -43,7 +43,9 @@ impl IntoResponse for ApiError {
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
             Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "Invalid request"),
-            Error::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type"),
+            Error::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type")
+            }
             Error::ScopeNotGrantable(_) => (StatusCode::FORBIDDEN, "Scope not grantable"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
             Error::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"),
@@ -56,11 +58,22 @@ impl IntoResponse for ApiError {
             Error::Internal(_) => "an internal error occurred; it has been logged".to_owned(),
             other => other.to_string(),
         };
-        let problem = Problem { kind: format!("urn:tether:problem:{}", e.code()), title, status: status.as_u16(), detail, code: e.code() };
+        let problem = Problem {
+            kind: format!("urn:tether:problem:{}", e.code()),
+            title,
+            status: status.as_u16(),
+            detail,
+            code: e.code(),
+        };
         let mut response = (status, axum::Json(problem)).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if let Error::Internal(cause) = e {
             response.extensions_mut().insert(InternalCause(cause));
@@ -87,9 +100,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
 
 fn json_rejection(rejection: JsonRejection) -> Error {
     match rejection {
-        JsonRejection::JsonDataError(e) => Error::invalid(format!("invalid body: {}", body_error_text(&e.body_text()))),
-        JsonRejection::JsonSyntaxError(e) => Error::invalid(format!("malformed JSON: {}", body_error_text(&e.body_text()))),
-        JsonRejection::MissingJsonContentType(_) => Error::UnsupportedMediaType("expected `Content-Type: application/json`".into()),
+        JsonRejection::JsonDataError(e) => {
+            Error::invalid(format!("invalid body: {}", body_error_text(&e.body_text())))
+        }
+        JsonRejection::JsonSyntaxError(e) => Error::invalid(format!(
+            "malformed JSON: {}",
+            body_error_text(&e.body_text())
+        )),
+        JsonRejection::MissingJsonContentType(_) => {
+            Error::UnsupportedMediaType("expected `Content-Type: application/json`".into())
+        }
         JsonRejection::BytesRejection(e) => {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 Error::PayloadTooLarge("the request body is over the size limit".into())
@@ -103,8 +123,12 @@ fn json_rejection(rejection: JsonRejection) -> Error {
 
 /// serde's message without axum's preamble, bounded so hostile input is not echoed at length.
 fn body_error_text(text: &str) -> String {
-    let text = text.strip_prefix("Failed to deserialize the JSON body into the target type: ").unwrap_or(text);
-    let text = text.strip_prefix("Failed to parse the request body as JSON: ").unwrap_or(text);
+    let text = text
+        .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+        .unwrap_or(text);
+    let text = text
+        .strip_prefix("Failed to parse the request body as JSON: ")
+        .unwrap_or(text);
     text.chars().take(300).collect()
 }
 
@@ -118,15 +142,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Query(value)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(ApiError(Error::invalid(format!("invalid query: {}", body_error_text(&e.body_text())))))
+                Err(ApiError(Error::invalid(format!(
+                    "invalid query: {}",
+                    body_error_text(&e.body_text())
+                ))))
             }
-            Err(other) => Err(ApiError(Error::invalid(format!("invalid query: {}", other.body_text())))),
+            Err(other) => Err(ApiError(Error::invalid(format!(
+                "invalid query: {}",
+                other.body_text()
+            )))),
         }
     }
 }
 
 /// Parses a path segment into a typed id, naming the parameter when it is not one.
-pub fn path_id<T>(value: &str, parse: impl Fn(&str) -> Result<T, crate::domain::ids::IdError>) -> Result<T, ApiError> {
+pub fn path_id<T>(
+    value: &str,
+    parse: impl Fn(&str) -> Result<T, crate::domain::ids::IdError>,
+) -> Result<T, ApiError> {
     parse(value).map_err(|e| ApiError(Error::invalid(format!("path parameter: {e}"))))
 }
 
@@ -145,6 +178,8 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
         if declared_empty || (no_type && req.headers().get(header::CONTENT_LENGTH).is_none()) {
             return Ok(OptionalJson(T::default()));
         }
-        Json::<T>::from_request(req, state).await.map(|Json(v)| OptionalJson(v))
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| OptionalJson(v))
     }
 }

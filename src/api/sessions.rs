@@ -33,27 +33,54 @@ pub struct ListQuery {
 }
 
 #[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = NewSession, responses((status = 200, body = SessionCreated)))]
-pub async fn create(State(state): State<AppState>, Authenticated(caller): Authenticated, Json(req): Json<NewSession>) -> ApiResult<axum::Json<SessionCreated>> {
+pub async fn create(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Json(req): Json<NewSession>,
+) -> ApiResult<axum::Json<SessionCreated>> {
     let env = state.env.clone();
-    write(&state, move |tx| ops::create_session(tx, &env, &caller, req)).await
+    write(&state, move |tx| {
+        ops::create_session(tx, &env, &caller, req)
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/sessions", tag = "sessions", responses((status = 200, body = Vec<Session>)))]
-pub async fn list(State(state): State<AppState>, Authenticated(caller): Authenticated, Query(q): Query<ListQuery>) -> ApiResult<axum::Json<Page<Session>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<axum::Json<Page<Session>>> {
     let vis = tenant_reader(&caller)?;
     let page = page(&q.limit, &q.cursor, SessionId::parse)?;
     let status = q
         .status
         .as_deref()
-        .map(|s| SessionStatus::parse(s).ok_or_else(|| Error::invalid("`status` must be active, revoked or expired")))
+        .map(|s| {
+            SessionStatus::parse(s)
+                .ok_or_else(|| Error::invalid("`status` must be active, revoked or expired"))
+        })
         .transpose()?;
-    let filter = SessionFilter { user_id: q.user_id, agent_id: q.agent_id, integration_id: q.integration_id, delegation_id: q.delegation_id, status };
+    let filter = SessionFilter {
+        user_id: q.user_id,
+        agent_id: q.agent_id,
+        integration_id: q.integration_id,
+        delegation_id: q.delegation_id,
+        status,
+    };
     let now = state.clock.now();
-    read(&state, move |conn| reads::list_sessions(conn, vis, &filter, &page, now)).await
+    read(&state, move |conn| {
+        reads::list_sessions(conn, vis, &filter, &page, now)
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", responses((status = 200, body = Session)))]
-pub async fn get_one(State(state): State<AppState>, Authenticated(caller): Authenticated, Path(id): Path<String>) -> ApiResult<axum::Json<Session>> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Session>> {
     let vis = tenant_reader(&caller)?;
     let id = path_id(&id, SessionId::parse)?;
     let now = state.clock.now();
@@ -61,7 +88,12 @@ pub async fn get_one(State(state): State<AppState>, Authenticated(caller): Authe
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/revoke", tag = "sessions", request_body = WithReason, responses((status = 200, body = Receipt)))]
-pub async fn revoke(State(state): State<AppState>, Authenticated(caller): Authenticated, Path(id): Path<String>, OptionalJson(req): OptionalJson<WithReason>) -> ApiResult<axum::Json<Receipt>> {
+pub async fn revoke(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+    OptionalJson(req): OptionalJson<WithReason>,
+) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, SessionId::parse)?;
     write(&state, move |tx| ops::revoke_session(tx, &caller, id, req)).await
 }

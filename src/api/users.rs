@@ -23,24 +23,45 @@ pub fn router() -> Router<AppState> {
         .route("/v1/users/{id}/enable", post(enable))
         .route("/v1/users/{id}/lifecycle-events", post(lifecycle_event))
         .route("/v1/users/{id}/sign-out-all", post(sign_out_all))
-        .route("/v1/users/{id}/agents/{agent_id}/disconnect", post(disconnect_agent))
-        .route("/v1/users/{id}/integrations/{integration_id}/disconnect", post(disconnect_integration))
+        .route(
+            "/v1/users/{id}/agents/{agent_id}/disconnect",
+            post(disconnect_agent),
+        )
+        .route(
+            "/v1/users/{id}/integrations/{integration_id}/disconnect",
+            post(disconnect_integration),
+        )
 }
 
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = NewUser, responses((status = 200, body = User)))]
-pub async fn create(State(state): State<AppState>, Authenticated(caller): Authenticated, Json(req): Json<NewUser>) -> ApiResult<axum::Json<User>> {
+pub async fn create(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Json(req): Json<NewUser>,
+) -> ApiResult<axum::Json<User>> {
     write(&state, move |tx| ops::create_user(tx, &caller, req)).await
 }
 
 #[utoipa::path(get, path = "/v1/users", tag = "users", responses((status = 200, body = Vec<User>)))]
-pub async fn list(State(state): State<AppState>, Authenticated(caller): Authenticated, Query(q): Query<RawPage>) -> ApiResult<axum::Json<Page<User>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Query(q): Query<RawPage>,
+) -> ApiResult<axum::Json<Page<User>>> {
     crate::ops::require(&caller, &[RoleKind::Admin, RoleKind::Auditor])?;
     let page = page(&q.limit, &q.cursor, UserId::parse)?;
-    read(&state, move |conn| reads::list_users(conn, Visibility::All, &page)).await
+    read(&state, move |conn| {
+        reads::list_users(conn, Visibility::All, &page)
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "users", responses((status = 200, body = User)))]
-pub async fn get_one(State(state): State<AppState>, Authenticated(caller): Authenticated, Path(id): Path<String>) -> ApiResult<axum::Json<User>> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<User>> {
     let vis = tenant_reader(&caller)?;
     let id = path_id(&id, UserId::parse)?;
     read(&state, move |conn| reads::get_user(conn, vis, id)).await
@@ -54,45 +75,93 @@ pub struct PermissionsChanged {
 }
 
 #[utoipa::path(put, path = "/v1/users/{id}/permissions", tag = "users", request_body = SetPermissions, responses((status = 200, body = PermissionsChanged)))]
-pub async fn set_permissions(State(state): State<AppState>, Authenticated(caller): Authenticated, Path(id): Path<String>, Json(req): Json<SetPermissions>) -> ApiResult<axum::Json<PermissionsChanged>> {
+pub async fn set_permissions(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+    Json(req): Json<SetPermissions>,
+) -> ApiResult<axum::Json<PermissionsChanged>> {
     let id = path_id(&id, UserId::parse)?;
-    write(&state, move |tx| ops::set_permissions(tx, &caller, id, req).map(|(user, receipt)| PermissionsChanged { user, receipt })).await
+    write(&state, move |tx| {
+        ops::set_permissions(tx, &caller, id, req)
+            .map(|(user, receipt)| PermissionsChanged { user, receipt })
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/disable", tag = "users", request_body = WithReason, responses((status = 200, body = Receipt)))]
-pub async fn disable(State(state): State<AppState>, Authenticated(caller): Authenticated, Path(id): Path<String>, OptionalJson(req): OptionalJson<WithReason>) -> ApiResult<axum::Json<Receipt>> {
+pub async fn disable(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+    OptionalJson(req): OptionalJson<WithReason>,
+) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, UserId::parse)?;
     write(&state, move |tx| ops::disable_user(tx, &caller, id, req)).await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/enable", tag = "users", request_body = WithReason, responses((status = 200, body = User)))]
-pub async fn enable(State(state): State<AppState>, Authenticated(caller): Authenticated, Path(id): Path<String>, OptionalJson(req): OptionalJson<WithReason>) -> ApiResult<axum::Json<User>> {
+pub async fn enable(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+    OptionalJson(req): OptionalJson<WithReason>,
+) -> ApiResult<axum::Json<User>> {
     let id = path_id(&id, UserId::parse)?;
     write(&state, move |tx| ops::enable_user(tx, &caller, id, req)).await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/lifecycle-events", tag = "users", request_body = LifecycleEvent, responses((status = 200, body = Receipt)))]
-pub async fn lifecycle_event(State(state): State<AppState>, Authenticated(caller): Authenticated, Path(id): Path<String>, Json(req): Json<LifecycleEvent>) -> ApiResult<axum::Json<Receipt>> {
+pub async fn lifecycle_event(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+    Json(req): Json<LifecycleEvent>,
+) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, UserId::parse)?;
-    write(&state, move |tx| ops::user_lifecycle_event(tx, &caller, id, req)).await
+    write(&state, move |tx| {
+        ops::user_lifecycle_event(tx, &caller, id, req)
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/sign-out-all", tag = "users", request_body = WithReason, responses((status = 200, body = Receipt)))]
-pub async fn sign_out_all(State(state): State<AppState>, Authenticated(caller): Authenticated, Path(id): Path<String>, OptionalJson(req): OptionalJson<WithReason>) -> ApiResult<axum::Json<Receipt>> {
+pub async fn sign_out_all(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+    OptionalJson(req): OptionalJson<WithReason>,
+) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, UserId::parse)?;
     write(&state, move |tx| ops::sign_out_all(tx, &caller, id, req)).await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/agents/{agent_id}/disconnect", tag = "users", request_body = WithReason, responses((status = 200, body = Receipt)))]
-pub async fn disconnect_agent(State(state): State<AppState>, Authenticated(caller): Authenticated, Path((id, agent)): Path<(String, String)>, OptionalJson(req): OptionalJson<WithReason>) -> ApiResult<axum::Json<Receipt>> {
+pub async fn disconnect_agent(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path((id, agent)): Path<(String, String)>,
+    OptionalJson(req): OptionalJson<WithReason>,
+) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, UserId::parse)?;
     let agent = path_id(&agent, AgentId::parse)?;
-    write(&state, move |tx| ops::disconnect(tx, &caller, id, Disconnect::Agent(agent), req)).await
+    write(&state, move |tx| {
+        ops::disconnect(tx, &caller, id, Disconnect::Agent(agent), req)
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/integrations/{integration_id}/disconnect", tag = "users", request_body = WithReason, responses((status = 200, body = Receipt)))]
-pub async fn disconnect_integration(State(state): State<AppState>, Authenticated(caller): Authenticated, Path((id, integration)): Path<(String, String)>, OptionalJson(req): OptionalJson<WithReason>) -> ApiResult<axum::Json<Receipt>> {
+pub async fn disconnect_integration(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path((id, integration)): Path<(String, String)>,
+    OptionalJson(req): OptionalJson<WithReason>,
+) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, UserId::parse)?;
     let integration = path_id(&integration, IntegrationId::parse)?;
-    write(&state, move |tx| ops::disconnect(tx, &caller, id, Disconnect::Integration(integration), req)).await
+    write(&state, move |tx| {
+        ops::disconnect(tx, &caller, id, Disconnect::Integration(integration), req)
+    })
+    .await
 }

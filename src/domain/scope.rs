@@ -104,7 +104,11 @@ impl ScopeSet {
     }
 
     pub fn joined(&self, sep: &str) -> String {
-        self.0.iter().map(Scope::as_str).collect::<Vec<_>>().join(sep)
+        self.0
+            .iter()
+            .map(Scope::as_str)
+            .collect::<Vec<_>>()
+            .join(sep)
     }
 }
 
@@ -139,7 +143,10 @@ mod tests {
     use super::*;
 
     fn set(items: &[&str]) -> ScopeSet {
-        items.iter().map(|s| Scope::parse(s).expect("valid scope")).collect()
+        items
+            .iter()
+            .map(|s| Scope::parse(s).expect("valid scope"))
+            .collect()
     }
 
     #[test]
@@ -152,7 +159,17 @@ mod tests {
     #[test]
     fn scopes_with_datalog_syntax_or_odd_characters_are_refused() {
         let long = "a".repeat(129);
-        for bad in ["", "Mail:read", "mail read", "a\"b", "a)", "a;b", "a\0", "é", long.as_str()] {
+        for bad in [
+            "",
+            "Mail:read",
+            "mail read",
+            "a\"b",
+            "a)",
+            "a;b",
+            "a\0",
+            "é",
+            long.as_str(),
+        ] {
             assert!(Scope::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -33,7 +33,9 @@ impl Timestamp {
 
     pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
         let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
-        i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok().map(Timestamp)
+        i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+            .ok()
+            .map(Timestamp)
     }
 }
 

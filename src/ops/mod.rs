@@ -34,7 +34,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { default_session_ttl_seconds: 3600, max_session_ttl_seconds: 30 * 24 * 3600, max_session_depth: 4 }
+        Limits {
+            default_session_ttl_seconds: 3600,
+            max_session_ttl_seconds: 30 * 24 * 3600,
+            max_session_depth: 4,
+        }
     }
 }
 
@@ -43,7 +47,10 @@ pub fn require(caller: &Caller, allowed: &[RoleKind]) -> Result<()> {
     if allowed.contains(&caller.role.kind()) {
         Ok(())
     } else {
-        Err(Error::Forbidden(format!("the {} role may not do this", caller.role.kind().as_str())))
+        Err(Error::Forbidden(format!(
+            "the {} role may not do this",
+            caller.role.kind().as_str()
+        )))
     }
 }
 
@@ -53,6 +60,8 @@ pub fn initiating_entity(actor: &Actor) -> &'static str {
         ActorKind::User => "user",
         ActorKind::Policy => "policy",
         ActorKind::System | ActorKind::Idp => "system",
-        ActorKind::Admin | ActorKind::Platform | ActorKind::Auditor | ActorKind::Verifier => "admin",
+        ActorKind::Admin | ActorKind::Platform | ActorKind::Auditor | ActorKind::Verifier => {
+            "admin"
+        }
     }
 }

@@ -26,7 +26,9 @@ pub struct SessionCreated {
 
 impl std::fmt::Debug for SessionCreated {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionCreated").field("session", &self.session.id).finish_non_exhaustive()
+        f.debug_struct("SessionCreated")
+            .field("session", &self.session.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -37,24 +39,46 @@ struct Chain {
     integration: Integration,
 }
 
-fn active_chain(tx: &Tx<'_>, user: UserId, agent: &Agent, integration: &Integration) -> Result<Chain> {
+fn active_chain(
+    tx: &Tx<'_>,
+    user: UserId,
+    agent: &Agent,
+    integration: &Integration,
+) -> Result<Chain> {
     let user = reads::get_user_unscoped(tx.conn(), user)?;
     if user.status != UserStatus::Active {
         return Err(Error::conflict(format!("user {} is disabled", user.id)));
     }
     match agent.status {
         AgentStatus::Active => {}
-        AgentStatus::Suspended => return Err(Error::conflict(format!("agent {} is suspended", agent.id))),
-        AgentStatus::Deregistered => return Err(Error::conflict(format!("agent {} is deregistered", agent.id))),
+        AgentStatus::Suspended => {
+            return Err(Error::conflict(format!("agent {} is suspended", agent.id)))
+        }
+        AgentStatus::Deregistered => {
+            return Err(Error::conflict(format!(
+                "agent {} is deregistered",
+                agent.id
+            )))
+        }
     }
     if integration.status != IntegrationStatus::Active {
-        return Err(Error::conflict(format!("integration {} is disabled", integration.id)));
+        return Err(Error::conflict(format!(
+            "integration {} is disabled",
+            integration.id
+        )));
     }
     let platform = reads::get_platform(tx.conn(), Visibility::All, agent.platform_id)?;
     if platform.status != PlatformStatus::Active {
-        return Err(Error::conflict(format!("platform {} is disabled", platform.id)));
+        return Err(Error::conflict(format!(
+            "platform {} is disabled",
+            platform.id
+        )));
     }
-    Ok(Chain { user, agent: agent.clone(), integration: integration.clone() })
+    Ok(Chain {
+        user,
+        agent: agent.clone(),
+        integration: integration.clone(),
+    })
 }
 
 fn refuse_ungrantable(asked: &ScopeSet, grantable: &ScopeSet) -> Result<()> {
@@ -62,11 +86,17 @@ fn refuse_ungrantable(asked: &ScopeSet, grantable: &ScopeSet) -> Result<()> {
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(Error::ScopeNotGrantable(missing.iter().map(|s| s.to_string()).collect()))
+        Err(Error::ScopeNotGrantable(
+            missing.iter().map(|s| s.to_string()).collect(),
+        ))
     }
 }
 
-pub fn create_delegation(tx: &mut Tx<'_>, caller: &Caller, req: NewDelegation) -> Result<Delegation> {
+pub fn create_delegation(
+    tx: &mut Tx<'_>,
+    caller: &Caller,
+    req: NewDelegation,
+) -> Result<Delegation> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
     if req.scopes.is_empty() {
         return Err(Error::invalid("`scopes` must list at least one scope"));
@@ -75,10 +105,16 @@ pub fn create_delegation(tx: &mut Tx<'_>, caller: &Caller, req: NewDelegation) -
     let agent = reads::get_agent(tx.conn(), vis, req.agent_id)?;
     let integration = reads::get_integration(tx.conn(), vis, req.integration_id)?;
     if agent.platform_id != integration.platform_id {
-        return Err(Error::conflict("the agent and the integration belong to different platforms"));
+        return Err(Error::conflict(
+            "the agent and the integration belong to different platforms",
+        ));
     }
     let chain = active_chain(tx, req.user_id, &agent, &integration)?;
-    let grantable = chain.user.permissions.intersection(&chain.agent.scopes).intersection(&chain.integration.scopes);
+    let grantable = chain
+        .user
+        .permissions
+        .intersection(&chain.agent.scopes)
+        .intersection(&chain.integration.scopes);
     refuse_ungrantable(&req.scopes, &grantable)?;
     let delegation = Delegation {
         id: DelegationId::generate(),
@@ -93,15 +129,30 @@ pub fn create_delegation(tx: &mut Tx<'_>, caller: &Caller, req: NewDelegation) -
         revoked_reason: None,
     };
     writes::insert_delegation(tx, &delegation)?;
-    tx.audit(NewEvent::new(caller.actor(), "delegation.created", Subject::new("delegation", delegation.id)).details(json!({
-        "user_id": delegation.user_id, "agent_id": delegation.agent_id,
-        "integration_id": delegation.integration_id, "scopes": delegation.scopes,
-    })))?;
+    tx.audit(
+        NewEvent::new(
+            caller.actor(),
+            "delegation.created",
+            Subject::new("delegation", delegation.id),
+        )
+        .details(json!({
+            "user_id": delegation.user_id, "agent_id": delegation.agent_id,
+            "integration_id": delegation.integration_id, "scopes": delegation.scopes,
+        })),
+    )?;
     Ok(delegation)
 }
 
-pub fn revoke_delegation(tx: &mut Tx<'_>, caller: &Caller, id: DelegationId, req: WithReason) -> Result<Receipt> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::User])?;
+pub fn revoke_delegation(
+    tx: &mut Tx<'_>,
+    caller: &Caller,
+    id: DelegationId,
+    req: WithReason,
+) -> Result<Receipt> {
+    require(
+        caller,
+        &[RoleKind::Admin, RoleKind::Platform, RoleKind::User],
+    )?;
     let reason = reason(&req.reason)?;
     let delegation = reads::get_delegation(tx.conn(), caller.visibility(), id)?;
     let subject = Subject::new("delegation", id);
@@ -120,20 +171,33 @@ pub fn revoke_delegation(tx: &mut Tx<'_>, caller: &Caller, id: DelegationId, req
 }
 
 fn optional_text(field: &str, value: &Option<String>) -> Result<Option<String>> {
-    value.as_deref().map(|v| clean_text(field, v, 512)).transpose()
+    value
+        .as_deref()
+        .map(|v| clean_text(field, v, 512))
+        .transpose()
 }
 
 /// Opens a session: the whole chain is checked inside this transaction, so a session can never
 /// be opened for a user being disabled at the same moment.
-pub fn create_session(tx: &mut Tx<'_>, env: &Env, caller: &Caller, req: NewSession) -> Result<SessionCreated> {
+pub fn create_session(
+    tx: &mut Tx<'_>,
+    env: &Env,
+    caller: &Caller,
+    req: NewSession,
+) -> Result<SessionCreated> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
     if req.scopes.is_empty() {
         return Err(Error::invalid("`scopes` must list at least one scope"));
     }
     let limits = env.limits;
-    let ttl = req.ttl_seconds.unwrap_or(limits.default_session_ttl_seconds);
+    let ttl = req
+        .ttl_seconds
+        .unwrap_or(limits.default_session_ttl_seconds);
     if !(1..=limits.max_session_ttl_seconds).contains(&ttl) {
-        return Err(Error::invalid(format!("`ttl_seconds` must be between 1 and {}", limits.max_session_ttl_seconds)));
+        return Err(Error::invalid(format!(
+            "`ttl_seconds` must be between 1 and {}",
+            limits.max_session_ttl_seconds
+        )));
     }
     let metadata = req.metadata.unwrap_or_default();
     let metadata = SessionMetadata {
@@ -147,25 +211,43 @@ pub fn create_session(tx: &mut Tx<'_>, env: &Env, caller: &Caller, req: NewSessi
     let now = tx.now();
     let delegation = reads::get_delegation(tx.conn(), vis, req.delegation_id)?;
     if delegation.status != DelegationStatus::Active {
-        return Err(Error::conflict(format!("delegation {} is revoked", delegation.id)));
+        return Err(Error::conflict(format!(
+            "delegation {} is revoked",
+            delegation.id
+        )));
     }
     let agent = reads::get_agent(tx.conn(), Visibility::All, delegation.agent_id)?;
-    let integration = reads::get_integration(tx.conn(), Visibility::All, delegation.integration_id)?;
+    let integration =
+        reads::get_integration(tx.conn(), Visibility::All, delegation.integration_id)?;
     let chain = active_chain(tx, delegation.user_id, &agent, &integration)?;
-    let mut grantable = chain.user.permissions.intersection(&delegation.scopes).intersection(&agent.scopes).intersection(&integration.scopes);
+    let mut grantable = chain
+        .user
+        .permissions
+        .intersection(&delegation.scopes)
+        .intersection(&agent.scopes)
+        .intersection(&integration.scopes);
     let mut expires_at = now.plus_seconds(ttl);
     let mut depth = 0;
     if let Some(parent_id) = req.parent_session_id {
-        let parent = reads::get_session(tx.conn(), vis, parent_id, now).map_err(|_| Error::NotFound("parent session"))?;
+        let parent = reads::get_session(tx.conn(), vis, parent_id, now)
+            .map_err(|_| Error::NotFound("parent session"))?;
         if parent.status != SessionStatus::Active {
-            return Err(Error::conflict(format!("parent session {parent_id} is {}", parent.status.as_str())));
+            return Err(Error::conflict(format!(
+                "parent session {parent_id} is {}",
+                parent.status.as_str()
+            )));
         }
         if parent.user_id != delegation.user_id {
-            return Err(Error::conflict("a sub-agent session must act for the same user as its parent"));
+            return Err(Error::conflict(
+                "a sub-agent session must act for the same user as its parent",
+            ));
         }
         depth = writes::session_depth(tx, parent_id)? + 1;
         if depth > limits.max_session_depth {
-            return Err(Error::conflict(format!("sub-agent sessions may nest at most {} deep", limits.max_session_depth)));
+            return Err(Error::conflict(format!(
+                "sub-agent sessions may nest at most {} deep",
+                limits.max_session_depth
+            )));
         }
         grantable = grantable.intersection(&parent.scopes);
         expires_at = expires_at.min(parent.expires_at);
@@ -208,22 +290,41 @@ pub fn create_session(tx: &mut Tx<'_>, env: &Env, caller: &Caller, req: NewSessi
         "scopes": session.scopes, "expires_at": session.expires_at, "kid": minted.kid,
     })))?;
     writes::insert_session(tx, &session, depth, created.seq, &minted.revocation_id)?;
-    tx.effect(Effect::SessionActive { id: session.id, expires_at });
+    tx.effect(Effect::SessionActive {
+        id: session.id,
+        expires_at,
+    });
     session.status = SessionStatus::Active;
-    Ok(SessionCreated { session, token: minted.token, token_expires_at: expires_at, refresh_token: None })
+    Ok(SessionCreated {
+        session,
+        token: minted.token,
+        token_expires_at: expires_at,
+        refresh_token: None,
+    })
 }
 
 /// Revokes one session (its own trigger) and its sub-agent sessions.
-pub fn revoke_session(tx: &mut Tx<'_>, caller: &Caller, id: SessionId, req: WithReason) -> Result<Receipt> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::User])?;
+pub fn revoke_session(
+    tx: &mut Tx<'_>,
+    caller: &Caller,
+    id: SessionId,
+    req: WithReason,
+) -> Result<Receipt> {
+    require(
+        caller,
+        &[RoleKind::Admin, RoleKind::Platform, RoleKind::User],
+    )?;
     let reason = reason(&req.reason)?;
     let session = reads::get_session(tx.conn(), caller.visibility(), id, tx.now())?;
     let subject = Subject::new("session", id);
     if session.status != SessionStatus::Active {
-        let earlier = writes::last_event_for(tx, &id.to_string(), &["session.revoked", "session.created"])?;
+        let earlier =
+            writes::last_event_for(tx, &id.to_string(), &["session.revoked", "session.created"])?;
         return Ok(noop_receipt(tx, earlier, subject));
     }
-    let why = reason.clone().unwrap_or_else(|| "session_revoked".to_owned());
+    let why = reason
+        .clone()
+        .unwrap_or_else(|| "session_revoked".to_owned());
     let trigger = tx.audit(NewEvent::new(caller.actor(), "session.revoked", subject).reason(Some(why.clone())).details(json!({
         "user_id": session.user_id, "agent_id": session.agent_id, "integration_id": session.integration_id,
         "delegation_id": session.delegation_id,

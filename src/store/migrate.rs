@@ -6,7 +6,11 @@ use super::db_error;
 use crate::domain::Result;
 
 /// The migrations, compiled into the binary so a deployed tether needs no source tree.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "0001_core", include_str!("../../migrations/0001_core.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "0001_core",
+    include_str!("../../migrations/0001_core.sql"),
+)];
 
 /// Applies every migration not yet recorded, each in its own transaction.
 pub fn run(conn: &mut Connection) -> Result<Vec<i64>> {
@@ -19,12 +23,18 @@ pub fn run(conn: &mut Connection) -> Result<Vec<i64>> {
     let mut applied = Vec::new();
     for (version, name, sql) in MIGRATIONS {
         let done: bool = conn
-            .query_row("SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE version = ?1)", [version], |r| r.get(0))
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE version = ?1)",
+                [version],
+                |r| r.get(0),
+            )
             .map_err(db_error)?;
         if done {
             continue;
         }
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db_error)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_error)?;
         tx.execute_batch(sql).map_err(db_error)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, unixepoch() * 1000)",
@@ -47,7 +57,11 @@ mod tests {
         assert_eq!(run(&mut conn).expect("first run"), vec![1]);
         assert!(run(&mut conn).expect("second run").is_empty());
         let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'",
+                [],
+                |r| r.get(0),
+            )
             .expect("query");
         assert_eq!(tables, 1);
     }
@@ -62,7 +76,9 @@ mod tests {
             [],
         )
         .expect("insert");
-        assert!(conn.execute("UPDATE audit_events SET reason = 'x'", []).is_err());
+        assert!(conn
+            .execute("UPDATE audit_events SET reason = 'x'", [])
+            .is_err());
         assert!(conn.execute("DELETE FROM audit_events", []).is_err());
     }
 }

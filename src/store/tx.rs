@@ -11,13 +11,23 @@ use crate::domain::{CredentialId, EventId, Result, SessionId, Timestamp};
 #[derive(Debug, Clone)]
 pub enum Effect {
     /// A session became active (created).
-    SessionActive { id: SessionId, expires_at: Timestamp },
+    SessionActive {
+        id: SessionId,
+        expires_at: Timestamp,
+    },
     /// A session was revoked; its tokens must be denied from now on.
-    SessionRevoked { id: SessionId, expires_at: Timestamp },
+    SessionRevoked {
+        id: SessionId,
+        expires_at: Timestamp,
+    },
     /// A credential was created or revoked.
-    Credential { id: CredentialId, revoked: bool, expires_at: Option<Timestamp> },
+    Credential {
+        id: CredentialId,
+        revoked: bool,
+        expires_at: Option<Timestamp>,
+    },
     /// An audit event was committed (for the event stream).
-    Audited(AuditEvent),
+    Audited(Box<AuditEvent>),
 }
 
 /// The end of the audit chain as seen inside the writer.
@@ -30,16 +40,26 @@ pub struct ChainHead {
 impl ChainHead {
     pub fn load(conn: &Connection) -> Result<ChainHead> {
         let head = conn
-            .query_row("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| {
-                Ok(ChainHead { seq: r.get(0)?, hash: r.get(1)? })
-            })
+            .query_row(
+                "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(ChainHead {
+                        seq: r.get(0)?,
+                        hash: r.get(1)?,
+                    })
+                },
+            )
             .map(Some)
             .or_else(|e| match e {
                 rusqlite::Error::QueryReturnedNoRows => Ok(None),
                 e => Err(e),
             })
             .map_err(db_error)?;
-        Ok(head.unwrap_or(ChainHead { seq: 0, hash: crate::audit::GENESIS_HASH.to_owned() }))
+        Ok(head.unwrap_or(ChainHead {
+            seq: 0,
+            hash: crate::audit::GENESIS_HASH.to_owned(),
+        }))
     }
 }
 
@@ -53,7 +73,12 @@ pub struct Tx<'c> {
 
 impl<'c> Tx<'c> {
     pub(super) fn new(conn: &'c Connection, now: Timestamp, head: ChainHead) -> Self {
-        Tx { conn, now, head, effects: Vec::new() }
+        Tx {
+            conn,
+            now,
+            head,
+            effects: Vec::new(),
+        }
     }
 
     pub fn conn(&self) -> &Connection {
@@ -113,8 +138,11 @@ impl<'c> Tx<'c> {
                 ])
             })
             .map_err(db_error)?;
-        self.head = ChainHead { seq: record.seq, hash: record.hash.clone() };
-        self.effects.push(Effect::Audited(record.clone()));
+        self.head = ChainHead {
+            seq: record.seq,
+            hash: record.hash.clone(),
+        };
+        self.effects.push(Effect::Audited(Box::new(record.clone())));
         Ok(record)
     }
 }

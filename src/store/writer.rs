@@ -40,7 +40,9 @@ where
     F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
 {
     fn run(&mut self, tx: &mut Tx<'_>) -> bool {
-        let Some(command) = self.command.take() else { return false };
+        let Some(command) = self.command.take() else {
+            return false;
+        };
         let result = catch_unwind(AssertUnwindSafe(|| command(tx)))
             .unwrap_or_else(|_| Err(Error::internal("a write command panicked")));
         let ok = result.is_ok();
@@ -96,13 +98,28 @@ impl Writer {
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel::<Result<T>>();
-        let job: Job = Box::new(Pending { command: Some(command), result: None, answer });
-        self.queue.send(job).await.map_err(|_| Error::Unavailable("the writer has stopped".into()))?;
-        answered.await.map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?
+        let job: Job = Box::new(Pending {
+            command: Some(command),
+            result: None,
+            answer,
+        });
+        self.queue
+            .send(job)
+            .await
+            .map_err(|_| Error::Unavailable("the writer has stopped".into()))?;
+        answered
+            .await
+            .map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?
     }
 }
 
-fn run(conn: Connection, mut head: ChainHead, mut jobs: mpsc::Receiver<Job>, clock: Arc<Clock>, sink: Arc<dyn EffectSink>) {
+fn run(
+    conn: Connection,
+    mut head: ChainHead,
+    mut jobs: mpsc::Receiver<Job>,
+    clock: Arc<Clock>,
+    sink: Arc<dyn EffectSink>,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = jobs.blocking_recv() {
         batch.push(first);
@@ -134,7 +151,12 @@ fn run(conn: Connection, mut head: ChainHead, mut jobs: mpsc::Receiver<Job>, clo
 }
 
 /// Runs every job of the batch in one transaction; on success returns the effects to apply.
-fn commit_batch(conn: &Connection, head: &mut ChainHead, batch: &mut [Job], clock: &Clock) -> Result<Vec<Effect>> {
+fn commit_batch(
+    conn: &Connection,
+    head: &mut ChainHead,
+    batch: &mut [Job],
+    clock: &Clock,
+) -> Result<Vec<Effect>> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?;
     let mut tx = Tx::new(conn, clock.now(), head.clone());
     for job in batch.iter_mut() {
@@ -146,7 +168,8 @@ fn commit_batch(conn: &Connection, head: &mut ChainHead, batch: &mut [Job], cloc
         } else {
             tx.head = saved_head;
             tx.effects.truncate(saved_effects);
-            conn.execute_batch("ROLLBACK TO command; RELEASE command").map_err(db_error)?;
+            conn.execute_batch("ROLLBACK TO command; RELEASE command")
+                .map_err(db_error)?;
         }
     }
     conn.execute_batch("COMMIT").map_err(db_error)?;

@@ -6,14 +6,22 @@ use super::{db_error, rows, Tx};
 use crate::domain::*;
 
 fn exec(tx: &Tx<'_>, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
-    tx.conn().prepare_cached(sql).and_then(|mut st| st.execute(params)).map_err(db_error)
+    tx.conn()
+        .prepare_cached(sql)
+        .and_then(|mut st| st.execute(params))
+        .map_err(db_error)
 }
 
 pub fn insert_platform(tx: &Tx<'_>, p: &Platform) -> Result<()> {
     exec(
         tx,
         "INSERT INTO platforms (id, name, status, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![p.id.to_string(), p.name, p.status.as_str(), p.created_at.millis()],
+        params![
+            p.id.to_string(),
+            p.name,
+            p.status.as_str(),
+            p.created_at.millis()
+        ],
     )
     .map(drop)
 }
@@ -64,7 +72,13 @@ pub fn insert_delegation(tx: &Tx<'_>, d: &Delegation) -> Result<()> {
     .map(drop)
 }
 
-pub fn insert_session(tx: &Tx<'_>, s: &Session, depth: i64, created_seq: i64, revocation_id: &str) -> Result<()> {
+pub fn insert_session(
+    tx: &Tx<'_>,
+    s: &Session,
+    depth: i64,
+    created_seq: i64,
+    revocation_id: &str,
+) -> Result<()> {
     exec(
         tx,
         "INSERT INTO sessions (id, delegation_id, user_id, agent_id, integration_id, platform_id, parent_id, depth,
@@ -110,8 +124,12 @@ pub fn insert_credential(tx: &Tx<'_>, c: &Credential) -> Result<()> {
 }
 
 pub fn revoke_credential(tx: &Tx<'_>, id: CredentialId) -> Result<()> {
-    exec(tx, "UPDATE credentials SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![id.to_string(), tx.now().millis()])
-        .map(drop)
+    exec(
+        tx,
+        "UPDATE credentials SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+        params![id.to_string(), tx.now().millis()],
+    )
+    .map(drop)
 }
 
 /// Tables whose rows carry a `status` the cascades change.
@@ -134,11 +152,21 @@ pub fn set_status(tx: &Tx<'_>, table: StatusTable, id: &str, status: &str) -> Re
 }
 
 pub fn set_user_permissions(tx: &Tx<'_>, id: UserId, permissions: &ScopeSet) -> Result<()> {
-    exec(tx, "UPDATE users SET permissions = ?2 WHERE id = ?1", params![id.to_string(), permissions.to_json()]).map(drop)
+    exec(
+        tx,
+        "UPDATE users SET permissions = ?2 WHERE id = ?1",
+        params![id.to_string(), permissions.to_json()],
+    )
+    .map(drop)
 }
 
 pub fn set_delegation_scopes(tx: &Tx<'_>, id: DelegationId, scopes: &ScopeSet) -> Result<()> {
-    exec(tx, "UPDATE delegations SET scopes = ?2 WHERE id = ?1", params![id.to_string(), scopes.to_json()]).map(drop)
+    exec(
+        tx,
+        "UPDATE delegations SET scopes = ?2 WHERE id = ?1",
+        params![id.to_string(), scopes.to_json()],
+    )
+    .map(drop)
 }
 
 pub fn mark_delegation_revoked(tx: &Tx<'_>, id: DelegationId, reason: &str) -> Result<()> {
@@ -176,17 +204,30 @@ pub fn active_delegations(tx: &Tx<'_>, of: DelegationsOf) -> Result<Vec<Delegati
         DelegationsOf::Agent(a) => ("agent_id = ?1", a.to_string(), None),
         DelegationsOf::Integration(i) => ("integration_id = ?1", i.to_string(), None),
         DelegationsOf::Platform(p) => ("platform_id = ?1", p.to_string(), None),
-        DelegationsOf::UserAgent(u, a) => ("user_id = ?1 AND agent_id = ?2", u.to_string(), Some(a.to_string())),
-        DelegationsOf::UserIntegration(u, i) => ("user_id = ?1 AND integration_id = ?2", u.to_string(), Some(i.to_string())),
+        DelegationsOf::UserAgent(u, a) => (
+            "user_id = ?1 AND agent_id = ?2",
+            u.to_string(),
+            Some(a.to_string()),
+        ),
+        DelegationsOf::UserIntegration(u, i) => (
+            "user_id = ?1 AND integration_id = ?2",
+            u.to_string(),
+            Some(i.to_string()),
+        ),
     };
-    let sql = format!("SELECT {} FROM delegations WHERE status = 'active' AND {clause} ORDER BY id", rows::DELEGATION_COLUMNS);
+    let sql = format!(
+        "SELECT {} FROM delegations WHERE status = 'active' AND {clause} ORDER BY id",
+        rows::DELEGATION_COLUMNS
+    );
     let mut st = tx.conn().prepare_cached(&sql).map_err(db_error)?;
     let found = match b {
         None => st.query_map(params![a], rows::delegation),
         Some(b) => st.query_map(params![a, b], rows::delegation),
     }
     .map_err(db_error)?;
-    found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    found
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_error)
 }
 
 /// What a cascade needs of an active session.
@@ -249,7 +290,9 @@ pub fn active_sessions(tx: &Tx<'_>, of: SessionsOf) -> Result<Vec<ActiveSession>
             })
         })
         .map_err(db_error)?;
-    found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    found
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_error)
 }
 
 /// Depth of a session in its sub-agent tree (0 for a top-level session).
@@ -261,10 +304,19 @@ pub fn session_depth(tx: &Tx<'_>, id: SessionId) -> Result<i64> {
 }
 
 /// The latest event of `action` on `subject`: what an idempotent repeat points back to.
-pub fn last_event_for(tx: &Tx<'_>, subject_id: &str, actions: &[&str]) -> Result<Option<crate::audit::AuditEvent>> {
-    let sql = format!("SELECT {} FROM audit_events WHERE subject_id = ?1 ORDER BY seq DESC LIMIT 50", rows::AUDIT_COLUMNS);
+pub fn last_event_for(
+    tx: &Tx<'_>,
+    subject_id: &str,
+    actions: &[&str],
+) -> Result<Option<crate::audit::AuditEvent>> {
+    let sql = format!(
+        "SELECT {} FROM audit_events WHERE subject_id = ?1 ORDER BY seq DESC LIMIT 50",
+        rows::AUDIT_COLUMNS
+    );
     let mut st = tx.conn().prepare_cached(&sql).map_err(db_error)?;
-    let events = st.query_map([subject_id], rows::audit_event).map_err(db_error)?;
+    let events = st
+        .query_map([subject_id], rows::audit_event)
+        .map_err(db_error)?;
     for event in events {
         let event = event.map_err(db_error)?;
         if actions.contains(&event.action.as_str()) {
@@ -275,7 +327,13 @@ pub fn last_event_for(tx: &Tx<'_>, subject_id: &str, actions: &[&str]) -> Result
 }
 
 /// Records when sessions were last used (batched from authorize; not a state change, not audited).
-pub fn touch_session(tx: &Tx<'_>, id: SessionId, at: Timestamp, ip: Option<&str>, user_agent: Option<&str>) -> Result<()> {
+pub fn touch_session(
+    tx: &Tx<'_>,
+    id: SessionId,
+    at: Timestamp,
+    ip: Option<&str>,
+    user_agent: Option<&str>,
+) -> Result<()> {
     exec(
         tx,
         "UPDATE sessions SET last_seen_at = max(coalesce(last_seen_at, 0), ?2),

@@ -32,13 +32,18 @@ pub struct MintedToken {
 
 impl std::fmt::Debug for MintedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MintedToken").field("kid", &self.kid).field("revocation_id", &self.revocation_id).finish_non_exhaustive()
+        f.debug_struct("MintedToken")
+            .field("kid", &self.kid)
+            .field("revocation_id", &self.revocation_id)
+            .finish_non_exhaustive()
     }
 }
 
 /// Mints a token whose facts are built as terms, never by formatting datalog text.
 pub fn mint(ring: &KeyRing, claims: &AgentClaims) -> Result<MintedToken> {
-    let build = |kid: u32, keypair: &biscuit_auth::KeyPair| -> std::result::Result<Biscuit, biscuit_auth::error::Token> {
+    let build = |kid: u32,
+                 keypair: &biscuit_auth::KeyPair|
+     -> std::result::Result<Biscuit, biscuit_auth::error::Token> {
         let mut b = BiscuitBuilder::new()
             .fact(fact("session", vec![string(claims.session)]))?
             .fact(fact("user", vec![string(claims.user)]))?
@@ -59,9 +64,19 @@ pub fn mint(ring: &KeyRing, claims: &AgentClaims) -> Result<MintedToken> {
     let (kid, biscuit) = ring
         .with_signing_key(|kid, keypair| build(kid, keypair).map(|b| (kid, b)))?
         .map_err(|e| Error::internal(format!("mint agent token: {e}")))?;
-    let token = biscuit.to_base64().map_err(|e| Error::internal(format!("encode agent token: {e}")))?;
-    let revocation_id = biscuit.revocation_identifiers().first().map(hex::encode).unwrap_or_default();
-    Ok(MintedToken { token, kid, revocation_id })
+    let token = biscuit
+        .to_base64()
+        .map_err(|e| Error::internal(format!("encode agent token: {e}")))?;
+    let revocation_id = biscuit
+        .revocation_identifiers()
+        .first()
+        .map(hex::encode)
+        .unwrap_or_default();
+    Ok(MintedToken {
+        token,
+        kid,
+        revocation_id,
+    })
 }
 
 /// A token whose signatures verified, with its authority claims read out once.
@@ -90,12 +105,17 @@ pub fn verify(ring: &KeyRing, token: &str) -> std::result::Result<VerifiedToken,
         )
         .map_err(|_| shape)?;
     let [(s, u, a, i, d, p)] = <[ClaimRow; 1]>::try_from(ids).map_err(|_| shape)?;
-    let times: Vec<(std::time::SystemTime, std::time::SystemTime)> =
-        authorizer.query("times($i, $e) <- issued_at($i), expires_at($e)").map_err(|_| shape)?;
+    let times: Vec<(std::time::SystemTime, std::time::SystemTime)> = authorizer
+        .query("times($i, $e) <- issued_at($i), expires_at($e)")
+        .map_err(|_| shape)?;
     let [(issued, expires)] = <[_; 1]>::try_from(times).map_err(|_| shape)?;
-    let scopes: Vec<(String,)> = authorizer.query("scopes($s) <- scope($s)").map_err(|_| shape)?;
+    let scopes: Vec<(String,)> = authorizer
+        .query("scopes($s) <- scope($s)")
+        .map_err(|_| shape)?;
     let millis = |t: std::time::SystemTime| {
-        t.duration_since(std::time::UNIX_EPOCH).map(|d| Timestamp(d.as_millis() as i64)).unwrap_or_default()
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| Timestamp(d.as_millis() as i64))
+            .unwrap_or_default()
     };
     let claims = AgentClaims {
         session: SessionId::parse(&s).map_err(|_| shape)?,
@@ -104,12 +124,25 @@ pub fn verify(ring: &KeyRing, token: &str) -> std::result::Result<VerifiedToken,
         integration: IntegrationId::parse(&i).map_err(|_| shape)?,
         delegation: DelegationId::parse(&d).map_err(|_| shape)?,
         platform: PlatformId::parse(&p).map_err(|_| shape)?,
-        scopes: scopes.into_iter().map(|(s,)| Scope::parse(&s)).collect::<std::result::Result<_, _>>().map_err(|_| shape)?,
+        scopes: scopes
+            .into_iter()
+            .map(|(s,)| Scope::parse(&s))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| shape)?,
         issued_at: millis(issued),
         expires_at: millis(expires),
     };
-    let revocation_id = biscuit.revocation_identifiers().first().map(hex::encode).unwrap_or_default();
-    Ok(VerifiedToken { biscuit, kid, claims, revocation_id })
+    let revocation_id = biscuit
+        .revocation_identifiers()
+        .first()
+        .map(hex::encode)
+        .unwrap_or_default();
+    Ok(VerifiedToken {
+        biscuit,
+        kid,
+        claims,
+        revocation_id,
+    })
 }
 
 /// Term for a request fact (kept here so request values also never become datalog text).

@@ -17,7 +17,9 @@ pub struct CredentialClaims {
 
 /// Mints a credential; facts are terms, never formatted datalog.
 pub fn mint(ring: &KeyRing, claims: &CredentialClaims) -> Result<String> {
-    let build = |kid: u32, keypair: &biscuit_auth::KeyPair| -> std::result::Result<String, biscuit_auth::error::Token> {
+    let build = |kid: u32,
+                 keypair: &biscuit_auth::KeyPair|
+     -> std::result::Result<String, biscuit_auth::error::Token> {
         let mut b = BiscuitBuilder::new()
             .fact(fact("credential", vec![string(claims.id)]))?
             .fact(fact("role", vec![string(claims.role.kind().as_str())]))?;
@@ -32,7 +34,8 @@ pub fn mint(ring: &KeyRing, claims: &CredentialClaims) -> Result<String> {
         }
         b.root_key_id(kid).build(keypair)?.to_base64()
     };
-    ring.with_signing_key(build)?.map_err(|e| Error::internal(format!("mint credential: {e}")))
+    ring.with_signing_key(build)?
+        .map_err(|e| Error::internal(format!("mint credential: {e}")))
 }
 
 /// Verifies a credential's signature and reads its claims. Expiry and revocation are checked by
@@ -44,13 +47,18 @@ pub fn verify(ring: &KeyRing, token: &str) -> std::result::Result<CredentialClai
         return Err(TokenError::Invalid("credentials cannot be attenuated"));
     }
     let shape = TokenError::Invalid("not an API credential");
-    let mut authorizer =
-        biscuit_auth::AuthorizerBuilder::new().set_limits(run_limits()).build(&biscuit).map_err(|_| shape)?;
-    let rows: Vec<(String, String)> =
-        authorizer.query("cred($c, $r) <- credential($c), role($r)").map_err(|_| shape)?;
+    let mut authorizer = biscuit_auth::AuthorizerBuilder::new()
+        .set_limits(run_limits())
+        .build(&biscuit)
+        .map_err(|_| shape)?;
+    let rows: Vec<(String, String)> = authorizer
+        .query("cred($c, $r) <- credential($c), role($r)")
+        .map_err(|_| shape)?;
     let [(id, role)] = <[_; 1]>::try_from(rows).map_err(|_| shape)?;
     let id = CredentialId::parse(&id).map_err(|_| shape)?;
-    let one = |authorizer: &mut biscuit_auth::Authorizer, rule: &str| -> std::result::Result<String, TokenError> {
+    let one = |authorizer: &mut biscuit_auth::Authorizer,
+               rule: &str|
+     -> std::result::Result<String, TokenError> {
         let rows: Vec<(String,)> = authorizer.query(rule).map_err(|_| shape)?;
         let [(value,)] = <[_; 1]>::try_from(rows).map_err(|_| shape)?;
         Ok(value)
@@ -59,8 +67,17 @@ pub fn verify(ring: &KeyRing, token: &str) -> std::result::Result<CredentialClai
         RoleKind::Admin => Role::Admin,
         RoleKind::Auditor => Role::Auditor,
         RoleKind::Verifier => Role::Verifier,
-        RoleKind::Platform => Role::Platform(PlatformId::parse(&one(&mut authorizer, "p($p) <- platform($p)")?).map_err(|_| shape)?),
-        RoleKind::User => Role::User(UserId::parse(&one(&mut authorizer, "u($u) <- user($u)")?).map_err(|_| shape)?),
+        RoleKind::Platform => Role::Platform(
+            PlatformId::parse(&one(&mut authorizer, "p($p) <- platform($p)")?)
+                .map_err(|_| shape)?,
+        ),
+        RoleKind::User => Role::User(
+            UserId::parse(&one(&mut authorizer, "u($u) <- user($u)")?).map_err(|_| shape)?,
+        ),
     };
-    Ok(CredentialClaims { id, role, expires_at: None })
+    Ok(CredentialClaims {
+        id,
+        role,
+        expires_at: None,
+    })
 }
