@@ -31,6 +31,10 @@ pub enum Reason {
     SessionUnknown,
     ScopeNotGranted,
     PolicyDenied,
+    /// The access token is past its own (short) lifetime; the session may be fine: refresh.
+    TokenExpired,
+    /// The policy wants a freshly issued token for this scope (step-up).
+    ReauthenticationRequired,
 }
 
 impl Reason {
@@ -44,6 +48,8 @@ impl Reason {
             Reason::SessionUnknown => "session_unknown",
             Reason::ScopeNotGranted => "scope_not_granted",
             Reason::PolicyDenied => "policy_denied",
+            Reason::TokenExpired => "token_expired",
+            Reason::ReauthenticationRequired => "reauthentication_required",
         }
     }
 }
@@ -83,13 +89,7 @@ pub struct Authorizer {
 
 impl Authorizer {
     pub fn new(keys: Arc<KeyRing>, policy: Policy, views: Arc<Views>, clock: Arc<Clock>) -> Self {
-        Authorizer {
-            keys,
-            policy,
-            views,
-            clock,
-            cache: Sharded::new(64),
-        }
+        Authorizer { keys, policy, views, clock, cache: Sharded::new(64) }
     }
 
     /// Verifies a token, from the cache when this exact token was verified before.
@@ -100,15 +100,10 @@ impl Authorizer {
         }
         if let Some(hit) = self.cache.get(token) {
             // A retired key invalidates cached tokens at once.
-            return if self.keys.is_active(hit.kid) {
-                Ok(hit)
-            } else {
-                Err(TokenError::UnknownKey)
-            };
+            return if self.keys.is_active(hit.kid) { Ok(hit) } else { Err(TokenError::UnknownKey) };
         }
         let verified = Arc::new(tokens::agent::verify(&self.keys, token)?);
-        self.cache
-            .insert_bounded(token.into(), Arc::clone(&verified), CACHE_PER_SHARD);
+        self.cache.insert_bounded(token.into(), Arc::clone(&verified), CACHE_PER_SHARD);
         Ok(verified)
     }
 
@@ -122,56 +117,61 @@ impl Authorizer {
         match self.views.sessions.get(token.claims.session) {
             None => return Decision::deny(Reason::SessionUnknown, Some(token)),
             Some(s) if s.revoked => return Decision::deny(Reason::SessionRevoked, Some(token)),
-            Some(s) if s.expires_at <= now => {
-                return Decision::deny(Reason::SessionExpired, Some(token))
-            }
+            Some(s) if s.expires_at <= now => return Decision::deny(Reason::SessionExpired, Some(token)),
             Some(_) => {}
         }
         if token.claims.expires_at <= now {
-            return Decision::deny(Reason::SessionExpired, Some(token));
+            return Decision::deny(Reason::TokenExpired, Some(token));
         }
         match self.run_policy(&token, request, now) {
-            Ok(()) => Decision {
-                reason: Reason::Allowed,
-                token: Some(token),
-            },
-            Err(()) if !token.claims.scopes.contains(request.scope) => {
+            Ok(()) => Decision { reason: Reason::Allowed, token: Some(token) },
+            Err(_) if !token.claims.scopes.contains(request.scope) => {
                 Decision::deny(Reason::ScopeNotGranted, Some(token))
             }
-            Err(()) => Decision::deny(Reason::PolicyDenied, Some(token)),
+            Err(true) => Decision::deny(Reason::ReauthenticationRequired, Some(token)),
+            Err(false) => Decision::deny(Reason::PolicyDenied, Some(token)),
         }
     }
 
-    fn run_policy(
-        &self,
-        token: &VerifiedToken,
-        request: &Request<'_>,
-        now: Timestamp,
-    ) -> Result<(), ()> {
+    /// Runs the policy; a deny says whether the policy asked for a fresh token (step-up).
+    fn run_policy(&self, token: &VerifiedToken, request: &Request<'_>, now: Timestamp) -> Result<(), bool> {
+        let age = (now.seconds() - token.claims.issued_at.seconds()).max(0);
         let mut builder = self
             .policy
             .builder()
-            .fact(tokens::agent::request_fact(
-                "requested_scope",
-                request.scope.as_str(),
-            ))
-            .map_err(|_| ())?
-            .fact(Fact::new(
-                "time".to_owned(),
-                vec![Term::Date(u64::try_from(now.seconds()).unwrap_or(0))],
-            ))
-            .map_err(|_| ())?;
+            .fact(tokens::agent::request_fact("requested_scope", request.scope.as_str()))
+            .and_then(|b| {
+                b.fact(Fact::new("time".to_owned(), vec![Term::Date(u64::try_from(now.seconds()).unwrap_or(0))]))
+            })
+            .and_then(|b| b.fact(Fact::new("token_age".to_owned(), vec![Term::Integer(age)])))
+            .map_err(|_| false)?;
         if let Some(resource) = request.resource {
-            builder = builder
-                .fact(tokens::agent::request_fact("resource", resource))
-                .map_err(|_| ())?;
+            builder = builder.fact(tokens::agent::request_fact("resource", resource)).map_err(|_| false)?;
         }
-        let mut authorizer = builder.build(&token.biscuit).map_err(|_| ())?;
+        let mut authorizer = builder.build(&token.biscuit).map_err(|_| false)?;
         // Any failure, a run limit included, is a deny: never an error to the caller.
-        authorizer.authorize().map(|_| ()).map_err(|_| ())
+        match authorizer.authorize() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(wants_reauthentication(&mut authorizer)),
+        }
     }
 
     pub fn cached_tokens(&self) -> usize {
         self.cache.len()
     }
+
+    /// Drops every cached verification (after a key is retired, say).
+    pub fn clear_cache(&self) {
+        self.cache.retain(|_, _| false);
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+}
+
+/// Whether the policy derived `reauthentication_required(true)` (step-up) for this request.
+fn wants_reauthentication(authorizer: &mut biscuit_auth::Authorizer) -> bool {
+    let found: Result<Vec<(bool,)>, _> = authorizer.query("r(true) <- reauthentication_required(true)");
+    found.map(|rows| !rows.is_empty()).unwrap_or(false)
 }

@@ -12,11 +12,7 @@ use tether::{App, Config};
 mod demo;
 
 #[derive(Parser)]
-#[command(
-    name = "tether",
-    version,
-    about = "Delegated-session governor for AI agents"
-)]
+#[command(name = "tether", version, about = "Delegated-session governor for AI agents")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,6 +35,9 @@ enum Command {
         /// Deepest chain of sub-agent sessions.
         #[arg(long, default_value_t = 4)]
         max_session_depth: i64,
+        /// Lifetime of an access token, in seconds (never beyond its session's expiry).
+        #[arg(long, default_value_t = 900)]
+        token_ttl: i64,
     },
     /// Read and check the audit log of a (possibly stopped) instance.
     Audit {
@@ -113,16 +112,10 @@ enum CredentialCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -148,41 +141,26 @@ fn purpose(text: &str) -> Result<KeyPurpose, Error> {
 
 async fn run(command: Command) -> Result<ExitCode, Error> {
     match command {
-        Command::Serve {
-            data_dir,
-            listen,
-            policy_dir,
-            default_session_ttl,
-            max_session_depth,
-        } => {
+        Command::Serve { data_dir, listen, policy_dir, default_session_ttl, max_session_depth, token_ttl } => {
             let mut config = Config::new(data_dir);
             config.policy_dir = policy_dir;
             config.limits.default_session_ttl_seconds = default_session_ttl;
             config.limits.max_session_depth = max_session_depth;
+            config.limits.access_token_ttl_seconds = token_ttl;
             serve(config, &listen).await
         }
-        Command::Audit {
-            command: AuditCommand::Verify { data_dir },
-        } => {
+        Command::Audit { command: AuditCommand::Verify { data_dir } } => {
             let readers = open_readers(&data_dir)?;
             let report = readers.read_now(tether::store::reads::verify_audit)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
             if report.ok {
                 Ok(ExitCode::SUCCESS)
             } else {
-                eprintln!(
-                    "audit chain broken at seq {}",
-                    report.first_broken_seq.unwrap_or_default()
-                );
+                eprintln!("audit chain broken at seq {}", report.first_broken_seq.unwrap_or_default());
                 Ok(ExitCode::from(2))
             }
         }
-        Command::Audit {
-            command: AuditCommand::Export { data_dir },
-        } => {
+        Command::Audit { command: AuditCommand::Export { data_dir } } => {
             let readers = open_readers(&data_dir)?;
             readers.read_now(|conn| {
                 tether::store::reads::each_audit_event(conn, 0, |event| {
@@ -192,44 +170,21 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keys {
-            command:
-                KeysCommand::Rotate {
-                    data_dir,
-                    purpose: p,
-                },
-        } => {
+        Command::Keys { command: KeysCommand::Rotate { data_dir, purpose: p } } => {
             let ring = KeyRing::load_or_create(&data_dir.join("keys"), purpose(&p)?)?;
             let kid = ring.rotate()?;
             println!("added {p} key {kid}; it signs new tokens after the next start");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keys {
-            command:
-                KeysCommand::Retire {
-                    kid,
-                    data_dir,
-                    purpose: p,
-                },
-        } => {
+        Command::Keys { command: KeysCommand::Retire { kid, data_dir, purpose: p } } => {
             let ring = KeyRing::load_or_create(&data_dir.join("keys"), purpose(&p)?)?;
             ring.retire(kid)?;
             println!("retired {p} key {kid}; tokens under it are refused after the next start");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Credential {
-            command:
-                CredentialCommand::Mint {
-                    data_dir,
-                    role,
-                    platform_id,
-                    user_id,
-                    label,
-                },
-        } => {
-            let role = RoleKind::parse(&role).ok_or_else(|| {
-                Error::invalid("--role must be admin, platform, user, auditor or verifier")
-            })?;
+        Command::Credential { command: CredentialCommand::Mint { data_dir, role, platform_id, user_id, label } } => {
+            let role = RoleKind::parse(&role)
+                .ok_or_else(|| Error::invalid("--role must be admin, platform, user, auditor or verifier"))?;
             let role = match role {
                 RoleKind::Admin => Role::Admin,
                 RoleKind::Auditor => Role::Auditor,
@@ -250,18 +205,10 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 .writer
                 .execute(move |tx| {
                     if let Role::Platform(p) = role {
-                        tether::store::reads::get_platform(
-                            tx.conn(),
-                            tether::domain::Visibility::All,
-                            p,
-                        )?;
+                        tether::store::reads::get_platform(tx.conn(), tether::domain::Visibility::All, p)?;
                     }
                     if let Role::User(u) = role {
-                        tether::store::reads::get_user(
-                            tx.conn(),
-                            tether::domain::Visibility::All,
-                            u,
-                        )?;
+                        tether::store::reads::get_user(tx.conn(), tether::domain::Visibility::All, u)?;
                     }
                     let actor = tether::domain::Actor::new(tether::domain::ActorKind::Admin, "cli");
                     tether::ops::objects::issue_credential(tx, &env, actor, role, label, None)
@@ -277,10 +224,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
 fn open_readers(data_dir: &std::path::Path) -> Result<tether::store::ReadPool, Error> {
     let db = tether::store::database_path(data_dir);
     if !db.exists() {
-        return Err(Error::invalid(format!(
-            "no tether database at {}",
-            db.display()
-        )));
+        return Err(Error::invalid(format!("no tether database at {}", db.display())));
     }
     tether::store::ReadPool::open(&db, 1)
 }
@@ -288,14 +232,8 @@ fn open_readers(data_dir: &std::path::Path) -> Result<tether::store::ReadPool, E
 async fn serve(config: Config, listen: &str) -> Result<ExitCode, Error> {
     let app = App::open(&config).await?;
     if let Some(credential) = &app.first_admin_credential {
-        println!(
-            "First start: created {} with an admin credential.",
-            config.data_dir.display()
-        );
-        println!(
-            "Admin credential (shown once; also in {}):",
-            config.data_dir.join("admin.credential").display()
-        );
+        println!("First start: created {} with an admin credential.", config.data_dir.display());
+        println!("Admin credential (shown once; also in {}):", config.data_dir.join("admin.credential").display());
         println!("{credential}");
     }
     let listener = tokio::net::TcpListener::bind(listen)
@@ -303,9 +241,7 @@ async fn serve(config: Config, listen: &str) -> Result<ExitCode, Error> {
         .map_err(|e| Error::invalid(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(Error::internal)?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "tether listening");
-    app.serve(listener, shutdown_signal())
-        .await
-        .map_err(Error::internal)?;
+    app.serve(listener, shutdown_signal()).await.map_err(Error::internal)?;
     tracing::info!("tether stopped");
     Ok(ExitCode::SUCCESS)
 }

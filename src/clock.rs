@@ -21,7 +21,6 @@ impl Clock {
 
     /// Moves this clock forward (tests and the demo use it to let sessions expire).
     pub fn advance_seconds(&self, seconds: i64) {
-        self.offset_ms
-            .fetch_add(seconds.saturating_mul(1000), Ordering::Relaxed);
+        self.offset_ms.fetch_add(seconds.saturating_mul(1000), Ordering::Relaxed);
     }
 }

@@ -20,24 +20,10 @@ pub struct LastSeen {
 }
 
 impl LastSeen {
-    pub fn record(
-        &self,
-        session: SessionId,
-        at: Timestamp,
-        ip: Option<String>,
-        user_agent: Option<String>,
-    ) {
-        let bound =
-            |v: Option<String>| v.filter(|s| s.len() <= 512 && !s.chars().any(char::is_control));
+    pub fn record(&self, session: SessionId, at: Timestamp, ip: Option<String>, user_agent: Option<String>) {
+        let bound = |v: Option<String>| v.filter(|s| s.len() <= 512 && !s.chars().any(char::is_control));
         if let Ok(mut pending) = self.pending.lock() {
-            pending.insert(
-                session,
-                Seen {
-                    at,
-                    ip: bound(ip),
-                    user_agent: bound(user_agent),
-                },
-            );
+            pending.insert(session, Seen { at, ip: bound(ip), user_agent: bound(user_agent) });
         }
     }
 
@@ -50,13 +36,7 @@ impl LastSeen {
         let result = writer
             .execute(move |tx| {
                 for (id, seen) in &batch {
-                    writes::touch_session(
-                        tx,
-                        *id,
-                        seen.at,
-                        seen.ip.as_deref(),
-                        seen.user_agent.as_deref(),
-                    )?;
+                    writes::touch_session(tx, *id, seen.at, seen.ip.as_deref(), seen.user_agent.as_deref())?;
                 }
                 Ok(())
             })

@@ -51,12 +51,7 @@ pub struct Config {
 
 impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Config {
-            data_dir: data_dir.into(),
-            policy_dir: None,
-            limits: Limits::default(),
-            read_connections: 4,
-        }
+        Config { data_dir: data_dir.into(), policy_dir: None, limits: Limits::default(), read_connections: 4 }
     }
 }
 
@@ -88,17 +83,10 @@ impl App {
         // The policy first: a bad policy stops start-up before anything is created.
         let policy = match &config.policy_dir {
             Some(dir) => Policy::load_dir(dir)?,
-            None => Policy::parse(
-                tokens::policy::DEFAULT_AGENT_POLICY,
-                "(built in) policies/agent.datalog",
-            )?,
+            None => Policy::parse(tokens::policy::DEFAULT_AGENT_POLICY, "(built in) policies/agent.datalog")?,
         };
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            Error::internal(format!(
-                "create data dir {}: {e}",
-                config.data_dir.display()
-            ))
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| Error::internal(format!("create data dir {}: {e}", config.data_dir.display())))?;
         let keys_dir = config.data_dir.join("keys");
         let agent_keys = Arc::new(KeyRing::load_or_create(&keys_dir, KeyPurpose::Agent)?);
         let api_keys = Arc::new(KeyRing::load_or_create(&keys_dir, KeyPurpose::Api)?);
@@ -106,18 +94,16 @@ impl App {
         let views = Arc::new(Views::default());
         let writer = Writer::start(&db, clock.clone(), views.clone())?;
         let readers = Arc::new(ReadPool::open(&db, config.read_connections)?);
-        let env = Arc::new(Env {
-            agent_keys: agent_keys.clone(),
-            api_keys,
-            limits: config.limits,
-        });
+        let env = Arc::new(Env { agent_keys: agent_keys.clone(), api_keys, limits: config.limits });
 
         load_views(&readers, &views, clock.now())?;
-        let first_admin_credential =
-            bootstrap_admin(&config.data_dir, &readers, &writer, &env).await?;
+        for (purpose, ring) in [(KeyPurpose::Agent, &agent_keys), (KeyPurpose::Api, &env.api_keys)] {
+            let keys = ring.public_keys();
+            writer.execute(move |tx| ops::keys::sync(tx, Actor::system(), purpose, &keys)).await?;
+        }
+        let first_admin_credential = bootstrap_admin(&config.data_dir, &readers, &writer, &env).await?;
 
-        let authorizer =
-            authorize::Authorizer::new(agent_keys, policy, views.clone(), clock.clone());
+        let authorizer = authorize::Authorizer::new(agent_keys, policy, views.clone(), clock.clone());
         let services = Services {
             writer,
             readers,
@@ -128,10 +114,7 @@ impl App {
             metrics: metrics::Metrics::default(),
             last_seen: Arc::new(last_seen::LastSeen::default()),
         };
-        Ok(App {
-            services: Arc::new(services),
-            first_admin_credential,
-        })
+        Ok(App { services: Arc::new(services), first_admin_credential })
     }
 
     pub fn router(&self) -> axum::Router {
@@ -154,16 +137,64 @@ impl App {
                 let _ = stop.wait_for(|s| *s).await;
             }))
         };
+        let maintenance = {
+            let services = self.services.clone();
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let mut ticks: u64 = 0;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                    ticks += 1;
+                    // Key files changed by `tether keys …` take effect within a second.
+                    if let Err(e) = services.sync_keys().await {
+                        tracing::warn!(error = %e, "key sync failed");
+                    }
+                    if ticks % 60 == 0 {
+                        services.purge_expired().await;
+                    }
+                }
+            })
+        };
         let router = self.router();
-        let result = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
         let _ = stop_tx.send(true);
         let _ = flusher.await;
+        let _ = maintenance.await;
         result
+    }
+}
+
+impl Services {
+    /// Re-reads both key rings from their files and audits any key added or retired.
+    pub async fn sync_keys(&self) -> Result<()> {
+        for (purpose, ring) in [(KeyPurpose::Agent, &self.env.agent_keys), (KeyPurpose::Api, &self.env.api_keys)] {
+            let before = ring.public_keys();
+            ring.reload()?;
+            let keys = ring.public_keys();
+            if keys.len() == before.len()
+                && keys.iter().zip(&before).all(|(a, b)| a.kid == b.kid && a.status == b.status)
+            {
+                continue;
+            }
+            self.writer.execute(move |tx| ops::keys::sync(tx, Actor::system(), purpose, &keys)).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops what expiry made useless: feed entries and token records past their expiry, and
+    /// live-view entries of expired sessions.
+    pub async fn purge_expired(&self) {
+        let purged = self.writer.execute(|tx| store::writes::purge_expired_tokens(tx)).await;
+        if let Err(e) = purged {
+            tracing::warn!(error = %e, "purging expired tokens failed");
+        }
+        self.views.sessions.sweep_expired(self.clock.now());
     }
 }
 
@@ -171,22 +202,12 @@ impl App {
 fn load_views(readers: &ReadPool, views: &Views, now: domain::Timestamp) -> Result<()> {
     readers.read_now(|conn| {
         store::reads::live_sessions(conn, now, |row| {
-            views.sessions.set(
-                row.id,
-                LiveSession {
-                    revoked: row.revoked,
-                    expires_at: row.expires_at,
-                },
-            );
+            views.sessions.set(row.id, LiveSession { revoked: row.revoked, expires_at: row.expires_at });
         })?;
         for c in store::reads::all_credentials(conn)? {
-            views.credentials.insert(
-                c.id,
-                CredentialState {
-                    revoked: c.revoked_at.is_some(),
-                    expires_at: c.expires_at,
-                },
-            );
+            views
+                .credentials
+                .insert(c.id, CredentialState { revoked: c.revoked_at.is_some(), expires_at: c.expires_at });
         }
         Ok(())
     })
@@ -201,10 +222,7 @@ async fn bootstrap_admin(
     env: &Arc<Env>,
 ) -> Result<Option<String>> {
     let existing = readers.read_now(|conn| {
-        conn.query_row("SELECT count(*) FROM credentials", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .map_err(store::db_error)
+        conn.query_row("SELECT count(*) FROM credentials", [], |r| r.get::<_, i64>(0)).map_err(store::db_error)
     })?;
     if existing > 0 {
         return Ok(None);
@@ -212,20 +230,10 @@ async fn bootstrap_admin(
     let env = env.clone();
     let created = writer
         .execute(move |tx| {
-            ops::objects::issue_credential(
-                tx,
-                &env,
-                Actor::system(),
-                Role::Admin,
-                Some("bootstrap admin".into()),
-                None,
-            )
+            ops::objects::issue_credential(tx, &env, Actor::system(), Role::Admin, Some("bootstrap admin".into()), None)
         })
         .await?;
-    write_private_file(
-        &data_dir.join("admin.credential"),
-        created.secret.as_bytes(),
-    )?;
+    write_private_file(&data_dir.join("admin.credential"), created.secret.as_bytes())?;
     Ok(Some(created.secret))
 }
 

@@ -24,9 +24,7 @@ pub struct Sharded<K, V> {
 impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
     pub fn new(shards: usize) -> Self {
         Sharded {
-            shards: (0..shards.max(1))
-                .map(|_| RwLock::new(FastMap::default()))
-                .collect(),
+            shards: (0..shards.max(1)).map(|_| RwLock::new(FastMap::default())).collect(),
             hasher: foldhash::fast::RandomState::default(),
         }
     }
@@ -41,18 +39,11 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.shard(key)
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
+        self.shard(key).read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
 
     pub fn insert(&self, key: K, value: V) {
-        self.shard(&key)
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, value);
+        self.shard(&key).write().unwrap_or_else(|p| p.into_inner()).insert(key, value);
     }
 
     /// Inserts, first evicting an arbitrary entry of the shard if it holds `cap` already.
@@ -71,10 +62,7 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
     }
 
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
+        self.shards.iter().map(|s| s.read().unwrap_or_else(|p| p.into_inner()).len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -84,10 +72,7 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
     /// Drops every entry for which `keep` is false.
     pub fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
         for shard in self.shards.iter() {
-            shard
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|k, v| keep(k, v));
+            shard.write().unwrap_or_else(|p| p.into_inner()).retain(|k, v| keep(k, v));
         }
     }
 }
@@ -106,9 +91,7 @@ pub struct LiveView {
 
 impl Default for LiveView {
     fn default() -> Self {
-        LiveView {
-            sessions: Sharded::new(64),
-        }
+        LiveView { sessions: Sharded::new(64) }
     }
 }
 
@@ -152,11 +135,7 @@ pub struct Views {
 
 impl Default for Views {
     fn default() -> Self {
-        Views {
-            sessions: LiveView::default(),
-            credentials: Sharded::new(8),
-            events: broadcast::channel(4096).0,
-        }
+        Views { sessions: LiveView::default(), credentials: Sharded::new(8), events: broadcast::channel(4096).0 }
     }
 }
 
@@ -164,31 +143,15 @@ impl EffectSink for Views {
     fn apply(&self, effects: &[Effect]) {
         for effect in effects {
             match effect {
-                Effect::SessionActive { id, expires_at } => self.sessions.set(
-                    *id,
-                    LiveSession {
-                        revoked: false,
-                        expires_at: *expires_at,
-                    },
-                ),
-                Effect::SessionRevoked { id, expires_at } => self.sessions.set(
-                    *id,
-                    LiveSession {
-                        revoked: true,
-                        expires_at: *expires_at,
-                    },
-                ),
-                Effect::Credential {
-                    id,
-                    revoked,
-                    expires_at,
-                } => self.credentials.insert(
-                    *id,
-                    CredentialState {
-                        revoked: *revoked,
-                        expires_at: *expires_at,
-                    },
-                ),
+                Effect::SessionActive { id, expires_at } => {
+                    self.sessions.set(*id, LiveSession { revoked: false, expires_at: *expires_at })
+                }
+                Effect::SessionRevoked { id, expires_at } => {
+                    self.sessions.set(*id, LiveSession { revoked: true, expires_at: *expires_at })
+                }
+                Effect::Credential { id, revoked, expires_at } => {
+                    self.credentials.insert(*id, CredentialState { revoked: *revoked, expires_at: *expires_at })
+                }
                 Effect::Audited(event) => {
                     // No subscriber is fine; a lagging one is told it lagged and resumes from the store.
                     let _ = self.events.send((**event).clone());

@@ -58,17 +58,13 @@ fn time(field: &str, value: &Option<String>) -> Result<Option<Timestamp>> {
     value
         .as_deref()
         .map(|v| {
-            Timestamp::parse_rfc3339(v)
-                .ok_or_else(|| Error::invalid(format!("`{field}` must be an RFC 3339 time")))
+            Timestamp::parse_rfc3339(v).ok_or_else(|| Error::invalid(format!("`{field}` must be an RFC 3339 time")))
         })
         .transpose()
 }
 
 fn short(field: &str, value: &Option<String>) -> Result<Option<String>> {
-    value
-        .as_deref()
-        .map(|v| clean_text(field, v, 200))
-        .transpose()
+    value.as_deref().map(|v| clean_text(field, v, 200)).transpose()
 }
 
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", responses((status = 200, body = Vec<AuditEvent>)))]
@@ -104,10 +100,7 @@ pub async fn verify(
 
 /// NDJSON, one event a line in seq order, streamed in chunks so a large log is never held whole.
 #[utoipa::path(get, path = "/v1/audit/export", tag = "audit", responses((status = 200, content_type = "application/x-ndjson", body = String)))]
-pub async fn export(
-    State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-) -> ApiResult<Response> {
+pub async fn export(State(state): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
     auditor(&caller)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<Vec<u8>, std::io::Error>>(8);
     let readers = state.readers.clone();

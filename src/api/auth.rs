@@ -19,29 +19,21 @@ pub struct Authenticated(pub Caller);
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
             .ok_or_else(|| unauthenticated("missing `Authorization: Bearer <credential>`"))?;
-        let value = header
-            .to_str()
-            .map_err(|_| unauthenticated("malformed Authorization header"))?;
+        let value = header.to_str().map_err(|_| unauthenticated("malformed Authorization header"))?;
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or_else(|| unauthenticated("expected a Bearer credential"))?
             .trim();
-        let claims =
-            tokens::credential::verify(&state.env.api_keys, token).map_err(|e| match e {
-                TokenError::UnknownKey => {
-                    unauthenticated("credential signed by an unknown or retired key")
-                }
-                TokenError::Invalid(_) => unauthenticated("credential is not valid"),
-            })?;
+        let claims = tokens::credential::verify(&state.env.api_keys, token).map_err(|e| match e {
+            TokenError::UnknownKey => unauthenticated("credential signed by an unknown or retired key"),
+            TokenError::Invalid(_) => unauthenticated("credential is not valid"),
+        })?;
         let live = match state.views.credentials.get(&claims.id) {
             Some(live) => live,
             None => known_credential(state, claims.id).await?,
@@ -53,28 +45,19 @@ impl FromRequestParts<AppState> for Authenticated {
             return Err(unauthenticated("credential has expired"));
         }
         tracing::Span::current().record("caller", tracing::field::display(claims.id));
-        Ok(Authenticated(Caller {
-            credential: claims.id,
-            role: claims.role,
-        }))
+        Ok(Authenticated(Caller { credential: claims.id, role: claims.role }))
     }
 }
 
 /// A credential minted by another process (`tether credential mint`) is not in this process's
 /// view yet: look it up once and remember it.
-async fn known_credential(
-    state: &AppState,
-    id: crate::domain::CredentialId,
-) -> Result<CredentialState, ApiError> {
+async fn known_credential(state: &AppState, id: crate::domain::CredentialId) -> Result<CredentialState, ApiError> {
     let record = state
         .readers
         .read(move |conn| crate::store::reads::get_credential(conn, id))
         .await
         .map_err(|_| unauthenticated("credential is not known"))?;
-    let live = CredentialState {
-        revoked: record.revoked_at.is_some(),
-        expires_at: record.expires_at,
-    };
+    let live = CredentialState { revoked: record.revoked_at.is_some(), expires_at: record.expires_at };
     state.views.credentials.insert(id, live);
     Ok(live)
 }

@@ -62,23 +62,15 @@ pub async fn authorize(
     if let Some(resource) = &req.resource {
         clean_text("resource", resource, 1024)?;
     }
-    let decision = state.authorizer.authorize(&Request {
-        token: &req.token,
-        scope: &scope,
-        resource: req.resource.as_deref(),
-    });
+    let decision =
+        state.authorizer.authorize(&Request { token: &req.token, scope: &scope, resource: req.resource.as_deref() });
     state.metrics.count_decision(decision.reason);
     let allowed = decision.allowed();
     let claims = decision.token.as_ref().map(|t| &t.claims);
     if allowed {
         if let Some(claims) = claims {
             let context = req.context.unwrap_or_default();
-            state.last_seen.record(
-                claims.session,
-                state.clock.now(),
-                context.ip,
-                context.user_agent,
-            );
+            state.last_seen.record(claims.session, state.clock.now(), context.ip, context.user_agent);
         }
     }
     // A denied token still names its session when it verified (the relying service may want to

@@ -14,9 +14,7 @@ use crate::ops::{self, commands::NewCredential};
 use crate::store::reads::{self, Page};
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/credentials", post(create).get(list))
-        .route("/v1/credentials/{id}/revoke", post(revoke))
+    Router::new().route("/v1/credentials", post(create).get(list)).route("/v1/credentials/{id}/revoke", post(revoke))
 }
 
 /// A new credential: the secret is in `credential`, here and never again.
@@ -73,8 +71,5 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Credential>> {
     let id = path_id(&id, CredentialId::parse)?;
-    write(&state, move |tx| {
-        ops::objects::revoke_credential(tx, &caller, id)
-    })
-    .await
+    write(&state, move |tx| ops::objects::revoke_credential(tx, &caller, id)).await
 }

@@ -51,21 +51,11 @@ pub async fn list(
     let status = q
         .status
         .as_deref()
-        .map(|s| {
-            DelegationStatus::parse(s)
-                .ok_or_else(|| Error::invalid("`status` must be active or revoked"))
-        })
+        .map(|s| DelegationStatus::parse(s).ok_or_else(|| Error::invalid("`status` must be active or revoked")))
         .transpose()?;
-    let filter = DelegationFilter {
-        user_id: q.user_id,
-        agent_id: q.agent_id,
-        integration_id: q.integration_id,
-        status,
-    };
-    read(&state, move |conn| {
-        reads::list_delegations(conn, vis, &filter, &page)
-    })
-    .await
+    let filter =
+        DelegationFilter { user_id: q.user_id, agent_id: q.agent_id, integration_id: q.integration_id, status };
+    read(&state, move |conn| reads::list_delegations(conn, vis, &filter, &page)).await
 }
 
 #[utoipa::path(get, path = "/v1/delegations/{id}", tag = "delegations", responses((status = 200, body = Delegation)))]
@@ -87,8 +77,5 @@ pub async fn revoke(
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, DelegationId::parse)?;
-    write(&state, move |tx| {
-        ops::revoke_delegation(tx, &caller, id, req)
-    })
-    .await
+    write(&state, move |tx| ops::revoke_delegation(tx, &caller, id, req)).await
 }

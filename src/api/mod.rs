@@ -5,6 +5,7 @@ pub mod auth;
 pub mod authorize;
 pub mod credentials;
 pub mod delegations;
+pub mod keys;
 pub mod objects;
 pub mod openapi;
 pub mod operations;
@@ -41,23 +42,22 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions::router())
         .merge(authorize::router())
         .merge(audit::router())
+        .merge(keys::router())
         .merge(operations::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(log_internal_errors))
-        .layer(
-            tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                // Only method and path: query strings and headers may hold tokens.
-                tracing::info_span!(
-                    "request",
-                    id = %uuid::Uuid::now_v7().simple(),
-                    method = %request.method(),
-                    path = %request.uri().path(),
-                    caller = tracing::field::Empty,
-                )
-            }),
-        )
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            // Only method and path: query strings and headers may hold tokens.
+            tracing::info_span!(
+                "request",
+                id = %uuid::Uuid::now_v7().simple(),
+                method = %request.method(),
+                path = %request.uri().path(),
+                caller = tracing::field::Empty,
+            )
+        }))
         .with_state(state)
 }
 
@@ -66,16 +66,11 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError(Error::MethodNotAllowed(
-        "this route does not take this method".into(),
-    ))
+    ApiError(Error::MethodNotAllowed("this route does not take this method".into()))
 }
 
 /// Logs the cause of a 500 inside the request's span; the body says nothing of it.
-async fn log_internal_errors(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
+async fn log_internal_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let response = next.run(request).await;
     if response.status() == StatusCode::INTERNAL_SERVER_ERROR {
         if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
@@ -107,17 +102,11 @@ pub fn page<T, E: std::fmt::Display>(
     if let Some(c) = cursor {
         parse(c).map_err(|e| Error::invalid(format!("`cursor`: {e}")))?;
     }
-    Ok(PageRequest {
-        limit,
-        cursor: cursor.clone(),
-    })
+    Ok(PageRequest { limit, cursor: cursor.clone() })
 }
 
 /// Runs a write command and answers with its result as JSON.
-pub async fn write<T, F>(
-    state: &AppState,
-    command: F,
-) -> std::result::Result<axum::Json<T>, ApiError>
+pub async fn write<T, F>(state: &AppState, command: F) -> std::result::Result<axum::Json<T>, ApiError>
 where
     T: serde::Serialize + Send + 'static,
     F: FnOnce(&mut crate::store::Tx<'_>) -> Result<T> + Send + 'static,
@@ -126,10 +115,7 @@ where
 }
 
 /// Runs a read with the caller's visibility and answers with its result as JSON.
-pub async fn read<T, F>(
-    state: &AppState,
-    command: F,
-) -> std::result::Result<axum::Json<T>, ApiError>
+pub async fn read<T, F>(state: &AppState, command: F) -> std::result::Result<axum::Json<T>, ApiError>
 where
     T: serde::Serialize + Send + 'static,
     F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
@@ -140,9 +126,7 @@ where
 /// Readers of tenant data: every role but the verifier.
 pub fn tenant_reader(caller: &crate::domain::Caller) -> Result<Visibility> {
     match caller.visibility() {
-        Visibility::Nothing => Err(Error::Forbidden(
-            "the verifier role reads no tenant data".into(),
-        )),
+        Visibility::Nothing => Err(Error::Forbidden("the verifier role reads no tenant data".into())),
         v => Ok(v),
     }
 }

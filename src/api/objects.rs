@@ -22,10 +22,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/agents/{id}/suspend", post(suspend_agent))
         .route("/v1/agents/{id}/resume", post(resume_agent))
         .route("/v1/agents/{id}/deregister", post(deregister_agent))
-        .route(
-            "/v1/integrations",
-            post(create_integration).get(list_integrations),
-        )
+        .route("/v1/integrations", post(create_integration).get(list_integrations))
         .route("/v1/integrations/{id}", get(get_integration))
         .route("/v1/integrations/{id}/disable", post(disable_integration))
 }
@@ -69,10 +66,7 @@ pub async fn disable_platform(
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, PlatformId::parse)?;
-    write(&state, move |tx| {
-        ops::disable_platform(tx, &caller, id, req)
-    })
-    .await
+    write(&state, move |tx| ops::disable_platform(tx, &caller, id, req)).await
 }
 
 #[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = NewAgent, responses((status = 200, body = Agent)))]
@@ -114,10 +108,7 @@ pub async fn suspend_agent(
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, AgentId::parse)?;
-    write(&state, move |tx| {
-        ops::end_agent(tx, &caller, id, AgentStatus::Suspended, req)
-    })
-    .await
+    write(&state, move |tx| ops::end_agent(tx, &caller, id, AgentStatus::Suspended, req)).await
 }
 
 #[utoipa::path(post, path = "/v1/agents/{id}/deregister", tag = "agents", request_body = WithReason, responses((status = 200, body = Receipt)))]
@@ -128,10 +119,7 @@ pub async fn deregister_agent(
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, AgentId::parse)?;
-    write(&state, move |tx| {
-        ops::end_agent(tx, &caller, id, AgentStatus::Deregistered, req)
-    })
-    .await
+    write(&state, move |tx| ops::end_agent(tx, &caller, id, AgentStatus::Deregistered, req)).await
 }
 
 #[utoipa::path(post, path = "/v1/agents/{id}/resume", tag = "agents", request_body = WithReason, responses((status = 200, body = Agent)))]
@@ -162,10 +150,7 @@ pub async fn list_integrations(
 ) -> ApiResult<axum::Json<Page<Integration>>> {
     let vis = tenant_reader(&caller)?;
     let page = page(&q.limit, &q.cursor, IntegrationId::parse)?;
-    read(&state, move |conn| {
-        reads::list_integrations(conn, vis, &page)
-    })
-    .await
+    read(&state, move |conn| reads::list_integrations(conn, vis, &page)).await
 }
 
 #[utoipa::path(get, path = "/v1/integrations/{id}", tag = "integrations", responses((status = 200, body = Integration)))]
@@ -187,8 +172,5 @@ pub async fn disable_integration(
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, IntegrationId::parse)?;
-    write(&state, move |tx| {
-        ops::disable_integration(tx, &caller, id, req)
-    })
-    .await
+    write(&state, move |tx| ops::disable_integration(tx, &caller, id, req)).await
 }

@@ -43,11 +43,10 @@ impl IntoResponse for ApiError {
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
             Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "Invalid request"),
-            Error::UnsupportedMediaType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type")
-            }
+            Error::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type"),
             Error::ScopeNotGrantable(_) => (StatusCode::FORBIDDEN, "Scope not grantable"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            Error::InvalidGrant(_) => (StatusCode::BAD_REQUEST, "Invalid grant"),
             Error::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"),
             Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
@@ -66,14 +65,9 @@ impl IntoResponse for ApiError {
             code: e.code(),
         };
         let mut response = (status, axum::Json(problem)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if let Error::Internal(cause) = e {
             response.extensions_mut().insert(InternalCause(cause));
@@ -100,13 +94,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
 
 fn json_rejection(rejection: JsonRejection) -> Error {
     match rejection {
-        JsonRejection::JsonDataError(e) => {
-            Error::invalid(format!("invalid body: {}", body_error_text(&e.body_text())))
+        JsonRejection::JsonDataError(e) => Error::invalid(format!("invalid body: {}", body_error_text(&e.body_text()))),
+        JsonRejection::JsonSyntaxError(e) => {
+            Error::invalid(format!("malformed JSON: {}", body_error_text(&e.body_text())))
         }
-        JsonRejection::JsonSyntaxError(e) => Error::invalid(format!(
-            "malformed JSON: {}",
-            body_error_text(&e.body_text())
-        )),
         JsonRejection::MissingJsonContentType(_) => {
             Error::UnsupportedMediaType("expected `Content-Type: application/json`".into())
         }
@@ -123,12 +114,8 @@ fn json_rejection(rejection: JsonRejection) -> Error {
 
 /// serde's message without axum's preamble, bounded so hostile input is not echoed at length.
 fn body_error_text(text: &str) -> String {
-    let text = text
-        .strip_prefix("Failed to deserialize the JSON body into the target type: ")
-        .unwrap_or(text);
-    let text = text
-        .strip_prefix("Failed to parse the request body as JSON: ")
-        .unwrap_or(text);
+    let text = text.strip_prefix("Failed to deserialize the JSON body into the target type: ").unwrap_or(text);
+    let text = text.strip_prefix("Failed to parse the request body as JSON: ").unwrap_or(text);
     text.chars().take(300).collect()
 }
 
@@ -142,24 +129,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Query(value)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(ApiError(Error::invalid(format!(
-                    "invalid query: {}",
-                    body_error_text(&e.body_text())
-                ))))
+                Err(ApiError(Error::invalid(format!("invalid query: {}", body_error_text(&e.body_text())))))
             }
-            Err(other) => Err(ApiError(Error::invalid(format!(
-                "invalid query: {}",
-                other.body_text()
-            )))),
+            Err(other) => Err(ApiError(Error::invalid(format!("invalid query: {}", other.body_text())))),
         }
     }
 }
 
 /// Parses a path segment into a typed id, naming the parameter when it is not one.
-pub fn path_id<T>(
-    value: &str,
-    parse: impl Fn(&str) -> Result<T, crate::domain::ids::IdError>,
-) -> Result<T, ApiError> {
+pub fn path_id<T>(value: &str, parse: impl Fn(&str) -> Result<T, crate::domain::ids::IdError>) -> Result<T, ApiError> {
     parse(value).map_err(|e| ApiError(Error::invalid(format!("path parameter: {e}"))))
 }
 
@@ -170,16 +148,11 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let declared_empty = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() == b"0");
+        let declared_empty = req.headers().get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0");
         let no_type = !req.headers().contains_key(header::CONTENT_TYPE);
         if declared_empty || (no_type && req.headers().get(header::CONTENT_LENGTH).is_none()) {
             return Ok(OptionalJson(T::default()));
         }
-        Json::<T>::from_request(req, state)
-            .await
-            .map(|Json(v)| OptionalJson(v))
+        Json::<T>::from_request(req, state).await.map(|Json(v)| OptionalJson(v))
     }
 }

@@ -4,13 +4,14 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::auth::Authenticated;
 use super::problem::{path_id, ApiResult, Json, OptionalJson, Query};
 use super::{page, read, tenant_reader, write, AppState};
 use crate::domain::*;
 use crate::ops::commands::{NewSession, WithReason};
-use crate::ops::sessions::{self as ops, SessionCreated};
+use crate::ops::sessions::{self as ops, RefreshOutcome, Refreshed, SessionCreated};
 use crate::store::reads::{self, Page, SessionFilter};
 
 pub fn router() -> Router<AppState> {
@@ -18,6 +19,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/sessions", post(create).get(list))
         .route("/v1/sessions/{id}", get(get_one))
         .route("/v1/sessions/{id}/revoke", post(revoke))
+        .route("/v1/sessions/{id}/refresh", post(refresh))
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,10 +41,7 @@ pub async fn create(
     Json(req): Json<NewSession>,
 ) -> ApiResult<axum::Json<SessionCreated>> {
     let env = state.env.clone();
-    write(&state, move |tx| {
-        ops::create_session(tx, &env, &caller, req)
-    })
-    .await
+    write(&state, move |tx| ops::create_session(tx, &env, &caller, req)).await
 }
 
 #[utoipa::path(get, path = "/v1/sessions", tag = "sessions", responses((status = 200, body = Vec<Session>)))]
@@ -56,10 +55,7 @@ pub async fn list(
     let status = q
         .status
         .as_deref()
-        .map(|s| {
-            SessionStatus::parse(s)
-                .ok_or_else(|| Error::invalid("`status` must be active, revoked or expired"))
-        })
+        .map(|s| SessionStatus::parse(s).ok_or_else(|| Error::invalid("`status` must be active, revoked or expired")))
         .transpose()?;
     let filter = SessionFilter {
         user_id: q.user_id,
@@ -69,10 +65,7 @@ pub async fn list(
         status,
     };
     let now = state.clock.now();
-    read(&state, move |conn| {
-        reads::list_sessions(conn, vis, &filter, &page, now)
-    })
-    .await
+    read(&state, move |conn| reads::list_sessions(conn, vis, &filter, &page, now)).await
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", responses((status = 200, body = Session)))]
@@ -96,4 +89,37 @@ pub async fn revoke(
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, SessionId::parse)?;
     write(&state, move |tx| ops::revoke_session(tx, &caller, id, req)).await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// Rotates the session's tokens. The caller must be the platform owning the session (or an
+/// admin) AND present the refresh token. A refresh token that was already used revokes the
+/// session (a replay means it leaked) and answers 400 `invalid_grant`.
+#[utoipa::path(post, path = "/v1/sessions/{id}/refresh", tag = "sessions", request_body = RefreshRequest, responses((status = 200, body = Refreshed), (status = 400, body = super::problem::Problem)))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+    Json(req): Json<RefreshRequest>,
+) -> ApiResult<axum::Json<Refreshed>> {
+    let id = path_id(&id, SessionId::parse)?;
+    if req.refresh_token.len() > 256 {
+        return Err(Error::InvalidGrant("the refresh token is not valid for this session".into()).into());
+    }
+    let env = state.env.clone();
+    let outcome =
+        state.writer.execute(move |tx| ops::refresh_session(tx, &env, &caller, id, &req.refresh_token)).await?;
+    match outcome {
+        RefreshOutcome::Rotated(tokens) => Ok(axum::Json(tokens)),
+        RefreshOutcome::ReuseDetected(receipt) => Err(Error::InvalidGrant(format!(
+            "the refresh token was already used: the session has been revoked as compromised (audit seq {})",
+            receipt.cause.seq
+        ))
+        .into()),
+    }
 }

@@ -23,14 +23,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/users/{id}/enable", post(enable))
         .route("/v1/users/{id}/lifecycle-events", post(lifecycle_event))
         .route("/v1/users/{id}/sign-out-all", post(sign_out_all))
-        .route(
-            "/v1/users/{id}/agents/{agent_id}/disconnect",
-            post(disconnect_agent),
-        )
-        .route(
-            "/v1/users/{id}/integrations/{integration_id}/disconnect",
-            post(disconnect_integration),
-        )
+        .route("/v1/users/{id}/agents/{agent_id}/disconnect", post(disconnect_agent))
+        .route("/v1/users/{id}/integrations/{integration_id}/disconnect", post(disconnect_integration))
 }
 
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = NewUser, responses((status = 200, body = User)))]
@@ -50,10 +44,7 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Page<User>>> {
     crate::ops::require(&caller, &[RoleKind::Admin, RoleKind::Auditor])?;
     let page = page(&q.limit, &q.cursor, UserId::parse)?;
-    read(&state, move |conn| {
-        reads::list_users(conn, Visibility::All, &page)
-    })
-    .await
+    read(&state, move |conn| reads::list_users(conn, Visibility::All, &page)).await
 }
 
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "users", responses((status = 200, body = User)))]
@@ -83,8 +74,7 @@ pub async fn set_permissions(
 ) -> ApiResult<axum::Json<PermissionsChanged>> {
     let id = path_id(&id, UserId::parse)?;
     write(&state, move |tx| {
-        ops::set_permissions(tx, &caller, id, req)
-            .map(|(user, receipt)| PermissionsChanged { user, receipt })
+        ops::set_permissions(tx, &caller, id, req).map(|(user, receipt)| PermissionsChanged { user, receipt })
     })
     .await
 }
@@ -119,10 +109,7 @@ pub async fn lifecycle_event(
     Json(req): Json<LifecycleEvent>,
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, UserId::parse)?;
-    write(&state, move |tx| {
-        ops::user_lifecycle_event(tx, &caller, id, req)
-    })
-    .await
+    write(&state, move |tx| ops::user_lifecycle_event(tx, &caller, id, req)).await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/sign-out-all", tag = "users", request_body = WithReason, responses((status = 200, body = Receipt)))]
@@ -145,10 +132,7 @@ pub async fn disconnect_agent(
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, UserId::parse)?;
     let agent = path_id(&agent, AgentId::parse)?;
-    write(&state, move |tx| {
-        ops::disconnect(tx, &caller, id, Disconnect::Agent(agent), req)
-    })
-    .await
+    write(&state, move |tx| ops::disconnect(tx, &caller, id, Disconnect::Agent(agent), req)).await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/integrations/{integration_id}/disconnect", tag = "users", request_body = WithReason, responses((status = 200, body = Receipt)))]
@@ -160,8 +144,5 @@ pub async fn disconnect_integration(
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, UserId::parse)?;
     let integration = path_id(&integration, IntegrationId::parse)?;
-    write(&state, move |tx| {
-        ops::disconnect(tx, &caller, id, Disconnect::Integration(integration), req)
-    })
-    .await
+    write(&state, move |tx| ops::disconnect(tx, &caller, id, Disconnect::Integration(integration), req)).await
 }

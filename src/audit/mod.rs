@@ -91,14 +91,7 @@ pub fn event_hash(event: &AuditEvent) -> String {
     put(&mut h, event.action.as_bytes());
     put(&mut h, event.subject.kind.as_bytes());
     put(&mut h, event.subject.id.as_bytes());
-    put(
-        &mut h,
-        event
-            .cause_seq
-            .map(|c| c.to_string())
-            .unwrap_or_default()
-            .as_bytes(),
-    );
+    put(&mut h, event.cause_seq.map(|c| c.to_string()).unwrap_or_default().as_bytes());
     match &event.reason {
         Some(r) => {
             put(&mut h, b"1");
@@ -134,12 +127,7 @@ pub struct ChainVerifier {
 
 impl Default for ChainVerifier {
     fn default() -> Self {
-        ChainVerifier {
-            expected_seq: 1,
-            prev_hash: GENESIS_HASH.to_owned(),
-            checked: 0,
-            broken: None,
-        }
+        ChainVerifier { expected_seq: 1, prev_hash: GENESIS_HASH.to_owned(), checked: 0, broken: None }
     }
 }
 
@@ -151,10 +139,7 @@ impl ChainVerifier {
         }
         self.checked += 1;
         let problem = if event.seq != self.expected_seq {
-            Some(format!(
-                "expected seq {}, found {}",
-                self.expected_seq, event.seq
-            ))
+            Some(format!("expected seq {}, found {}", self.expected_seq, event.seq))
         } else if event.prev_hash != self.prev_hash {
             Some("prev_hash does not match the previous event's hash".to_owned())
         } else if event_hash(event) != event.hash {

@@ -21,6 +21,9 @@ pub enum Error {
     /// 403: asked for scopes the chain cannot grant; lists them.
     #[error("scopes not grantable: {}", .0.join(", "))]
     ScopeNotGrantable(Vec<String>),
+    /// 400: a refresh token that is unknown, for another session, or already used.
+    #[error("{0}")]
+    InvalidGrant(String),
     /// 409: the object's state forbids this (a disabled user, a revoked delegation, …).
     #[error("{0}")]
     Conflict(String),
@@ -48,6 +51,7 @@ impl Error {
             Error::InvalidRequest(_) | Error::UnsupportedMediaType(_) => "invalid_request",
             Error::ScopeNotGrantable(_) => "scope_not_grantable",
             Error::Conflict(_) => "conflict",
+            Error::InvalidGrant(_) => "invalid_grant",
             Error::PayloadTooLarge(_) => "payload_too_large",
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::Unavailable(_) => "unavailable",

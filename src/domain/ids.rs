@@ -150,10 +150,7 @@ mod tests {
 
     #[test]
     fn uppercase_hex_is_refused_so_each_id_has_one_spelling() {
-        let id = SessionId::generate()
-            .to_string()
-            .to_uppercase()
-            .replace("SES_", "ses_");
+        let id = SessionId::generate().to_string().to_uppercase().replace("SES_", "ses_");
         assert!(SessionId::parse(&id).is_err());
     }
 }

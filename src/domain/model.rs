@@ -149,10 +149,7 @@ pub struct Actor {
 
 impl Actor {
     pub fn new(kind: ActorKind, id: impl Into<String>) -> Self {
-        Actor {
-            kind,
-            id: id.into(),
-        }
+        Actor { kind, id: id.into() }
     }
 
     pub fn system() -> Self {
@@ -169,10 +166,7 @@ pub struct Subject {
 
 impl Subject {
     pub fn new(kind: &str, id: impl ToString) -> Self {
-        Subject {
-            kind: kind.to_owned(),
-            id: id.to_string(),
-        }
+        Subject { kind: kind.to_owned(), id: id.to_string() }
     }
 }
 
@@ -211,14 +205,10 @@ pub struct Receipt {
 /// Free text from a request (names, labels, reasons): bounded and free of control characters.
 pub fn clean_text(field: &str, value: &str, max: usize) -> Result<String, Error> {
     if value.chars().count() > max {
-        return Err(Error::invalid(format!(
-            "`{field}` is longer than {max} characters"
-        )));
+        return Err(Error::invalid(format!("`{field}` is longer than {max} characters")));
     }
     if value.chars().any(char::is_control) {
-        return Err(Error::invalid(format!(
-            "`{field}` contains control characters"
-        )));
+        return Err(Error::invalid(format!("`{field}` contains control characters")));
     }
     Ok(value.to_owned())
 }

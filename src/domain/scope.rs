@@ -18,9 +18,7 @@ pub struct Scope(String);
 impl Scope {
     pub fn parse(text: &str) -> Result<Self, ScopeError> {
         let ok = (1..=128).contains(&text.len())
-            && text
-                .bytes()
-                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b':' | b'/' | b'*' | b'-'));
+            && text.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b':' | b'/' | b'*' | b'-'));
         if ok {
             Ok(Self(text.to_owned()))
         } else {
@@ -104,11 +102,7 @@ impl ScopeSet {
     }
 
     pub fn joined(&self, sep: &str) -> String {
-        self.0
-            .iter()
-            .map(Scope::as_str)
-            .collect::<Vec<_>>()
-            .join(sep)
+        self.0.iter().map(Scope::as_str).collect::<Vec<_>>().join(sep)
     }
 }
 
@@ -143,10 +137,7 @@ mod tests {
     use super::*;
 
     fn set(items: &[&str]) -> ScopeSet {
-        items
-            .iter()
-            .map(|s| Scope::parse(s).expect("valid scope"))
-            .collect()
+        items.iter().map(|s| Scope::parse(s).expect("valid scope")).collect()
     }
 
     #[test]
@@ -159,17 +150,7 @@ mod tests {
     #[test]
     fn scopes_with_datalog_syntax_or_odd_characters_are_refused() {
         let long = "a".repeat(129);
-        for bad in [
-            "",
-            "Mail:read",
-            "mail read",
-            "a\"b",
-            "a)",
-            "a;b",
-            "a\0",
-            "é",
-            long.as_str(),
-        ] {
+        for bad in ["", "Mail:read", "mail read", "a\"b", "a)", "a;b", "a\0", "é", long.as_str()] {
             assert!(Scope::parse(bad).is_err(), "{bad:?}");
         }
     }

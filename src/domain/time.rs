@@ -33,9 +33,7 @@ impl Timestamp {
 
     pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
         let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
-        i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
-            .ok()
-            .map(Timestamp)
+        i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok().map(Timestamp)
     }
 }
 
@@ -55,9 +53,7 @@ impl utoipa::PartialSchema for Timestamp {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::String)
-            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                utoipa::openapi::KnownFormat::DateTime,
-            )))
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::DateTime)))
             .into()
     }
 }

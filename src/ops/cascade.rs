@@ -21,20 +21,12 @@ impl Cascade {
     /// Writes the trigger's own event and starts the cascade under it.
     pub fn start(tx: &mut Tx<'_>, trigger: NewEvent) -> Result<Cascade> {
         let trigger = tx.audit(trigger)?;
-        Ok(Cascade {
-            trigger,
-            revoked: Vec::new(),
-            seen: HashSet::new(),
-        })
+        Ok(Cascade { trigger, revoked: Vec::new(), seen: HashSet::new() })
     }
 
     /// Continues from a trigger already written (a session revoked directly is its own trigger).
     pub fn from_event(trigger: AuditEvent) -> Cascade {
-        Cascade {
-            trigger,
-            revoked: Vec::new(),
-            seen: HashSet::new(),
-        }
+        Cascade { trigger, revoked: Vec::new(), seen: HashSet::new() }
     }
 
     fn caused(&self, action: &'static str, subject: Subject, reason: &str) -> NewEvent {
@@ -44,34 +36,20 @@ impl Cascade {
     }
 
     /// Revokes sessions, then their sub-agent sessions recursively (reason `parent_session_revoked`).
-    pub fn revoke_sessions(
-        &mut self,
-        tx: &mut Tx<'_>,
-        sessions: Vec<ActiveSession>,
-        reason: &str,
-    ) -> Result<()> {
-        let mut queue: Vec<(ActiveSession, String)> = sessions
-            .into_iter()
-            .map(|s| (s, reason.to_owned()))
-            .collect();
+    pub fn revoke_sessions(&mut self, tx: &mut Tx<'_>, sessions: Vec<ActiveSession>, reason: &str) -> Result<()> {
+        let mut queue: Vec<(ActiveSession, String)> = sessions.into_iter().map(|s| (s, reason.to_owned())).collect();
         while let Some((session, reason)) = queue.pop() {
             if !self.seen.insert(session.id) {
                 continue;
             }
-            let event = self
-                .caused(
-                    "session.revoked",
-                    Subject::new("session", session.id),
-                    &reason,
-                )
-                .details(json!({
-                    "user_id": session.user_id,
-                    "agent_id": session.agent_id,
-                    "integration_id": session.integration_id,
-                    "delegation_id": session.delegation_id,
-                    "initiating_entity": super::initiating_entity(&self.trigger.actor),
-                    "trigger": self.trigger.action,
-                }));
+            let event = self.caused("session.revoked", Subject::new("session", session.id), &reason).details(json!({
+                "user_id": session.user_id,
+                "agent_id": session.agent_id,
+                "integration_id": session.integration_id,
+                "delegation_id": session.delegation_id,
+                "initiating_entity": super::initiating_entity(&self.trigger.actor),
+                "trigger": self.trigger.action,
+            }));
             let event = tx.audit(event)?;
             self.mark(tx, &session, &reason, event.seq)?;
             for child in writes::active_sessions(tx, SessionsOf::Parent(session.id))? {
@@ -82,19 +60,11 @@ impl Cascade {
     }
 
     /// Marks a session revoked by `seq` and records it for the receipt and the live view.
-    pub fn mark(
-        &mut self,
-        tx: &mut Tx<'_>,
-        session: &ActiveSession,
-        reason: &str,
-        seq: i64,
-    ) -> Result<()> {
+    pub fn mark(&mut self, tx: &mut Tx<'_>, session: &ActiveSession, reason: &str, seq: i64) -> Result<()> {
         self.seen.insert(session.id);
         writes::mark_session_revoked(tx, session.id, reason, seq)?;
-        tx.effect(Effect::SessionRevoked {
-            id: session.id,
-            expires_at: session.expires_at,
-        });
+        writes::feed_revoked_session(tx, session.id)?;
+        tx.effect(Effect::SessionRevoked { id: session.id, expires_at: session.expires_at });
         self.revoked.push(RevokedSession {
             session_id: session.id,
             user_id: session.user_id,
@@ -106,12 +76,7 @@ impl Cascade {
     }
 
     /// Revokes delegations (each audited) and every session on them.
-    pub fn revoke_delegations(
-        &mut self,
-        tx: &mut Tx<'_>,
-        of: DelegationsOf,
-        reason: &str,
-    ) -> Result<usize> {
+    pub fn revoke_delegations(&mut self, tx: &mut Tx<'_>, of: DelegationsOf, reason: &str) -> Result<usize> {
         let delegations = writes::active_delegations(tx, of)?;
         for d in &delegations {
             let event = self.caused("delegation.revoked", Subject::new("delegation", d.id), reason).details(json!({
@@ -134,8 +99,7 @@ impl Cascade {
         reason: &str,
         details: serde_json::Value,
     ) -> Result<()> {
-        tx.audit(self.caused(action, subject, reason).details(details))
-            .map(drop)
+        tx.audit(self.caused(action, subject, reason).details(details)).map(drop)
     }
 
     pub fn receipt(self, tx: &Tx<'_>) -> Receipt {
@@ -146,11 +110,7 @@ impl Cascade {
                 subject: self.trigger.subject.clone(),
             },
             revoked: self.revoked,
-            audit: AuditRange {
-                from_seq: self.trigger.seq,
-                to_seq: tx.head().seq,
-                head_hash: tx.head().hash.clone(),
-            },
+            audit: AuditRange { from_seq: self.trigger.seq, to_seq: tx.head().seq, head_hash: tx.head().hash.clone() },
         }
     }
 }
@@ -161,24 +121,12 @@ impl Cascade {
 pub fn noop_receipt(tx: &Tx<'_>, earlier: Option<AuditEvent>, subject: Subject) -> Receipt {
     let head = tx.head();
     let cause = match earlier {
-        Some(e) => ReceiptCause {
-            seq: e.seq,
-            action: e.action,
-            subject: e.subject,
-        },
-        None => ReceiptCause {
-            seq: 0,
-            action: "none".into(),
-            subject,
-        },
+        Some(e) => ReceiptCause { seq: e.seq, action: e.action, subject: e.subject },
+        None => ReceiptCause { seq: 0, action: "none".into(), subject },
     };
     Receipt {
         cause,
         revoked: Vec::new(),
-        audit: AuditRange {
-            from_seq: head.seq + 1,
-            to_seq: head.seq,
-            head_hash: head.hash.clone(),
-        },
+        audit: AuditRange { from_seq: head.seq + 1, to_seq: head.seq, head_hash: head.hash.clone() },
     }
 }

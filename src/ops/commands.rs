@@ -117,8 +117,5 @@ pub struct NewSession {
 
 /// A reason from a request, cleaned (bounded, no control characters).
 pub fn reason(value: &Option<String>) -> Result<Option<String>> {
-    value
-        .as_deref()
-        .map(|r| clean_text("reason", r, 500))
-        .transpose()
+    value.as_deref().map(|r| clean_text("reason", r, 500)).transpose()
 }

@@ -6,6 +6,7 @@
 
 pub mod cascade;
 pub mod commands;
+pub mod keys;
 pub mod objects;
 pub mod sessions;
 
@@ -30,6 +31,8 @@ pub struct Limits {
     pub max_session_ttl_seconds: i64,
     /// Deepest chain of sub-agent sessions (a top-level session has depth 0).
     pub max_session_depth: i64,
+    /// Lifetime of an access token (never beyond its session's expiry).
+    pub access_token_ttl_seconds: i64,
 }
 
 impl Default for Limits {
@@ -38,6 +41,7 @@ impl Default for Limits {
             default_session_ttl_seconds: 3600,
             max_session_ttl_seconds: 30 * 24 * 3600,
             max_session_depth: 4,
+            access_token_ttl_seconds: 15 * 60,
         }
     }
 }
@@ -47,10 +51,7 @@ pub fn require(caller: &Caller, allowed: &[RoleKind]) -> Result<()> {
     if allowed.contains(&caller.role.kind()) {
         Ok(())
     } else {
-        Err(Error::Forbidden(format!(
-            "the {} role may not do this",
-            caller.role.kind().as_str()
-        )))
+        Err(Error::Forbidden(format!("the {} role may not do this", caller.role.kind().as_str())))
     }
 }
 
@@ -60,8 +61,6 @@ pub fn initiating_entity(actor: &Actor) -> &'static str {
         ActorKind::User => "user",
         ActorKind::Policy => "policy",
         ActorKind::System | ActorKind::Idp => "system",
-        ActorKind::Admin | ActorKind::Platform | ActorKind::Auditor | ActorKind::Verifier => {
-            "admin"
-        }
+        ActorKind::Admin | ActorKind::Platform | ActorKind::Auditor | ActorKind::Verifier => "admin",
     }
 }

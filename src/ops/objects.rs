@@ -19,18 +19,9 @@ pub struct CreatedCredential {
     pub secret: String,
 }
 
-pub fn create_credential(
-    tx: &mut Tx<'_>,
-    env: &Env,
-    caller: &Caller,
-    req: NewCredential,
-) -> Result<CreatedCredential> {
+pub fn create_credential(tx: &mut Tx<'_>, env: &Env, caller: &Caller, req: NewCredential) -> Result<CreatedCredential> {
     require(caller, &[RoleKind::Admin])?;
-    let label = req
-        .label
-        .as_deref()
-        .map(|l| clean_text("label", l, 200))
-        .transpose()?;
+    let label = req.label.as_deref().map(|l| clean_text("label", l, 200)).transpose()?;
     let role = match (req.role, req.platform_id, req.user_id) {
         (RoleKind::Platform, Some(p), None) => {
             reads::get_platform(tx.conn(), Visibility::All, p)?;
@@ -41,20 +32,10 @@ pub fn create_credential(
             Role::User(u)
         }
         (RoleKind::Platform, _, _) => {
-            return Err(Error::invalid(
-                "`platform_id` is required for the platform role (and only it)",
-            ))
+            return Err(Error::invalid("`platform_id` is required for the platform role (and only it)"))
         }
-        (RoleKind::User, _, _) => {
-            return Err(Error::invalid(
-                "`user_id` is required for the user role (and only it)",
-            ))
-        }
-        (_, Some(_), _) => {
-            return Err(Error::invalid(
-                "`platform_id` is only for the platform role",
-            ))
-        }
+        (RoleKind::User, _, _) => return Err(Error::invalid("`user_id` is required for the user role (and only it)")),
+        (_, Some(_), _) => return Err(Error::invalid("`platform_id` is only for the platform role")),
         (_, _, Some(_)) => return Err(Error::invalid("`user_id` is only for the user role")),
         (RoleKind::Admin, None, None) => Role::Admin,
         (RoleKind::Auditor, None, None) => Role::Auditor,
@@ -63,11 +44,7 @@ pub fn create_credential(
     let expires_at = match req.ttl_seconds {
         None => None,
         Some(ttl) if (60..=10 * 365 * 24 * 3600).contains(&ttl) => Some(tx.now().plus_seconds(ttl)),
-        Some(_) => {
-            return Err(Error::invalid(
-                "`ttl_seconds` must be between 60 and 315360000",
-            ))
-        }
+        Some(_) => return Err(Error::invalid("`ttl_seconds` must be between 60 and 315360000")),
     };
     issue_credential(tx, env, caller.actor(), role, label, expires_at)
 }
@@ -97,23 +74,12 @@ pub fn issue_credential(
         expires_at,
         revoked_at: None,
     };
-    let secret = tokens::credential::mint(
-        &env.api_keys,
-        &CredentialClaims {
-            id,
-            role,
-            expires_at,
-        },
-    )?;
+    let secret = tokens::credential::mint(&env.api_keys, &CredentialClaims { id, role, expires_at })?;
     writes::insert_credential(tx, &record)?;
     tx.audit(NewEvent::new(actor, "credential.created", Subject::new("credential", id)).details(json!({
         "role": record.role, "platform_id": platform_id, "user_id": user_id, "label": record.label,
     })))?;
-    tx.effect(Effect::Credential {
-        id,
-        revoked: false,
-        expires_at,
-    });
+    tx.effect(Effect::Credential { id, revoked: false, expires_at });
     Ok(CreatedCredential { record, secret })
 }
 
@@ -124,16 +90,8 @@ pub fn revoke_credential(tx: &mut Tx<'_>, caller: &Caller, id: CredentialId) -> 
         return Ok(credential);
     }
     writes::revoke_credential(tx, id)?;
-    tx.audit(NewEvent::new(
-        caller.actor(),
-        "credential.revoked",
-        Subject::new("credential", id),
-    ))?;
-    tx.effect(Effect::Credential {
-        id,
-        revoked: true,
-        expires_at: credential.expires_at,
-    });
+    tx.audit(NewEvent::new(caller.actor(), "credential.revoked", Subject::new("credential", id)))?;
+    tx.effect(Effect::Credential { id, revoked: true, expires_at: credential.expires_at });
     reads::get_credential(tx.conn(), id)
 }
 
@@ -147,22 +105,13 @@ pub fn create_platform(tx: &mut Tx<'_>, caller: &Caller, req: NewPlatform) -> Re
     };
     writes::insert_platform(tx, &platform)?;
     tx.audit(
-        NewEvent::new(
-            caller.actor(),
-            "platform.created",
-            Subject::new("platform", platform.id),
-        )
-        .details(json!({"name": platform.name})),
+        NewEvent::new(caller.actor(), "platform.created", Subject::new("platform", platform.id))
+            .details(json!({"name": platform.name})),
     )?;
     Ok(platform)
 }
 
-pub fn disable_platform(
-    tx: &mut Tx<'_>,
-    caller: &Caller,
-    id: PlatformId,
-    req: WithReason,
-) -> Result<Receipt> {
+pub fn disable_platform(tx: &mut Tx<'_>, caller: &Caller, id: PlatformId, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin])?;
     let reason = reason(&req.reason)?;
     let platform = reads::get_platform(tx.conn(), caller.visibility(), id)?;
@@ -171,16 +120,8 @@ pub fn disable_platform(
         let earlier = writes::last_event_for(tx, &id.to_string(), &["platform.disabled"])?;
         return Ok(noop_receipt(tx, earlier, subject));
     }
-    writes::set_status(
-        tx,
-        StatusTable::Platforms,
-        &id.to_string(),
-        PlatformStatus::Disabled.as_str(),
-    )?;
-    let mut cascade = Cascade::start(
-        tx,
-        NewEvent::new(caller.actor(), "platform.disabled", subject).reason(reason),
-    )?;
+    writes::set_status(tx, StatusTable::Platforms, &id.to_string(), PlatformStatus::Disabled.as_str())?;
+    let mut cascade = Cascade::start(tx, NewEvent::new(caller.actor(), "platform.disabled", subject).reason(reason))?;
     cascade.revoke_delegations(tx, DelegationsOf::Platform(id), "platform_disabled")?;
     Ok(cascade.receipt(tx))
 }
@@ -193,16 +134,8 @@ fn owning_platform(tx: &Tx<'_>, caller: &Caller, named: Option<PlatformId>) -> R
         (Role::Platform(own), Some(p)) if p == own => own,
         (Role::Platform(_), Some(_)) => return Err(Error::NotFound("platform")),
         (Role::Admin, Some(p)) => p,
-        (Role::Admin, None) => {
-            return Err(Error::invalid(
-                "`platform_id` is required when an admin creates it",
-            ))
-        }
-        _ => {
-            return Err(Error::Forbidden(
-                "only a platform or an admin may do this".into(),
-            ))
-        }
+        (Role::Admin, None) => return Err(Error::invalid("`platform_id` is required when an admin creates it")),
+        _ => return Err(Error::Forbidden("only a platform or an admin may do this".into())),
     };
     let found = reads::get_platform(tx.conn(), caller.visibility(), platform)?;
     if found.status != PlatformStatus::Active {
@@ -213,15 +146,10 @@ fn owning_platform(tx: &Tx<'_>, caller: &Caller, named: Option<PlatformId>) -> R
 
 fn non_empty(field: &str, scopes: &ScopeSet) -> Result<()> {
     if scopes.is_empty() {
-        return Err(Error::invalid(format!(
-            "`{field}` must list at least one scope"
-        )));
+        return Err(Error::invalid(format!("`{field}` must list at least one scope")));
     }
     if scopes.len() > ScopeSet::MAX_LEN {
-        return Err(Error::invalid(format!(
-            "`{field}` lists more than {} scopes",
-            ScopeSet::MAX_LEN
-        )));
+        return Err(Error::invalid(format!("`{field}` lists more than {} scopes", ScopeSet::MAX_LEN)));
     }
     Ok(())
 }
@@ -238,27 +166,14 @@ pub fn create_agent(tx: &mut Tx<'_>, caller: &Caller, req: NewAgent) -> Result<A
         created_at: tx.now(),
     };
     writes::insert_agent(tx, &agent)?;
-    tx.audit(
-        NewEvent::new(
-            caller.actor(),
-            "agent.created",
-            Subject::new("agent", agent.id),
-        )
-        .details(json!({
-            "platform_id": agent.platform_id, "name": agent.name, "scopes": agent.scopes,
-        })),
-    )?;
+    tx.audit(NewEvent::new(caller.actor(), "agent.created", Subject::new("agent", agent.id)).details(json!({
+        "platform_id": agent.platform_id, "name": agent.name, "scopes": agent.scopes,
+    })))?;
     Ok(agent)
 }
 
 /// Suspends or deregisters an agent: its delegations are revoked, and their sessions with them.
-pub fn end_agent(
-    tx: &mut Tx<'_>,
-    caller: &Caller,
-    id: AgentId,
-    to: AgentStatus,
-    req: WithReason,
-) -> Result<Receipt> {
+pub fn end_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, to: AgentStatus, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
     let reason = reason(&req.reason)?;
     let agent = reads::get_agent(tx.conn(), caller.visibility(), id)?;
@@ -276,49 +191,28 @@ pub fn end_agent(
         return Err(Error::conflict(format!("agent {id} is deregistered")));
     }
     writes::set_status(tx, StatusTable::Agents, &id.to_string(), to.as_str())?;
-    let mut cascade = Cascade::start(
-        tx,
-        NewEvent::new(caller.actor(), action, subject).reason(reason),
-    )?;
+    let mut cascade = Cascade::start(tx, NewEvent::new(caller.actor(), action, subject).reason(reason))?;
     cascade.revoke_delegations(tx, DelegationsOf::Agent(id), cascade_reason)?;
     Ok(cascade.receipt(tx))
 }
 
-pub fn resume_agent(
-    tx: &mut Tx<'_>,
-    caller: &Caller,
-    id: AgentId,
-    req: WithReason,
-) -> Result<Agent> {
+pub fn resume_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, req: WithReason) -> Result<Agent> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
     let reason = reason(&req.reason)?;
     let agent = reads::get_agent(tx.conn(), caller.visibility(), id)?;
     match agent.status {
         AgentStatus::Active => return Ok(agent),
         AgentStatus::Deregistered => {
-            return Err(Error::conflict(format!(
-                "agent {id} is deregistered and cannot resume"
-            )))
+            return Err(Error::conflict(format!("agent {id} is deregistered and cannot resume")))
         }
         AgentStatus::Suspended => {}
     }
-    writes::set_status(
-        tx,
-        StatusTable::Agents,
-        &id.to_string(),
-        AgentStatus::Active.as_str(),
-    )?;
-    tx.audit(
-        NewEvent::new(caller.actor(), "agent.resumed", Subject::new("agent", id)).reason(reason),
-    )?;
+    writes::set_status(tx, StatusTable::Agents, &id.to_string(), AgentStatus::Active.as_str())?;
+    tx.audit(NewEvent::new(caller.actor(), "agent.resumed", Subject::new("agent", id)).reason(reason))?;
     reads::get_agent(tx.conn(), caller.visibility(), id)
 }
 
-pub fn create_integration(
-    tx: &mut Tx<'_>,
-    caller: &Caller,
-    req: NewIntegration,
-) -> Result<Integration> {
+pub fn create_integration(tx: &mut Tx<'_>, caller: &Caller, req: NewIntegration) -> Result<Integration> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
     non_empty("scopes", &req.scopes)?;
     let integration = Integration {
@@ -330,18 +224,17 @@ pub fn create_integration(
         created_at: tx.now(),
     };
     writes::insert_integration(tx, &integration)?;
-    tx.audit(NewEvent::new(caller.actor(), "integration.created", Subject::new("integration", integration.id)).details(json!({
-        "platform_id": integration.platform_id, "name": integration.name, "scopes": integration.scopes,
-    })))?;
+    tx.audit(
+        NewEvent::new(caller.actor(), "integration.created", Subject::new("integration", integration.id)).details(
+            json!({
+                "platform_id": integration.platform_id, "name": integration.name, "scopes": integration.scopes,
+            }),
+        ),
+    )?;
     Ok(integration)
 }
 
-pub fn disable_integration(
-    tx: &mut Tx<'_>,
-    caller: &Caller,
-    id: IntegrationId,
-    req: WithReason,
-) -> Result<Receipt> {
+pub fn disable_integration(tx: &mut Tx<'_>, caller: &Caller, id: IntegrationId, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
     let reason = reason(&req.reason)?;
     let integration = reads::get_integration(tx.conn(), caller.visibility(), id)?;
@@ -350,16 +243,9 @@ pub fn disable_integration(
         let earlier = writes::last_event_for(tx, &id.to_string(), &["integration.disabled"])?;
         return Ok(noop_receipt(tx, earlier, subject));
     }
-    writes::set_status(
-        tx,
-        StatusTable::Integrations,
-        &id.to_string(),
-        IntegrationStatus::Disabled.as_str(),
-    )?;
-    let mut cascade = Cascade::start(
-        tx,
-        NewEvent::new(caller.actor(), "integration.disabled", subject).reason(reason),
-    )?;
+    writes::set_status(tx, StatusTable::Integrations, &id.to_string(), IntegrationStatus::Disabled.as_str())?;
+    let mut cascade =
+        Cascade::start(tx, NewEvent::new(caller.actor(), "integration.disabled", subject).reason(reason))?;
     cascade.revoke_delegations(tx, DelegationsOf::Integration(id), "integration_disabled")?;
     Ok(cascade.receipt(tx))
 }
@@ -367,43 +253,24 @@ pub fn disable_integration(
 pub fn create_user(tx: &mut Tx<'_>, caller: &Caller, req: NewUser) -> Result<User> {
     require(caller, &[RoleKind::Admin])?;
     if req.permissions.len() > ScopeSet::MAX_LEN {
-        return Err(Error::invalid(format!(
-            "`permissions` lists more than {} scopes",
-            ScopeSet::MAX_LEN
-        )));
+        return Err(Error::invalid(format!("`permissions` lists more than {} scopes", ScopeSet::MAX_LEN)));
     }
     let user = User {
         id: UserId::generate(),
         external_id: required_text("external_id", &req.external_id, 256)?,
-        display_name: req
-            .display_name
-            .as_deref()
-            .map(|n| clean_text("display_name", n, 200))
-            .transpose()?,
+        display_name: req.display_name.as_deref().map(|n| clean_text("display_name", n, 200)).transpose()?,
         permissions: req.permissions,
         status: UserStatus::Active,
         created_at: tx.now(),
     };
     writes::insert_user(tx, &user)?;
-    tx.audit(
-        NewEvent::new(
-            caller.actor(),
-            "user.created",
-            Subject::new("user", user.id),
-        )
-        .details(json!({
-            "external_id": user.external_id, "permissions": user.permissions,
-        })),
-    )?;
+    tx.audit(NewEvent::new(caller.actor(), "user.created", Subject::new("user", user.id)).details(json!({
+        "external_id": user.external_id, "permissions": user.permissions,
+    })))?;
     Ok(user)
 }
 
-pub fn disable_user(
-    tx: &mut Tx<'_>,
-    caller: &Caller,
-    id: UserId,
-    req: WithReason,
-) -> Result<Receipt> {
+pub fn disable_user(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin])?;
     let reason = reason(&req.reason)?;
     let user = reads::get_user(tx.conn(), caller.visibility(), id)?;
@@ -412,16 +279,8 @@ pub fn disable_user(
         let earlier = writes::last_event_for(tx, &id.to_string(), &["user.disabled"])?;
         return Ok(noop_receipt(tx, earlier, subject));
     }
-    writes::set_status(
-        tx,
-        StatusTable::Users,
-        &id.to_string(),
-        UserStatus::Disabled.as_str(),
-    )?;
-    let mut cascade = Cascade::start(
-        tx,
-        NewEvent::new(caller.actor(), "user.disabled", subject).reason(reason),
-    )?;
+    writes::set_status(tx, StatusTable::Users, &id.to_string(), UserStatus::Disabled.as_str())?;
+    let mut cascade = Cascade::start(tx, NewEvent::new(caller.actor(), "user.disabled", subject).reason(reason))?;
     let sessions = writes::active_sessions(tx, SessionsOf::User(id))?;
     cascade.revoke_sessions(tx, sessions, "user_disabled")?;
     Ok(cascade.receipt(tx))
@@ -434,56 +293,32 @@ pub fn enable_user(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReason
     if user.status == UserStatus::Active {
         return Ok(user);
     }
-    writes::set_status(
-        tx,
-        StatusTable::Users,
-        &id.to_string(),
-        UserStatus::Active.as_str(),
-    )?;
-    tx.audit(
-        NewEvent::new(caller.actor(), "user.enabled", Subject::new("user", id)).reason(reason),
-    )?;
+    writes::set_status(tx, StatusTable::Users, &id.to_string(), UserStatus::Active.as_str())?;
+    tx.audit(NewEvent::new(caller.actor(), "user.enabled", Subject::new("user", id)).reason(reason))?;
     reads::get_user(tx.conn(), caller.visibility(), id)
 }
 
 /// A lifecycle event from the identity provider: every session of the user ends; the user stays
 /// active. Always recorded (two password resets are two events).
-pub fn user_lifecycle_event(
-    tx: &mut Tx<'_>,
-    caller: &Caller,
-    id: UserId,
-    req: LifecycleEvent,
-) -> Result<Receipt> {
+pub fn user_lifecycle_event(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: LifecycleEvent) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin])?;
     let reason = reason(&req.reason)?;
     reads::get_user(tx.conn(), caller.visibility(), id)?;
-    let mut cascade = Cascade::start(
-        tx,
-        NewEvent::new(caller.actor(), req.kind.action(), Subject::new("user", id)).reason(reason),
-    )?;
+    let mut cascade =
+        Cascade::start(tx, NewEvent::new(caller.actor(), req.kind.action(), Subject::new("user", id)).reason(reason))?;
     let sessions = writes::active_sessions(tx, SessionsOf::User(id))?;
     cascade.revoke_sessions(tx, sessions, req.kind.as_str())?;
     Ok(cascade.receipt(tx))
 }
 
 /// "Sign all my agents out": every session of the user ends; delegations stay.
-pub fn sign_out_all(
-    tx: &mut Tx<'_>,
-    caller: &Caller,
-    id: UserId,
-    req: WithReason,
-) -> Result<Receipt> {
+pub fn sign_out_all(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin, RoleKind::User])?;
     let reason = reason(&req.reason)?;
     reads::get_user(tx.conn(), caller.visibility(), id)?;
     let mut cascade = Cascade::start(
         tx,
-        NewEvent::new(
-            caller.actor(),
-            "user.signed_out_all",
-            Subject::new("user", id),
-        )
-        .reason(reason),
+        NewEvent::new(caller.actor(), "user.signed_out_all", Subject::new("user", id)).reason(reason),
     )?;
     let sessions = writes::active_sessions(tx, SessionsOf::User(id))?;
     cascade.revoke_sessions(tx, sessions, "sign_out_all")?;
@@ -492,38 +327,24 @@ pub fn sign_out_all(
 
 /// Replaces a user's permissions. Narrowing revokes only the sessions holding a removed scope and
 /// narrows the user's delegations; widening changes nothing else (consent is not widened).
-pub fn set_permissions(
-    tx: &mut Tx<'_>,
-    caller: &Caller,
-    id: UserId,
-    req: SetPermissions,
-) -> Result<(User, Receipt)> {
+pub fn set_permissions(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: SetPermissions) -> Result<(User, Receipt)> {
     require(caller, &[RoleKind::Admin])?;
     let reason = reason(&req.reason)?;
     if req.permissions.len() > ScopeSet::MAX_LEN {
-        return Err(Error::invalid(format!(
-            "`permissions` lists more than {} scopes",
-            ScopeSet::MAX_LEN
-        )));
+        return Err(Error::invalid(format!("`permissions` lists more than {} scopes", ScopeSet::MAX_LEN)));
     }
     let user = reads::get_user(tx.conn(), caller.visibility(), id)?;
     let subject = Subject::new("user", id);
     if user.permissions == req.permissions {
-        let earlier = writes::last_event_for(
-            tx,
-            &id.to_string(),
-            &["user.permissions_changed", "user.created"],
-        )?;
+        let earlier = writes::last_event_for(tx, &id.to_string(), &["user.permissions_changed", "user.created"])?;
         return Ok((user, noop_receipt(tx, earlier, subject)));
     }
     let removed = user.permissions.difference(&req.permissions);
     let added = req.permissions.difference(&user.permissions);
     writes::set_user_permissions(tx, id, &req.permissions)?;
-    let trigger = NewEvent::new(caller.actor(), "user.permissions_changed", subject)
-        .reason(reason)
-        .details(json!({
-            "removed": removed, "added": added, "permissions": req.permissions,
-        }));
+    let trigger = NewEvent::new(caller.actor(), "user.permissions_changed", subject).reason(reason).details(json!({
+        "removed": removed, "added": added, "permissions": req.permissions,
+    }));
     let mut cascade = Cascade::start(tx, trigger)?;
     if !removed.is_empty() {
         for session in writes::active_sessions(tx, SessionsOf::User(id))? {
@@ -564,12 +385,7 @@ pub fn disconnect(
     let (action, of, cascade_reason, detail) = match what {
         Disconnect::Agent(a) => {
             reads::get_agent(tx.conn(), Visibility::All, a)?;
-            (
-                "user.agent_disconnected",
-                DelegationsOf::UserAgent(user, a),
-                "agent_disconnected",
-                json!({"agent_id": a}),
-            )
+            ("user.agent_disconnected", DelegationsOf::UserAgent(user, a), "agent_disconnected", json!({"agent_id": a}))
         }
         Disconnect::Integration(i) => {
             reads::get_integration(tx.conn(), Visibility::All, i)?;
@@ -586,12 +402,8 @@ pub fn disconnect(
         let earlier = writes::last_event_for(tx, &user.to_string(), &[action])?;
         return Ok(noop_receipt(tx, earlier, subject));
     }
-    let mut cascade = Cascade::start(
-        tx,
-        NewEvent::new(caller.actor(), action, subject)
-            .reason(reason)
-            .details(detail),
-    )?;
+    let mut cascade =
+        Cascade::start(tx, NewEvent::new(caller.actor(), action, subject).reason(reason).details(detail))?;
     cascade.revoke_delegations(tx, of, cascade_reason)?;
     Ok(cascade.receipt(tx))
 }

@@ -20,15 +20,13 @@ pub struct SessionCreated {
     pub session: Session,
     pub token: String,
     pub token_expires_at: Timestamp,
-    /// Reserved for refresh rotation; `null` until refresh tokens are issued.
+    /// Single-use; exchange at POST /v1/sessions/{id}/refresh for new tokens.
     pub refresh_token: Option<String>,
 }
 
 impl std::fmt::Debug for SessionCreated {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionCreated")
-            .field("session", &self.session.id)
-            .finish_non_exhaustive()
+        f.debug_struct("SessionCreated").field("session", &self.session.id).finish_non_exhaustive()
     }
 }
 
@@ -39,46 +37,24 @@ struct Chain {
     integration: Integration,
 }
 
-fn active_chain(
-    tx: &Tx<'_>,
-    user: UserId,
-    agent: &Agent,
-    integration: &Integration,
-) -> Result<Chain> {
+fn active_chain(tx: &Tx<'_>, user: UserId, agent: &Agent, integration: &Integration) -> Result<Chain> {
     let user = reads::get_user_unscoped(tx.conn(), user)?;
     if user.status != UserStatus::Active {
         return Err(Error::conflict(format!("user {} is disabled", user.id)));
     }
     match agent.status {
         AgentStatus::Active => {}
-        AgentStatus::Suspended => {
-            return Err(Error::conflict(format!("agent {} is suspended", agent.id)))
-        }
-        AgentStatus::Deregistered => {
-            return Err(Error::conflict(format!(
-                "agent {} is deregistered",
-                agent.id
-            )))
-        }
+        AgentStatus::Suspended => return Err(Error::conflict(format!("agent {} is suspended", agent.id))),
+        AgentStatus::Deregistered => return Err(Error::conflict(format!("agent {} is deregistered", agent.id))),
     }
     if integration.status != IntegrationStatus::Active {
-        return Err(Error::conflict(format!(
-            "integration {} is disabled",
-            integration.id
-        )));
+        return Err(Error::conflict(format!("integration {} is disabled", integration.id)));
     }
     let platform = reads::get_platform(tx.conn(), Visibility::All, agent.platform_id)?;
     if platform.status != PlatformStatus::Active {
-        return Err(Error::conflict(format!(
-            "platform {} is disabled",
-            platform.id
-        )));
+        return Err(Error::conflict(format!("platform {} is disabled", platform.id)));
     }
-    Ok(Chain {
-        user,
-        agent: agent.clone(),
-        integration: integration.clone(),
-    })
+    Ok(Chain { user, agent: agent.clone(), integration: integration.clone() })
 }
 
 fn refuse_ungrantable(asked: &ScopeSet, grantable: &ScopeSet) -> Result<()> {
@@ -86,17 +62,11 @@ fn refuse_ungrantable(asked: &ScopeSet, grantable: &ScopeSet) -> Result<()> {
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(Error::ScopeNotGrantable(
-            missing.iter().map(|s| s.to_string()).collect(),
-        ))
+        Err(Error::ScopeNotGrantable(missing.iter().map(|s| s.to_string()).collect()))
     }
 }
 
-pub fn create_delegation(
-    tx: &mut Tx<'_>,
-    caller: &Caller,
-    req: NewDelegation,
-) -> Result<Delegation> {
+pub fn create_delegation(tx: &mut Tx<'_>, caller: &Caller, req: NewDelegation) -> Result<Delegation> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
     if req.scopes.is_empty() {
         return Err(Error::invalid("`scopes` must list at least one scope"));
@@ -105,16 +75,10 @@ pub fn create_delegation(
     let agent = reads::get_agent(tx.conn(), vis, req.agent_id)?;
     let integration = reads::get_integration(tx.conn(), vis, req.integration_id)?;
     if agent.platform_id != integration.platform_id {
-        return Err(Error::conflict(
-            "the agent and the integration belong to different platforms",
-        ));
+        return Err(Error::conflict("the agent and the integration belong to different platforms"));
     }
     let chain = active_chain(tx, req.user_id, &agent, &integration)?;
-    let grantable = chain
-        .user
-        .permissions
-        .intersection(&chain.agent.scopes)
-        .intersection(&chain.integration.scopes);
+    let grantable = chain.user.permissions.intersection(&chain.agent.scopes).intersection(&chain.integration.scopes);
     refuse_ungrantable(&req.scopes, &grantable)?;
     let delegation = Delegation {
         id: DelegationId::generate(),
@@ -129,30 +93,17 @@ pub fn create_delegation(
         revoked_reason: None,
     };
     writes::insert_delegation(tx, &delegation)?;
-    tx.audit(
-        NewEvent::new(
-            caller.actor(),
-            "delegation.created",
-            Subject::new("delegation", delegation.id),
-        )
-        .details(json!({
+    tx.audit(NewEvent::new(caller.actor(), "delegation.created", Subject::new("delegation", delegation.id)).details(
+        json!({
             "user_id": delegation.user_id, "agent_id": delegation.agent_id,
             "integration_id": delegation.integration_id, "scopes": delegation.scopes,
-        })),
-    )?;
+        }),
+    ))?;
     Ok(delegation)
 }
 
-pub fn revoke_delegation(
-    tx: &mut Tx<'_>,
-    caller: &Caller,
-    id: DelegationId,
-    req: WithReason,
-) -> Result<Receipt> {
-    require(
-        caller,
-        &[RoleKind::Admin, RoleKind::Platform, RoleKind::User],
-    )?;
+pub fn revoke_delegation(tx: &mut Tx<'_>, caller: &Caller, id: DelegationId, req: WithReason) -> Result<Receipt> {
+    require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::User])?;
     let reason = reason(&req.reason)?;
     let delegation = reads::get_delegation(tx.conn(), caller.visibility(), id)?;
     let subject = Subject::new("delegation", id);
@@ -171,33 +122,20 @@ pub fn revoke_delegation(
 }
 
 fn optional_text(field: &str, value: &Option<String>) -> Result<Option<String>> {
-    value
-        .as_deref()
-        .map(|v| clean_text(field, v, 512))
-        .transpose()
+    value.as_deref().map(|v| clean_text(field, v, 512)).transpose()
 }
 
 /// Opens a session: the whole chain is checked inside this transaction, so a session can never
 /// be opened for a user being disabled at the same moment.
-pub fn create_session(
-    tx: &mut Tx<'_>,
-    env: &Env,
-    caller: &Caller,
-    req: NewSession,
-) -> Result<SessionCreated> {
+pub fn create_session(tx: &mut Tx<'_>, env: &Env, caller: &Caller, req: NewSession) -> Result<SessionCreated> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
     if req.scopes.is_empty() {
         return Err(Error::invalid("`scopes` must list at least one scope"));
     }
     let limits = env.limits;
-    let ttl = req
-        .ttl_seconds
-        .unwrap_or(limits.default_session_ttl_seconds);
+    let ttl = req.ttl_seconds.unwrap_or(limits.default_session_ttl_seconds);
     if !(1..=limits.max_session_ttl_seconds).contains(&ttl) {
-        return Err(Error::invalid(format!(
-            "`ttl_seconds` must be between 1 and {}",
-            limits.max_session_ttl_seconds
-        )));
+        return Err(Error::invalid(format!("`ttl_seconds` must be between 1 and {}", limits.max_session_ttl_seconds)));
     }
     let metadata = req.metadata.unwrap_or_default();
     let metadata = SessionMetadata {
@@ -211,14 +149,10 @@ pub fn create_session(
     let now = tx.now();
     let delegation = reads::get_delegation(tx.conn(), vis, req.delegation_id)?;
     if delegation.status != DelegationStatus::Active {
-        return Err(Error::conflict(format!(
-            "delegation {} is revoked",
-            delegation.id
-        )));
+        return Err(Error::conflict(format!("delegation {} is revoked", delegation.id)));
     }
     let agent = reads::get_agent(tx.conn(), Visibility::All, delegation.agent_id)?;
-    let integration =
-        reads::get_integration(tx.conn(), Visibility::All, delegation.integration_id)?;
+    let integration = reads::get_integration(tx.conn(), Visibility::All, delegation.integration_id)?;
     let chain = active_chain(tx, delegation.user_id, &agent, &integration)?;
     let mut grantable = chain
         .user
@@ -229,18 +163,13 @@ pub fn create_session(
     let mut expires_at = now.plus_seconds(ttl);
     let mut depth = 0;
     if let Some(parent_id) = req.parent_session_id {
-        let parent = reads::get_session(tx.conn(), vis, parent_id, now)
-            .map_err(|_| Error::NotFound("parent session"))?;
+        let parent =
+            reads::get_session(tx.conn(), vis, parent_id, now).map_err(|_| Error::NotFound("parent session"))?;
         if parent.status != SessionStatus::Active {
-            return Err(Error::conflict(format!(
-                "parent session {parent_id} is {}",
-                parent.status.as_str()
-            )));
+            return Err(Error::conflict(format!("parent session {parent_id} is {}", parent.status.as_str())));
         }
         if parent.user_id != delegation.user_id {
-            return Err(Error::conflict(
-                "a sub-agent session must act for the same user as its parent",
-            ));
+            return Err(Error::conflict("a sub-agent session must act for the same user as its parent"));
         }
         depth = writes::session_depth(tx, parent_id)? + 1;
         if depth > limits.max_session_depth {
@@ -272,6 +201,45 @@ pub fn create_session(
         revoked_reason: None,
         revoked_by_seq: None,
     };
+    let chain = match req.parent_session_id {
+        Some(parent) => writes::session_ancestry(tx, parent)?,
+        None => Vec::new(),
+    };
+    let created = tx.audit(
+        NewEvent::new(caller.actor(), "session.created", Subject::new("session", session.id)).details(json!({
+            "user_id": session.user_id, "agent_id": session.agent_id, "integration_id": session.integration_id,
+            "delegation_id": session.delegation_id, "parent_session_id": session.parent_session_id,
+            "scopes": session.scopes, "expires_at": session.expires_at,
+        })),
+    )?;
+    let tokens = issue_tokens(tx, env, &session, chain)?;
+    writes::insert_session(tx, &session, depth, created.seq, &tokens.revocation_id)?;
+    writes::insert_access_token(tx, session.id, &tokens.revocation_id, tokens.kid, now, tokens.token_expires_at)?;
+    writes::insert_refresh_token(tx, session.id, &tokens.refresh_hash)?;
+    tx.effect(Effect::SessionActive { id: session.id, expires_at });
+    session.status = SessionStatus::Active;
+    Ok(SessionCreated {
+        session,
+        token: tokens.token,
+        token_expires_at: tokens.token_expires_at,
+        refresh_token: Some(tokens.refresh_token),
+    })
+}
+
+/// A fresh access token and refresh token for a session.
+struct IssuedTokens {
+    token: String,
+    kid: u32,
+    revocation_id: String,
+    token_expires_at: Timestamp,
+    refresh_token: String,
+    refresh_hash: String,
+}
+
+/// Mints a short-lived access token (never past the session's expiry) and a new refresh token.
+fn issue_tokens(tx: &Tx<'_>, env: &Env, session: &Session, chain: Vec<(SessionId, AgentId)>) -> Result<IssuedTokens> {
+    let now = tx.now();
+    let token_expires_at = now.plus_seconds(env.limits.access_token_ttl_seconds).min(session.expires_at);
     let claims = AgentClaims {
         session: session.id,
         user: session.user_id,
@@ -281,55 +249,110 @@ pub fn create_session(
         platform: session.platform_id,
         scopes: session.scopes.clone(),
         issued_at: now,
-        expires_at,
+        expires_at: token_expires_at,
+        chain,
     };
     let minted = tokens::agent::mint(&env.agent_keys, &claims)?;
-    let created = tx.audit(NewEvent::new(caller.actor(), "session.created", Subject::new("session", session.id)).details(json!({
-        "user_id": session.user_id, "agent_id": session.agent_id, "integration_id": session.integration_id,
-        "delegation_id": session.delegation_id, "parent_session_id": session.parent_session_id,
-        "scopes": session.scopes, "expires_at": session.expires_at, "kid": minted.kid,
-    })))?;
-    writes::insert_session(tx, &session, depth, created.seq, &minted.revocation_id)?;
-    tx.effect(Effect::SessionActive {
-        id: session.id,
-        expires_at,
-    });
-    session.status = SessionStatus::Active;
-    Ok(SessionCreated {
-        session,
+    let refresh_token = tokens::refresh::generate();
+    Ok(IssuedTokens {
         token: minted.token,
-        token_expires_at: expires_at,
-        refresh_token: None,
+        kid: minted.kid,
+        revocation_id: minted.revocation_id,
+        token_expires_at,
+        refresh_hash: tokens::refresh::hash(&refresh_token),
+        refresh_token,
     })
 }
 
-/// Revokes one session (its own trigger) and its sub-agent sessions.
-pub fn revoke_session(
+/// New tokens for a session. `Debug` leaves the secrets out.
+#[derive(Clone, Serialize, ToSchema)]
+pub struct Refreshed {
+    pub token: String,
+    pub token_expires_at: Timestamp,
+    pub refresh_token: String,
+}
+
+impl std::fmt::Debug for Refreshed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refreshed").field("token_expires_at", &self.token_expires_at).finish_non_exhaustive()
+    }
+}
+
+/// What a refresh did: rotated the tokens, or caught a replayed refresh token and revoked the
+/// session (committed, but answered to the caller as an error).
+#[derive(Debug)]
+pub enum RefreshOutcome {
+    Rotated(Refreshed),
+    ReuseDetected(Receipt),
+}
+
+/// Rotates a session's tokens. A refresh token is single-use: presenting one that was already
+/// used is treated as theft (OAuth 2.0 Security BCP): the session is revoked.
+pub fn refresh_session(
     tx: &mut Tx<'_>,
+    env: &Env,
     caller: &Caller,
     id: SessionId,
-    req: WithReason,
-) -> Result<Receipt> {
-    require(
-        caller,
-        &[RoleKind::Admin, RoleKind::Platform, RoleKind::User],
-    )?;
+    refresh_token: &str,
+) -> Result<RefreshOutcome> {
+    require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
+    let session = reads::get_session(tx.conn(), caller.visibility(), id, tx.now())?;
+    let hash = tokens::refresh::hash(refresh_token);
+    let stored = writes::find_refresh_token(tx, &hash)?
+        .filter(|t| t.session_id == id)
+        .ok_or_else(|| Error::InvalidGrant("the refresh token is not valid for this session".into()))?;
+    if stored.used {
+        if session.status != SessionStatus::Active {
+            return Err(Error::InvalidGrant(
+                "the refresh token was already used; the session is no longer active".into(),
+            ));
+        }
+        let trigger = NewEvent::new(caller.actor(), "token.revoked_reuse", Subject::new("session", id))
+            .reason(Some("refresh_token_reused".into()))
+            .details(json!({"signal": "compromise", "user_id": session.user_id, "agent_id": session.agent_id}));
+        let mut cascade = Cascade::start(tx, trigger)?;
+        let sessions = writes::active_sessions(tx, SessionsOf::One(id))?;
+        cascade.revoke_sessions(tx, sessions, "refresh_token_reused")?;
+        return Ok(RefreshOutcome::ReuseDetected(cascade.receipt(tx)));
+    }
+    if session.status != SessionStatus::Active {
+        return Err(Error::conflict(format!("session {id} is {}", session.status.as_str())));
+    }
+    writes::mark_refresh_used(tx, &hash)?;
+    let chain = match session.parent_session_id {
+        Some(parent) => writes::session_ancestry(tx, parent)?,
+        None => Vec::new(),
+    };
+    let issued = issue_tokens(tx, env, &session, chain)?;
+    writes::insert_access_token(tx, id, &issued.revocation_id, issued.kid, tx.now(), issued.token_expires_at)?;
+    writes::insert_refresh_token(tx, id, &issued.refresh_hash)?;
+    tx.audit(NewEvent::new(caller.actor(), "session.refreshed", Subject::new("session", id)).details(json!({
+        "kid": issued.kid, "token_expires_at": issued.token_expires_at,
+    })))?;
+    Ok(RefreshOutcome::Rotated(Refreshed {
+        token: issued.token,
+        token_expires_at: issued.token_expires_at,
+        refresh_token: issued.refresh_token,
+    }))
+}
+
+/// Revokes one session (its own trigger) and its sub-agent sessions.
+pub fn revoke_session(tx: &mut Tx<'_>, caller: &Caller, id: SessionId, req: WithReason) -> Result<Receipt> {
+    require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::User])?;
     let reason = reason(&req.reason)?;
     let session = reads::get_session(tx.conn(), caller.visibility(), id, tx.now())?;
     let subject = Subject::new("session", id);
     if session.status != SessionStatus::Active {
-        let earlier =
-            writes::last_event_for(tx, &id.to_string(), &["session.revoked", "session.created"])?;
+        let earlier = writes::last_event_for(tx, &id.to_string(), &["session.revoked", "session.created"])?;
         return Ok(noop_receipt(tx, earlier, subject));
     }
-    let why = reason
-        .clone()
-        .unwrap_or_else(|| "session_revoked".to_owned());
-    let trigger = tx.audit(NewEvent::new(caller.actor(), "session.revoked", subject).reason(Some(why.clone())).details(json!({
-        "user_id": session.user_id, "agent_id": session.agent_id, "integration_id": session.integration_id,
-        "delegation_id": session.delegation_id,
-        "initiating_entity": super::initiating_entity(&caller.actor()),
-    })))?;
+    let why = reason.clone().unwrap_or_else(|| "session_revoked".to_owned());
+    let trigger =
+        tx.audit(NewEvent::new(caller.actor(), "session.revoked", subject).reason(Some(why.clone())).details(json!({
+            "user_id": session.user_id, "agent_id": session.agent_id, "integration_id": session.integration_id,
+            "delegation_id": session.delegation_id,
+            "initiating_entity": super::initiating_entity(&caller.actor()),
+        })))?;
     let seq = trigger.seq;
     let mut cascade = Cascade::from_event(trigger);
     let active = ActiveSession {

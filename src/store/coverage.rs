@@ -27,13 +27,7 @@ pub struct Coverage {
 /// Which sessions a trigger's subject reaches (before following sub-agent sessions).
 fn base_clause(event: &AuditEvent) -> Result<(&'static str, Vec<String>)> {
     let id = event.subject.id.clone();
-    let detail = |key: &str| {
-        event
-            .details
-            .get(key)
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    };
+    let detail = |key: &str| event.details.get(key).and_then(|v| v.as_str()).map(str::to_owned);
     Ok(match event.action.as_str() {
         "user.disabled"
         | "user.password_reset"
@@ -43,18 +37,13 @@ fn base_clause(event: &AuditEvent) -> Result<(&'static str, Vec<String>)> {
         | "user.permissions_changed" => ("s.user_id = ?", vec![id]),
         "user.agent_disconnected" => (
             "s.user_id = ? AND s.agent_id = ?",
-            vec![
-                id,
-                detail("agent_id")
-                    .ok_or_else(|| Error::internal("disconnect event without agent_id"))?,
-            ],
+            vec![id, detail("agent_id").ok_or_else(|| Error::internal("disconnect event without agent_id"))?],
         ),
         "user.integration_disconnected" => (
             "s.user_id = ? AND s.integration_id = ?",
             vec![
                 id,
-                detail("integration_id")
-                    .ok_or_else(|| Error::internal("disconnect event without integration_id"))?,
+                detail("integration_id").ok_or_else(|| Error::internal("disconnect event without integration_id"))?,
             ],
         ),
         "delegation.revoked" if event.cause_seq.is_none() => ("s.delegation_id = ?", vec![id]),
@@ -62,12 +51,7 @@ fn base_clause(event: &AuditEvent) -> Result<(&'static str, Vec<String>)> {
         "integration.disabled" => ("s.integration_id = ?", vec![id]),
         "agent.suspended" | "agent.deregistered" => ("s.agent_id = ?", vec![id]),
         "platform.disabled" => ("s.platform_id = ?", vec![id]),
-        other => {
-            return Err(Error::invalid(format!(
-                "event {} ({other}) is not a revocation trigger",
-                event.seq
-            )))
-        }
+        other => return Err(Error::invalid(format!("event {} ({other}) is not a revocation trigger", event.seq))),
     })
 }
 
@@ -82,23 +66,13 @@ const CANDIDATE_COLUMNS: &str = "s.id, s.scopes, s.revoked_by_seq, a.cause_seq F
      LEFT JOIN audit_events a ON a.seq = s.revoked_by_seq \
      WHERE s.created_seq < ?1 AND s.expires_at > ?2 AND (s.revoked_by_seq IS NULL OR s.revoked_by_seq >= ?1)";
 
-fn candidates(
-    conn: &Connection,
-    sql: &str,
-    event: &AuditEvent,
-    keys: &[String],
-) -> Result<Vec<Candidate>> {
+fn candidates(conn: &Connection, sql: &str, event: &AuditEvent, keys: &[String]) -> Result<Vec<Candidate>> {
     let mut st = conn.prepare_cached(sql).map_err(db_error)?;
     let mut values: Vec<rusqlite::types::Value> = vec![event.seq.into(), event.at.millis().into()];
     values.extend(keys.iter().cloned().map(rusqlite::types::Value::Text));
     let rows = st
         .query_map(rusqlite::params_from_iter(values), |r| {
-            Ok(Candidate {
-                id: r.get(0)?,
-                scopes: r.get(1)?,
-                revoked_by: r.get(2)?,
-                revoking_cause: r.get(3)?,
-            })
+            Ok(Candidate { id: r.get(0)?, scopes: r.get(1)?, revoked_by: r.get(2)?, revoking_cause: r.get(3)? })
         })
         .map_err(db_error)?;
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
@@ -111,12 +85,8 @@ pub fn report(conn: &Connection, seq: i64) -> Result<Coverage> {
     let mut found = candidates(conn, &sql, &event, &keys)?;
     if event.action == "user.permissions_changed" {
         // Only sessions holding a removed scope depended on the permission.
-        let removed: ScopeSet = event
-            .details
-            .get("removed")
-            .cloned()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default();
+        let removed: ScopeSet =
+            event.details.get("removed").cloned().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
         found.retain(|c| c.scopes.iter().any(|s| removed.contains(s)));
     }
     // Sub-agent sessions depend on their parents, whatever their own chain.
@@ -135,19 +105,11 @@ pub fn report(conn: &Connection, seq: i64) -> Result<Coverage> {
     let mut sessions = Vec::with_capacity(found.len());
     let mut survivors = Vec::new();
     for c in found {
-        let covered =
-            c.revoked_by == Some(seq) || (c.revoked_by.is_some() && c.revoking_cause == Some(seq));
+        let covered = c.revoked_by == Some(seq) || (c.revoked_by.is_some() && c.revoking_cause == Some(seq));
         if !covered {
             survivors.push(c.id);
         }
-        sessions.push(CoveredSession {
-            session_id: c.id,
-            revoked_by_seq: c.revoked_by,
-        });
+        sessions.push(CoveredSession { session_id: c.id, revoked_by_seq: c.revoked_by });
     }
-    Ok(Coverage {
-        event,
-        sessions,
-        survivors,
-    })
+    Ok(Coverage { event, sessions, survivors })
 }

@@ -6,11 +6,10 @@ use super::db_error;
 use crate::domain::Result;
 
 /// The migrations, compiled into the binary so a deployed tether needs no source tree.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "0001_core",
-    include_str!("../../migrations/0001_core.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "0001_core", include_str!("../../migrations/0001_core.sql")),
+    (2, "0002_token_lifecycle", include_str!("../../migrations/0002_token_lifecycle.sql")),
+];
 
 /// Applies every migration not yet recorded, each in its own transaction.
 pub fn run(conn: &mut Connection) -> Result<Vec<i64>> {
@@ -23,18 +22,12 @@ pub fn run(conn: &mut Connection) -> Result<Vec<i64>> {
     let mut applied = Vec::new();
     for (version, name, sql) in MIGRATIONS {
         let done: bool = conn
-            .query_row(
-                "SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE version = ?1)",
-                [version],
-                |r| r.get(0),
-            )
+            .query_row("SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE version = ?1)", [version], |r| r.get(0))
             .map_err(db_error)?;
         if done {
             continue;
         }
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(db_error)?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db_error)?;
         tx.execute_batch(sql).map_err(db_error)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, unixepoch() * 1000)",
@@ -54,14 +47,12 @@ mod tests {
     #[test]
     fn migrations_apply_to_an_empty_database_and_only_once() {
         let mut conn = Connection::open_in_memory().expect("in-memory db");
-        assert_eq!(run(&mut conn).expect("first run"), vec![1]);
+        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2]);
         assert!(run(&mut conn).expect("second run").is_empty());
         let tables: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'", [], |r| {
+                r.get(0)
+            })
             .expect("query");
         assert_eq!(tables, 1);
     }
@@ -76,9 +67,7 @@ mod tests {
             [],
         )
         .expect("insert");
-        assert!(conn
-            .execute("UPDATE audit_events SET reason = 'x'", [])
-            .is_err());
+        assert!(conn.execute("UPDATE audit_events SET reason = 'x'", []).is_err());
         assert!(conn.execute("DELETE FROM audit_events", []).is_err());
     }
 }

@@ -27,19 +27,14 @@ pub fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags).map_err(db_error)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(db_error)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_error)?;
     // WAL lets readers run beside the writer; synchronous=FULL makes an acknowledged commit
     // survive a power cut, not only a crash (group commit pays for the fsync).
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
-    )
-    .map_err(db_error)?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(db_error)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -68,13 +63,9 @@ pub struct ReadPool {
 
 impl ReadPool {
     pub fn open(path: &Path, size: usize) -> Result<Self> {
-        let conns = (0..size.max(1))
-            .map(|_| open_connection(path, true).map(Mutex::new))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(ReadPool {
-            conns,
-            next: AtomicUsize::new(0),
-        })
+        let conns =
+            (0..size.max(1)).map(|_| open_connection(path, true).map(Mutex::new)).collect::<Result<Vec<_>>>()?;
+        Ok(ReadPool { conns, next: AtomicUsize::new(0) })
     }
 
     /// Runs a read on a pooled connection, on a blocking thread.
@@ -92,9 +83,7 @@ impl ReadPool {
     /// Runs a read on the calling thread (for CLI commands and start-up).
     pub fn read_now<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
-        let conn = self.conns[i]
-            .lock()
-            .map_err(|_| Error::internal("read connection poisoned"))?;
+        let conn = self.conns[i].lock().map_err(|_| Error::internal("read connection poisoned"))?;
         f(&conn)
     }
 }

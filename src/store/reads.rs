@@ -31,10 +31,7 @@ struct Select {
 
 impl Select {
     fn new(columns: &str, table: &str) -> Self {
-        Select {
-            sql: format!("SELECT {columns} FROM {table} WHERE 1 = 1"),
-            params: Vec::new(),
-        }
+        Select { sql: format!("SELECT {columns} FROM {table} WHERE 1 = 1"), params: Vec::new() }
     }
 
     fn and(&mut self, clause: &'static str, value: impl Into<Value>) -> &mut Self {
@@ -57,15 +54,9 @@ impl Select {
         self
     }
 
-    fn rows<T>(
-        &self,
-        conn: &Connection,
-        map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>> {
+    fn rows<T>(&self, conn: &Connection, map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>) -> Result<Vec<T>> {
         let mut st = conn.prepare_cached(&self.sql).map_err(db_error)?;
-        let rows = st
-            .query_map(rusqlite::params_from_iter(self.params.iter()), map)
-            .map_err(db_error)?;
+        let rows = st.query_map(rusqlite::params_from_iter(self.params.iter()), map).map_err(db_error)?;
         rows.collect::<rusqlite::Result<Vec<T>>>().map_err(db_error)
     }
 
@@ -92,15 +83,9 @@ impl Select {
         Ok(Page { items, next_cursor })
     }
 
-    fn one<T>(
-        &self,
-        conn: &Connection,
-        map: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Option<T>> {
+    fn one<T>(&self, conn: &Connection, map: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>) -> Result<Option<T>> {
         let mut st = conn.prepare_cached(&self.sql).map_err(db_error)?;
-        st.query_row(rusqlite::params_from_iter(self.params.iter()), map)
-            .optional()
-            .map_err(db_error)
+        st.query_row(rusqlite::params_from_iter(self.params.iter()), map).optional().map_err(db_error)
     }
 }
 
@@ -149,15 +134,10 @@ pub fn get_platform(conn: &Connection, vis: Visibility, id: PlatformId) -> Resul
             q.and_static("0");
         }
     }
-    q.one(conn, rows::platform)?
-        .ok_or(Error::NotFound("platform"))
+    q.one(conn, rows::platform)?.ok_or(Error::NotFound("platform"))
 }
 
-pub fn list_platforms(
-    conn: &Connection,
-    vis: Visibility,
-    page: &PageRequest,
-) -> Result<Page<Platform>> {
+pub fn list_platforms(conn: &Connection, vis: Visibility, page: &PageRequest) -> Result<Page<Platform>> {
     let mut q = Select::new(rows::PLATFORM_COLUMNS, "platforms");
     match vis {
         Visibility::All => {}
@@ -184,23 +164,14 @@ pub fn list_agents(conn: &Connection, vis: Visibility, page: &PageRequest) -> Re
     q.page(conn, page, rows::agent, |a| a.id.to_string())
 }
 
-pub fn get_integration(
-    conn: &Connection,
-    vis: Visibility,
-    id: IntegrationId,
-) -> Result<Integration> {
+pub fn get_integration(conn: &Connection, vis: Visibility, id: IntegrationId) -> Result<Integration> {
     let mut q = Select::new(rows::INTEGRATION_COLUMNS, "integrations");
     q.and("id = ?", text(id));
     scope_platform_owned(&mut q, vis);
-    q.one(conn, rows::integration)?
-        .ok_or(Error::NotFound("integration"))
+    q.one(conn, rows::integration)?.ok_or(Error::NotFound("integration"))
 }
 
-pub fn list_integrations(
-    conn: &Connection,
-    vis: Visibility,
-    page: &PageRequest,
-) -> Result<Page<Integration>> {
+pub fn list_integrations(conn: &Connection, vis: Visibility, page: &PageRequest) -> Result<Page<Integration>> {
     let mut q = Select::new(rows::INTEGRATION_COLUMNS, "integrations");
     scope_platform_owned(&mut q, vis);
     q.page(conn, page, rows::integration, |i| i.id.to_string())
@@ -248,8 +219,7 @@ pub fn get_delegation(conn: &Connection, vis: Visibility, id: DelegationId) -> R
     let mut q = Select::new(rows::DELEGATION_COLUMNS, "delegations");
     q.and("id = ?", text(id));
     scope_tenant(&mut q, vis);
-    q.one(conn, rows::delegation)?
-        .ok_or(Error::NotFound("delegation"))
+    q.one(conn, rows::delegation)?.ok_or(Error::NotFound("delegation"))
 }
 
 pub fn list_delegations(
@@ -276,17 +246,11 @@ pub struct SessionFilter {
     pub status: Option<SessionStatus>,
 }
 
-pub fn get_session(
-    conn: &Connection,
-    vis: Visibility,
-    id: SessionId,
-    now: Timestamp,
-) -> Result<Session> {
+pub fn get_session(conn: &Connection, vis: Visibility, id: SessionId, now: Timestamp) -> Result<Session> {
     let mut q = Select::new(rows::SESSION_COLUMNS, "sessions");
     q.and("id = ?", text(id));
     scope_tenant(&mut q, vis);
-    q.one(conn, |r| rows::session(r, now))?
-        .ok_or(Error::NotFound("session"))
+    q.one(conn, |r| rows::session(r, now))?.ok_or(Error::NotFound("session"))
 }
 
 pub fn list_sessions(
@@ -308,12 +272,10 @@ pub fn list_sessions(
             q.and_static("status = 'revoked'");
         }
         Some(SessionStatus::Active) => {
-            q.and_static("status = 'active'")
-                .and("expires_at > ?", Value::Integer(now.millis()));
+            q.and_static("status = 'active'").and("expires_at > ?", Value::Integer(now.millis()));
         }
         Some(SessionStatus::Expired) => {
-            q.and_static("status = 'active'")
-                .and("expires_at <= ?", Value::Integer(now.millis()));
+            q.and_static("status = 'active'").and("expires_at <= ?", Value::Integer(now.millis()));
         }
     }
     q.page(conn, page, |r| rows::session(r, now), |s| s.id.to_string())
@@ -322,13 +284,11 @@ pub fn list_sessions(
 pub fn get_credential(conn: &Connection, id: CredentialId) -> Result<Credential> {
     let mut q = Select::new(rows::CREDENTIAL_COLUMNS, "credentials");
     q.and("id = ?", text(id));
-    q.one(conn, rows::credential)?
-        .ok_or(Error::NotFound("credential"))
+    q.one(conn, rows::credential)?.ok_or(Error::NotFound("credential"))
 }
 
 pub fn list_credentials(conn: &Connection, page: &PageRequest) -> Result<Page<Credential>> {
-    Select::new(rows::CREDENTIAL_COLUMNS, "credentials")
-        .page(conn, page, rows::credential, |c| c.id.to_string())
+    Select::new(rows::CREDENTIAL_COLUMNS, "credentials").page(conn, page, rows::credential, |c| c.id.to_string())
 }
 
 /// Every credential, for the in-memory credential view at start-up.
@@ -345,14 +305,8 @@ pub struct LiveRow {
 }
 
 /// Every session whose tokens could still verify: unexpired ones, revoked or not.
-pub fn live_sessions(
-    conn: &Connection,
-    now: Timestamp,
-    mut each: impl FnMut(LiveRow),
-) -> Result<()> {
-    let mut st = conn
-        .prepare("SELECT id, status, expires_at FROM sessions WHERE expires_at > ?1")
-        .map_err(db_error)?;
+pub fn live_sessions(conn: &Connection, now: Timestamp, mut each: impl FnMut(LiveRow)) -> Result<()> {
+    let mut st = conn.prepare("SELECT id, status, expires_at FROM sessions WHERE expires_at > ?1").map_err(db_error)?;
     let mut rows = st.query([now.millis()]).map_err(db_error)?;
     while let Some(r) = rows.next().map_err(db_error)? {
         let status: String = r.get(1).map_err(db_error)?;
@@ -376,11 +330,7 @@ pub struct AuditFilter {
     pub until: Option<Timestamp>,
 }
 
-pub fn list_audit(
-    conn: &Connection,
-    filter: &AuditFilter,
-    limit: usize,
-) -> Result<Page<AuditEvent>> {
+pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Result<Page<AuditEvent>> {
     let mut q = Select::new(rows::AUDIT_COLUMNS, "audit_events");
     q.and_if("subject_id = ?", filter.subject.clone())
         .and_if("actor_id = ?", filter.actor.clone())
@@ -404,20 +354,12 @@ pub fn list_audit(
 pub fn get_audit_event(conn: &Connection, seq: i64) -> Result<AuditEvent> {
     let mut q = Select::new(rows::AUDIT_COLUMNS, "audit_events");
     q.and("seq = ?", seq);
-    q.one(conn, rows::audit_event)?
-        .ok_or(Error::NotFound("audit event"))
+    q.one(conn, rows::audit_event)?.ok_or(Error::NotFound("audit event"))
 }
 
 /// Streams every audit event in seq order to `each`; stops early when it returns false.
-pub fn each_audit_event(
-    conn: &Connection,
-    after_seq: i64,
-    mut each: impl FnMut(AuditEvent) -> bool,
-) -> Result<()> {
-    let sql = format!(
-        "SELECT {} FROM audit_events WHERE seq > ?1 ORDER BY seq",
-        rows::AUDIT_COLUMNS
-    );
+pub fn each_audit_event(conn: &Connection, after_seq: i64, mut each: impl FnMut(AuditEvent) -> bool) -> Result<()> {
+    let sql = format!("SELECT {} FROM audit_events WHERE seq > ?1 ORDER BY seq", rows::AUDIT_COLUMNS);
     let mut st = conn.prepare(&sql).map_err(db_error)?;
     let mut rows = st.query([after_seq]).map_err(db_error)?;
     while let Some(r) = rows.next().map_err(db_error)? {
@@ -433,4 +375,29 @@ pub fn verify_audit(conn: &Connection) -> Result<VerifyReport> {
     let mut verifier = ChainVerifier::default();
     each_audit_event(conn, 0, |e| verifier.push(&e))?;
     Ok(verifier.finish())
+}
+
+/// One page of the revocation feed after `after`: (cursor, revocation id, session, expiry).
+pub type FeedRow = (i64, String, SessionId, Timestamp);
+
+pub fn revocation_feed(conn: &Connection, after: i64, limit: usize, now: Timestamp) -> Result<Page<FeedRow>> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT cursor, revocation_id, session_id, expires_at FROM revocation_feed
+             WHERE cursor > ?1 AND expires_at > ?2 ORDER BY cursor LIMIT ?3",
+        )
+        .map_err(db_error)?;
+    let rows = st
+        .query_map(rusqlite::params![after, now.millis(), (limit + 1) as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .map_err(db_error)?;
+    let mut items = rows.collect::<rusqlite::Result<Vec<FeedRow>>>().map_err(db_error)?;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|r| r.0.to_string())
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
 }

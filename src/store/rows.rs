@@ -19,16 +19,7 @@ macro_rules! from_sql_id {
         }
     )*};
 }
-from_sql_id!(
-    PlatformId,
-    AgentId,
-    IntegrationId,
-    UserId,
-    DelegationId,
-    SessionId,
-    CredentialId,
-    WebhookId
-);
+from_sql_id!(PlatformId, AgentId, IntegrationId, UserId, DelegationId, SessionId, CredentialId, WebhookId);
 
 impl FromSql for ScopeSet {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
@@ -51,23 +42,11 @@ macro_rules! from_sql_status {
         }
     )*};
 }
-from_sql_status!(
-    PlatformStatus,
-    AgentStatus,
-    IntegrationStatus,
-    UserStatus,
-    DelegationStatus,
-    ActorKind
-);
+from_sql_status!(PlatformStatus, AgentStatus, IntegrationStatus, UserStatus, DelegationStatus, ActorKind);
 
 pub const PLATFORM_COLUMNS: &str = "id, name, status, created_at";
 pub fn platform(r: &Row<'_>) -> rusqlite::Result<Platform> {
-    Ok(Platform {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        status: r.get(2)?,
-        created_at: r.get(3)?,
-    })
+    Ok(Platform { id: r.get(0)?, name: r.get(1)?, status: r.get(2)?, created_at: r.get(3)? })
 }
 
 pub const AGENT_COLUMNS: &str = "id, platform_id, name, scopes, status, created_at";
@@ -123,7 +102,8 @@ pub fn delegation(r: &Row<'_>) -> rusqlite::Result<Delegation> {
     })
 }
 
-pub const SESSION_COLUMNS: &str = "id, user_id, agent_id, integration_id, delegation_id, platform_id, parent_id, scopes, \
+pub const SESSION_COLUMNS: &str =
+    "id, user_id, agent_id, integration_id, delegation_id, platform_id, parent_id, scopes, \
      status, created_at, expires_at, last_seen_at, ip, user_agent, device, last_ip, last_user_agent, \
      revoked_at, revoked_reason, revoked_by_seq";
 
@@ -162,15 +142,13 @@ pub fn session(r: &Row<'_>, now: Timestamp) -> rusqlite::Result<Session> {
     })
 }
 
-pub const CREDENTIAL_COLUMNS: &str =
-    "id, role, label, platform_id, user_id, created_at, expires_at, revoked_at";
+pub const CREDENTIAL_COLUMNS: &str = "id, role, label, platform_id, user_id, created_at, expires_at, revoked_at";
 pub fn credential(r: &Row<'_>) -> rusqlite::Result<Credential> {
     let role: String = r.get(1)?;
     Ok(Credential {
         id: r.get(0)?,
-        role: RoleKind::parse(&role).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, "role".into())
-        })?,
+        role: RoleKind::parse(&role)
+            .ok_or_else(|| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, "role".into()))?,
         label: r.get(2)?,
         platform_id: r.get(3)?,
         user_id: r.get(4)?,
@@ -188,15 +166,9 @@ pub fn audit_event(r: &Row<'_>) -> rusqlite::Result<AuditEvent> {
         seq: r.get(0)?,
         id: r.get(1)?,
         at: r.get(2)?,
-        actor: Actor {
-            kind: r.get(3)?,
-            id: r.get(4)?,
-        },
+        actor: Actor { kind: r.get(3)?, id: r.get(4)? },
         action: r.get(5)?,
-        subject: Subject {
-            kind: r.get(6)?,
-            id: r.get(7)?,
-        },
+        subject: Subject { kind: r.get(6)?, id: r.get(7)? },
         cause_seq: r.get(8)?,
         reason: r.get(9)?,
         // A details column that is not JSON is kept as a string so verify reports the broken hash

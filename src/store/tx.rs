@@ -11,21 +11,11 @@ use crate::domain::{CredentialId, EventId, Result, SessionId, Timestamp};
 #[derive(Debug, Clone)]
 pub enum Effect {
     /// A session became active (created).
-    SessionActive {
-        id: SessionId,
-        expires_at: Timestamp,
-    },
+    SessionActive { id: SessionId, expires_at: Timestamp },
     /// A session was revoked; its tokens must be denied from now on.
-    SessionRevoked {
-        id: SessionId,
-        expires_at: Timestamp,
-    },
+    SessionRevoked { id: SessionId, expires_at: Timestamp },
     /// A credential was created or revoked.
-    Credential {
-        id: CredentialId,
-        revoked: bool,
-        expires_at: Option<Timestamp>,
-    },
+    Credential { id: CredentialId, revoked: bool, expires_at: Option<Timestamp> },
     /// An audit event was committed (for the event stream).
     Audited(Box<AuditEvent>),
 }
@@ -40,26 +30,16 @@ pub struct ChainHead {
 impl ChainHead {
     pub fn load(conn: &Connection) -> Result<ChainHead> {
         let head = conn
-            .query_row(
-                "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| {
-                    Ok(ChainHead {
-                        seq: r.get(0)?,
-                        hash: r.get(1)?,
-                    })
-                },
-            )
+            .query_row("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| {
+                Ok(ChainHead { seq: r.get(0)?, hash: r.get(1)? })
+            })
             .map(Some)
             .or_else(|e| match e {
                 rusqlite::Error::QueryReturnedNoRows => Ok(None),
                 e => Err(e),
             })
             .map_err(db_error)?;
-        Ok(head.unwrap_or(ChainHead {
-            seq: 0,
-            hash: crate::audit::GENESIS_HASH.to_owned(),
-        }))
+        Ok(head.unwrap_or(ChainHead { seq: 0, hash: crate::audit::GENESIS_HASH.to_owned() }))
     }
 }
 
@@ -73,12 +53,7 @@ pub struct Tx<'c> {
 
 impl<'c> Tx<'c> {
     pub(super) fn new(conn: &'c Connection, now: Timestamp, head: ChainHead) -> Self {
-        Tx {
-            conn,
-            now,
-            head,
-            effects: Vec::new(),
-        }
+        Tx { conn, now, head, effects: Vec::new() }
     }
 
     pub fn conn(&self) -> &Connection {
@@ -138,10 +113,7 @@ impl<'c> Tx<'c> {
                 ])
             })
             .map_err(db_error)?;
-        self.head = ChainHead {
-            seq: record.seq,
-            hash: record.hash.clone(),
-        };
+        self.head = ChainHead { seq: record.seq, hash: record.hash.clone() };
         self.effects.push(Effect::Audited(Box::new(record.clone())));
         Ok(record)
     }

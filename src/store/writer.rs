@@ -98,18 +98,9 @@ impl Writer {
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel::<Result<T>>();
-        let job: Job = Box::new(Pending {
-            command: Some(command),
-            result: None,
-            answer,
-        });
-        self.queue
-            .send(job)
-            .await
-            .map_err(|_| Error::Unavailable("the writer has stopped".into()))?;
-        answered
-            .await
-            .map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?
+        let job: Job = Box::new(Pending { command: Some(command), result: None, answer });
+        self.queue.send(job).await.map_err(|_| Error::Unavailable("the writer has stopped".into()))?;
+        answered.await.map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?
     }
 }
 
@@ -151,12 +142,7 @@ fn run(
 }
 
 /// Runs every job of the batch in one transaction; on success returns the effects to apply.
-fn commit_batch(
-    conn: &Connection,
-    head: &mut ChainHead,
-    batch: &mut [Job],
-    clock: &Clock,
-) -> Result<Vec<Effect>> {
+fn commit_batch(conn: &Connection, head: &mut ChainHead, batch: &mut [Job], clock: &Clock) -> Result<Vec<Effect>> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?;
     let mut tx = Tx::new(conn, clock.now(), head.clone());
     for job in batch.iter_mut() {
@@ -168,8 +154,7 @@ fn commit_batch(
         } else {
             tx.head = saved_head;
             tx.effects.truncate(saved_effects);
-            conn.execute_batch("ROLLBACK TO command; RELEASE command")
-                .map_err(db_error)?;
+            conn.execute_batch("ROLLBACK TO command; RELEASE command").map_err(db_error)?;
         }
     }
     conn.execute_batch("COMMIT").map_err(db_error)?;

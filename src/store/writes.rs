@@ -6,22 +6,14 @@ use super::{db_error, rows, Tx};
 use crate::domain::*;
 
 fn exec(tx: &Tx<'_>, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
-    tx.conn()
-        .prepare_cached(sql)
-        .and_then(|mut st| st.execute(params))
-        .map_err(db_error)
+    tx.conn().prepare_cached(sql).and_then(|mut st| st.execute(params)).map_err(db_error)
 }
 
 pub fn insert_platform(tx: &Tx<'_>, p: &Platform) -> Result<()> {
     exec(
         tx,
         "INSERT INTO platforms (id, name, status, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![
-            p.id.to_string(),
-            p.name,
-            p.status.as_str(),
-            p.created_at.millis()
-        ],
+        params![p.id.to_string(), p.name, p.status.as_str(), p.created_at.millis()],
     )
     .map(drop)
 }
@@ -30,7 +22,14 @@ pub fn insert_agent(tx: &Tx<'_>, a: &Agent) -> Result<()> {
     exec(
         tx,
         "INSERT INTO agents (id, platform_id, name, scopes, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![a.id.to_string(), a.platform_id.to_string(), a.name, a.scopes.to_json(), a.status.as_str(), a.created_at.millis()],
+        params![
+            a.id.to_string(),
+            a.platform_id.to_string(),
+            a.name,
+            a.scopes.to_json(),
+            a.status.as_str(),
+            a.created_at.millis()
+        ],
     )
     .map(drop)
 }
@@ -39,7 +38,14 @@ pub fn insert_integration(tx: &Tx<'_>, i: &Integration) -> Result<()> {
     exec(
         tx,
         "INSERT INTO integrations (id, platform_id, name, scopes, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![i.id.to_string(), i.platform_id.to_string(), i.name, i.scopes.to_json(), i.status.as_str(), i.created_at.millis()],
+        params![
+            i.id.to_string(),
+            i.platform_id.to_string(),
+            i.name,
+            i.scopes.to_json(),
+            i.status.as_str(),
+            i.created_at.millis()
+        ],
     )
     .map(drop)
 }
@@ -72,13 +78,7 @@ pub fn insert_delegation(tx: &Tx<'_>, d: &Delegation) -> Result<()> {
     .map(drop)
 }
 
-pub fn insert_session(
-    tx: &Tx<'_>,
-    s: &Session,
-    depth: i64,
-    created_seq: i64,
-    revocation_id: &str,
-) -> Result<()> {
+pub fn insert_session(tx: &Tx<'_>, s: &Session, depth: i64, created_seq: i64, revocation_id: &str) -> Result<()> {
     exec(
         tx,
         "INSERT INTO sessions (id, delegation_id, user_id, agent_id, integration_id, platform_id, parent_id, depth,
@@ -152,21 +152,12 @@ pub fn set_status(tx: &Tx<'_>, table: StatusTable, id: &str, status: &str) -> Re
 }
 
 pub fn set_user_permissions(tx: &Tx<'_>, id: UserId, permissions: &ScopeSet) -> Result<()> {
-    exec(
-        tx,
-        "UPDATE users SET permissions = ?2 WHERE id = ?1",
-        params![id.to_string(), permissions.to_json()],
-    )
-    .map(drop)
+    exec(tx, "UPDATE users SET permissions = ?2 WHERE id = ?1", params![id.to_string(), permissions.to_json()])
+        .map(drop)
 }
 
 pub fn set_delegation_scopes(tx: &Tx<'_>, id: DelegationId, scopes: &ScopeSet) -> Result<()> {
-    exec(
-        tx,
-        "UPDATE delegations SET scopes = ?2 WHERE id = ?1",
-        params![id.to_string(), scopes.to_json()],
-    )
-    .map(drop)
+    exec(tx, "UPDATE delegations SET scopes = ?2 WHERE id = ?1", params![id.to_string(), scopes.to_json()]).map(drop)
 }
 
 pub fn mark_delegation_revoked(tx: &Tx<'_>, id: DelegationId, reason: &str) -> Result<()> {
@@ -204,16 +195,10 @@ pub fn active_delegations(tx: &Tx<'_>, of: DelegationsOf) -> Result<Vec<Delegati
         DelegationsOf::Agent(a) => ("agent_id = ?1", a.to_string(), None),
         DelegationsOf::Integration(i) => ("integration_id = ?1", i.to_string(), None),
         DelegationsOf::Platform(p) => ("platform_id = ?1", p.to_string(), None),
-        DelegationsOf::UserAgent(u, a) => (
-            "user_id = ?1 AND agent_id = ?2",
-            u.to_string(),
-            Some(a.to_string()),
-        ),
-        DelegationsOf::UserIntegration(u, i) => (
-            "user_id = ?1 AND integration_id = ?2",
-            u.to_string(),
-            Some(i.to_string()),
-        ),
+        DelegationsOf::UserAgent(u, a) => ("user_id = ?1 AND agent_id = ?2", u.to_string(), Some(a.to_string())),
+        DelegationsOf::UserIntegration(u, i) => {
+            ("user_id = ?1 AND integration_id = ?2", u.to_string(), Some(i.to_string()))
+        }
     };
     let sql = format!(
         "SELECT {} FROM delegations WHERE status = 'active' AND {clause} ORDER BY id",
@@ -225,9 +210,7 @@ pub fn active_delegations(tx: &Tx<'_>, of: DelegationsOf) -> Result<Vec<Delegati
         Some(b) => st.query_map(params![a, b], rows::delegation),
     }
     .map_err(db_error)?;
-    found
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(db_error)
+    found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
 }
 
 /// What a cascade needs of an active session.
@@ -290,9 +273,7 @@ pub fn active_sessions(tx: &Tx<'_>, of: SessionsOf) -> Result<Vec<ActiveSession>
             })
         })
         .map_err(db_error)?;
-    found
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(db_error)
+    found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
 }
 
 /// Depth of a session in its sub-agent tree (0 for a top-level session).
@@ -304,19 +285,11 @@ pub fn session_depth(tx: &Tx<'_>, id: SessionId) -> Result<i64> {
 }
 
 /// The latest event of `action` on `subject`: what an idempotent repeat points back to.
-pub fn last_event_for(
-    tx: &Tx<'_>,
-    subject_id: &str,
-    actions: &[&str],
-) -> Result<Option<crate::audit::AuditEvent>> {
-    let sql = format!(
-        "SELECT {} FROM audit_events WHERE subject_id = ?1 ORDER BY seq DESC LIMIT 50",
-        rows::AUDIT_COLUMNS
-    );
+pub fn last_event_for(tx: &Tx<'_>, subject_id: &str, actions: &[&str]) -> Result<Option<crate::audit::AuditEvent>> {
+    let sql =
+        format!("SELECT {} FROM audit_events WHERE subject_id = ?1 ORDER BY seq DESC LIMIT 50", rows::AUDIT_COLUMNS);
     let mut st = tx.conn().prepare_cached(&sql).map_err(db_error)?;
-    let events = st
-        .query_map([subject_id], rows::audit_event)
-        .map_err(db_error)?;
+    let events = st.query_map([subject_id], rows::audit_event).map_err(db_error)?;
     for event in events {
         let event = event.map_err(db_error)?;
         if actions.contains(&event.action.as_str()) {
@@ -342,4 +315,89 @@ pub fn touch_session(
         params![id.to_string(), at.millis(), ip, user_agent],
     )
     .map(drop)
+}
+
+/// A session and its ancestors, nearest first: (session, agent) pairs for the token's chain.
+pub fn session_ancestry(tx: &Tx<'_>, id: SessionId) -> Result<Vec<(SessionId, AgentId)>> {
+    let mut chain = Vec::new();
+    let mut next = Some(id);
+    let mut st =
+        tx.conn().prepare_cached("SELECT agent_id, parent_id FROM sessions WHERE id = ?1").map_err(db_error)?;
+    // Depth is bounded at creation; the bound here only guards against a corrupted cycle.
+    while let Some(current) = next.take() {
+        if chain.len() > 64 {
+            break;
+        }
+        let (agent, parent): (AgentId, Option<SessionId>) =
+            st.query_row([current.to_string()], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db_error)?;
+        chain.push((current, agent));
+        next = parent;
+    }
+    Ok(chain)
+}
+
+pub fn insert_access_token(
+    tx: &Tx<'_>,
+    session: SessionId,
+    revocation_id: &str,
+    kid: u32,
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO access_tokens (revocation_id, session_id, kid, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![revocation_id, session.to_string(), kid, issued_at.millis(), expires_at.millis()],
+    )
+    .map(drop)
+}
+
+pub fn insert_refresh_token(tx: &Tx<'_>, session: SessionId, hash: &str) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES (?1, ?2, ?3)",
+        params![hash, session.to_string(), tx.now().millis()],
+    )
+    .map(drop)
+}
+
+/// A stored refresh token (by hash).
+#[derive(Debug, Clone)]
+pub struct StoredRefreshToken {
+    pub session_id: SessionId,
+    pub used: bool,
+}
+
+pub fn find_refresh_token(tx: &Tx<'_>, hash: &str) -> Result<Option<StoredRefreshToken>> {
+    use rusqlite::OptionalExtension;
+    tx.conn()
+        .prepare_cached("SELECT session_id, used_at IS NOT NULL FROM refresh_tokens WHERE hash = ?1")
+        .and_then(|mut st| {
+            st.query_row([hash], |r| Ok(StoredRefreshToken { session_id: r.get(0)?, used: r.get(1)? })).optional()
+        })
+        .map_err(db_error)
+}
+
+pub fn mark_refresh_used(tx: &Tx<'_>, hash: &str) -> Result<()> {
+    exec(tx, "UPDATE refresh_tokens SET used_at = ?2 WHERE hash = ?1", params![hash, tx.now().millis()]).map(drop)
+}
+
+/// Puts the revocation ids of a revoked session's unexpired access tokens on the feed.
+pub fn feed_revoked_session(tx: &Tx<'_>, session: SessionId) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO revocation_feed (revocation_id, session_id, expires_at)
+         SELECT revocation_id, session_id, expires_at FROM access_tokens WHERE session_id = ?1 AND expires_at > ?2",
+        params![session.to_string(), tx.now().millis()],
+    )
+    .map(drop)
+}
+
+/// Forgets feed entries and access-token records whose token has expired: they can no longer
+/// verify, so no one needs them.
+pub fn purge_expired_tokens(tx: &Tx<'_>) -> Result<usize> {
+    let now = tx.now().millis();
+    let feed = exec(tx, "DELETE FROM revocation_feed WHERE expires_at <= ?1", params![now])?;
+    let tokens = exec(tx, "DELETE FROM access_tokens WHERE expires_at <= ?1", params![now])?;
+    Ok(feed + tokens)
 }

@@ -18,8 +18,13 @@ pub struct AgentClaims {
     pub delegation: DelegationId,
     pub platform: PlatformId,
     pub scopes: ScopeSet,
+    /// When this token was minted.
     pub issued_at: Timestamp,
+    /// When this token stops verifying (never after its session's expiry).
     pub expires_at: Timestamp,
+    /// For a sub-agent session, its ancestors, parent first: (session, agent), like RFC 8693's
+    /// nested `act`.
+    pub chain: Vec<(SessionId, AgentId)>,
 }
 
 /// A freshly minted token. `Debug` never prints the token itself.
@@ -56,27 +61,18 @@ pub fn mint(ring: &KeyRing, claims: &AgentClaims) -> Result<MintedToken> {
         for scope in claims.scopes.iter() {
             b = b.fact(fact("scope", vec![string(scope)]))?;
         }
+        for (level, (session, agent)) in claims.chain.iter().enumerate() {
+            b = b.fact(fact("ancestor", vec![Term::Integer(level as i64 + 1), string(session), string(agent)]))?;
+        }
         let params = HashMap::from([("expiry".to_owned(), date(claims.expires_at))]);
-        b.code_with_params("check if time($t), $t < {expiry};", params, HashMap::new())?
-            .root_key_id(kid)
-            .build(keypair)
+        b.code_with_params("check if time($t), $t < {expiry};", params, HashMap::new())?.root_key_id(kid).build(keypair)
     };
     let (kid, biscuit) = ring
         .with_signing_key(|kid, keypair| build(kid, keypair).map(|b| (kid, b)))?
         .map_err(|e| Error::internal(format!("mint agent token: {e}")))?;
-    let token = biscuit
-        .to_base64()
-        .map_err(|e| Error::internal(format!("encode agent token: {e}")))?;
-    let revocation_id = biscuit
-        .revocation_identifiers()
-        .first()
-        .map(hex::encode)
-        .unwrap_or_default();
-    Ok(MintedToken {
-        token,
-        kid,
-        revocation_id,
-    })
+    let token = biscuit.to_base64().map_err(|e| Error::internal(format!("encode agent token: {e}")))?;
+    let revocation_id = biscuit.revocation_identifiers().first().map(hex::encode).unwrap_or_default();
+    Ok(MintedToken { token, kid, revocation_id })
 }
 
 /// A token whose signatures verified, with its authority claims read out once.
@@ -95,27 +91,27 @@ pub fn verify(ring: &KeyRing, token: &str) -> std::result::Result<VerifiedToken,
     let biscuit = parse_bounded(token, ring)?;
     let kid = biscuit.root_key_id().ok_or(TokenError::UnknownKey)?;
     let shape = TokenError::Invalid("not an agent token");
-    let mut authorizer = biscuit_auth::AuthorizerBuilder::new()
-        .set_limits(run_limits())
-        .build(&biscuit)
-        .map_err(|_| shape)?;
+    let mut authorizer =
+        biscuit_auth::AuthorizerBuilder::new().set_limits(run_limits()).build(&biscuit).map_err(|_| shape)?;
     let ids: Vec<ClaimRow> = authorizer
         .query(
             "claims($s, $u, $a, $i, $d, $p) <- session($s), user($u), agent($a), integration($i), delegation($d), platform($p)",
         )
         .map_err(|_| shape)?;
     let [(s, u, a, i, d, p)] = <[ClaimRow; 1]>::try_from(ids).map_err(|_| shape)?;
-    let times: Vec<(std::time::SystemTime, std::time::SystemTime)> = authorizer
-        .query("times($i, $e) <- issued_at($i), expires_at($e)")
-        .map_err(|_| shape)?;
+    let times: Vec<(std::time::SystemTime, std::time::SystemTime)> =
+        authorizer.query("times($i, $e) <- issued_at($i), expires_at($e)").map_err(|_| shape)?;
     let [(issued, expires)] = <[_; 1]>::try_from(times).map_err(|_| shape)?;
-    let scopes: Vec<(String,)> = authorizer
-        .query("scopes($s) <- scope($s)")
-        .map_err(|_| shape)?;
+    let scopes: Vec<(String,)> = authorizer.query("scopes($s) <- scope($s)").map_err(|_| shape)?;
+    let mut ancestors: Vec<(i64, String, String)> =
+        authorizer.query("ancestors($l, $s, $a) <- ancestor($l, $s, $a)").map_err(|_| shape)?;
+    ancestors.sort_by_key(|(level, _, _)| *level);
+    let chain = ancestors
+        .iter()
+        .map(|(_, s, a)| Ok((SessionId::parse(s).map_err(|_| shape)?, AgentId::parse(a).map_err(|_| shape)?)))
+        .collect::<std::result::Result<Vec<_>, TokenError>>()?;
     let millis = |t: std::time::SystemTime| {
-        t.duration_since(std::time::UNIX_EPOCH)
-            .map(|d| Timestamp(d.as_millis() as i64))
-            .unwrap_or_default()
+        t.duration_since(std::time::UNIX_EPOCH).map(|d| Timestamp(d.as_millis() as i64)).unwrap_or_default()
     };
     let claims = AgentClaims {
         session: SessionId::parse(&s).map_err(|_| shape)?,
@@ -131,18 +127,10 @@ pub fn verify(ring: &KeyRing, token: &str) -> std::result::Result<VerifiedToken,
             .map_err(|_| shape)?,
         issued_at: millis(issued),
         expires_at: millis(expires),
+        chain,
     };
-    let revocation_id = biscuit
-        .revocation_identifiers()
-        .first()
-        .map(hex::encode)
-        .unwrap_or_default();
-    Ok(VerifiedToken {
-        biscuit,
-        kid,
-        claims,
-        revocation_id,
-    })
+    let revocation_id = biscuit.revocation_identifiers().first().map(hex::encode).unwrap_or_default();
+    Ok(VerifiedToken { biscuit, kid, claims, revocation_id })
 }
 
 /// Term for a request fact (kept here so request values also never become datalog text).

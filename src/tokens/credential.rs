@@ -17,25 +17,23 @@ pub struct CredentialClaims {
 
 /// Mints a credential; facts are terms, never formatted datalog.
 pub fn mint(ring: &KeyRing, claims: &CredentialClaims) -> Result<String> {
-    let build = |kid: u32,
-                 keypair: &biscuit_auth::KeyPair|
-     -> std::result::Result<String, biscuit_auth::error::Token> {
-        let mut b = BiscuitBuilder::new()
-            .fact(fact("credential", vec![string(claims.id)]))?
-            .fact(fact("role", vec![string(claims.role.kind().as_str())]))?;
-        match claims.role {
-            Role::Platform(p) => b = b.fact(fact("platform", vec![string(p)]))?,
-            Role::User(u) => b = b.fact(fact("user", vec![string(u)]))?,
-            _ => {}
-        }
-        if let Some(expires_at) = claims.expires_at {
-            let params = HashMap::from([("expiry".to_owned(), date(expires_at))]);
-            b = b.code_with_params("check if time($t), $t < {expiry};", params, HashMap::new())?;
-        }
-        b.root_key_id(kid).build(keypair)?.to_base64()
-    };
-    ring.with_signing_key(build)?
-        .map_err(|e| Error::internal(format!("mint credential: {e}")))
+    let build =
+        |kid: u32, keypair: &biscuit_auth::KeyPair| -> std::result::Result<String, biscuit_auth::error::Token> {
+            let mut b = BiscuitBuilder::new()
+                .fact(fact("credential", vec![string(claims.id)]))?
+                .fact(fact("role", vec![string(claims.role.kind().as_str())]))?;
+            match claims.role {
+                Role::Platform(p) => b = b.fact(fact("platform", vec![string(p)]))?,
+                Role::User(u) => b = b.fact(fact("user", vec![string(u)]))?,
+                _ => {}
+            }
+            if let Some(expires_at) = claims.expires_at {
+                let params = HashMap::from([("expiry".to_owned(), date(expires_at))]);
+                b = b.code_with_params("check if time($t), $t < {expiry};", params, HashMap::new())?;
+            }
+            b.root_key_id(kid).build(keypair)?.to_base64()
+        };
+    ring.with_signing_key(build)?.map_err(|e| Error::internal(format!("mint credential: {e}")))
 }
 
 /// Verifies a credential's signature and reads its claims. Expiry and revocation are checked by
@@ -47,18 +45,13 @@ pub fn verify(ring: &KeyRing, token: &str) -> std::result::Result<CredentialClai
         return Err(TokenError::Invalid("credentials cannot be attenuated"));
     }
     let shape = TokenError::Invalid("not an API credential");
-    let mut authorizer = biscuit_auth::AuthorizerBuilder::new()
-        .set_limits(run_limits())
-        .build(&biscuit)
-        .map_err(|_| shape)?;
-    let rows: Vec<(String, String)> = authorizer
-        .query("cred($c, $r) <- credential($c), role($r)")
-        .map_err(|_| shape)?;
+    let mut authorizer =
+        biscuit_auth::AuthorizerBuilder::new().set_limits(run_limits()).build(&biscuit).map_err(|_| shape)?;
+    let rows: Vec<(String, String)> =
+        authorizer.query("cred($c, $r) <- credential($c), role($r)").map_err(|_| shape)?;
     let [(id, role)] = <[_; 1]>::try_from(rows).map_err(|_| shape)?;
     let id = CredentialId::parse(&id).map_err(|_| shape)?;
-    let one = |authorizer: &mut biscuit_auth::Authorizer,
-               rule: &str|
-     -> std::result::Result<String, TokenError> {
+    let one = |authorizer: &mut biscuit_auth::Authorizer, rule: &str| -> std::result::Result<String, TokenError> {
         let rows: Vec<(String,)> = authorizer.query(rule).map_err(|_| shape)?;
         let [(value,)] = <[_; 1]>::try_from(rows).map_err(|_| shape)?;
         Ok(value)
@@ -67,17 +60,10 @@ pub fn verify(ring: &KeyRing, token: &str) -> std::result::Result<CredentialClai
         RoleKind::Admin => Role::Admin,
         RoleKind::Auditor => Role::Auditor,
         RoleKind::Verifier => Role::Verifier,
-        RoleKind::Platform => Role::Platform(
-            PlatformId::parse(&one(&mut authorizer, "p($p) <- platform($p)")?)
-                .map_err(|_| shape)?,
-        ),
-        RoleKind::User => Role::User(
-            UserId::parse(&one(&mut authorizer, "u($u) <- user($u)")?).map_err(|_| shape)?,
-        ),
+        RoleKind::Platform => {
+            Role::Platform(PlatformId::parse(&one(&mut authorizer, "p($p) <- platform($p)")?).map_err(|_| shape)?)
+        }
+        RoleKind::User => Role::User(UserId::parse(&one(&mut authorizer, "u($u) <- user($u)")?).map_err(|_| shape)?),
     };
-    Ok(CredentialClaims {
-        id,
-        role,
-        expires_at: None,
-    })
+    Ok(CredentialClaims { id, role, expires_at: None })
 }

@@ -61,9 +61,7 @@ pub struct PublicKeyInfo {
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material.
-        f.debug_struct("KeyRing")
-            .field("purpose", &self.purpose)
-            .finish_non_exhaustive()
+        f.debug_struct("KeyRing").field("purpose", &self.purpose).finish_non_exhaustive()
     }
 }
 
@@ -91,14 +89,9 @@ fn write_secret(path: &Path, contents: &[u8]) -> Result<()> {
 impl KeyRing {
     /// Loads every key of `purpose` from `dir`, creating the first one if there is none.
     pub fn load_or_create(dir: &Path, purpose: KeyPurpose) -> Result<KeyRing> {
-        fs::create_dir_all(dir)
-            .map_err(|e| Error::internal(format!("create {}: {e}", dir.display())))?;
+        fs::create_dir_all(dir).map_err(|e| Error::internal(format!("create {}: {e}", dir.display())))?;
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-        let ring = KeyRing {
-            purpose,
-            dir: dir.to_owned(),
-            entries: RwLock::new(Vec::new()),
-        };
+        let ring = KeyRing { purpose, dir: dir.to_owned(), entries: RwLock::new(Vec::new()) };
         ring.reload()?;
         if ring.read().is_empty() {
             ring.rotate()?;
@@ -107,44 +100,31 @@ impl KeyRing {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Entry>> {
-        self.entries
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Re-reads the key files (so `tether keys …` run beside a live service takes effect on restart).
     pub fn reload(&self) -> Result<()> {
         let prefix = format!("{}-", self.purpose.file_prefix());
         let mut entries = Vec::new();
-        let listing = fs::read_dir(&self.dir)
-            .map_err(|e| Error::internal(format!("read {}: {e}", self.dir.display())))?;
+        let listing =
+            fs::read_dir(&self.dir).map_err(|e| Error::internal(format!("read {}: {e}", self.dir.display())))?;
         for item in listing.flatten() {
             let name = item.file_name().to_string_lossy().into_owned();
-            let Some(kid) = name
-                .strip_prefix(&prefix)
-                .and_then(|r| r.strip_suffix(".key"))
-                .and_then(|k| k.parse::<u32>().ok())
+            let Some(kid) =
+                name.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".key")).and_then(|k| k.parse::<u32>().ok())
             else {
                 continue;
             };
-            let text = fs::read_to_string(item.path())
-                .map_err(|e| Error::internal(format!("read key {name}: {e}")))?;
-            let private =
-                PrivateKey::from_bytes_hex(text.trim(), Algorithm::Ed25519).map_err(|_| {
-                    Error::internal(format!(
-                        "key file {name} is not an Ed25519 private key in hex"
-                    ))
-                })?;
+            let text = fs::read_to_string(item.path()).map_err(|e| Error::internal(format!("read key {name}: {e}")))?;
+            let private = PrivateKey::from_bytes_hex(text.trim(), Algorithm::Ed25519)
+                .map_err(|_| Error::internal(format!("key file {name} is not an Ed25519 private key in hex")))?;
             let status = if retired_marker(&self.dir, self.purpose, kid).exists() {
                 KeyStatus::Retired
             } else {
                 KeyStatus::Active
             };
-            entries.push(Entry {
-                kid,
-                keypair: KeyPair::from(&private),
-                status,
-            });
+            entries.push(Entry { kid, keypair: KeyPair::from(&private), status });
         }
         entries.sort_by_key(|e| e.kid);
         *self.entries.write().unwrap_or_else(|p| p.into_inner()) = entries;
@@ -156,36 +136,21 @@ impl KeyRing {
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let kid = entries.iter().map(|e| e.kid).max().unwrap_or(0) + 1;
         let keypair = KeyPair::new_with_algorithm(Algorithm::Ed25519);
-        write_secret(
-            &key_path(&self.dir, self.purpose, kid),
-            keypair.private().to_bytes_hex().as_bytes(),
-        )?;
-        entries.push(Entry {
-            kid,
-            keypair,
-            status: KeyStatus::Active,
-        });
+        write_secret(&key_path(&self.dir, self.purpose, kid), keypair.private().to_bytes_hex().as_bytes())?;
+        entries.push(Entry { kid, keypair, status: KeyStatus::Active });
         Ok(kid)
     }
 
     /// Retires a key: every token under it stops verifying. The last active key cannot be retired.
     pub fn retire(&self, kid: u32) -> Result<()> {
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        let active = entries
-            .iter()
-            .filter(|e| e.status == KeyStatus::Active)
-            .count();
-        let entry = entries
-            .iter_mut()
-            .find(|e| e.kid == kid)
-            .ok_or(Error::NotFound("key"))?;
+        let active = entries.iter().filter(|e| e.status == KeyStatus::Active).count();
+        let entry = entries.iter_mut().find(|e| e.kid == kid).ok_or(Error::NotFound("key"))?;
         if entry.status == KeyStatus::Retired {
             return Ok(());
         }
         if active <= 1 {
-            return Err(Error::conflict(
-                "cannot retire the only active key: rotate first",
-            ));
+            return Err(Error::conflict("cannot retire the only active key: rotate first"));
         }
         fs::write(retired_marker(&self.dir, self.purpose, kid), b"retired\n")
             .map_err(|e| Error::internal(format!("mark key retired: {e}")))?;
@@ -205,35 +170,22 @@ impl KeyRing {
     }
 
     pub fn is_active(&self, kid: u32) -> bool {
-        self.read()
-            .iter()
-            .any(|e| e.kid == kid && e.status == KeyStatus::Active)
+        self.read().iter().any(|e| e.kid == kid && e.status == KeyStatus::Active)
     }
 
     pub fn public_keys(&self) -> Vec<PublicKeyInfo> {
         self.read()
             .iter()
-            .map(|e| PublicKeyInfo {
-                kid: e.kid,
-                public_key: e.keypair.public().to_bytes_hex(),
-                status: e.status,
-            })
+            .map(|e| PublicKeyInfo { kid: e.kid, public_key: e.keypair.public().to_bytes_hex(), status: e.status })
             .collect()
     }
 }
 
 impl biscuit_auth::RootKeyProvider for &KeyRing {
-    fn choose(
-        &self,
-        key_id: Option<u32>,
-    ) -> std::result::Result<PublicKey, biscuit_auth::error::Format> {
+    fn choose(&self, key_id: Option<u32>) -> std::result::Result<PublicKey, biscuit_auth::error::Format> {
         let entries = self.read();
         key_id
-            .and_then(|kid| {
-                entries
-                    .iter()
-                    .find(|e| e.kid == kid && e.status == KeyStatus::Active)
-            })
+            .and_then(|kid| entries.iter().find(|e| e.kid == kid && e.status == KeyStatus::Active))
             .map(|e| e.keypair.public())
             .ok_or(biscuit_auth::error::Format::UnknownPublicKey)
     }
@@ -247,10 +199,7 @@ mod tests {
     fn a_new_ring_creates_a_private_key_file_readable_only_by_its_owner() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ring = KeyRing::load_or_create(dir.path(), KeyPurpose::Agent).expect("ring");
-        let mode = fs::metadata(dir.path().join("agent-1.key"))
-            .expect("key file")
-            .permissions()
-            .mode();
+        let mode = fs::metadata(dir.path().join("agent-1.key")).expect("key file").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(ring.is_active(1));
     }

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod credential;
 pub mod keys;
 pub mod policy;
+pub mod refresh;
 
 use std::time::Duration;
 
@@ -22,11 +23,7 @@ pub const MAX_BLOCKS: usize = 8;
 /// Explicit run limits: a hostile token hits them and is denied; biscuit's 1 ms default time
 /// limit denied valid requests under load.
 pub fn run_limits() -> AuthorizerLimits {
-    AuthorizerLimits {
-        max_facts: 1000,
-        max_iterations: 100,
-        max_time: Duration::from_millis(25),
-    }
+    AuthorizerLimits { max_facts: 1000, max_iterations: 100, max_time: Duration::from_millis(25) }
 }
 
 /// Why a token was refused before any policy ran.

@@ -24,9 +24,7 @@ impl Policy {
             .map_err(|e| Error::invalid(format!("policy {origin} does not parse: {e}")))?
             .set_limits(run_limits());
         if !source.contains("allow if") {
-            return Err(Error::invalid(format!(
-                "policy {origin} has no `allow if` policy: it would deny everything"
-            )));
+            return Err(Error::invalid(format!("policy {origin} has no `allow if` policy: it would deny everything")));
         }
         Ok(Policy { builder })
     }
@@ -55,8 +53,7 @@ mod tests {
 
     #[test]
     fn a_malformed_policy_is_refused_with_its_origin_named() {
-        let Err(Error::InvalidRequest(message)) = Policy::parse("allow if scope($s", "bad.datalog")
-        else {
+        let Err(Error::InvalidRequest(message)) = Policy::parse("allow if scope($s", "bad.datalog") else {
             panic!("a malformed policy parsed");
         };
         assert!(message.contains("bad.datalog"), "{message}");

@@ -1,0 +1,178 @@
+//! /v1/keys and /v1/revocations: what an offline verifier needs; key rotation for admins.
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Authenticated;
+use super::problem::{ApiResult, Json, Query};
+use super::AppState;
+use crate::domain::*;
+use crate::store::reads::{self, Page};
+use crate::tokens::{KeyPurpose, KeyStatus};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/keys", get(list_keys))
+        .route("/v1/keys/rotate", post(rotate))
+        .route("/v1/keys/{kid}/retire", post(retire))
+        .route("/v1/revocations", get(revocations))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublicKey {
+    pub kid: u32,
+    pub algorithm: &'static str,
+    /// Hex of the Ed25519 public key.
+    pub public_key: String,
+    pub status: KeyStatus,
+    /// `agent` (agent tokens) or `api` (API credentials).
+    pub purpose: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<PublicKey>,
+}
+
+fn key_list(state: &AppState, purposes: &[KeyPurpose]) -> KeyList {
+    let mut keys = Vec::new();
+    for purpose in purposes {
+        let (ring, name) = match purpose {
+            KeyPurpose::Agent => (&state.env.agent_keys, "agent"),
+            KeyPurpose::Api => (&state.env.api_keys, "api"),
+        };
+        keys.extend(ring.public_keys().into_iter().map(|k| PublicKey {
+            kid: k.kid,
+            algorithm: "ed25519",
+            public_key: k.public_key,
+            status: k.status,
+            purpose: name,
+        }));
+    }
+    KeyList { keys }
+}
+
+/// The agent-token keys (what a relying service verifies with); an admin also sees the API keys.
+#[utoipa::path(get, path = "/v1/keys", tag = "checking tokens", responses((status = 200, body = KeyList)))]
+pub async fn list_keys(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> ApiResult<axum::Json<KeyList>> {
+    let purposes: &[KeyPurpose] = match caller.role {
+        Role::Admin => &[KeyPurpose::Agent, KeyPurpose::Api],
+        _ => &[KeyPurpose::Agent],
+    };
+    Ok(axum::Json(key_list(&state, purposes)))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPurposeBody {
+    /// `agent` (default) or `api`.
+    pub purpose: Option<String>,
+}
+
+fn parse_purpose(body: &KeyPurposeBody) -> Result<KeyPurpose> {
+    match body.purpose.as_deref().unwrap_or("agent") {
+        "agent" => Ok(KeyPurpose::Agent),
+        "api" => Ok(KeyPurpose::Api),
+        _ => Err(Error::invalid("`purpose` must be `agent` or `api`")),
+    }
+}
+
+/// Applies a key change to the ring and records it in the audit log.
+async fn change_keys(
+    state: &AppState,
+    caller: Caller,
+    purpose: KeyPurpose,
+    change: impl FnOnce(&crate::tokens::KeyRing) -> Result<()>,
+) -> ApiResult<axum::Json<KeyList>> {
+    crate::ops::require(&caller, &[RoleKind::Admin])?;
+    let ring = match purpose {
+        KeyPurpose::Agent => state.env.agent_keys.clone(),
+        KeyPurpose::Api => state.env.api_keys.clone(),
+    };
+    change(&ring)?;
+    let keys = ring.public_keys();
+    state.writer.execute(move |tx| crate::ops::keys::sync(tx, caller.actor(), purpose, &keys)).await?;
+    Ok(axum::Json(key_list(state, &[purpose])))
+}
+
+#[utoipa::path(post, path = "/v1/keys/rotate", tag = "keys", request_body = KeyPurposeBody, responses((status = 200, body = KeyList)))]
+pub async fn rotate(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    super::problem::OptionalJson(body): super::problem::OptionalJson<KeyPurposeBody>,
+) -> ApiResult<axum::Json<KeyList>> {
+    let purpose = parse_purpose(&body)?;
+    change_keys(&state, caller, purpose, |ring| ring.rotate().map(drop)).await
+}
+
+#[utoipa::path(post, path = "/v1/keys/{kid}/retire", tag = "keys", request_body = KeyPurposeBody, responses((status = 200, body = KeyList)))]
+pub async fn retire(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(kid): Path<String>,
+    super::problem::OptionalJson(body): super::problem::OptionalJson<KeyPurposeBody>,
+) -> ApiResult<axum::Json<KeyList>> {
+    let kid: u32 = kid.parse().map_err(|_| Error::invalid("path parameter: a key id is a positive integer"))?;
+    let purpose = parse_purpose(&body)?;
+    change_keys(&state, caller, purpose, |ring| ring.retire(kid)).await
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevocationEntry {
+    pub cursor: i64,
+    /// Hex of the revoked token's (first block's) revocation id.
+    pub revocation_id: String,
+    pub session_id: SessionId,
+    /// After this, the token cannot verify anyway and the entry can be dropped.
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedQuery {
+    after: Option<String>,
+    cursor: Option<String>,
+    limit: Option<String>,
+}
+
+/// Revoked tokens' revocation ids since a cursor, oldest first; expired entries are left out.
+#[utoipa::path(get, path = "/v1/revocations", tag = "checking tokens", responses((status = 200, body = Vec<RevocationEntry>)))]
+pub async fn revocations(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Query(q): Query<FeedQuery>,
+) -> ApiResult<axum::Json<Page<RevocationEntry>>> {
+    crate::ops::require(&caller, &[RoleKind::Verifier, RoleKind::Admin, RoleKind::Auditor])?;
+    let limit = super::page(&q.limit, &None, |_: &str| Ok::<_, Error>(()))?.limit;
+    let after = q.after.as_ref().or(q.cursor.as_ref());
+    let after = match after {
+        None => 0,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| Error::invalid("`after` must be a non-negative integer cursor"))?,
+    };
+    let now = state.clock.now();
+    super::read(&state, move |conn| reads::revocation_feed(conn, after, limit, now)).await.map(|axum::Json(page)| {
+        axum::Json(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|(cursor, revocation_id, session_id, expires_at)| RevocationEntry {
+                    cursor,
+                    revocation_id,
+                    session_id,
+                    expires_at,
+                })
+                .collect(),
+            next_cursor: page.next_cursor,
+        })
+    })
+}
