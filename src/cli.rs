@@ -240,6 +240,9 @@ async fn serve(config: Config, listen: &str) -> Result<ExitCode, Error> {
         .await
         .map_err(|e| Error::invalid(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(Error::internal)?;
+    // On stdout, so scripts that start tether on port 0 can read where it listens.
+    println!("tether listening on http://{addr}");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "tether listening");
     app.serve(listener, shutdown_signal()).await.map_err(Error::internal)?;
     tracing::info!("tether stopped");
