@@ -47,6 +47,7 @@ impl Cascade {
                 "agent_id": session.agent_id,
                 "integration_id": session.integration_id,
                 "delegation_id": session.delegation_id,
+                "platform_id": session.platform_id,
                 "initiating_entity": super::initiating_entity(&self.trigger.actor),
                 "trigger": self.trigger.action,
             }));
@@ -81,6 +82,7 @@ impl Cascade {
         for d in &delegations {
             let event = self.caused("delegation.revoked", Subject::new("delegation", d.id), reason).details(json!({
                 "user_id": d.user_id, "agent_id": d.agent_id, "integration_id": d.integration_id,
+                "platform_id": d.platform_id,
             }));
             tx.audit(event)?;
             writes::mark_delegation_revoked(tx, d.id, reason)?;

@@ -121,7 +121,10 @@ pub fn disable_platform(tx: &mut Tx<'_>, caller: &Caller, id: PlatformId, req: W
         return Ok(noop_receipt(tx, earlier, subject));
     }
     writes::set_status(tx, StatusTable::Platforms, &id.to_string(), PlatformStatus::Disabled.as_str())?;
-    let mut cascade = Cascade::start(tx, NewEvent::new(caller.actor(), "platform.disabled", subject).reason(reason))?;
+    let mut cascade = Cascade::start(
+        tx,
+        NewEvent::new(caller.actor(), "platform.disabled", subject).reason(reason).details(json!({"platform_id": id})),
+    )?;
     cascade.revoke_delegations(tx, DelegationsOf::Platform(id), "platform_disabled")?;
     Ok(cascade.receipt(tx))
 }
@@ -191,7 +194,10 @@ pub fn end_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, to: AgentStatus,
         return Err(Error::conflict(format!("agent {id} is deregistered")));
     }
     writes::set_status(tx, StatusTable::Agents, &id.to_string(), to.as_str())?;
-    let mut cascade = Cascade::start(tx, NewEvent::new(caller.actor(), action, subject).reason(reason))?;
+    let mut cascade = Cascade::start(
+        tx,
+        NewEvent::new(caller.actor(), action, subject).reason(reason).details(json!({"platform_id": agent.platform_id})),
+    )?;
     cascade.revoke_delegations(tx, DelegationsOf::Agent(id), cascade_reason)?;
     Ok(cascade.receipt(tx))
 }
@@ -208,7 +214,11 @@ pub fn resume_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, req: WithReas
         AgentStatus::Suspended => {}
     }
     writes::set_status(tx, StatusTable::Agents, &id.to_string(), AgentStatus::Active.as_str())?;
-    tx.audit(NewEvent::new(caller.actor(), "agent.resumed", Subject::new("agent", id)).reason(reason))?;
+    tx.audit(
+        NewEvent::new(caller.actor(), "agent.resumed", Subject::new("agent", id))
+            .reason(reason)
+            .details(json!({"platform_id": agent.platform_id})),
+    )?;
     reads::get_agent(tx.conn(), caller.visibility(), id)
 }
 
@@ -245,7 +255,12 @@ pub fn disable_integration(tx: &mut Tx<'_>, caller: &Caller, id: IntegrationId, 
     }
     writes::set_status(tx, StatusTable::Integrations, &id.to_string(), IntegrationStatus::Disabled.as_str())?;
     let mut cascade =
-        Cascade::start(tx, NewEvent::new(caller.actor(), "integration.disabled", subject).reason(reason))?;
+        Cascade::start(
+            tx,
+            NewEvent::new(caller.actor(), "integration.disabled", subject)
+                .reason(reason)
+                .details(json!({"platform_id": integration.platform_id})),
+        )?;
     cascade.revoke_delegations(tx, DelegationsOf::Integration(id), "integration_disabled")?;
     Ok(cascade.receipt(tx))
 }

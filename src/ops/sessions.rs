@@ -95,7 +95,7 @@ pub fn create_delegation(tx: &mut Tx<'_>, caller: &Caller, req: NewDelegation) -
     writes::insert_delegation(tx, &delegation)?;
     tx.audit(NewEvent::new(caller.actor(), "delegation.created", Subject::new("delegation", delegation.id)).details(
         json!({
-            "user_id": delegation.user_id, "agent_id": delegation.agent_id,
+            "user_id": delegation.user_id, "agent_id": delegation.agent_id, "platform_id": delegation.platform_id,
             "integration_id": delegation.integration_id, "scopes": delegation.scopes,
         }),
     ))?;
@@ -114,6 +114,7 @@ pub fn revoke_delegation(tx: &mut Tx<'_>, caller: &Caller, id: DelegationId, req
     writes::mark_delegation_revoked(tx, id, reason.as_deref().unwrap_or("revoked"))?;
     let trigger = NewEvent::new(caller.actor(), "delegation.revoked", subject).reason(reason).details(json!({
         "user_id": delegation.user_id, "agent_id": delegation.agent_id, "integration_id": delegation.integration_id,
+        "platform_id": delegation.platform_id,
     }));
     let mut cascade = Cascade::start(tx, trigger)?;
     let sessions = writes::active_sessions(tx, SessionsOf::Delegation(id))?;
@@ -209,6 +210,7 @@ pub fn create_session(tx: &mut Tx<'_>, env: &Env, caller: &Caller, req: NewSessi
         NewEvent::new(caller.actor(), "session.created", Subject::new("session", session.id)).details(json!({
             "user_id": session.user_id, "agent_id": session.agent_id, "integration_id": session.integration_id,
             "delegation_id": session.delegation_id, "parent_session_id": session.parent_session_id,
+            "platform_id": session.platform_id,
             "scopes": session.scopes, "expires_at": session.expires_at,
         })),
     )?;
@@ -351,6 +353,7 @@ pub fn revoke_session(tx: &mut Tx<'_>, caller: &Caller, id: SessionId, req: With
         tx.audit(NewEvent::new(caller.actor(), "session.revoked", subject).reason(Some(why.clone())).details(json!({
             "user_id": session.user_id, "agent_id": session.agent_id, "integration_id": session.integration_id,
             "delegation_id": session.delegation_id,
+            "platform_id": session.platform_id,
             "initiating_entity": super::initiating_entity(&caller.actor()),
         })))?;
     let seq = trigger.seq;
@@ -361,6 +364,7 @@ pub fn revoke_session(tx: &mut Tx<'_>, caller: &Caller, id: SessionId, req: With
         agent_id: session.agent_id,
         integration_id: session.integration_id,
         delegation_id: session.delegation_id,
+        platform_id: session.platform_id,
         scopes: session.scopes.clone(),
         expires_at: session.expires_at,
     };

@@ -221,6 +221,7 @@ pub struct ActiveSession {
     pub agent_id: AgentId,
     pub integration_id: IntegrationId,
     pub delegation_id: DelegationId,
+    pub platform_id: PlatformId,
     pub scopes: ScopeSet,
     pub expires_at: Timestamp,
 }
@@ -239,22 +240,22 @@ pub enum SessionsOf {
 pub fn active_sessions(tx: &Tx<'_>, of: SessionsOf) -> Result<Vec<ActiveSession>> {
     let (sql, key) = match of {
         SessionsOf::User(u) => (
-            "SELECT id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at FROM sessions
+            "SELECT id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at, platform_id FROM sessions
              WHERE user_id = ?1 AND status = 'active' AND expires_at > ?2 ORDER BY id",
             u.to_string(),
         ),
         SessionsOf::Delegation(d) => (
-            "SELECT id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at FROM sessions
+            "SELECT id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at, platform_id FROM sessions
              WHERE delegation_id = ?1 AND status = 'active' AND expires_at > ?2 ORDER BY id",
             d.to_string(),
         ),
         SessionsOf::Parent(p) => (
-            "SELECT id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at FROM sessions
+            "SELECT id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at, platform_id FROM sessions
              WHERE parent_id = ?1 AND status = 'active' AND expires_at > ?2 ORDER BY id",
             p.to_string(),
         ),
         SessionsOf::One(s) => (
-            "SELECT id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at FROM sessions
+            "SELECT id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at, platform_id FROM sessions
              WHERE id = ?1 AND status = 'active' AND expires_at > ?2",
             s.to_string(),
         ),
@@ -270,6 +271,7 @@ pub fn active_sessions(tx: &Tx<'_>, of: SessionsOf) -> Result<Vec<ActiveSession>
                 delegation_id: r.get(4)?,
                 scopes: r.get(5)?,
                 expires_at: r.get(6)?,
+                platform_id: r.get(7)?,
             })
         })
         .map_err(db_error)?;
