@@ -20,6 +20,7 @@ pub mod audit;
 pub mod authorize;
 pub mod clock;
 pub mod domain;
+pub mod events;
 pub mod last_seen;
 pub mod metrics;
 pub mod ops;
@@ -47,11 +48,18 @@ pub struct Config {
     pub policy_dir: Option<PathBuf>,
     pub limits: Limits,
     pub read_connections: usize,
+    pub webhooks: events::webhooks::DeliveryPolicy,
 }
 
 impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Config { data_dir: data_dir.into(), policy_dir: None, limits: Limits::default(), read_connections: 4 }
+        Config {
+            data_dir: data_dir.into(),
+            policy_dir: None,
+            limits: Limits::default(),
+            read_connections: 4,
+            webhooks: Default::default(),
+        }
     }
 }
 
@@ -65,6 +73,7 @@ pub struct Services {
     pub clock: Arc<Clock>,
     pub metrics: metrics::Metrics,
     pub last_seen: Arc<last_seen::LastSeen>,
+    pub delivery: events::webhooks::DeliveryPolicy,
 }
 
 /// An opened tether: database migrated, keys loaded, views filled.
@@ -94,7 +103,8 @@ impl App {
         let views = Arc::new(Views::default());
         let writer = Writer::start(&db, clock.clone(), views.clone())?;
         let readers = Arc::new(ReadPool::open(&db, config.read_connections)?);
-        let env = Arc::new(Env { agent_keys: agent_keys.clone(), api_keys, limits: config.limits });
+        let webhook_master = tokens::keys::load_or_create_secret(&keys_dir, "webhook.key")?;
+        let env = Arc::new(Env { agent_keys: agent_keys.clone(), api_keys, limits: config.limits, webhook_master });
 
         load_views(&readers, &views, clock.now())?;
         for (purpose, ring) in [(KeyPurpose::Agent, &agent_keys), (KeyPurpose::Api, &env.api_keys)] {
@@ -113,6 +123,7 @@ impl App {
             clock,
             metrics: metrics::Metrics::default(),
             last_seen: Arc::new(last_seen::LastSeen::default()),
+            delivery: config.webhooks,
         };
         Ok(App { services: Arc::new(services), first_admin_credential })
     }
@@ -159,6 +170,8 @@ impl App {
                 }
             })
         };
+        let deliveries =
+            tokio::spawn(events::webhooks::run(self.services.clone(), self.services.delivery, stop_rx.clone()));
         let router = self.router();
         let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
@@ -166,11 +179,22 @@ impl App {
         let _ = stop_tx.send(true);
         let _ = flusher.await;
         let _ = maintenance.await;
+        let _ = deliveries.await;
         result
     }
 }
 
 impl Services {
+    /// The seq of the newest committed audit event.
+    pub async fn writer_head_seq(&self) -> Result<i64> {
+        self.readers
+            .read(|conn| {
+                conn.query_row("SELECT coalesce(max(seq), 0) FROM audit_events", [], |r| r.get(0))
+                    .map_err(store::db_error)
+            })
+            .await
+    }
+
     /// Re-reads both key rings from their files and audits any key added or retired.
     pub async fn sync_keys(&self) -> Result<()> {
         for (purpose, ring) in [(KeyPurpose::Agent, &self.env.agent_keys), (KeyPurpose::Api, &self.env.api_keys)] {

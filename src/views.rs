@@ -131,11 +131,18 @@ pub struct Views {
     pub sessions: LiveView,
     pub credentials: Sharded<CredentialId, CredentialState>,
     pub events: broadcast::Sender<AuditEvent>,
+    /// Signalled when webhook deliveries were committed.
+    pub outbox: tokio::sync::Notify,
 }
 
 impl Default for Views {
     fn default() -> Self {
-        Views { sessions: LiveView::default(), credentials: Sharded::new(8), events: broadcast::channel(4096).0 }
+        Views {
+            sessions: LiveView::default(),
+            credentials: Sharded::new(8),
+            events: broadcast::channel(4096).0,
+            outbox: tokio::sync::Notify::new(),
+        }
     }
 }
 
@@ -152,6 +159,7 @@ impl EffectSink for Views {
                 Effect::Credential { id, revoked, expires_at } => {
                     self.credentials.insert(*id, CredentialState { revoked: *revoked, expires_at: *expires_at })
                 }
+                Effect::OutboxWritten => self.outbox.notify_one(),
                 Effect::Audited(event) => {
                     // No subscriber is fine; a lagging one is told it lagged and resumes from the store.
                     let _ = self.events.send((**event).clone());

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Authenticated;
-use super::problem::{ApiResult, Json, Query};
+use super::problem::{ApiResult, Query};
 use super::AppState;
 use crate::domain::*;
 use crate::store::reads::{self, Page};

@@ -5,13 +5,16 @@ pub mod auth;
 pub mod authorize;
 pub mod credentials;
 pub mod delegations;
+pub mod events;
 pub mod keys;
+pub mod oauth;
 pub mod objects;
 pub mod openapi;
 pub mod operations;
 pub mod problem;
 pub mod sessions;
 pub mod users;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -43,6 +46,9 @@ pub fn router(state: AppState) -> Router {
         .merge(authorize::router())
         .merge(audit::router())
         .merge(keys::router())
+        .merge(events::router())
+        .merge(webhooks::router())
+        .merge(oauth::router())
         .merge(operations::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -19,6 +19,7 @@ use super::*;
         delegations::create, delegations::list, delegations::get_one, delegations::revoke,
         sessions::create, sessions::list, sessions::get_one, sessions::revoke, sessions::refresh,
         keys::list_keys, keys::rotate, keys::retire, keys::revocations,
+        events::events, oauth::introspect, oauth::revoke, webhooks::create, webhooks::list, webhooks::remove, webhooks::deliveries,
         authorize::authorize,
         audit::list, audit::verify, audit::export, audit::coverage_report,
     ),

@@ -49,6 +49,26 @@ impl RoleKind {
 }
 
 impl Role {
+    /// A role from its stored form: kind, and the bound platform or user id (ignored for others).
+    pub fn from_parts(kind: &str, bound: &str) -> Option<Role> {
+        Some(match RoleKind::parse(kind)? {
+            RoleKind::Admin => Role::Admin,
+            RoleKind::Auditor => Role::Auditor,
+            RoleKind::Verifier => Role::Verifier,
+            RoleKind::Platform => Role::Platform(PlatformId::parse(bound).ok()?),
+            RoleKind::User => Role::User(UserId::parse(bound).ok()?),
+        })
+    }
+
+    /// The id stored beside the kind: the bound platform or user, else the credential.
+    pub fn bound_id(&self, credential: CredentialId) -> String {
+        match self {
+            Role::Platform(p) => p.to_string(),
+            Role::User(u) => u.to_string(),
+            _ => credential.to_string(),
+        }
+    }
+
     pub fn kind(&self) -> RoleKind {
         match self {
             Role::Admin => RoleKind::Admin,

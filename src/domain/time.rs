@@ -19,6 +19,10 @@ impl Timestamp {
         self.0.div_euclid(1000)
     }
 
+    pub fn plus_millis(self, millis: i64) -> Timestamp {
+        Timestamp(self.0.saturating_add(millis))
+    }
+
     pub fn plus_seconds(self, seconds: i64) -> Timestamp {
         Timestamp(self.0.saturating_add(seconds.saturating_mul(1000)))
     }

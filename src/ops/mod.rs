@@ -9,6 +9,7 @@ pub mod commands;
 pub mod keys;
 pub mod objects;
 pub mod sessions;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -20,6 +21,14 @@ pub struct Env {
     pub agent_keys: Arc<KeyRing>,
     pub api_keys: Arc<KeyRing>,
     pub limits: Limits,
+    /// Master key from which each webhook's signing secret is derived (never printed).
+    pub webhook_master: [u8; 32],
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env").field("limits", &self.limits).finish_non_exhaustive()
+    }
 }
 
 /// Bounds on what a request may ask for.

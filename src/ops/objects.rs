@@ -196,7 +196,9 @@ pub fn end_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, to: AgentStatus,
     writes::set_status(tx, StatusTable::Agents, &id.to_string(), to.as_str())?;
     let mut cascade = Cascade::start(
         tx,
-        NewEvent::new(caller.actor(), action, subject).reason(reason).details(json!({"platform_id": agent.platform_id})),
+        NewEvent::new(caller.actor(), action, subject)
+            .reason(reason)
+            .details(json!({"platform_id": agent.platform_id})),
     )?;
     cascade.revoke_delegations(tx, DelegationsOf::Agent(id), cascade_reason)?;
     Ok(cascade.receipt(tx))
@@ -254,13 +256,12 @@ pub fn disable_integration(tx: &mut Tx<'_>, caller: &Caller, id: IntegrationId, 
         return Ok(noop_receipt(tx, earlier, subject));
     }
     writes::set_status(tx, StatusTable::Integrations, &id.to_string(), IntegrationStatus::Disabled.as_str())?;
-    let mut cascade =
-        Cascade::start(
-            tx,
-            NewEvent::new(caller.actor(), "integration.disabled", subject)
-                .reason(reason)
-                .details(json!({"platform_id": integration.platform_id})),
-        )?;
+    let mut cascade = Cascade::start(
+        tx,
+        NewEvent::new(caller.actor(), "integration.disabled", subject)
+            .reason(reason)
+            .details(json!({"platform_id": integration.platform_id})),
+    )?;
     cascade.revoke_delegations(tx, DelegationsOf::Integration(id), "integration_disabled")?;
     Ok(cascade.receipt(tx))
 }

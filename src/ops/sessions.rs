@@ -341,8 +341,31 @@ pub fn refresh_session(
 /// Revokes one session (its own trigger) and its sub-agent sessions.
 pub fn revoke_session(tx: &mut Tx<'_>, caller: &Caller, id: SessionId, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::User])?;
-    let reason = reason(&req.reason)?;
     let session = reads::get_session(tx.conn(), caller.visibility(), id, tx.now())?;
+    revoke_loaded(tx, caller, session, req)
+}
+
+/// RFC 7009: the caller holds the session's token. A verifier may revoke any session whose token
+/// it holds (possession is the proof); a platform only its own.
+pub fn revoke_session_held(tx: &mut Tx<'_>, caller: &Caller, id: SessionId, req: WithReason) -> Result<Receipt> {
+    require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::Verifier])?;
+    let visibility = match caller.role {
+        Role::Platform(p) => Visibility::Platform(p),
+        _ => Visibility::All,
+    };
+    let session = reads::get_session(tx.conn(), visibility, id, tx.now())?;
+    revoke_loaded(tx, caller, session, req)
+}
+
+/// RFC 7009 with a refresh token: revokes the session it belongs to.
+pub fn revoke_by_refresh_token(tx: &mut Tx<'_>, caller: &Caller, hash: &str, req: WithReason) -> Result<Receipt> {
+    let stored = writes::find_refresh_token(tx, hash)?.ok_or(Error::NotFound("refresh token"))?;
+    revoke_session_held(tx, caller, stored.session_id, req)
+}
+
+fn revoke_loaded(tx: &mut Tx<'_>, caller: &Caller, session: Session, req: WithReason) -> Result<Receipt> {
+    let reason = reason(&req.reason)?;
+    let id = session.id;
     let subject = Subject::new("session", id);
     if session.status != SessionStatus::Active {
         let earlier = writes::last_event_for(tx, &id.to_string(), &["session.revoked", "session.created"])?;

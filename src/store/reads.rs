@@ -401,3 +401,128 @@ pub fn revocation_feed(conn: &Connection, after: i64, limit: usize, now: Timesta
     };
     Ok(Page { items, next_cursor })
 }
+
+/// A webhook as its owner sees it (never with its secret).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Webhook {
+    pub id: WebhookId,
+    pub url: String,
+    pub events: Vec<String>,
+    pub created_at: Timestamp,
+}
+
+/// A webhook's delivery of one event.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Delivery {
+    pub event_id: String,
+    pub seq: i64,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    pub attempts: i64,
+    pub last_attempt_at: Option<Timestamp>,
+    /// When the receiver answered 2xx: when it learned of the event.
+    pub acknowledged_at: Option<Timestamp>,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+fn webhook_row(r: &Row<'_>) -> rusqlite::Result<Webhook> {
+    let events: String = r.get(2)?;
+    Ok(Webhook {
+        id: r.get(0)?,
+        url: r.get(1)?,
+        events: serde_json::from_str(&events).unwrap_or_default(),
+        created_at: r.get(3)?,
+    })
+}
+
+/// A webhook visible to its owner (same role and binding), not deleted.
+pub fn get_webhook(conn: &Connection, owner_role: &str, owner_id: &str, id: WebhookId) -> Result<Webhook> {
+    conn.prepare_cached(
+        "SELECT id, url, events, created_at FROM webhooks
+         WHERE id = ?1 AND owner_role = ?2 AND owner_id = ?3 AND deleted_at IS NULL",
+    )
+    .and_then(|mut st| st.query_row(rusqlite::params![id.to_string(), owner_role, owner_id], webhook_row).optional())
+    .map_err(db_error)?
+    .ok_or(Error::NotFound("webhook"))
+}
+
+pub fn list_webhooks(conn: &Connection, owner_role: &str, owner_id: &str, page: &PageRequest) -> Result<Page<Webhook>> {
+    let mut q = Select::new("id, url, events, created_at", "webhooks");
+    q.and("owner_role = ?", Value::Text(owner_role.to_owned()))
+        .and("owner_id = ?", Value::Text(owner_id.to_owned()))
+        .and_static("deleted_at IS NULL");
+    q.page(conn, page, webhook_row, |w| w.id.to_string())
+}
+
+pub fn list_deliveries(conn: &Connection, webhook: WebhookId, after_seq: i64, limit: usize) -> Result<Page<Delivery>> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT event_id, event_seq, status, attempts, last_attempt_at, acknowledged_at, last_status, last_error
+             FROM webhook_deliveries WHERE webhook_id = ?1 AND event_seq > ?2 ORDER BY event_seq LIMIT ?3",
+        )
+        .map_err(db_error)?;
+    let rows = st
+        .query_map(rusqlite::params![webhook.to_string(), after_seq, (limit + 1) as i64], |r| {
+            Ok(Delivery {
+                event_id: r.get(0)?,
+                seq: r.get(1)?,
+                status: r.get(2)?,
+                attempts: r.get(3)?,
+                last_attempt_at: r.get(4)?,
+                acknowledged_at: r.get(5)?,
+                last_status: r.get(6)?,
+                last_error: r.get(7)?,
+            })
+        })
+        .map_err(db_error)?;
+    let mut items = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)?;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|d| d.seq.to_string())
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// A delivery whose next attempt is due, with what it carries.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub id: i64,
+    pub webhook_id: WebhookId,
+    pub url: String,
+    pub attempts: u32,
+    pub event: AuditEvent,
+}
+
+pub fn due_deliveries(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<DueDelivery>> {
+    let sql = format!(
+        "SELECT d.id, d.webhook_id, w.url, d.attempts, {} FROM webhook_deliveries d
+         JOIN webhooks w ON w.id = d.webhook_id
+         JOIN audit_events e ON e.seq = d.event_seq
+         WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND w.deleted_at IS NULL
+         ORDER BY d.next_attempt_at, d.id LIMIT ?2",
+        rows::AUDIT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ")
+    );
+    let mut st = conn.prepare_cached(&sql).map_err(db_error)?;
+    let rows = st
+        .query_map(rusqlite::params![now.millis(), limit as i64], |r| {
+            let event = AuditEvent {
+                seq: r.get(4)?,
+                id: r.get(5)?,
+                at: r.get(6)?,
+                actor: crate::audit::Actor { kind: r.get(7)?, id: r.get(8)? },
+                action: r.get(9)?,
+                subject: crate::audit::Subject { kind: r.get(10)?, id: r.get(11)? },
+                cause_seq: r.get(12)?,
+                reason: r.get(13)?,
+                details: serde_json::from_str(&r.get::<_, String>(14)?).unwrap_or_default(),
+                prev_hash: r.get(15)?,
+                hash: r.get(16)?,
+            };
+            Ok(DueDelivery { id: r.get(0)?, webhook_id: r.get(1)?, url: r.get(2)?, attempts: r.get(3)?, event })
+        })
+        .map_err(db_error)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+}

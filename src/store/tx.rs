@@ -16,6 +16,8 @@ pub enum Effect {
     SessionRevoked { id: SessionId, expires_at: Timestamp },
     /// A credential was created or revoked.
     Credential { id: CredentialId, revoked: bool, expires_at: Option<Timestamp> },
+    /// Webhook deliveries were queued (wakes the delivery worker).
+    OutboxWritten,
     /// An audit event was committed (for the event stream).
     Audited(Box<AuditEvent>),
 }
@@ -49,11 +51,13 @@ pub struct Tx<'c> {
     now: Timestamp,
     pub(super) head: ChainHead,
     pub(super) effects: Vec<Effect>,
+    /// Whether this batch queued webhook deliveries (the delivery worker is woken after commit).
+    pub(super) outbox_written: bool,
 }
 
 impl<'c> Tx<'c> {
     pub(super) fn new(conn: &'c Connection, now: Timestamp, head: ChainHead) -> Self {
-        Tx { conn, now, head, effects: Vec::new() }
+        Tx { conn, now, head, effects: Vec::new(), outbox_written: false }
     }
 
     pub fn conn(&self) -> &Connection {
@@ -113,8 +117,44 @@ impl<'c> Tx<'c> {
                 ])
             })
             .map_err(db_error)?;
+        self.enqueue_webhooks(&record)?;
         self.head = ChainHead { seq: record.seq, hash: record.hash.clone() };
         self.effects.push(Effect::Audited(Box::new(record.clone())));
         Ok(record)
+    }
+
+    /// The transactional outbox: one pending delivery per webhook that subscribed to this event
+    /// and whose owner may see it, written with the event itself.
+    fn enqueue_webhooks(&mut self, record: &AuditEvent) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, events, owner_role, owner_id FROM webhooks WHERE deleted_at IS NULL")
+            .map_err(db_error)?;
+        let hooks = st
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            })
+            .map_err(db_error)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_error)?;
+        for (id, events, owner_role, owner_id) in hooks {
+            let wanted: Vec<String> = serde_json::from_str(&events).unwrap_or_default();
+            if !wanted.is_empty() && !wanted.iter().any(|a| *a == record.action) {
+                continue;
+            }
+            let Some(role) = crate::domain::Role::from_parts(&owner_role, &owner_id) else { continue };
+            if !crate::audit::visible_to(&role, record) {
+                continue;
+            }
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO webhook_deliveries (webhook_id, event_seq, event_id, status, next_attempt_at)
+                     VALUES (?1, ?2, ?3, 'pending', ?4)",
+                )
+                .and_then(|mut st| st.execute(params![id, record.seq, record.id, self.now.millis()]))
+                .map_err(db_error)?;
+            self.outbox_written = true;
+        }
+        Ok(())
     }
 }

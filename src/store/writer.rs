@@ -158,6 +158,9 @@ fn commit_batch(conn: &Connection, head: &mut ChainHead, batch: &mut [Job], cloc
         }
     }
     conn.execute_batch("COMMIT").map_err(db_error)?;
+    if tx.outbox_written {
+        tx.effects.push(Effect::OutboxWritten);
+    }
     *head = tx.head.clone();
     Ok(std::mem::take(&mut tx.effects))
 }

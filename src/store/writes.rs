@@ -403,3 +403,60 @@ pub fn purge_expired_tokens(tx: &Tx<'_>) -> Result<usize> {
     let tokens = exec(tx, "DELETE FROM access_tokens WHERE expires_at <= ?1", params![now])?;
     Ok(feed + tokens)
 }
+
+pub fn insert_webhook(tx: &Tx<'_>, webhook: &super::reads::Webhook, owner_role: &str, owner_id: &str) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO webhooks (id, url, events, owner_role, owner_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            webhook.id.to_string(),
+            webhook.url,
+            serde_json::to_string(&webhook.events).unwrap_or_else(|_| "[]".into()),
+            owner_role,
+            owner_id,
+            webhook.created_at.millis()
+        ],
+    )
+    .map(drop)
+}
+
+pub fn delete_webhook(tx: &Tx<'_>, id: WebhookId) -> Result<()> {
+    exec(tx, "UPDATE webhooks SET deleted_at = ?2 WHERE id = ?1", params![id.to_string(), tx.now().millis()])?;
+    // Nothing more will be attempted for a deleted webhook.
+    exec(
+        tx,
+        "UPDATE webhook_deliveries SET status = 'failed', last_error = 'webhook deleted' WHERE webhook_id = ?1 AND status = 'pending'",
+        params![id.to_string()],
+    )
+    .map(drop)
+}
+
+/// Records one delivery attempt: acknowledged, retried later, or failed for good.
+pub fn record_delivery_attempt(
+    tx: &Tx<'_>,
+    id: i64,
+    attempts: u32,
+    outcome: &crate::events::webhooks::Attempt,
+    retry_at: Timestamp,
+    give_up: bool,
+) -> Result<()> {
+    use crate::events::webhooks::Attempt;
+    let now = tx.now().millis();
+    match outcome {
+        Attempt::Acknowledged { status } => exec(
+            tx,
+            "UPDATE webhook_deliveries SET status = 'delivered', attempts = ?2, last_attempt_at = ?3, acknowledged_at = ?3,
+                                           last_status = ?4, last_error = NULL
+             WHERE id = ?1 AND status = 'pending'",
+            params![id, attempts, now, status],
+        ),
+        Attempt::Failed { status, error } => exec(
+            tx,
+            "UPDATE webhook_deliveries SET status = CASE WHEN ?6 THEN 'failed' ELSE 'pending' END, attempts = ?2,
+                                           last_attempt_at = ?3, next_attempt_at = ?4, last_status = ?5, last_error = ?7
+             WHERE id = ?1 AND status = 'pending'",
+            params![id, attempts, now, retry_at.millis(), status, give_up, error],
+        ),
+    }
+    .map(drop)
+}

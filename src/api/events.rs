@@ -1,0 +1,97 @@
+//! GET /v1/events: Server-Sent Events of the audit events the caller may see.
+//!
+//! `id:` is the audit seq. A client that reconnects with `Last-Event-ID` resumes right after it:
+//! the stream subscribes to live events first, then replays the backlog from the store, then
+//! forwards live events it has not sent yet, so nothing is missed or sent twice. A consumer too
+//! slow for the bounded buffer is dropped (writers never wait for it) and resumes the same way.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::auth::Authenticated;
+use super::problem::{ApiResult, Query};
+use super::AppState;
+use crate::audit::{visible_to, AuditEvent};
+use crate::domain::*;
+use crate::store::reads::{self, AuditFilter};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/events", get(events))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Same as `Last-Event-ID`, for clients that cannot set headers.
+    after: Option<String>,
+}
+
+fn sse_event(event: &AuditEvent) -> Event {
+    Event::default()
+        .id(event.seq.to_string())
+        .event(event.action.clone())
+        .data(crate::events::notification(event).to_string())
+}
+
+#[utoipa::path(get, path = "/v1/events", tag = "checking tokens", responses((status = 200, content_type = "text/event-stream", body = String)))]
+pub async fn events(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<impl axum::response::IntoResponse> {
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned).or(q.after);
+    let after = match resume {
+        None => state.writer_head_seq().await?,
+        Some(text) => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| Error::invalid("`Last-Event-ID` must be an audit seq"))?,
+    };
+    // Subscribe before reading the backlog so no event falls between the two.
+    let mut live = state.views.events.subscribe();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(64);
+    let role = caller.role;
+    tokio::spawn(async move {
+        let mut last = after;
+        loop {
+            let filter = AuditFilter { after_seq: Some(last), ..Default::default() };
+            let Ok(page) = state.readers.read(move |conn| reads::list_audit(conn, &filter, 500)).await else { return };
+            for event in &page.items {
+                last = event.seq;
+                if visible_to(&role, event) && tx.send(Ok(sse_event(event))).await.is_err() {
+                    return;
+                }
+            }
+            if page.next_cursor.is_none() {
+                break;
+            }
+        }
+        loop {
+            match live.recv().await {
+                Ok(event) if event.seq <= last => continue,
+                Ok(event) => {
+                    last = event.seq;
+                    if visible_to(&role, &event) && tx.send(Ok(sse_event(&event))).await.is_err() {
+                        return;
+                    }
+                }
+                // Too slow: drop the stream; the client resumes with Last-Event-ID.
+                Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    Ok(Sse::new(ReceiverStream::new(rx))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("keep-alive")))
+}

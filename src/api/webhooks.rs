@@ -1,0 +1,105 @@
+//! /v1/webhooks: subscriptions to signed event deliveries, and their delivery records.
+
+use axum::extract::{Path, State};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Authenticated;
+use super::problem::{path_id, ApiResult, Json, Query};
+use super::{page, read, write, AppState, RawPage};
+use crate::domain::*;
+use crate::events::webhooks::secret;
+use crate::ops::webhooks::{self as ops, NewWebhook};
+use crate::store::reads::{self, Delivery, Page, Webhook};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/webhooks", post(create).get(list))
+        .route("/v1/webhooks/{id}", delete(remove))
+        .route("/v1/webhooks/{id}/deliveries", get(deliveries))
+}
+
+/// A new webhook with its signing secret: shown here once, never again.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedWebhook {
+    pub id: WebhookId,
+    pub url: String,
+    pub events: Vec<String>,
+    pub created_at: Timestamp,
+    /// Standard Webhooks secret (`whsec_…`): verify `webhook-signature` with it.
+    pub secret: String,
+}
+
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = NewWebhook, responses((status = 200, body = CreatedWebhook)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Json(req): Json<NewWebhook>,
+) -> ApiResult<axum::Json<CreatedWebhook>> {
+    let axum::Json(webhook) = write(&state, move |tx| ops::create(tx, &caller, req)).await?;
+    let secret = secret(&state.env.webhook_master, webhook.id);
+    Ok(axum::Json(CreatedWebhook {
+        id: webhook.id,
+        url: webhook.url,
+        events: webhook.events,
+        created_at: webhook.created_at,
+        secret,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", responses((status = 200, body = Vec<Webhook>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Query(q): Query<RawPage>,
+) -> ApiResult<axum::Json<Page<Webhook>>> {
+    let page = page(&q.limit, &q.cursor, WebhookId::parse)?;
+    let role = caller.role.kind().as_str();
+    let owner = caller.role.bound_id(caller.credential);
+    read(&state, move |conn| reads::list_webhooks(conn, role, &owner, &page)).await
+}
+
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", responses((status = 200, body = Webhook)))]
+pub async fn remove(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Webhook>> {
+    let id = path_id(&id, WebhookId::parse)?;
+    write(&state, move |tx| ops::delete(tx, &caller, id)).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", responses((status = 200, body = Vec<Delivery>)))]
+pub async fn deliveries(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+    Query(q): Query<DeliveryQuery>,
+) -> ApiResult<axum::Json<Page<Delivery>>> {
+    let id = path_id(&id, WebhookId::parse)?;
+    let limit = page(&q.limit, &None, |_: &str| Ok::<_, Error>(()))?.limit;
+    let after = match &q.cursor {
+        None => 0,
+        Some(c) => c
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| Error::invalid("`cursor` must be a non-negative integer"))?,
+    };
+    let role = caller.role.kind().as_str();
+    let owner = caller.role.bound_id(caller.credential);
+    read(&state, move |conn| {
+        reads::get_webhook(conn, role, &owner, id)?;
+        reads::list_deliveries(conn, id, after, limit)
+    })
+    .await
+}

@@ -1,0 +1,188 @@
+//! Webhook delivery: Standard Webhooks signatures, retries with exponential backoff and jitter,
+//! at-least-once from the outbox (pending rows survive a crash and are resumed at start).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rand::Rng;
+use sha2::Sha256;
+
+use crate::domain::{Result, WebhookId};
+use crate::store::reads;
+use crate::Services;
+
+/// How deliveries are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryPolicy {
+    /// Delay before the first retry; doubles each attempt (with ±20% jitter), capped at `max_delay`.
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// Attempts before a delivery is marked `failed`.
+    pub max_attempts: u32,
+    /// How long one attempt may take before it counts as failed.
+    pub timeout: Duration,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        DeliveryPolicy {
+            base_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(600),
+            max_attempts: 8,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl DeliveryPolicy {
+    /// Delay after `attempts` failed attempts.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let exp = self.base_delay.saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(20)));
+        let capped = exp.min(self.max_delay);
+        let jitter = rand::thread_rng().gen_range(0.8..1.2);
+        capped.mul_f64(jitter)
+    }
+}
+
+/// HMAC-SHA256 keyed with `key`; HMAC accepts keys of any length, so this cannot fail.
+#[allow(clippy::expect_used)]
+fn hmac(key: &[u8]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length")
+}
+
+/// The per-webhook secret: derived from the data directory's webhook master key and the webhook
+/// id, so it is never stored and cannot be read back through the API or the database.
+pub fn secret(master: &[u8; 32], webhook: WebhookId) -> String {
+    let mut mac = hmac(master);
+    mac.update(b"tether-webhook-secret-v1:");
+    mac.update(webhook.to_string().as_bytes());
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+/// Standard Webhooks signature: `v1,` + base64 HMAC-SHA256 over `id.timestamp.body`, keyed with
+/// the base64-decoded part of the `whsec_` secret.
+pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    let key = secret
+        .strip_prefix("whsec_")
+        .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
+        .unwrap_or_else(|| secret.as_bytes().to_vec());
+    let mut mac = hmac(&key);
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone)]
+pub enum Attempt {
+    Acknowledged { status: u16 },
+    Failed { status: Option<u16>, error: String },
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// Posts one signed delivery.
+async fn post(
+    client: &HttpClient,
+    url: &str,
+    headers: [(&str, String); 3],
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Attempt {
+    let mut request =
+        hyper::Request::post(url).header("content-type", "application/json").header("user-agent", "tether-webhooks");
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let request = match request.body(Full::new(Bytes::from(body))) {
+        Ok(r) => r,
+        Err(e) => return Attempt::Failed { status: None, error: format!("bad request: {e}") },
+    };
+    match tokio::time::timeout(timeout, client.request(request)).await {
+        Err(_) => Attempt::Failed { status: None, error: "timed out".into() },
+        Ok(Err(e)) => Attempt::Failed { status: None, error: format!("connection: {e}") },
+        Ok(Ok(response)) => {
+            let status = response.status().as_u16();
+            if response.status().is_success() {
+                Attempt::Acknowledged { status }
+            } else {
+                Attempt::Failed { status: Some(status), error: format!("answered {status}") }
+            }
+        }
+    }
+}
+
+/// Delivers due outbox rows until `stop` resolves. Each attempt runs in its own task, so a
+/// receiver that never answers only holds its own delivery, never the others.
+pub async fn run(services: Arc<Services>, policy: DeliveryPolicy, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    loop {
+        let now = services.clock.now();
+        let due = services.readers.read(move |conn| reads::due_deliveries(conn, now, 256)).await;
+        match due {
+            Ok(due) => {
+                for delivery in due {
+                    let fresh = in_flight.lock().map(|mut set| set.insert(delivery.id)).unwrap_or(false);
+                    if !fresh {
+                        continue;
+                    }
+                    let services = services.clone();
+                    let client = client.clone();
+                    let in_flight = in_flight.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = deliver(&services, &client, policy, &delivery).await {
+                            tracing::warn!(error = %e, delivery = delivery.id, "recording a webhook attempt failed");
+                        }
+                        if let Ok(mut set) = in_flight.lock() {
+                            set.remove(&delivery.id);
+                        }
+                        services.views.outbox.notify_one();
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading due webhook deliveries failed"),
+        }
+        tokio::select! {
+            _ = services.views.outbox.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+}
+
+async fn deliver(
+    services: &Services,
+    client: &HttpClient,
+    policy: DeliveryPolicy,
+    delivery: &reads::DueDelivery,
+) -> Result<()> {
+    let body = serde_json::to_vec(&super::notification(&delivery.event)).unwrap_or_default();
+    let timestamp = services.clock.now().seconds();
+    let secret = secret(&services.env.webhook_master, delivery.webhook_id);
+    let signature = sign(&secret, &delivery.event.id, timestamp, &body);
+    let headers = [
+        ("webhook-id", delivery.event.id.clone()),
+        ("webhook-timestamp", timestamp.to_string()),
+        ("webhook-signature", signature),
+    ];
+    let outcome = post(client, &delivery.url, headers, body, policy.timeout).await;
+    let id = delivery.id;
+    let attempts = delivery.attempts + 1;
+    let retry_at = services.clock.now().plus_millis(policy.backoff(attempts).as_millis() as i64);
+    let give_up = attempts >= policy.max_attempts;
+    services
+        .writer
+        .execute(move |tx| crate::store::writes::record_delivery_attempt(tx, id, attempts, &outcome, retry_at, give_up))
+        .await
+}

@@ -1,0 +1,74 @@
+//! Webhook subscriptions: created and deleted by their owner, each change audited.
+
+use serde_json::json;
+
+use super::require;
+use crate::audit::NewEvent;
+use crate::domain::*;
+use crate::store::reads::{self, Webhook};
+use crate::store::{writes, Tx};
+
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewWebhook {
+    /// An `http://` URL (this build has no TLS client).
+    pub url: String,
+    /// Audit actions to deliver (e.g. `session.revoked`); empty or absent: every event you may see.
+    pub events: Option<Vec<String>>,
+}
+
+fn check_url(url: &str) -> Result<()> {
+    let url = clean_text("url", url, 2048)?;
+    let parsed: axum::http::Uri = url.parse().map_err(|_| Error::invalid("`url` is not a valid URL"))?;
+    match parsed.scheme_str() {
+        Some("http") if parsed.host().is_some() => Ok(()),
+        Some("https") => Err(Error::invalid("`url`: https is not supported by this build (no TLS client); use http")),
+        _ => Err(Error::invalid("`url` must be an absolute http:// URL")),
+    }
+}
+
+fn check_events(events: &[String]) -> Result<()> {
+    if events.len() > 64 {
+        return Err(Error::invalid("`events` lists more than 64 actions"));
+    }
+    for e in events {
+        let ok = (1..=64).contains(&e.len()) && e.bytes().all(|b| matches!(b, b'a'..=b'z' | b'_' | b'.'));
+        if !ok {
+            return Err(Error::invalid(format!(
+                "`events`: {:?} is not an action name like session.revoked",
+                e.chars().take(64).collect::<String>()
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn create(tx: &mut Tx<'_>, caller: &Caller, req: NewWebhook) -> Result<Webhook> {
+    require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::Verifier, RoleKind::Auditor])?;
+    check_url(&req.url)?;
+    let events = req.events.unwrap_or_default();
+    check_events(&events)?;
+    let webhook = Webhook { id: WebhookId::generate(), url: req.url, events, created_at: tx.now() };
+    let role = caller.role.kind().as_str();
+    let owner = caller.role.bound_id(caller.credential);
+    writes::insert_webhook(tx, &webhook, role, &owner)?;
+    let mut details = json!({"url": webhook.url, "events": webhook.events, "owner_role": role});
+    if let Role::Platform(p) = caller.role {
+        details["platform_id"] = json!(p);
+    }
+    tx.audit(NewEvent::new(caller.actor(), "webhook.created", Subject::new("webhook", webhook.id)).details(details))?;
+    Ok(webhook)
+}
+
+pub fn delete(tx: &mut Tx<'_>, caller: &Caller, id: WebhookId) -> Result<Webhook> {
+    let role = caller.role.kind().as_str();
+    let owner = caller.role.bound_id(caller.credential);
+    let webhook = reads::get_webhook(tx.conn(), role, &owner, id)?;
+    writes::delete_webhook(tx, id)?;
+    let mut details = json!({"url": webhook.url});
+    if let Role::Platform(p) = caller.role {
+        details["platform_id"] = json!(p);
+    }
+    tx.audit(NewEvent::new(caller.actor(), "webhook.deleted", Subject::new("webhook", id)).details(details))?;
+    Ok(webhook)
+}
