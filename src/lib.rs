@@ -135,11 +135,24 @@ impl App {
     /// Serves on `listener` until `shutdown` resolves, then drains requests and flushes
     /// last-seen updates.
     pub async fn serve(
-        self,
+        &self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let workers = self.start_workers();
+        let router = self.router();
+        let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        workers.stop().await;
+        result
+    }
+
+    /// Starts the background work of a running instance: last-seen flushes, key-file sync and
+    /// expiry purges, and webhook delivery. `serve` does this; tests driving the router in-process
+    /// call it themselves.
+    pub fn start_workers(&self) -> Workers {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let flusher = {
             let last_seen = self.services.last_seen.clone();
             let writer = self.services.writer.clone();
@@ -170,17 +183,24 @@ impl App {
                 }
             })
         };
-        let deliveries =
-            tokio::spawn(events::webhooks::run(self.services.clone(), self.services.delivery, stop_rx.clone()));
-        let router = self.router();
-        let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
-        let _ = stop_tx.send(true);
-        let _ = flusher.await;
-        let _ = maintenance.await;
-        let _ = deliveries.await;
-        result
+        let deliveries = tokio::spawn(events::webhooks::run(self.services.clone(), self.services.delivery, stop_rx));
+        Workers { stop, tasks: vec![flusher, maintenance, deliveries] }
+    }
+}
+
+/// Handle on the background tasks of a running instance.
+pub struct Workers {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Asks every task to finish (flushing what it holds) and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 

@@ -11,4 +11,6 @@ mod durability;
 mod input;
 mod invariant;
 mod races;
+mod propagation;
+mod tokens;
 mod walkthrough;
