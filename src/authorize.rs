@@ -6,7 +6,7 @@
 //! 3. run the policy with the request facts, under explicit run limits;
 //! 4. answer allow/deny with a stable reason.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use biscuit_auth::builder::{Fact, Term};
 use serde::Serialize;
@@ -84,7 +84,7 @@ pub struct Authorizer {
     policy: Policy,
     views: Arc<Views>,
     clock: Arc<Clock>,
-    cache: Sharded<Box<str>, Arc<VerifiedToken>>,
+    cache: Sharded<Box<str>, Arc<CachedToken>>,
 }
 
 impl Authorizer {
@@ -94,25 +94,31 @@ impl Authorizer {
 
     /// Verifies a token, from the cache when this exact token was verified before.
     pub fn verified(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
+        self.entry(token).map(|e| e.token.clone())
+    }
+
+    fn entry(&self, token: &str) -> Result<Arc<CachedToken>, TokenError> {
         let token = token.trim();
         if token.len() > tokens::MAX_TOKEN_CHARS {
             return Err(TokenError::Invalid("token too large"));
         }
         if let Some(hit) = self.cache.get(token) {
             // A retired key invalidates cached tokens at once.
-            return if self.keys.is_active(hit.kid) { Ok(hit) } else { Err(TokenError::UnknownKey) };
+            return if self.keys.is_active(hit.token.kid) { Ok(hit) } else { Err(TokenError::UnknownKey) };
         }
         let verified = Arc::new(tokens::agent::verify(&self.keys, token)?);
-        self.cache.insert_bounded(token.into(), Arc::clone(&verified), CACHE_PER_SHARD);
-        Ok(verified)
+        let entry = Arc::new(CachedToken { token: verified, memo: RwLock::new(Vec::new()) });
+        self.cache.insert_bounded(token.into(), Arc::clone(&entry), CACHE_PER_SHARD);
+        Ok(entry)
     }
 
     pub fn authorize(&self, request: &Request<'_>) -> Decision {
-        let token = match self.verified(request.token) {
-            Ok(t) => t,
+        let entry = match self.entry(request.token) {
+            Ok(e) => e,
             Err(TokenError::UnknownKey) => return Decision::deny(Reason::UnknownKey, None),
             Err(TokenError::Invalid(_)) => return Decision::deny(Reason::InvalidToken, None),
         };
+        let token = entry.token.clone();
         let now = self.clock.now();
         match self.views.sessions.get(token.claims.session) {
             None => return Decision::deny(Reason::SessionUnknown, Some(token)),
@@ -123,20 +129,29 @@ impl Authorizer {
         if token.claims.expires_at <= now {
             return Decision::deny(Reason::TokenExpired, Some(token));
         }
-        match self.run_policy(&token, request, now) {
-            Ok(()) => Decision { reason: Reason::Allowed, token: Some(token) },
-            Err(_) if !token.claims.scopes.contains(request.scope) => {
-                Decision::deny(Reason::ScopeNotGranted, Some(token))
+        let outcome = match entry.recall(now.seconds(), request) {
+            Some(outcome) => outcome,
+            None => {
+                let (outcome, repeatable) = self.run_policy(&token, request, now);
+                if repeatable {
+                    entry.remember(now.seconds(), request, outcome);
+                }
+                outcome
             }
-            Err(true) => Decision::deny(Reason::ReauthenticationRequired, Some(token)),
-            Err(false) => Decision::deny(Reason::PolicyDenied, Some(token)),
+        };
+        match outcome {
+            PolicyOutcome::Allow => Decision { reason: Reason::Allowed, token: Some(token) },
+            _ if !token.claims.scopes.contains(request.scope) => Decision::deny(Reason::ScopeNotGranted, Some(token)),
+            PolicyOutcome::Reauthenticate => Decision::deny(Reason::ReauthenticationRequired, Some(token)),
+            PolicyOutcome::Deny => Decision::deny(Reason::PolicyDenied, Some(token)),
         }
     }
 
-    /// Runs the policy; a deny says whether the policy asked for a fresh token (step-up).
-    fn run_policy(&self, token: &VerifiedToken, request: &Request<'_>, now: Timestamp) -> Result<(), bool> {
+    /// Runs the policy. The second value says whether the outcome is a pure function of the
+    /// inputs (true unless a run limit cut the evaluation short), so it may be remembered.
+    fn run_policy(&self, token: &VerifiedToken, request: &Request<'_>, now: Timestamp) -> (PolicyOutcome, bool) {
         let age = (now.seconds() - token.claims.issued_at.seconds()).max(0);
-        let mut builder = self
+        let builder = self
             .policy
             .builder()
             .fact(tokens::agent::request_fact("requested_scope", request.scope.as_str()))
@@ -144,15 +159,19 @@ impl Authorizer {
                 b.fact(Fact::new("time".to_owned(), vec![Term::Date(u64::try_from(now.seconds()).unwrap_or(0))]))
             })
             .and_then(|b| b.fact(Fact::new("token_age".to_owned(), vec![Term::Integer(age)])))
-            .map_err(|_| false)?;
-        if let Some(resource) = request.resource {
-            builder = builder.fact(tokens::agent::request_fact("resource", resource)).map_err(|_| false)?;
-        }
-        let mut authorizer = builder.build(&token.biscuit).map_err(|_| false)?;
+            .and_then(|b| match request.resource {
+                Some(resource) => b.fact(tokens::agent::request_fact("resource", resource)),
+                None => Ok(b),
+            });
+        let Ok(mut authorizer) = builder.and_then(|b| b.build(&token.biscuit)) else {
+            return (PolicyOutcome::Deny, false);
+        };
         // Any failure, a run limit included, is a deny: never an error to the caller.
         match authorizer.authorize() {
-            Ok(_) => Ok(()),
-            Err(_) => Err(wants_reauthentication(&mut authorizer)),
+            Ok(_) => (PolicyOutcome::Allow, true),
+            Err(biscuit_auth::error::Token::RunLimit(_)) => (PolicyOutcome::Deny, false),
+            Err(_) if wants_reauthentication(&mut authorizer) => (PolicyOutcome::Reauthenticate, true),
+            Err(_) => (PolicyOutcome::Deny, true),
         }
     }
 
@@ -167,6 +186,52 @@ impl Authorizer {
 
     pub fn keys(&self) -> &KeyRing {
         &self.keys
+    }
+}
+
+/// What the policy said about one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PolicyOutcome {
+    Allow,
+    Deny,
+    Reauthenticate,
+}
+
+/// Most policy outcomes remembered per token.
+const MEMO_PER_TOKEN: usize = 8;
+
+/// One remembered outcome. The policy's inputs are the token, the requested scope and resource,
+/// and the time in whole seconds (biscuit dates; `token_age` derives from them), so within the
+/// same second the same request has the same outcome: remembering it is exact, not a guess.
+#[derive(Debug, Clone)]
+struct Memo {
+    second: i64,
+    scope: Scope,
+    resource: Option<Box<str>>,
+    outcome: PolicyOutcome,
+}
+
+/// A verified token and the policy outcomes recently computed for it.
+struct CachedToken {
+    token: Arc<VerifiedToken>,
+    memo: RwLock<Vec<Memo>>,
+}
+
+impl CachedToken {
+    fn recall(&self, second: i64, request: &Request<'_>) -> Option<PolicyOutcome> {
+        let memo = self.memo.read().ok()?;
+        memo.iter()
+            .find(|m| m.second == second && m.scope == *request.scope && m.resource.as_deref() == request.resource)
+            .map(|m| m.outcome)
+    }
+
+    fn remember(&self, second: i64, request: &Request<'_>, outcome: PolicyOutcome) {
+        let Ok(mut memo) = self.memo.write() else { return };
+        memo.retain(|m| m.second == second);
+        if memo.len() >= MEMO_PER_TOKEN {
+            memo.remove(0);
+        }
+        memo.push(Memo { second, scope: request.scope.clone(), resource: request.resource.map(Box::from), outcome });
     }
 }
 

@@ -74,6 +74,7 @@ pub struct Services {
     pub metrics: metrics::Metrics,
     pub last_seen: Arc<last_seen::LastSeen>,
     pub delivery: events::webhooks::DeliveryPolicy,
+    pub credential_cache: api::auth::CredentialCache,
 }
 
 /// An opened tether: database migrated, keys loaded, views filled.
@@ -124,6 +125,7 @@ impl App {
             metrics: metrics::Metrics::default(),
             last_seen: Arc::new(last_seen::LastSeen::default()),
             delivery: config.webhooks,
+            credential_cache: views::Sharded::new(16),
         };
         Ok(App { services: Arc::new(services), first_admin_credential })
     }

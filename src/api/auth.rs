@@ -6,7 +6,7 @@ use axum::http::{header, request::Parts};
 use super::problem::ApiError;
 use super::AppState;
 use crate::domain::{Caller, Error};
-use crate::tokens::{self, TokenError};
+use crate::tokens::{self, CredentialClaims, TokenError};
 use crate::views::CredentialState;
 
 fn unauthenticated(why: &str) -> ApiError {
@@ -30,10 +30,7 @@ impl FromRequestParts<AppState> for Authenticated {
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or_else(|| unauthenticated("expected a Bearer credential"))?
             .trim();
-        let claims = tokens::credential::verify(&state.env.api_keys, token).map_err(|e| match e {
-            TokenError::UnknownKey => unauthenticated("credential signed by an unknown or retired key"),
-            TokenError::Invalid(_) => unauthenticated("credential is not valid"),
-        })?;
+        let claims = verified_credential(state, token)?;
         let live = match state.views.credentials.get(&claims.id) {
             Some(live) => live,
             None => known_credential(state, claims.id).await?,
@@ -60,4 +57,28 @@ async fn known_credential(state: &AppState, id: crate::domain::CredentialId) -> 
     let live = CredentialState { revoked: record.revoked_at.is_some(), expires_at: record.expires_at };
     state.views.credentials.insert(id, live);
     Ok(live)
+}
+
+/// Credentials verified before, by their exact text, with the key that signed them.
+pub type CredentialCache = crate::views::Sharded<Box<str>, (CredentialClaims, u32)>;
+
+/// Verifies a credential's signature once; later requests with the same credential only check
+/// that its key is still active (revocation and expiry are checked against the view after).
+fn verified_credential(state: &AppState, token: &str) -> Result<CredentialClaims, ApiError> {
+    if token.len() > tokens::MAX_TOKEN_CHARS {
+        return Err(unauthenticated("credential is not valid"));
+    }
+    if let Some((claims, kid)) = state.credential_cache.get(token) {
+        return if state.env.api_keys.is_active(kid) {
+            Ok(claims)
+        } else {
+            Err(unauthenticated("credential signed by an unknown or retired key"))
+        };
+    }
+    let (claims, kid) = tokens::credential::verify(&state.env.api_keys, token).map_err(|e| match e {
+        TokenError::UnknownKey => unauthenticated("credential signed by an unknown or retired key"),
+        TokenError::Invalid(_) => unauthenticated("credential is not valid"),
+    })?;
+    state.credential_cache.insert_bounded(token.into(), (claims, kid), 256);
+    Ok(claims)
 }

@@ -38,7 +38,8 @@ pub fn mint(ring: &KeyRing, claims: &CredentialClaims) -> Result<String> {
 
 /// Verifies a credential's signature and reads its claims. Expiry and revocation are checked by
 /// the caller against the credential view (the record is the authority, not the token alone).
-pub fn verify(ring: &KeyRing, token: &str) -> std::result::Result<CredentialClaims, TokenError> {
+/// Also returns the id of the key that signed it.
+pub fn verify(ring: &KeyRing, token: &str) -> std::result::Result<(CredentialClaims, u32), TokenError> {
     let biscuit = parse_bounded(token, ring)?;
     if biscuit.block_count() != 1 {
         // Credentials are not attenuable: the role is all or nothing.
@@ -65,5 +66,6 @@ pub fn verify(ring: &KeyRing, token: &str) -> std::result::Result<CredentialClai
         }
         RoleKind::User => Role::User(UserId::parse(&one(&mut authorizer, "u($u) <- user($u)")?).map_err(|_| shape)?),
     };
-    Ok(CredentialClaims { id, role, expires_at: None })
+    let kid = biscuit.root_key_id().ok_or(TokenError::UnknownKey)?;
+    Ok((CredentialClaims { id, role, expires_at: None }, kid))
 }
