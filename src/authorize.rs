@@ -6,7 +6,7 @@
 //! 3. run the policy with the request facts, under explicit run limits;
 //! 4. answer allow/deny with a stable reason.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use biscuit_auth::builder::{Fact, Term};
 use serde::Serialize;
@@ -239,4 +239,33 @@ impl CachedToken {
 fn wants_reauthentication(authorizer: &mut biscuit_auth::Authorizer) -> bool {
     let found: Result<Vec<(bool,)>, _> = authorizer.query("r(true) <- reauthentication_required(true)");
     found.map(|rows| !rows.is_empty()).unwrap_or(false)
+}
+
+/// Denials of revoked sessions' tokens, audited in aggregate: the first per session per minute
+/// writes an event (with how many were denied since the last one), so replaying a dead token
+/// cannot flood the log.
+#[derive(Default)]
+pub struct DenialLog {
+    /// session → (minute of the last audited denial, denials since then)
+    seen: Mutex<std::collections::HashMap<SessionId, (i64, u64)>>,
+}
+
+impl DenialLog {
+    /// Counts a denial; returns the count to audit when this is the first of its minute.
+    pub fn count(&self, session: SessionId, now: Timestamp) -> Option<u64> {
+        let minute = now.seconds().div_euclid(60);
+        let mut seen = self.seen.lock().ok()?;
+        if seen.len() > 100_000 {
+            // Bounded: forget older minutes first.
+            seen.retain(|_, (m, _)| *m >= minute);
+        }
+        let entry = seen.entry(session).or_insert((i64::MIN, 0));
+        entry.1 += 1;
+        if entry.0 == minute {
+            return None;
+        }
+        let count = entry.1;
+        *entry = (minute, 0);
+        Some(count)
+    }
 }

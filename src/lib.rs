@@ -75,6 +75,7 @@ pub struct Services {
     pub last_seen: Arc<last_seen::LastSeen>,
     pub delivery: events::webhooks::DeliveryPolicy,
     pub credential_cache: api::auth::CredentialCache,
+    pub denials: authorize::DenialLog,
 }
 
 /// An opened tether: database migrated, keys loaded, views filled.
@@ -126,6 +127,7 @@ impl App {
             last_seen: Arc::new(last_seen::LastSeen::default()),
             delivery: config.webhooks,
             credential_cache: views::Sharded::new(16),
+            denials: authorize::DenialLog::default(),
         };
         Ok(App { services: Arc::new(services), first_admin_credential })
     }

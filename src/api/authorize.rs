@@ -73,6 +73,11 @@ pub async fn authorize(
             state.last_seen.record(claims.session, state.clock.now(), context.ip, context.user_agent);
         }
     }
+    if decision.reason == crate::authorize::Reason::SessionRevoked {
+        if let Some(claims) = claims {
+            audit_revoked_use(&state, &caller, claims.session).await;
+        }
+    }
     // A denied token still names its session when it verified (the relying service may want to
     // log it), but never its scopes.
     Ok(axum::Json(AuthorizeResponse {
@@ -85,4 +90,19 @@ pub async fn authorize(
         scopes: claims.filter(|_| allowed).map(|c| c.scopes.clone()),
         expires_at: claims.map(|c| c.expires_at),
     }))
+}
+
+/// Records, in aggregate, that a revoked session's token was presented: the first denial per
+/// session per minute waits for its event to commit (so the log is exact when the answer
+/// arrives); the others only count.
+async fn audit_revoked_use(state: &AppState, caller: &Caller, session: SessionId) {
+    let Some(count) = state.denials.count(session, state.clock.now()) else { return };
+    let event =
+        crate::audit::NewEvent::new(caller.actor(), "authorize.revoked_token_used", Subject::new("session", session))
+            .reason(Some("session_revoked".into()))
+            .details(serde_json::json!({"denials": count}));
+    if let Err(e) = state.writer.execute(move |tx| tx.audit(event).map(drop)).await {
+        // The decision stands (deny); only its record failed.
+        tracing::warn!(error = %e, "auditing a revoked token's use failed");
+    }
 }

@@ -41,7 +41,14 @@ async fn the_walkthrough_allows_then_denies_after_revocation_and_the_log_verifie
         ("deny".into(), "session_revoked".into())
     );
 
+    // The denied use of a revoked token is itself on record (first per session per minute).
+    let used = app.get(&format!("/v1/audit?action=authorize.revoked_token_used&subject={session}"), &app.admin).await;
+    assert_eq!(used.ok()["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(app.authorize(&verifier, &token, "mail:read").await.1, "session_revoked");
+    let used = app.get(&format!("/v1/audit?action=authorize.revoked_token_used&subject={session}"), &app.admin).await;
+    assert_eq!(used.ok()["items"].as_array().map(Vec::len), Some(1), "a second denial in the same minute is only counted");
+
     let verify = app.get("/v1/audit/verify", &app.admin).await;
     assert_eq!(verify.ok()["ok"], true);
-    assert_eq!(verify.body["head_seq"], receipt["audit"]["to_seq"]);
+    assert_eq!(verify.body["head_seq"].as_i64(), receipt["audit"]["to_seq"].as_i64().map(|s| s + 1));
 }
