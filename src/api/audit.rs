@@ -22,6 +22,84 @@ pub fn router() -> Router<AppState> {
         .route("/v1/audit/verify", get(verify))
         .route("/v1/audit/export", get(export))
         .route("/v1/audit/coverage", get(coverage_report))
+        .route("/v1/audit/checkpoint", get(checkpoint))
+        .route("/v1/audit/checkpoint/verify", axum::routing::post(verify_checkpoint))
+}
+
+/// A signed statement of the chain head. Kept outside tether, it lets an auditor prove later
+/// that the log up to `seq` was not rewritten, even by someone with write access to the file.
+#[derive(Debug, Clone, serde::Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: String,
+    /// Id of the API key (purpose `api`) that signed it.
+    pub kid: u32,
+    /// Hex Ed25519 signature over `tether-audit-checkpoint-v1:{seq}:{hash}`.
+    pub signature: String,
+}
+
+fn checkpoint_message(seq: i64, hash: &str) -> Vec<u8> {
+    format!("tether-audit-checkpoint-v1:{seq}:{hash}").into_bytes()
+}
+
+#[utoipa::path(get, path = "/v1/audit/checkpoint", tag = "audit", responses((status = 200, body = Checkpoint)))]
+pub async fn checkpoint(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> ApiResult<axum::Json<Checkpoint>> {
+    auditor(&caller)?;
+    let head = state
+        .readers
+        .read(|conn| {
+            conn.query_row("SELECT coalesce(max(seq), 0) FROM audit_events", [], |r| r.get::<_, i64>(0))
+                .map_err(crate::store::db_error)
+                .and_then(|seq| {
+                    if seq == 0 {
+                        Ok((0, crate::audit::GENESIS_HASH.to_owned()))
+                    } else {
+                        reads::get_audit_event(conn, seq).map(|e| (e.seq, e.hash))
+                    }
+                })
+        })
+        .await?;
+    let (kid, signature) = state.env.api_keys.sign(&checkpoint_message(head.0, &head.1))?;
+    Ok(axum::Json(Checkpoint { seq: head.0, hash: head.1, kid, signature: hex::encode(signature) }))
+}
+
+/// Whether a checkpoint is tether's and whether the log still holds it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CheckpointCheck {
+    /// The signature is by one of tether's API keys.
+    pub signature_valid: bool,
+    /// The event at `seq` still has `hash` (and the chain up to it verifies).
+    pub log_matches: bool,
+}
+
+#[utoipa::path(post, path = "/v1/audit/checkpoint/verify", tag = "audit", request_body = Checkpoint, responses((status = 200, body = CheckpointCheck)))]
+pub async fn verify_checkpoint(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    super::problem::Json(checkpoint): super::problem::Json<Checkpoint>,
+) -> ApiResult<axum::Json<CheckpointCheck>> {
+    auditor(&caller)?;
+    let signature = hex::decode(&checkpoint.signature).map_err(|_| Error::invalid("`signature` must be hex"))?;
+    let signature_valid = state.env.api_keys.verify_signature(
+        checkpoint.kid,
+        &checkpoint_message(checkpoint.seq, &checkpoint.hash),
+        &signature,
+    );
+    let (seq, hash) = (checkpoint.seq, checkpoint.hash.clone());
+    let log_matches = state
+        .readers
+        .read(move |conn| {
+            let mut verifier = crate::audit::ChainVerifier::default();
+            reads::each_audit_event(conn, 0, |e| e.seq <= seq && verifier.push(&e))?;
+            let report = verifier.finish();
+            Ok(report.ok && report.head_seq == seq && report.head_hash == hash)
+        })
+        .await?;
+    Ok(axum::Json(CheckpointCheck { signature_valid, log_matches }))
 }
 
 fn auditor(caller: &Caller) -> Result<()> {

@@ -25,14 +25,12 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
         .into_response()
 }
 
-/// The `token` parameter of an RFC 7662/7009 form body.
-fn token_param(form: Result<Form<HashMap<String, String>>, FormRejection>) -> Result<String, Response> {
-    let Form(params) = form.map_err(|_| {
-        oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "expected an application/x-www-form-urlencoded body")
-    })?;
+/// The `token` parameter of an RFC 7662/7009 form body, or why it is missing.
+fn token_param(form: Result<Form<HashMap<String, String>>, FormRejection>) -> Result<String, &'static str> {
+    let Form(params) = form.map_err(|_| "expected an application/x-www-form-urlencoded body")?;
     match params.get("token") {
         Some(t) if !t.is_empty() => Ok(t.clone()),
-        _ => Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "the `token` parameter is required")),
+        _ => Err("the `token` parameter is required"),
     }
 }
 
@@ -59,7 +57,7 @@ pub async fn introspect(
     }
     let token = match token_param(form) {
         Ok(t) => t,
-        Err(response) => return response,
+        Err(why) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why),
     };
     let inactive =
         || (StatusCode::OK, [("cache-control", "no-store")], axum::Json(json!({"active": false}))).into_response();
@@ -106,7 +104,7 @@ pub async fn revoke(
     }
     let token = match token_param(form) {
         Ok(t) => t,
-        Err(response) => return response,
+        Err(why) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why),
     };
     let done = || (StatusCode::OK, [("cache-control", "no-store")]).into_response();
     let reason = WithReason { reason: Some("oauth_token_revocation".into()) };

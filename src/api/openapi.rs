@@ -21,7 +21,7 @@ use super::*;
         keys::list_keys, keys::rotate, keys::retire, keys::revocations,
         events::events, oauth::introspect, oauth::revoke, webhooks::create, webhooks::list, webhooks::remove, webhooks::deliveries,
         authorize::authorize,
-        audit::list, audit::verify, audit::export, audit::coverage_report,
+        audit::list, audit::verify, audit::export, audit::coverage_report, audit::checkpoint, audit::verify_checkpoint,
     ),
     components(schemas(problem::Problem)),
     modifiers(&BearerAuth),

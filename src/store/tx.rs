@@ -139,7 +139,7 @@ impl<'c> Tx<'c> {
             .map_err(db_error)?;
         for (id, events, owner_role, owner_id) in hooks {
             let wanted: Vec<String> = serde_json::from_str(&events).unwrap_or_default();
-            if !wanted.is_empty() && !wanted.iter().any(|a| *a == record.action) {
+            if !wanted.is_empty() && !wanted.contains(&record.action) {
                 continue;
             }
             let Some(role) = crate::domain::Role::from_parts(&owner_role, &owner_id) else { continue };

@@ -173,6 +173,22 @@ impl KeyRing {
         self.read().iter().any(|e| e.kid == kid && e.status == KeyStatus::Active)
     }
 
+    /// Signs `data` with the newest active key: (kid, Ed25519 signature).
+    pub fn sign(&self, data: &[u8]) -> Result<(u32, Vec<u8>)> {
+        self.with_signing_key(|kid, keypair| keypair.sign(data).map(|s| (kid, s.to_bytes().to_vec())))?
+            .map_err(|e| Error::internal(format!("sign: {e}")))
+    }
+
+    /// Whether `signature` over `data` was made by key `kid` of this ring (retired keys included:
+    /// a checkpoint signed before a rotation stays verifiable).
+    pub fn verify_signature(&self, kid: u32, data: &[u8], signature: &[u8]) -> bool {
+        let entries = self.read();
+        let Some(entry) = entries.iter().find(|e| e.kid == kid) else { return false };
+        // Ed25519 signing is deterministic (RFC 8032) and we hold the private key, so re-signing
+        // and comparing is a verification (biscuit does not export its signature type).
+        entry.keypair.sign(data).is_ok_and(|s| s.to_bytes() == signature)
+    }
+
     pub fn public_keys(&self) -> Vec<PublicKeyInfo> {
         self.read()
             .iter()

@@ -8,47 +8,91 @@ use crate::helpers::TestApp;
 async fn the_walkthrough_allows_then_denies_after_revocation_and_the_log_verifies() {
     let app = TestApp::new().await;
     let verifier = app.verifier().await;
-    let world = app
-        .world(&["mail:read", "mail:send"], &["mail:read", "mail:send"])
-        .await;
+    let world = app.world(&["mail:read", "mail:send"], &["mail:read", "mail:send"]).await;
 
-    let (session, token) = app
-        .session(&world.platform, &world.delegation, &["mail:read"])
-        .await;
-    assert_eq!(
-        app.authorize(&verifier, &token, "mail:read").await,
-        ("allow".into(), "allowed".into())
-    );
-    assert_eq!(
-        app.authorize(&verifier, &token, "mail:send").await,
-        ("deny".into(), "scope_not_granted".into())
-    );
+    let (session, token) = app.session(&world.platform, &world.delegation, &["mail:read"]).await;
+    assert_eq!(app.authorize(&verifier, &token, "mail:read").await, ("allow".into(), "allowed".into()));
+    assert_eq!(app.authorize(&verifier, &token, "mail:send").await, ("deny".into(), "scope_not_granted".into()));
 
     let receipt = app
-        .post(
-            &format!("/v1/sessions/{session}/revoke"),
-            &world.platform.credential,
-            json!({"reason": "done"}),
-        )
+        .post(&format!("/v1/sessions/{session}/revoke"), &world.platform.credential, json!({"reason": "done"}))
         .await;
     let receipt = receipt.ok();
     assert_eq!(receipt["revoked"].as_array().map(Vec::len), Some(1));
     assert_eq!(receipt["revoked"][0]["session_id"], session.as_str());
     assert_eq!(receipt["cause"]["action"], "session.revoked");
 
-    assert_eq!(
-        app.authorize(&verifier, &token, "mail:read").await,
-        ("deny".into(), "session_revoked".into())
-    );
+    assert_eq!(app.authorize(&verifier, &token, "mail:read").await, ("deny".into(), "session_revoked".into()));
 
     // The denied use of a revoked token is itself on record (first per session per minute).
     let used = app.get(&format!("/v1/audit?action=authorize.revoked_token_used&subject={session}"), &app.admin).await;
     assert_eq!(used.ok()["items"].as_array().map(Vec::len), Some(1));
     assert_eq!(app.authorize(&verifier, &token, "mail:read").await.1, "session_revoked");
     let used = app.get(&format!("/v1/audit?action=authorize.revoked_token_used&subject={session}"), &app.admin).await;
-    assert_eq!(used.ok()["items"].as_array().map(Vec::len), Some(1), "a second denial in the same minute is only counted");
+    assert_eq!(
+        used.ok()["items"].as_array().map(Vec::len),
+        Some(1),
+        "a second denial in the same minute is only counted"
+    );
 
     let verify = app.get("/v1/audit/verify", &app.admin).await;
     assert_eq!(verify.ok()["ok"], true);
     assert_eq!(verify.body["head_seq"].as_i64(), receipt["audit"]["to_seq"].as_i64().map(|s| s + 1));
+}
+
+#[tokio::test]
+async fn a_signed_checkpoint_verifies_until_the_log_is_rewritten() {
+    let app = TestApp::new().await;
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    app.session(&world.platform, &world.delegation, &["mail:read"]).await;
+    let auditor = app.auditor().await;
+
+    let checkpoint = app.get("/v1/audit/checkpoint", &auditor).await.ok().clone();
+    let check = app.post("/v1/audit/checkpoint/verify", &auditor, checkpoint.clone()).await;
+    assert_eq!(check.ok()["signature_valid"], true);
+    assert_eq!(check.body["log_matches"], true);
+
+    let mut forged = checkpoint.clone();
+    forged["hash"] = json!("00".repeat(32));
+    let check = app.post("/v1/audit/checkpoint/verify", &auditor, forged).await;
+    assert_eq!(check.ok()["signature_valid"], false);
+
+    // Someone with write access rewrites an early event (and recomputes nothing).
+    let db = rusqlite::Connection::open(app.dir.path().join("tether.db")).expect("open db");
+    db.execute_batch(
+        "DROP TRIGGER audit_events_no_update; UPDATE audit_events SET reason = 'rewritten' WHERE seq = 2;",
+    )
+    .expect("tamper");
+    let check = app.post("/v1/audit/checkpoint/verify", &auditor, checkpoint).await;
+    assert_eq!(check.ok()["signature_valid"], true);
+    assert_eq!(check.body["log_matches"], false);
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_contract_routes() {
+    let app = TestApp::new().await;
+    let doc = app.request(axum::http::Method::GET, "/openapi.json", None, None, axum::body::Body::empty()).await;
+    let paths = doc.ok()["paths"].as_object().expect("paths").clone();
+    for route in [
+        "/v1/credentials",
+        "/v1/platforms/{id}/disable",
+        "/v1/agents/{id}/suspend",
+        "/v1/integrations/{id}/disable",
+        "/v1/users/{id}/permissions",
+        "/v1/users/{id}/lifecycle-events",
+        "/v1/users/{id}/agents/{agent_id}/disconnect",
+        "/v1/delegations/{id}/revoke",
+        "/v1/sessions",
+        "/v1/sessions/{id}/refresh",
+        "/v1/authorize",
+        "/oauth2/introspect",
+        "/oauth2/revoke",
+        "/v1/keys",
+        "/v1/revocations",
+        "/v1/events",
+        "/v1/webhooks/{id}/deliveries",
+        "/v1/audit/coverage",
+    ] {
+        assert!(paths.contains_key(route), "{route} missing from /openapi.json");
+    }
 }
