@@ -286,19 +286,24 @@ pub fn session_depth(tx: &Tx<'_>, id: SessionId) -> Result<i64> {
         .map_err(db_error)
 }
 
-/// The latest event of `action` on `subject`: what an idempotent repeat points back to.
+/// The latest event with one of `actions` on `subject`: what an idempotent repeat points back to.
 pub fn last_event_for(tx: &Tx<'_>, subject_id: &str, actions: &[&str]) -> Result<Option<crate::audit::AuditEvent>> {
-    let sql =
-        format!("SELECT {} FROM audit_events WHERE subject_id = ?1 ORDER BY seq DESC LIMIT 50", rows::AUDIT_COLUMNS);
+    use rusqlite::OptionalExtension;
+    let sql = format!(
+        "SELECT {} FROM audit_events WHERE subject_id = ?1 AND action = ?2 ORDER BY seq DESC LIMIT 1",
+        rows::AUDIT_COLUMNS
+    );
     let mut st = tx.conn().prepare_cached(&sql).map_err(db_error)?;
-    let events = st.query_map([subject_id], rows::audit_event).map_err(db_error)?;
-    for event in events {
-        let event = event.map_err(db_error)?;
-        if actions.contains(&event.action.as_str()) {
-            return Ok(Some(event));
+    let mut latest: Option<crate::audit::AuditEvent> = None;
+    for action in actions {
+        let found = st.query_row(params![subject_id, action], rows::audit_event).optional().map_err(db_error)?;
+        if let Some(event) = found {
+            if latest.as_ref().is_none_or(|l| event.seq > l.seq) {
+                latest = Some(event);
+            }
         }
     }
-    Ok(None)
+    Ok(latest)
 }
 
 /// Records when sessions were last used (batched from authorize; not a state change, not audited).
