@@ -130,7 +130,7 @@ pub struct CredentialState {
 pub struct Views {
     pub sessions: LiveView,
     pub credentials: Sharded<CredentialId, CredentialState>,
-    pub events: broadcast::Sender<AuditEvent>,
+    pub events: broadcast::Sender<std::sync::Arc<AuditEvent>>,
     /// Signalled when webhook deliveries were committed.
     pub outbox: tokio::sync::Notify,
 }
@@ -162,7 +162,7 @@ impl EffectSink for Views {
                 Effect::OutboxWritten => self.outbox.notify_one(),
                 Effect::Audited(event) => {
                     // No subscriber is fine; a lagging one is told it lagged and resumes from the store.
-                    let _ = self.events.send((**event).clone());
+                    let _ = self.events.send(event.clone());
                 }
             }
         }

@@ -19,7 +19,7 @@ pub enum Effect {
     /// Webhook deliveries were queued (wakes the delivery worker).
     OutboxWritten,
     /// An audit event was committed (for the event stream).
-    Audited(Box<AuditEvent>),
+    Audited(std::sync::Arc<AuditEvent>),
 }
 
 /// The end of the audit chain as seen inside the writer.
@@ -119,7 +119,7 @@ impl<'c> Tx<'c> {
             .map_err(db_error)?;
         self.enqueue_webhooks(&record)?;
         self.head = ChainHead { seq: record.seq, hash: record.hash.clone() };
-        self.effects.push(Effect::Audited(Box::new(record.clone())));
+        self.effects.push(Effect::Audited(std::sync::Arc::new(record.clone())));
         Ok(record)
     }
 
