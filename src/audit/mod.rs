@@ -179,6 +179,28 @@ impl ChainVerifier {
     }
 }
 
+/// Who may see an event on the stream or through a webhook: admins and auditors everything; a
+/// verifier revocations and key changes; a platform the events about its own objects; a user the
+/// events about themselves.
+pub fn visible_to(role: &crate::domain::Role, event: &AuditEvent) -> bool {
+    use crate::domain::Role;
+    let detail = |key: &str| event.details.get(key).and_then(|v| v.as_str());
+    match role {
+        Role::Admin | Role::Auditor => true,
+        Role::Verifier => {
+            matches!(event.action.as_str(), "session.revoked" | "token.revoked_reuse" | "key.retired" | "key.added")
+        }
+        Role::Platform(p) => {
+            let id = p.to_string();
+            detail("platform_id") == Some(id.as_str()) || (event.subject.kind == "platform" && event.subject.id == id)
+        }
+        Role::User(u) => {
+            let id = u.to_string();
+            detail("user_id") == Some(id.as_str()) || (event.subject.kind == "user" && event.subject.id == id)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,27 +267,5 @@ mod tests {
         let original = event_hash(&events[0]);
         events[0].reason = Some(String::new());
         assert_ne!(event_hash(&events[0]), original);
-    }
-}
-
-/// Who may see an event on the stream or through a webhook: admins and auditors everything; a
-/// verifier revocations and key changes; a platform the events about its own objects; a user the
-/// events about themselves.
-pub fn visible_to(role: &crate::domain::Role, event: &AuditEvent) -> bool {
-    use crate::domain::Role;
-    let detail = |key: &str| event.details.get(key).and_then(|v| v.as_str());
-    match role {
-        Role::Admin | Role::Auditor => true,
-        Role::Verifier => {
-            matches!(event.action.as_str(), "session.revoked" | "token.revoked_reuse" | "key.retired" | "key.added")
-        }
-        Role::Platform(p) => {
-            let id = p.to_string();
-            detail("platform_id") == Some(id.as_str()) || (event.subject.kind == "platform" && event.subject.id == id)
-        }
-        Role::User(u) => {
-            let id = u.to_string();
-            detail("user_id") == Some(id.as_str()) || (event.subject.kind == "user" && event.subject.id == id)
-        }
     }
 }

@@ -207,6 +207,20 @@ impl biscuit_auth::RootKeyProvider for &KeyRing {
     }
 }
 
+/// A 32-byte secret kept in `dir/name` (hex, mode 0600), created on first use. Used as the
+/// webhook master key, from which each webhook's signing secret is derived.
+pub fn load_or_create_secret(dir: &Path, name: &str) -> Result<[u8; 32]> {
+    let path = dir.join(name);
+    if !path.exists() {
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+        write_secret(&path, hex::encode(bytes).as_bytes())?;
+    }
+    let text = fs::read_to_string(&path).map_err(|e| Error::internal(format!("read {}: {e}", path.display())))?;
+    let bytes = hex::decode(text.trim()).map_err(|_| Error::internal(format!("{} is not hex", path.display())))?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| Error::internal(format!("{} is not 32 bytes", path.display())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,18 +254,4 @@ mod tests {
         let ring = KeyRing::load_or_create(dir.path(), KeyPurpose::Agent).expect("ring");
         assert!(matches!(ring.retire(1), Err(Error::Conflict(_))));
     }
-}
-
-/// A 32-byte secret kept in `dir/name` (hex, mode 0600), created on first use. Used as the
-/// webhook master key, from which each webhook's signing secret is derived.
-pub fn load_or_create_secret(dir: &Path, name: &str) -> Result<[u8; 32]> {
-    let path = dir.join(name);
-    if !path.exists() {
-        let mut bytes = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
-        write_secret(&path, hex::encode(bytes).as_bytes())?;
-    }
-    let text = fs::read_to_string(&path).map_err(|e| Error::internal(format!("read {}: {e}", path.display())))?;
-    let bytes = hex::decode(text.trim()).map_err(|_| Error::internal(format!("{} is not hex", path.display())))?;
-    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| Error::internal(format!("{} is not 32 bytes", path.display())))
 }

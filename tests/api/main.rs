@@ -1,6 +1,9 @@
 //! tether's integration tests: one binary, one module per feature, against the real router and a
 //! real SQLite file in a temporary data directory.
 
+// The no-unwrap lints guard the service; in tests a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod helpers;
 
 mod access;
@@ -10,7 +13,7 @@ mod coverage;
 mod durability;
 mod input;
 mod invariant;
-mod races;
 mod propagation;
+mod races;
 mod tokens;
 mod walkthrough;
