@@ -74,7 +74,7 @@ enum AuditCommand {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Add a new signing key (new tokens use it; old tokens stay valid). Takes effect at next start.
+    /// Add a new signing key (new tokens use it; old tokens stay valid). A running instance picks it up within a second.
     Rotate {
         #[arg(long, default_value = "./tether-data")]
         data_dir: PathBuf,
@@ -82,7 +82,7 @@ enum KeysCommand {
         #[arg(long, default_value = "agent")]
         purpose: String,
     },
-    /// Retire a key: every token under it is refused. Takes effect at next start.
+    /// Retire a key: every token under it is refused. A running instance picks it up within a second.
     Retire {
         kid: u32,
         #[arg(long, default_value = "./tether-data")]
@@ -162,24 +162,27 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         }
         Command::Audit { command: AuditCommand::Export { data_dir } } => {
             let readers = open_readers(&data_dir)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
             readers.read_now(|conn| {
                 tether::store::reads::each_audit_event(conn, 0, |event| {
-                    println!("{}", serde_json::to_string(&event).unwrap_or_default());
-                    true
+                    // A closed pipe (`| head`) ends the export quietly.
+                    serde_json::to_writer(&mut out, &event).is_ok() && std::io::Write::write_all(&mut out, b"\n").is_ok()
                 })
             })?;
+            let _ = std::io::Write::flush(&mut out);
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys { command: KeysCommand::Rotate { data_dir, purpose: p } } => {
             let ring = KeyRing::load_or_create(&data_dir.join("keys"), purpose(&p)?)?;
             let kid = ring.rotate()?;
-            println!("added {p} key {kid}; it signs new tokens after the next start");
+            println!("added {p} key {kid}; a running instance picks it up within a second, and signs new tokens with it");
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys { command: KeysCommand::Retire { kid, data_dir, purpose: p } } => {
             let ring = KeyRing::load_or_create(&data_dir.join("keys"), purpose(&p)?)?;
             ring.retire(kid)?;
-            println!("retired {p} key {kid}; tokens under it are refused after the next start");
+            println!("retired {p} key {kid}; a running instance refuses tokens under it within a second");
             Ok(ExitCode::SUCCESS)
         }
         Command::Credential { command: CredentialCommand::Mint { data_dir, role, platform_id, user_id, label } } => {

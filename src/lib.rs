@@ -12,6 +12,7 @@
 //! - [`tokens`]: key rings, agent tokens, API credentials, the request policy.
 //! - [`views`]: in-memory views the writer updates after commit (live sessions, credentials).
 //! - [`authorize`]: the hot path.
+//! - [`events`]: what relying services receive (CAEP bodies) and webhook delivery.
 //! - [`api`]: the HTTP API (axum), one module per resource.
 //! - [`last_seen`], [`metrics`], [`clock`]: supporting pieces.
 
@@ -211,12 +212,7 @@ impl Workers {
 impl Services {
     /// The seq of the newest committed audit event.
     pub async fn writer_head_seq(&self) -> Result<i64> {
-        self.readers
-            .read(|conn| {
-                conn.query_row("SELECT coalesce(max(seq), 0) FROM audit_events", [], |r| r.get(0))
-                    .map_err(store::db_error)
-            })
-            .await
+        self.readers.read(|conn| store::reads::chain_head(conn).map(|(seq, _)| seq)).await
     }
 
     /// Re-reads both key rings from their files and audits any key added or retired.
@@ -270,7 +266,7 @@ async fn bootstrap_admin(
     env: &Arc<Env>,
 ) -> Result<Option<String>> {
     let existing = readers.read_now(|conn| {
-        conn.query_row("SELECT count(*) FROM credentials", [], |r| r.get::<_, i64>(0)).map_err(store::db_error)
+        store::reads::credential_count(conn)
     })?;
     if existing > 0 {
         return Ok(None);

@@ -49,20 +49,7 @@ pub async fn checkpoint(
     Authenticated(caller): Authenticated,
 ) -> ApiResult<axum::Json<Checkpoint>> {
     auditor(&caller)?;
-    let head = state
-        .readers
-        .read(|conn| {
-            conn.query_row("SELECT coalesce(max(seq), 0) FROM audit_events", [], |r| r.get::<_, i64>(0))
-                .map_err(crate::store::db_error)
-                .and_then(|seq| {
-                    if seq == 0 {
-                        Ok((0, crate::audit::GENESIS_HASH.to_owned()))
-                    } else {
-                        reads::get_audit_event(conn, seq).map(|e| (e.seq, e.hash))
-                    }
-                })
-        })
-        .await?;
+    let head = state.readers.read(reads::chain_head).await?;
     let (kid, signature) = state.env.api_keys.sign(&checkpoint_message(head.0, &head.1))?;
     Ok(axum::Json(Checkpoint { seq: head.0, hash: head.1, kid, signature: hex::encode(signature) }))
 }

@@ -398,24 +398,26 @@ pub fn disconnect(
     require(caller, &[RoleKind::Admin, RoleKind::User])?;
     let reason = reason(&req.reason)?;
     reads::get_user(tx.conn(), caller.visibility(), user)?;
-    let (action, of, cascade_reason, detail) = match what {
+    let (action, of, cascade_reason, detail, what_kind) = match what {
         Disconnect::Agent(a) => {
-            reads::get_agent(tx.conn(), Visibility::All, a)?;
-            ("user.agent_disconnected", DelegationsOf::UserAgent(user, a), "agent_disconnected", json!({"agent_id": a}))
+            ("user.agent_disconnected", DelegationsOf::UserAgent(user, a), "agent_disconnected", json!({"agent_id": a}), "agent")
         }
-        Disconnect::Integration(i) => {
-            reads::get_integration(tx.conn(), Visibility::All, i)?;
-            (
-                "user.integration_disconnected",
-                DelegationsOf::UserIntegration(user, i),
-                "integration_disconnected",
-                json!({"integration_id": i}),
-            )
-        }
+        Disconnect::Integration(i) => (
+            "user.integration_disconnected",
+            DelegationsOf::UserIntegration(user, i),
+            "integration_disconnected",
+            json!({"integration_id": i}),
+            "integration",
+        ),
     };
+    // Only what the user ever delegated to is theirs to disconnect: any other id is "not found",
+    // so a user cannot learn which agents or integrations exist in other tenants.
+    if !writes::ever_delegated(tx, of)? {
+        return Err(Error::NotFound(what_kind));
+    }
     let subject = Subject::new("user", user);
     if writes::active_delegations(tx, of)?.is_empty() {
-        let earlier = writes::last_event_for(tx, &user.to_string(), &[action])?;
+        let earlier = writes::last_disconnect_event(tx, of)?;
         return Ok(noop_receipt(tx, earlier, subject));
     }
     let mut cascade =

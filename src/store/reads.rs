@@ -526,3 +526,14 @@ pub fn due_deliveries(conn: &Connection, now: Timestamp, limit: usize) -> Result
         .map_err(db_error)?;
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
 }
+
+/// The newest event's seq and hash (seq 0 and the genesis hash for an empty log).
+pub fn chain_head(conn: &Connection) -> Result<(i64, String)> {
+    let head = super::tx::ChainHead::load(conn)?;
+    Ok((head.seq, head.hash))
+}
+
+/// How many credentials exist (zero only before the first start's bootstrap).
+pub fn credential_count(conn: &Connection) -> Result<i64> {
+    conn.query_row("SELECT count(*) FROM credentials", [], |r| r.get(0)).map_err(db_error)
+}

@@ -144,6 +144,12 @@ fn run(
 /// Runs every job of the batch in one transaction; on success returns the effects to apply.
 fn commit_batch(conn: &Connection, head: &mut ChainHead, batch: &mut [Job], clock: &Clock) -> Result<Vec<Effect>> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?;
+    // Another process (`tether credential mint`) may have appended to the chain since our last
+    // batch; under the write lock we now hold, the database's head is the truth.
+    let current = ChainHead::load(conn)?;
+    if current != *head {
+        *head = current;
+    }
     let mut tx = Tx::new(conn, clock.now(), head.clone());
     for job in batch.iter_mut() {
         let saved_head = tx.head.clone();

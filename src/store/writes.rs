@@ -465,3 +465,58 @@ pub fn record_delivery_attempt(
     }
     .map(drop)
 }
+
+/// The last recorded status of a signing key, if it was ever recorded.
+pub fn signing_key_status(tx: &Tx<'_>, purpose: &str, kid: u32) -> Result<Option<String>> {
+    use rusqlite::OptionalExtension;
+    tx.conn()
+        .prepare_cached("SELECT status FROM signing_keys WHERE purpose = ?1 AND kid = ?2")
+        .and_then(|mut st| st.query_row(params![purpose, kid], |r| r.get(0)).optional())
+        .map_err(db_error)
+}
+
+pub fn upsert_signing_key(tx: &Tx<'_>, purpose: &str, kid: u32, status: &str, public_key: &str) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO signing_keys (purpose, kid, status, public_key) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (purpose, kid) DO UPDATE SET status = excluded.status",
+        params![purpose, kid, status, public_key],
+    )
+    .map(drop)
+}
+
+/// Whether the user ever delegated to this agent or through this integration (any status).
+pub fn ever_delegated(tx: &Tx<'_>, of: DelegationsOf) -> Result<bool> {
+    let (sql, user, other) = match of {
+        DelegationsOf::UserAgent(u, a) => {
+            ("SELECT EXISTS(SELECT 1 FROM delegations WHERE user_id = ?1 AND agent_id = ?2)", u, a.to_string())
+        }
+        DelegationsOf::UserIntegration(u, i) => {
+            ("SELECT EXISTS(SELECT 1 FROM delegations WHERE user_id = ?1 AND integration_id = ?2)", u, i.to_string())
+        }
+        _ => return Err(Error::internal("ever_delegated takes a user and an agent or integration")),
+    };
+    tx.conn()
+        .prepare_cached(sql)
+        .and_then(|mut st| st.query_row(params![user.to_string(), other], |r| r.get(0)))
+        .map_err(db_error)
+}
+
+/// The latest disconnect of this very agent or integration by this user.
+pub fn last_disconnect_event(tx: &Tx<'_>, of: DelegationsOf) -> Result<Option<crate::audit::AuditEvent>> {
+    use rusqlite::OptionalExtension;
+    let (action, key, user, other) = match of {
+        DelegationsOf::UserAgent(u, a) => ("user.agent_disconnected", "$.agent_id", u, a.to_string()),
+        DelegationsOf::UserIntegration(u, i) => ("user.integration_disconnected", "$.integration_id", u, i.to_string()),
+        _ => return Ok(None),
+    };
+    let sql = format!(
+        "SELECT {} FROM audit_events WHERE subject_id = ?1 AND action = ?2 AND json_extract(details, ?3) = ?4
+         ORDER BY seq DESC LIMIT 1",
+        rows::AUDIT_COLUMNS
+    );
+    tx.conn()
+        .prepare_cached(&sql)
+        .and_then(|mut st| st.query_row(params![user.to_string(), action, key, other], rows::audit_event).optional())
+        .map_err(db_error)
+}

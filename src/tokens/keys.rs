@@ -103,7 +103,8 @@ impl KeyRing {
         self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Re-reads the key files (so `tether keys …` run beside a live service takes effect on restart).
+    /// Re-reads the key files (a running instance does so every second, so `tether keys …` run beside
+    /// it takes effect at once).
     pub fn reload(&self) -> Result<()> {
         let prefix = format!("{}-", self.purpose.file_prefix());
         let mut entries = Vec::new();

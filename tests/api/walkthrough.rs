@@ -96,3 +96,25 @@ async fn the_openapi_document_lists_the_contract_routes() {
         assert!(paths.contains_key(route), "{route} missing from /openapi.json");
     }
 }
+
+#[tokio::test]
+async fn a_credential_minted_by_the_cli_beside_a_running_instance_works_and_keeps_the_chain_whole() {
+    let app = TestApp::new().await;
+    app.world(&["mail:read"], &["mail:read"]).await;
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["credential", "mint", "--role", "auditor", "--data-dir"])
+        .arg(app.dir.path())
+        .output()
+        .expect("run tether credential mint");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let minted = String::from_utf8(output.stdout).expect("utf-8").trim().to_owned();
+
+    // The running instance keeps writing after another process appended to the chain.
+    let after = app.post("/v1/platforms", &app.admin, json!({"name": "after the cli"})).await;
+    after.ok();
+    let verify = app.get("/v1/audit/verify", &minted).await;
+    assert_eq!(verify.ok()["ok"], true, "{}", verify.text);
+    let created = app.get("/v1/audit?action=credential.created&actor=cli", &app.admin).await;
+    assert_eq!(created.ok()["items"].as_array().map(Vec::len), Some(1));
+}
