@@ -241,7 +241,10 @@ struct IssuedTokens {
 /// Mints a short-lived access token (never past the session's expiry) and a new refresh token.
 fn issue_tokens(tx: &Tx<'_>, env: &Env, session: &Session, chain: Vec<(SessionId, AgentId)>) -> Result<IssuedTokens> {
     let now = tx.now();
-    let token_expires_at = now.plus_seconds(env.limits.access_token_ttl_seconds).min(session.expires_at);
+    // Whole seconds: biscuit dates have no fraction, and the answer must say exactly when the
+    // token stops verifying.
+    let until = now.plus_seconds(env.limits.access_token_ttl_seconds).min(session.expires_at);
+    let token_expires_at = Timestamp(until.seconds() * 1000);
     let claims = AgentClaims {
         session: session.id,
         user: session.user_id,
