@@ -161,7 +161,8 @@ pub fn create_session(tx: &mut Tx<'_>, env: &Env, caller: &Caller, req: NewSessi
         .intersection(&delegation.scopes)
         .intersection(&agent.scopes)
         .intersection(&integration.scopes);
-    let mut expires_at = now.plus_seconds(ttl);
+    // Whole seconds, like every expiry a token carries.
+    let mut expires_at = Timestamp(now.plus_seconds(ttl).seconds() * 1000);
     let mut depth = 0;
     if let Some(parent_id) = req.parent_session_id {
         let parent =
