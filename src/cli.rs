@@ -167,7 +167,8 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             readers.read_now(|conn| {
                 tether::store::reads::each_audit_event(conn, 0, |event| {
                     // A closed pipe (`| head`) ends the export quietly.
-                    serde_json::to_writer(&mut out, &event).is_ok() && std::io::Write::write_all(&mut out, b"\n").is_ok()
+                    serde_json::to_writer(&mut out, &event).is_ok()
+                        && std::io::Write::write_all(&mut out, b"\n").is_ok()
                 })
             })?;
             let _ = std::io::Write::flush(&mut out);
@@ -176,7 +177,9 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Keys { command: KeysCommand::Rotate { data_dir, purpose: p } } => {
             let ring = KeyRing::load_or_create(&data_dir.join("keys"), purpose(&p)?)?;
             let kid = ring.rotate()?;
-            println!("added {p} key {kid}; a running instance picks it up within a second, and signs new tokens with it");
+            println!(
+                "added {p} key {kid}; a running instance picks it up within a second, and signs new tokens with it"
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys { command: KeysCommand::Retire { kid, data_dir, purpose: p } } => {

@@ -265,9 +265,7 @@ async fn bootstrap_admin(
     writer: &Writer,
     env: &Arc<Env>,
 ) -> Result<Option<String>> {
-    let existing = readers.read_now(|conn| {
-        store::reads::credential_count(conn)
-    })?;
+    let existing = readers.read_now(|conn| store::reads::credential_count(conn))?;
     if existing > 0 {
         return Ok(None);
     }

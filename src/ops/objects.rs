@@ -399,9 +399,13 @@ pub fn disconnect(
     let reason = reason(&req.reason)?;
     reads::get_user(tx.conn(), caller.visibility(), user)?;
     let (action, of, cascade_reason, detail, what_kind) = match what {
-        Disconnect::Agent(a) => {
-            ("user.agent_disconnected", DelegationsOf::UserAgent(user, a), "agent_disconnected", json!({"agent_id": a}), "agent")
-        }
+        Disconnect::Agent(a) => (
+            "user.agent_disconnected",
+            DelegationsOf::UserAgent(user, a),
+            "agent_disconnected",
+            json!({"agent_id": a}),
+            "agent",
+        ),
         Disconnect::Integration(i) => (
             "user.integration_disconnected",
             DelegationsOf::UserIntegration(user, i),
