@@ -265,7 +265,7 @@ async fn bootstrap_admin(
     writer: &Writer,
     env: &Arc<Env>,
 ) -> Result<Option<String>> {
-    let existing = readers.read_now(|conn| store::reads::credential_count(conn))?;
+    let existing = readers.read_now(store::reads::credential_count)?;
     if existing > 0 {
         return Ok(None);
     }

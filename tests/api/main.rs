@@ -15,5 +15,6 @@ mod input;
 mod invariant;
 mod propagation;
 mod races;
+mod stale_allows;
 mod tokens;
 mod walkthrough;

@@ -1,0 +1,235 @@
+//! Shared set-up for tether's benchmarks: an App on a temporary data directory and a chain
+//! (platform, agent, integration, users, delegations, sessions) created through the real write
+//! commands, each committed by the group-commit writer like an API call would be.
+//!
+//! The data directory is on the same file system as the build (ext4 here, not tmpfs), so
+//! `synchronous=FULL` commits pay a real fsync. `TETHER_BENCH_DIR` moves it.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tether::domain::*;
+use tether::ops::commands::{NewAgent, NewDelegation, NewPlatform, NewSession, NewUser};
+use tether::ops::{self, Env};
+use tether::tokens::AgentClaims;
+use tether::{App, Config, Services};
+
+/// A temporary data directory (kept until dropped).
+pub fn data_dir() -> tempfile::TempDir {
+    match std::env::var_os("TETHER_BENCH_DIR") {
+        Some(parent) => {
+            std::fs::create_dir_all(&parent).expect("create TETHER_BENCH_DIR");
+            tempfile::tempdir_in(parent).expect("tempdir")
+        }
+        None => tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+pub async fn open(dir: &std::path::Path) -> App {
+    App::open(&Config::new(dir)).await.expect("open tether")
+}
+
+/// An admin caller for commands run straight through the writer.
+pub fn admin() -> Caller {
+    Caller { credential: CredentialId::generate(), role: Role::Admin }
+}
+
+pub fn scopes(list: &[&str]) -> ScopeSet {
+    list.iter().map(|s| Scope::parse(s).expect("scope")).collect()
+}
+
+pub const SCOPES: &[&str] = &["mail:read", "mail:send", "calendar:read"];
+
+/// The objects a chain of sessions stands on.
+#[derive(Clone, Copy, Debug)]
+pub struct Chain {
+    pub platform: PlatformId,
+    pub agent: AgentId,
+    pub integration: IntegrationId,
+}
+
+/// One user with one delegation on the chain.
+#[derive(Clone, Copy, Debug)]
+pub struct Delegated {
+    pub user: UserId,
+    pub delegation: DelegationId,
+}
+
+pub async fn chain(services: &Services) -> Chain {
+    let admin = admin();
+    let platform = services
+        .writer
+        .execute(move |tx| ops::objects::create_platform(tx, &admin, NewPlatform { name: "bench".into() }))
+        .await
+        .expect("platform");
+    let agent = services
+        .writer
+        .execute(move |tx| {
+            ops::objects::create_agent(
+                tx,
+                &admin,
+                NewAgent { name: "bench agent".into(), scopes: scopes(SCOPES), platform_id: Some(platform.id) },
+            )
+        })
+        .await
+        .expect("agent");
+    let integration = services
+        .writer
+        .execute(move |tx| {
+            ops::objects::create_integration(
+                tx,
+                &admin,
+                NewAgent { name: "bench integration".into(), scopes: scopes(SCOPES), platform_id: Some(platform.id) },
+            )
+        })
+        .await
+        .expect("integration");
+    Chain { platform: platform.id, agent: agent.id, integration: integration.id }
+}
+
+/// A new user delegating the chain's agent through its integration.
+pub async fn delegated_user(services: &Services, chain: Chain) -> Delegated {
+    let admin = admin();
+    let user = services
+        .writer
+        .execute(move |tx| {
+            ops::objects::create_user(
+                tx,
+                &admin,
+                NewUser {
+                    external_id: format!("idp|{}", uuid::Uuid::now_v7().simple()),
+                    display_name: None,
+                    permissions: scopes(SCOPES),
+                },
+            )
+        })
+        .await
+        .expect("user");
+    let delegation = services
+        .writer
+        .execute(move |tx| {
+            ops::sessions::create_delegation(
+                tx,
+                &admin,
+                NewDelegation {
+                    user_id: user.id,
+                    agent_id: chain.agent,
+                    integration_id: chain.integration,
+                    scopes: scopes(SCOPES),
+                },
+            )
+        })
+        .await
+        .expect("delegation");
+    Delegated { user: user.id, delegation: delegation.id }
+}
+
+pub fn new_session(delegation: DelegationId) -> NewSession {
+    NewSession {
+        delegation_id: delegation,
+        scopes: scopes(&["mail:read", "mail:send"]),
+        ttl_seconds: Some(24 * 3600),
+        parent_session_id: None,
+        metadata: None,
+    }
+}
+
+/// Creates `n` sessions on `delegation` (the real `create_session` command: chain check, token
+/// mint, audit event, rows), `per_command` per writer command and up to 8 commands in flight.
+/// Returns (session id, access token) pairs.
+pub async fn sessions(
+    services: &Arc<Services>,
+    delegation: DelegationId,
+    n: usize,
+    per_command: usize,
+) -> Vec<(SessionId, String)> {
+    let mut out = Vec::with_capacity(n);
+    let mut pending = Vec::new();
+    let mut left = n;
+    while left > 0 || !pending.is_empty() {
+        while left > 0 && pending.len() < 8 {
+            let count = left.min(per_command.max(1));
+            left -= count;
+            let services = services.clone();
+            let env: Arc<Env> = services.env.clone();
+            pending.push(tokio::spawn(async move {
+                let admin = admin();
+                services
+                    .writer
+                    .execute(move |tx| {
+                        (0..count)
+                            .map(|_| {
+                                ops::sessions::create_session(tx, &env, &admin, new_session(delegation))
+                                    .map(|c| (c.session.id, c.token))
+                            })
+                            .collect::<Result<Vec<_>>>()
+                    })
+                    .await
+                    .expect("sessions")
+            }));
+        }
+        let first = pending.remove(0);
+        out.extend(first.await.expect("join"));
+    }
+    out
+}
+
+/// A new token of an existing session, minted on the app's agent key ring exactly as a refresh
+/// would (same claims, new signature and revocation id).
+pub fn remint(services: &Services, claims: &AgentClaims) -> String {
+    tether::tokens::agent::mint(&services.env.agent_keys, claims).expect("mint").token
+}
+
+/// Resident memory of this process, in bytes (VmRSS of /proc/self/status).
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// The percentile `p` (0..=100) of sorted durations.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+pub fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// The machine, for the record: CPU model and count.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)))
+        .map(|m| m.trim().to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    format!("{cores} × {model}")
+}
+
+/// Average fsync latency of this file system (what one durable group commit costs at least).
+pub fn fsync_latency(dir: &std::path::Path, rounds: usize) -> Duration {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path).expect("probe file");
+    let block = [7u8; 4096];
+    let start = Instant::now();
+    for _ in 0..rounds {
+        file.write_all(&block).expect("write");
+        file.sync_data().expect("fdatasync");
+    }
+    let took = start.elapsed() / rounds as u32;
+    let _ = std::fs::remove_file(path);
+    took
+}

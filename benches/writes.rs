@@ -1,0 +1,261 @@
+//! Durable writes (issue 6, items 3 and 4), timed by hand:
+//!
+//! 1. session creation with durable commits from 64 concurrent callers, each answered only after
+//!    its batch committed (fsync, `synchronous=FULL`): through `services.writer.execute(create_session)`
+//!    and through the router (`POST /v1/sessions`, JSON, credential check) → sessions/s sustained;
+//! 2. the cascade: disable a user holding 1k, 10k, 100k active sessions → wall time to receipt,
+//!    and the authorize latency of OTHER users' cached tokens while it runs vs idle (p50/p99).
+//!
+//! `cargo bench --bench writes` (`-- create` or `-- cascade` runs one part; `TETHER_BENCH_SECONDS`
+//! sets the creation run length, `TETHER_BENCH_CASCADES=1000,10000` the cascade sizes).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::Request as HttpRequest;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use tether::authorize::Request;
+use tether::domain::*;
+use tether::ops;
+use tether::ops::commands::WithReason;
+use tether::Services;
+
+const CALLERS: usize = 64;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let wants = |part: &str| args.is_empty() || args.iter().any(|a| part.contains(a.as_str()));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let dir = support::data_dir();
+    println!("machine: {}", support::machine());
+    println!(
+        "fsync (4 KiB write + fdatasync) on the data dir: {:.0} µs",
+        support::micros(support::fsync_latency(dir.path(), 200))
+    );
+    runtime.block_on(async {
+        let app = support::open(dir.path()).await;
+        let services = app.services.clone();
+        let chain = support::chain(&services).await;
+        if wants("create_sessions") {
+            create_sessions(&services, chain).await;
+            create_sessions_http(&app, &services, chain).await;
+        }
+        if wants("cascade") {
+            let sizes: Vec<usize> = std::env::var("TETHER_BENCH_CASCADES")
+                .ok()
+                .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+                .unwrap_or_else(|| vec![1_000, 10_000, 100_000]);
+            cascades(&services, chain, &sizes).await;
+        }
+        drop(app);
+    });
+}
+
+fn run_seconds() -> Duration {
+    Duration::from_secs_f64(std::env::var("TETHER_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0))
+}
+
+/// Runs `CALLERS` tasks, each calling `one` in a loop, for a warm-up second then the run; returns
+/// completed calls in the run, its length, and the sorted call latencies.
+async fn closed_loop<F, Fut>(one: F) -> (u64, Duration, Vec<Duration>)
+where
+    F: Fn() -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..CALLERS {
+        let (one, measuring, stop, done) = (one.clone(), measuring.clone(), stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                one().await;
+                if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                    latencies.push(start.elapsed());
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    measuring.store(true, Ordering::SeqCst);
+    let start = Instant::now();
+    tokio::time::sleep(run_seconds()).await;
+    stop.store(true, Ordering::SeqCst);
+    let took = start.elapsed();
+    let completed = done.load(Ordering::SeqCst);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("join"));
+    }
+    all.sort();
+    (completed, took, all)
+}
+
+fn report(what: &str, completed: u64, took: Duration, latencies: &[Duration]) {
+    println!(
+        "{what}: {completed} in {:.2} s = {:.0}/s; latency p50 {:.2} ms, p99 {:.2} ms ({CALLERS} concurrent callers)",
+        took.as_secs_f64(),
+        completed as f64 / took.as_secs_f64(),
+        support::micros(support::percentile(latencies, 50.0)) / 1000.0,
+        support::micros(support::percentile(latencies, 99.0)) / 1000.0,
+    );
+}
+
+async fn create_sessions(services: &Arc<Services>, chain: support::Chain) {
+    let user = support::delegated_user(services, chain).await;
+    let env = services.env.clone();
+    let s = services.clone();
+    let (completed, took, latencies) = closed_loop(move || {
+        let (s, env) = (s.clone(), env.clone());
+        async move {
+            let admin = support::admin();
+            s.writer
+                .execute(move |tx| {
+                    ops::sessions::create_session(tx, &env, &admin, support::new_session(user.delegation))
+                })
+                .await
+                .expect("create session");
+        }
+    })
+    .await;
+    report("create_sessions (writer.execute, durable)", completed, took, &latencies);
+}
+
+async fn create_sessions_http(app: &tether::App, services: &Arc<Services>, chain: support::Chain) {
+    let user = support::delegated_user(services, chain).await;
+    let platform = chain.platform;
+    let env = services.env.clone();
+    let credential = services
+        .writer
+        .execute(move |tx| {
+            ops::objects::issue_credential(tx, &env, Actor::system(), Role::Platform(platform), None, None)
+        })
+        .await
+        .expect("platform credential")
+        .secret;
+    let router = app.router();
+    let body = serde_json::json!({"delegation_id": user.delegation, "scopes": ["mail:read", "mail:send"]}).to_string();
+    let (completed, took, latencies) = closed_loop(move || {
+        let router = router.clone();
+        let request = HttpRequest::post("/v1/sessions")
+            .header("authorization", format!("Bearer {credential}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.clone()))
+            .expect("request");
+        async move {
+            let response = router.oneshot(request).await.expect("response");
+            let status = response.status();
+            let bytes = response.into_body().collect().await.expect("body").to_bytes();
+            assert!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&bytes));
+        }
+    })
+    .await;
+    report("create_sessions (POST /v1/sessions in process, durable)", completed, took, &latencies);
+}
+
+/// Authorize calls on `tokens` in a loop on a dedicated thread until `stop`; returns each call's
+/// start (since `epoch`) and latency.
+fn sample_authorize(
+    services: Arc<Services>,
+    tokens: Vec<String>,
+    epoch: Instant,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(Duration, Duration)>> {
+    std::thread::spawn(move || {
+        let scope = Scope::parse("mail:read").expect("scope");
+        let mut samples = Vec::with_capacity(1 << 20);
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            i = (i + 1) % tokens.len();
+            let start = Instant::now();
+            let decision = services.authorizer.authorize(&Request { token: &tokens[i], scope: &scope, resource: None });
+            let took = start.elapsed();
+            assert!(decision.allowed(), "another user's token was denied: {:?}", decision.reason);
+            samples.push((start - epoch, took));
+        }
+        samples
+    })
+}
+
+fn window(samples: &[(Duration, Duration)], from: Duration, to: Duration) -> Vec<Duration> {
+    let mut w: Vec<Duration> = samples.iter().filter(|(at, _)| *at >= from && *at < to).map(|(_, l)| *l).collect();
+    w.sort();
+    w
+}
+
+async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usize]) {
+    // Other users, whose cached tokens are checked throughout.
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        let user = support::delegated_user(services, chain).await;
+        others.extend(support::sessions(services, user.delegation, 64, 64).await.into_iter().map(|(_, t)| t));
+    }
+    let mut per_session = Vec::new();
+    for &n in sizes {
+        let user = support::delegated_user(services, chain).await;
+        let made = Instant::now();
+        let sessions = support::sessions(services, user.delegation, n, 500).await;
+        let made = made.elapsed();
+        drop(sessions);
+
+        let epoch = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = sample_authorize(services.clone(), others.clone(), epoch, stop.clone());
+        // Idle: the sampler alone for a second (the first 200 ms warm the caches).
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let idle_to = epoch.elapsed();
+        let admin = support::admin();
+        let started = Instant::now();
+        let receipt = services
+            .writer
+            .execute(move |tx| {
+                ops::objects::disable_user(tx, &admin, user.user, WithReason { reason: Some("bench".into()) })
+            })
+            .await
+            .expect("disable user");
+        let wall = started.elapsed();
+        let (from, to) = (started - epoch, epoch.elapsed());
+        stop.store(true, Ordering::SeqCst);
+        let samples = sampler.join().expect("sampler");
+        assert_eq!(receipt.revoked.len(), n, "the receipt lists every session");
+
+        let idle = window(&samples, Duration::from_millis(200), idle_to);
+        let during = window(&samples, from, to);
+        let (idle50, idle99) = (support::percentile(&idle, 50.0), support::percentile(&idle, 99.0));
+        let (dur50, dur99) = (support::percentile(&during, 50.0), support::percentile(&during, 99.0));
+        per_session.push((n, wall));
+        println!(
+            "cascade disable_user with {n} active sessions: {:.3} s to receipt ({:.1} µs per session; {n} created in {:.1} s)",
+            wall.as_secs_f64(),
+            support::micros(wall) / n as f64,
+            made.as_secs_f64(),
+        );
+        println!(
+            "  other users' cached authorize: idle p50 {:.2} µs p99 {:.2} µs ({} calls); during cascade p50 {:.2} µs p99 {:.2} µs ({} calls); p99 ratio {:.2}×",
+            support::micros(idle50),
+            support::micros(idle99),
+            idle.len(),
+            support::micros(dur50),
+            support::micros(dur99),
+            during.len(),
+            dur99.as_secs_f64() / idle99.as_secs_f64().max(1e-9),
+        );
+    }
+    if let (Some(first), Some(last)) = (per_session.first(), per_session.last()) {
+        let growth = last.1.as_secs_f64() / first.1.as_secs_f64();
+        println!("cascade growth: {}× the sessions took {growth:.1}× the time", last.0 / first.0.max(1),);
+    }
+}
