@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use biscuit_auth::builder::Term;
 use biscuit_auth::{Biscuit, BiscuitBuilder};
 
-use super::{date, fact, parse_bounded, run_limits, string, KeyRing, TokenError};
+use super::{date, fact, parse_bounded, string, KeyRing, TokenError};
 use crate::domain::*;
 
 /// What the authority block of an agent token says, all of it signed by tether.
@@ -64,8 +64,25 @@ pub fn mint(ring: &KeyRing, claims: &AgentClaims) -> Result<MintedToken> {
         for (level, (session, agent)) in claims.chain.iter().enumerate() {
             b = b.fact(fact("ancestor", vec![Term::Integer(level as i64 + 1), string(session), string(agent)]))?;
         }
+        let context = ContextClaims {
+            v: 1,
+            session: claims.session,
+            user: claims.user,
+            agent: claims.agent,
+            integration: claims.integration,
+            delegation: claims.delegation,
+            platform: claims.platform,
+            scopes: claims.scopes.clone(),
+            iat: claims.issued_at.seconds(),
+            exp: claims.expires_at.seconds(),
+            chain: claims.chain.clone(),
+        };
+        let context = serde_json::to_string(&context).map_err(|e| biscuit_auth::error::Token::ConversionError(e.to_string()))?;
         let params = HashMap::from([("expiry".to_owned(), date(claims.expires_at))]);
-        b.code_with_params("check if time($t), $t < {expiry};", params, HashMap::new())?.root_key_id(kid).build(keypair)
+        b.code_with_params("check if time($t), $t < {expiry};", params, HashMap::new())?
+            .context(context)
+            .root_key_id(kid)
+            .build(keypair)
     };
     let (kid, biscuit) = ring
         .with_signing_key(|kid, keypair| build(kid, keypair).map(|b| (kid, b)))?
@@ -83,7 +100,6 @@ pub struct VerifiedToken {
     pub revocation_id: String,
 }
 
-type ClaimRow = (String, String, String, String, String, String);
 
 /// Verifies signatures and reads the authority block's claims (facts of later blocks are not
 /// trusted by these queries, so an attenuation cannot add a scope or change an id).
@@ -91,46 +107,48 @@ pub fn verify(ring: &KeyRing, token: &str) -> std::result::Result<VerifiedToken,
     let biscuit = parse_bounded(token, ring)?;
     let kid = biscuit.root_key_id().ok_or(TokenError::UnknownKey)?;
     let shape = TokenError::Invalid("not an agent token");
-    let mut authorizer =
-        biscuit_auth::AuthorizerBuilder::new().set_limits(run_limits()).build(&biscuit).map_err(|_| shape)?;
-    let ids: Vec<ClaimRow> = authorizer
-        .query(
-            "claims($s, $u, $a, $i, $d, $p) <- session($s), user($u), agent($a), integration($i), delegation($d), platform($p)",
-        )
-        .map_err(|_| shape)?;
-    let [(s, u, a, i, d, p)] = <[ClaimRow; 1]>::try_from(ids).map_err(|_| shape)?;
-    let times: Vec<(std::time::SystemTime, std::time::SystemTime)> =
-        authorizer.query("times($i, $e) <- issued_at($i), expires_at($e)").map_err(|_| shape)?;
-    let [(issued, expires)] = <[_; 1]>::try_from(times).map_err(|_| shape)?;
-    let scopes: Vec<(String,)> = authorizer.query("scopes($s) <- scope($s)").map_err(|_| shape)?;
-    let mut ancestors: Vec<(i64, String, String)> =
-        authorizer.query("ancestors($l, $s, $a) <- ancestor($l, $s, $a)").map_err(|_| shape)?;
-    ancestors.sort_by_key(|(level, _, _)| *level);
-    let chain = ancestors
-        .iter()
-        .map(|(_, s, a)| Ok((SessionId::parse(s).map_err(|_| shape)?, AgentId::parse(a).map_err(|_| shape)?)))
-        .collect::<std::result::Result<Vec<_>, TokenError>>()?;
-    let millis = |t: std::time::SystemTime| {
-        t.duration_since(std::time::UNIX_EPOCH).map(|d| Timestamp(d.as_millis() as i64)).unwrap_or_default()
-    };
+    // The claims ride in the authority block's context (signed like its facts, and only tether
+    // writes authority blocks): reading them is a JSON parse, not a datalog evaluation.
+    let context = biscuit.context().into_iter().next().flatten().ok_or(shape)?;
+    let claims: ContextClaims = serde_json::from_str(&context).map_err(|_| shape)?;
+    if claims.v != 1 {
+        return Err(shape);
+    }
     let claims = AgentClaims {
-        session: SessionId::parse(&s).map_err(|_| shape)?,
-        user: UserId::parse(&u).map_err(|_| shape)?,
-        agent: AgentId::parse(&a).map_err(|_| shape)?,
-        integration: IntegrationId::parse(&i).map_err(|_| shape)?,
-        delegation: DelegationId::parse(&d).map_err(|_| shape)?,
-        platform: PlatformId::parse(&p).map_err(|_| shape)?,
-        scopes: scopes
-            .into_iter()
-            .map(|(s,)| Scope::parse(&s))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| shape)?,
-        issued_at: millis(issued),
-        expires_at: millis(expires),
-        chain,
+        session: claims.session,
+        user: claims.user,
+        agent: claims.agent,
+        integration: claims.integration,
+        delegation: claims.delegation,
+        platform: claims.platform,
+        scopes: claims.scopes,
+        issued_at: Timestamp(claims.iat.saturating_mul(1000)),
+        expires_at: Timestamp(claims.exp.saturating_mul(1000)),
+        chain: claims.chain,
     };
     let revocation_id = biscuit.revocation_identifiers().first().map(hex::encode).unwrap_or_default();
     Ok(VerifiedToken { biscuit, kid, claims, revocation_id })
+}
+
+/// The authority block's claims as JSON in its context string, for a cheap read at
+/// verification. The same values are the block's datalog facts, which the policy (and any
+/// offline verifier) uses; the two are written together by [`mint`].
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContextClaims {
+    v: u8,
+    session: SessionId,
+    user: UserId,
+    agent: AgentId,
+    integration: IntegrationId,
+    delegation: DelegationId,
+    platform: PlatformId,
+    scopes: ScopeSet,
+    /// Seconds since the epoch, as in the `issued_at` fact.
+    iat: i64,
+    /// Seconds since the epoch, as in the `expires_at` fact and the expiry check.
+    exp: i64,
+    chain: Vec<(SessionId, AgentId)>,
 }
 
 /// Term for a request fact (kept here so request values also never become datalog text).
