@@ -35,14 +35,14 @@ impl Cascade {
             .reason(Some(reason.to_owned()))
     }
 
-    /// Revokes sessions, then their sub-agent sessions recursively (reason `parent_session_revoked`).
+    /// Revokes sessions (each audited, caused by the trigger). Their sub-agent sessions follow
+    /// when the cascade finishes ([`Cascade::receipt`]), level by level.
     pub fn revoke_sessions(&mut self, tx: &mut Tx<'_>, sessions: Vec<ActiveSession>, reason: &str) -> Result<()> {
-        let mut queue: Vec<(ActiveSession, String)> = sessions.into_iter().map(|s| (s, reason.to_owned())).collect();
-        while let Some((session, reason)) = queue.pop() {
-            if !self.seen.insert(session.id) {
+        for session in sessions {
+            if self.seen.contains(&session.id) {
                 continue;
             }
-            let event = self.caused("session.revoked", Subject::new("session", session.id), &reason).details(json!({
+            let event = self.caused("session.revoked", Subject::new("session", session.id), reason).details(json!({
                 "user_id": session.user_id,
                 "agent_id": session.agent_id,
                 "integration_id": session.integration_id,
@@ -52,10 +52,7 @@ impl Cascade {
                 "trigger": self.trigger.action,
             }));
             let event = tx.audit(event)?;
-            self.mark(tx, &session, &reason, event.seq)?;
-            for child in writes::active_sessions(tx, SessionsOf::Parent(session.id))? {
-                queue.push((child, "parent_session_revoked".to_owned()));
-            }
+            self.mark(tx, &session, reason, event.seq)?;
         }
         Ok(())
     }
@@ -64,7 +61,6 @@ impl Cascade {
     pub fn mark(&mut self, tx: &mut Tx<'_>, session: &ActiveSession, reason: &str, seq: i64) -> Result<()> {
         self.seen.insert(session.id);
         writes::mark_session_revoked(tx, session.id, reason, seq)?;
-        writes::feed_revoked_session(tx, session.id)?;
         tx.effect(Effect::SessionRevoked { id: session.id, expires_at: session.expires_at });
         self.revoked.push(RevokedSession {
             session_id: session.id,
@@ -74,6 +70,21 @@ impl Cascade {
             reason: reason.to_owned(),
         });
         Ok(())
+    }
+
+    /// Revokes, level by level, the active sub-agent sessions of every session this cascade
+    /// revoked, then feeds the revocation ids of all their live tokens, each as one statement
+    /// over the cascade's audit range rather than one per session.
+    fn finish(&mut self, tx: &mut Tx<'_>) -> Result<()> {
+        loop {
+            let children = writes::active_children_of_revoked(tx, self.trigger.seq, tx.head().seq)?;
+            let fresh: Vec<ActiveSession> = children.into_iter().filter(|c| !self.seen.contains(&c.id)).collect();
+            if fresh.is_empty() {
+                break;
+            }
+            self.revoke_sessions(tx, fresh, "parent_session_revoked")?;
+        }
+        writes::feed_revoked_between(tx, self.trigger.seq, tx.head().seq)
     }
 
     /// Revokes delegations (each audited) and every session on them.
@@ -104,8 +115,10 @@ impl Cascade {
         tx.audit(self.caused(action, subject, reason).details(details)).map(drop)
     }
 
-    pub fn receipt(self, tx: &Tx<'_>) -> Receipt {
-        Receipt {
+    /// Finishes the cascade (sub-agent sessions, the revocation feed) and answers its receipt.
+    pub fn receipt(mut self, tx: &mut Tx<'_>) -> Result<Receipt> {
+        self.finish(tx)?;
+        Ok(Receipt {
             cause: ReceiptCause {
                 seq: self.trigger.seq,
                 action: self.trigger.action.clone(),
@@ -113,7 +126,7 @@ impl Cascade {
             },
             revoked: self.revoked,
             audit: AuditRange { from_seq: self.trigger.seq, to_seq: tx.head().seq, head_hash: tx.head().hash.clone() },
-        }
+        })
     }
 }
 

@@ -126,7 +126,7 @@ pub fn disable_platform(tx: &mut Tx<'_>, caller: &Caller, id: PlatformId, req: W
         NewEvent::new(caller.actor(), "platform.disabled", subject).reason(reason).details(json!({"platform_id": id})),
     )?;
     cascade.revoke_delegations(tx, DelegationsOf::Platform(id), "platform_disabled")?;
-    Ok(cascade.receipt(tx))
+    cascade.receipt(tx)
 }
 
 /// The platform a platform-owned object is created under: the caller's own, or for an admin the
@@ -201,7 +201,7 @@ pub fn end_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, to: AgentStatus,
             .details(json!({"platform_id": agent.platform_id})),
     )?;
     cascade.revoke_delegations(tx, DelegationsOf::Agent(id), cascade_reason)?;
-    Ok(cascade.receipt(tx))
+    cascade.receipt(tx)
 }
 
 pub fn resume_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, req: WithReason) -> Result<Agent> {
@@ -263,7 +263,7 @@ pub fn disable_integration(tx: &mut Tx<'_>, caller: &Caller, id: IntegrationId, 
             .details(json!({"platform_id": integration.platform_id})),
     )?;
     cascade.revoke_delegations(tx, DelegationsOf::Integration(id), "integration_disabled")?;
-    Ok(cascade.receipt(tx))
+    cascade.receipt(tx)
 }
 
 pub fn create_user(tx: &mut Tx<'_>, caller: &Caller, req: NewUser) -> Result<User> {
@@ -299,7 +299,7 @@ pub fn disable_user(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReaso
     let mut cascade = Cascade::start(tx, NewEvent::new(caller.actor(), "user.disabled", subject).reason(reason))?;
     let sessions = writes::active_sessions(tx, SessionsOf::User(id))?;
     cascade.revoke_sessions(tx, sessions, "user_disabled")?;
-    Ok(cascade.receipt(tx))
+    cascade.receipt(tx)
 }
 
 pub fn enable_user(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReason) -> Result<User> {
@@ -324,7 +324,7 @@ pub fn user_lifecycle_event(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: L
         Cascade::start(tx, NewEvent::new(caller.actor(), req.kind.action(), Subject::new("user", id)).reason(reason))?;
     let sessions = writes::active_sessions(tx, SessionsOf::User(id))?;
     cascade.revoke_sessions(tx, sessions, req.kind.as_str())?;
-    Ok(cascade.receipt(tx))
+    cascade.receipt(tx)
 }
 
 /// "Sign all my agents out": every session of the user ends; delegations stay.
@@ -338,7 +338,7 @@ pub fn sign_out_all(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReaso
     )?;
     let sessions = writes::active_sessions(tx, SessionsOf::User(id))?;
     cascade.revoke_sessions(tx, sessions, "sign_out_all")?;
-    Ok(cascade.receipt(tx))
+    cascade.receipt(tx)
 }
 
 /// Replaces a user's permissions. Narrowing revokes only the sessions holding a removed scope and
@@ -384,7 +384,7 @@ pub fn set_permissions(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: SetPer
         }
     }
     let user = reads::get_user(tx.conn(), caller.visibility(), id)?;
-    Ok((user, cascade.receipt(tx)))
+    Ok((user, cascade.receipt(tx)?))
 }
 
 /// The user disconnects an agent or an integration: their delegations to it end, with sessions.
@@ -427,7 +427,7 @@ pub fn disconnect(
     let mut cascade =
         Cascade::start(tx, NewEvent::new(caller.actor(), action, subject).reason(reason).details(detail))?;
     cascade.revoke_delegations(tx, of, cascade_reason)?;
-    Ok(cascade.receipt(tx))
+    cascade.receipt(tx)
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -119,7 +119,7 @@ pub fn revoke_delegation(tx: &mut Tx<'_>, caller: &Caller, id: DelegationId, req
     let mut cascade = Cascade::start(tx, trigger)?;
     let sessions = writes::active_sessions(tx, SessionsOf::Delegation(id))?;
     cascade.revoke_sessions(tx, sessions, "delegation_revoked")?;
-    Ok(cascade.receipt(tx))
+    cascade.receipt(tx)
 }
 
 fn optional_text(field: &str, value: &Option<String>) -> Result<Option<String>> {
@@ -319,7 +319,7 @@ pub fn refresh_session(
         let mut cascade = Cascade::start(tx, trigger)?;
         let sessions = writes::active_sessions(tx, SessionsOf::One(id))?;
         cascade.revoke_sessions(tx, sessions, "refresh_token_reused")?;
-        return Ok(RefreshOutcome::ReuseDetected(cascade.receipt(tx)));
+        return Ok(RefreshOutcome::ReuseDetected(cascade.receipt(tx)?));
     }
     if session.status != SessionStatus::Active {
         return Err(Error::conflict(format!("session {id} is {}", session.status.as_str())));
@@ -396,7 +396,6 @@ fn revoke_loaded(tx: &mut Tx<'_>, caller: &Caller, session: Session, req: WithRe
         expires_at: session.expires_at,
     };
     cascade.mark(tx, &active, &why, seq)?;
-    let children = writes::active_sessions(tx, SessionsOf::Parent(id))?;
-    cascade.revoke_sessions(tx, children, "parent_session_revoked")?;
-    Ok(cascade.receipt(tx))
+    // Its sub-agent sessions follow as the cascade finishes.
+    cascade.receipt(tx)
 }

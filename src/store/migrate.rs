@@ -10,6 +10,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "0001_core", include_str!("../../migrations/0001_core.sql")),
     (2, "0002_token_lifecycle", include_str!("../../migrations/0002_token_lifecycle.sql")),
     (3, "0003_webhooks", include_str!("../../migrations/0003_webhooks.sql")),
+    (4, "0004_live_view_index", include_str!("../../migrations/0004_live_view_index.sql")),
 ];
 
 /// Applies every migration not yet recorded, each in its own transaction.
@@ -48,7 +49,7 @@ mod tests {
     #[test]
     fn migrations_apply_to_an_empty_database_and_only_once() {
         let mut conn = Connection::open_in_memory().expect("in-memory db");
-        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3]);
+        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4]);
         assert!(run(&mut conn).expect("second run").is_empty());
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'", [], |r| {

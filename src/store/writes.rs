@@ -520,3 +520,46 @@ pub fn last_disconnect_event(tx: &Tx<'_>, of: DelegationsOf) -> Result<Option<cr
         .and_then(|mut st| st.query_row(params![user.to_string(), action, key, other], rows::audit_event).optional())
         .map_err(db_error)
 }
+
+/// Active, unexpired sessions whose parent was revoked by an event in `from_seq..=to_seq`.
+pub fn active_children_of_revoked(tx: &Tx<'_>, from_seq: i64, to_seq: i64) -> Result<Vec<ActiveSession>> {
+    let mut st = tx
+        .conn()
+        .prepare_cached(
+            "SELECT id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at, platform_id FROM sessions
+             WHERE status = 'active' AND expires_at > ?3 AND parent_id IS NOT NULL AND parent_id IN
+                   (SELECT id FROM sessions WHERE revoked_by_seq BETWEEN ?1 AND ?2)
+             ORDER BY id",
+        )
+        .map_err(db_error)?;
+    let found = st
+        .query_map(params![from_seq, to_seq, tx.now().millis()], |r| {
+            Ok(ActiveSession {
+                id: r.get(0)?,
+                user_id: r.get(1)?,
+                agent_id: r.get(2)?,
+                integration_id: r.get(3)?,
+                delegation_id: r.get(4)?,
+                scopes: r.get(5)?,
+                expires_at: r.get(6)?,
+                platform_id: r.get(7)?,
+            })
+        })
+        .map_err(db_error)?;
+    found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+}
+
+/// Puts on the feed the revocation ids of the live tokens of every session revoked by an event in
+/// `from_seq..=to_seq`.
+pub fn feed_revoked_between(tx: &Tx<'_>, from_seq: i64, to_seq: i64) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO revocation_feed (revocation_id, session_id, expires_at)
+         SELECT a.revocation_id, a.session_id, a.expires_at
+         FROM sessions s JOIN access_tokens a ON a.session_id = s.id
+         WHERE s.revoked_by_seq BETWEEN ?1 AND ?2 AND a.expires_at > ?3
+         ORDER BY s.revoked_by_seq, a.issued_at",
+        params![from_seq, to_seq, tx.now().millis()],
+    )
+    .map(drop)
+}

@@ -228,3 +228,222 @@ pub struct World {
     pub integration: String,
     pub delegation: String,
 }
+
+/// Requests with headers of the test's choosing (an odd `Authorization`, say), answered with the
+/// response headers too.
+impl TestApp {
+    pub async fn request_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> (Answer, axum::http::HeaderMap) {
+        let mut request = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = self.router.clone().oneshot(request.body(body).expect("request")).await.expect("response");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (Answer { status, content_type, body, text }, headers)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cascades, coverage, races and the invariant: sessions with their tokens, receipts, pages,
+// and a shared scene of users, agents, integrations, delegations and (sub-agent) sessions.
+// ---------------------------------------------------------------------------------------------
+
+/// A session opened by a test: its id, its token and one scope it holds.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub id: String,
+    pub token: String,
+    pub scope: String,
+}
+
+impl TestApp {
+    /// POST /v1/sessions with a free-form body (`delegation_id`, `scopes`, `parent_session_id`,
+    /// `ttl_seconds`, …), as `credential`.
+    pub async fn open_session(&self, credential: &str, body: Value) -> Answer {
+        self.post("/v1/sessions", credential, body).await
+    }
+
+    /// Opens a session, or a sub-agent session under `parent`; panics unless it succeeds.
+    pub async fn opened(&self, platform: &Platform, delegation: &str, scopes: &[&str], parent: Option<&str>) -> Opened {
+        let mut body = json!({"delegation_id": delegation, "scopes": scopes});
+        if let Some(p) = parent {
+            body["parent_session_id"] = json!(p);
+        }
+        let answer = self.open_session(&platform.credential, body).await;
+        let created = answer.ok();
+        Opened {
+            id: created["session"]["id"].as_str().expect("session id").to_owned(),
+            token: created["token"].as_str().expect("token").to_owned(),
+            scope: scopes[0].to_owned(),
+        }
+    }
+
+    /// GET /v1/sessions/{id} as admin.
+    pub async fn session_json(&self, id: &str) -> Value {
+        self.get(&format!("/v1/sessions/{id}"), &self.admin).await.ok().clone()
+    }
+
+    pub async fn session_status(&self, id: &str) -> String {
+        self.session_json(id).await["status"].as_str().expect("status").to_owned()
+    }
+
+    /// The audit chain's head seq, asserting that the chain verifies.
+    pub async fn head_seq(&self) -> i64 {
+        let verify = self.get("/v1/audit/verify", &self.admin).await;
+        assert_eq!(verify.ok()["ok"], true, "audit chain broken: {}", verify.text);
+        verify.body["head_seq"].as_i64().expect("head_seq")
+    }
+
+    /// Every item of a paginated list (`path` may carry a query), following `next_cursor`.
+    pub async fn all_pages(&self, path: &str) -> Vec<Value> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let url = match &cursor {
+                None => format!("{path}{sep}limit=1000"),
+                Some(c) => format!("{path}{sep}limit=1000&cursor={c}"),
+            };
+            let page = self.get(&url, &self.admin).await;
+            let body = page.ok();
+            items.extend(
+                body["items"].as_array().unwrap_or_else(|| panic!("not a page: {}", page.text)).iter().cloned(),
+            );
+            match body["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return items,
+            }
+        }
+    }
+
+    /// POSTs a trigger and returns its receipt (the `receipt` member for a permissions change).
+    pub async fn trigger(&self, path: &str, credential: &str, body: Value) -> Value {
+        let answer = self.call(Method::POST, path, credential, Some(body)).await;
+        answer.ok().clone()
+    }
+
+    /// PUT /v1/users/{id}/permissions as admin; returns the receipt.
+    pub async fn set_permissions(&self, user: &str, permissions: &[&str]) -> Value {
+        let answer = self
+            .call(
+                Method::PUT,
+                &format!("/v1/users/{user}/permissions"),
+                &self.admin,
+                Some(json!({"permissions": permissions})),
+            )
+            .await;
+        answer.ok()["receipt"].clone()
+    }
+}
+
+/// A receipt's revoked sessions as `session_id → reason`, asserting no session is listed twice.
+pub fn receipt_reasons(receipt: &Value) -> std::collections::BTreeMap<String, String> {
+    let revoked = receipt["revoked"].as_array().unwrap_or_else(|| panic!("not a receipt: {receipt}"));
+    let mut reasons = std::collections::BTreeMap::new();
+    for entry in revoked {
+        let id = entry["session_id"].as_str().expect("session_id").to_owned();
+        let reason = entry["reason"].as_str().expect("reason").to_owned();
+        assert!(reasons.insert(id.clone(), reason).is_none(), "{id} listed twice in the receipt: {receipt}");
+    }
+    reasons
+}
+
+/// The scopes every object of a [`Scene`] declares and every scene user holds.
+pub const SCENE_SCOPES: [&str; 3] = ["mail:read", "mail:send", "cal:read"];
+
+/// Two platforms, two users and their delegations and sessions, including sub-agent sessions:
+///
+/// ```text
+/// P1: agents a1 a2, integrations i1 i2        P2: agent b1, integration j1
+/// delegations  u_a1_i1 u_a2_i1 u_a1_i2 u_b1_j1 (user u)   v_a1_i1 v_a2_i2 (user v)
+/// sessions     u1  u_a1_i1 [mail:read]          u1c  u_a2_i1 [mail:read] parent u1
+///              u2  u_a1_i1 [mail:send cal:read] u1cc u_a2_i1 [mail:read] parent u1c
+///              u3  u_a2_i1 [mail:read mail:send] u3c u_a2_i1 [mail:read] parent u3
+///              u4  u_a1_i2 [cal:read]           u5   u_b1_j1 [mail:read]
+///              v1  v_a1_i1 [mail:read mail:send] v2  v_a2_i2 [cal:read]
+/// ```
+pub struct Scene {
+    pub p1: Platform,
+    pub p2: Platform,
+    pub a1: String,
+    pub a2: String,
+    pub i1: String,
+    pub i2: String,
+    pub b1: String,
+    pub j1: String,
+    pub u: String,
+    pub v: String,
+    pub delegations: std::collections::BTreeMap<&'static str, String>,
+    pub sessions: std::collections::BTreeMap<&'static str, Opened>,
+}
+
+impl Scene {
+    pub async fn new(app: &TestApp) -> Scene {
+        let p1 = app.platform("p1").await;
+        let p2 = app.platform("p2").await;
+        let a1 = app.agent(&p1, &SCENE_SCOPES).await;
+        let a2 = app.agent(&p1, &SCENE_SCOPES).await;
+        let i1 = app.integration(&p1, &SCENE_SCOPES).await;
+        let i2 = app.integration(&p1, &SCENE_SCOPES).await;
+        let b1 = app.agent(&p2, &SCENE_SCOPES).await;
+        let j1 = app.integration(&p2, &SCENE_SCOPES).await;
+        let u = app.user(&format!("idp|u-{}", uuid::Uuid::now_v7().simple()), &SCENE_SCOPES).await;
+        let v = app.user(&format!("idp|v-{}", uuid::Uuid::now_v7().simple()), &SCENE_SCOPES).await;
+        let mut delegations = std::collections::BTreeMap::new();
+        for (name, platform, user, agent, integration) in [
+            ("u_a1_i1", &p1, &u, &a1, &i1),
+            ("u_a2_i1", &p1, &u, &a2, &i1),
+            ("u_a1_i2", &p1, &u, &a1, &i2),
+            ("u_b1_j1", &p2, &u, &b1, &j1),
+            ("v_a1_i1", &p1, &v, &a1, &i1),
+            ("v_a2_i2", &p1, &v, &a2, &i2),
+        ] {
+            delegations.insert(name, app.delegation(platform, user, agent, integration, &SCENE_SCOPES).await);
+        }
+        let mut scene = Scene { p1, p2, a1, a2, i1, i2, b1, j1, u, v, delegations, sessions: Default::default() };
+        for (name, delegation, scopes, parent) in [
+            ("u1", "u_a1_i1", &["mail:read"][..], None),
+            ("u2", "u_a1_i1", &["mail:send", "cal:read"][..], None),
+            ("u3", "u_a2_i1", &["mail:read", "mail:send"][..], None),
+            ("u4", "u_a1_i2", &["cal:read"][..], None),
+            ("u5", "u_b1_j1", &["mail:read"][..], None),
+            ("v1", "v_a1_i1", &["mail:read", "mail:send"][..], None),
+            ("v2", "v_a2_i2", &["cal:read"][..], None),
+            ("u1c", "u_a2_i1", &["mail:read"][..], Some("u1")),
+            ("u1cc", "u_a2_i1", &["mail:read"][..], Some("u1c")),
+            ("u3c", "u_a2_i1", &["mail:read"][..], Some("u3")),
+        ] {
+            let platform = if delegation == "u_b1_j1" { &scene.p2 } else { &scene.p1 };
+            let parent = parent.map(|p| scene.sessions[p].id.clone());
+            let opened = app.opened(platform, &scene.delegations[delegation], scopes, parent.as_deref()).await;
+            scene.sessions.insert(name, opened);
+        }
+        scene
+    }
+
+    /// The session named `name`.
+    pub fn s(&self, name: &str) -> &Opened {
+        self.sessions.get(name).unwrap_or_else(|| panic!("no session {name} in the scene"))
+    }
+
+    /// The delegation named `name`.
+    pub fn d(&self, name: &str) -> &str {
+        self.delegations.get(name).unwrap_or_else(|| panic!("no delegation {name} in the scene"))
+    }
+
+    /// Names of every session of the scene.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.sessions.keys().copied().collect()
+    }
+}
