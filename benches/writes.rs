@@ -116,22 +116,15 @@ fn report(what: &str, completed: u64, took: Duration, latencies: &[Duration]) {
 
 async fn create_sessions(services: &Arc<Services>, chain: support::Chain) {
     let user = support::delegated_user(services, chain).await;
-    let env = services.env.clone();
     let s = services.clone();
     let (completed, took, latencies) = closed_loop(move || {
-        let (s, env) = (s.clone(), env.clone());
+        let s = s.clone();
         async move {
-            let admin = support::admin();
-            s.writer
-                .execute(move |tx| {
-                    ops::sessions::create_session(tx, &env, &admin, support::new_session(user.delegation))
-                })
-                .await
-                .expect("create session");
+            s.open_session(support::admin(), support::new_session(user.delegation)).await.expect("create session");
         }
     })
     .await;
-    report("create_sessions (writer.execute, durable)", completed, took, &latencies);
+    report("create_sessions (Services::open_session, durable)", completed, took, &latencies);
 }
 
 async fn create_sessions_http(app: &tether::App, services: &Arc<Services>, chain: support::Chain) {

@@ -210,6 +210,22 @@ impl Workers {
 }
 
 impl Services {
+    /// Opens a session: tokens are minted from a read of the chain on a blocking thread (in
+    /// parallel with other requests), then the single writer checks the whole chain and commits.
+    pub async fn open_session(
+        &self,
+        caller: domain::Caller,
+        req: ops::commands::NewSession,
+    ) -> Result<ops::sessions::SessionCreated> {
+        let now = self.clock.now();
+        let preminted = {
+            let (env, req) = (self.env.clone(), req.clone());
+            self.readers.read(move |conn| Ok(ops::sessions::premint(conn, &env, &caller, &req, now))).await?
+        };
+        let env = self.env.clone();
+        self.writer.execute(move |tx| ops::sessions::create_session(tx, &env, &caller, req, preminted)).await
+    }
+
     /// The seq of the newest committed audit event.
     pub async fn writer_head_seq(&self) -> Result<i64> {
         self.readers.read(|conn| store::reads::chain_head(conn).map(|(seq, _)| seq)).await

@@ -161,7 +161,7 @@ pub async fn sessions(
                     .execute(move |tx| {
                         (0..count)
                             .map(|_| {
-                                ops::sessions::create_session(tx, &env, &admin, new_session(delegation))
+                                ops::sessions::create_session(tx, &env, &admin, new_session(delegation), None)
                                     .map(|c| (c.session.id, c.token))
                             })
                             .collect::<Result<Vec<_>>>()

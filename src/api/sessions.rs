@@ -40,8 +40,7 @@ pub async fn create(
     Authenticated(caller): Authenticated,
     Json(req): Json<NewSession>,
 ) -> ApiResult<axum::Json<SessionCreated>> {
-    let env = state.env.clone();
-    write(&state, move |tx| ops::create_session(tx, &env, &caller, req)).await
+    Ok(axum::Json(state.open_session(caller, req).await?))
 }
 
 #[utoipa::path(get, path = "/v1/sessions", tag = "sessions", responses((status = 200, body = Vec<Session>)))]

@@ -128,7 +128,13 @@ fn optional_text(field: &str, value: &Option<String>) -> Result<Option<String>> 
 
 /// Opens a session: the whole chain is checked inside this transaction, so a session can never
 /// be opened for a user being disabled at the same moment.
-pub fn create_session(tx: &mut Tx<'_>, env: &Env, caller: &Caller, req: NewSession) -> Result<SessionCreated> {
+pub fn create_session(
+    tx: &mut Tx<'_>,
+    env: &Env,
+    caller: &Caller,
+    req: NewSession,
+    preminted: Option<PreMinted>,
+) -> Result<SessionCreated> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
     if req.scopes.is_empty() {
         return Err(Error::invalid("`scopes` must list at least one scope"));
@@ -184,9 +190,30 @@ pub fn create_session(tx: &mut Tx<'_>, env: &Env, caller: &Caller, req: NewSessi
         expires_at = expires_at.min(parent.expires_at);
     }
     refuse_ungrantable(&req.scopes, &grantable)?;
+    let chain = match req.parent_session_id {
+        Some(parent) => writes::session_ancestry(tx, parent)?,
+        None => Vec::new(),
+    };
+    // Tokens minted before the transaction are used only if every claim they carry is what this
+    // transaction decided; otherwise they are discarded and minted here.
+    let preminted = preminted.filter(|p| {
+        let c = &p.claims;
+        c.user == delegation.user_id
+            && c.agent == agent.id
+            && c.integration == integration.id
+            && c.delegation == delegation.id
+            && c.platform == delegation.platform_id
+            && c.scopes == req.scopes
+            && c.chain == chain
+            && p.session_expires_at <= expires_at
+            && c.issued_at <= now
+    });
+    if let Some(p) = &preminted {
+        expires_at = p.session_expires_at;
+    }
 
     let mut session = Session {
-        id: SessionId::generate(),
+        id: preminted.as_ref().map(|p| p.claims.session).unwrap_or_else(SessionId::generate),
         user_id: delegation.user_id,
         agent_id: agent.id,
         integration_id: integration.id,
@@ -203,10 +230,6 @@ pub fn create_session(tx: &mut Tx<'_>, env: &Env, caller: &Caller, req: NewSessi
         revoked_reason: None,
         revoked_by_seq: None,
     };
-    let chain = match req.parent_session_id {
-        Some(parent) => writes::session_ancestry(tx, parent)?,
-        None => Vec::new(),
-    };
     let created = tx.audit(
         NewEvent::new(caller.actor(), "session.created", Subject::new("session", session.id)).details(json!({
             "user_id": session.user_id, "agent_id": session.agent_id, "integration_id": session.integration_id,
@@ -215,9 +238,12 @@ pub fn create_session(tx: &mut Tx<'_>, env: &Env, caller: &Caller, req: NewSessi
             "scopes": session.scopes, "expires_at": session.expires_at,
         })),
     )?;
-    let tokens = issue_tokens(tx, env, &session, chain)?;
+    let tokens = match preminted {
+        Some(p) => p.tokens,
+        None => issue_tokens(tx, env, &session, chain)?,
+    };
     writes::insert_session(tx, &session, depth, created.seq, &tokens.revocation_id)?;
-    writes::insert_access_token(tx, session.id, &tokens.revocation_id, tokens.kid, now, tokens.token_expires_at)?;
+    writes::insert_access_token(tx, session.id, &tokens.revocation_id, tokens.kid, tokens.issued_at, tokens.token_expires_at)?;
     writes::insert_refresh_token(tx, session.id, &tokens.refresh_hash)?;
     tx.effect(Effect::SessionActive { id: session.id, expires_at });
     session.status = SessionStatus::Active;
@@ -234,6 +260,7 @@ struct IssuedTokens {
     token: String,
     kid: u32,
     revocation_id: String,
+    issued_at: Timestamp,
     token_expires_at: Timestamp,
     refresh_token: String,
     refresh_hash: String,
@@ -241,11 +268,6 @@ struct IssuedTokens {
 
 /// Mints a short-lived access token (never past the session's expiry) and a new refresh token.
 fn issue_tokens(tx: &Tx<'_>, env: &Env, session: &Session, chain: Vec<(SessionId, AgentId)>) -> Result<IssuedTokens> {
-    let now = tx.now();
-    // Whole seconds: biscuit dates have no fraction, and the answer must say exactly when the
-    // token stops verifying.
-    let until = now.plus_seconds(env.limits.access_token_ttl_seconds).min(session.expires_at);
-    let token_expires_at = Timestamp(until.seconds() * 1000);
     let claims = AgentClaims {
         session: session.id,
         user: session.user_id,
@@ -254,20 +276,72 @@ fn issue_tokens(tx: &Tx<'_>, env: &Env, session: &Session, chain: Vec<(SessionId
         delegation: session.delegation_id,
         platform: session.platform_id,
         scopes: session.scopes.clone(),
-        issued_at: now,
-        expires_at: token_expires_at,
+        issued_at: tx.now(),
+        expires_at: token_expiry(env, tx.now(), session.expires_at),
         chain,
     };
-    let minted = tokens::agent::mint(&env.agent_keys, &claims)?;
+    mint_tokens(env, &claims)
+}
+
+/// When an access token issued at `now` stops verifying: its TTL, never past the session, in
+/// whole seconds (biscuit dates have no fraction, and the answer must say exactly when).
+fn token_expiry(env: &Env, now: Timestamp, session_expires_at: Timestamp) -> Timestamp {
+    let until = now.plus_seconds(env.limits.access_token_ttl_seconds).min(session_expires_at);
+    Timestamp(until.seconds() * 1000)
+}
+
+fn mint_tokens(env: &Env, claims: &AgentClaims) -> Result<IssuedTokens> {
+    let minted = tokens::agent::mint(&env.agent_keys, claims)?;
     let refresh_token = tokens::refresh::generate();
     Ok(IssuedTokens {
         token: minted.token,
         kid: minted.kid,
         revocation_id: minted.revocation_id,
-        token_expires_at,
+        issued_at: claims.issued_at,
+        token_expires_at: claims.expires_at,
         refresh_hash: tokens::refresh::hash(&refresh_token),
         refresh_token,
     })
+}
+
+/// Tokens for a session about to be opened, minted from a read of its chain before the write
+/// transaction so the single writer does not spend its time on signatures. The transaction
+/// checks every claim again and discards these if anything differs.
+pub struct PreMinted {
+    claims: AgentClaims,
+    session_expires_at: Timestamp,
+    tokens: IssuedTokens,
+}
+
+/// Best effort: `None` whenever the read cannot say (the transaction then reports the problem).
+pub fn premint(conn: &rusqlite::Connection, env: &Env, caller: &Caller, req: &NewSession, now: Timestamp) -> Option<PreMinted> {
+    let vis = caller.visibility();
+    let delegation = reads::get_delegation(conn, vis, req.delegation_id).ok()?;
+    let ttl = req.ttl_seconds.unwrap_or(env.limits.default_session_ttl_seconds);
+    if req.scopes.is_empty() || !(1..=env.limits.max_session_ttl_seconds).contains(&ttl) {
+        return None;
+    }
+    let mut session_expires_at = Timestamp(now.plus_seconds(ttl).seconds() * 1000);
+    let mut chain = Vec::new();
+    if let Some(parent) = req.parent_session_id {
+        let parent = reads::get_session(conn, vis, parent, now).ok()?;
+        session_expires_at = session_expires_at.min(parent.expires_at);
+        chain = reads::session_ancestry(conn, parent.id).ok()?;
+    }
+    let claims = AgentClaims {
+        session: SessionId::generate(),
+        user: delegation.user_id,
+        agent: delegation.agent_id,
+        integration: delegation.integration_id,
+        delegation: delegation.id,
+        platform: delegation.platform_id,
+        scopes: req.scopes.clone(),
+        issued_at: now,
+        expires_at: token_expiry(env, now, session_expires_at),
+        chain,
+    };
+    let tokens = mint_tokens(env, &claims).ok()?;
+    Some(PreMinted { claims, session_expires_at, tokens })
 }
 
 /// New tokens for a session. `Debug` leaves the secrets out.

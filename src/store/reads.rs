@@ -537,3 +537,21 @@ pub fn chain_head(conn: &Connection) -> Result<(i64, String)> {
 pub fn credential_count(conn: &Connection) -> Result<i64> {
     conn.query_row("SELECT count(*) FROM credentials", [], |r| r.get(0)).map_err(db_error)
 }
+
+/// A session and its ancestors, nearest first: (session, agent) pairs for a token's chain.
+pub fn session_ancestry(conn: &Connection, id: SessionId) -> Result<Vec<(SessionId, AgentId)>> {
+    let mut chain = Vec::new();
+    let mut next = Some(id);
+    let mut st = conn.prepare_cached("SELECT agent_id, parent_id FROM sessions WHERE id = ?1").map_err(db_error)?;
+    // Depth is bounded at creation; the bound here only guards against a corrupted cycle.
+    while let Some(current) = next.take() {
+        if chain.len() > 64 {
+            break;
+        }
+        let (agent, parent): (AgentId, Option<SessionId>) =
+            st.query_row([current.to_string()], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db_error)?;
+        chain.push((current, agent));
+        next = parent;
+    }
+    Ok(chain)
+}

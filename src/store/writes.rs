@@ -326,21 +326,7 @@ pub fn touch_session(
 
 /// A session and its ancestors, nearest first: (session, agent) pairs for the token's chain.
 pub fn session_ancestry(tx: &Tx<'_>, id: SessionId) -> Result<Vec<(SessionId, AgentId)>> {
-    let mut chain = Vec::new();
-    let mut next = Some(id);
-    let mut st =
-        tx.conn().prepare_cached("SELECT agent_id, parent_id FROM sessions WHERE id = ?1").map_err(db_error)?;
-    // Depth is bounded at creation; the bound here only guards against a corrupted cycle.
-    while let Some(current) = next.take() {
-        if chain.len() > 64 {
-            break;
-        }
-        let (agent, parent): (AgentId, Option<SessionId>) =
-            st.query_row([current.to_string()], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db_error)?;
-        chain.push((current, agent));
-        next = parent;
-    }
-    Ok(chain)
+    super::reads::session_ancestry(tx.conn(), id)
 }
 
 pub fn insert_access_token(
