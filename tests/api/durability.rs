@@ -1,1 +1,401 @@
-//! (being written)
+//! What survives a restart (sessions, revocations, audit events, keys, credentials), what the
+//! audit log proves (the chain verifies; a row changed behind tether's back is found by seq, by
+//! the API and by the CLI), how the log is read (export, filters), and what guards start-up and
+//! the files on disk (a bad policy stops it; private files are 0600).
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use axum::body::Body;
+use axum::http::Method;
+use serde_json::{json, Value};
+
+use tether::{App, Config};
+
+use crate::helpers::TestApp;
+
+fn allow() -> (String, String) {
+    ("allow".into(), "allowed".into())
+}
+
+fn deny(reason: &str) -> (String, String) {
+    ("deny".into(), reason.into())
+}
+
+/// The audit log as exported: (content type, one parsed event per line, in order).
+async fn export(app: &TestApp, credential: &str) -> (String, Vec<Value>) {
+    let answer = app.request(Method::GET, "/v1/audit/export", Some(credential), None, Body::empty()).await;
+    assert!(answer.status.is_success(), "{}: {}", answer.status, answer.text);
+    assert!(answer.text.ends_with('\n'), "every line ends with a newline");
+    let events = answer
+        .text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("line {line:?} is not JSON: {e}")))
+        .collect();
+    (answer.content_type, events)
+}
+
+async fn verify(app: &TestApp) -> Value {
+    app.get("/v1/audit/verify", &app.admin).await.ok().clone()
+}
+
+/// The events of GET /v1/audit?{query}, every page.
+async fn audit(app: &TestApp, query: &str) -> Vec<Value> {
+    let page = app.get(&format!("/v1/audit?{query}&limit=1000"), &app.admin).await;
+    assert_eq!(page.ok()["next_cursor"], Value::Null, "one page holds this test's events");
+    page.body["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn field<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
+    events.iter().map(|e| &e[name]).collect()
+}
+
+/// Runs `tether audit verify --data-dir DIR`: (success, stdout, stderr).
+fn cli_verify(dir: &Path) -> (bool, String, String) {
+    cli(&["audit", "verify"], dir)
+}
+
+/// Opens the database file directly, as someone with write access to the data directory could.
+fn open_db(app: &TestApp) -> rusqlite::Connection {
+    rusqlite::Connection::open(app.dir.path().join("tether.db")).expect("open tether.db")
+}
+
+#[tokio::test]
+async fn a_restart_keeps_every_session_revocation_audit_event_and_key() {
+    let app = TestApp::new().await;
+    let verifier = app.verifier().await;
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    let (live, live_token) = app.session(&world.platform, &world.delegation, &["mail:read"]).await;
+    let (revoked, revoked_token) = app.session(&world.platform, &world.delegation, &["mail:read"]).await;
+    let receipt = app
+        .post(&format!("/v1/sessions/{revoked}/revoke"), &world.platform.credential, json!({"reason": "done"}))
+        .await;
+    let revoked_by = receipt.ok()["cause"]["seq"].clone();
+    let keys_before = app.get("/v1/keys", &app.admin).await.ok().clone();
+    let (_, events_before) = export(&app, &app.admin).await;
+    let sessions_before = app.get("/v1/sessions", &app.admin).await.ok()["items"].clone();
+
+    let app = app.restart().await;
+
+    assert_eq!(app.authorize(&verifier, &live_token, "mail:read").await, allow(), "a token minted before");
+    assert_eq!(app.authorize(&verifier, &revoked_token, "mail:read").await, deny("session_revoked"));
+    let after = app.get(&format!("/v1/sessions/{revoked}"), &app.admin).await;
+    assert_eq!(after.ok()["status"], "revoked");
+    assert_eq!(after.body["revoked_reason"], "done");
+    assert_eq!(after.body["revoked_by_seq"], revoked_by);
+    assert_eq!(app.get(&format!("/v1/sessions/{live}"), &app.admin).await.ok()["status"], "active");
+    let sessions_after = app.get("/v1/sessions", &app.admin).await.ok()["items"].clone();
+    assert_eq!(
+        field(sessions_after.as_array().expect("items"), "id"),
+        field(sessions_before.as_array().expect("items"), "id")
+    );
+    assert_eq!(app.get("/v1/keys", &app.admin).await.ok().clone(), keys_before, "the same keys");
+    let (_, events_after) = export(&app, &app.admin).await;
+    assert!(events_after.len() >= events_before.len());
+    assert_eq!(events_after[..events_before.len()], events_before[..], "every earlier event, unchanged");
+    assert_eq!(verify(&app).await["ok"], true);
+    // The revocation feed still carries the revoked session for offline verifiers.
+    let feed = app.get("/v1/revocations?limit=1000", &verifier).await;
+    let fed: Vec<&Value> = feed.ok()["items"].as_array().expect("items").iter().map(|i| &i["session_id"]).collect();
+    assert!(fed.contains(&&json!(revoked)), "{}", feed.text);
+    // A session opened after the restart works too (the platform's credential survived).
+    let (_, fresh) = app.session(&world.platform, &world.delegation, &["mail:read"]).await;
+    assert_eq!(app.authorize(&verifier, &fresh, "mail:read").await, allow());
+}
+
+#[tokio::test]
+async fn the_admin_credential_in_admin_credential_still_works_after_a_restart_and_is_not_reissued() {
+    let app = TestApp::new().await;
+    let first = app.app.first_admin_credential.clone().expect("the first start mints the admin credential");
+    let file = std::fs::read_to_string(app.dir.path().join("admin.credential")).expect("admin.credential");
+    assert_eq!(file.trim(), first);
+    let credentials_before = app.get("/v1/credentials", &app.admin).await.ok()["items"].clone();
+
+    let app = app.restart().await;
+
+    assert!(app.app.first_admin_credential.is_none(), "a later start mints no new admin credential");
+    assert_eq!(app.admin, first, "the harness read it back from admin.credential");
+    app.post("/v1/platforms", &app.admin, json!({"name": "after restart"})).await.ok();
+    let credentials_after = app.get("/v1/credentials", &app.admin).await.ok()["items"].clone();
+    assert_eq!(credentials_after, credentials_before);
+}
+
+#[tokio::test]
+async fn the_audit_chain_verifies_after_the_walkthrough() {
+    let app = TestApp::new().await;
+    let verifier = app.verifier().await;
+    let world = app.world(&["mail:read", "mail:send"], &["mail:read", "mail:send"]).await;
+    let (session, token) = app.session(&world.platform, &world.delegation, &["mail:read"]).await;
+    app.session(&world.platform, &world.delegation, &["mail:send"]).await;
+    assert_eq!(app.authorize(&verifier, &token, "mail:read").await, allow());
+    app.post(&format!("/v1/sessions/{session}/revoke"), &world.platform.credential, json!({})).await.ok();
+    assert_eq!(app.authorize(&verifier, &token, "mail:read").await, deny("session_revoked"));
+    app.post(&format!("/v1/users/{}/disable", world.user), &app.admin, json!({"reason": "offboarded"})).await.ok();
+
+    let report = verify(&app).await;
+    let (_, events) = export(&app, &app.admin).await;
+
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["first_broken_seq"], Value::Null);
+    assert_eq!(report["checked"].as_u64(), Some(events.len() as u64));
+    assert_eq!(report["head_seq"], events.last().expect("events")["seq"]);
+    assert_eq!(report["head_hash"], events.last().expect("events")["hash"]);
+    for pair in events.windows(2) {
+        assert_eq!(pair[1]["prev_hash"], pair[0]["hash"], "event {} links to {}", pair[1]["seq"], pair[0]["seq"]);
+    }
+    let (ok, _, stderr) = cli_verify(app.dir.path());
+    assert!(ok, "`tether audit verify` on an intact chain exits 0; stderr: {stderr}");
+}
+
+#[tokio::test]
+async fn the_audit_table_refuses_updates_and_deletes() {
+    let app = TestApp::new().await;
+    let db = open_db(&app);
+
+    let update = db.execute("UPDATE audit_events SET reason = 'rewritten' WHERE seq = 1", []);
+    let delete = db.execute("DELETE FROM audit_events WHERE seq = 1", []);
+
+    assert!(update.is_err(), "an UPDATE went through");
+    assert!(delete.is_err(), "a DELETE went through");
+    assert_eq!(verify(&app).await["ok"], true);
+}
+
+#[tokio::test]
+async fn a_row_changed_behind_tethers_back_is_reported_by_its_seq_by_the_api_and_the_cli() {
+    let app = TestApp::new().await;
+    app.world(&["mail:read"], &["mail:read"]).await;
+    assert_eq!(verify(&app).await["ok"], true);
+    let (ok, _, stderr) = cli_verify(app.dir.path());
+    assert!(ok, "intact chain: {stderr}");
+
+    open_db(&app)
+        .execute_batch(
+            "DROP TRIGGER audit_events_no_update; UPDATE audit_events SET reason = 'rewritten' WHERE seq = 3;",
+        )
+        .expect("tamper");
+
+    let report = verify(&app).await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["first_broken_seq"], 3, "{report}");
+    let (ok, stdout, stderr) = cli_verify(app.dir.path());
+    assert!(!ok, "`tether audit verify` must exit non-zero on a broken chain; stdout: {stdout}");
+    assert!(stderr.contains("seq 3"), "stderr names the broken seq: {stderr:?}");
+}
+
+#[tokio::test]
+async fn a_deleted_row_is_reported_at_its_seq() {
+    let app = TestApp::new().await;
+    app.world(&["mail:read"], &["mail:read"]).await;
+    let head = verify(&app).await["head_seq"].as_i64().expect("head_seq");
+    assert!(head > 6, "enough events to delete one in the middle: {head}");
+
+    open_db(&app)
+        .execute_batch("DROP TRIGGER audit_events_no_delete; DELETE FROM audit_events WHERE seq = 5;")
+        .expect("tamper");
+
+    let report = verify(&app).await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["first_broken_seq"], 5, "{report}");
+    let (ok, _, stderr) = cli_verify(app.dir.path());
+    assert!(!ok && stderr.contains("seq 5"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_export_is_ndjson_with_one_line_per_event_in_seq_order() {
+    let app = TestApp::new().await;
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    let (session, _) = app.session(&world.platform, &world.delegation, &["mail:read"]).await;
+    app.post(&format!("/v1/sessions/{session}/revoke"), &app.admin, json!({})).await.ok();
+    let auditor = app.auditor().await;
+    let head = verify(&app).await["head_seq"].as_i64().expect("head_seq");
+
+    let (content_type, events) = export(&app, &auditor).await;
+
+    assert_eq!(content_type, "application/x-ndjson");
+    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().expect("seq")).collect();
+    assert_eq!(seqs, (1..=head).collect::<Vec<_>>());
+    for key in ["seq", "id", "at", "actor", "action", "subject", "cause_seq", "reason", "details", "prev_hash", "hash"]
+    {
+        assert!(events.iter().all(|e| e.get(key).is_some()), "every event has `{key}`");
+    }
+    let listed = audit(&app, "").await;
+    assert_eq!(listed, events, "the export and the listing are the same events");
+}
+
+#[tokio::test]
+async fn the_audit_listing_filters_by_action_subject_cause_and_actor() {
+    let app = TestApp::new().await;
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    let (first, _) = app.session(&world.platform, &world.delegation, &["mail:read"]).await;
+    let (second, _) = app.session(&world.platform, &world.delegation, &["mail:read"]).await;
+    let other = app.world(&["mail:read"], &["mail:read"]).await;
+    let (direct, _) = app.session(&other.platform, &other.delegation, &["mail:read"]).await;
+    let direct_receipt =
+        app.post(&format!("/v1/sessions/{direct}/revoke"), &other.platform.credential, json!({})).await;
+    let direct_seq = direct_receipt.ok()["cause"]["seq"].clone();
+    let disabled = app.post(&format!("/v1/users/{}/disable", world.user), &app.admin, json!({"reason": "left"})).await;
+    let cause = disabled.ok()["cause"]["seq"].as_i64().expect("cause seq");
+
+    let revocations = audit(&app, "action=session.revoked").await;
+    let subjects: BTreeSet<&str> = revocations.iter().map(|e| e["subject"]["id"].as_str().expect("id")).collect();
+    assert_eq!(subjects, [first.as_str(), second.as_str(), direct.as_str()].into());
+    assert!(revocations.iter().all(|e| e["action"] == "session.revoked"));
+
+    let of_first = audit(&app, &format!("subject={first}")).await;
+    assert_eq!(field(&of_first, "action"), vec!["session.created", "session.revoked"]);
+    assert!(of_first.iter().all(|e| e["subject"]["id"] == first.as_str()));
+
+    let caused = audit(&app, &format!("cause_seq={cause}")).await;
+    let caused_subjects: BTreeSet<&str> = caused.iter().map(|e| e["subject"]["id"].as_str().expect("id")).collect();
+    assert_eq!(caused_subjects, [first.as_str(), second.as_str()].into(), "exactly the user's sessions");
+    assert!(caused.iter().all(|e| e["cause_seq"] == cause && e["action"] == "session.revoked"));
+    assert!(caused.iter().all(|e| e["reason"] == "user_disabled"));
+
+    let trigger = audit(&app, &format!("action=user.disabled&subject={}", world.user)).await;
+    assert_eq!(field(&trigger, "seq"), vec![&json!(cause)]);
+    assert_eq!(trigger[0]["reason"], "left");
+    let direct_events = audit(&app, &format!("action=session.revoked&subject={direct}")).await;
+    assert_eq!(field(&direct_events, "seq"), vec![&direct_seq]);
+
+    let by_other = audit(&app, &format!("actor={}", other.platform.id)).await;
+    assert!(!by_other.is_empty());
+    assert!(by_other.iter().all(|e| e["actor"]["id"] == other.platform.id.as_str()), "{by_other:?}");
+    assert!(field(&by_other, "subject").iter().any(|s| s["id"] == direct.as_str()));
+
+    assert!(audit(&app, "action=no.such.action").await.is_empty());
+}
+
+/// A directory holding `agent.datalog` with `source`.
+fn policy_dir(source: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("agent.datalog"), source).expect("write policy");
+    dir
+}
+
+/// Opens tether on a fresh data directory with `policy`; returns the error message and whether
+/// a database was created.
+async fn open_with_policy(policy: &Path) -> (String, bool) {
+    let data = tempfile::tempdir().expect("tempdir");
+    let data_dir = data.path().join("data");
+    let mut config = Config::new(&data_dir);
+    config.policy_dir = Some(policy.to_owned());
+    let message = match App::open(&config).await {
+        Ok(_) => panic!("tether started with the policy in {}", policy.display()),
+        Err(e) => e.to_string(),
+    };
+    (message, data_dir.join("tether.db").exists())
+}
+
+#[tokio::test]
+async fn a_policy_file_that_does_not_parse_stops_start_up_naming_the_file() {
+    let policy = policy_dir("allow if requested_scope($s), scope($s\ndeny if true;\n");
+
+    let (message, created) = open_with_policy(policy.path()).await;
+
+    assert!(message.contains("agent.datalog"), "{message}");
+    assert!(!created, "start-up stopped before a database was created");
+}
+
+#[tokio::test]
+async fn a_missing_policy_file_or_one_without_an_allow_stops_start_up_naming_the_file() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let deny_all = policy_dir("deny if true;\n");
+
+    let (missing, _) = open_with_policy(empty.path()).await;
+    let (no_allow, _) = open_with_policy(deny_all.path()).await;
+
+    assert!(missing.contains("agent.datalog"), "{missing}");
+    assert!(no_allow.contains("agent.datalog"), "{no_allow}");
+}
+
+#[tokio::test]
+async fn a_policy_directory_replaces_the_built_in_policy() {
+    let policy = policy_dir("allow if requested_scope($s), scope($s), $s != \"mail:send\";\ndeny if true;\n");
+    let path = policy.path().to_owned();
+    let app = TestApp::open(tempfile::tempdir().expect("tempdir"), move |dir| {
+        let mut config = Config::new(dir);
+        config.policy_dir = Some(path.clone());
+        config
+    })
+    .await;
+    let verifier = app.verifier().await;
+    let world = app.world(&["mail:read", "mail:send"], &["mail:read", "mail:send"]).await;
+    let (_, token) = app.session(&world.platform, &world.delegation, &["mail:read", "mail:send"]).await;
+
+    assert_eq!(app.authorize(&verifier, &token, "mail:read").await, allow());
+    assert_eq!(app.authorize(&verifier, &token, "mail:send").await, deny("policy_denied"));
+}
+
+#[tokio::test]
+async fn key_files_and_the_admin_credential_are_readable_by_their_owner_only() {
+    let app = TestApp::new().await;
+    let mode = |path: &Path| std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
+
+    let keys: Vec<_> = std::fs::read_dir(app.dir.path().join("keys"))
+        .expect("keys dir")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "key"))
+        .collect();
+    let names: BTreeSet<String> =
+        keys.iter().map(|p| p.file_name().expect("name").to_string_lossy().into_owned()).collect();
+    assert!(names.contains("agent-1.key") && names.contains("api-1.key"), "{names:?}");
+    for key in &keys {
+        assert_eq!(mode(key), 0o600, "{}", key.display());
+    }
+    assert_eq!(mode(&app.dir.path().join("admin.credential")), 0o600);
+
+    // A rotated key is written the same way.
+    app.post("/v1/keys/rotate", &app.admin, json!({"purpose": "agent"})).await.ok();
+    assert_eq!(mode(&app.dir.path().join("keys").join("agent-2.key")), 0o600);
+}
+
+/// Runs the tether binary with `args`: (success, stdout, stderr).
+fn cli(args: &[&str], dir: &Path) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .expect("run tether");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_export_prints_the_same_events_as_the_api_export() {
+    let app = TestApp::new().await;
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    let (session, _) = app.session(&world.platform, &world.delegation, &["mail:read"]).await;
+    app.post(&format!("/v1/sessions/{session}/revoke"), &app.admin, json!({})).await.ok();
+    let (_, events) = export(&app, &app.admin).await;
+
+    let (ok, stdout, stderr) = cli(&["audit", "export"], app.dir.path());
+
+    assert!(ok, "{stderr}");
+    let printed: Vec<Value> =
+        stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}"))).collect();
+    assert_eq!(printed, events);
+}
+
+#[tokio::test]
+async fn a_credential_minted_by_the_cli_on_a_live_data_directory_works_at_once_and_the_chain_holds() {
+    let app = TestApp::new().await;
+    app.world(&["mail:read"], &["mail:read"]).await;
+
+    let (ok, stdout, stderr) = cli(&["credential", "mint", "--role", "auditor"], app.dir.path());
+
+    assert!(ok, "{stderr}");
+    let credential = stdout.trim();
+    let report = app.get("/v1/audit/verify", credential).await;
+    assert_eq!(report.ok()["ok"], true, "{}", report.text);
+    // The running instance keeps appending to the chain the other process extended.
+    app.platform("after the cli").await;
+    let report = verify(&app).await;
+    assert_eq!(report["ok"], true, "{report}");
+    let minted = audit(&app, "action=credential.created").await;
+    assert!(minted.iter().any(|e| e["details"]["role"] == "auditor"), "the CLI's mint is on record");
+}
