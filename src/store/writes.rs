@@ -226,6 +226,20 @@ pub struct ActiveSession {
     pub expires_at: Timestamp,
 }
 
+/// Maps `id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at, platform_id`.
+fn active_session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActiveSession> {
+    Ok(ActiveSession {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        agent_id: r.get(2)?,
+        integration_id: r.get(3)?,
+        delegation_id: r.get(4)?,
+        scopes: r.get(5)?,
+        expires_at: r.get(6)?,
+        platform_id: r.get(7)?,
+    })
+}
+
 /// Which active sessions a trigger reaches, each through an index.
 #[derive(Debug, Clone, Copy)]
 pub enum SessionsOf {
@@ -262,18 +276,7 @@ pub fn active_sessions(tx: &Tx<'_>, of: SessionsOf) -> Result<Vec<ActiveSession>
     };
     let mut st = tx.conn().prepare_cached(sql).map_err(db_error)?;
     let found = st
-        .query_map(params![key, tx.now().millis()], |r| {
-            Ok(ActiveSession {
-                id: r.get(0)?,
-                user_id: r.get(1)?,
-                agent_id: r.get(2)?,
-                integration_id: r.get(3)?,
-                delegation_id: r.get(4)?,
-                scopes: r.get(5)?,
-                expires_at: r.get(6)?,
-                platform_id: r.get(7)?,
-            })
-        })
+        .query_map(params![key, tx.now().millis()], active_session_row)
         .map_err(db_error)?;
     found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
 }
@@ -519,18 +522,7 @@ pub fn active_children_of_revoked(tx: &Tx<'_>, from_seq: i64, to_seq: i64) -> Re
         )
         .map_err(db_error)?;
     let found = st
-        .query_map(params![from_seq, to_seq, tx.now().millis()], |r| {
-            Ok(ActiveSession {
-                id: r.get(0)?,
-                user_id: r.get(1)?,
-                agent_id: r.get(2)?,
-                integration_id: r.get(3)?,
-                delegation_id: r.get(4)?,
-                scopes: r.get(5)?,
-                expires_at: r.get(6)?,
-                platform_id: r.get(7)?,
-            })
-        })
+        .query_map(params![from_seq, to_seq, tx.now().millis()], active_session_row)
         .map_err(db_error)?;
     found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
 }
