@@ -47,7 +47,9 @@ pub fn reason_for_user(reason: &str) -> String {
     let text = match reason.split(':').next().unwrap_or_default() {
         "user_disabled" => "Your account was disabled, so every agent acting for you was signed out.",
         "password_reset" => "Your password was reset, so every agent acting for you was signed out.",
-        "credential_compromised" => "Your credentials may have been compromised, so every agent acting for you was signed out.",
+        "credential_compromised" => {
+            "Your credentials may have been compromised, so every agent acting for you was signed out."
+        }
         "mfa_reset" => "Your multi-factor authentication was reset, so every agent acting for you was signed out.",
         "sign_out_all" => "All agents acting for you were signed out.",
         "permission_removed" => "A permission this agent used was removed from your account.",

@@ -243,7 +243,14 @@ pub fn create_session(
         None => issue_tokens(tx, env, &session, chain)?,
     };
     writes::insert_session(tx, &session, depth, created.seq, &tokens.revocation_id)?;
-    writes::insert_access_token(tx, session.id, &tokens.revocation_id, tokens.kid, tokens.issued_at, tokens.token_expires_at)?;
+    writes::insert_access_token(
+        tx,
+        session.id,
+        &tokens.revocation_id,
+        tokens.kid,
+        tokens.issued_at,
+        tokens.token_expires_at,
+    )?;
     writes::insert_refresh_token(tx, session.id, &tokens.refresh_hash)?;
     tx.effect(Effect::SessionActive { id: session.id, expires_at });
     session.status = SessionStatus::Active;
@@ -314,7 +321,13 @@ pub struct PreMinted {
 }
 
 /// Best effort: `None` whenever the read cannot say (the transaction then reports the problem).
-pub fn premint(conn: &rusqlite::Connection, env: &Env, caller: &Caller, req: &NewSession, now: Timestamp) -> Option<PreMinted> {
+pub fn premint(
+    conn: &rusqlite::Connection,
+    env: &Env,
+    caller: &Caller,
+    req: &NewSession,
+    now: Timestamp,
+) -> Option<PreMinted> {
     let vis = caller.visibility();
     let delegation = reads::get_delegation(conn, vis, req.delegation_id).ok()?;
     let ttl = req.ttl_seconds.unwrap_or(env.limits.default_session_ttl_seconds);

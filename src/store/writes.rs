@@ -275,9 +275,7 @@ pub fn active_sessions(tx: &Tx<'_>, of: SessionsOf) -> Result<Vec<ActiveSession>
         ),
     };
     let mut st = tx.conn().prepare_cached(sql).map_err(db_error)?;
-    let found = st
-        .query_map(params![key, tx.now().millis()], active_session_row)
-        .map_err(db_error)?;
+    let found = st.query_map(params![key, tx.now().millis()], active_session_row).map_err(db_error)?;
     found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
 }
 
@@ -521,9 +519,7 @@ pub fn active_children_of_revoked(tx: &Tx<'_>, from_seq: i64, to_seq: i64) -> Re
              ORDER BY id",
         )
         .map_err(db_error)?;
-    let found = st
-        .query_map(params![from_seq, to_seq, tx.now().millis()], active_session_row)
-        .map_err(db_error)?;
+    let found = st.query_map(params![from_seq, to_seq, tx.now().millis()], active_session_row).map_err(db_error)?;
     found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
 }
 

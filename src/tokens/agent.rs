@@ -46,44 +46,44 @@ impl std::fmt::Debug for MintedToken {
 
 /// Mints a token whose facts are built as terms, never by formatting datalog text.
 pub fn mint(ring: &KeyRing, claims: &AgentClaims) -> Result<MintedToken> {
-    let build = |kid: u32,
-                 keypair: &biscuit_auth::KeyPair|
-     -> std::result::Result<Biscuit, biscuit_auth::error::Token> {
-        let mut b = BiscuitBuilder::new()
-            .fact(fact("session", vec![string(claims.session)]))?
-            .fact(fact("user", vec![string(claims.user)]))?
-            .fact(fact("agent", vec![string(claims.agent)]))?
-            .fact(fact("integration", vec![string(claims.integration)]))?
-            .fact(fact("delegation", vec![string(claims.delegation)]))?
-            .fact(fact("platform", vec![string(claims.platform)]))?
-            .fact(fact("issued_at", vec![date(claims.issued_at)]))?
-            .fact(fact("expires_at", vec![date(claims.expires_at)]))?;
-        for scope in claims.scopes.iter() {
-            b = b.fact(fact("scope", vec![string(scope)]))?;
-        }
-        for (level, (session, agent)) in claims.chain.iter().enumerate() {
-            b = b.fact(fact("ancestor", vec![Term::Integer(level as i64 + 1), string(session), string(agent)]))?;
-        }
-        let context = ContextClaims {
-            v: 1,
-            session: claims.session,
-            user: claims.user,
-            agent: claims.agent,
-            integration: claims.integration,
-            delegation: claims.delegation,
-            platform: claims.platform,
-            scopes: claims.scopes.clone(),
-            iat: claims.issued_at.seconds(),
-            exp: claims.expires_at.seconds(),
-            chain: claims.chain.clone(),
+    let build =
+        |kid: u32, keypair: &biscuit_auth::KeyPair| -> std::result::Result<Biscuit, biscuit_auth::error::Token> {
+            let mut b = BiscuitBuilder::new()
+                .fact(fact("session", vec![string(claims.session)]))?
+                .fact(fact("user", vec![string(claims.user)]))?
+                .fact(fact("agent", vec![string(claims.agent)]))?
+                .fact(fact("integration", vec![string(claims.integration)]))?
+                .fact(fact("delegation", vec![string(claims.delegation)]))?
+                .fact(fact("platform", vec![string(claims.platform)]))?
+                .fact(fact("issued_at", vec![date(claims.issued_at)]))?
+                .fact(fact("expires_at", vec![date(claims.expires_at)]))?;
+            for scope in claims.scopes.iter() {
+                b = b.fact(fact("scope", vec![string(scope)]))?;
+            }
+            for (level, (session, agent)) in claims.chain.iter().enumerate() {
+                b = b.fact(fact("ancestor", vec![Term::Integer(level as i64 + 1), string(session), string(agent)]))?;
+            }
+            let context = ContextClaims {
+                v: 1,
+                session: claims.session,
+                user: claims.user,
+                agent: claims.agent,
+                integration: claims.integration,
+                delegation: claims.delegation,
+                platform: claims.platform,
+                scopes: claims.scopes.clone(),
+                iat: claims.issued_at.seconds(),
+                exp: claims.expires_at.seconds(),
+                chain: claims.chain.clone(),
+            };
+            let context = serde_json::to_string(&context)
+                .map_err(|e| biscuit_auth::error::Token::ConversionError(e.to_string()))?;
+            let params = HashMap::from([("expiry".to_owned(), date(claims.expires_at))]);
+            b.code_with_params("check if time($t), $t < {expiry};", params, HashMap::new())?
+                .context(context)
+                .root_key_id(kid)
+                .build(keypair)
         };
-        let context = serde_json::to_string(&context).map_err(|e| biscuit_auth::error::Token::ConversionError(e.to_string()))?;
-        let params = HashMap::from([("expiry".to_owned(), date(claims.expires_at))]);
-        b.code_with_params("check if time($t), $t < {expiry};", params, HashMap::new())?
-            .context(context)
-            .root_key_id(kid)
-            .build(keypair)
-    };
     let (kid, biscuit) = ring
         .with_signing_key(|kid, keypair| build(kid, keypair).map(|b| (kid, b)))?
         .map_err(|e| Error::internal(format!("mint agent token: {e}")))?;
@@ -99,7 +99,6 @@ pub struct VerifiedToken {
     pub claims: AgentClaims,
     pub revocation_id: String,
 }
-
 
 /// Verifies signatures and reads the authority block's claims (facts of later blocks are not
 /// trusted by these queries, so an attenuation cannot add a scope or change an id).
