@@ -167,6 +167,16 @@ async fn deliver(
     policy: DeliveryPolicy,
     delivery: &reads::DueDelivery,
 ) -> Result<()> {
+    // Claim the attempt first: the due list may be a read from before another attempt of this
+    // delivery committed, so only the claim (a conditional write) decides who tries. The lease
+    // makes a delivery due again if this process dies mid-attempt (at-least-once).
+    let lease_until = services.clock.now().plus_millis(policy.timeout.as_millis() as i64 + 5_000);
+    let (id, expected) = (delivery.id, delivery.attempts);
+    let claimed =
+        services.writer.execute(move |tx| crate::store::writes::claim_delivery(tx, id, expected, lease_until)).await?;
+    if !claimed {
+        return Ok(());
+    }
     let body = serde_json::to_vec(&super::notification(&delivery.event)).unwrap_or_default();
     let timestamp = services.clock.now().seconds();
     let secret = secret(&services.env.webhook_master, delivery.webhook_id);

@@ -537,3 +537,15 @@ pub fn feed_revoked_between(tx: &Tx<'_>, from_seq: i64, to_seq: i64) -> Result<(
     )
     .map(drop)
 }
+
+/// Claims a due delivery for one attempt: true only if it is still pending, due, and has had
+/// exactly `attempts` attempts (so a stale read cannot cause a second, concurrent attempt).
+pub fn claim_delivery(tx: &Tx<'_>, id: i64, attempts: u32, lease_until: Timestamp) -> Result<bool> {
+    exec(
+        tx,
+        "UPDATE webhook_deliveries SET next_attempt_at = ?3
+         WHERE id = ?1 AND attempts = ?2 AND status = 'pending' AND next_attempt_at <= ?4",
+        params![id, attempts, lease_until.millis(), tx.now().millis()],
+    )
+    .map(|changed| changed == 1)
+}
