@@ -24,6 +24,17 @@ use crate::audit::{visible_to, AuditEvent};
 use crate::domain::*;
 use crate::store::reads::{self, AuditFilter};
 
+/// How long an idle stream goes without checking that its credential is still live.
+const RECHECK_CREDENTIAL: Duration = Duration::from_secs(5);
+
+fn credential_still_live(state: &AppState, credential: CredentialId) -> bool {
+    state
+        .views
+        .credentials
+        .get(&credential)
+        .is_some_and(|c| !c.revoked && c.expires_at.is_none_or(|t| t > state.clock.now()))
+}
+
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/events", get(events))
 }
@@ -63,6 +74,7 @@ pub async fn events(
     let mut live = state.views.events.subscribe();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(64);
     let role = caller.role;
+    let credential = caller.credential;
     tokio::spawn(async move {
         let mut last = after;
         loop {
@@ -79,7 +91,14 @@ pub async fn events(
             }
         }
         loop {
-            match live.recv().await {
+            // The credential is checked again on every event and at least every few seconds:
+            // a stream ends once its credential is revoked or expires.
+            let received = tokio::time::timeout(RECHECK_CREDENTIAL, live.recv()).await;
+            if !credential_still_live(&state, credential) {
+                return;
+            }
+            let Ok(received) = received else { continue };
+            match received {
                 Ok(event) if event.seq <= last => continue,
                 Ok(event) => {
                     last = event.seq;

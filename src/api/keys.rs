@@ -107,6 +107,7 @@ pub async fn rotate(
     Authenticated(caller): Authenticated,
     super::problem::OptionalJson(body): super::problem::OptionalJson<KeyPurposeBody>,
 ) -> ApiResult<axum::Json<KeyList>> {
+    crate::ops::require(&caller, &[RoleKind::Admin])?;
     let purpose = parse_purpose(&body)?;
     change_keys(&state, caller, purpose, |ring| ring.rotate().map(drop)).await
 }
@@ -118,6 +119,7 @@ pub async fn retire(
     Path(kid): Path<String>,
     super::problem::OptionalJson(body): super::problem::OptionalJson<KeyPurposeBody>,
 ) -> ApiResult<axum::Json<KeyList>> {
+    crate::ops::require(&caller, &[RoleKind::Admin])?;
     let kid: u32 = kid.parse().map_err(|_| Error::invalid("path parameter: a key id is a positive integer"))?;
     let purpose = parse_purpose(&body)?;
     change_keys(&state, caller, purpose, |ring| ring.retire(kid)).await

@@ -53,7 +53,11 @@ pub async fn introspect(
     form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
     if crate::ops::require(&caller, &[RoleKind::Verifier, RoleKind::Admin]).is_err() {
-        return oauth_error(StatusCode::FORBIDDEN, "insufficient_scope", "introspection needs a verifier credential");
+        return oauth_error(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "introspection needs a verifier or admin credential",
+        );
     }
     let token = match token_param(form) {
         Ok(t) => t,

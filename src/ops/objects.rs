@@ -90,8 +90,21 @@ pub fn revoke_credential(tx: &mut Tx<'_>, caller: &Caller, id: CredentialId) -> 
         return Ok(credential);
     }
     writes::revoke_credential(tx, id)?;
-    tx.audit(NewEvent::new(caller.actor(), "credential.revoked", Subject::new("credential", id)))?;
+    let revoked = tx.audit(NewEvent::new(caller.actor(), "credential.revoked", Subject::new("credential", id)))?;
     tx.effect(Effect::Credential { id, revoked: true, expires_at: credential.expires_at });
+    // Webhooks of an admin, auditor or verifier belong to the credential itself: nobody else can
+    // see or delete them, so they end with it rather than keep receiving events.
+    if matches!(credential.role, RoleKind::Admin | RoleKind::Auditor | RoleKind::Verifier) {
+        for (webhook, url) in writes::webhooks_owned_by(tx, credential.role.as_str(), &id.to_string())? {
+            writes::delete_webhook(tx, webhook)?;
+            tx.audit(
+                NewEvent::new(caller.actor(), "webhook.deleted", Subject::new("webhook", webhook))
+                    .cause(revoked.seq)
+                    .reason(Some("owner_credential_revoked".to_owned()))
+                    .details(json!({"url": url})),
+            )?;
+        }
+    }
     reads::get_credential(tx.conn(), id)
 }
 

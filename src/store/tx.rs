@@ -128,10 +128,17 @@ impl<'c> Tx<'c> {
     fn enqueue_webhooks(&mut self, record: &AuditEvent) -> Result<()> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT id, events, owner_role, owner_id FROM webhooks WHERE deleted_at IS NULL")
+            // A webhook owned by a credential (admin, auditor, verifier) stops once that
+            // credential has expired; revoking it deletes its webhooks.
+            .prepare_cached(
+                "SELECT w.id, w.events, w.owner_role, w.owner_id FROM webhooks w
+                 LEFT JOIN credentials c ON c.id = w.owner_id
+                 WHERE w.deleted_at IS NULL
+                   AND (c.id IS NULL OR (c.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > ?1)))",
+            )
             .map_err(db_error)?;
         let hooks = st
-            .query_map([], |r| {
+            .query_map([self.now.millis()], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
             })
             .map_err(db_error)?

@@ -412,6 +412,18 @@ pub fn insert_webhook(tx: &Tx<'_>, webhook: &super::reads::Webhook, owner_role: 
     .map(drop)
 }
 
+/// The live webhooks owned by `owner_role`/`owner_id`, as `(id, url)`.
+pub fn webhooks_owned_by(tx: &Tx<'_>, owner_role: &str, owner_id: &str) -> Result<Vec<(WebhookId, String)>> {
+    let mut st = tx
+        .conn()
+        .prepare_cached("SELECT id, url FROM webhooks WHERE owner_role = ?1 AND owner_id = ?2 AND deleted_at IS NULL")
+        .map_err(db_error)?;
+    let rows = st
+        .query_map(params![owner_role, owner_id], |r| Ok((r.get::<_, WebhookId>(0)?, r.get::<_, String>(1)?)))
+        .map_err(db_error)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+}
+
 pub fn delete_webhook(tx: &Tx<'_>, id: WebhookId) -> Result<()> {
     exec(tx, "UPDATE webhooks SET deleted_at = ?2 WHERE id = ?1", params![id.to_string(), tx.now().millis()])?;
     // Nothing more will be attempted for a deleted webhook.

@@ -1064,3 +1064,70 @@ async fn the_revocation_feed_lists_every_token_of_a_revoked_session_and_pages_fo
     assert_eq!(rest["items"][0]["session_id"], sessions[2].0.as_str());
     assert!(rest["next_cursor"].is_null());
 }
+
+// ---------------------------------------------------------------------------------------------
+// A revoked credential stops receiving
+// ---------------------------------------------------------------------------------------------
+
+/// Creates a credential of `role` and answers (its id, its secret).
+async fn credential_with_id(app: &TestApp, role: &str) -> (String, String) {
+    let created = app.post("/v1/credentials", &app.admin, json!({"role": role})).await;
+    let created = created.ok();
+    (
+        created["id"].as_str().expect("credential id").to_owned(),
+        created["credential"].as_str().expect("credential secret").to_owned(),
+    )
+}
+
+fn pending_deliveries_for(app: &TestApp, webhook: &str) -> i64 {
+    let db = rusqlite::Connection::open(app.dir.path().join("tether.db")).expect("open tether.db");
+    db.query_row("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = ?1", [webhook], |r| r.get(0))
+        .expect("count deliveries")
+}
+
+#[tokio::test]
+async fn revoking_an_auditors_credential_deletes_its_webhooks_with_an_audited_cause() {
+    let app = TestApp::new().await;
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    let (auditor_id, auditor) = credential_with_id(&app, "auditor").await;
+    let (kept_id, kept) = credential_with_id(&app, "auditor").await;
+    let (hook, _) = create_webhook(&app, &auditor, "http://127.0.0.1:9/never").await;
+    let (kept_hook, _) = create_webhook(&app, &kept, "http://127.0.0.1:9/never").await;
+
+    let session = open_session(&app, &world, &["mail:read"]).await["session"]["id"].as_str().expect("id").to_owned();
+    revoke(&app, &world, &session, "before").await;
+    assert_eq!(pending_deliveries_for(&app, &hook), 1, "a live auditor's webhook gets the revocation");
+
+    app.post(&format!("/v1/credentials/{auditor_id}/revoke"), &app.admin, json!({})).await.ok();
+    let revoked_seq = head_seq(&app).await - 1;
+    let events = app.get(&format!("/v1/audit?subject={hook}"), &app.admin).await;
+    let events = events.ok()["items"].as_array().expect("items").clone();
+    let deleted = events.iter().find(|e| e["action"] == "webhook.deleted").expect("a webhook.deleted event");
+    assert_eq!(deleted["reason"], "owner_credential_revoked", "{deleted}");
+    assert_eq!(deleted["cause_seq"], revoked_seq, "caused by the credential's revocation: {deleted}");
+    let cause = app.get(&format!("/v1/audit?subject={auditor_id}"), &app.admin).await;
+    let cause = cause.ok()["items"].as_array().expect("items").clone();
+    assert!(cause.iter().any(|e| e["action"] == "credential.revoked" && e["seq"] == revoked_seq), "{cause:?}");
+
+    // Later revocations reach the other auditor's webhook, not the revoked one's.
+    let later = open_session(&app, &world, &["mail:read"]).await["session"]["id"].as_str().expect("id").to_owned();
+    revoke(&app, &world, &later, "after").await;
+    assert_eq!(pending_deliveries_for(&app, &hook), 1, "nothing more is queued for the revoked credential's webhook");
+    assert_eq!(pending_deliveries_for(&app, &kept_hook), 2, "the other auditor ({kept_id}) still receives");
+}
+
+#[tokio::test]
+async fn an_event_stream_ends_when_its_credential_is_revoked() {
+    let app = TestApp::new().await;
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    let (verifier_id, verifier) = credential_with_id(&app, "verifier").await;
+    let mut stream = EventStream::open(&app, &verifier, None).await;
+    let first = open_session(&app, &world, &["mail:read"]).await["session"]["id"].as_str().expect("id").to_owned();
+    revoke(&app, &world, &first, "seen").await;
+    assert_eq!(stream.next().await.event.as_deref(), Some("session.revoked"));
+
+    app.post(&format!("/v1/credentials/{verifier_id}/revoke"), &app.admin, json!({})).await.ok();
+    let later = open_session(&app, &world, &["mail:read"]).await["session"]["id"].as_str().expect("id").to_owned();
+    revoke(&app, &world, &later, "unseen").await;
+    assert!(stream.next_within(WAIT).await.is_none(), "a revoked credential's stream must end, not deliver");
+}
