@@ -81,6 +81,12 @@ fn put(hasher: &mut Sha256, field: &[u8]) {
 /// `details` is hashed as serde_json's compact text of the value, whose object keys are sorted
 /// (serde_json's default map is ordered), so the same record always hashes the same.
 pub fn event_hash(event: &AuditEvent) -> String {
+    event_hash_with_details(event, &event.details.to_string())
+}
+
+/// [`event_hash`] with `details` already encoded (`event.details.to_string()`), so a writer that
+/// stores that text too encodes it once.
+pub fn event_hash_with_details(event: &AuditEvent, details: &str) -> String {
     let mut h = Sha256::new();
     put(&mut h, b"tether-audit-v1");
     put(&mut h, event.seq.to_string().as_bytes());
@@ -99,7 +105,7 @@ pub fn event_hash(event: &AuditEvent) -> String {
         }
         None => put(&mut h, b"0"),
     }
-    put(&mut h, event.details.to_string().as_bytes());
+    put(&mut h, details.as_bytes());
     put(&mut h, event.prev_hash.as_bytes());
     hex::encode(h.finalize())
 }

@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection};
 
 use super::db_error;
-use crate::audit::{event_hash, AuditEvent, NewEvent};
+use crate::audit::{event_hash_with_details, AuditEvent, NewEvent};
 use crate::domain::{CredentialId, EventId, Result, SessionId, Timestamp};
 
 /// A change to apply to the in-memory views after commit, before the caller is answered.
@@ -92,7 +92,8 @@ impl<'c> Tx<'c> {
             prev_hash: self.head.hash.clone(),
             hash: String::new(),
         };
-        record.hash = event_hash(&record);
+        let details = record.details.to_string();
+        record.hash = event_hash_with_details(&record, &details);
         self.conn
             .prepare_cached(
                 "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
@@ -111,7 +112,7 @@ impl<'c> Tx<'c> {
                     record.subject.id,
                     record.cause_seq,
                     record.reason,
-                    record.details.to_string(),
+                    details,
                     record.prev_hash,
                     record.hash,
                 ])
