@@ -5,8 +5,8 @@
 //! the batch's effects to the in-memory views, and only then answers each caller. A command that
 //! fails rolls back its own savepoint and leaves the rest of the batch alone.
 //!
-//! Checkpoints (copying the WAL into the database file) run on a thread of their own, so a
-//! commit pays only for appending its pages to the WAL and one fsync.
+//! Checkpoints (copying the WAL into the database file) run after a batch's callers are
+//! answered, so a commit costs its callers only the WAL append and one fsync.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -87,15 +87,17 @@ impl Writer {
         // indexes and its audit rows in one transaction. A cache that cannot hold them spills
         // dirty pages mid-transaction (measured: +45% time per session at 100k sessions with
         // 64 MiB). The cache only grows as far as a transaction uses it.
-        // Checkpoints are the checkpointer thread's job, not the committing writer's.
-        conn.execute_batch("PRAGMA cache_size = -524288; PRAGMA wal_autocheckpoint = 0;").map_err(db_error)?;
+        conn.execute_batch("PRAGMA cache_size = -524288;").map_err(db_error)?;
         migrate::run(&mut conn)?;
         let head = ChainHead::load(&conn)?;
-        let checkpoints = Checkpointer::start(path)?;
         let (queue, jobs) = mpsc::channel::<Job>(8192);
         std::thread::Builder::new()
             .name("tether-writer".into())
-            .spawn(move || run(conn, head, jobs, clock, sink, checkpoints))
+            .spawn(move || {
+                // Replaces SQLite's automatic checkpoint (see `checkpoint_if_due`).
+                conn.wal_hook(Some(record_wal_frames));
+                run(conn, head, jobs, clock, sink)
+            })
             .map_err(|e| Error::internal(format!("spawn writer: {e}")))?;
         Ok(Writer { queue })
     }
@@ -114,40 +116,29 @@ impl Writer {
     }
 }
 
-/// Wakes the checkpointer after commits; the thread ends when this handle is dropped.
-struct Checkpointer {
-    wake: std::sync::mpsc::SyncSender<()>,
+/// WAL frames at a size worth checkpointing (SQLite's own default threshold).
+const CHECKPOINT_AT_FRAMES: i32 = 1000;
+
+thread_local! {
+    /// Frames in the WAL after the writer thread's last commit, as SQLite reports them.
+    static WAL_FRAMES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
 }
 
-impl Checkpointer {
-    /// Least time between two checkpoints: under a steady stream of commits, the WAL holds
-    /// about this much writing, and the checkpoint's fsync is paid a few times a second at most.
-    const PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+fn record_wal_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.with(|f| f.set(frames));
+    Ok(())
+}
 
-    fn start(path: &Path) -> Result<Checkpointer> {
-        let conn = open_connection(path, false)?;
-        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
-        std::thread::Builder::new()
-            .name("tether-checkpoint".into())
-            .spawn(move || {
-                while woken.recv().is_ok() {
-                    // PASSIVE never blocks the writer or readers; what it cannot copy now (pages
-                    // a reader still needs) it copies on a later wake-up.
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                        tracing::warn!(error = %e, "WAL checkpoint failed; retried after the next commit");
-                    }
-                    std::thread::sleep(Self::PAUSE);
-                }
-                // Last one on the way out, so a clean stop leaves little in the WAL.
-                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-            })
-            .map_err(|e| Error::internal(format!("spawn checkpointer: {e}")))?;
-        Ok(Checkpointer { wake })
+/// Copies the WAL into the database file once it has grown past the threshold. Run after the
+/// batch's callers are answered, so no caller waits for it (SQLite's automatic checkpoint would
+/// run inside COMMIT). PASSIVE never waits for readers; what it cannot copy now it copies later.
+fn checkpoint_if_due(conn: &Connection) {
+    if WAL_FRAMES.with(|f| f.get()) < CHECKPOINT_AT_FRAMES {
+        return;
     }
-
-    /// Asks for a checkpoint (coalesced: at most one is pending).
-    fn nudge(&self) {
-        let _ = self.wake.try_send(());
+    WAL_FRAMES.with(|f| f.set(0));
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "WAL checkpoint failed; retried after a later commit");
     }
 }
 
@@ -157,7 +148,6 @@ fn run(
     mut jobs: mpsc::Receiver<Job>,
     clock: Arc<Clock>,
     sink: Arc<dyn EffectSink>,
-    checkpoints: Checkpointer,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = jobs.blocking_recv() {
@@ -174,7 +164,7 @@ fn run(
                 for job in batch.drain(..) {
                     job.complete(Ok(()));
                 }
-                checkpoints.nudge();
+                checkpoint_if_due(&conn);
             }
             Err(error) => {
                 tracing::error!(error = %error, "write batch failed to commit");
