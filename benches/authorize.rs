@@ -86,6 +86,23 @@ fn main() {
         .expect("policy parses")
         .set_limits(tokens::run_limits());
 
+    let mut pool = TokenPool { services: services.clone(), claims: claims.clone(), next: 0 };
+    // Memory per cached token, first, on a fresh heap: fill the empty cache with fresh tokens
+    // (minted before the measurement) and compare resident memory before and after.
+    let fill = pool.take(tether::authorize::TOKEN_CACHE_CAPACITY);
+    let before = support::rss_bytes();
+    for t in &fill {
+        black_box(authorizer.authorize(&Request { token: t, scope: &scope, resource: None }).reason);
+    }
+    let after = support::rss_bytes();
+    let cached = authorizer.cached_tokens();
+    eprintln!(
+        "token cache memory: {cached} tokens added {:.1} MiB resident = {} bytes per cached token",
+        after.saturating_sub(before) as f64 / 1048576.0,
+        after.saturating_sub(before) / cached.max(1) as u64
+    );
+    authorizer.clear_cache();
+
     let mut criterion = Criterion::default()
         .sample_size(30)
         .warm_up_time(Duration::from_secs(2))
@@ -118,7 +135,6 @@ fn main() {
         })
     });
 
-    let mut pool = TokenPool { services: services.clone(), claims: claims.clone(), next: 0 };
     let mut first_seen_allowed = true;
     group.bench_function("first_seen", |b| {
         b.iter_custom(|iters| {
@@ -174,5 +190,6 @@ fn main() {
     group.finish();
     criterion.final_summary();
     eprintln!("verified-token cache holds {} tokens", authorizer.cached_tokens());
+
     drop(app);
 }
