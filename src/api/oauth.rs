@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::auth::Authenticated;
 use super::AppState;
+use crate::authorize::Request;
 use crate::domain::*;
 use crate::ops::commands::WithReason;
 
@@ -73,9 +74,18 @@ pub async fn introspect(
     if !active {
         return inactive();
     }
+    // Only the scopes authorize would allow now (without a resource): blocks a holder appended
+    // to narrow the token, and the policy, apply here too, so introspection never grants more
+    // than authorize.
+    let allowed: Vec<&str> = claims
+        .scopes
+        .iter()
+        .filter(|scope| state.authorizer.authorize(&Request { token: &token, scope, resource: None }).allowed())
+        .map(|scope| scope.as_str())
+        .collect();
     let body = json!({
         "active": true,
-        "scope": claims.scopes.joined(" "),
+        "scope": allowed.join(" "),
         "sub": claims.user,
         "client_id": claims.platform,
         "token_type": "Bearer",
@@ -103,7 +113,7 @@ pub async fn revoke(
         return oauth_error(
             StatusCode::FORBIDDEN,
             "insufficient_scope",
-            "revocation needs a platform or verifier credential",
+            "revocation needs a verifier, platform or admin credential",
         );
     }
     let token = match token_param(form) {

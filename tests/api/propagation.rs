@@ -850,6 +850,36 @@ async fn introspection_describes_a_live_token_and_says_only_inactive_otherwise()
 }
 
 #[tokio::test]
+async fn introspection_of_a_narrowed_token_lists_only_the_scopes_authorize_would_allow() {
+    let app = TestApp::new().await;
+    let verifier = app.verifier().await;
+    let world = app.world(&["mail:read", "mail:send"], &["mail:read", "mail:send"]).await;
+    let live = open_session(&app, &world, &["mail:read", "mail:send"]).await;
+    let token = live["token"].as_str().expect("token");
+    // Any holder may append a block that narrows the token, then hand it on.
+    let block = biscuit_auth::builder::BlockBuilder::new()
+        .code(r#"check if requested_scope($s), ["mail:read"].contains($s);"#)
+        .expect("block");
+    let narrowed = biscuit_auth::UnverifiedBiscuit::from_base64(token)
+        .expect("a biscuit")
+        .append(block)
+        .expect("append")
+        .to_base64()
+        .expect("encode");
+
+    let answer = post_form(&app, "/oauth2/introspect", Some(&verifier), form(&[("token", &narrowed)])).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.body["active"], true, "{}", answer.text);
+    assert_eq!(answer.body["scope"], "mail:read", "a gateway must not learn of mail:send: {}", answer.text);
+    let (decision, _) = app.authorize(&verifier, &narrowed, "mail:send").await;
+    assert_eq!(decision, "deny", "introspection and authorize agree");
+    // The token it was narrowed from keeps both.
+    let full = post_form(&app, "/oauth2/introspect", Some(&verifier), form(&[("token", token)])).await;
+    let scopes: BTreeSet<&str> = full.body["scope"].as_str().expect("scope").split(' ').collect();
+    assert_eq!(scopes, BTreeSet::from(["mail:read", "mail:send"]));
+}
+
+#[tokio::test]
 async fn introspection_nests_the_acting_agents_of_a_sub_agent_chain() {
     let app = TestApp::new().await;
     let verifier = app.verifier().await;
