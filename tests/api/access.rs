@@ -111,6 +111,9 @@ async fn each_role_is_forbidden_the_routes_that_are_not_its_own() {
         ("platform", &platform, Method::GET, "/v1/audit/coverage?event=1".into(), None),
         ("platform", &platform, Method::POST, "/v1/keys/rotate".into(), Some(json!({"purpose": "agent"}))),
         ("verifier", &verifier, Method::POST, "/v1/keys/rotate".into(), Some(json!({"purpose": "agent"}))),
+        // the role is checked before the body: a bad body does not tell a non-admin more
+        ("verifier", &verifier, Method::POST, "/v1/keys/rotate".into(), Some(json!({"purpose": "nonsense"}))),
+        ("platform", &platform, Method::POST, "/v1/keys/1/retire".into(), Some(json!({"purpose": "nonsense"}))),
     ];
 
     for (role, credential, method, path, body) in cases {
