@@ -53,7 +53,7 @@ fn main() {
                 .ok()
                 .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
                 .unwrap_or_else(|| vec![1_000, 10_000, 100_000]);
-            cascades(&services, chain, &sizes).await;
+            cascades(&services, chain, &sizes, &dir.path().join("tether.db")).await;
         }
         drop(app);
     });
@@ -189,7 +189,14 @@ fn window(samples: &[(Duration, Duration)], from: Duration, to: Duration) -> Vec
     w
 }
 
-async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usize]) {
+/// Frames in the WAL now (pages written since the last full checkpoint, 4 KiB + 24 bytes each);
+/// checkpoints them, from a connection of the bench's own.
+fn wal_frames(db: &std::path::Path) -> i64 {
+    let conn = rusqlite::Connection::open(db).expect("open the bench database");
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)).expect("checkpoint")
+}
+
+async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usize], db: &std::path::Path) {
     // Other users, whose cached tokens are checked throughout.
     let mut others = Vec::new();
     for _ in 0..4 {
@@ -211,6 +218,7 @@ async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usiz
         tokio::time::sleep(Duration::from_millis(1200)).await;
         let idle_to = epoch.elapsed();
         let admin = support::admin();
+        wal_frames(db); // checkpoint everything so far: the WAL then holds only what follows
         let started = Instant::now();
         let receipt = services
             .writer
@@ -220,6 +228,7 @@ async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usiz
             .await
             .expect("disable user");
         let wall = started.elapsed();
+        let frames = wal_frames(db);
         let (from, to) = (started - epoch, epoch.elapsed());
         stop.store(true, Ordering::SeqCst);
         let samples = sampler.join().expect("sampler");
@@ -231,10 +240,12 @@ async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usiz
         let (dur50, dur99) = (support::percentile(&during, 50.0), support::percentile(&during, 99.0));
         per_session.push((n, wall));
         println!(
-            "cascade disable_user with {n} active sessions: {:.3} s to receipt ({:.1} µs per session; {n} created in {:.1} s)",
+            "cascade disable_user with {n} active sessions: {:.3} s to receipt ({:.1} µs per session; {n} created in {:.1} s); its commit wrote about {} WAL frames = {:.0} MiB",
             wall.as_secs_f64(),
             support::micros(wall) / n as f64,
             made.as_secs_f64(),
+            frames,
+            frames as f64 * 4120.0 / 1048576.0,
         );
         println!(
             "  other users' cached authorize: idle p50 {:.2} µs p99 {:.2} µs ({} calls); during cascade p50 {:.2} µs p99 {:.2} µs ({} calls); p99 ratio {:.2}×",
