@@ -116,7 +116,11 @@ impl Authorizer {
             return if self.keys.is_active(hit.token.kid) { Ok(hit) } else { Err(TokenError::UnknownKey) };
         }
         let verified = Arc::new(tokens::agent::verify(&self.keys, token)?);
-        let entry = Arc::new(CachedToken { token: verified, memo: RwLock::new(Vec::new()) });
+        let entry = Arc::new(CachedToken {
+            token: verified,
+            memo: RwLock::new(Vec::new()),
+            reads_resource: std::sync::OnceLock::new(),
+        });
         self.cache.insert_bounded(token.into(), Arc::clone(&entry), CACHE_PER_SHARD);
         Ok(entry)
     }
@@ -138,12 +142,18 @@ impl Authorizer {
         if token.claims.expires_at <= now {
             return Decision::deny(Reason::TokenExpired, Some(token));
         }
-        let outcome = match entry.recall(now.seconds(), request) {
+        // When neither the policy nor the token names `resource`, the outcome cannot depend on
+        // it: requests that differ only in their resource share one remembered outcome.
+        let memo_resource = match request.resource {
+            Some(resource) if self.reads_resource(&entry) => Some(resource),
+            _ => None,
+        };
+        let outcome = match entry.recall(now.seconds(), request.scope, memo_resource) {
             Some(outcome) => outcome,
             None => {
                 let (outcome, repeatable) = self.run_policy(&token, request, now);
                 if repeatable {
-                    entry.remember(now.seconds(), request, outcome);
+                    entry.remember(now.seconds(), request.scope, memo_resource, outcome);
                 }
                 outcome
             }
@@ -154,6 +164,14 @@ impl Authorizer {
             PolicyOutcome::Reauthenticate => Decision::deny(Reason::ReauthenticationRequired, Some(token)),
             PolicyOutcome::Deny => Decision::deny(Reason::PolicyDenied, Some(token)),
         }
+    }
+
+    /// Whether the policy or any block of this token may read the `resource` request fact;
+    /// worked out once per cached token, the first time a request carries a resource.
+    fn reads_resource(&self, entry: &CachedToken) -> bool {
+        *entry.reads_resource.get_or_init(|| {
+            self.policy.may_read_resource() || tokens::policy::token_may_read_resource(&entry.token.biscuit)
+        })
     }
 
     /// Runs the policy. The second value says whether the outcome is a pure function of the
@@ -212,6 +230,8 @@ const MEMO_PER_TOKEN: usize = 8;
 /// One remembered outcome. The policy's inputs are the token, the requested scope and resource,
 /// and the time in whole seconds (biscuit dates; `token_age` derives from them), so within the
 /// same second the same request has the same outcome: remembering it is exact, not a guess.
+/// `resource` is `None` when neither the policy nor the token names it, since it then cannot
+/// change the outcome.
 #[derive(Debug, Clone)]
 struct Memo {
     second: i64,
@@ -224,23 +244,26 @@ struct Memo {
 struct CachedToken {
     token: Arc<VerifiedToken>,
     memo: RwLock<Vec<Memo>>,
+    /// Whether the policy or the token may read `resource` (unknown until a request has one).
+    reads_resource: std::sync::OnceLock<bool>,
 }
 
 impl CachedToken {
-    fn recall(&self, second: i64, request: &Request<'_>) -> Option<PolicyOutcome> {
+    /// `resource` is the request's resource when the outcome may depend on it, else `None`.
+    fn recall(&self, second: i64, scope: &Scope, resource: Option<&str>) -> Option<PolicyOutcome> {
         let memo = self.memo.read().ok()?;
         memo.iter()
-            .find(|m| m.second == second && m.scope == *request.scope && m.resource.as_deref() == request.resource)
+            .find(|m| m.second == second && m.scope == *scope && m.resource.as_deref() == resource)
             .map(|m| m.outcome)
     }
 
-    fn remember(&self, second: i64, request: &Request<'_>, outcome: PolicyOutcome) {
+    fn remember(&self, second: i64, scope: &Scope, resource: Option<&str>, outcome: PolicyOutcome) {
         let Ok(mut memo) = self.memo.write() else { return };
         memo.retain(|m| m.second == second);
         if memo.len() >= MEMO_PER_TOKEN {
             memo.remove(0);
         }
-        memo.push(Memo { second, scope: request.scope.clone(), resource: request.resource.map(Box::from), outcome });
+        memo.push(Memo { second, scope: scope.clone(), resource: resource.map(Box::from), outcome });
     }
 }
 

@@ -14,6 +14,8 @@ pub const DEFAULT_AGENT_POLICY: &str = include_str!("../../policies/agent.datalo
 #[derive(Clone)]
 pub struct Policy {
     builder: AuthorizerBuilder,
+    /// Whether the policy's text mentions `resource` at all (see [`Policy::may_read_resource`]).
+    mentions_resource: bool,
 }
 
 impl Policy {
@@ -26,7 +28,8 @@ impl Policy {
         if !source.contains("allow if") {
             return Err(Error::invalid(format!("policy {origin} has no `allow if` policy: it would deny everything")));
         }
-        Ok(Policy { builder })
+        let mentions_resource = builder.dump_code().contains(RESOURCE);
+        Ok(Policy { builder, mentions_resource })
     }
 
     /// Loads `agent.datalog` from a policy directory.
@@ -40,11 +43,41 @@ impl Policy {
     pub fn builder(&self) -> AuthorizerBuilder {
         self.builder.clone()
     }
+
+    /// False only when no fact, rule, check or policy of this policy names `resource`: then the
+    /// `resource` request fact cannot take part in any derivation, so no outcome depends on it.
+    /// (A textual test, conservative: any mention, even inside a string, counts.)
+    pub fn may_read_resource(&self) -> bool {
+        self.mentions_resource
+    }
 }
+
+/// The request fact that carries the resource, as datalog names it.
+pub const RESOURCE: &str = "resource";
+
+/// Whether any block of `token` names `resource` (conservatively, as [`Policy::may_read_resource`]).
+/// A block that cannot be printed counts as naming it.
+pub fn token_may_read_resource(token: &biscuit_auth::Biscuit) -> bool {
+    (0..token.block_count()).any(|i| token.print_block_source(i).map_or(true, |code| code.contains(RESOURCE)))
+}
+
+impl Policy {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_that_names_resource_is_known_to_read_it() {
+        let shipped = Policy::parse(DEFAULT_AGENT_POLICY, "default").unwrap_or_else(|e| panic!("{e}"));
+        assert!(!shipped.may_read_resource(), "the shipped policy does not look at the resource");
+        let reads = Policy::parse(
+            "allow if requested_scope($s), scope($s), resource($r), $r.starts_with(\"inbox/\");",
+            "resource.datalog",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(reads.may_read_resource());
+    }
 
     #[test]
     fn the_shipped_policy_parses() {
