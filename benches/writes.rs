@@ -190,10 +190,18 @@ fn window(samples: &[(Duration, Duration)], from: Duration, to: Duration) -> Vec
 }
 
 /// Frames in the WAL now (pages written since the last full checkpoint, 4 KiB + 24 bytes each);
-/// checkpoints them, from a connection of the bench's own.
+/// checkpoints them, from a connection of the bench's own. The writer may be checkpointing at
+/// the same moment (SQLite then answers -1): wait for it and ask again.
 fn wal_frames(db: &std::path::Path) -> i64 {
     let conn = rusqlite::Connection::open(db).expect("open the bench database");
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)).expect("checkpoint")
+    for _ in 0..100 {
+        let frames = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)).expect("checkpoint");
+        if frames >= 0 {
+            return frames;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    -1
 }
 
 async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usize], db: &std::path::Path) {
