@@ -61,6 +61,26 @@ fn now_seconds() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
 }
 
+/// `authorizer` asked about the same token and scope with a different resource on every call.
+fn bench_new_resource_each_call(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    authorizer: &tether::authorize::Authorizer,
+    token: &str,
+    scope: &Scope,
+    resources: &[String],
+) {
+    let mut i = 0usize;
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            i = (i + 1) % resources.len();
+            let d = authorizer.authorize(&Request { token: black_box(token), scope, resource: Some(&resources[i]) });
+            debug_assert!(d.allowed());
+            black_box(d.reason)
+        })
+    });
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let dir = support::data_dir();
@@ -124,20 +144,10 @@ fn main() {
 
     // A new resource on every call. The shipped policy never reads `resource`, so the outcome
     // remembered for this second still applies.
+    // A new resource on every call. The shipped policy never reads `resource`, so the outcome
+    // remembered for this second still applies.
     let resources: Vec<String> = (0..4096).map(|i| format!("mailbox/{i}")).collect();
-    let mut i = 0usize;
-    group.bench_function("cached_new_resource", |b| {
-        b.iter(|| {
-            i = (i + 1) % resources.len();
-            let d = authorizer.authorize(&Request {
-                token: black_box(&token),
-                scope: &scope,
-                resource: Some(&resources[i]),
-            });
-            debug_assert!(d.allowed());
-            black_box(d.reason)
-        })
-    });
+    bench_new_resource_each_call(&mut group, "cached_new_resource", authorizer, &token, &scope, &resources);
 
     // The same with a policy that reads `resource` (the shipped one plus a rule naming it), so
     // every call runs the policy: the cost of a cached token's policy run.
@@ -152,18 +162,7 @@ fn main() {
         services.views.clone(),
         services.clock.clone(),
     );
-    group.bench_function("cached_policy_run", |b| {
-        b.iter(|| {
-            i = (i + 1) % resources.len();
-            let d = policy_runner.authorize(&Request {
-                token: black_box(&token),
-                scope: &scope,
-                resource: Some(&resources[i]),
-            });
-            debug_assert!(d.allowed());
-            black_box(d.reason)
-        })
-    });
+    bench_new_resource_each_call(&mut group, "cached_policy_run", &policy_runner, &token, &scope, &resources);
 
     let mut first_seen_allowed = true;
     group.bench_function("first_seen", |b| {

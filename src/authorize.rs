@@ -187,7 +187,7 @@ impl Authorizer {
             })
             .and_then(|b| b.fact(Fact::new("token_age".to_owned(), vec![Term::Integer(age)])))
             .and_then(|b| match request.resource {
-                Some(resource) => b.fact(tokens::agent::request_fact("resource", resource)),
+                Some(resource) => b.fact(tokens::agent::request_fact(tokens::policy::RESOURCE, resource)),
                 None => Ok(b),
             });
         let Ok(mut authorizer) = builder.and_then(|b| b.build(&token.biscuit)) else {

@@ -126,6 +126,13 @@ pub struct CredentialState {
     pub expires_at: Option<Timestamp>,
 }
 
+impl CredentialState {
+    /// Not revoked and not past its expiry at `now`.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        !self.revoked && self.expires_at.is_none_or(|t| t > now)
+    }
+}
+
 /// The in-memory views and the event bus, fed by the writer after each commit.
 pub struct Views {
     pub sessions: LiveView,

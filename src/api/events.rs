@@ -28,11 +28,7 @@ use crate::store::reads::{self, AuditFilter};
 const RECHECK_CREDENTIAL: Duration = Duration::from_secs(5);
 
 fn credential_still_live(state: &AppState, credential: CredentialId) -> bool {
-    state
-        .views
-        .credentials
-        .get(&credential)
-        .is_some_and(|c| !c.revoked && c.expires_at.is_none_or(|t| t > state.clock.now()))
+    state.views.credentials.get(&credential).is_some_and(|c| c.is_live(state.clock.now()))
 }
 
 pub fn router() -> Router<AppState> {

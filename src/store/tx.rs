@@ -130,7 +130,8 @@ impl<'c> Tx<'c> {
         let mut st = self
             .conn
             // A webhook owned by a credential (admin, auditor, verifier) stops once that
-            // credential has expired; revoking it deletes its webhooks.
+            // credential has expired. Revoking a credential deletes its webhooks; the
+            // `revoked_at` test covers those revoked before that rule existed.
             .prepare_cached(
                 "SELECT w.id, w.events, w.owner_role, w.owner_id FROM webhooks w
                  LEFT JOIN credentials c ON c.id = w.owner_id

@@ -61,8 +61,6 @@ pub fn token_may_read_resource(token: &biscuit_auth::Biscuit) -> bool {
     (0..token.block_count()).any(|i| token.print_block_source(i).map_or(true, |code| code.contains(RESOURCE)))
 }
 
-impl Policy {}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use biscuit_auth::UnverifiedBiscuit;
 use serde_json::{json, Value};
 use tether::domain::Timestamp;
 
-use crate::helpers::{TestApp, World};
+use crate::helpers::{attenuate, TestApp, World};
 
 fn allow() -> (String, String) {
     ("allow".into(), "allowed".into())
@@ -16,17 +16,6 @@ fn allow() -> (String, String) {
 
 fn deny(reason: &str) -> (String, String) {
     ("deny".into(), reason.into())
-}
-
-/// Appends one block written in datalog to a token, offline, as any holder may.
-fn attenuate(token: &str, code: &str) -> String {
-    let block = BlockBuilder::new().code(code).unwrap_or_else(|e| panic!("block {code:?}: {e}"));
-    UnverifiedBiscuit::from_base64(token)
-        .expect("a biscuit")
-        .append(block)
-        .expect("append")
-        .to_base64()
-        .expect("encode")
 }
 
 /// Appends `count` blocks (each with one harmless check) to a token.

@@ -328,6 +328,33 @@ async fn a_policy_directory_replaces_the_built_in_policy() {
 }
 
 #[tokio::test]
+async fn a_policy_that_reads_the_resource_is_asked_again_for_each_resource_within_a_second() {
+    let policy = policy_dir(
+        "allow if requested_scope($s), scope($s), resource($r), $r.starts_with(\"inbox/\");\ndeny if true;\n",
+    );
+    let path = policy.path().to_owned();
+    let app = TestApp::open(tempfile::tempdir().expect("tempdir"), move |dir| {
+        let mut config = Config::new(dir);
+        config.policy_dir = Some(path.clone());
+        config
+    })
+    .await;
+    let verifier = app.verifier().await;
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    let (_, token) = app.session(&world.platform, &world.delegation, &["mail:read"]).await;
+    let ask = |resource: &str| json!({"token": token, "scope": "mail:read", "resource": resource});
+
+    // Back to back, so within the same second as a rule: a remembered outcome must not cross
+    // resources when the policy reads them.
+    let inbox = app.post("/v1/authorize", &verifier, ask("inbox/1")).await;
+    let sent = app.post("/v1/authorize", &verifier, ask("sent/1")).await;
+    let inbox_again = app.post("/v1/authorize", &verifier, ask("inbox/2")).await;
+    assert_eq!(inbox.ok()["decision"], "allow", "{}", inbox.text);
+    assert_eq!(sent.ok()["decision"], "deny", "{}", sent.text);
+    assert_eq!(inbox_again.ok()["decision"], "allow", "{}", inbox_again.text);
+}
+
+#[tokio::test]
 async fn key_files_and_the_admin_credential_are_readable_by_their_owner_only() {
     let app = TestApp::new().await;
     let mode = |path: &Path| std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777;

@@ -447,3 +447,14 @@ impl Scene {
         self.sessions.keys().copied().collect()
     }
 }
+
+/// Appends one block written in datalog to a token, offline, as any holder may.
+pub fn attenuate(token: &str, code: &str) -> String {
+    let block = biscuit_auth::builder::BlockBuilder::new().code(code).unwrap_or_else(|e| panic!("block {code:?}: {e}"));
+    biscuit_auth::UnverifiedBiscuit::from_base64(token)
+        .expect("a biscuit")
+        .append(block)
+        .expect("append")
+        .to_base64()
+        .expect("encode")
+}
