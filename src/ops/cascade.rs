@@ -2,6 +2,7 @@
 //! with the trigger as its cause, then the receipt.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::json;
 
@@ -12,7 +13,7 @@ use crate::store::{Effect, Tx};
 
 /// One trigger in progress: what it revoked so far.
 pub struct Cascade {
-    pub trigger: AuditEvent,
+    pub trigger: Arc<AuditEvent>,
     revoked: Vec<RevokedSession>,
     seen: HashSet<SessionId>,
 }
@@ -25,7 +26,7 @@ impl Cascade {
     }
 
     /// Continues from a trigger already written (a session revoked directly is its own trigger).
-    pub fn from_event(trigger: AuditEvent) -> Cascade {
+    pub fn from_event(trigger: Arc<AuditEvent>) -> Cascade {
         Cascade { trigger, revoked: Vec::new(), seen: HashSet::new() }
     }
 

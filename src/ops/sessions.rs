@@ -242,7 +242,7 @@ pub fn create_session(
         Some(p) => p.tokens,
         None => issue_tokens(tx, env, &session, chain)?,
     };
-    writes::insert_session(tx, &session, depth, created.seq, &tokens.revocation_id)?;
+    writes::insert_session(tx, &session, depth, created.seq)?;
     writes::insert_access_token(
         tx,
         session.id,

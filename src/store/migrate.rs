@@ -11,10 +11,19 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "0002_token_lifecycle", include_str!("../../migrations/0002_token_lifecycle.sql")),
     (3, "0003_webhooks", include_str!("../../migrations/0003_webhooks.sql")),
     (4, "0004_live_view_index", include_str!("../../migrations/0004_live_view_index.sql")),
+    (
+        5,
+        "0005_session_row_without_revocation_id",
+        include_str!("../../migrations/0005_session_row_without_revocation_id.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded, each in its own transaction.
 pub fn run(conn: &mut Connection) -> Result<Vec<i64>> {
+    apply(conn, MIGRATIONS)
+}
+
+fn apply(conn: &mut Connection, migrations: &[(i64, &str, &str)]) -> Result<Vec<i64>> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL
@@ -22,7 +31,7 @@ pub fn run(conn: &mut Connection) -> Result<Vec<i64>> {
     )
     .map_err(db_error)?;
     let mut applied = Vec::new();
-    for (version, name, sql) in MIGRATIONS {
+    for (version, name, sql) in migrations {
         let done: bool = conn
             .query_row("SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE version = ?1)", [version], |r| r.get(0))
             .map_err(db_error)?;
@@ -49,7 +58,7 @@ mod tests {
     #[test]
     fn migrations_apply_to_an_empty_database_and_only_once() {
         let mut conn = Connection::open_in_memory().expect("in-memory db");
-        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4]);
+        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4, 5]);
         assert!(run(&mut conn).expect("second run").is_empty());
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'", [], |r| {
@@ -57,6 +66,36 @@ mod tests {
             })
             .expect("query");
         assert_eq!(tables, 1);
+    }
+
+    #[test]
+    fn dropping_the_session_copy_of_the_revocation_id_keeps_every_session() {
+        let mut conn = Connection::open_in_memory().expect("in-memory db");
+        apply(&mut conn, &MIGRATIONS[..4]).expect("migrations before 0005");
+        conn.execute_batch(
+            "INSERT INTO platforms VALUES ('p', 'P', 'active', 0);
+             INSERT INTO agents VALUES ('a', 'p', 'A', '[]', 'active', 0);
+             INSERT INTO integrations VALUES ('i', 'p', 'I', '[]', 'active', 0);
+             INSERT INTO users VALUES ('u', 'ext', NULL, '[]', 'active', 0);
+             INSERT INTO delegations (id, user_id, agent_id, integration_id, platform_id, scopes, status, created_at)
+                 VALUES ('d', 'u', 'a', 'i', 'p', '[]', 'active', 0);
+             INSERT INTO sessions (id, delegation_id, user_id, agent_id, integration_id, platform_id, created_seq,
+                                   scopes, status, created_at, expires_at, revocation_id)
+                 VALUES ('s', 'd', 'u', 'a', 'i', 'p', 1, '[\"mail:read\"]', 'active', 5, 9, 'abcd');",
+        )
+        .expect("a session written under the old schema");
+        assert_eq!(run(&mut conn).expect("0005"), vec![5]);
+        let (status, scopes, expires_at): (String, String, i64) = conn
+            .query_row("SELECT status, scopes, expires_at FROM sessions WHERE id = 's'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .expect("the session survives");
+        assert_eq!((status.as_str(), scopes.as_str(), expires_at), ("active", "[\"mail:read\"]", 9));
+        let still_active: i64 = conn
+            .query_row("SELECT count(*) FROM sessions WHERE user_id = 'u' AND status = 'active'", [], |r| r.get(0))
+            .expect("the cascade index still answers");
+        assert_eq!(still_active, 1);
+        assert!(conn.prepare("SELECT revocation_id FROM sessions").is_err(), "the column is gone");
     }
 
     #[test]

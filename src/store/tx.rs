@@ -77,8 +77,9 @@ impl<'c> Tx<'c> {
         self.effects.push(effect);
     }
 
-    /// Appends an event to the audit chain in this transaction.
-    pub fn audit(&mut self, event: NewEvent) -> Result<AuditEvent> {
+    /// Appends an event to the audit chain in this transaction. The record is shared with the
+    /// event stream's effect rather than copied: a cascade writes one per revoked session.
+    pub fn audit(&mut self, event: NewEvent) -> Result<std::sync::Arc<AuditEvent>> {
         let mut record = AuditEvent {
             seq: self.head.seq + 1,
             id: EventId::generate().to_string(),
@@ -120,7 +121,8 @@ impl<'c> Tx<'c> {
             .map_err(db_error)?;
         self.enqueue_webhooks(&record)?;
         self.head = ChainHead { seq: record.seq, hash: record.hash.clone() };
-        self.effects.push(Effect::Audited(std::sync::Arc::new(record.clone())));
+        let record = std::sync::Arc::new(record);
+        self.effects.push(Effect::Audited(record.clone()));
         Ok(record)
     }
 

@@ -78,12 +78,12 @@ pub fn insert_delegation(tx: &Tx<'_>, d: &Delegation) -> Result<()> {
     .map(drop)
 }
 
-pub fn insert_session(tx: &Tx<'_>, s: &Session, depth: i64, created_seq: i64, revocation_id: &str) -> Result<()> {
+pub fn insert_session(tx: &Tx<'_>, s: &Session, depth: i64, created_seq: i64) -> Result<()> {
     exec(
         tx,
         "INSERT INTO sessions (id, delegation_id, user_id, agent_id, integration_id, platform_id, parent_id, depth,
-                               created_seq, scopes, status, created_at, expires_at, ip, user_agent, device, revocation_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'active', ?11, ?12, ?13, ?14, ?15, ?16)",
+                               created_seq, scopes, status, created_at, expires_at, ip, user_agent, device)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'active', ?11, ?12, ?13, ?14, ?15)",
         params![
             s.id.to_string(),
             s.delegation_id.to_string(),
@@ -100,7 +100,6 @@ pub fn insert_session(tx: &Tx<'_>, s: &Session, depth: i64, created_seq: i64, re
             s.metadata.ip,
             s.metadata.user_agent,
             s.metadata.device,
-            revocation_id
         ],
     )
     .map(drop)
