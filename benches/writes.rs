@@ -227,6 +227,7 @@ async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usiz
         let idle_to = epoch.elapsed();
         let admin = support::admin();
         wal_frames(db); // checkpoint everything so far: the WAL then holds only what follows
+        let writer_before = services.writer.stats();
         let started = Instant::now();
         let receipt = services
             .writer
@@ -236,6 +237,7 @@ async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usiz
             .await
             .expect("disable user");
         let wall = started.elapsed();
+        let writer_after = services.writer.stats();
         let frames = wal_frames(db);
         let (from, to) = (started - epoch, epoch.elapsed());
         stop.store(true, Ordering::SeqCst);
@@ -254,6 +256,11 @@ async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usiz
             made.as_secs_f64(),
             frames,
             frames as f64 * 4120.0 / 1048576.0,
+        );
+        println!(
+            "  the writer ran its statements for {:.3} s and spent {:.3} s in COMMIT",
+            (writer_after.running - writer_before.running).as_secs_f64(),
+            (writer_after.committing - writer_before.committing).as_secs_f64(),
         );
         println!(
             "  other users' cached authorize: idle p50 {:.2} µs p99 {:.2} µs ({} calls); during cascade p50 {:.2} µs p99 {:.2} µs ({} calls); p99 ratio {:.2}×",

@@ -48,6 +48,35 @@ impl Metrics {
         let _ = writeln!(out, "# HELP tether_verified_tokens_cached Verified tokens in the cache.");
         let _ = writeln!(out, "# TYPE tether_verified_tokens_cached gauge");
         let _ = writeln!(out, "tether_verified_tokens_cached {}", services.authorizer.cached_tokens());
+        let writer = services.writer.stats();
+        let counters: [(&str, &str, String); 5] = [
+            (
+                "tether_writer_batches_total",
+                "Write batches run to their end (one transaction each).",
+                writer.batches.to_string(),
+            ),
+            (
+                "tether_writer_failed_batches_total",
+                "Write batches whose commit failed.",
+                writer.failed_batches.to_string(),
+            ),
+            ("tether_writer_commands_total", "Write commands run.", writer.commands.to_string()),
+            (
+                "tether_writer_running_seconds_total",
+                "Time the writer spent running commands (BEGIN to just before COMMIT).",
+                writer.running.as_secs_f64().to_string(),
+            ),
+            (
+                "tether_writer_commit_seconds_total",
+                "Time the writer spent in COMMIT (WAL write and fsync).",
+                writer.committing.as_secs_f64().to_string(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {value}");
+        }
         out
     }
 }

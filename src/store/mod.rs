@@ -20,7 +20,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::domain::{Error, Result};
 
 pub use tx::{Effect, Tx};
-pub use writer::Writer;
+pub use writer::{Writer, WriterStats};
 
 /// Opens a connection with the pragmas every tether connection uses.
 pub fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {

@@ -11,7 +11,9 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -72,12 +74,44 @@ pub trait EffectSink: Send + Sync {
 }
 
 /// Handle to the writer thread; cheap to clone.
-#[derive(Clone)]
 ///
 /// The thread ends when the last handle is dropped and the queue has drained: every command
 /// already queued is still committed and answered.
+#[derive(Clone)]
 pub struct Writer {
     queue: mpsc::Sender<Job>,
+    stats: Arc<Counters>,
+}
+
+/// The writer's running totals (see [`WriterStats`]).
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    failed_batches: AtomicU64,
+    commands: AtomicU64,
+    running_nanos: AtomicU64,
+    commit_nanos: AtomicU64,
+}
+
+/// What the writer has done since it started, for `/metrics` and the benches: where a write's
+/// time goes, running commands or committing them (COMMIT writes the WAL and waits for fsync).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Batches that ran to their end: committed, or rolled back because their only command
+    /// failed (that command's caller got its own error).
+    pub batches: u64,
+    /// Transactions that failed to commit (every command in them was answered with an error).
+    pub failed_batches: u64,
+    /// Commands run, committed or not.
+    pub commands: u64,
+    /// Time spent running commands, from BEGIN to just before COMMIT.
+    pub running: Duration,
+    /// Time spent in COMMIT.
+    pub committing: Duration,
+}
+
+fn add_time(counter: &AtomicU64, since: Instant) {
+    counter.fetch_add(u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
 }
 
 impl Writer {
@@ -92,15 +126,28 @@ impl Writer {
         migrate::run(&mut conn)?;
         let head = ChainHead::load(&conn)?;
         let (queue, jobs) = mpsc::channel::<Job>(8192);
+        let stats = Arc::new(Counters::default());
+        let counters = stats.clone();
         std::thread::Builder::new()
             .name("tether-writer".into())
             .spawn(move || {
                 // Replaces SQLite's automatic checkpoint (see `checkpoint_if_due`).
                 conn.wal_hook(Some(record_wal_frames));
-                run(conn, head, jobs, clock, sink)
+                run(conn, head, jobs, clock, sink, &counters)
             })
             .map_err(|e| Error::internal(format!("spawn writer: {e}")))?;
-        Ok(Writer { queue })
+        Ok(Writer { queue, stats })
+    }
+
+    pub fn stats(&self) -> WriterStats {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        WriterStats {
+            batches: load(&self.stats.batches),
+            failed_batches: load(&self.stats.failed_batches),
+            commands: load(&self.stats.commands),
+            running: Duration::from_nanos(load(&self.stats.running_nanos)),
+            committing: Duration::from_nanos(load(&self.stats.commit_nanos)),
+        }
     }
 
     /// Runs `command` in the next batch and answers once that batch has committed and its
@@ -149,6 +196,7 @@ fn run(
     mut jobs: mpsc::Receiver<Job>,
     clock: Arc<Clock>,
     sink: Arc<dyn EffectSink>,
+    stats: &Counters,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = jobs.blocking_recv() {
@@ -159,8 +207,10 @@ fn run(
                 Err(_) => break,
             }
         }
-        match commit_batch(&conn, &mut head, &mut batch, &clock) {
+        stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        match commit_batch(&conn, &mut head, &mut batch, &clock, stats) {
             Ok(effects) => {
+                stats.batches.fetch_add(1, Ordering::Relaxed);
                 sink.apply(&effects);
                 for job in batch.drain(..) {
                     job.complete(Ok(()));
@@ -168,6 +218,7 @@ fn run(
                 checkpoint_if_due(&conn);
             }
             Err(error) => {
+                stats.failed_batches.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %error, "write batch failed to commit");
                 let _ = conn.execute_batch("ROLLBACK");
                 if let Ok(reloaded) = ChainHead::load(&conn) {
@@ -182,7 +233,14 @@ fn run(
 }
 
 /// Runs every job of the batch in one transaction; on success returns the effects to apply.
-fn commit_batch(conn: &Connection, head: &mut ChainHead, batch: &mut [Job], clock: &Clock) -> Result<Vec<Effect>> {
+fn commit_batch(
+    conn: &Connection,
+    head: &mut ChainHead,
+    batch: &mut [Job],
+    clock: &Clock,
+    stats: &Counters,
+) -> Result<Vec<Effect>> {
+    let started = Instant::now();
     conn.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?;
     // Another process (`tether credential mint`) may have appended to the chain since our last
     // batch; under the write lock we now hold, the database's head is the truth.
@@ -197,6 +255,7 @@ fn commit_batch(conn: &Connection, head: &mut ChainHead, batch: &mut [Job], cloc
         // second time, in the savepoint's journal.
         if !job.run(&mut tx) {
             conn.execute_batch("ROLLBACK").map_err(db_error)?;
+            add_time(&stats.running_nanos, started);
             return Ok(Vec::new());
         }
     } else {
@@ -213,7 +272,11 @@ fn commit_batch(conn: &Connection, head: &mut ChainHead, batch: &mut [Job], cloc
             }
         }
     }
-    conn.execute_batch("COMMIT").map_err(db_error)?;
+    add_time(&stats.running_nanos, started);
+    let committing = Instant::now();
+    let committed = conn.execute_batch("COMMIT").map_err(db_error);
+    add_time(&stats.commit_nanos, committing);
+    committed?;
     if tx.outbox_written {
         tx.effects.push(Effect::OutboxWritten);
     }

@@ -118,3 +118,34 @@ async fn a_credential_minted_by_the_cli_beside_a_running_instance_works_and_keep
     let created = app.get("/v1/audit?action=credential.created&actor=cli", &app.admin).await;
     assert_eq!(created.ok()["items"].as_array().map(Vec::len), Some(1));
 }
+
+/// A value of `/metrics` by its exact name (the line `name value`).
+async fn metric(app: &TestApp) -> impl Fn(&str) -> f64 {
+    let answer = app.request(axum::http::Method::GET, "/metrics", None, None, axum::body::Body::empty()).await;
+    assert_eq!(answer.status, 200);
+    let text = answer.text;
+    move |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_the_writers_commands_and_where_its_time_went() {
+    let app = TestApp::new().await;
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    let before = metric(&app).await;
+    let (commands, batches) = (before("tether_writer_commands_total"), before("tether_writer_batches_total"));
+    assert!(commands >= 5.0, "the world took at least five writes, counted {commands}");
+    assert!((1.0..=commands).contains(&batches), "{batches} batches for {commands} commands");
+    assert!(before("tether_writer_commit_seconds_total") > 0.0);
+    assert!(before("tether_writer_running_seconds_total") > 0.0);
+    assert_eq!(before("tether_writer_failed_batches_total"), 0.0);
+
+    app.session(&world.platform, &world.delegation, &["mail:read"]).await;
+    let after = metric(&app).await;
+    assert!(after("tether_writer_commands_total") > commands, "opening a session is a write");
+    assert!(after("tether_writer_commit_seconds_total") >= before("tether_writer_commit_seconds_total"));
+}
