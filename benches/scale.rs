@@ -2,8 +2,8 @@
 //! and resident memory per live session.
 //!
 //! 1. `App::open` creates the data directory and schema; a chain is created through the writer.
-//! 2. Rows are bulk-inserted straight into `tether.db` with rusqlite (bench-only SQL, columns from
-//!    migrations/0001_core.sql): 1,000 users with a delegation each, 1,000,000 sessions of which
+//! 2. Rows are bulk-inserted straight into `tether.db` with rusqlite (bench-only SQL, columns as
+//!    migrations/ leave them): 1,000 users with a delegation each, 1,000,000 sessions of which
 //!    100,000 active and unexpired, 450,000 revoked and 450,000 left `active` past their expiry
 //!    (as an unswept store would hold them). Expired sessions are not loaded into the live view.
 //! 3. A fresh process (this binary re-run with `--measure DIR`) reads VmRSS, runs `App::open` on
@@ -114,8 +114,8 @@ fn populate(dir: &Path, chain: support::Chain, total: usize, active: usize) {
             .prepare(
                 "INSERT INTO sessions (id, delegation_id, user_id, agent_id, integration_id, platform_id, depth,
                                        created_seq, scopes, status, created_at, expires_at, revoked_at,
-                                       revoked_reason, revocation_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                                       revoked_reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )
             .expect("sessions");
         let (agent, integration, platform) =
@@ -138,7 +138,6 @@ fn populate(dir: &Path, chain: support::Chain, total: usize, active: usize) {
             } else {
                 ("active", now.millis() - 3 * day, now.millis() - 2 * day, None, None)
             };
-            let revocation_id = format!("{}{}", uuid::Uuid::now_v7().simple(), uuid::Uuid::now_v7().simple());
             session_st
                 .execute(params![
                     SessionId::generate().to_string(),
@@ -154,7 +153,6 @@ fn populate(dir: &Path, chain: support::Chain, total: usize, active: usize) {
                     expires,
                     revoked_at,
                     reason,
-                    revocation_id
                 ])
                 .expect("session");
         }
