@@ -7,7 +7,10 @@
 //!    and the authorize latency of OTHER users' cached tokens while it runs vs idle (p50/p99).
 //!
 //! `cargo bench --bench writes` (`-- create` or `-- cascade` runs one part; `TETHER_BENCH_SECONDS`
-//! sets the creation run length, `TETHER_BENCH_CASCADES=1000,10000` the cascade sizes).
+//! sets the creation run length, `TETHER_BENCH_CASCADES=1000,10000` the cascade sizes, and
+//! `TETHER_BENCH_WEBHOOKS=3` subscribes that many webhooks to `session.revoked` first, so each
+//! revoked session also queues a delivery per webhook in the outbox. Their URL is a closed local
+//! port: deliveries fail and retry after the cascade, so run one size at a time with webhooks).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -53,6 +56,8 @@ fn main() {
                 .ok()
                 .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
                 .unwrap_or_else(|| vec![1_000, 10_000, 100_000]);
+            let webhooks: usize = std::env::var("TETHER_BENCH_WEBHOOKS").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
+            subscribe_webhooks(&services, webhooks).await;
             cascades(&services, chain, &sizes, &dir.path().join("tether.db")).await;
         }
         drop(app);
@@ -202,6 +207,21 @@ fn wal_frames(db: &std::path::Path) -> i64 {
         std::thread::sleep(Duration::from_millis(50));
     }
     -1
+}
+
+/// Webhooks for every `session.revoked` event, delivered nowhere (port 9 on loopback is closed).
+async fn subscribe_webhooks(services: &Arc<Services>, count: usize) {
+    for _ in 0..count {
+        let admin = support::admin();
+        let request = ops::webhooks::NewWebhook {
+            url: "http://127.0.0.1:9/tether-bench".into(),
+            events: Some(vec!["session.revoked".into()]),
+        };
+        services.writer.execute(move |tx| ops::webhooks::create(tx, &admin, request)).await.expect("webhook");
+    }
+    if count > 0 {
+        println!("{count} webhooks subscribed to session.revoked: each revoked session queues {count} deliveries");
+    }
 }
 
 async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usize], db: &std::path::Path) {

@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0005_session_row_without_revocation_id",
         include_str!("../../migrations/0005_session_row_without_revocation_id.sql"),
     ),
+    (6, "0006_drop_duplicate_delivery_index", include_str!("../../migrations/0006_drop_duplicate_delivery_index.sql")),
 ];
 
 /// Applies every migration not yet recorded, each in its own transaction.
@@ -58,7 +59,7 @@ mod tests {
     #[test]
     fn migrations_apply_to_an_empty_database_and_only_once() {
         let mut conn = Connection::open_in_memory().expect("in-memory db");
-        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4, 5]);
+        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4, 5, 6]);
         assert!(run(&mut conn).expect("second run").is_empty());
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'", [], |r| {
@@ -84,7 +85,7 @@ mod tests {
                  VALUES ('s', 'd', 'u', 'a', 'i', 'p', 1, '[\"mail:read\"]', 'active', 5, 9, 'abcd');",
         )
         .expect("a session written under the old schema");
-        assert_eq!(run(&mut conn).expect("0005"), vec![5]);
+        assert_eq!(run(&mut conn).expect("0005 and later"), vec![5, 6]);
         let (status, scopes, expires_at): (String, String, i64) = conn
             .query_row("SELECT status, scopes, expires_at FROM sessions WHERE id = 's'", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -96,6 +97,24 @@ mod tests {
             .expect("the cascade index still answers");
         assert_eq!(still_active, 1);
         assert!(conn.prepare("SELECT revocation_id FROM sessions").is_err(), "the column is gone");
+    }
+
+    #[test]
+    fn a_webhooks_deliveries_are_found_through_an_index_after_its_duplicate_is_dropped() {
+        let mut conn = Connection::open_in_memory().expect("in-memory db");
+        run(&mut conn).expect("migrate");
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT id FROM webhook_deliveries
+                 WHERE webhook_id = ?1 AND event_seq > ?2 ORDER BY event_seq LIMIT 10",
+            )
+            .and_then(|mut st| st.query_map(["w", "0"], |r| r.get::<_, String>(3))?.collect())
+            .expect("plan");
+        assert!(
+            plan.iter().any(|step| step.starts_with("SEARCH") && step.contains("sqlite_autoindex_webhook_deliveries")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:?}");
     }
 
     #[test]
