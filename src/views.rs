@@ -46,6 +46,11 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
         self.shard(&key).write().unwrap_or_else(|p| p.into_inner()).insert(key, value);
     }
 
+    /// Inserts unless the key is present; returns the value the map now holds for it.
+    pub fn insert_if_absent(&self, key: K, value: V) -> V {
+        self.shard(&key).write().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert(value).clone()
+    }
+
     /// Inserts, first evicting an arbitrary entry of the shard if it holds `cap` already.
     pub fn insert_bounded(&self, key: K, value: V, cap: usize)
     where
@@ -173,5 +178,22 @@ impl EffectSink for Views {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_if_absent_keeps_what_is_there() {
+        let map: Sharded<u32, CredentialState> = Sharded::new(2);
+        let revoked = CredentialState { revoked: true, expires_at: None };
+        let stale = CredentialState { revoked: false, expires_at: None };
+        map.insert(7, revoked);
+        assert_eq!(map.insert_if_absent(7, stale), revoked, "an older read never undoes a revocation");
+        assert_eq!(map.get(&7), Some(revoked));
+        assert_eq!(map.insert_if_absent(8, stale), stale);
+        assert_eq!(map.get(&8), Some(stale));
     }
 }

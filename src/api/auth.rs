@@ -54,9 +54,10 @@ async fn known_credential(state: &AppState, id: crate::domain::CredentialId) -> 
         .read(move |conn| crate::store::reads::get_credential(conn, id))
         .await
         .map_err(|_| unauthenticated("credential is not known"))?;
-    let live = CredentialState { revoked: record.revoked_at.is_some(), expires_at: record.expires_at };
-    state.views.credentials.insert(id, live);
-    Ok(live)
+    let read = CredentialState { revoked: record.revoked_at.is_some(), expires_at: record.expires_at };
+    // The writer may have revoked it between our read and now, and put that in the view: never
+    // overwrite what the writer put there with an older read.
+    Ok(state.views.credentials.insert_if_absent(id, read))
 }
 
 /// Credentials verified before, by their exact text, with the key that signed them.

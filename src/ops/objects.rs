@@ -391,7 +391,11 @@ pub fn set_permissions(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: SetPer
                     "delegation.narrowed",
                     Subject::new("delegation", delegation.id),
                     "permissions_narrowed",
-                    json!({"removed": delegation.scopes.difference(&narrowed), "scopes": narrowed}),
+                    json!({
+                        "removed": delegation.scopes.difference(&narrowed), "scopes": narrowed,
+                        "user_id": delegation.user_id, "agent_id": delegation.agent_id,
+                        "integration_id": delegation.integration_id, "platform_id": delegation.platform_id,
+                    }),
                 )?;
             }
         }

@@ -402,7 +402,11 @@ pub fn refresh_session(
         }
         let trigger = NewEvent::new(caller.actor(), "token.revoked_reuse", Subject::new("session", id))
             .reason(Some("refresh_token_reused".into()))
-            .details(json!({"signal": "compromise", "user_id": session.user_id, "agent_id": session.agent_id}));
+            .details(json!({
+                "signal": "compromise", "user_id": session.user_id, "agent_id": session.agent_id,
+                "integration_id": session.integration_id, "delegation_id": session.delegation_id,
+                "platform_id": session.platform_id,
+            }));
         let mut cascade = Cascade::start(tx, trigger)?;
         let sessions = writes::active_sessions(tx, SessionsOf::One(id))?;
         cascade.revoke_sessions(tx, sessions, "refresh_token_reused")?;
@@ -421,6 +425,8 @@ pub fn refresh_session(
     writes::insert_refresh_token(tx, id, &issued.refresh_hash)?;
     tx.audit(NewEvent::new(caller.actor(), "session.refreshed", Subject::new("session", id)).details(json!({
         "kid": issued.kid, "token_expires_at": issued.token_expires_at,
+        "user_id": session.user_id, "agent_id": session.agent_id, "integration_id": session.integration_id,
+        "delegation_id": session.delegation_id, "platform_id": session.platform_id,
     })))?;
     Ok(RefreshOutcome::Rotated(Refreshed {
         token: issued.token,

@@ -48,6 +48,8 @@ fn base_clause(event: &AuditEvent) -> Result<(&'static str, Vec<String>)> {
         ),
         "delegation.revoked" if event.cause_seq.is_none() => ("s.delegation_id = ?", vec![id]),
         "session.revoked" if event.cause_seq.is_none() => ("s.id = ?", vec![id]),
+        // A replayed refresh token: the session it belonged to (and, below, its sub-agents).
+        "token.revoked_reuse" => ("s.id = ?", vec![id]),
         "integration.disabled" => ("s.integration_id = ?", vec![id]),
         "agent.suspended" | "agent.deregistered" => ("s.agent_id = ?", vec![id]),
         "platform.disabled" => ("s.platform_id = ?", vec![id]),

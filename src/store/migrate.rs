@@ -33,13 +33,15 @@ fn apply(conn: &mut Connection, migrations: &[(i64, &str, &str)]) -> Result<Vec<
     .map_err(db_error)?;
     let mut applied = Vec::new();
     for (version, name, sql) in migrations {
-        let done: bool = conn
+        // Asked under the write lock: another process starting at the same moment (`serve` and
+        // `tether credential mint`) may have applied it while we waited for the lock.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db_error)?;
+        let done: bool = tx
             .query_row("SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE version = ?1)", [version], |r| r.get(0))
             .map_err(db_error)?;
         if done {
             continue;
         }
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db_error)?;
         tx.execute_batch(sql).map_err(db_error)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, unixepoch() * 1000)",
@@ -115,6 +117,26 @@ mod tests {
             "{plan:?}"
         );
         assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:?}");
+    }
+
+    #[test]
+    fn two_processes_migrating_the_same_new_file_at_once_both_succeed() {
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("tether.db");
+            let racers: Vec<_> = (0..2)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || {
+                        let mut conn = Connection::open(&path).expect("open");
+                        conn.busy_timeout(std::time::Duration::from_secs(10)).expect("busy timeout");
+                        run(&mut conn).map(|applied| applied.len())
+                    })
+                })
+                .collect();
+            let applied: Vec<usize> = racers.into_iter().map(|r| r.join().expect("thread").expect("migrate")).collect();
+            assert_eq!(applied.iter().sum::<usize>(), MIGRATIONS.len(), "each migration ran exactly once: {applied:?}");
+        }
     }
 
     #[test]

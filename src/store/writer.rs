@@ -262,12 +262,14 @@ fn commit_batch(
         for job in batch.iter_mut() {
             let saved_head = tx.head.clone();
             let saved_effects = tx.effects.len();
+            let saved_outbox = tx.outbox_written;
             conn.execute_batch("SAVEPOINT command").map_err(db_error)?;
             if job.run(&mut tx) {
                 conn.execute_batch("RELEASE command").map_err(db_error)?;
             } else {
                 tx.head = saved_head;
                 tx.effects.truncate(saved_effects);
+                tx.outbox_written = saved_outbox;
                 conn.execute_batch("ROLLBACK TO command; RELEASE command").map_err(db_error)?;
             }
         }

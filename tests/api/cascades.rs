@@ -281,6 +281,14 @@ async fn narrowing_permissions_revokes_only_sessions_holding_a_removed_scope_and
         let want = if name.starts_with("u_") { &narrowed } else { &whole };
         assert_eq!(&scopes_of(d.ok()), want, "delegation {name}");
     }
+    // Each narrowing is on record with the ids its platform's and user's webhooks filter on.
+    let d = app.get(&format!("/v1/delegations/{}", scene.d("u_a1_i1")), &app.admin).await;
+    let d = d.ok().clone();
+    let events =
+        app.get(&format!("/v1/audit?action=delegation.narrowed&subject={}", scene.d("u_a1_i1")), &app.admin).await;
+    let narrowing = &events.ok()["items"][0];
+    assert_eq!(narrowing["details"]["platform_id"], d["platform_id"], "{narrowing}");
+    assert_eq!(narrowing["details"]["user_id"], scene.u.as_str(), "{narrowing}");
     let refused = app
         .open_session(&scene.p1.credential, json!({"delegation_id": scene.d("u_a1_i1"), "scopes": ["mail:send"]}))
         .await;

@@ -245,6 +245,20 @@ async fn replaying_a_rotated_refresh_token_revokes_the_session_and_audits_the_re
     assert_eq!(revoked[0]["cause_seq"].as_i64(), Some(reuse_seq));
     assert_eq!(revoked[0]["reason"], "refresh_token_reused");
     assert_eq!(record["revoked_by_seq"], revoked[0]["seq"]);
+    // The platform's own webhooks and stream see the refresh and the reuse: both name it.
+    assert_eq!(reuse[0]["details"]["platform_id"], world.platform.id.as_str());
+    let refreshed = audit(&app, &app.admin, &format!("action=session.refreshed&subject={session}")).await;
+    assert_eq!(refreshed[0]["details"]["platform_id"], world.platform.id.as_str(), "{refreshed:?}");
+    assert_eq!(refreshed[0]["details"]["user_id"], world.user.as_str());
+
+    // An auditor's coverage report for the reuse: the session, revoked by the event it caused.
+    let auditor = app.auditor().await;
+    let report = app.get(&format!("/v1/audit/coverage?event={reuse_seq}"), &auditor).await;
+    let report = report.ok();
+    assert_eq!(report["survivors"], serde_json::json!([]), "{report}");
+    assert_eq!(report["sessions"].as_array().map(Vec::len), Some(1), "{report}");
+    assert_eq!(report["sessions"][0]["session_id"], session.as_str());
+    assert_eq!(report["sessions"][0]["revoked_by_seq"], revoked[0]["seq"]);
 
     // The refresh token issued before the replay cannot bring the session back.
     let late = refresh(&app, &world.platform.credential, &session, &rt1).await;
