@@ -121,11 +121,12 @@ fn report(what: &str, completed: u64, took: Duration, latencies: &[Duration]) {
 
 async fn create_sessions(services: &Arc<Services>, chain: support::Chain) {
     let user = support::delegated_user(services, chain).await;
+    let admin = support::stored_admin(services).await;
     let s = services.clone();
     let (completed, took, latencies) = closed_loop(move || {
         let s = s.clone();
         async move {
-            s.open_session(support::admin(), support::new_session(user.delegation)).await.expect("create session");
+            s.open_session(admin, support::new_session(user.delegation)).await.expect("create session");
         }
     })
     .await;

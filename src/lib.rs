@@ -223,7 +223,9 @@ impl Services {
             self.readers.read(move |conn| Ok(ops::sessions::premint(conn, &env, &caller, &req, now))).await?
         };
         let env = self.env.clone();
-        self.writer.execute(move |tx| ops::sessions::create_session(tx, &env, &caller, req, preminted)).await
+        self.writer
+            .execute_as(&caller, move |tx| ops::sessions::create_session(tx, &env, &caller, req, preminted))
+            .await
     }
 
     /// The seq of the newest committed audit event.

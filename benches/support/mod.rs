@@ -36,6 +36,20 @@ pub fn admin() -> Caller {
     Caller { credential: CredentialId::generate(), role: Role::Admin }
 }
 
+/// An admin caller whose credential is in the store, for paths that check it is still live
+/// (`Services::open_session`, like every API write).
+pub async fn stored_admin(services: &Services) -> Caller {
+    let env = services.env.clone();
+    let created = services
+        .writer
+        .execute(move |tx| {
+            ops::objects::issue_credential(tx, &env, Actor::system(), Role::Admin, Some("bench".into()), None)
+        })
+        .await
+        .expect("admin credential");
+    Caller { credential: created.record.id, role: Role::Admin }
+}
+
 pub fn scopes(list: &[&str]) -> ScopeSet {
     list.iter().map(|s| Scope::parse(s).expect("scope")).collect()
 }

@@ -37,7 +37,7 @@ pub async fn create(
     Json(req): Json<NewCredential>,
 ) -> ApiResult<axum::Json<CreatedCredential>> {
     let env = state.env.clone();
-    write(&state, move |tx| {
+    write(&state, caller, move |tx| {
         let created = ops::objects::create_credential(tx, &env, &caller, req)?;
         let r = created.record;
         Ok(CreatedCredential {
@@ -71,5 +71,5 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Credential>> {
     let id = path_id(&id, CredentialId::parse)?;
-    write(&state, move |tx| ops::objects::revoke_credential(tx, &caller, id)).await
+    write(&state, caller, move |tx| ops::objects::revoke_credential(tx, &caller, id)).await
 }

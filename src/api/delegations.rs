@@ -37,7 +37,7 @@ pub async fn create(
     Authenticated(caller): Authenticated,
     Json(req): Json<NewDelegation>,
 ) -> ApiResult<axum::Json<Delegation>> {
-    write(&state, move |tx| ops::create_delegation(tx, &caller, req)).await
+    write(&state, caller, move |tx| ops::create_delegation(tx, &caller, req)).await
 }
 
 #[utoipa::path(get, path = "/v1/delegations", tag = "delegations", responses((status = 200, body = Vec<Delegation>)))]
@@ -77,5 +77,5 @@ pub async fn revoke(
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, DelegationId::parse)?;
-    write(&state, move |tx| ops::revoke_delegation(tx, &caller, id, req)).await
+    write(&state, caller, move |tx| ops::revoke_delegation(tx, &caller, id, req)).await
 }

@@ -111,13 +111,18 @@ pub fn page<T, E: std::fmt::Display>(
     Ok(PageRequest { limit, cursor: cursor.clone() })
 }
 
-/// Runs a write command and answers with its result as JSON.
-pub async fn write<T, F>(state: &AppState, command: F) -> std::result::Result<axum::Json<T>, ApiError>
+/// Runs a write command for `caller` (only while its credential is still live, checked inside
+/// the writer) and answers with its result as JSON.
+pub async fn write<T, F>(
+    state: &AppState,
+    caller: crate::domain::Caller,
+    command: F,
+) -> std::result::Result<axum::Json<T>, ApiError>
 where
     T: serde::Serialize + Send + 'static,
     F: FnOnce(&mut crate::store::Tx<'_>) -> Result<T> + Send + 'static,
 {
-    Ok(axum::Json(state.writer.execute(command).await?))
+    Ok(axum::Json(state.writer.execute_as(&caller, command).await?))
 }
 
 /// Runs a read with the caller's visibility and answers with its result as JSON.

@@ -124,7 +124,10 @@ pub async fn revoke(
     let reason = WithReason { reason: Some("oauth_token_revocation".into()) };
     let outcome = if token.starts_with("rt_") {
         let hash = crate::tokens::refresh::hash(&token);
-        state.writer.execute(move |tx| crate::ops::sessions::revoke_by_refresh_token(tx, &caller, &hash, reason)).await
+        state
+            .writer
+            .execute_as(&caller, move |tx| crate::ops::sessions::revoke_by_refresh_token(tx, &caller, &hash, reason))
+            .await
     } else {
         let Ok(verified) = state.authorizer.verified(&token) else { return done() };
         let claims = verified.claims.clone();
@@ -135,7 +138,9 @@ pub async fn revoke(
         }
         state
             .writer
-            .execute(move |tx| crate::ops::sessions::revoke_session_held(tx, &caller, claims.session, reason))
+            .execute_as(&caller, move |tx| {
+                crate::ops::sessions::revoke_session_held(tx, &caller, claims.session, reason)
+            })
             .await
     };
     match outcome {

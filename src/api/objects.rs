@@ -33,7 +33,7 @@ pub async fn create_platform(
     Authenticated(caller): Authenticated,
     Json(req): Json<NewPlatform>,
 ) -> ApiResult<axum::Json<Platform>> {
-    write(&state, move |tx| ops::create_platform(tx, &caller, req)).await
+    write(&state, caller, move |tx| ops::create_platform(tx, &caller, req)).await
 }
 
 #[utoipa::path(get, path = "/v1/platforms", tag = "platforms", responses((status = 200, body = Vec<Platform>)))]
@@ -66,7 +66,7 @@ pub async fn disable_platform(
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, PlatformId::parse)?;
-    write(&state, move |tx| ops::disable_platform(tx, &caller, id, req)).await
+    write(&state, caller, move |tx| ops::disable_platform(tx, &caller, id, req)).await
 }
 
 #[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = NewAgent, responses((status = 200, body = Agent)))]
@@ -75,7 +75,7 @@ pub async fn create_agent(
     Authenticated(caller): Authenticated,
     Json(req): Json<NewAgent>,
 ) -> ApiResult<axum::Json<Agent>> {
-    write(&state, move |tx| ops::create_agent(tx, &caller, req)).await
+    write(&state, caller, move |tx| ops::create_agent(tx, &caller, req)).await
 }
 
 #[utoipa::path(get, path = "/v1/agents", tag = "agents", responses((status = 200, body = Vec<Agent>)))]
@@ -108,7 +108,7 @@ pub async fn suspend_agent(
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, AgentId::parse)?;
-    write(&state, move |tx| ops::end_agent(tx, &caller, id, AgentStatus::Suspended, req)).await
+    write(&state, caller, move |tx| ops::end_agent(tx, &caller, id, AgentStatus::Suspended, req)).await
 }
 
 #[utoipa::path(post, path = "/v1/agents/{id}/deregister", tag = "agents", request_body = WithReason, responses((status = 200, body = Receipt)))]
@@ -119,7 +119,7 @@ pub async fn deregister_agent(
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, AgentId::parse)?;
-    write(&state, move |tx| ops::end_agent(tx, &caller, id, AgentStatus::Deregistered, req)).await
+    write(&state, caller, move |tx| ops::end_agent(tx, &caller, id, AgentStatus::Deregistered, req)).await
 }
 
 #[utoipa::path(post, path = "/v1/agents/{id}/resume", tag = "agents", request_body = WithReason, responses((status = 200, body = Agent)))]
@@ -130,7 +130,7 @@ pub async fn resume_agent(
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Agent>> {
     let id = path_id(&id, AgentId::parse)?;
-    write(&state, move |tx| ops::resume_agent(tx, &caller, id, req)).await
+    write(&state, caller, move |tx| ops::resume_agent(tx, &caller, id, req)).await
 }
 
 #[utoipa::path(post, path = "/v1/integrations", tag = "integrations", request_body = NewIntegration, responses((status = 200, body = Integration)))]
@@ -139,7 +139,7 @@ pub async fn create_integration(
     Authenticated(caller): Authenticated,
     Json(req): Json<NewIntegration>,
 ) -> ApiResult<axum::Json<Integration>> {
-    write(&state, move |tx| ops::create_integration(tx, &caller, req)).await
+    write(&state, caller, move |tx| ops::create_integration(tx, &caller, req)).await
 }
 
 #[utoipa::path(get, path = "/v1/integrations", tag = "integrations", responses((status = 200, body = Vec<Integration>)))]
@@ -172,5 +172,5 @@ pub async fn disable_integration(
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, IntegrationId::parse)?;
-    write(&state, move |tx| ops::disable_integration(tx, &caller, id, req)).await
+    write(&state, caller, move |tx| ops::disable_integration(tx, &caller, id, req)).await
 }

@@ -87,7 +87,7 @@ pub async fn revoke(
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, SessionId::parse)?;
-    write(&state, move |tx| ops::revoke_session(tx, &caller, id, req)).await
+    write(&state, caller, move |tx| ops::revoke_session(tx, &caller, id, req)).await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -111,8 +111,10 @@ pub async fn refresh(
         return Err(Error::InvalidGrant("the refresh token is not valid for this session".into()).into());
     }
     let env = state.env.clone();
-    let outcome =
-        state.writer.execute(move |tx| ops::refresh_session(tx, &env, &caller, id, &req.refresh_token)).await?;
+    let outcome = state
+        .writer
+        .execute_as(&caller, move |tx| ops::refresh_session(tx, &env, &caller, id, &req.refresh_token))
+        .await?;
     match outcome {
         RefreshOutcome::Rotated(tokens) => Ok(axum::Json(tokens)),
         RefreshOutcome::ReuseDetected(receipt) => Err(Error::InvalidGrant(format!(

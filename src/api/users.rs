@@ -33,7 +33,7 @@ pub async fn create(
     Authenticated(caller): Authenticated,
     Json(req): Json<NewUser>,
 ) -> ApiResult<axum::Json<User>> {
-    write(&state, move |tx| ops::create_user(tx, &caller, req)).await
+    write(&state, caller, move |tx| ops::create_user(tx, &caller, req)).await
 }
 
 #[utoipa::path(get, path = "/v1/users", tag = "users", responses((status = 200, body = Vec<User>)))]
@@ -73,7 +73,7 @@ pub async fn set_permissions(
     Json(req): Json<SetPermissions>,
 ) -> ApiResult<axum::Json<PermissionsChanged>> {
     let id = path_id(&id, UserId::parse)?;
-    write(&state, move |tx| {
+    write(&state, caller, move |tx| {
         ops::set_permissions(tx, &caller, id, req).map(|(user, receipt)| PermissionsChanged { user, receipt })
     })
     .await
@@ -87,7 +87,7 @@ pub async fn disable(
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, UserId::parse)?;
-    write(&state, move |tx| ops::disable_user(tx, &caller, id, req)).await
+    write(&state, caller, move |tx| ops::disable_user(tx, &caller, id, req)).await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/enable", tag = "users", request_body = WithReason, responses((status = 200, body = User)))]
@@ -98,7 +98,7 @@ pub async fn enable(
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<User>> {
     let id = path_id(&id, UserId::parse)?;
-    write(&state, move |tx| ops::enable_user(tx, &caller, id, req)).await
+    write(&state, caller, move |tx| ops::enable_user(tx, &caller, id, req)).await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/lifecycle-events", tag = "users", request_body = LifecycleEvent, responses((status = 200, body = Receipt)))]
@@ -109,7 +109,7 @@ pub async fn lifecycle_event(
     Json(req): Json<LifecycleEvent>,
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, UserId::parse)?;
-    write(&state, move |tx| ops::user_lifecycle_event(tx, &caller, id, req)).await
+    write(&state, caller, move |tx| ops::user_lifecycle_event(tx, &caller, id, req)).await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/sign-out-all", tag = "users", request_body = WithReason, responses((status = 200, body = Receipt)))]
@@ -120,7 +120,7 @@ pub async fn sign_out_all(
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, UserId::parse)?;
-    write(&state, move |tx| ops::sign_out_all(tx, &caller, id, req)).await
+    write(&state, caller, move |tx| ops::sign_out_all(tx, &caller, id, req)).await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/agents/{agent_id}/disconnect", tag = "users", request_body = WithReason, responses((status = 200, body = Receipt)))]
@@ -132,7 +132,7 @@ pub async fn disconnect_agent(
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, UserId::parse)?;
     let agent = path_id(&agent, AgentId::parse)?;
-    write(&state, move |tx| ops::disconnect(tx, &caller, id, Disconnect::Agent(agent), req)).await
+    write(&state, caller, move |tx| ops::disconnect(tx, &caller, id, Disconnect::Agent(agent), req)).await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/integrations/{integration_id}/disconnect", tag = "users", request_body = WithReason, responses((status = 200, body = Receipt)))]
@@ -144,5 +144,5 @@ pub async fn disconnect_integration(
 ) -> ApiResult<axum::Json<Receipt>> {
     let id = path_id(&id, UserId::parse)?;
     let integration = path_id(&integration, IntegrationId::parse)?;
-    write(&state, move |tx| ops::disconnect(tx, &caller, id, Disconnect::Integration(integration), req)).await
+    write(&state, caller, move |tx| ops::disconnect(tx, &caller, id, Disconnect::Integration(integration), req)).await
 }

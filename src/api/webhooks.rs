@@ -38,7 +38,7 @@ pub async fn create(
     Authenticated(caller): Authenticated,
     Json(req): Json<NewWebhook>,
 ) -> ApiResult<axum::Json<CreatedWebhook>> {
-    let axum::Json(webhook) = write(&state, move |tx| ops::create(tx, &caller, req)).await?;
+    let axum::Json(webhook) = write(&state, caller, move |tx| ops::create(tx, &caller, req)).await?;
     let secret = secret(&state.env.webhook_master, webhook.id);
     Ok(axum::Json(CreatedWebhook {
         id: webhook.id,
@@ -68,7 +68,7 @@ pub async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Webhook>> {
     let id = path_id(&id, WebhookId::parse)?;
-    write(&state, move |tx| ops::delete(tx, &caller, id)).await
+    write(&state, caller, move |tx| ops::delete(tx, &caller, id)).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -291,6 +291,21 @@ pub fn list_credentials(conn: &Connection, page: &PageRequest) -> Result<Page<Cr
     Select::new(rows::CREDENTIAL_COLUMNS, "credentials").page(conn, page, rows::credential, |c| c.id.to_string())
 }
 
+/// A credential's revocation and expiry as the store has them now (None: no such credential).
+pub fn credential_state(conn: &Connection, id: CredentialId) -> Result<Option<crate::views::CredentialState>> {
+    conn.prepare_cached("SELECT revoked_at, expires_at FROM credentials WHERE id = ?1")
+        .and_then(|mut st| {
+            st.query_row([id.to_string()], |r| {
+                Ok(crate::views::CredentialState {
+                    revoked: r.get::<_, Option<i64>>(0)?.is_some(),
+                    expires_at: r.get::<_, Option<i64>>(1)?.map(Timestamp),
+                })
+            })
+            .optional()
+        })
+        .map_err(db_error)
+}
+
 /// Every credential, for the in-memory credential view at start-up.
 pub fn all_credentials(conn: &Connection) -> Result<Vec<Credential>> {
     Select::new(rows::CREDENTIAL_COLUMNS, "credentials").rows(conn, rows::credential)

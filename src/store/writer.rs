@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::tx::{ChainHead, Effect, Tx};
 use super::{db_error, migrate, open_connection};
 use crate::clock::Clock;
-use crate::domain::{Error, Result};
+use crate::domain::{Caller, Error, Result};
 
 /// Most commands folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -137,6 +137,27 @@ impl Writer {
             })
             .map_err(|e| Error::internal(format!("spawn writer: {e}")))?;
         Ok(Writer { queue, stats })
+    }
+
+    /// [`Writer::execute`] on behalf of an API credential: the command runs only if the
+    /// credential is still live when its turn comes in the writer. The request checked it on
+    /// arrival, but a request can outlive that check (a slow body, a queue), and a revocation
+    /// must stop every write that commits after it.
+    pub async fn execute_as<T, F>(&self, caller: &Caller, command: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
+    {
+        let credential = caller.credential;
+        self.execute(move |tx| {
+            let live =
+                super::reads::credential_state(tx.conn(), credential)?.is_some_and(|state| state.is_live(tx.now()));
+            if !live {
+                return Err(Error::Unauthenticated("credential has been revoked or has expired".into()));
+            }
+            command(tx)
+        })
+        .await
     }
 
     pub fn stats(&self) -> WriterStats {

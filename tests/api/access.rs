@@ -398,6 +398,37 @@ async fn a_revoked_credential_stops_working_at_once() {
 }
 
 #[tokio::test]
+async fn a_write_whose_body_arrives_after_its_credential_was_revoked_is_refused() {
+    use tower::ServiceExt;
+    let app = TestApp::new().await;
+    let platform = app.platform("p").await;
+    let created =
+        app.post("/v1/credentials", &app.admin, json!({"role": "platform", "platform_id": platform.id})).await;
+    let id = created.ok()["id"].as_str().expect("id").to_owned();
+    let credential = created.body["credential"].as_str().expect("credential").to_owned();
+
+    // The request arrives, passes the credential check, and waits for its body.
+    let (send_body, body) = tokio::sync::oneshot::channel::<String>();
+    let slow_body = Body::from_stream(futures_util::stream::once(async move {
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(body.await.expect("the test sends the body")))
+    }));
+    let request = axum::http::Request::post("/v1/agents")
+        .header("authorization", format!("Bearer {credential}"))
+        .header("content-type", "application/json")
+        .body(slow_body)
+        .expect("request");
+    let pending = tokio::spawn(app.router.clone().oneshot(request));
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+
+    app.post(&format!("/v1/credentials/{id}/revoke"), &app.admin, json!({})).await.ok();
+    send_body.send(json!({"name": "late", "scopes": ["mail:read"]}).to_string()).expect("the request is waiting");
+    let answer = pending.await.expect("task").expect("response");
+    assert_eq!(answer.status(), 401, "a revoked credential's write was committed");
+    let agents = app.get("/v1/agents", &platform.credential).await;
+    assert_eq!(agents.ok()["items"], json!([]), "no agent was created");
+}
+
+#[tokio::test]
 async fn a_credential_past_its_ttl_stops_working() {
     let app = TestApp::new().await;
     let created = app.post("/v1/credentials", &app.admin, json!({"role": "auditor", "ttl_seconds": 60})).await;
