@@ -1,11 +1,15 @@
 //! /v1/audit: the log, its verification, its export, and revocation coverage (auditor, admin).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::auth::Authenticated;
@@ -163,34 +167,56 @@ pub async fn verify(
     read(&state, reads::verify_audit).await
 }
 
+/// How long an export waits for its client to take the next chunk before it gives up: the
+/// export's read transaction pins the WAL (no checkpoint can finish past it) while it lasts.
+const EXPORT_STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// NDJSON, one event a line in seq order, streamed in chunks so a large log is never held whole.
 #[utoipa::path(get, path = "/v1/audit/export", tag = "audit", responses((status = 200, content_type = "application/x-ndjson", body = String)))]
 pub async fn export(State(state): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
     auditor(&caller)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<Vec<u8>, std::io::Error>>(8);
     let readers = state.readers.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let gave_up = Arc::new(AtomicBool::new(false));
+    let stalled = gave_up.clone();
     tokio::task::spawn_blocking(move || {
         let mut chunk = Vec::with_capacity(64 * 1024);
-        let outcome = readers.read_now(|conn| {
+        let send = |chunk| {
+            let sent = runtime.block_on(tx.send_timeout(chunk, EXPORT_STALL_LIMIT)).is_ok();
+            if !sent {
+                stalled.store(true, Ordering::SeqCst);
+            }
+            sent
+        };
+        let outcome = readers.read_own(|conn| {
             reads::each_audit_event(conn, 0, |event| {
                 if serde_json::to_writer(&mut chunk, &event).is_err() {
                     return false;
                 }
                 chunk.push(b'\n');
                 if chunk.len() >= 60 * 1024 {
-                    return tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_ok();
+                    return send(Ok(std::mem::take(&mut chunk)));
                 }
                 true
             })
         });
         if let Err(e) = outcome {
             tracing::error!(error = %e, "audit export failed");
-            let _ = tx.blocking_send(Err(std::io::Error::other("export failed")));
+            send(Err(std::io::Error::other("export failed")));
         } else if !chunk.is_empty() {
-            let _ = tx.blocking_send(Ok(chunk));
+            send(Ok(chunk));
         }
     });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    // An export that gave up ends in an error, so the client sees a broken transfer rather than
+    // a log that merely looks shorter.
+    let ending = futures_util::stream::once(async move {
+        gave_up
+            .load(Ordering::SeqCst)
+            .then(|| Err(std::io::Error::other("the export stopped: the client did not read for too long")))
+    })
+    .filter_map(std::future::ready);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).chain(ending);
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::from_stream(stream))

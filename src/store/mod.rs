@@ -64,13 +64,22 @@ pub fn db_error(e: rusqlite::Error) -> Error {
 pub struct ReadPool {
     conns: Vec<Mutex<Connection>>,
     next: AtomicUsize,
+    path: PathBuf,
 }
 
 impl ReadPool {
     pub fn open(path: &Path, size: usize) -> Result<Self> {
         let conns =
             (0..size.max(1)).map(|_| open_connection(path, true).map(Mutex::new)).collect::<Result<Vec<_>>>()?;
-        Ok(ReadPool { conns, next: AtomicUsize::new(0) })
+        Ok(ReadPool { conns, next: AtomicUsize::new(0), path: path.to_owned() })
+    }
+
+    /// Runs a read on a connection of its own, opened for it and closed after, on the calling
+    /// thread: for a read whose pace a client sets (an export streamed to a slow reader), which
+    /// must never hold a pooled connection that every other request may be waiting for.
+    pub fn read_own<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = open_connection(&self.path, true)?;
+        f(&conn)
     }
 
     /// Runs a read on a pooled connection, on a blocking thread.

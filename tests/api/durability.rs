@@ -426,3 +426,32 @@ async fn a_credential_minted_by_the_cli_on_a_live_data_directory_works_at_once_a
     let minted = audit(&app, "action=credential.created").await;
     assert!(minted.iter().any(|e| e["details"]["role"] == "auditor"), "the CLI's mint is on record");
 }
+
+#[tokio::test]
+async fn an_export_nobody_reads_leaves_every_other_read_answering() {
+    use tower::ServiceExt;
+    let app = TestApp::new().await;
+    let user = app.user("idp|exported", &["mail:read"]).await;
+    // Well over what the export may buffer (8 chunks of ~60 KiB): it has to wait for its reader.
+    let path = format!("/v1/users/{user}/lifecycle-events");
+    let writes = (0..1500).map(|_| app.post(&path, &app.admin, json!({"type": "password_reset"})));
+    for answer in futures_util::future::join_all(writes).await {
+        answer.ok();
+    }
+
+    let request = axum::http::Request::get("/v1/audit/export")
+        .header("authorization", format!("Bearer {}", app.admin))
+        .body(Body::empty())
+        .expect("request");
+    let unread = app.router.clone().oneshot(request).await.expect("export answered");
+    assert_eq!(unread.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    for _ in 0..12 {
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), app.get("/v1/platforms", &app.admin))
+            .await
+            .expect("a read waited behind the stalled export");
+        read.ok();
+    }
+    drop(unread);
+}
