@@ -60,6 +60,17 @@ async fn known_credential(state: &AppState, id: crate::domain::CredentialId) -> 
     Ok(state.views.credentials.insert_if_absent(id, read))
 }
 
+/// The API key that signed the request's credential, for a long-lived answer (the event stream)
+/// that must end when that key is retired. None if the request carries no valid credential.
+pub fn credential_key(state: &AppState, headers: &axum::http::HeaderMap) -> Option<u32> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
+    match state.credential_cache.get(token) {
+        Some((_, kid)) => Some(kid),
+        None => tokens::credential::verify(&state.env.api_keys, token).ok().map(|(_, kid)| kid),
+    }
+}
+
 /// Credentials verified before, by their exact text, with the key that signed them.
 pub type CredentialCache = crate::views::Sharded<Box<str>, (CredentialClaims, u32)>;
 

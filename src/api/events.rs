@@ -27,8 +27,11 @@ use crate::store::reads::{self, AuditFilter};
 /// How long an idle stream goes without checking that its credential is still live.
 const RECHECK_CREDENTIAL: Duration = Duration::from_secs(5);
 
-fn credential_still_live(state: &AppState, credential: CredentialId) -> bool {
+/// Not revoked, not expired, and its signing key not retired: what a request is checked for on
+/// arrival, checked again for as long as the stream lasts.
+fn credential_still_live(state: &AppState, credential: CredentialId, kid: u32) -> bool {
     state.views.credentials.get(&credential).is_some_and(|c| c.is_live(state.clock.now()))
+        && state.env.api_keys.is_active(kid)
 }
 
 pub fn router() -> Router<AppState> {
@@ -56,6 +59,8 @@ pub async fn events(
     headers: HeaderMap,
     Query(q): Query<EventsQuery>,
 ) -> ApiResult<impl axum::response::IntoResponse> {
+    let kid = super::auth::credential_key(&state, &headers)
+        .ok_or_else(|| Error::Unauthenticated("credential is not valid".into()))?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned).or(q.after);
     let after = match resume {
         None => state.writer_head_seq().await?,
@@ -88,9 +93,13 @@ pub async fn events(
         }
         loop {
             // The credential is checked again on every event and at least every few seconds:
-            // a stream ends once its credential is revoked or expires.
-            let received = tokio::time::timeout(RECHECK_CREDENTIAL, live.recv()).await;
-            if !credential_still_live(&state, credential) {
+            // a stream ends once its credential is revoked or expires or its key is retired.
+            // A client that went away ends it too, even if it would never be sent an event.
+            let received = tokio::select! {
+                received = tokio::time::timeout(RECHECK_CREDENTIAL, live.recv()) => received,
+                () = tx.closed() => return,
+            };
+            if !credential_still_live(&state, credential, kid) {
                 return;
             }
             let Ok(received) = received else { continue };

@@ -1139,6 +1139,62 @@ async fn revoking_an_auditors_credential_deletes_its_webhooks_with_an_audited_ca
 }
 
 #[tokio::test]
+async fn an_event_stream_ends_when_the_api_key_that_signed_its_credential_is_retired() {
+    let app = TestApp::new().await;
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    let (_, verifier) = credential_with_id(&app, "verifier").await;
+    let mut stream = EventStream::open(&app, &verifier, None).await;
+    let first = open_session(&app, &world, &["mail:read"]).await["session"]["id"].as_str().expect("id").to_owned();
+    revoke(&app, &world, &first, "seen").await;
+    assert_eq!(stream.next().await.event.as_deref(), Some("session.revoked"));
+
+    // A new API key, an admin credential under it, then the first key (the verifier's) retired.
+    app.post("/v1/keys/rotate", &app.admin, json!({"purpose": "api"})).await.ok();
+    let (_, admin2) = credential_with_id(&app, "admin").await;
+    app.post("/v1/keys/1/retire", &admin2, json!({"purpose": "api"})).await.ok();
+    app.get("/v1/keys", &verifier).await.problem(401, "unauthenticated");
+
+    let platform2 =
+        app.post("/v1/credentials", &admin2, json!({"role": "platform", "platform_id": world.platform.id})).await;
+    let platform2 = platform2.ok()["credential"].as_str().expect("credential").to_owned();
+    let later =
+        app.post("/v1/sessions", &platform2, json!({"delegation_id": world.delegation, "scopes": ["mail:read"]})).await;
+    let later = later.ok()["session"]["id"].as_str().expect("id").to_owned();
+    app.post(&format!("/v1/sessions/{later}/revoke"), &admin2, json!({"reason": "unseen"})).await.ok();
+    // The new key's announcement came while the old key was active; nothing after the retirement.
+    let mut delivered = Vec::new();
+    while let Some(event) = stream.next_within(WAIT).await {
+        delivered.push(event.event.unwrap_or_default());
+    }
+    assert_eq!(delivered, ["key.added"], "a stream under a retired key must end, not deliver");
+}
+
+#[tokio::test]
+async fn an_event_stream_whose_client_went_away_stops_listening_even_if_nothing_is_sent() {
+    let app = TestApp::new().await;
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    let user = app.user_credential(&world.user).await;
+    let listeners = || app.app.services.views.events.receiver_count();
+    let before = listeners();
+    let stream = EventStream::open(&app, &user, None).await;
+    let opened = tokio::time::timeout(WAIT, async {
+        while listeners() == before {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(opened.is_ok(), "the stream subscribed");
+    drop(stream);
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        while listeners() != before {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a stream nobody reads must stop listening, not wait for an event it may never see");
+}
+
+#[tokio::test]
 async fn an_event_stream_ends_when_its_credential_is_revoked() {
     let app = TestApp::new().await;
     let world = app.world(&["mail:read"], &["mail:read"]).await;
