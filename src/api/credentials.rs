@@ -1,13 +1,13 @@
 //! /v1/credentials: minting, listing and revoking API credentials (admin).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::auth::Authenticated;
-use super::problem::{path_id, ApiResult, Json, Query};
+use super::problem::{path_id, ApiResult, Json, Path, Query};
 use super::{page, read, write, AppState, RawPage};
 use crate::domain::*;
 use crate::ops::{self, commands::NewCredential};

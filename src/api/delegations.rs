@@ -1,12 +1,12 @@
 //! /v1/delegations: a user's consent that an agent act for them through an integration.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
 use super::auth::Authenticated;
-use super::problem::{path_id, ApiResult, Json, OptionalJson, Query};
+use super::problem::{path_id, ApiResult, Json, OptionalJson, Path, Query};
 use super::{page, read, tenant_reader, write, AppState};
 use crate::domain::*;
 use crate::ops::commands::{NewDelegation, WithReason};

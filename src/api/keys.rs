@@ -1,13 +1,13 @@
 //! /v1/keys and /v1/revocations: what an offline verifier needs; key rotation for admins.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Authenticated;
-use super::problem::{ApiResult, Query};
+use super::problem::{ApiResult, Path, Query};
 use super::AppState;
 use crate::domain::*;
 use crate::store::reads::{self, Page};

@@ -1,11 +1,11 @@
 //! /v1/platforms, /v1/agents, /v1/integrations: what platforms register, and their lifecycles.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::Router;
 
 use super::auth::Authenticated;
-use super::problem::{path_id, ApiResult, Json, OptionalJson, Query};
+use super::problem::{path_id, ApiResult, Json, OptionalJson, Path, Query};
 use super::{page, read, tenant_reader, write, AppState, RawPage};
 use crate::domain::*;
 use crate::ops::commands::{NewAgent, NewIntegration, NewPlatform, WithReason};

@@ -136,6 +136,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     }
 }
 
+/// axum's `Path`, answering a segment it cannot take (not UTF-8 once percent-decoded, say) with
+/// a problem+json 400 instead of axum's plain-text one.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => Err(ApiError(Error::invalid(format!("path parameter: {}", rejection.body_text())))),
+        }
+    }
+}
+
 /// Parses a path segment into a typed id, naming the parameter when it is not one.
 pub fn path_id<T>(value: &str, parse: impl Fn(&str) -> Result<T, crate::domain::ids::IdError>) -> Result<T, ApiError> {
     parse(value).map_err(|e| ApiError(Error::invalid(format!("path parameter: {e}"))))

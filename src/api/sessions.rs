@@ -1,13 +1,13 @@
 //! /v1/sessions: opening agent sessions, reading them, revoking them.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::auth::Authenticated;
-use super::problem::{path_id, ApiResult, Json, OptionalJson, Query};
+use super::problem::{path_id, ApiResult, Json, OptionalJson, Path, Query};
 use super::{page, read, tenant_reader, write, AppState};
 use crate::domain::*;
 use crate::ops::commands::{NewSession, WithReason};

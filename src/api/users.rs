@@ -1,13 +1,13 @@
 //! /v1/users: the delegating people, their permissions, and the triggers they or an admin pull.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post, put};
 use axum::Router;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::auth::Authenticated;
-use super::problem::{path_id, ApiResult, Json, OptionalJson, Query};
+use super::problem::{path_id, ApiResult, Json, OptionalJson, Path, Query};
 use super::{page, read, tenant_reader, write, AppState, RawPage};
 use crate::domain::*;
 use crate::ops::commands::{LifecycleEvent, NewUser, SetPermissions, WithReason};

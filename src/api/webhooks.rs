@@ -1,13 +1,13 @@
 //! /v1/webhooks: subscriptions to signed event deliveries, and their delivery records.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Authenticated;
-use super::problem::{path_id, ApiResult, Json, Query};
+use super::problem::{path_id, ApiResult, Json, Path, Query};
 use super::{page, read, write, AppState, RawPage};
 use crate::domain::*;
 use crate::events::webhooks::secret;

@@ -580,3 +580,18 @@ async fn audit_pagination_walks_every_event_once_in_seq_order() {
 
     assert_eq!(seqs, (1..=head).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_path_segment_that_is_not_utf8_is_a_problem_json_400() {
+    let app = TestApp::new().await;
+    for (method, path) in [
+        (Method::GET, "/v1/sessions/%FF"),
+        (Method::POST, "/v1/users/%FF/agents/%FE/disconnect"),
+        (Method::POST, "/v1/keys/%FF/retire"),
+        (Method::GET, "/v1/platforms/%C3%28"),
+    ] {
+        let answer = app.call(method.clone(), path, &app.admin, None).await;
+        let detail = answer.problem(400, "invalid_request");
+        assert!(detail.contains("path parameter"), "{method} {path}: {detail}");
+    }
+}
