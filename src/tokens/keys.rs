@@ -48,6 +48,10 @@ pub struct KeyRing {
     purpose: KeyPurpose,
     dir: PathBuf,
     entries: RwLock<Vec<Entry>>,
+    /// Held by every change (reload, rotate, retire) from its first file access to its last, so
+    /// a reload's scan of the files cannot overwrite a rotation or retirement made meanwhile.
+    /// Readers never take it: they only see `entries` swapped or updated under its own lock.
+    changes: std::sync::Mutex<()>,
 }
 
 /// A public view of one key.
@@ -91,12 +95,21 @@ impl KeyRing {
     pub fn load_or_create(dir: &Path, purpose: KeyPurpose) -> Result<KeyRing> {
         fs::create_dir_all(dir).map_err(|e| Error::internal(format!("create {}: {e}", dir.display())))?;
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-        let ring = KeyRing { purpose, dir: dir.to_owned(), entries: RwLock::new(Vec::new()) };
+        let ring = KeyRing {
+            purpose,
+            dir: dir.to_owned(),
+            entries: RwLock::new(Vec::new()),
+            changes: std::sync::Mutex::new(()),
+        };
         ring.reload()?;
         if ring.read().is_empty() {
             ring.rotate()?;
         }
         Ok(ring)
+    }
+
+    fn change(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Entry>> {
@@ -106,6 +119,7 @@ impl KeyRing {
     /// Re-reads the key files (a running instance does so every second, so `tether keys …` run beside
     /// it takes effect at once).
     pub fn reload(&self) -> Result<()> {
+        let _change = self.change();
         let prefix = format!("{}-", self.purpose.file_prefix());
         let mut entries = Vec::new();
         let listing =
@@ -134,6 +148,7 @@ impl KeyRing {
 
     /// Adds a new signing key with the next key id; older keys keep verifying.
     pub fn rotate(&self) -> Result<u32> {
+        let _change = self.change();
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let kid = entries.iter().map(|e| e.kid).max().unwrap_or(0) + 1;
         let keypair = KeyPair::new_with_algorithm(Algorithm::Ed25519);
@@ -144,6 +159,7 @@ impl KeyRing {
 
     /// Retires a key: every token under it stops verifying. The last active key cannot be retired.
     pub fn retire(&self, kid: u32) -> Result<()> {
+        let _change = self.change();
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let active = entries.iter().filter(|e| e.status == KeyStatus::Active).count();
         let entry = entries.iter_mut().find(|e| e.kid == kid).ok_or(Error::NotFound("key"))?;
@@ -225,6 +241,35 @@ pub fn load_or_create_secret(dir: &Path, name: &str) -> Result<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_running_beside_rotations_and_retirements_never_undoes_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ring = std::sync::Arc::new(KeyRing::load_or_create(dir.path(), KeyPurpose::Api).expect("ring"));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reloader = {
+            let (ring, stop) = (ring.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    ring.reload().expect("reload");
+                    // Back to back, but leaving the lock free now and then, as the 1 s reload does.
+                    std::thread::sleep(std::time::Duration::from_micros(10));
+                }
+            })
+        };
+        let mut previous = 1;
+        for _ in 0..400 {
+            let kid = ring.rotate().expect("rotate");
+            ring.retire(previous).expect("retire");
+            for _ in 0..20 {
+                assert!(ring.is_active(kid), "key {kid} vanished after rotate returned");
+                assert!(!ring.is_active(previous), "key {previous} came back after retire returned");
+            }
+            previous = kid;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reloader.join().expect("reloader");
+    }
 
     #[test]
     fn a_new_ring_creates_a_private_key_file_readable_only_by_its_owner() {
