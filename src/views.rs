@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 use crate::audit::AuditEvent;
 use crate::domain::{CredentialId, SessionId, Timestamp};
 use crate::store::writer::EffectSink;
-use crate::store::Effect;
+use crate::store::{Effect, Withdrawn};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -44,6 +44,10 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
 
     pub fn insert(&self, key: K, value: V) {
         self.shard(&key).write().unwrap_or_else(|p| p.into_inner()).insert(key, value);
+    }
+
+    pub fn remove(&self, key: &K) {
+        self.shard(key).write().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 
     /// Inserts unless the key is present; returns the value the map now holds for it.
@@ -107,6 +111,10 @@ impl LiveView {
 
     pub fn set(&self, id: SessionId, state: LiveSession) {
         self.sessions.insert(id.uuid().as_u128(), state);
+    }
+
+    pub fn remove(&self, id: SessionId) {
+        self.sessions.remove(&id.uuid().as_u128());
     }
 
     pub fn len(&self) -> usize {
@@ -176,6 +184,42 @@ impl EffectSink for Views {
                     // No subscriber is fine; a lagging one is told it lagged and resumes from the store.
                     let _ = self.events.send(event.clone());
                 }
+            }
+        }
+    }
+
+    fn withdraw(&self, effects: &[Effect]) -> Withdrawn {
+        let mut withdrawn = Withdrawn::default();
+        for effect in effects {
+            match effect {
+                Effect::SessionRevoked { id, expires_at } => {
+                    let before = self.sessions.get(*id).map(|s| (s.revoked, s.expires_at));
+                    withdrawn.sessions.push((*id, before));
+                    self.sessions.set(*id, LiveSession { revoked: true, expires_at: *expires_at });
+                }
+                Effect::Credential { id, revoked: true, expires_at } => {
+                    let before = self.credentials.get(id).map(|c| (c.revoked, c.expires_at));
+                    withdrawn.credentials.push((*id, before));
+                    self.credentials.insert(*id, CredentialState { revoked: true, expires_at: *expires_at });
+                }
+                _ => {}
+            }
+        }
+        withdrawn
+    }
+
+    fn restore(&self, withdrawn: Withdrawn) {
+        // Newest first, so a session withdrawn twice in one batch ends as it was before both.
+        for (id, before) in withdrawn.sessions.into_iter().rev() {
+            match before {
+                Some((revoked, expires_at)) => self.sessions.set(id, LiveSession { revoked, expires_at }),
+                None => self.sessions.remove(id),
+            }
+        }
+        for (id, before) in withdrawn.credentials.into_iter().rev() {
+            match before {
+                Some((revoked, expires_at)) => self.credentials.insert(id, CredentialState { revoked, expires_at }),
+                None => self.credentials.remove(&id),
             }
         }
     }

@@ -19,7 +19,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::domain::{Error, Result};
 
-pub use tx::{Effect, Tx};
+pub use tx::{Effect, Tx, Withdrawn};
 pub use writer::{Writer, WriterStats};
 
 /// Opens a connection with the pragmas every tether connection uses.

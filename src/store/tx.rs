@@ -22,6 +22,17 @@ pub enum Effect {
     Audited(std::sync::Arc<AuditEvent>),
 }
 
+/// What [`EffectSink::withdraw`](super::writer::EffectSink::withdraw) replaced before a COMMIT, to
+/// put back if the COMMIT fails: each entry's previous state, `None` where there was none.
+#[derive(Debug, Default)]
+pub struct Withdrawn {
+    pub sessions: Vec<(SessionId, Option<(bool, Timestamp)>)>,
+    pub credentials: Vec<(CredentialId, Option<CredentialBefore>)>,
+}
+
+/// A credential's view entry before it was withdrawn: (revoked, expires_at).
+pub type CredentialBefore = (bool, Option<Timestamp>);
+
 /// The end of the audit chain as seen inside the writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainHead {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::tx::{ChainHead, Effect, Tx};
+use super::tx::{ChainHead, Effect, Tx, Withdrawn};
 use super::{db_error, migrate, open_connection};
 use crate::clock::Clock;
 use crate::domain::{Caller, Error, Result};
@@ -71,6 +71,17 @@ type Job = Box<dyn Command>;
 /// Receives the effects of each committed batch (the live view, the event bus).
 pub trait EffectSink: Send + Sync {
     fn apply(&self, effects: &[Effect]);
+
+    /// Called just before COMMIT: applies at once the effects that only take access away (a
+    /// revoked session or credential), so nobody who reads the committed database can see a
+    /// revocation the hot path does not enforce yet. Denying early is safe; what it replaced
+    /// comes back through [`EffectSink::restore`] if the COMMIT fails.
+    fn withdraw(&self, _effects: &[Effect]) -> Withdrawn {
+        Withdrawn::default()
+    }
+
+    /// Puts back what [`EffectSink::withdraw`] replaced, after a failed COMMIT.
+    fn restore(&self, _withdrawn: Withdrawn) {}
 }
 
 /// Handle to the writer thread; cheap to clone.
@@ -229,7 +240,7 @@ fn run(
             }
         }
         stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        match commit_batch(&conn, &mut head, &mut batch, &clock, stats) {
+        match commit_batch(&conn, &mut head, &mut batch, &clock, stats, sink.as_ref()) {
             Ok(effects) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
                 sink.apply(&effects);
@@ -260,6 +271,7 @@ fn commit_batch(
     batch: &mut [Job],
     clock: &Clock,
     stats: &Counters,
+    sink: &dyn EffectSink,
 ) -> Result<Vec<Effect>> {
     let started = Instant::now();
     conn.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?;
@@ -296,10 +308,14 @@ fn commit_batch(
         }
     }
     add_time(&stats.running_nanos, started);
+    let withdrawn = sink.withdraw(&tx.effects);
     let committing = Instant::now();
     let committed = conn.execute_batch("COMMIT").map_err(db_error);
     add_time(&stats.commit_nanos, committing);
-    committed?;
+    if let Err(e) = committed {
+        sink.restore(withdrawn);
+        return Err(e);
+    }
     if tx.outbox_written {
         tx.effects.push(Effect::OutboxWritten);
     }
@@ -349,6 +365,53 @@ mod tests {
         assert_eq!(next, first + 1, "the chain continues from the last committed event");
         let report = crate::store::reads::verify_audit(&open_connection(&path, true).unwrap()).unwrap();
         assert!(report.ok, "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_fails_puts_back_the_revocations_applied_before_it() {
+        use crate::domain::{SessionId, Timestamp};
+        use crate::views::{LiveSession, Views};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tether.db");
+        let views = Arc::new(Views::default());
+        let writer = Writer::start(&path, Arc::new(Clock::default()), views.clone()).unwrap();
+        // A deferred foreign key is checked only at COMMIT: a dangling row makes COMMIT fail.
+        writer
+            .execute(|tx| {
+                tx.conn()
+                    .execute_batch(
+                        "CREATE TABLE parent (id TEXT PRIMARY KEY);
+                         CREATE TABLE child (parent_id TEXT REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);",
+                    )
+                    .map_err(db_error)
+            })
+            .await
+            .unwrap();
+        let (known, unknown) = (SessionId::generate(), SessionId::generate());
+        let live = LiveSession { revoked: false, expires_at: Timestamp(i64::MAX) };
+        views.sessions.set(known, live);
+
+        let failed = writer
+            .execute(move |tx| {
+                for id in [known, unknown] {
+                    tx.effect(Effect::SessionRevoked { id, expires_at: Timestamp(i64::MAX) });
+                }
+                tx.conn().execute("INSERT INTO child VALUES ('nobody')", []).map_err(db_error)?;
+                Ok(())
+            })
+            .await;
+        assert!(failed.is_err(), "COMMIT should have failed on the dangling foreign key");
+        assert_eq!(views.sessions.get(known), Some(live), "the uncommitted revocation was put back");
+        assert_eq!(views.sessions.get(unknown), None, "a session the view did not hold is gone again");
+
+        writer
+            .execute(move |tx| {
+                tx.effect(Effect::SessionRevoked { id: known, expires_at: Timestamp(i64::MAX) });
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(views.sessions.get(known).map(|s| s.revoked), Some(true), "a committed revocation holds");
     }
 
     #[tokio::test]
