@@ -194,7 +194,10 @@ pub fn visible_to(role: &crate::domain::Role, event: &AuditEvent) -> bool {
     match role {
         Role::Admin | Role::Auditor => true,
         Role::Verifier => {
-            matches!(event.action.as_str(), "session.revoked" | "token.revoked_reuse" | "key.retired" | "key.added")
+            matches!(
+                event.action.as_str(),
+                "session.revoked" | "token.revoked_reuse" | "key.retired" | "key.added" | "key.reactivated"
+            )
         }
         Role::Platform(p) => {
             let id = p.to_string();

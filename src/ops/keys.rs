@@ -31,10 +31,12 @@ pub fn sync(tx: &mut Tx<'_>, actor: Actor, purpose: KeyPurpose, keys: &[PublicKe
     for key in keys {
         let status = status_name(key.status);
         let known = writes::signing_key_status(tx, name, key.kid)?;
-        let action = match known.as_deref() {
-            Some(s) if s == status => continue,
-            None if key.status == KeyStatus::Active => "key.added",
-            _ => "key.retired",
+        let action = match (known.as_deref(), key.status) {
+            (Some(s), _) if s == status => continue,
+            (None, KeyStatus::Active) => "key.added",
+            // Its `.retired` marker was removed by hand: the key verifies again.
+            (Some(_), KeyStatus::Active) => "key.reactivated",
+            (_, KeyStatus::Retired) => "key.retired",
         };
         writes::upsert_signing_key(tx, name, key.kid, status, &key.public_key)?;
         tx.audit(NewEvent::new(actor.clone(), action, Subject::new("key", format!("{name}:{}", key.kid))).details(

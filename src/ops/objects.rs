@@ -74,8 +74,8 @@ pub fn issue_credential(
         expires_at,
         revoked_at: None,
     };
-    let secret = tokens::credential::mint(&env.api_keys, &CredentialClaims { id, role, expires_at })?;
-    writes::insert_credential(tx, &record)?;
+    let (secret, kid) = tokens::credential::mint(&env.api_keys, &CredentialClaims { id, role, expires_at })?;
+    writes::insert_credential(tx, &record, kid)?;
     tx.audit(NewEvent::new(actor, "credential.created", Subject::new("credential", id)).details(json!({
         "role": record.role, "platform_id": platform_id, "user_id": user_id, "label": record.label,
     })))?;

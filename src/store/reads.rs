@@ -292,18 +292,23 @@ pub fn list_credentials(conn: &Connection, page: &PageRequest) -> Result<Page<Cr
 }
 
 /// A credential's revocation and expiry as the store has them now (None: no such credential).
+/// A credential whose signing key the store knows to be retired counts as revoked.
 pub fn credential_state(conn: &Connection, id: CredentialId) -> Result<Option<crate::views::CredentialState>> {
-    conn.prepare_cached("SELECT revoked_at, expires_at FROM credentials WHERE id = ?1")
-        .and_then(|mut st| {
-            st.query_row([id.to_string()], |r| {
-                Ok(crate::views::CredentialState {
-                    revoked: r.get::<_, Option<i64>>(0)?.is_some(),
-                    expires_at: r.get::<_, Option<i64>>(1)?.map(Timestamp),
-                })
+    conn.prepare_cached(
+        "SELECT c.revoked_at IS NOT NULL OR k.status IS 'retired', c.expires_at FROM credentials c
+         LEFT JOIN signing_keys k ON k.purpose = 'api' AND k.kid = c.kid
+         WHERE c.id = ?1",
+    )
+    .and_then(|mut st| {
+        st.query_row([id.to_string()], |r| {
+            Ok(crate::views::CredentialState {
+                revoked: r.get::<_, bool>(0)?,
+                expires_at: r.get::<_, Option<i64>>(1)?.map(Timestamp),
             })
-            .optional()
         })
-        .map_err(db_error)
+        .optional()
+    })
+    .map_err(db_error)
 }
 
 /// Every credential, for the in-memory credential view at start-up.

@@ -105,10 +105,12 @@ pub fn insert_session(tx: &Tx<'_>, s: &Session, depth: i64, created_seq: i64) ->
     .map(drop)
 }
 
-pub fn insert_credential(tx: &Tx<'_>, c: &Credential) -> Result<()> {
+/// Records a credential and the API key (`kid`) that signed it.
+pub fn insert_credential(tx: &Tx<'_>, c: &Credential, kid: u32) -> Result<()> {
     exec(
         tx,
-        "INSERT INTO credentials (id, role, platform_id, user_id, label, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO credentials (id, role, platform_id, user_id, label, created_at, expires_at, kid)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             c.id.to_string(),
             c.role.as_str(),
@@ -116,7 +118,8 @@ pub fn insert_credential(tx: &Tx<'_>, c: &Credential) -> Result<()> {
             c.user_id.map(|u| u.to_string()),
             c.label,
             c.created_at.millis(),
-            c.expires_at.map(|t| t.millis())
+            c.expires_at.map(|t| t.millis()),
+            kid
         ],
     )
     .map(drop)

@@ -16,9 +16,10 @@ pub struct CredentialClaims {
 }
 
 /// Mints a credential; facts are terms, never formatted datalog.
-pub fn mint(ring: &KeyRing, claims: &CredentialClaims) -> Result<String> {
+/// Mints a credential under the newest active API key: (the credential, that key's id).
+pub fn mint(ring: &KeyRing, claims: &CredentialClaims) -> Result<(String, u32)> {
     let build =
-        |kid: u32, keypair: &biscuit_auth::KeyPair| -> std::result::Result<String, biscuit_auth::error::Token> {
+        |kid: u32, keypair: &biscuit_auth::KeyPair| -> std::result::Result<(String, u32), biscuit_auth::error::Token> {
             let mut b = BiscuitBuilder::new()
                 .fact(fact("credential", vec![string(claims.id)]))?
                 .fact(fact("role", vec![string(claims.role.kind().as_str())]))?;
@@ -31,7 +32,7 @@ pub fn mint(ring: &KeyRing, claims: &CredentialClaims) -> Result<String> {
                 let params = HashMap::from([("expiry".to_owned(), date(expires_at))]);
                 b = b.code_with_params("check if time($t), $t < {expiry};", params, HashMap::new())?;
             }
-            b.root_key_id(kid).build(keypair)?.to_base64()
+            Ok((b.root_key_id(kid).build(keypair)?.to_base64()?, kid))
         };
     ring.with_signing_key(build)?.map_err(|e| Error::internal(format!("mint credential: {e}")))
 }

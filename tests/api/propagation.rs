@@ -1108,6 +1108,29 @@ fn pending_deliveries_for(app: &TestApp, webhook: &str) -> i64 {
 }
 
 #[tokio::test]
+async fn a_webhook_whose_owners_api_key_was_retired_gets_nothing_more() {
+    let app = TestApp::new().await;
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    let (_, auditor) = credential_with_id(&app, "auditor").await;
+    let (hook, _) = create_webhook(&app, &auditor, "http://127.0.0.1:9/never").await;
+    let first = open_session(&app, &world, &["mail:read"]).await["session"]["id"].as_str().expect("id").to_owned();
+    revoke(&app, &world, &first, "seen").await;
+    assert_eq!(pending_deliveries_for(&app, &hook), 1, "the webhook receives while its key is active");
+
+    app.post("/v1/keys/rotate", &app.admin, json!({"purpose": "api"})).await.ok();
+    let (_, admin2) = credential_with_id(&app, "admin").await;
+    app.post("/v1/keys/1/retire", &admin2, json!({"purpose": "api"})).await.ok();
+    let platform2 =
+        app.post("/v1/credentials", &admin2, json!({"role": "platform", "platform_id": world.platform.id})).await;
+    let platform2 = platform2.ok()["credential"].as_str().expect("credential").to_owned();
+    let later =
+        app.post("/v1/sessions", &platform2, json!({"delegation_id": world.delegation, "scopes": ["mail:read"]})).await;
+    let later = later.ok()["session"]["id"].as_str().expect("id").to_owned();
+    app.post(&format!("/v1/sessions/{later}/revoke"), &platform2, json!({})).await.ok();
+    assert_eq!(pending_deliveries_for(&app, &hook), 1, "nothing is queued for a credential under a retired key");
+}
+
+#[tokio::test]
 async fn revoking_an_auditors_credential_deletes_its_webhooks_with_an_audited_cause() {
     let app = TestApp::new().await;
     let world = app.world(&["mail:read"], &["mail:read"]).await;

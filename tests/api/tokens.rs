@@ -386,6 +386,21 @@ async fn rotating_then_retiring_the_agent_key_keeps_old_tokens_until_retirement_
 }
 
 #[tokio::test]
+async fn a_retired_key_whose_marker_is_removed_by_hand_is_audited_as_reactivated() {
+    let app = TestApp::new().await;
+    app.post("/v1/keys/rotate", &app.admin, json!({"purpose": "agent"})).await.ok();
+    app.post("/v1/keys/1/retire", &app.admin, json!({"purpose": "agent"})).await.ok();
+    std::fs::remove_file(app.dir.path().join("keys").join("agent-1.retired")).expect("the retired marker");
+    app.app.services.sync_keys().await.expect("sync");
+
+    assert_eq!(keys(&app, &app.admin, "agent").await, statuses(&[(1, "active"), (2, "active")]));
+    let back = audit(&app, &app.admin, "action=key.reactivated&subject=agent:1").await;
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0]["details"]["status"], "active");
+    assert_eq!(audit(&app, &app.admin, "action=key.retired&subject=agent:1").await.len(), 1, "retired once only");
+}
+
+#[tokio::test]
 async fn the_only_active_key_of_a_fresh_instance_cannot_be_retired() {
     let app = TestApp::new().await;
     app.post("/v1/keys/1/retire", &app.admin, json!({"purpose": "agent"})).await.problem(409, "conflict");
