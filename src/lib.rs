@@ -233,15 +233,21 @@ impl Services {
         self.readers.read(|conn| store::reads::chain_head(conn).map(|(seq, _)| seq)).await
     }
 
-    /// Re-reads both key rings from their files and audits any key added or retired.
+    /// Re-reads both key rings from their files and audits any key added, retired or reactivated.
+    /// The files are compared with what the audit log last recorded, not with the previous read:
+    /// a change whose audit write failed (here or in the keys API) is recorded at the next sync.
     pub async fn sync_keys(&self) -> Result<()> {
         for (purpose, ring) in [(KeyPurpose::Agent, &self.env.agent_keys), (KeyPurpose::Api, &self.env.api_keys)] {
-            let before = ring.public_keys();
             ring.reload()?;
             let keys = ring.public_keys();
-            if keys.len() == before.len()
-                && keys.iter().zip(&before).all(|(a, b)| a.kid == b.kid && a.status == b.status)
-            {
+            let name = ops::keys::purpose_name(purpose);
+            let recorded = self.readers.read(move |conn| store::reads::recorded_signing_keys(conn, name)).await?;
+            // Only keys that have files count: a key file deleted by hand has nothing to audit.
+            let unrecorded = keys.iter().any(|k| {
+                let status = ops::keys::status_name(k.status);
+                !recorded.iter().any(|(kid, recorded)| *kid == k.kid && recorded == status)
+            });
+            if !unrecorded {
                 continue;
             }
             self.writer.execute(move |tx| ops::keys::sync(tx, Actor::system(), purpose, &keys)).await?;

@@ -9,14 +9,14 @@ use crate::store::{writes, Tx};
 use crate::tokens::keys::PublicKeyInfo;
 use crate::tokens::{KeyPurpose, KeyStatus};
 
-fn purpose_name(purpose: KeyPurpose) -> &'static str {
+pub fn purpose_name(purpose: KeyPurpose) -> &'static str {
     match purpose {
         KeyPurpose::Agent => "agent",
         KeyPurpose::Api => "api",
     }
 }
 
-fn status_name(status: KeyStatus) -> &'static str {
+pub fn status_name(status: KeyStatus) -> &'static str {
     match status {
         KeyStatus::Active => "active",
         KeyStatus::Retired => "retired",

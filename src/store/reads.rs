@@ -311,6 +311,14 @@ pub fn credential_state(conn: &Connection, id: CredentialId) -> Result<Option<cr
     .map_err(db_error)
 }
 
+/// The signing keys of `purpose` ("agent" or "api") as the audit log last recorded them:
+/// (kid, "active" | "retired"), by kid.
+pub fn recorded_signing_keys(conn: &Connection, purpose: &str) -> Result<Vec<(u32, String)>> {
+    conn.prepare_cached("SELECT kid, status FROM signing_keys WHERE purpose = ?1 ORDER BY kid")
+        .and_then(|mut st| st.query_map([purpose], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .map_err(db_error)
+}
+
 /// Every credential, for the in-memory credential view at start-up.
 pub fn all_credentials(conn: &Connection) -> Result<Vec<Credential>> {
     Select::new(rows::CREDENTIAL_COLUMNS, "credentials").rows(conn, rows::credential)

@@ -401,6 +401,20 @@ async fn a_retired_key_whose_marker_is_removed_by_hand_is_audited_as_reactivated
 }
 
 #[tokio::test]
+async fn a_key_change_the_audit_log_missed_is_recorded_at_the_next_sync() {
+    let app = TestApp::new().await;
+    // The ring changes (as the keys API does first) but its audit write never happens.
+    let kid = app.app.services.env.agent_keys.rotate().expect("rotate");
+    assert!(audit(&app, &app.admin, &format!("action=key.added&subject=agent:{kid}")).await.is_empty());
+
+    app.app.services.sync_keys().await.expect("sync");
+    let added = audit(&app, &app.admin, &format!("action=key.added&subject=agent:{kid}")).await;
+    assert_eq!(added.len(), 1, "{added:?}");
+    app.app.services.sync_keys().await.expect("sync again");
+    assert_eq!(audit(&app, &app.admin, &format!("action=key.added&subject=agent:{kid}")).await.len(), 1);
+}
+
+#[tokio::test]
 async fn the_only_active_key_of_a_fresh_instance_cannot_be_retired() {
     let app = TestApp::new().await;
     app.post("/v1/keys/1/retire", &app.admin, json!({"purpose": "agent"})).await.problem(409, "conflict");
