@@ -218,7 +218,7 @@ async fn subscribe_webhooks(services: &Arc<Services>, count: usize) {
             url: "http://127.0.0.1:9/tether-bench".into(),
             events: Some(vec!["session.revoked".into()]),
         };
-        services.writer.execute(move |tx| ops::webhooks::create(tx, &admin, request)).await.expect("webhook");
+        services.writer.execute(move |tx| ops::webhooks::create(tx, &admin, request, true)).await.expect("webhook");
     }
     if count > 0 {
         println!("{count} webhooks subscribed to session.revoked: each revoked session queues {count} deliveries");

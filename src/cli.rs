@@ -38,6 +38,10 @@ enum Command {
         /// Lifetime of an access token, in seconds (never beyond its session's expiry).
         #[arg(long, default_value_t = 900)]
         token_ttl: i64,
+        /// Let webhooks deliver to private, loopback and link-local addresses (refused by default,
+        /// so a tenant cannot aim tether at the internal network).
+        #[arg(long, env = "TETHER_WEBHOOKS_ALLOW_PRIVATE")]
+        webhooks_allow_private: bool,
     },
     /// Read and check the audit log of a (possibly stopped) instance.
     Audit {
@@ -141,8 +145,17 @@ fn purpose(text: &str) -> Result<KeyPurpose, Error> {
 
 async fn run(command: Command) -> Result<ExitCode, Error> {
     match command {
-        Command::Serve { data_dir, listen, policy_dir, default_session_ttl, max_session_depth, token_ttl } => {
+        Command::Serve {
+            data_dir,
+            listen,
+            policy_dir,
+            default_session_ttl,
+            max_session_depth,
+            token_ttl,
+            webhooks_allow_private,
+        } => {
             let mut config = Config::new(data_dir);
+            config.webhooks.allow_private_addresses = webhooks_allow_private;
             config.policy_dir = policy_dir;
             config.limits.default_session_ttl_seconds = default_session_ttl;
             config.limits.max_session_depth = max_session_depth;

@@ -38,7 +38,8 @@ pub async fn create(
     Authenticated(caller): Authenticated,
     Json(req): Json<NewWebhook>,
 ) -> ApiResult<axum::Json<CreatedWebhook>> {
-    let axum::Json(webhook) = write(&state, caller, move |tx| ops::create(tx, &caller, req)).await?;
+    let allow_private = state.delivery.allow_private_addresses;
+    let axum::Json(webhook) = write(&state, caller, move |tx| ops::create(tx, &caller, req, allow_private)).await?;
     let secret = secret(&state.env.webhook_master, webhook.id);
     Ok(axum::Json(CreatedWebhook {
         id: webhook.id,

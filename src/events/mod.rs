@@ -1,6 +1,7 @@
 //! Propagation: the body every relying service receives for an audit event (SSE and webhooks),
 //! with OpenID SSF/CAEP `session-revoked` semantics where they fit, and webhook delivery.
 
+pub mod destinations;
 pub mod webhooks;
 
 use serde_json::{json, Value};

@@ -9,11 +9,13 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use http_body_util::Full;
 use hyper::body::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 use sha2::Sha256;
 
+use super::destinations::{is_public, Resolver};
 use crate::domain::{Result, WebhookId};
 use crate::store::reads;
 use crate::Services;
@@ -28,6 +30,10 @@ pub struct DeliveryPolicy {
     pub max_attempts: u32,
     /// How long one attempt may take before it counts as failed.
     pub timeout: Duration,
+    /// Deliver to private, loopback and link-local addresses too (a development setup, or a
+    /// deployment whose receivers are all on the private network). Off by default: see
+    /// `events::destinations`.
+    pub allow_private_addresses: bool,
 }
 
 impl Default for DeliveryPolicy {
@@ -37,6 +43,7 @@ impl Default for DeliveryPolicy {
             max_delay: Duration::from_secs(600),
             max_attempts: 8,
             timeout: Duration::from_secs(10),
+            allow_private_addresses: false,
         }
     }
 }
@@ -89,7 +96,15 @@ pub enum Attempt {
     Failed { status: Option<u16>, error: String },
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+type HttpClient = Client<HttpConnector<Resolver>, Full<Bytes>>;
+
+/// A literal IP host that deliveries may not use (names are filtered by the resolver).
+fn refused_literal(url: &str, allow_private: bool) -> Option<String> {
+    let uri: hyper::Uri = url.parse().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    (!allow_private && !is_public(ip)).then(|| format!("{ip} is not a public address"))
+}
 
 /// Posts one signed delivery.
 async fn post(
@@ -125,7 +140,8 @@ async fn post(
 /// Delivers due outbox rows until `stop` resolves. Each attempt runs in its own task, so a
 /// receiver that never answers only holds its own delivery, never the others.
 pub async fn run(services: Arc<Services>, policy: DeliveryPolicy, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let connector = HttpConnector::new_with_resolver(Resolver { allow_private: policy.allow_private_addresses });
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
     let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
     loop {
         let now = services.clock.now();
@@ -186,7 +202,10 @@ async fn deliver(
         ("webhook-timestamp", timestamp.to_string()),
         ("webhook-signature", signature),
     ];
-    let outcome = post(client, &delivery.url, headers, body, policy.timeout).await;
+    let outcome = match refused_literal(&delivery.url, policy.allow_private_addresses) {
+        Some(why) => Attempt::Failed { status: None, error: why },
+        None => post(client, &delivery.url, headers, body, policy.timeout).await,
+    };
     let id = delivery.id;
     let attempts = delivery.attempts + 1;
     let retry_at = services.clock.now().plus_millis(policy.backoff(attempts).as_millis() as i64);
@@ -195,4 +214,19 @@ async fn deliver(
         .writer
         .execute(move |tx| crate::store::writes::record_delivery_attempt(tx, id, attempts, &outcome, retry_at, give_up))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_literal_private_address_is_refused_at_delivery_unless_allowed() {
+        assert!(refused_literal("http://127.0.0.1:9/hook", false).is_some());
+        assert!(refused_literal("http://[fe80::1]/hook", false).is_some());
+        assert!(refused_literal("http://127.0.0.1:9/hook", true).is_none());
+        assert!(refused_literal("http://93.184.216.34/hook", false).is_none());
+        // Names are not literals: the resolver decides for them.
+        assert!(refused_literal("http://localhost/hook", false).is_none());
+    }
 }

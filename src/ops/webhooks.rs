@@ -17,11 +17,16 @@ pub struct NewWebhook {
     pub events: Option<Vec<String>>,
 }
 
-fn check_url(url: &str) -> Result<()> {
+fn check_url(url: &str, allow_private: bool) -> Result<()> {
     let url = clean_text("url", url, 2048)?;
     let parsed: axum::http::Uri = url.parse().map_err(|_| Error::invalid("`url` is not a valid URL"))?;
     match parsed.scheme_str() {
-        Some("http") if parsed.host().is_some() => Ok(()),
+        Some("http") if parsed.host().is_some() => {
+            match parsed.host().and_then(crate::events::destinations::refused_host).filter(|_| !allow_private) {
+                Some(why) => Err(Error::invalid(why)),
+                None => Ok(()),
+            }
+        }
         Some("https") => Err(Error::invalid("`url`: https is not supported by this build (no TLS client); use http")),
         _ => Err(Error::invalid("`url` must be an absolute http:// URL")),
     }
@@ -43,9 +48,11 @@ fn check_events(events: &[String]) -> Result<()> {
     Ok(())
 }
 
-pub fn create(tx: &mut Tx<'_>, caller: &Caller, req: NewWebhook) -> Result<Webhook> {
+/// Subscribes the caller's webhook. `allow_private` is the operator's choice
+/// (`DeliveryPolicy::allow_private_addresses`): without it a literal private address is refused.
+pub fn create(tx: &mut Tx<'_>, caller: &Caller, req: NewWebhook, allow_private: bool) -> Result<Webhook> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::Verifier, RoleKind::Auditor])?;
-    check_url(&req.url)?;
+    check_url(&req.url, allow_private)?;
     let events = req.events.unwrap_or_default();
     check_events(&events)?;
     let webhook = Webhook { id: WebhookId::generate(), url: req.url, events, created_at: tx.now() };

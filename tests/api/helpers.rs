@@ -47,10 +47,18 @@ impl Answer {
     }
 }
 
+/// The default configuration, with webhooks allowed to deliver to the tests' receivers on
+/// 127.0.0.1 (a default configuration refuses private addresses).
+pub fn local_config(dir: std::path::PathBuf) -> Config {
+    let mut config = Config::new(dir);
+    config.webhooks.allow_private_addresses = true;
+    config
+}
+
 impl TestApp {
     pub async fn new() -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
-        Self::open(dir, Config::new).await
+        Self::open(dir, local_config).await
     }
 
     pub async fn open(dir: tempfile::TempDir, config: impl Fn(std::path::PathBuf) -> Config) -> TestApp {
@@ -74,7 +82,7 @@ impl TestApp {
         drop(app);
         // Give the writer thread a moment to drain and close (it ends when its queue closes).
         tokio::task::yield_now().await;
-        Self::open(dir, Config::new).await
+        Self::open(dir, local_config).await
     }
 
     pub async fn request(

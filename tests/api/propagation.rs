@@ -498,6 +498,7 @@ fn policy(base_ms: u64, max_ms: u64, timeout_ms: u64, max_attempts: u32) -> impl
             max_delay: Duration::from_millis(max_ms),
             max_attempts,
             timeout: Duration::from_millis(timeout_ms),
+            allow_private_addresses: true,
         };
         config
     }
@@ -1128,6 +1129,27 @@ async fn a_webhook_whose_owners_api_key_was_retired_gets_nothing_more() {
     let later = later.ok()["session"]["id"].as_str().expect("id").to_owned();
     app.post(&format!("/v1/sessions/{later}/revoke"), &platform2, json!({})).await.ok();
     assert_eq!(pending_deliveries_for(&app, &hook), 1, "nothing is queued for a credential under a retired key");
+}
+
+#[tokio::test]
+async fn by_default_a_webhook_may_not_point_at_a_private_loopback_or_link_local_address() {
+    let app = TestApp::open(tempfile::tempdir().expect("tempdir"), Config::new).await;
+    let platform = app.platform("p").await;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost:8080/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.7/hook",
+        "http://[::1]:9/hook",
+        "http://[::ffff:192.168.0.1]/hook",
+    ] {
+        let refused = app.post("/v1/webhooks", &platform.credential, json!({"url": url})).await;
+        let detail = refused.problem(400, "invalid_request");
+        assert!(detail.contains("public addresses"), "{url}: {detail}");
+    }
+    let public =
+        app.post("/v1/webhooks", &platform.credential, json!({"url": "http://hooks.example.com/tether"})).await;
+    public.ok();
 }
 
 #[tokio::test]
