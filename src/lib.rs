@@ -241,6 +241,7 @@ impl Services {
             ring.reload()?;
             let keys = ring.public_keys();
             let name = ops::keys::purpose_name(purpose);
+            // A cheap look first, on a read connection: most seconds nothing changed.
             let recorded = self.readers.read(move |conn| store::reads::recorded_signing_keys(conn, name)).await?;
             // Only keys that have files count: a key file deleted by hand has nothing to audit.
             let unrecorded = keys.iter().any(|k| {
@@ -250,7 +251,10 @@ impl Services {
             if !unrecorded {
                 continue;
             }
-            self.writer.execute(move |tx| ops::keys::sync(tx, Actor::system(), purpose, &keys)).await?;
+            // The ring is read again inside the writer: a snapshot from before an admin's change
+            // that committed meanwhile would undo it (a retired key recorded as reactivated).
+            let ring = ring.clone();
+            self.writer.execute(move |tx| ops::keys::sync(tx, Actor::system(), purpose, &ring.public_keys())).await?;
         }
         Ok(())
     }

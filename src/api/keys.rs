@@ -83,21 +83,28 @@ fn parse_purpose(body: &KeyPurposeBody) -> Result<KeyPurpose> {
     }
 }
 
-/// Applies a key change to the ring and records it in the audit log.
+/// Applies a key change to the ring and records it in the audit log, both inside one writer
+/// command: the caller's credential is re-checked first, and the once-a-second key sync (also a
+/// writer command) cannot slip in between and record the admin's change as the system's. If the
+/// audit write fails after the file changed, that sync records it later.
 async fn change_keys(
     state: &AppState,
     caller: Caller,
     purpose: KeyPurpose,
-    change: impl FnOnce(&crate::tokens::KeyRing) -> Result<()>,
+    change: impl FnOnce(&crate::tokens::KeyRing) -> Result<()> + Send + 'static,
 ) -> ApiResult<axum::Json<KeyList>> {
     crate::ops::require(&caller, &[RoleKind::Admin])?;
     let ring = match purpose {
         KeyPurpose::Agent => state.env.agent_keys.clone(),
         KeyPurpose::Api => state.env.api_keys.clone(),
     };
-    change(&ring)?;
-    let keys = ring.public_keys();
-    state.writer.execute(move |tx| crate::ops::keys::sync(tx, caller.actor(), purpose, &keys)).await?;
+    state
+        .writer
+        .execute_as(&caller, move |tx| {
+            change(&ring)?;
+            crate::ops::keys::sync(tx, caller.actor(), purpose, &ring.public_keys())
+        })
+        .await?;
     Ok(axum::Json(key_list(state, &[purpose])))
 }
 
@@ -122,7 +129,7 @@ pub async fn retire(
     crate::ops::require(&caller, &[RoleKind::Admin])?;
     let kid: u32 = kid.parse().map_err(|_| Error::invalid("path parameter: a key id is a positive integer"))?;
     let purpose = parse_purpose(&body)?;
-    change_keys(&state, caller, purpose, |ring| ring.retire(kid)).await
+    change_keys(&state, caller, purpose, move |ring| ring.retire(kid)).await
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -145,6 +145,8 @@ pub async fn revoke(
     };
     match outcome {
         Ok(_) | Err(Error::NotFound(_)) => done(),
+        // The caller's credential was revoked while the request waited (RFC 7009 §2.2.1).
+        Err(Error::Unauthenticated(why)) => oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", &why),
         Err(e) => {
             tracing::warn!(error = %e, "oauth revoke failed");
             oauth_error(

@@ -40,20 +40,30 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    let v4_in = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if ip.is_loopback() || ip.is_unspecified() {
+        return false;
+    }
     if let Some(v4) = ip.to_ipv4_mapped() {
         return is_public_v4(v4);
     }
-    let first = ip.segments()[0];
-    let unique_local = first & 0xfe00 == 0xfc00;
-    let link_local = first & 0xffc0 == 0xfe80;
-    let documentation = first == 0x2001 && ip.segments()[1] == 0x0db8;
-    // NAT64 (64:ff9b::/96) carries an IPv4 address in its last 32 bits.
-    let nat64 = ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
-    if nat64 {
-        let [.., hi, lo] = ip.segments();
-        return is_public_v4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
+    // Forms that carry an IPv4 address: the deprecated IPv4-compatible ::a.b.c.d, NAT64
+    // (64:ff9b::/96) and 6to4 (2002::/16). They are as public as the address they carry.
+    if s[..6] == [0, 0, 0, 0, 0, 0] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return is_public_v4(v4_in(s[6], s[7]));
     }
-    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || unique_local || link_local || documentation)
+    if s[0] == 0x2002 {
+        return is_public_v4(v4_in(s[1], s[2]));
+    }
+    let unique_local = s[0] & 0xfe00 == 0xfc00;
+    let link_local = s[0] & 0xffc0 == 0xfe80;
+    let site_local = s[0] & 0xffc0 == 0xfec0;
+    let documentation = s[0] == 0x2001 && s[1] == 0x0db8;
+    // Teredo hides its IPv4 address; local-use NAT64 (64:ff9b:1::/48) translates to anywhere.
+    let teredo = s[0] == 0x2001 && s[1] == 0;
+    let local_nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1;
+    !(ip.is_multicast() || unique_local || link_local || site_local || documentation || teredo || local_nat64)
 }
 
 /// Why a URL's host is refused at creation, if it is: a literal non-public address, or a name
@@ -120,10 +130,24 @@ mod tests {
             "::ffff:10.0.0.1",
             "64:ff9b::a9fe:a9fe",
             "2001:db8::1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "fec0::1",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "2002:a00:1::1",
+            "2001:0:4136:e378::1",
         ] {
             assert!(!is_public(ip.parse().expect(ip)), "{ip} counted as public");
         }
-        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"] {
+        for ip in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(is_public(ip.parse().expect(ip)), "{ip} counted as private");
         }
     }

@@ -397,35 +397,52 @@ async fn a_revoked_credential_stops_working_at_once() {
     app.get("/v1/agents", &platform.credential).await.ok();
 }
 
-#[tokio::test]
-async fn a_write_whose_body_arrives_after_its_credential_was_revoked_is_refused() {
+/// Sends a request whose body arrives only when the returned sender is used: the request passes
+/// the credential check and waits for its body.
+fn slow_request(
+    app: &TestApp,
+    path: &str,
+    credential: &str,
+    content_type: &str,
+) -> (tokio::sync::oneshot::Sender<String>, tokio::task::JoinHandle<axum::http::Response<Body>>) {
     use tower::ServiceExt;
-    let app = TestApp::new().await;
-    let platform = app.platform("p").await;
-    let created =
-        app.post("/v1/credentials", &app.admin, json!({"role": "platform", "platform_id": platform.id})).await;
-    let id = created.ok()["id"].as_str().expect("id").to_owned();
-    let credential = created.body["credential"].as_str().expect("credential").to_owned();
-
-    // The request arrives, passes the credential check, and waits for its body.
     let (send_body, body) = tokio::sync::oneshot::channel::<String>();
     let slow_body = Body::from_stream(futures_util::stream::once(async move {
         Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(body.await.expect("the test sends the body")))
     }));
-    let request = axum::http::Request::post("/v1/agents")
+    let request = axum::http::Request::post(path)
         .header("authorization", format!("Bearer {credential}"))
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .body(slow_body)
         .expect("request");
-    let pending = tokio::spawn(app.router.clone().oneshot(request));
+    let router = app.router.clone();
+    (send_body, tokio::spawn(async move { router.oneshot(request).await.expect("response") }))
+}
+
+#[tokio::test]
+async fn a_write_whose_body_arrives_after_its_credential_was_revoked_is_refused() {
+    let app = TestApp::new().await;
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    let (_, token) = app.session(&world.platform, &world.delegation, &["mail:read"]).await;
+    let created =
+        app.post("/v1/credentials", &app.admin, json!({"role": "platform", "platform_id": world.platform.id})).await;
+    let id = created.ok()["id"].as_str().expect("id").to_owned();
+    let credential = created.body["credential"].as_str().expect("credential").to_owned();
+
+    let (agent_body, agent) = slow_request(&app, "/v1/agents", &credential, "application/json");
+    let (revoke_body, oauth_revoke) =
+        slow_request(&app, "/oauth2/revoke", &credential, "application/x-www-form-urlencoded");
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 
     app.post(&format!("/v1/credentials/{id}/revoke"), &app.admin, json!({})).await.ok();
-    send_body.send(json!({"name": "late", "scopes": ["mail:read"]}).to_string()).expect("the request is waiting");
-    let answer = pending.await.expect("task").expect("response");
-    assert_eq!(answer.status(), 401, "a revoked credential's write was committed");
-    let agents = app.get("/v1/agents", &platform.credential).await;
-    assert_eq!(agents.ok()["items"], json!([]), "no agent was created");
+    agent_body.send(json!({"name": "late", "scopes": ["mail:read"]}).to_string()).expect("waiting");
+    revoke_body.send(format!("token={token}")).expect("waiting");
+    assert_eq!(agent.await.expect("task").status(), 401, "a revoked credential's write was committed");
+    assert_eq!(oauth_revoke.await.expect("task").status(), 401, "RFC 7009: invalid_client");
+    let agents = app.get("/v1/agents", &world.platform.credential).await;
+    assert_eq!(agents.ok()["items"].as_array().map(Vec::len), Some(1), "only the world's agent exists");
+    let verifier = app.verifier().await;
+    assert_eq!(app.authorize(&verifier, &token, "mail:read").await.0, "allow", "the session was not revoked");
 }
 
 #[tokio::test]

@@ -414,6 +414,47 @@ async fn a_key_change_the_audit_log_missed_is_recorded_at_the_next_sync() {
     assert_eq!(audit(&app, &app.admin, &format!("action=key.added&subject=agent:{kid}")).await.len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_sync_that_began_before_an_admin_retired_a_key_does_not_bring_it_back() {
+    let app = TestApp::new().await;
+    app.post("/v1/keys/rotate", &app.admin, json!({"purpose": "agent"})).await.ok();
+    let services = app.app.services.clone();
+    // Busy read connections hold the sync between its look at the ring and its look at the log.
+    let busy: Vec<_> = (0..16)
+        .map(|_| {
+            let readers = services.readers.clone();
+            tokio::spawn(async move {
+                readers
+                    .read(|_| {
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                        Ok(())
+                    })
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let sync = tokio::spawn({
+        let services = services.clone();
+        async move { services.sync_keys().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    app.post("/v1/keys/1/retire", &app.admin, json!({"purpose": "agent"})).await.ok();
+    sync.await.expect("task").expect("sync");
+    for read in busy {
+        read.await.expect("task").expect("read");
+    }
+
+    let history: Vec<String> = audit(&app, &app.admin, "subject=agent:1")
+        .await
+        .iter()
+        .map(|e| format!("{} by {}", e["action"].as_str().unwrap_or("?"), e["actor"]["kind"].as_str().unwrap_or("?")))
+        .collect();
+    assert!(history.iter().all(|h| !h.starts_with("key.reactivated")), "{history:?}");
+    assert!(history.contains(&"key.retired by admin".to_owned()), "{history:?}");
+    assert_eq!(keys(&app, &app.admin, "agent").await, statuses(&[(1, "retired"), (2, "active")]));
+}
+
 #[tokio::test]
 async fn the_only_active_key_of_a_fresh_instance_cannot_be_retired() {
     let app = TestApp::new().await;
