@@ -1093,6 +1093,28 @@ async fn the_revocation_feed_lists_every_token_of_a_revoked_session_and_pages_fo
 // ---------------------------------------------------------------------------------------------
 
 /// Creates a credential of `role` and answers (its id, its secret).
+/// A verifier's event stream that has delivered one `session.revoked`: (its credential id, stream).
+async fn verifier_stream_that_saw_a_revocation(app: &TestApp, world: &World) -> (String, EventStream) {
+    let (verifier_id, verifier) = credential_with_id(app, "verifier").await;
+    let mut stream = EventStream::open(app, &verifier, None).await;
+    let first = open_session(app, world, &["mail:read"]).await["session"]["id"].as_str().expect("id").to_owned();
+    revoke(app, world, &first, "seen").await;
+    assert_eq!(stream.next().await.event.as_deref(), Some("session.revoked"));
+    (verifier_id, stream)
+}
+
+/// Rotates the API key and retires key 1, under which every credential so far was signed (they
+/// all stop working); answers an admin and a platform credential under the new key.
+async fn retire_the_first_api_key(app: &TestApp, world: &World) -> (String, String) {
+    app.post("/v1/keys/rotate", &app.admin, json!({"purpose": "api"})).await.ok();
+    let (_, admin2) = credential_with_id(app, "admin").await;
+    app.post("/v1/keys/1/retire", &admin2, json!({"purpose": "api"})).await.ok();
+    app.get("/v1/keys", &app.admin).await.problem(401, "unauthenticated");
+    let platform2 =
+        app.post("/v1/credentials", &admin2, json!({"role": "platform", "platform_id": world.platform.id})).await;
+    (admin2, platform2.ok()["credential"].as_str().expect("credential").to_owned())
+}
+
 async fn credential_with_id(app: &TestApp, role: &str) -> (String, String) {
     let created = app.post("/v1/credentials", &app.admin, json!({"role": role})).await;
     let created = created.ok();
@@ -1118,12 +1140,7 @@ async fn a_webhook_whose_owners_api_key_was_retired_gets_nothing_more() {
     revoke(&app, &world, &first, "seen").await;
     assert_eq!(pending_deliveries_for(&app, &hook), 1, "the webhook receives while its key is active");
 
-    app.post("/v1/keys/rotate", &app.admin, json!({"purpose": "api"})).await.ok();
-    let (_, admin2) = credential_with_id(&app, "admin").await;
-    app.post("/v1/keys/1/retire", &admin2, json!({"purpose": "api"})).await.ok();
-    let platform2 =
-        app.post("/v1/credentials", &admin2, json!({"role": "platform", "platform_id": world.platform.id})).await;
-    let platform2 = platform2.ok()["credential"].as_str().expect("credential").to_owned();
+    let (_, platform2) = retire_the_first_api_key(&app, &world).await;
     let later =
         app.post("/v1/sessions", &platform2, json!({"delegation_id": world.delegation, "scopes": ["mail:read"]})).await;
     let later = later.ok()["session"]["id"].as_str().expect("id").to_owned();
@@ -1187,21 +1204,9 @@ async fn revoking_an_auditors_credential_deletes_its_webhooks_with_an_audited_ca
 async fn an_event_stream_ends_when_the_api_key_that_signed_its_credential_is_retired() {
     let app = TestApp::new().await;
     let world = app.world(&["mail:read"], &["mail:read"]).await;
-    let (_, verifier) = credential_with_id(&app, "verifier").await;
-    let mut stream = EventStream::open(&app, &verifier, None).await;
-    let first = open_session(&app, &world, &["mail:read"]).await["session"]["id"].as_str().expect("id").to_owned();
-    revoke(&app, &world, &first, "seen").await;
-    assert_eq!(stream.next().await.event.as_deref(), Some("session.revoked"));
+    let (_, mut stream) = verifier_stream_that_saw_a_revocation(&app, &world).await;
 
-    // A new API key, an admin credential under it, then the first key (the verifier's) retired.
-    app.post("/v1/keys/rotate", &app.admin, json!({"purpose": "api"})).await.ok();
-    let (_, admin2) = credential_with_id(&app, "admin").await;
-    app.post("/v1/keys/1/retire", &admin2, json!({"purpose": "api"})).await.ok();
-    app.get("/v1/keys", &verifier).await.problem(401, "unauthenticated");
-
-    let platform2 =
-        app.post("/v1/credentials", &admin2, json!({"role": "platform", "platform_id": world.platform.id})).await;
-    let platform2 = platform2.ok()["credential"].as_str().expect("credential").to_owned();
+    let (admin2, platform2) = retire_the_first_api_key(&app, &world).await;
     let later =
         app.post("/v1/sessions", &platform2, json!({"delegation_id": world.delegation, "scopes": ["mail:read"]})).await;
     let later = later.ok()["session"]["id"].as_str().expect("id").to_owned();
@@ -1243,11 +1248,7 @@ async fn an_event_stream_whose_client_went_away_stops_listening_even_if_nothing_
 async fn an_event_stream_ends_when_its_credential_is_revoked() {
     let app = TestApp::new().await;
     let world = app.world(&["mail:read"], &["mail:read"]).await;
-    let (verifier_id, verifier) = credential_with_id(&app, "verifier").await;
-    let mut stream = EventStream::open(&app, &verifier, None).await;
-    let first = open_session(&app, &world, &["mail:read"]).await["session"]["id"].as_str().expect("id").to_owned();
-    revoke(&app, &world, &first, "seen").await;
-    assert_eq!(stream.next().await.event.as_deref(), Some("session.revoked"));
+    let (verifier_id, mut stream) = verifier_stream_that_saw_a_revocation(&app, &world).await;
 
     app.post(&format!("/v1/credentials/{verifier_id}/revoke"), &app.admin, json!({})).await.ok();
     let later = open_session(&app, &world, &["mail:read"]).await["session"]["id"].as_str().expect("id").to_owned();
