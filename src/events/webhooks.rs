@@ -1,7 +1,7 @@
 //! Webhook delivery: Standard Webhooks signatures, retries with exponential backoff and jitter,
 //! at-least-once from the outbox (pending rows survive a crash and are resumed at start).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -137,20 +137,70 @@ async fn post(
     }
 }
 
+/// Attempts in progress at once, in all: each holds a socket for up to the attempt timeout.
+const MAX_IN_FLIGHT: usize = 64;
+/// Attempts in progress at once for one webhook, so a receiver that never answers holds a few
+/// sockets and never the whole budget.
+const MAX_IN_FLIGHT_PER_WEBHOOK: usize = 4;
+
+/// The attempts in progress: delivery ids, and how many per webhook.
+#[derive(Default)]
+struct InFlight {
+    deliveries: HashSet<i64>,
+    per_webhook: HashMap<WebhookId, usize>,
+}
+
+impl InFlight {
+    /// Takes a slot for this delivery, if it is not in progress already and both budgets allow.
+    fn start(&mut self, delivery: i64, webhook: WebhookId) -> bool {
+        let busy = self.per_webhook.get(&webhook).copied().unwrap_or(0);
+        if self.deliveries.len() >= MAX_IN_FLIGHT
+            || busy >= MAX_IN_FLIGHT_PER_WEBHOOK
+            || !self.deliveries.insert(delivery)
+        {
+            return false;
+        }
+        self.per_webhook.insert(webhook, busy + 1);
+        true
+    }
+
+    fn finish(&mut self, delivery: i64, webhook: WebhookId) {
+        self.deliveries.remove(&delivery);
+        if let Some(busy) = self.per_webhook.get_mut(&webhook) {
+            *busy -= 1;
+            if *busy == 0 {
+                self.per_webhook.remove(&webhook);
+            }
+        }
+    }
+
+    /// Free slots in all, and the webhooks that have none left.
+    fn room(&self) -> (usize, Vec<WebhookId>) {
+        let full = self.per_webhook.iter().filter(|(_, n)| **n >= MAX_IN_FLIGHT_PER_WEBHOOK).map(|(w, _)| *w);
+        (MAX_IN_FLIGHT - self.deliveries.len(), full.collect())
+    }
+}
+
 /// Delivers due outbox rows until `stop` resolves. Each attempt runs in its own task, so a
-/// receiver that never answers only holds its own delivery, never the others.
+/// receiver that never answers only holds its own deliveries, never the others; at most
+/// `MAX_IN_FLIGHT` attempts (`MAX_IN_FLIGHT_PER_WEBHOOK` per webhook) run at once.
 pub async fn run(services: Arc<Services>, policy: DeliveryPolicy, mut stop: tokio::sync::watch::Receiver<bool>) {
     let connector = HttpConnector::new_with_resolver(Resolver { allow_private: policy.allow_private_addresses });
     let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
-    let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    let in_flight: Arc<Mutex<InFlight>> = Arc::default();
     loop {
         let now = services.clock.now();
-        let due = services.readers.read(move |conn| reads::due_deliveries(conn, now, 256)).await;
+        let (room, full) = in_flight.lock().map(|f| f.room()).unwrap_or((0, Vec::new()));
+        let due = match room {
+            0 => Ok(Vec::new()),
+            room => services.readers.read(move |conn| reads::due_deliveries(conn, now, room.min(256), &full)).await,
+        };
         match due {
             Ok(due) => {
                 for delivery in due {
-                    let fresh = in_flight.lock().map(|mut set| set.insert(delivery.id)).unwrap_or(false);
-                    if !fresh {
+                    let started =
+                        in_flight.lock().map(|mut f| f.start(delivery.id, delivery.webhook_id)).unwrap_or(false);
+                    if !started {
                         continue;
                     }
                     let services = services.clone();
@@ -160,8 +210,8 @@ pub async fn run(services: Arc<Services>, policy: DeliveryPolicy, mut stop: toki
                         if let Err(e) = deliver(&services, &client, policy, &delivery).await {
                             tracing::warn!(error = %e, delivery = delivery.id, "recording a webhook attempt failed");
                         }
-                        if let Ok(mut set) = in_flight.lock() {
-                            set.remove(&delivery.id);
+                        if let Ok(mut f) = in_flight.lock() {
+                            f.finish(delivery.id, delivery.webhook_id);
                         }
                         services.views.outbox.notify_one();
                     });
@@ -219,6 +269,25 @@ async fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempts_in_progress_stay_within_the_per_webhook_and_total_budgets() {
+        let mut in_flight = InFlight::default();
+        let slow = WebhookId::generate();
+        let started = (0..10).filter(|d| in_flight.start(*d, slow)).count();
+        assert_eq!(started, MAX_IN_FLIGHT_PER_WEBHOOK, "one webhook holds a few slots, never the budget");
+        assert!(!in_flight.start(0, slow), "a delivery in progress is not started twice");
+        assert_eq!(in_flight.room(), (MAX_IN_FLIGHT - MAX_IN_FLIGHT_PER_WEBHOOK, vec![slow]));
+
+        let others: Vec<WebhookId> = (0..MAX_IN_FLIGHT).map(|_| WebhookId::generate()).collect();
+        let more = others.iter().enumerate().filter(|(i, w)| in_flight.start(100 + *i as i64, **w)).count();
+        assert_eq!(more, MAX_IN_FLIGHT - MAX_IN_FLIGHT_PER_WEBHOOK, "the total budget holds");
+        assert_eq!(in_flight.room().0, 0);
+
+        in_flight.finish(0, slow);
+        assert_eq!(in_flight.room().1, Vec::<WebhookId>::new(), "the slow webhook has a slot again");
+        assert!(in_flight.start(0, slow));
+    }
 
     #[test]
     fn a_literal_private_address_is_refused_at_delivery_unless_allowed() {

@@ -747,6 +747,30 @@ async fn a_receiver_that_never_answers_ends_failed_without_holding_up_another_we
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receivers_backlog_does_not_hold_up_a_newer_delivery_to_another_webhook() {
+    // Attempts of 5 s: the hanging receiver holds its slots for the whole test.
+    let app = fast_app(policy(20, 200, 5000, 3)).await;
+    let hanging = Receiver::start(Mode::Hang).await;
+    let healthy = Receiver::start(Mode::Ok).await;
+    let verifier = app.verifier().await;
+    create_webhook(&app, &verifier, &hanging.url).await;
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    let opened = (0..300).map(|_| open_session(&app, &world, &["mail:read"]));
+    futures_util::future::join_all(opened).await;
+    // 300 deliveries queued for the hanging receiver, more than one poll reads.
+    app.post(&format!("/v1/users/{}/disable", world.user), &app.admin, json!({})).await.ok();
+    let later = app.post("/v1/webhooks", &app.admin, json!({"url": healthy.url, "events": ["platform.created"]})).await;
+    later.ok();
+    app.platform("after the backlog").await;
+
+    let workers = app.app.start_workers();
+    healthy.wait_for("the newer delivery", |h| h.len() == 1).await;
+    let attempted = hanging.hits().len();
+    assert!(attempted <= 4, "a webhook holds at most 4 attempts at once, saw {attempted}");
+    workers.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_platform_webhook_gets_only_its_own_events_and_a_deleted_webhook_nothing() {
     let app = fast_app(fast()).await;
     let a = app.world(&["mail:read"], &["mail:read"]).await;
