@@ -45,6 +45,35 @@ pub struct EventsQuery {
     after: Option<String>,
 }
 
+/// Sends, from the store, the events after `last` (up to `until`) that the caller may see,
+/// advancing `last`. False when the client has gone or the store cannot be read.
+async fn replay(
+    state: &AppState,
+    role: &Role,
+    tx: &tokio::sync::mpsc::Sender<Result<Event, Infallible>>,
+    last: &mut i64,
+    until: Option<i64>,
+) -> bool {
+    loop {
+        let filter = AuditFilter { after_seq: Some(*last), ..Default::default() };
+        let Ok(page) = state.readers.read(move |conn| reads::list_audit(conn, &filter, 500)).await else {
+            return false;
+        };
+        for event in &page.items {
+            if until.is_some_and(|until| event.seq > until) {
+                return true;
+            }
+            *last = event.seq;
+            if visible_to(role, event) && tx.send(Ok(sse_event(event))).await.is_err() {
+                return false;
+            }
+        }
+        if page.next_cursor.is_none() {
+            return true;
+        }
+    }
+}
+
 fn sse_event(event: &AuditEvent) -> Event {
     Event::default()
         .id(event.seq.to_string())
@@ -78,18 +107,8 @@ pub async fn events(
     let credential = caller.credential;
     tokio::spawn(async move {
         let mut last = after;
-        loop {
-            let filter = AuditFilter { after_seq: Some(last), ..Default::default() };
-            let Ok(page) = state.readers.read(move |conn| reads::list_audit(conn, &filter, 500)).await else { return };
-            for event in &page.items {
-                last = event.seq;
-                if visible_to(&role, event) && tx.send(Ok(sse_event(event))).await.is_err() {
-                    return;
-                }
-            }
-            if page.next_cursor.is_none() {
-                break;
-            }
+        if !replay(&state, &role, &tx, &mut last, None).await {
+            return;
         }
         loop {
             // The credential is checked again on every event and at least every few seconds:
@@ -102,10 +121,21 @@ pub async fn events(
             if !credential_still_live(&state, credential, kid) {
                 return;
             }
-            let Ok(received) = received else { continue };
+            // Events another process wrote (`tether credential mint`, a key sync at its start)
+            // never pass through this process's bus: read them from the store when idle, and
+            // before an event that comes after a gap.
+            let Ok(received) = received else {
+                if !replay(&state, &role, &tx, &mut last, None).await {
+                    return;
+                }
+                continue;
+            };
             match received {
                 Ok(event) if event.seq <= last => continue,
                 Ok(event) => {
+                    if event.seq > last + 1 && !replay(&state, &role, &tx, &mut last, Some(event.seq - 1)).await {
+                        return;
+                    }
                     last = event.seq;
                     if visible_to(&role, &event) && tx.send(Ok(sse_event(&event))).await.is_err() {
                         return;

@@ -1269,6 +1269,38 @@ async fn an_event_stream_whose_client_went_away_stops_listening_even_if_nothing_
 }
 
 #[tokio::test]
+async fn an_event_stream_delivers_events_another_process_wrote() {
+    let app = TestApp::new().await;
+    let mut stream = EventStream::open(&app, &app.admin, None).await;
+    let mint = |role: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["credential", "mint", "--role", role, "--data-dir"])
+            .arg(app.dir.path())
+            .output()
+            .expect("run tether credential mint");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+
+    // The stream is past its start-up replay once it has delivered a live event.
+    app.user("idp|before", &["mail:read"]).await;
+    assert_eq!(stream.next().await.event.as_deref(), Some("user.created"));
+
+    // Nothing else happens: the stream finds the CLI's event in the store while idle.
+    mint("auditor");
+    let first = stream.next().await;
+    assert_eq!(first.event.as_deref(), Some("credential.created"));
+    assert_eq!(first.data["event"]["actor"]["id"], "cli", "{:?}", first.data);
+
+    // Then an event of this process right after one of the CLI's: the gap is filled, in order.
+    mint("verifier");
+    app.user("idp|after", &["mail:read"]).await;
+    let (second, third) = (stream.next().await, stream.next().await);
+    assert_eq!(second.event.as_deref(), Some("credential.created"));
+    assert_eq!(third.event.as_deref(), Some("user.created"));
+    assert_eq!(second.id.map(|id| id + 1), third.id, "no event skipped or repeated");
+}
+
+#[tokio::test]
 async fn an_event_stream_ends_when_its_credential_is_revoked() {
     let app = TestApp::new().await;
     let world = app.world(&["mail:read"], &["mail:read"]).await;
