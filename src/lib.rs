@@ -77,6 +77,9 @@ pub struct Services {
     pub delivery: events::webhooks::DeliveryPolicy,
     pub credential_cache: api::auth::CredentialCache,
     pub denials: authorize::DenialLog,
+    /// Set when the server starts shutting down: long-lived answers (event streams) end on it,
+    /// so draining the open requests does not wait for clients that never hang up.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// An opened tether: database migrated, keys loaded, views filled.
@@ -129,6 +132,7 @@ impl App {
             delivery: config.webhooks,
             credential_cache: views::Sharded::new(16),
             denials: authorize::DenialLog::default(),
+            closing: tokio::sync::watch::channel(false).0,
         };
         Ok(App { services: Arc::new(services), first_admin_credential })
     }
@@ -146,6 +150,11 @@ impl App {
     ) -> std::io::Result<()> {
         let workers = self.start_workers();
         let router = self.router();
+        let services = self.services.clone();
+        let shutdown = async move {
+            shutdown.await;
+            services.closing.send_replace(true);
+        };
         let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await;

@@ -105,7 +105,8 @@ pub async fn events(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(64);
     let role = caller.role;
     let credential = caller.credential;
-    tokio::spawn(async move {
+    let mut closing = state.closing.subscribe();
+    let feed = async move {
         let mut last = after;
         if !replay(&state, &role, &tx, &mut last, None).await {
             return;
@@ -144,6 +145,14 @@ pub async fn events(
                 // Too slow: drop the stream; the client resumes with Last-Event-ID.
                 Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
             }
+        }
+    };
+    // A server shutting down ends every stream wherever it waits (for an event, for a slow
+    // client), so draining the open requests does not wait for clients that never hang up.
+    tokio::spawn(async move {
+        tokio::select! {
+            () = feed => {}
+            _ = closing.wait_for(|closing| *closing) => {}
         }
     });
     Ok(Sse::new(ReceiverStream::new(rx))

@@ -149,3 +149,34 @@ async fn metrics_count_the_writers_commands_and_where_its_time_went() {
     assert!(after("tether_writer_commands_total") > commands, "opening a session is a write");
     assert!(after("tether_writer_commit_seconds_total") >= before("tether_writer_commit_seconds_total"));
 }
+
+#[tokio::test]
+async fn shutting_down_does_not_wait_for_an_event_stream_client_that_never_hangs_up() {
+    let app = TestApp::new().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = app.app.serve(listener, async move {
+        let _ = stopped.await;
+    });
+    let client = async {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<http_body_util::Empty<axum::body::Bytes>>();
+        let request = axum::http::Request::get(format!("http://{addr}/v1/events"))
+            .header("authorization", format!("Bearer {}", app.admin))
+            .body(http_body_util::Empty::new())
+            .expect("request");
+        let stream = client.request(request).await.expect("the stream opened");
+        assert_eq!(stream.status(), 200);
+        stop.send(()).expect("shut down");
+        // The client keeps the stream open and never reads it.
+        std::future::pending::<()>().await;
+        drop(stream);
+    };
+    tokio::select! {
+        served = tokio::time::timeout(std::time::Duration::from_secs(10), serving) => {
+            served.expect("shutdown waited on the open event stream").expect("serve");
+        }
+        () = client => unreachable!("the client never finishes"),
+    }
+}
