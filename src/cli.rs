@@ -188,6 +188,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys { command: KeysCommand::Rotate { data_dir, purpose: p } } => {
+            existing_instance(&data_dir)?;
             let ring = KeyRing::load_or_create(&data_dir.join("keys"), purpose(&p)?)?;
             let kid = ring.rotate()?;
             println!(
@@ -196,6 +197,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys { command: KeysCommand::Retire { kid, data_dir, purpose: p } } => {
+            existing_instance(&data_dir)?;
             let ring = KeyRing::load_or_create(&data_dir.join("keys"), purpose(&p)?)?;
             ring.retire(kid)?;
             println!("retired {p} key {kid}; a running instance refuses tokens under it within a second");
@@ -217,6 +219,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                         .map_err(|e| Error::invalid(format!("--user-id: {e}")))?,
                 ),
             };
+            existing_instance(&data_dir)?;
             let app = App::open(&Config::new(data_dir)).await?;
             let env = app.services.env.clone();
             let created = app
@@ -237,6 +240,23 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => demo::run().await.map(|_| ExitCode::SUCCESS),
+    }
+}
+
+/// Commands that act on an instance (`keys`, `credential mint`) refuse a directory that holds
+/// none: a mistyped `--data-dir` would otherwise create a new instance and a key or credential
+/// that works nowhere.
+fn existing_instance(data_dir: &std::path::Path) -> Result<(), Error> {
+    let db = tether::store::database_path(data_dir);
+    if db.exists() {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "no tether instance at {} (no {}); start one with `tether serve --data-dir {}` first",
+            data_dir.display(),
+            db.display(),
+            data_dir.display()
+        )))
     }
 }
 

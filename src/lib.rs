@@ -100,12 +100,24 @@ impl App {
             Some(dir) => Policy::load_dir(dir)?,
             None => Policy::parse(tokens::policy::DEFAULT_AGENT_POLICY, "(built in) policies/agent.datalog")?,
         };
+        let new_dir = !config.data_dir.exists();
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| Error::internal(format!("create data dir {}: {e}", config.data_dir.display())))?;
+        // The directory holds the database (user ids, IPs, user agents), the keys and the first
+        // admin credential: owner only, when tether creates it.
+        if new_dir {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
+        }
         let keys_dir = config.data_dir.join("keys");
         let agent_keys = Arc::new(KeyRing::load_or_create(&keys_dir, KeyPurpose::Agent)?);
         let api_keys = Arc::new(KeyRing::load_or_create(&keys_dir, KeyPurpose::Api)?);
         let db = store::database_path(&config.data_dir);
+        if !db.exists() {
+            // An empty file is a new database to SQLite; created first with mode 0600, it passes
+            // that mode on to the WAL and shared-memory files SQLite creates beside it.
+            write_private_file(&db, b"")?;
+        }
         let views = Arc::new(Views::default());
         let writer = Writer::start(&db, clock.clone(), views.clone())?;
         let readers = Arc::new(ReadPool::open(&db, config.read_connections)?);
@@ -312,21 +324,20 @@ async fn bootstrap_admin(
             ops::objects::issue_credential(tx, &env, Actor::system(), Role::Admin, Some("bootstrap admin".into()), None)
         })
         .await?;
-    write_private_file(&data_dir.join("admin.credential"), created.secret.as_bytes())?;
+    write_private_file(&data_dir.join("admin.credential"), format!("{}\n", created.secret).as_bytes())?;
     Ok(Some(created.secret))
 }
 
+/// Writes a new file readable by its owner only. Whatever was at `path` (a stale file, a
+/// symlink planted there) is removed first, never followed or reused with its permissions.
 fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::internal(format!("write {}: {e}", path.display())))?;
-    file.write_all(contents)
-        .and_then(|_| file.write_all(b"\n"))
-        .map_err(|e| Error::internal(format!("write {}: {e}", path.display())))
+    let failed = |e: std::io::Error| Error::internal(format!("write {}: {e}", path.display()));
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(failed(e)),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(failed)?;
+    file.write_all(contents).map_err(failed)
 }

@@ -455,3 +455,42 @@ async fn an_export_nobody_reads_leaves_every_other_read_answering() {
     }
     drop(unread);
 }
+
+#[test]
+fn cli_commands_on_a_directory_without_an_instance_refuse_and_create_nothing() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let mistyped = empty.path().join("tether-dta");
+    for args in [&["credential", "mint", "--role", "admin"][..], &["keys", "rotate"][..], &["keys", "retire", "1"][..]]
+    {
+        let (ok, _, stderr) = cli(args, &mistyped);
+        assert!(!ok, "{args:?} succeeded on a directory without an instance");
+        assert!(stderr.contains("no tether instance"), "{args:?}: {stderr}");
+        assert!(!mistyped.exists(), "{args:?} created {}", mistyped.display());
+    }
+}
+
+#[tokio::test]
+async fn a_new_instance_keeps_its_directory_database_and_admin_credential_to_its_owner() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let data_dir = parent.path().join("data");
+    std::fs::create_dir(&data_dir).expect("data dir");
+    // Someone planted a symlink where the first admin credential will be written.
+    let elsewhere = parent.path().join("elsewhere");
+    std::fs::write(&elsewhere, "untouched").expect("target");
+    std::os::unix::fs::symlink(&elsewhere, data_dir.join("admin.credential")).expect("symlink");
+    let app = App::open(&Config::new(&data_dir)).await.expect("open");
+    let credential = app.first_admin_credential.clone().expect("first start");
+
+    let mode = |name: &str| std::fs::symlink_metadata(data_dir.join(name)).expect(name).permissions().mode() & 0o777;
+    assert_eq!(mode("tether.db"), 0o600);
+    assert_eq!(mode("tether.db-wal"), 0o600);
+    assert_eq!(mode("admin.credential"), 0o600);
+    assert!(std::fs::symlink_metadata(data_dir.join("admin.credential")).expect("file").file_type().is_file());
+    assert_eq!(std::fs::read_to_string(data_dir.join("admin.credential")).expect("read").trim(), credential);
+    assert_eq!(std::fs::read_to_string(&elsewhere).expect("read"), "untouched", "the symlink was followed");
+
+    let fresh = parent.path().join("created-by-tether");
+    drop(App::open(&Config::new(&fresh)).await.expect("open"));
+    assert_eq!(std::fs::metadata(&fresh).expect("dir").permissions().mode() & 0o777, 0o700);
+    drop(app);
+}
