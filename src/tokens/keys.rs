@@ -54,6 +54,14 @@ pub struct KeyRing {
     changes: std::sync::Mutex<()>,
 }
 
+/// A change in progress: this process's lock, and an advisory lock on `DIR/.lock` that every
+/// tether process on the directory takes (the service and `tether keys …`), so two processes
+/// cannot both retire "the other" active key or pick the same new key id.
+struct Changing<'a> {
+    _here: std::sync::MutexGuard<'a, ()>,
+    _everywhere: fs::File,
+}
+
 /// A public view of one key.
 #[derive(Debug, Clone, Serialize)]
 pub struct PublicKeyInfo {
@@ -108,8 +116,18 @@ impl KeyRing {
         Ok(ring)
     }
 
-    fn change(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn change(&self) -> Result<Changing<'_>> {
+        let here = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let path = self.dir.join(".lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::internal(format!("open {}: {e}", path.display())))?;
+        file.lock().map_err(|e| Error::internal(format!("lock {}: {e}", path.display())))?;
+        Ok(Changing { _here: here, _everywhere: file })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Entry>> {
@@ -119,7 +137,12 @@ impl KeyRing {
     /// Re-reads the key files (a running instance does so every second, so `tether keys …` run beside
     /// it takes effect at once).
     pub fn reload(&self) -> Result<()> {
-        let _change = self.change();
+        let _change = self.change()?;
+        self.scan()
+    }
+
+    /// Reads the key files into `entries`; the caller holds the change lock.
+    fn scan(&self) -> Result<()> {
         let prefix = format!("{}-", self.purpose.file_prefix());
         let mut entries = Vec::new();
         let listing =
@@ -148,7 +171,8 @@ impl KeyRing {
 
     /// Adds a new signing key with the next key id; older keys keep verifying.
     pub fn rotate(&self) -> Result<u32> {
-        let _change = self.change();
+        let _change = self.change()?;
+        self.scan()?;
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let kid = entries.iter().map(|e| e.kid).max().unwrap_or(0) + 1;
         let keypair = KeyPair::new_with_algorithm(Algorithm::Ed25519);
@@ -159,7 +183,9 @@ impl KeyRing {
 
     /// Retires a key: every token under it stops verifying. The last active key cannot be retired.
     pub fn retire(&self, kid: u32) -> Result<()> {
-        let _change = self.change();
+        let _change = self.change()?;
+        // Another process may have retired a key since this one last looked.
+        self.scan()?;
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let active = entries.iter().filter(|e| e.status == KeyStatus::Active).count();
         let entry = entries.iter_mut().find(|e| e.kid == kid).ok_or(Error::NotFound("key"))?;
@@ -243,6 +269,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn two_processes_changing_the_same_keys_never_leave_none_active_or_clash_on_an_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let service = KeyRing::load_or_create(dir.path(), KeyPurpose::Api).expect("ring");
+        service.rotate().expect("second key");
+        // The CLI opens the same directory while the service holds its own view.
+        let cli = KeyRing::load_or_create(dir.path(), KeyPurpose::Api).expect("cli ring");
+        service.retire(1).expect("retire 1");
+        let refused = cli.retire(2);
+        assert!(matches!(refused, Err(Error::Conflict(_))), "the last active key was retired: {refused:?}");
+        assert!(cli.is_active(2));
+
+        let (a, b) = (service.rotate().expect("rotate"), cli.rotate().expect("rotate again"));
+        assert_ne!(a, b, "two processes picked the same key id");
+    }
+
+    #[test]
     fn a_reload_running_beside_rotations_and_retirements_never_undoes_them() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ring = std::sync::Arc::new(KeyRing::load_or_create(dir.path(), KeyPurpose::Api).expect("ring"));
@@ -258,7 +300,7 @@ mod tests {
             })
         };
         let mut previous = 1;
-        for _ in 0..400 {
+        for _ in 0..200 {
             let kid = ring.rotate().expect("rotate");
             ring.retire(previous).expect("retire");
             for _ in 0..20 {
