@@ -203,7 +203,7 @@ impl App {
                     if let Err(e) = services.sync_keys().await {
                         tracing::warn!(error = %e, "key sync failed");
                     }
-                    if ticks % 60 == 0 {
+                    if ticks.is_multiple_of(60) {
                         services.purge_expired().await;
                     }
                 }
