@@ -27,22 +27,29 @@ impl LastSeen {
         }
     }
 
-    /// Writes what was recorded since the last flush, in one command.
+    /// Writes what was recorded since the last flush, in one command. If the write fails, the
+    /// batch goes back to be written with the next one (a use recorded meanwhile wins).
     pub async fn flush(&self, writer: &Writer) {
         let batch = match self.pending.lock() {
-            Ok(mut pending) if !pending.is_empty() => std::mem::take(&mut *pending),
+            Ok(mut pending) if !pending.is_empty() => std::sync::Arc::new(std::mem::take(&mut *pending)),
             _ => return,
         };
+        let written = batch.clone();
         let result = writer
             .execute(move |tx| {
-                for (id, seen) in &batch {
+                for (id, seen) in written.iter() {
                     writes::touch_session(tx, *id, seen.at, seen.ip.as_deref(), seen.user_agent.as_deref())?;
                 }
                 Ok(())
             })
             .await;
         if let Err(e) = result {
-            tracing::warn!(error = %e, "last-seen flush failed");
+            tracing::warn!(error = %e, "last-seen flush failed; retried with the next one");
+            if let Ok(mut pending) = self.pending.lock() {
+                for (id, seen) in batch.iter() {
+                    pending.entry(*id).or_insert_with(|| seen.clone());
+                }
+            }
         }
     }
 
@@ -61,5 +68,42 @@ impl LastSeen {
             }
         }
         self.flush(&writer).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::db_error;
+
+    fn pending(log: &LastSeen) -> Vec<SessionId> {
+        log.pending.lock().unwrap().keys().copied().collect()
+    }
+
+    #[tokio::test]
+    async fn a_flush_that_fails_keeps_its_batch_for_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let views = Arc::new(crate::views::Views::default());
+        let writer =
+            Writer::start(&dir.path().join("tether.db"), Arc::new(crate::clock::Clock::default()), views).unwrap();
+        let rename = |from: &'static str, to: &'static str| {
+            let sql = format!("ALTER TABLE {from} RENAME TO {to}");
+            writer.execute(move |tx| tx.conn().execute_batch(&sql).map_err(db_error))
+        };
+        let log = LastSeen::default();
+        let session = SessionId::generate();
+        log.record(session, Timestamp(5), Some("10.0.0.1".into()), None);
+
+        rename("sessions", "sessions_away").await.unwrap();
+        log.flush(&writer).await;
+        assert_eq!(pending(&log), vec![session], "the failed batch is kept");
+
+        rename("sessions_away", "sessions").await.unwrap();
+        log.flush(&writer).await;
+        assert!(pending(&log).is_empty(), "written with the next flush");
     }
 }
