@@ -106,6 +106,19 @@ fn refused_literal(url: &str, allow_private: bool) -> Option<String> {
     (!allow_private && !is_public(ip)).then(|| format!("{ip} is not a public address"))
 }
 
+/// An error and its causes, `outer: inner: …`: the client's own message ("client error
+/// (Connect)") hides why, such as a host that resolves to no public address.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}
+
 /// Posts one signed delivery.
 async fn post(
     client: &HttpClient,
@@ -125,7 +138,7 @@ async fn post(
     };
     match tokio::time::timeout(timeout, client.request(request)).await {
         Err(_) => Attempt::Failed { status: None, error: "timed out".into() },
-        Ok(Err(e)) => Attempt::Failed { status: None, error: format!("connection: {e}") },
+        Ok(Err(e)) => Attempt::Failed { status: None, error: format!("connection: {}", with_causes(&e)) },
         Ok(Ok(response)) => {
             let status = response.status().as_u16();
             if response.status().is_success() {
@@ -287,6 +300,21 @@ mod tests {
         in_flight.finish(0, slow);
         assert_eq!(in_flight.room().1, Vec::<WebhookId>::new(), "the slow webhook has a slot again");
         assert!(in_flight.start(0, slow));
+    }
+
+    #[tokio::test]
+    async fn a_delivery_to_a_name_with_no_public_address_says_so() {
+        let connector = HttpConnector::new_with_resolver(Resolver { allow_private: false });
+        let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
+        let headers =
+            [("webhook-id", String::new()), ("webhook-timestamp", String::new()), ("webhook-signature", String::new())];
+        let attempt = post(&client, "http://localhost:9/hook", headers, Vec::new(), Duration::from_secs(5)).await;
+        match attempt {
+            Attempt::Failed { status: None, error } => {
+                assert!(error.contains("resolves to no public address"), "{error}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
