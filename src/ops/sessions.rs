@@ -207,6 +207,8 @@ pub fn create_session(
             && c.chain == chain
             && p.session_expires_at <= expires_at
             && c.issued_at <= now
+            // A key retired since the premint: its token would be refused at once.
+            && env.agent_keys.is_active(p.tokens.kid)
     });
     if let Some(p) = &preminted {
         expires_at = p.session_expires_at;

@@ -88,6 +88,18 @@ pub fn mint(ring: &KeyRing, claims: &AgentClaims) -> Result<MintedToken> {
         .with_signing_key(|kid, keypair| build(kid, keypair).map(|b| (kid, b)))?
         .map_err(|e| Error::internal(format!("mint agent token: {e}")))?;
     let token = biscuit.to_base64().map_err(|e| Error::internal(format!("encode agent token: {e}")))?;
+    // Each scope is in the token twice (a fact and the context), so enough long scopes make a
+    // token no relying service would accept: refuse to open such a session instead.
+    if token.len() > super::MAX_MINTED_CHARS {
+        return Err(Error::invalid(format!(
+            "`scopes`: {} scopes make a token of {} characters, over the {} an agent token may have \
+             (room is kept for narrowing blocks under the {}-character limit); ask for fewer or shorter scopes",
+            claims.scopes.len(),
+            token.len(),
+            super::MAX_MINTED_CHARS,
+            super::MAX_TOKEN_CHARS
+        )));
+    }
     let revocation_id = biscuit.revocation_identifiers().first().map(hex::encode).unwrap_or_default();
     Ok(MintedToken { token, kid, revocation_id })
 }

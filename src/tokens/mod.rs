@@ -17,6 +17,9 @@ pub use policy::Policy;
 
 /// Largest token accepted, in base64 characters, checked before any decoding.
 pub const MAX_TOKEN_CHARS: usize = 8 * 1024;
+/// Largest agent token tether mints: the rest of [`MAX_TOKEN_CHARS`] is room for the blocks a
+/// holder may append to narrow it.
+pub const MAX_MINTED_CHARS: usize = MAX_TOKEN_CHARS - 2 * 1024;
 /// Most blocks accepted (authority + attenuations), checked before any signature.
 pub const MAX_BLOCKS: usize = 8;
 

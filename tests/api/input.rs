@@ -595,3 +595,23 @@ async fn a_path_segment_that_is_not_utf8_is_a_problem_json_400() {
         assert!(detail.contains("path parameter"), "{method} {path}: {detail}");
     }
 }
+
+#[tokio::test]
+async fn a_session_whose_token_would_be_too_large_to_use_is_refused_and_nothing_is_opened() {
+    let app = TestApp::new().await;
+    let long: Vec<String> = (0..60).map(|i| format!("svc{i:02}:{}", "resource_read/".repeat(8))).collect();
+    let long: Vec<&str> = long.iter().map(String::as_str).collect();
+    let world = app.world(&long, &long).await;
+    let before = app.head_seq().await;
+
+    let refused =
+        app.open_session(&world.platform.credential, json!({"delegation_id": world.delegation, "scopes": long})).await;
+    let detail = refused.problem(400, "invalid_request");
+    assert!(detail.contains("scopes") && detail.contains("characters"), "{detail}");
+    assert_eq!(app.head_seq().await, before, "nothing was written");
+
+    // A handful of the same scopes fit, and the token works.
+    let (_, token) = app.session(&world.platform, &world.delegation, &long[..8]).await;
+    let verifier = app.verifier().await;
+    assert_eq!(app.authorize(&verifier, &token, long[7]).await.0, "allow");
+}
