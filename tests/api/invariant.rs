@@ -463,12 +463,20 @@ impl Case {
                 "{}: active {id} holds {scopes:?} beyond consent {delegation:?}",
                 at()
             );
-            if let Some(parent) = s["parent_session_id"].as_str() {
-                let parent = by_id.get(parent).unwrap_or_else(|| panic!("{}: {id}'s parent unknown", at()));
-                assert_eq!(parent["status"], "active", "{}: active {id} under a parent that is not", at());
+            for declared in ["agent_id", "integration_id"] {
+                let offered = strings(&objects[s[declared].as_str().expect(declared)]["scopes"]);
+                assert!(scopes.is_subset(&offered), "{}: active {id} holds {scopes:?} beyond its {declared}", at());
             }
             let expires = Timestamp::parse_rfc3339(s["expires_at"].as_str().expect("expires_at")).expect("rfc3339");
             assert!(expires > now, "{}: active {id} expired at {expires:?} (now {now:?})", at());
+            if let Some(parent) = s["parent_session_id"].as_str() {
+                let parent = by_id.get(parent).unwrap_or_else(|| panic!("{}: {id}'s parent unknown", at()));
+                assert_eq!(parent["status"], "active", "{}: active {id} under a parent that is not", at());
+                assert!(scopes.is_subset(&strings(&parent["scopes"])), "{}: {id} holds more than its parent", at());
+                let parent_expires =
+                    Timestamp::parse_rfc3339(parent["expires_at"].as_str().expect("expires_at")).expect("rfc3339");
+                assert!(expires <= parent_expires, "{}: {id} outlives its parent", at());
+            }
         }
 
         // Consent never exceeds the user's permissions either.
@@ -486,6 +494,13 @@ impl Case {
 
         for session in &self.sessions {
             let status = by_id[&session.id]["status"].as_str().expect("status");
+            // The token carries exactly its session's scopes, and a scope outside them is denied.
+            let held = token_scopes(&session.token);
+            assert_eq!(held, session.scopes.iter().cloned().collect(), "{}: {}'s token scopes", at(), session.id);
+            if status == "active" {
+                let outside = app.authorize(&self.verifier, &session.token, "zz:not_granted").await;
+                assert_eq!(outside, ("deny".into(), "scope_not_granted".into()), "{}: {}", at(), session.id);
+            }
             let scope = &session.scopes[0];
             let (decision, reason) = app.authorize(&self.verifier, &session.token, scope).await;
             let want = match status {
@@ -541,4 +556,15 @@ async fn the_invariant_check_catches_an_active_session_of_a_disabled_user() {
         Err(panic) => panic.downcast_ref::<String>().cloned().unwrap_or_default(),
     };
     assert!(message.contains("has user_id"), "{message}");
+}
+
+/// The `scope` facts of a token's authority block, read from its source text.
+fn token_scopes(token: &str) -> BTreeSet<String> {
+    let token = biscuit_auth::UnverifiedBiscuit::from_base64(token).expect("a token");
+    let source = token.print_block_source(0).expect("authority block");
+    source
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("scope(\"")?.strip_suffix("\");"))
+        .map(str::to_owned)
+        .collect()
 }
