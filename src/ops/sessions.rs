@@ -206,6 +206,8 @@ pub fn create_session(
             && c.scopes == req.scopes
             && c.chain == chain
             && p.session_expires_at <= expires_at
+            // A premint older than a very short session's lifetime would open it already expired.
+            && p.session_expires_at > now
             && c.issued_at <= now
             // A key retired since the premint: its token would be refused at once.
             && env.agent_keys.is_active(p.tokens.kid)
