@@ -187,10 +187,9 @@ impl InFlight {
         }
     }
 
-    /// Free slots in all, and the webhooks that have none left.
-    fn room(&self) -> (usize, Vec<WebhookId>) {
-        let full = self.per_webhook.iter().filter(|(_, n)| **n >= MAX_IN_FLIGHT_PER_WEBHOOK).map(|(w, _)| *w);
-        (MAX_IN_FLIGHT - self.deliveries.len(), full.collect())
+    /// Free slots in all, and how many each webhook has in progress.
+    fn room(&self) -> (usize, HashMap<WebhookId, usize>) {
+        (MAX_IN_FLIGHT - self.deliveries.len(), self.per_webhook.clone())
     }
 }
 
@@ -201,12 +200,19 @@ pub async fn run(services: Arc<Services>, policy: DeliveryPolicy, mut stop: toki
     let connector = HttpConnector::new_with_resolver(Resolver { allow_private: policy.allow_private_addresses });
     let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
     let in_flight: Arc<Mutex<InFlight>> = Arc::default();
+    let mut polls = 0usize;
     loop {
         let now = services.clock.now();
-        let (room, full) = in_flight.lock().map(|f| f.room()).unwrap_or((0, Vec::new()));
+        let (room, busy) = in_flight.lock().map(|f| f.room()).unwrap_or_default();
+        polls = polls.wrapping_add(1);
         let due = match room {
             0 => Ok(Vec::new()),
-            room => services.readers.read(move |conn| reads::due_deliveries(conn, now, room.min(256), &full)).await,
+            room => {
+                services
+                    .readers
+                    .read(move |conn| reads::due_deliveries(conn, now, room, MAX_IN_FLIGHT_PER_WEBHOOK, &busy, polls))
+                    .await
+            }
         };
         match due {
             Ok(due) => {
@@ -290,7 +296,7 @@ mod tests {
         let started = (0..10).filter(|d| in_flight.start(*d, slow)).count();
         assert_eq!(started, MAX_IN_FLIGHT_PER_WEBHOOK, "one webhook holds a few slots, never the budget");
         assert!(!in_flight.start(0, slow), "a delivery in progress is not started twice");
-        assert_eq!(in_flight.room(), (MAX_IN_FLIGHT - MAX_IN_FLIGHT_PER_WEBHOOK, vec![slow]));
+        assert_eq!(in_flight.room(), (MAX_IN_FLIGHT - MAX_IN_FLIGHT_PER_WEBHOOK, HashMap::from([(slow, 4)])));
 
         let others: Vec<WebhookId> = (0..MAX_IN_FLIGHT).map(|_| WebhookId::generate()).collect();
         let more = others.iter().enumerate().filter(|(i, w)| in_flight.start(100 + *i as i64, **w)).count();
@@ -298,7 +304,7 @@ mod tests {
         assert_eq!(in_flight.room().0, 0);
 
         in_flight.finish(0, slow);
-        assert_eq!(in_flight.room().1, Vec::<WebhookId>::new(), "the slow webhook has a slot again");
+        assert_eq!(in_flight.room().1.get(&slow), Some(&(MAX_IN_FLIGHT_PER_WEBHOOK - 1)), "a slot again");
         assert!(in_flight.start(0, slow));
     }
 

@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (6, "0006_drop_duplicate_delivery_index", include_str!("../../migrations/0006_drop_duplicate_delivery_index.sql")),
     (7, "0007_credential_signing_key", include_str!("../../migrations/0007_credential_signing_key.sql")),
+    (8, "0008_due_deliveries_by_webhook", include_str!("../../migrations/0008_due_deliveries_by_webhook.sql")),
 ];
 
 /// Applies every migration not yet recorded, each in its own transaction.
@@ -62,7 +63,7 @@ mod tests {
     #[test]
     fn migrations_apply_to_an_empty_database_and_only_once() {
         let mut conn = Connection::open_in_memory().expect("in-memory db");
-        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4, 5, 6, 7, 8]);
         assert!(run(&mut conn).expect("second run").is_empty());
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'", [], |r| {
@@ -88,7 +89,7 @@ mod tests {
                  VALUES ('s', 'd', 'u', 'a', 'i', 'p', 1, '[\"mail:read\"]', 'active', 5, 9, 'abcd');",
         )
         .expect("a session written under the old schema");
-        assert_eq!(run(&mut conn).expect("0005 and later"), vec![5, 6, 7]);
+        assert_eq!(run(&mut conn).expect("0005 and later"), vec![5, 6, 7, 8]);
         let (status, scopes, expires_at): (String, String, i64) = conn
             .query_row("SELECT status, scopes, expires_at FROM sessions WHERE id = 's'", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -118,6 +119,24 @@ mod tests {
             "{plan:?}"
         );
         assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:?}");
+    }
+
+    #[test]
+    fn a_webhooks_oldest_due_deliveries_are_an_index_seek_not_a_scan_of_everyones() {
+        let mut conn = Connection::open_in_memory().expect("in-memory db");
+        run(&mut conn).expect("migrate");
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT id FROM webhook_deliveries
+                 WHERE webhook_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2
+                 ORDER BY next_attempt_at, id LIMIT 4",
+            )
+            .and_then(|mut st| st.query_map(["w", "0"], |r| r.get::<_, String>(3))?.collect())
+            .expect("plan");
+        assert!(
+            plan.iter().any(|step| step.starts_with("SEARCH") && step.contains("webhook_deliveries_due_by_webhook")),
+            "{plan:?}"
+        );
     }
 
     #[test]
