@@ -103,40 +103,35 @@ mod tests {
         assert!(conn.prepare("SELECT revocation_id FROM sessions").is_err(), "the column is gone");
     }
 
-    #[test]
-    fn a_webhooks_deliveries_are_found_through_an_index_after_its_duplicate_is_dropped() {
+    /// SQLite's query plan for `sql` (two text parameters) on a fully migrated database.
+    fn plan(sql: &str) -> Vec<String> {
         let mut conn = Connection::open_in_memory().expect("in-memory db");
         run(&mut conn).expect("migrate");
-        let plan: Vec<String> = conn
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT id FROM webhook_deliveries
-                 WHERE webhook_id = ?1 AND event_seq > ?2 ORDER BY event_seq LIMIT 10",
-            )
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .and_then(|mut st| st.query_map(["w", "0"], |r| r.get::<_, String>(3))?.collect())
-            .expect("plan");
-        assert!(
-            plan.iter().any(|step| step.starts_with("SEARCH") && step.contains("sqlite_autoindex_webhook_deliveries")),
-            "{plan:?}"
+            .expect("plan")
+    }
+
+    fn seeks(plan: &[String], index: &str) -> bool {
+        plan.iter().any(|step| step.starts_with("SEARCH") && step.contains(index))
+    }
+
+    #[test]
+    fn a_webhooks_deliveries_are_found_through_an_index_after_its_duplicate_is_dropped() {
+        let plan = plan(
+            "SELECT id FROM webhook_deliveries WHERE webhook_id = ?1 AND event_seq > ?2 ORDER BY event_seq LIMIT 10",
         );
+        assert!(seeks(&plan, "sqlite_autoindex_webhook_deliveries"), "{plan:?}");
         assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:?}");
     }
 
     #[test]
     fn a_webhooks_oldest_due_deliveries_are_an_index_seek_not_a_scan_of_everyones() {
-        let mut conn = Connection::open_in_memory().expect("in-memory db");
-        run(&mut conn).expect("migrate");
-        let plan: Vec<String> = conn
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT id FROM webhook_deliveries
-                 WHERE webhook_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2
-                 ORDER BY next_attempt_at, id LIMIT 4",
-            )
-            .and_then(|mut st| st.query_map(["w", "0"], |r| r.get::<_, String>(3))?.collect())
-            .expect("plan");
-        assert!(
-            plan.iter().any(|step| step.starts_with("SEARCH") && step.contains("webhook_deliveries_due_by_webhook")),
-            "{plan:?}"
+        let plan = plan(
+            "SELECT id FROM webhook_deliveries WHERE webhook_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2
+             ORDER BY next_attempt_at, id LIMIT 4",
         );
+        assert!(seeks(&plan, "webhook_deliveries_due_by_webhook"), "{plan:?}");
     }
 
     #[test]
