@@ -20,30 +20,50 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| unauthenticated("missing `Authorization: Bearer <credential>`"))?;
-        let value = header.to_str().map_err(|_| unauthenticated("malformed Authorization header"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| unauthenticated("expected a Bearer credential"))?
-            .trim();
-        let claims = verified_credential(state, token)?;
-        let live = match state.views.credentials.get(&claims.id) {
-            Some(live) => live,
-            None => known_credential(state, claims.id).await?,
-        };
-        if live.revoked {
-            return Err(unauthenticated("credential has been revoked"));
-        }
-        if live.expires_at.is_some_and(|t| t <= state.clock.now()) {
-            return Err(unauthenticated("credential has expired"));
-        }
-        tracing::Span::current().record("caller", tracing::field::display(claims.id));
-        Ok(Authenticated(Caller { credential: claims.id, role: claims.role }))
+        authenticate(parts, state).await.map(|(caller, _)| Authenticated(caller))
     }
+}
+
+/// [`Authenticated`], with the id of the API key that signed the credential: for a long-lived
+/// answer (the event stream) that must end when that key is retired.
+pub struct AuthenticatedWithKey {
+    pub caller: Caller,
+    pub kid: u32,
+}
+
+impl FromRequestParts<AppState> for AuthenticatedWithKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        authenticate(parts, state).await.map(|(caller, kid)| AuthenticatedWithKey { caller, kid })
+    }
+}
+
+/// Verifies the bearer credential and checks it is live: the caller, and the signing key's id.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<(Caller, u32), ApiError> {
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthenticated("missing `Authorization: Bearer <credential>`"))?;
+    let value = header.to_str().map_err(|_| unauthenticated("malformed Authorization header"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| unauthenticated("expected a Bearer credential"))?
+        .trim();
+    let (claims, kid) = verified_credential(state, token)?;
+    let live = match state.views.credentials.get(&claims.id) {
+        Some(live) => live,
+        None => known_credential(state, claims.id).await?,
+    };
+    if live.revoked {
+        return Err(unauthenticated("credential has been revoked"));
+    }
+    if live.expires_at.is_some_and(|t| t <= state.clock.now()) {
+        return Err(unauthenticated("credential has expired"));
+    }
+    tracing::Span::current().record("caller", tracing::field::display(claims.id));
+    Ok((Caller { credential: claims.id, role: claims.role }, kid))
 }
 
 /// A credential minted by another process (`tether credential mint`) is not in this process's
@@ -60,29 +80,18 @@ async fn known_credential(state: &AppState, id: crate::domain::CredentialId) -> 
     Ok(state.views.credentials.insert_if_absent(id, read))
 }
 
-/// The API key that signed the request's credential, for a long-lived answer (the event stream)
-/// that must end when that key is retired. None if the request carries no valid credential.
-pub fn credential_key(state: &AppState, headers: &axum::http::HeaderMap) -> Option<u32> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
-    match state.credential_cache.get(token) {
-        Some((_, kid)) => Some(kid),
-        None => tokens::credential::verify(&state.env.api_keys, token).ok().map(|(_, kid)| kid),
-    }
-}
-
 /// Credentials verified before, by their exact text, with the key that signed them.
 pub type CredentialCache = crate::views::Sharded<Box<str>, (CredentialClaims, u32)>;
 
 /// Verifies a credential's signature once; later requests with the same credential only check
 /// that its key is still active (revocation and expiry are checked against the view after).
-fn verified_credential(state: &AppState, token: &str) -> Result<CredentialClaims, ApiError> {
+fn verified_credential(state: &AppState, token: &str) -> Result<(CredentialClaims, u32), ApiError> {
     if token.len() > tokens::MAX_TOKEN_CHARS {
         return Err(unauthenticated("credential is not valid"));
     }
     if let Some((claims, kid)) = state.credential_cache.get(token) {
         return if state.env.api_keys.is_active(kid) {
-            Ok(claims)
+            Ok((claims, kid))
         } else {
             Err(unauthenticated("credential signed by an unknown or retired key"))
         };
@@ -92,5 +101,5 @@ fn verified_credential(state: &AppState, token: &str) -> Result<CredentialClaims
         TokenError::Invalid(_) => unauthenticated("credential is not valid"),
     })?;
     state.credential_cache.insert_bounded(token.into(), (claims, kid), 256);
-    Ok(claims)
+    Ok((claims, kid))
 }

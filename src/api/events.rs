@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::auth::Authenticated;
+use super::auth::AuthenticatedWithKey;
 use super::problem::{ApiResult, Query};
 use super::AppState;
 use crate::audit::{visible_to, AuditEvent};
@@ -84,12 +84,10 @@ fn sse_event(event: &AuditEvent) -> Event {
 #[utoipa::path(get, path = "/v1/events", tag = "checking tokens", responses((status = 200, content_type = "text/event-stream", body = String)))]
 pub async fn events(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    AuthenticatedWithKey { caller, kid }: AuthenticatedWithKey,
     headers: HeaderMap,
     Query(q): Query<EventsQuery>,
 ) -> ApiResult<impl axum::response::IntoResponse> {
-    let kid = super::auth::credential_key(&state, &headers)
-        .ok_or_else(|| Error::Unauthenticated("credential is not valid".into()))?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned).or(q.after);
     let after = match resume {
         None => state.writer_head_seq().await?,

@@ -291,24 +291,22 @@ pub fn list_credentials(conn: &Connection, page: &PageRequest) -> Result<Page<Cr
     Select::new(rows::CREDENTIAL_COLUMNS, "credentials").page(conn, page, rows::credential, |c| c.id.to_string())
 }
 
-/// A credential's revocation and expiry as the store has them now (None: no such credential).
-/// A credential whose signing key the store knows to be retired counts as revoked.
-pub fn credential_state(conn: &Connection, id: CredentialId) -> Result<Option<crate::views::CredentialState>> {
-    conn.prepare_cached(
-        "SELECT c.revoked_at IS NOT NULL OR k.status IS 'retired', c.expires_at FROM credentials c
-         LEFT JOIN signing_keys k ON k.purpose = 'api' AND k.kid = c.kid
-         WHERE c.id = ?1",
-    )
-    .and_then(|mut st| {
-        st.query_row([id.to_string()], |r| {
-            Ok(crate::views::CredentialState {
-                revoked: r.get::<_, bool>(0)?,
-                expires_at: r.get::<_, Option<i64>>(1)?.map(Timestamp),
-            })
-        })
-        .optional()
-    })
-    .map_err(db_error)
+/// Joins a credential `c` to the API key that signed it (`k`, absent for credentials minted
+/// before keys were recorded) for [`CREDENTIAL_IS_LIVE`].
+pub(super) const CREDENTIAL_KEY_JOIN: &str = "LEFT JOIN signing_keys k ON k.purpose = 'api' AND k.kid = c.kid";
+
+/// A credential `c` that may still act at `?1` (milliseconds): not revoked, not expired, its
+/// signing key not retired. Shared by the writer's re-check of an API write and webhook fan-out.
+pub(super) const CREDENTIAL_IS_LIVE: &str = "(c.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > ?1) \
+     AND k.status IS NOT 'retired')";
+
+/// Whether the credential may still act at `now` ([`CREDENTIAL_IS_LIVE`]); false if unknown.
+pub fn credential_is_live(conn: &Connection, id: CredentialId, now: Timestamp) -> Result<bool> {
+    let sql = format!("SELECT {CREDENTIAL_IS_LIVE} FROM credentials c {CREDENTIAL_KEY_JOIN} WHERE c.id = ?2");
+    conn.prepare_cached(&sql)
+        .and_then(|mut st| st.query_row(rusqlite::params![now.millis(), id.to_string()], |r| r.get(0)).optional())
+        .map(|live| live.unwrap_or(false))
+        .map_err(db_error)
 }
 
 /// The signing keys of `purpose` ("agent" or "api") as the audit log last recorded them:

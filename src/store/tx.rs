@@ -143,16 +143,15 @@ impl<'c> Tx<'c> {
         let mut st = self
             .conn
             // A webhook owned by a credential (admin, auditor, verifier) stops once that
-            // credential has expired or the API key that signed it is retired. Revoking a credential deletes its webhooks; the
-            // `revoked_at` test covers those revoked before that rule existed.
-            .prepare_cached(
+            // credential has expired or its API key is retired. Revoking a credential deletes its
+            // webhooks; the liveness test also covers those revoked before that rule existed.
+            .prepare_cached(&format!(
                 "SELECT w.id, w.events, w.owner_role, w.owner_id FROM webhooks w
-                 LEFT JOIN credentials c ON c.id = w.owner_id
-                 LEFT JOIN signing_keys k ON k.purpose = 'api' AND k.kid = c.kid
-                 WHERE w.deleted_at IS NULL
-                   AND (c.id IS NULL OR (c.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > ?1)
-                                         AND k.status IS NOT 'retired'))",
-            )
+                 LEFT JOIN credentials c ON c.id = w.owner_id {}
+                 WHERE w.deleted_at IS NULL AND (c.id IS NULL OR {})",
+                super::reads::CREDENTIAL_KEY_JOIN,
+                super::reads::CREDENTIAL_IS_LIVE
+            ))
             .map_err(db_error)?;
         let hooks = st
             .query_map([self.now.millis()], |r| {

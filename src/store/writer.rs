@@ -161,9 +161,7 @@ impl Writer {
     {
         let credential = caller.credential;
         self.execute(move |tx| {
-            let live =
-                super::reads::credential_state(tx.conn(), credential)?.is_some_and(|state| state.is_live(tx.now()));
-            if !live {
+            if !super::reads::credential_is_live(tx.conn(), credential, tx.now())? {
                 return Err(Error::Unauthenticated("credential has been revoked or has expired".into()));
             }
             command(tx)

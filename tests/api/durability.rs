@@ -309,16 +309,21 @@ async fn a_missing_policy_file_or_one_without_an_allow_stops_start_up_naming_the
     assert!(no_allow.contains("agent.datalog"), "{no_allow}");
 }
 
-#[tokio::test]
-async fn a_policy_directory_replaces_the_built_in_policy() {
-    let policy = policy_dir("allow if requested_scope($s), scope($s), $s != \"mail:send\";\ndeny if true;\n");
+/// A running app whose policy is the one in `policy` (a directory from [`policy_dir`]).
+async fn app_with_policy(policy: &tempfile::TempDir) -> TestApp {
     let path = policy.path().to_owned();
-    let app = TestApp::open(tempfile::tempdir().expect("tempdir"), move |dir| {
+    TestApp::open(tempfile::tempdir().expect("tempdir"), move |dir| {
         let mut config = Config::new(dir);
         config.policy_dir = Some(path.clone());
         config
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_policy_directory_replaces_the_built_in_policy() {
+    let policy = policy_dir("allow if requested_scope($s), scope($s), $s != \"mail:send\";\ndeny if true;\n");
+    let app = app_with_policy(&policy).await;
     let verifier = app.verifier().await;
     let world = app.world(&["mail:read", "mail:send"], &["mail:read", "mail:send"]).await;
     let (_, token) = app.session(&world.platform, &world.delegation, &["mail:read", "mail:send"]).await;
@@ -332,13 +337,7 @@ async fn a_policy_that_reads_the_resource_is_asked_again_for_each_resource_withi
     let policy = policy_dir(
         "allow if requested_scope($s), scope($s), resource($r), $r.starts_with(\"inbox/\");\ndeny if true;\n",
     );
-    let path = policy.path().to_owned();
-    let app = TestApp::open(tempfile::tempdir().expect("tempdir"), move |dir| {
-        let mut config = Config::new(dir);
-        config.policy_dir = Some(path.clone());
-        config
-    })
-    .await;
+    let app = app_with_policy(&policy).await;
     let verifier = app.verifier().await;
     let world = app.world(&["mail:read"], &["mail:read"]).await;
     let (_, token) = app.session(&world.platform, &world.delegation, &["mail:read"]).await;
