@@ -61,7 +61,7 @@ impl Cascade {
     /// Marks a session revoked by `seq` and records it for the receipt and the live view.
     pub fn mark(&mut self, tx: &mut Tx<'_>, session: &ActiveSession, reason: &str, seq: i64) -> Result<()> {
         self.seen.insert(session.id);
-        writes::mark_session_revoked(tx, session.id, reason, seq)?;
+        writes::mark_session_revoked(tx, session, reason, seq)?;
         tx.effect(Effect::SessionRevoked { id: session.id, expires_at: session.expires_at });
         self.revoked.push(RevokedSession {
             session_id: session.id,

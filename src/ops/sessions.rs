@@ -10,7 +10,7 @@ use super::{require, Env};
 use crate::audit::NewEvent;
 use crate::domain::*;
 use crate::store::reads;
-use crate::store::writes::{self, ActiveSession, SessionsOf};
+use crate::store::writes::{self, SessionsOf};
 use crate::store::{Effect, Tx};
 use crate::tokens::{self, AgentClaims};
 
@@ -468,10 +468,10 @@ fn revoke_loaded(tx: &mut Tx<'_>, caller: &Caller, session: Session, req: WithRe
     let reason = reason(&req.reason)?;
     let id = session.id;
     let subject = Subject::new("session", id);
-    if session.status != SessionStatus::Active {
+    let Some(active) = writes::active_sessions(tx, SessionsOf::One(id))?.into_iter().next() else {
         let earlier = writes::last_event_for(tx, &id.to_string(), &["session.revoked", "session.created"])?;
         return Ok(noop_receipt(tx, earlier, subject));
-    }
+    };
     let why = reason.clone().unwrap_or_else(|| "session_revoked".to_owned());
     let trigger =
         tx.audit(NewEvent::new(caller.actor(), "session.revoked", subject).reason(Some(why.clone())).details(json!({
@@ -482,16 +482,6 @@ fn revoke_loaded(tx: &mut Tx<'_>, caller: &Caller, session: Session, req: WithRe
         })))?;
     let seq = trigger.seq;
     let mut cascade = Cascade::from_event(trigger);
-    let active = ActiveSession {
-        id,
-        user_id: session.user_id,
-        agent_id: session.agent_id,
-        integration_id: session.integration_id,
-        delegation_id: session.delegation_id,
-        platform_id: session.platform_id,
-        scopes: session.scopes.clone(),
-        expires_at: session.expires_at,
-    };
     cascade.mark(tx, &active, &why, seq)?;
     // Its sub-agent sessions follow as the cascade finishes.
     cascade.receipt(tx)

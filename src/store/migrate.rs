@@ -19,6 +19,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "0006_drop_duplicate_delivery_index", include_str!("../../migrations/0006_drop_duplicate_delivery_index.sql")),
     (7, "0007_credential_signing_key", include_str!("../../migrations/0007_credential_signing_key.sql")),
     (8, "0008_due_deliveries_by_webhook", include_str!("../../migrations/0008_due_deliveries_by_webhook.sql")),
+    (
+        9,
+        "0009_session_indexes_unchanged_by_revocation",
+        include_str!("../../migrations/0009_session_indexes_unchanged_by_revocation.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded, each in its own transaction.
@@ -63,7 +68,7 @@ mod tests {
     #[test]
     fn migrations_apply_to_an_empty_database_and_only_once() {
         let mut conn = Connection::open_in_memory().expect("in-memory db");
-        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
         assert!(run(&mut conn).expect("second run").is_empty());
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'", [], |r| {
@@ -89,7 +94,7 @@ mod tests {
                  VALUES ('s', 'd', 'u', 'a', 'i', 'p', 1, '[\"mail:read\"]', 'active', 5, 9, 'abcd');",
         )
         .expect("a session written under the old schema");
-        assert_eq!(run(&mut conn).expect("0005 and later"), vec![5, 6, 7, 8]);
+        assert_eq!(run(&mut conn).expect("0005 and later"), vec![5, 6, 7, 8, 9]);
         let (status, scopes, expires_at): (String, String, i64) = conn
             .query_row("SELECT status, scopes, expires_at FROM sessions WHERE id = 's'", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -132,6 +137,28 @@ mod tests {
              ORDER BY next_attempt_at, id LIMIT 4",
         );
         assert!(seeks(&plan, "webhook_deliveries_due_by_webhook"), "{plan:?}");
+    }
+
+    #[test]
+    fn every_cascade_reaches_its_active_sessions_through_the_active_by_delegation_index() {
+        use crate::domain::{DelegationId, UserId};
+        use crate::store::writes::{active_sessions_query, SessionsOf};
+        for of in [SessionsOf::User(UserId::generate()), SessionsOf::Delegation(DelegationId::generate())] {
+            let plan = plan(&active_sessions_query(of).0);
+            assert!(seeks(&plan, "sessions_active_by_delegation"), "{of:?}: {plan:?}");
+        }
+        let plan = plan(&active_sessions_query(SessionsOf::User(UserId::generate())).0);
+        assert!(seeks(&plan, "delegations_by_user") || seeks(&plan, "delegations_active_by_user"), "{plan:?}");
+    }
+
+    #[test]
+    fn listing_an_agents_or_integrations_sessions_seeks_an_index_in_id_order() {
+        for column in ["agent_id", "integration_id"] {
+            let plan = plan(&format!("SELECT id FROM sessions WHERE {column} = ?1 AND id > ?2 ORDER BY id LIMIT 50"));
+            let index = format!("sessions_by_{}", column.trim_end_matches("_id"));
+            assert!(seeks(&plan, &index), "{column}: {plan:?}");
+            assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:?}");
+        }
     }
 
     #[test]

@@ -171,11 +171,11 @@ pub fn mark_delegation_revoked(tx: &Tx<'_>, id: DelegationId, reason: &str) -> R
     .map(drop)
 }
 
-pub fn mark_session_revoked(tx: &Tx<'_>, id: SessionId, reason: &str, by_seq: i64) -> Result<()> {
+pub fn mark_session_revoked(tx: &Tx<'_>, session: &ActiveSession, reason: &str, by_seq: i64) -> Result<()> {
     exec(
         tx,
-        "UPDATE sessions SET status = 'revoked', revoked_at = ?2, revoked_reason = ?3, revoked_by_seq = ?4 WHERE id = ?1",
-        params![id.to_string(), tx.now().millis(), reason, by_seq],
+        "UPDATE sessions SET status = 'revoked', revoked_at = ?2, revoked_reason = ?3, revoked_by_seq = ?4 WHERE rowid = ?1",
+        params![session.row, tx.now().millis(), reason, by_seq],
     )
     .map(drop)
 }
@@ -218,6 +218,9 @@ pub fn active_delegations(tx: &Tx<'_>, of: DelegationsOf) -> Result<Vec<Delegati
 /// What a cascade needs of an active session.
 #[derive(Debug, Clone)]
 pub struct ActiveSession {
+    /// The row's rowid, valid only inside the write transaction that read it: the revocation
+    /// updates the row through it instead of seeking the id index again.
+    row: i64,
     pub id: SessionId,
     pub user_id: UserId,
     pub agent_id: AgentId,
@@ -228,17 +231,21 @@ pub struct ActiveSession {
     pub expires_at: Timestamp,
 }
 
-/// Maps `id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at, platform_id`.
+/// The columns [`active_session_row`] maps, from a `sessions` table aliased `s`.
+const ACTIVE_SESSION_COLUMNS: &str =
+    "s.rowid, s.id, s.user_id, s.agent_id, s.integration_id, s.delegation_id, s.scopes, s.expires_at, s.platform_id";
+
 fn active_session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActiveSession> {
     Ok(ActiveSession {
-        id: r.get(0)?,
-        user_id: r.get(1)?,
-        agent_id: r.get(2)?,
-        integration_id: r.get(3)?,
-        delegation_id: r.get(4)?,
-        scopes: r.get(5)?,
-        expires_at: r.get(6)?,
-        platform_id: r.get(7)?,
+        row: r.get(0)?,
+        id: r.get(1)?,
+        user_id: r.get(2)?,
+        agent_id: r.get(3)?,
+        integration_id: r.get(4)?,
+        delegation_id: r.get(5)?,
+        scopes: r.get(6)?,
+        expires_at: r.get(7)?,
+        platform_id: r.get(8)?,
     })
 }
 
@@ -254,31 +261,28 @@ pub enum SessionsOf {
 /// Active, unexpired sessions (an expired session is already not active; revoking it would
 /// write an event that changes nothing).
 pub fn active_sessions(tx: &Tx<'_>, of: SessionsOf) -> Result<Vec<ActiveSession>> {
-    let (sql, key) = match of {
-        SessionsOf::User(u) => (
-            "SELECT id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at, platform_id FROM sessions
-             WHERE user_id = ?1 AND status = 'active' AND expires_at > ?2 ORDER BY id",
-            u.to_string(),
-        ),
-        SessionsOf::Delegation(d) => (
-            "SELECT id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at, platform_id FROM sessions
-             WHERE delegation_id = ?1 AND status = 'active' AND expires_at > ?2 ORDER BY id",
-            d.to_string(),
-        ),
-        SessionsOf::Parent(p) => (
-            "SELECT id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at, platform_id FROM sessions
-             WHERE parent_id = ?1 AND status = 'active' AND expires_at > ?2 ORDER BY id",
-            p.to_string(),
-        ),
-        SessionsOf::One(s) => (
-            "SELECT id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at, platform_id FROM sessions
-             WHERE id = ?1 AND status = 'active' AND expires_at > ?2",
-            s.to_string(),
-        ),
-    };
-    let mut st = tx.conn().prepare_cached(sql).map_err(db_error)?;
+    let (sql, key) = active_sessions_query(of);
+    let mut st = tx.conn().prepare_cached(&sql).map_err(db_error)?;
     let found = st.query_map(params![key, tx.now().millis()], active_session_row).map_err(db_error)?;
     found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+}
+
+/// The SQL of [`active_sessions`] and its key (`?1`; `?2` is the time).
+pub(super) fn active_sessions_query(of: SessionsOf) -> (String, String) {
+    let (from_where, key) = match of {
+        // A session's user is its delegation's: the user's delegations lead to every one of them
+        // through the only index a revocation has to update (migration 0009).
+        SessionsOf::User(u) => {
+            ("delegations d JOIN sessions s ON s.delegation_id = d.id WHERE d.user_id = ?1", u.to_string())
+        }
+        SessionsOf::Delegation(d) => ("sessions s WHERE s.delegation_id = ?1", d.to_string()),
+        SessionsOf::Parent(p) => ("sessions s WHERE s.parent_id = ?1", p.to_string()),
+        SessionsOf::One(s) => ("sessions s WHERE s.id = ?1", s.to_string()),
+    };
+    let sql = format!(
+        "SELECT {ACTIVE_SESSION_COLUMNS} FROM {from_where} AND s.status = 'active' AND s.expires_at > ?2 ORDER BY s.id"
+    );
+    (sql, key)
 }
 
 /// Depth of a session in its sub-agent tree (0 for a top-level session).
@@ -526,12 +530,12 @@ pub fn last_disconnect_event(tx: &Tx<'_>, of: DelegationsOf) -> Result<Option<cr
 pub fn active_children_of_revoked(tx: &Tx<'_>, from_seq: i64, to_seq: i64) -> Result<Vec<ActiveSession>> {
     let mut st = tx
         .conn()
-        .prepare_cached(
-            "SELECT id, user_id, agent_id, integration_id, delegation_id, scopes, expires_at, platform_id FROM sessions
-             WHERE status = 'active' AND expires_at > ?3 AND parent_id IS NOT NULL AND parent_id IN
-                   (SELECT id FROM sessions WHERE revoked_by_seq BETWEEN ?1 AND ?2)
-             ORDER BY id",
-        )
+        .prepare_cached(&format!(
+            "SELECT {ACTIVE_SESSION_COLUMNS} FROM sessions s
+                 WHERE s.status = 'active' AND s.expires_at > ?3 AND s.parent_id IS NOT NULL AND s.parent_id IN
+                       (SELECT id FROM sessions WHERE revoked_by_seq BETWEEN ?1 AND ?2)
+                 ORDER BY s.id"
+        ))
         .map_err(db_error)?;
     let found = st.query_map(params![from_seq, to_seq, tx.now().millis()], active_session_row).map_err(db_error)?;
     found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
