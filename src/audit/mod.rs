@@ -5,6 +5,8 @@
 //! record. Storage (append inside the change's transaction, triggers refusing UPDATE/DELETE) lives
 //! in `store`; this module is pure.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -26,8 +28,10 @@ pub struct AuditEvent {
     pub subject: Subject,
     pub cause_seq: Option<i64>,
     pub reason: Option<String>,
+    /// Shared with the event stream and, in a cascade, with every revocation under the same
+    /// delegation: they carry the same details.
     #[schema(value_type = Object)]
-    pub details: serde_json::Value,
+    pub details: Arc<serde_json::Value>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -40,19 +44,31 @@ pub struct NewEvent {
     pub subject: Subject,
     pub cause_seq: Option<i64>,
     pub reason: Option<String>,
-    pub details: serde_json::Value,
+    pub details: Details,
+}
+
+/// An event's `details` with their compact JSON text (what is stored and hashed), encoded once:
+/// a cascade gives the same details to every session it revokes under one delegation.
+#[derive(Debug, Clone)]
+pub struct Details {
+    pub value: Arc<serde_json::Value>,
+    pub text: Arc<str>,
+}
+
+/// `{}`, shared by every event that has no details of its own.
+static NO_DETAILS: std::sync::LazyLock<Details> =
+    std::sync::LazyLock::new(|| Details::new(serde_json::Value::Object(Default::default())));
+
+impl Details {
+    pub fn new(value: serde_json::Value) -> Details {
+        let text = value.to_string().into();
+        Details { value: Arc::new(value), text }
+    }
 }
 
 impl NewEvent {
     pub fn new(actor: Actor, action: &'static str, subject: Subject) -> Self {
-        NewEvent {
-            actor,
-            action,
-            subject,
-            cause_seq: None,
-            reason: None,
-            details: serde_json::Value::Object(Default::default()),
-        }
+        NewEvent { actor, action, subject, cause_seq: None, reason: None, details: NO_DETAILS.clone() }
     }
 
     pub fn reason(mut self, reason: Option<String>) -> Self {
@@ -65,7 +81,11 @@ impl NewEvent {
         self
     }
 
-    pub fn details(mut self, details: serde_json::Value) -> Self {
+    pub fn details(self, details: serde_json::Value) -> Self {
+        self.shared_details(Details::new(details))
+    }
+
+    pub fn shared_details(mut self, details: Details) -> Self {
         self.details = details;
         self
     }
@@ -227,7 +247,7 @@ mod tests {
                     subject: Subject::new("user", format!("usr_{seq}")),
                     cause_seq: None,
                     reason: None,
-                    details: serde_json::json!({"b": 1, "a": [seq]}),
+                    details: Arc::new(serde_json::json!({"b": 1, "a": [seq]})),
                     prev_hash: prev.clone(),
                     hash: String::new(),
                 };

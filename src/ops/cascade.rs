@@ -1,12 +1,12 @@
 //! The revocation engine: a trigger event, then every session that depended on it, each audited
 //! with the trigger as its cause, then the receipt.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::audit::{AuditEvent, NewEvent};
+use crate::audit::{AuditEvent, Details, NewEvent};
 use crate::domain::*;
 use crate::store::writes::{self, ActiveSession, DelegationsOf, SessionsOf};
 use crate::store::{Effect, Tx};
@@ -16,18 +16,24 @@ pub struct Cascade {
     pub trigger: Arc<AuditEvent>,
     revoked: Vec<RevokedSession>,
     seen: HashSet<SessionId>,
+    /// A revocation's details name its session's chain and this trigger, so every session on one
+    /// chain gets the same details: encoded once per chain, not once per session.
+    details: HashMap<Chain, Details>,
 }
+
+/// The objects a session hangs from, as its revocation's details name them.
+type Chain = (UserId, AgentId, IntegrationId, DelegationId, PlatformId);
 
 impl Cascade {
     /// Writes the trigger's own event and starts the cascade under it.
     pub fn start(tx: &mut Tx<'_>, trigger: NewEvent) -> Result<Cascade> {
         let trigger = tx.audit(trigger)?;
-        Ok(Cascade { trigger, revoked: Vec::new(), seen: HashSet::new() })
+        Ok(Cascade::from_event(trigger))
     }
 
     /// Continues from a trigger already written (a session revoked directly is its own trigger).
     pub fn from_event(trigger: Arc<AuditEvent>) -> Cascade {
-        Cascade { trigger, revoked: Vec::new(), seen: HashSet::new() }
+        Cascade { trigger, revoked: Vec::new(), seen: HashSet::new(), details: HashMap::new() }
     }
 
     fn caused(&self, action: &'static str, subject: Subject, reason: &str) -> NewEvent {
@@ -43,15 +49,26 @@ impl Cascade {
             if self.seen.contains(&session.id) {
                 continue;
             }
-            let event = self.caused("session.revoked", Subject::new("session", session.id), reason).details(json!({
-                "user_id": session.user_id,
-                "agent_id": session.agent_id,
-                "integration_id": session.integration_id,
-                "delegation_id": session.delegation_id,
-                "platform_id": session.platform_id,
-                "initiating_entity": super::initiating_entity(&self.trigger.actor),
-                "trigger": self.trigger.action,
-            }));
+            let chain =
+                (session.user_id, session.agent_id, session.integration_id, session.delegation_id, session.platform_id);
+            let trigger = &self.trigger;
+            let details = self
+                .details
+                .entry(chain)
+                .or_insert_with(|| {
+                    Details::new(json!({
+                        "user_id": session.user_id,
+                        "agent_id": session.agent_id,
+                        "integration_id": session.integration_id,
+                        "delegation_id": session.delegation_id,
+                        "platform_id": session.platform_id,
+                        "initiating_entity": super::initiating_entity(&trigger.actor),
+                        "trigger": trigger.action,
+                    }))
+                })
+                .clone();
+            let event =
+                self.caused("session.revoked", Subject::new("session", session.id), reason).shared_details(details);
             let event = tx.audit(event)?;
             self.mark(tx, &session, reason, event.seq)?;
         }

@@ -574,7 +574,7 @@ fn due_for_webhook(conn: &Connection, now: Timestamp, webhook: WebhookId, limit:
                 subject: crate::audit::Subject { kind: r.get(10)?, id: r.get(11)? },
                 cause_seq: r.get(12)?,
                 reason: r.get(13)?,
-                details: serde_json::from_str(&r.get::<_, String>(14)?).unwrap_or_default(),
+                details: std::sync::Arc::new(serde_json::from_str(&r.get::<_, String>(14)?).unwrap_or_default()),
                 prev_hash: r.get(15)?,
                 hash: r.get(16)?,
             };

@@ -173,7 +173,7 @@ pub fn audit_event(r: &Row<'_>) -> rusqlite::Result<AuditEvent> {
         reason: r.get(9)?,
         // A details column that is not JSON is kept as a string so verify reports the broken hash
         // instead of failing to read the row.
-        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
+        details: std::sync::Arc::new(serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details))),
         prev_hash: r.get(11)?,
         hash: r.get(12)?,
     })

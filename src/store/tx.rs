@@ -100,11 +100,11 @@ impl<'c> Tx<'c> {
             subject: event.subject,
             cause_seq: event.cause_seq,
             reason: event.reason,
-            details: event.details,
+            details: event.details.value,
             prev_hash: self.head.hash.clone(),
             hash: String::new(),
         };
-        let details = record.details.to_string();
+        let details = event.details.text;
         record.hash = event_hash_with_details(&record, &details);
         self.conn
             .prepare_cached(
@@ -124,7 +124,7 @@ impl<'c> Tx<'c> {
                     record.subject.id,
                     record.cause_seq,
                     record.reason,
-                    details,
+                    &*details,
                     record.prev_hash,
                     record.hash,
                 ])

@@ -121,6 +121,11 @@ async fn assert_cascade(
         for key in ["user_id", "agent_id", "integration_id"] {
             assert_eq!(entry[key], session[key], "{name}'s receipt entry names the wrong {key}");
         }
+        // Events under one trigger share encoded details per delegation: each must still name
+        // its own session's objects.
+        for key in ["user_id", "agent_id", "integration_id", "delegation_id", "platform_id"] {
+            assert_eq!(event["details"][key], session[key], "{name}'s event names the wrong {key}: {event}");
+        }
     }
 
     // Bystanders are untouched; the revoked are denied on the very next call.
