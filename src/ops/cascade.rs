@@ -45,6 +45,7 @@ impl Cascade {
     /// Revokes sessions (each audited, caused by the trigger). Their sub-agent sessions follow
     /// when the cascade finishes ([`Cascade::receipt`]), level by level.
     pub fn revoke_sessions(&mut self, tx: &mut Tx<'_>, sessions: Vec<ActiveSession>, reason: &str) -> Result<()> {
+        self.revoked.reserve(sessions.len());
         for session in sessions {
             if self.seen.contains(&session.id) {
                 continue;

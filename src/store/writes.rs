@@ -259,7 +259,8 @@ pub enum SessionsOf {
 }
 
 /// Active, unexpired sessions (an expired session is already not active; revoking it would
-/// write an event that changes nothing).
+/// write an event that changes nothing), in the index's order: by delegation, then oldest first.
+/// Sorting them by id instead cost a 100k cascade a sort of 100k rows for no one's benefit.
 pub fn active_sessions(tx: &Tx<'_>, of: SessionsOf) -> Result<Vec<ActiveSession>> {
     let (sql, key) = active_sessions_query(of);
     let mut st = tx.conn().prepare_cached(&sql).map_err(db_error)?;
@@ -280,7 +281,7 @@ pub(super) fn active_sessions_query(of: SessionsOf) -> (String, String) {
         SessionsOf::One(s) => ("sessions s WHERE s.id = ?1", s.to_string()),
     };
     let sql = format!(
-        "SELECT {ACTIVE_SESSION_COLUMNS} FROM {from_where} AND s.status = 'active' AND s.expires_at > ?2 ORDER BY s.id"
+        "SELECT {ACTIVE_SESSION_COLUMNS} FROM {from_where} AND s.status = 'active' AND s.expires_at > ?2"
     );
     (sql, key)
 }
