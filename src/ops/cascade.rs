@@ -46,34 +46,40 @@ impl Cascade {
     /// when the cascade finishes ([`Cascade::receipt`]), level by level.
     pub fn revoke_sessions(&mut self, tx: &mut Tx<'_>, sessions: Vec<ActiveSession>, reason: &str) -> Result<()> {
         self.revoked.reserve(sessions.len());
-        for session in sessions {
-            if self.seen.contains(&session.id) {
-                continue;
+        tx.holding_subscribers(|tx| {
+            for session in sessions {
+                if self.seen.contains(&session.id) {
+                    continue;
+                }
+                let event = self
+                    .caused("session.revoked", Subject::new("session", session.id), reason)
+                    .shared_details(self.revocation_details(&session));
+                let event = tx.audit(event)?;
+                self.mark(tx, &session, reason, event.seq)?;
             }
-            let chain =
-                (session.user_id, session.agent_id, session.integration_id, session.delegation_id, session.platform_id);
-            let trigger = &self.trigger;
-            let details = self
-                .details
-                .entry(chain)
-                .or_insert_with(|| {
-                    Details::new(json!({
-                        "user_id": session.user_id,
-                        "agent_id": session.agent_id,
-                        "integration_id": session.integration_id,
-                        "delegation_id": session.delegation_id,
-                        "platform_id": session.platform_id,
-                        "initiating_entity": super::initiating_entity(&trigger.actor),
-                        "trigger": trigger.action,
-                    }))
-                })
-                .clone();
-            let event =
-                self.caused("session.revoked", Subject::new("session", session.id), reason).shared_details(details);
-            let event = tx.audit(event)?;
-            self.mark(tx, &session, reason, event.seq)?;
-        }
-        Ok(())
+            Ok(())
+        })
+    }
+
+    /// The details of a session's revocation, encoded once per chain.
+    fn revocation_details(&mut self, session: &ActiveSession) -> Details {
+        let chain =
+            (session.user_id, session.agent_id, session.integration_id, session.delegation_id, session.platform_id);
+        let trigger = &self.trigger;
+        self.details
+            .entry(chain)
+            .or_insert_with(|| {
+                Details::new(json!({
+                    "user_id": session.user_id,
+                    "agent_id": session.agent_id,
+                    "integration_id": session.integration_id,
+                    "delegation_id": session.delegation_id,
+                    "platform_id": session.platform_id,
+                    "initiating_entity": super::initiating_entity(&trigger.actor),
+                    "trigger": trigger.action,
+                }))
+            })
+            .clone()
     }
 
     /// Marks a session revoked by `seq` and records it for the receipt and the live view.

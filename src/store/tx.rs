@@ -64,11 +64,23 @@ pub struct Tx<'c> {
     pub(super) effects: Vec<Effect>,
     /// Whether this batch queued webhook deliveries (the delivery worker is woken after commit).
     pub(super) outbox_written: bool,
+    /// The webhooks that may receive events, held while a cascade writes many events and changes
+    /// no webhook ([`Tx::holding_subscribers`]); read per event otherwise.
+    subscribers: Option<std::sync::Arc<Vec<Subscriber>>>,
+}
+
+/// A live webhook as the outbox matches events against it.
+#[derive(Debug)]
+struct Subscriber {
+    id: String,
+    /// Actions it asked for; empty means every event its owner may see.
+    wanted: Vec<String>,
+    owner: crate::domain::Role,
 }
 
 impl<'c> Tx<'c> {
     pub(super) fn new(conn: &'c Connection, now: Timestamp, head: ChainHead) -> Self {
-        Tx { conn, now, head, effects: Vec::new(), outbox_written: false }
+        Tx { conn, now, head, effects: Vec::new(), outbox_written: false, subscribers: None }
     }
 
     pub fn conn(&self) -> &Connection {
@@ -137,36 +149,52 @@ impl<'c> Tx<'c> {
         Ok(record)
     }
 
-    /// The transactional outbox: one pending delivery per webhook that subscribed to this event
-    /// and whose owner may see it, written with the event itself.
-    fn enqueue_webhooks(&mut self, record: &AuditEvent) -> Result<()> {
+    /// Runs `f` with the live webhooks read once rather than once per event. `f` must not change
+    /// webhooks or their owners' credentials: a cascade, which writes one event per revoked
+    /// session and nothing else of the kind.
+    pub fn holding_subscribers<T>(&mut self, f: impl FnOnce(&mut Tx<'c>) -> Result<T>) -> Result<T> {
+        self.subscribers = Some(std::sync::Arc::new(self.live_subscribers()?));
+        let outcome = f(self);
+        self.subscribers = None;
+        outcome
+    }
+
+    fn live_subscribers(&self) -> Result<Vec<Subscriber>> {
         let mut st = self
             .conn
             // A webhook owned by a credential (admin, auditor, verifier) stops once that
             // credential has expired or its API key is retired. Revoking a credential deletes its
             // webhooks; the liveness test also covers those revoked before that rule existed.
-            .prepare_cached(&format!(
-                "SELECT w.id, w.events, w.owner_role, w.owner_id FROM webhooks w
-                 LEFT JOIN credentials c ON c.id = w.owner_id {}
-                 WHERE w.deleted_at IS NULL AND (c.id IS NULL OR {})",
-                super::reads::CREDENTIAL_KEY_JOIN,
-                super::reads::CREDENTIAL_IS_LIVE
-            ))
+            .prepare_cached(&LIVE_WEBHOOKS)
             .map_err(db_error)?;
-        let hooks = st
+        let rows = st
             .query_map([self.now.millis()], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
             })
             .map_err(db_error)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(db_error)?;
-        for (id, events, owner_role, owner_id) in hooks {
-            let wanted: Vec<String> = serde_json::from_str(&events).unwrap_or_default();
-            if !wanted.is_empty() && !wanted.contains(&record.action) {
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, events, owner_role, owner_id)| {
+                let owner = crate::domain::Role::from_parts(&owner_role, &owner_id)?;
+                Some(Subscriber { id, wanted: serde_json::from_str(&events).unwrap_or_default(), owner })
+            })
+            .collect())
+    }
+
+    /// The transactional outbox: one pending delivery per webhook that subscribed to this event
+    /// and whose owner may see it, written with the event itself.
+    fn enqueue_webhooks(&mut self, record: &AuditEvent) -> Result<()> {
+        let subscribers = match &self.subscribers {
+            Some(held) => held.clone(),
+            None => std::sync::Arc::new(self.live_subscribers()?),
+        };
+        for hook in subscribers.iter() {
+            if !hook.wanted.is_empty() && !hook.wanted.contains(&record.action) {
                 continue;
             }
-            let Some(role) = crate::domain::Role::from_parts(&owner_role, &owner_id) else { continue };
-            if !crate::audit::visible_to(&role, record) {
+            if !crate::audit::visible_to(&hook.owner, record) {
                 continue;
             }
             self.conn
@@ -174,10 +202,21 @@ impl<'c> Tx<'c> {
                     "INSERT INTO webhook_deliveries (webhook_id, event_seq, event_id, status, next_attempt_at)
                      VALUES (?1, ?2, ?3, 'pending', ?4)",
                 )
-                .and_then(|mut st| st.execute(params![id, record.seq, record.id, self.now.millis()]))
+                .and_then(|mut st| st.execute(params![hook.id, record.seq, record.id, self.now.millis()]))
                 .map_err(db_error)?;
             self.outbox_written = true;
         }
         Ok(())
     }
 }
+
+/// Webhooks not deleted whose owner may still act (see [`Tx::live_subscribers`]).
+static LIVE_WEBHOOKS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT w.id, w.events, w.owner_role, w.owner_id FROM webhooks w
+         LEFT JOIN credentials c ON c.id = w.owner_id {}
+         WHERE w.deleted_at IS NULL AND (c.id IS NULL OR {})",
+        super::reads::CREDENTIAL_KEY_JOIN,
+        super::reads::CREDENTIAL_IS_LIVE
+    )
+});

@@ -280,9 +280,8 @@ pub(super) fn active_sessions_query(of: SessionsOf) -> (String, String) {
         SessionsOf::Parent(p) => ("sessions s WHERE s.parent_id = ?1", p.to_string()),
         SessionsOf::One(s) => ("sessions s WHERE s.id = ?1", s.to_string()),
     };
-    let sql = format!(
-        "SELECT {ACTIVE_SESSION_COLUMNS} FROM {from_where} AND s.status = 'active' AND s.expires_at > ?2"
-    );
+    let sql =
+        format!("SELECT {ACTIVE_SESSION_COLUMNS} FROM {from_where} AND s.status = 'active' AND s.expires_at > ?2");
     (sql, key)
 }
 

@@ -817,6 +817,46 @@ async fn a_platform_webhook_gets_only_its_own_events_and_a_deleted_webhook_nothi
     workers.stop().await;
 }
 
+#[tokio::test]
+async fn a_cascade_queues_each_revocation_for_exactly_the_webhooks_allowed_to_see_it() {
+    let app = fast_app(fast()).await;
+    let scopes = ["mail:read"];
+    let user = app.user("idp|two-platforms", &scopes).await;
+    let mut hooks = Vec::new();
+    let mut sessions: Vec<Vec<String>> = Vec::new();
+    for (name, count) in [("a", 2), ("b", 1)] {
+        let platform = app.platform(name).await;
+        let agent = app.agent(&platform, &scopes).await;
+        let integration = app.integration(&platform, &scopes).await;
+        let delegation = app.delegation(&platform, &user, &agent, &integration, &scopes).await;
+        let (hook, _) = create_webhook(&app, &platform.credential, "http://127.0.0.1:9/hook").await;
+        let mut opened = Vec::new();
+        for _ in 0..count {
+            opened.push(app.session(&platform, &delegation, &scopes).await.0);
+        }
+        hooks.push((hook, platform.credential));
+        sessions.push(opened);
+    }
+    let (admin_hook, _) = create_webhook(&app, &app.admin, "http://127.0.0.1:9/admin").await;
+
+    let receipt = app.trigger(&format!("/v1/users/{user}/disable"), &app.admin, json!({})).await;
+    assert_eq!(receipt["revoked"].as_array().map(Vec::len), Some(3), "{receipt}");
+    let cause = receipt["cause"]["seq"].as_i64().expect("cause seq");
+    let events = app.all_pages(&format!("/v1/audit?cause_seq={cause}&action=session.revoked")).await;
+    let seq_of = |session: &String| -> i64 {
+        let event = events.iter().find(|e| e["subject"]["id"] == session.as_str()).expect("its revocation event");
+        event["seq"].as_i64().expect("seq")
+    };
+    let queued = |records: Vec<Value>| -> BTreeSet<i64> { records.iter().filter_map(|d| d["seq"].as_i64()).collect() };
+
+    for ((hook, credential), own) in hooks.iter().zip(&sessions) {
+        let expected: BTreeSet<i64> = own.iter().map(seq_of).collect();
+        assert_eq!(queued(deliveries(&app, credential, hook).await), expected, "a platform's webhook: its own only");
+    }
+    let everything: BTreeSet<i64> = sessions.iter().flatten().map(seq_of).collect();
+    assert_eq!(queued(deliveries(&app, &app.admin, &admin_hook).await), everything, "the admin's webhook: all");
+}
+
 // ---------------------------------------------------------------------------------------------
 // RFC 7662 introspection and RFC 7009 revocation
 // ---------------------------------------------------------------------------------------------
