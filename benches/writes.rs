@@ -11,6 +11,9 @@
 //! `TETHER_BENCH_WEBHOOKS=3` subscribes that many webhooks to `session.revoked` first, so each
 //! revoked session also queues a delivery per webhook in the outbox. Their URL is a closed local
 //! port: deliveries fail and retry after the cascade, so run one size at a time with webhooks).
+//! `TETHER_BENCH_PAUSE=1` waits 3 s before each cascade, after printing "cascade of N sessions
+//! starts in 3 s", so a profiler can attach to the writer thread for the cascade alone
+//! (docs/performance.md shows the command).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -249,6 +252,12 @@ async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usiz
         let admin = support::admin();
         wal_frames(db); // checkpoint everything so far: the WAL then holds only what follows
         let writer_before = services.writer.stats();
+        if std::env::var_os("TETHER_BENCH_PAUSE").is_some() {
+            // Time to attach a profiler to the `tether-writer` thread for the cascade alone.
+            println!("cascade of {n} sessions starts in 3 s");
+            std::io::Write::flush(&mut std::io::stdout()).ok();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
         let started = Instant::now();
         let receipt = services
             .writer
