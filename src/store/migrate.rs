@@ -140,15 +140,17 @@ mod tests {
     }
 
     #[test]
-    fn every_cascade_reaches_its_active_sessions_through_the_active_by_delegation_index() {
-        use crate::domain::{DelegationId, UserId};
-        use crate::store::writes::{active_sessions_query, SessionsOf};
-        for of in [SessionsOf::User(UserId::generate()), SessionsOf::Delegation(DelegationId::generate())] {
-            let plan = plan(&active_sessions_query(of).0);
-            assert!(seeks(&plan, "sessions_active_by_delegation"), "{of:?}: {plan:?}");
+    fn a_cascade_reads_a_delegations_or_parents_active_sessions_by_index_in_creation_order() {
+        use crate::store::writes::active_sessions_query;
+        for (column, index) in [("delegation_id", "sessions_active_by_delegation"), ("parent_id", "sessions_by_parent")]
+        {
+            let plan = plan(&active_sessions_query(column));
+            assert!(seeks(&plan, index), "{column}: {plan:?}");
+            assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:?}");
         }
-        let plan = plan(&active_sessions_query(SessionsOf::User(UserId::generate())).0);
-        assert!(seeks(&plan, "delegations_by_user") || seeks(&plan, "delegations_active_by_user"), "{plan:?}");
+        let plan = plan("SELECT id FROM delegations WHERE user_id = ?1 AND ?2 ORDER BY id");
+        assert!(seeks(&plan, "delegations_by_user"), "a user's delegations: {plan:?}");
+        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:?}");
     }
 
     #[test]

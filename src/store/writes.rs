@@ -259,30 +259,41 @@ pub enum SessionsOf {
 }
 
 /// Active, unexpired sessions (an expired session is already not active; revoking it would
-/// write an event that changes nothing), in the index's order: by delegation, then oldest first.
-/// Sorting them by id instead cost a 100k cascade a sort of 100k rows for no one's benefit.
+/// write an event that changes nothing), oldest first; a user's delegation by delegation.
 pub fn active_sessions(tx: &Tx<'_>, of: SessionsOf) -> Result<Vec<ActiveSession>> {
-    let (sql, key) = active_sessions_query(of);
-    let mut st = tx.conn().prepare_cached(&sql).map_err(db_error)?;
+    let (column, key) = match of {
+        SessionsOf::User(user) => return active_sessions_of_user(tx, user),
+        SessionsOf::Delegation(d) => ("delegation_id", d.to_string()),
+        SessionsOf::Parent(p) => ("parent_id", p.to_string()),
+        SessionsOf::One(s) => ("id", s.to_string()),
+    };
+    let mut st = tx.conn().prepare_cached(&active_sessions_query(column)).map_err(db_error)?;
     let found = st.query_map(params![key, tx.now().millis()], active_session_row).map_err(db_error)?;
     found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
 }
 
-/// The SQL of [`active_sessions`] and its key (`?1`; `?2` is the time).
-pub(super) fn active_sessions_query(of: SessionsOf) -> (String, String) {
-    let (from_where, key) = match of {
-        // A session's user is its delegation's: the user's delegations lead to every one of them
-        // through the only index a revocation has to update (migration 0009).
-        SessionsOf::User(u) => {
-            ("delegations d JOIN sessions s ON s.delegation_id = d.id WHERE d.user_id = ?1", u.to_string())
-        }
-        SessionsOf::Delegation(d) => ("sessions s WHERE s.delegation_id = ?1", d.to_string()),
-        SessionsOf::Parent(p) => ("sessions s WHERE s.parent_id = ?1", p.to_string()),
-        SessionsOf::One(s) => ("sessions s WHERE s.id = ?1", s.to_string()),
-    };
-    let sql =
-        format!("SELECT {ACTIVE_SESSION_COLUMNS} FROM {from_where} AND s.status = 'active' AND s.expires_at > ?2");
-    (sql, key)
+/// A session's user is its delegation's: the user's delegations lead to every one of them
+/// through the only "active" index a revocation has to update (migration 0009).
+fn active_sessions_of_user(tx: &Tx<'_>, user: UserId) -> Result<Vec<ActiveSession>> {
+    let delegations: Vec<DelegationId> = tx
+        .conn()
+        .prepare_cached("SELECT id FROM delegations WHERE user_id = ?1 ORDER BY id")
+        .and_then(|mut st| st.query_map([user.to_string()], |r| r.get(0))?.collect())
+        .map_err(db_error)?;
+    let mut sessions = Vec::new();
+    for delegation in delegations {
+        sessions.extend(active_sessions(tx, SessionsOf::Delegation(delegation))?);
+    }
+    Ok(sessions)
+}
+
+/// The SQL of [`active_sessions`] by `column` = `?1` at time `?2`. Rows come in rowid (creation)
+/// order straight from the index: no sort.
+pub(super) fn active_sessions_query(column: &'static str) -> String {
+    format!(
+        "SELECT {ACTIVE_SESSION_COLUMNS} FROM sessions s
+         WHERE s.{column} = ?1 AND s.status = 'active' AND s.expires_at > ?2 ORDER BY s.rowid"
+    )
 }
 
 /// Depth of a session in its sub-agent tree (0 for a top-level session).
