@@ -1,5 +1,6 @@
 //! Command-line parsing and the commands that do not need the HTTP server.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -165,7 +166,9 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Audit { command: AuditCommand::Verify { data_dir } } => {
             let readers = open_readers(&data_dir)?;
             let report = readers.read_now(tether::store::reads::verify_audit)?;
-            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+            // A closed pipe (`| head`) is not a failure of verify: the exit code still says it.
+            let _ = writeln!(std::io::stdout(), "{text}");
             if report.ok {
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -175,17 +178,30 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         }
         Command::Audit { command: AuditCommand::Export { data_dir } } => {
             let readers = open_readers(&data_dir)?;
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut failed: Option<std::io::Error> = None;
             readers.read_now(|conn| {
-                tether::store::reads::each_audit_event(conn, 0, |event| {
-                    // A closed pipe (`| head`) ends the export quietly.
-                    serde_json::to_writer(&mut out, &event).is_ok()
-                        && std::io::Write::write_all(&mut out, b"\n").is_ok()
+                tether::store::reads::each_stored_record(conn, |record| {
+                    let written = serde_json::to_writer(&mut out, &record)
+                        .map_err(std::io::Error::from)
+                        .and_then(|()| out.write_all(b"\n"));
+                    written.map_err(|e| failed = Some(e)).is_ok()
                 })
             })?;
-            let _ = std::io::Write::flush(&mut out);
-            Ok(ExitCode::SUCCESS)
+            let outcome = match failed {
+                Some(e) => Err(e),
+                None => out.flush(),
+            };
+            match outcome {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                // A closed pipe (`| head`) ends the export quietly: the reader asked for no more.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+                // Anything else (a full disk) leaves a cut-off export: say so and fail.
+                Err(e) => {
+                    eprintln!("audit export failed: {e}; the output is incomplete");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Keys { command: KeysCommand::Rotate { data_dir, purpose: p } } => {
             existing_instance(&data_dir)?;

@@ -83,10 +83,8 @@ pub async fn verify_checkpoint(
     let (seq, hash) = (checkpoint.seq, checkpoint.hash.clone());
     let log_matches = state
         .readers
-        .read(move |conn| {
-            let mut verifier = crate::audit::ChainVerifier::default();
-            reads::each_audit_event(conn, 0, |e| e.seq <= seq && verifier.push(&e))?;
-            let report = verifier.finish();
+        .read_long(move |conn| {
+            let report = reads::verify_audit_through(conn, Some(seq))?;
             Ok(report.ok && report.head_seq == seq && report.head_hash == hash)
         })
         .await?;
@@ -164,7 +162,7 @@ pub async fn verify(
     Authenticated(caller): Authenticated,
 ) -> ApiResult<axum::Json<VerifyReport>> {
     auditor(&caller)?;
-    read(&state, reads::verify_audit).await
+    Ok(axum::Json(state.readers.read_long(reads::verify_audit).await?))
 }
 
 /// How long an export waits for its client to take the next chunk before it gives up: the
@@ -190,8 +188,8 @@ pub async fn export(State(state): State<AppState>, Authenticated(caller): Authen
             sent
         };
         let outcome = readers.read_own(|conn| {
-            reads::each_audit_event(conn, 0, |event| {
-                if serde_json::to_writer(&mut chunk, &event).is_err() {
+            reads::each_stored_record(conn, |record| {
+                if serde_json::to_writer(&mut chunk, &record).is_err() {
                     return false;
                 }
                 chunk.push(b'\n');

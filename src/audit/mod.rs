@@ -96,38 +96,155 @@ fn put(hasher: &mut Sha256, field: &[u8]) {
     hasher.update(field);
 }
 
-/// SHA-256 (hex) of the canonical encoding of an event's fields and `prev_hash`.
-///
-/// `details` is hashed as serde_json's compact text of the value, whose object keys are sorted
-/// (serde_json's default map is ordered), so the same record always hashes the same.
-pub fn event_hash(event: &AuditEvent) -> String {
-    event_hash_with_details(event, &event.details.to_string())
+/// An audit row exactly as stored: what verification hashes and the export writes. Nothing is
+/// parsed, so a row changed behind tether's back (details that are not JSON, or JSON spelled
+/// differently, an actor kind tether does not know) still reads, and fails its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub seq: i64,
+    pub id: String,
+    pub at: i64,
+    pub actor_kind: String,
+    pub actor_id: String,
+    pub action: String,
+    pub subject_kind: String,
+    pub subject_id: String,
+    pub cause_seq: Option<i64>,
+    pub reason: Option<String>,
+    pub details: String,
+    pub prev_hash: String,
+    pub hash: String,
 }
 
-/// [`event_hash`] with `details` already encoded (`event.details.to_string()`), so a writer that
-/// stores that text too encodes it once.
-pub fn event_hash_with_details(event: &AuditEvent, details: &str) -> String {
+impl StoredRecord {
+    /// The row the writer stores for `event` (its details as compact JSON).
+    pub fn of(event: &AuditEvent) -> StoredRecord {
+        StoredRecord {
+            seq: event.seq,
+            id: event.id.clone(),
+            at: event.at.millis(),
+            actor_kind: event.actor.kind.as_str().to_owned(),
+            actor_id: event.actor.id.clone(),
+            action: event.action.clone(),
+            subject_kind: event.subject.kind.clone(),
+            subject_id: event.subject.id.clone(),
+            cause_seq: event.cause_seq,
+            reason: event.reason.clone(),
+            details: event.details.to_string(),
+            prev_hash: event.prev_hash.clone(),
+            hash: event.hash.clone(),
+        }
+    }
+
+    /// The hash this row's contents and `prev_hash` call for.
+    pub fn computed_hash(&self) -> String {
+        chain_hash(&Hashed {
+            seq: self.seq,
+            id: &self.id,
+            at: self.at,
+            actor_kind: &self.actor_kind,
+            actor_id: &self.actor_id,
+            action: &self.action,
+            subject_kind: &self.subject_kind,
+            subject_id: &self.subject_id,
+            cause_seq: self.cause_seq,
+            reason: self.reason.as_deref(),
+            details: &self.details,
+            prev_hash: &self.prev_hash,
+        })
+    }
+}
+
+/// The export's line for a row: the shape of [`AuditEvent`], with `details` written as the stored
+/// text itself (not re-encoded), so whoever re-verifies the export hashes the bytes tether hashed.
+impl Serialize for StoredRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        #[derive(Serialize)]
+        struct Party<'a> {
+            kind: &'a str,
+            id: &'a str,
+        }
+        let mut out = s.serialize_struct("AuditEvent", 11)?;
+        out.serialize_field("seq", &self.seq)?;
+        out.serialize_field("id", &self.id)?;
+        out.serialize_field("at", &Timestamp(self.at))?;
+        out.serialize_field("actor", &Party { kind: &self.actor_kind, id: &self.actor_id })?;
+        out.serialize_field("action", &self.action)?;
+        out.serialize_field("subject", &Party { kind: &self.subject_kind, id: &self.subject_id })?;
+        out.serialize_field("cause_seq", &self.cause_seq)?;
+        out.serialize_field("reason", &self.reason)?;
+        match serde_json::from_str::<&serde_json::value::RawValue>(&self.details) {
+            Ok(raw) => out.serialize_field("details", raw)?,
+            // Not JSON: only a tampered row; written as a string, and its hash fails anyway.
+            Err(_) => out.serialize_field("details", &self.details)?,
+        }
+        out.serialize_field("prev_hash", &self.prev_hash)?;
+        out.serialize_field("hash", &self.hash)?;
+        out.end()
+    }
+}
+
+/// The fields one link of the chain commits to.
+struct Hashed<'a> {
+    seq: i64,
+    id: &'a str,
+    at: i64,
+    actor_kind: &'a str,
+    actor_id: &'a str,
+    action: &'a str,
+    subject_kind: &'a str,
+    subject_id: &'a str,
+    cause_seq: Option<i64>,
+    reason: Option<&'a str>,
+    details: &'a str,
+    prev_hash: &'a str,
+}
+
+/// SHA-256 (hex) of the canonical encoding of a record's fields and `prev_hash`: each field
+/// length-prefixed, `details` as the stored text.
+fn chain_hash(f: &Hashed<'_>) -> String {
     let mut h = Sha256::new();
     put(&mut h, b"tether-audit-v1");
-    put(&mut h, event.seq.to_string().as_bytes());
-    put(&mut h, event.id.as_bytes());
-    put(&mut h, event.at.millis().to_string().as_bytes());
-    put(&mut h, event.actor.kind.as_str().as_bytes());
-    put(&mut h, event.actor.id.as_bytes());
-    put(&mut h, event.action.as_bytes());
-    put(&mut h, event.subject.kind.as_bytes());
-    put(&mut h, event.subject.id.as_bytes());
-    put(&mut h, event.cause_seq.map(|c| c.to_string()).unwrap_or_default().as_bytes());
-    match &event.reason {
+    put(&mut h, f.seq.to_string().as_bytes());
+    put(&mut h, f.id.as_bytes());
+    put(&mut h, f.at.to_string().as_bytes());
+    put(&mut h, f.actor_kind.as_bytes());
+    put(&mut h, f.actor_id.as_bytes());
+    put(&mut h, f.action.as_bytes());
+    put(&mut h, f.subject_kind.as_bytes());
+    put(&mut h, f.subject_id.as_bytes());
+    put(&mut h, f.cause_seq.map(|c| c.to_string()).unwrap_or_default().as_bytes());
+    match f.reason {
         Some(r) => {
             put(&mut h, b"1");
             put(&mut h, r.as_bytes());
         }
         None => put(&mut h, b"0"),
     }
-    put(&mut h, details.as_bytes());
-    put(&mut h, event.prev_hash.as_bytes());
+    put(&mut h, f.details.as_bytes());
+    put(&mut h, f.prev_hash.as_bytes());
     hex::encode(h.finalize())
+}
+
+/// The hash of `event` whose details are stored as `details` (the writer encodes them once, for
+/// the row and the hash). The writer's details text is serde_json's compact encoding, whose
+/// object keys are sorted (serde_json's default map is ordered).
+pub fn event_hash_with_details(event: &AuditEvent, details: &str) -> String {
+    chain_hash(&Hashed {
+        seq: event.seq,
+        id: &event.id,
+        at: event.at.millis(),
+        actor_kind: event.actor.kind.as_str(),
+        actor_id: &event.actor.id,
+        action: &event.action,
+        subject_kind: &event.subject.kind,
+        subject_id: &event.subject.id,
+        cause_seq: event.cause_seq,
+        reason: event.reason.as_deref(),
+        details,
+        prev_hash: &event.prev_hash,
+    })
 }
 
 /// The outcome of walking the chain.
@@ -158,8 +275,8 @@ impl Default for ChainVerifier {
 }
 
 impl ChainVerifier {
-    /// Feeds the next event; returns false once the chain is broken (later events need no look).
-    pub fn push(&mut self, event: &AuditEvent) -> bool {
+    /// Feeds the next row; returns false once the chain is broken (later rows need no look).
+    pub fn push(&mut self, event: &StoredRecord) -> bool {
         if self.broken.is_some() {
             return false;
         }
@@ -168,7 +285,7 @@ impl ChainVerifier {
             Some(format!("expected seq {}, found {}", self.expected_seq, event.seq))
         } else if event.prev_hash != self.prev_hash {
             Some("prev_hash does not match the previous event's hash".to_owned())
-        } else if event_hash(event) != event.hash {
+        } else if event.computed_hash() != event.hash {
             Some("hash does not match the record's contents".to_owned())
         } else {
             None
@@ -251,7 +368,7 @@ mod tests {
                     prev_hash: prev.clone(),
                     hash: String::new(),
                 };
-                e.hash = event_hash(&e);
+                e.hash = StoredRecord::of(&e).computed_hash();
                 prev = e.hash.clone();
                 e
             })
@@ -261,7 +378,7 @@ mod tests {
     fn verify(events: &[AuditEvent]) -> VerifyReport {
         let mut v = ChainVerifier::default();
         for e in events {
-            v.push(e);
+            v.push(&StoredRecord::of(e));
         }
         v.finish()
     }
@@ -293,8 +410,35 @@ mod tests {
     #[test]
     fn reason_none_and_empty_reason_hash_differently() {
         let mut events = chain(1);
-        let original = event_hash(&events[0]);
+        let original = StoredRecord::of(&events[0]).computed_hash();
         events[0].reason = Some(String::new());
-        assert_ne!(event_hash(&events[0]), original);
+        assert_ne!(StoredRecord::of(&events[0]).computed_hash(), original);
+    }
+
+    #[test]
+    fn details_spelled_differently_break_the_link_even_when_they_parse_the_same() {
+        let events = chain(3);
+        let stored: Vec<StoredRecord> = events.iter().map(StoredRecord::of).collect();
+        assert_eq!(stored[1].details, r#"{"a":[2],"b":1}"#);
+        for respelled in [r#"{"a": [2], "b": 1}"#, r#"{"b":1,"a":[2]}"#, r#"{"a":[2],"b":0,"b":1}"#] {
+            let mut tampered = stored.clone();
+            tampered[1].details = respelled.to_owned();
+            let mut v = ChainVerifier::default();
+            for record in &tampered {
+                v.push(record);
+            }
+            assert_eq!(v.finish().first_broken_seq, Some(2), "{respelled}");
+        }
+    }
+
+    #[test]
+    fn the_export_line_carries_the_stored_details_text_byte_for_byte() {
+        let mut record = StoredRecord::of(&chain(1)[0]);
+        record.details = r#"{"b":1,"a":[1],"a":[2]}"#.to_owned();
+        let line = serde_json::to_string(&record).expect("serialize");
+        assert!(line.contains(r#""details":{"b":1,"a":[1],"a":[2]}"#), "{line}");
+        record.details = "not json".to_owned();
+        let line = serde_json::to_string(&record).expect("serialize");
+        assert!(line.contains(r#""details":"not json""#), "{line}");
     }
 }

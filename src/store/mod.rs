@@ -82,6 +82,20 @@ impl ReadPool {
         f(&conn)
     }
 
+    /// Runs a read that walks the whole audit log (verify) on a connection of its own, on a
+    /// blocking thread: seconds on a large log, which would stall every request queued behind
+    /// the pooled connection it drew.
+    pub async fn read_long<T, F>(self: &Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let pool = Arc::clone(self);
+        tokio::task::spawn_blocking(move || pool.read_own(f))
+            .await
+            .map_err(|e| Error::internal(format!("read task: {e}")))?
+    }
+
     /// Runs a read on a pooled connection, on a blocking thread.
     pub async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T>
     where

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::{db_error, rows};
-use crate::audit::{AuditEvent, ChainVerifier, VerifyReport};
+use crate::audit::{AuditEvent, ChainVerifier, StoredRecord, VerifyReport};
 use crate::domain::*;
 
 /// One page of a list, with the cursor of the next page (absent on the last).
@@ -383,24 +383,30 @@ pub fn get_audit_event(conn: &Connection, seq: i64) -> Result<AuditEvent> {
     q.one(conn, rows::audit_event)?.ok_or(Error::NotFound("audit event"))
 }
 
-/// Streams every audit event in seq order to `each`; stops early when it returns false.
-pub fn each_audit_event(conn: &Connection, after_seq: i64, mut each: impl FnMut(AuditEvent) -> bool) -> Result<()> {
-    let sql = format!("SELECT {} FROM audit_events WHERE seq > ?1 ORDER BY seq", rows::AUDIT_COLUMNS);
+/// Streams every audit row as stored, in seq order, to `each`; stops early when it returns false.
+/// Verification and export read rows this way: a row changed behind tether's back still reads.
+pub fn each_stored_record(conn: &Connection, mut each: impl FnMut(StoredRecord) -> bool) -> Result<()> {
+    let sql = format!("SELECT {} FROM audit_events ORDER BY seq", rows::AUDIT_COLUMNS);
     let mut st = conn.prepare(&sql).map_err(db_error)?;
-    let mut rows = st.query([after_seq]).map_err(db_error)?;
+    let mut rows = st.query([]).map_err(db_error)?;
     while let Some(r) = rows.next().map_err(db_error)? {
-        if !each(rows::audit_event(r).map_err(db_error)?) {
+        if !each(rows::stored_record(r).map_err(db_error)?) {
             break;
         }
     }
     Ok(())
 }
 
+/// Recomputes the chain from the stored rows, up to `through_seq` if given.
+pub fn verify_audit_through(conn: &Connection, through_seq: Option<i64>) -> Result<VerifyReport> {
+    let mut verifier = ChainVerifier::default();
+    each_stored_record(conn, |r| through_seq.is_none_or(|last| r.seq <= last) && verifier.push(&r))?;
+    Ok(verifier.finish())
+}
+
 /// Recomputes the whole chain.
 pub fn verify_audit(conn: &Connection) -> Result<VerifyReport> {
-    let mut verifier = ChainVerifier::default();
-    each_audit_event(conn, 0, |e| verifier.push(&e))?;
-    Ok(verifier.finish())
+    verify_audit_through(conn, None)
 }
 
 /// One page of the revocation feed after `after`: (cursor, revocation id, session, expiry).

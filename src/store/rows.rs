@@ -160,6 +160,25 @@ pub fn credential(r: &Row<'_>) -> rusqlite::Result<Credential> {
 
 pub const AUDIT_COLUMNS: &str =
     "seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id, cause_seq, reason, details, prev_hash, hash";
+/// Maps [`AUDIT_COLUMNS`] without interpreting anything (see [`crate::audit::StoredRecord`]).
+pub fn stored_record(r: &Row<'_>) -> rusqlite::Result<crate::audit::StoredRecord> {
+    Ok(crate::audit::StoredRecord {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        at: r.get(2)?,
+        actor_kind: r.get(3)?,
+        actor_id: r.get(4)?,
+        action: r.get(5)?,
+        subject_kind: r.get(6)?,
+        subject_id: r.get(7)?,
+        cause_seq: r.get(8)?,
+        reason: r.get(9)?,
+        details: r.get(10)?,
+        prev_hash: r.get(11)?,
+        hash: r.get(12)?,
+    })
+}
+
 pub fn audit_event(r: &Row<'_>) -> rusqlite::Result<AuditEvent> {
     let details: String = r.get(10)?;
     Ok(AuditEvent {

@@ -184,6 +184,76 @@ async fn a_row_changed_behind_tethers_back_is_reported_by_its_seq_by_the_api_and
 }
 
 #[tokio::test]
+async fn details_rewritten_to_parse_the_same_are_still_a_broken_link() {
+    let app = TestApp::new().await;
+    app.world(&["mail:read"], &["mail:read"]).await;
+    let stored: String = open_db(&app)
+        .query_row("SELECT details FROM audit_events WHERE seq = 3", [], |r| r.get(0))
+        .expect("details of seq 3");
+    let original: Value = serde_json::from_str(&stored).expect("stored details are JSON");
+    let object = original.as_object().expect("details of seq 3 are an object");
+    let (key, value) = object.iter().next().expect("seq 3 has some details");
+    // A duplicate key: serde_json keeps the last, SQLite's json_extract the first; so does a
+    // reader of the file. Spelled differently, it still parses to the same value.
+    let respelled = format!("{{{}:\"forged\",{}", serde_json::to_string(key).expect("key"), &stored[1..]);
+    assert_eq!(serde_json::from_str::<Value>(&respelled).expect("JSON"), original, "parses the same: {value}");
+
+    open_db(&app)
+        .execute("DROP TRIGGER audit_events_no_update", [])
+        .and_then(|_| open_db(&app).execute("UPDATE audit_events SET details = ?1 WHERE seq = 3", [&respelled]))
+        .expect("tamper");
+
+    let report = verify(&app).await;
+    assert_eq!((report["ok"].clone(), report["first_broken_seq"].clone()), (json!(false), json!(3)), "{report}");
+    let (ok, _, stderr) = cli_verify(app.dir.path());
+    assert!(!ok && stderr.contains("seq 3"), "{stderr}");
+    // The export carries the stored text itself, so a re-verifier sees what tether hashed.
+    let answer = app.request(Method::GET, "/v1/audit/export", Some(&app.admin), None, Body::empty()).await;
+    assert!(answer.text.contains(&format!("\"details\":{respelled}")), "{}", answer.text);
+}
+
+#[tokio::test]
+async fn an_actor_kind_tether_does_not_know_is_a_broken_link_not_an_error() {
+    let app = TestApp::new().await;
+    app.world(&["mail:read"], &["mail:read"]).await;
+    let head = verify(&app).await["head_seq"].as_i64().expect("head_seq");
+
+    open_db(&app)
+        .execute_batch(
+            "DROP TRIGGER audit_events_no_update; UPDATE audit_events SET actor_kind = 'root' WHERE seq = 2;",
+        )
+        .expect("tamper");
+
+    let report = verify(&app).await;
+    assert_eq!((report["ok"].clone(), report["first_broken_seq"].clone()), (json!(false), json!(2)), "{report}");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(app.dir.path())
+        .output()
+        .expect("run tether");
+    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+    // The export still reads every row, the tampered one as stored.
+    let (_, events) = export(&app, &app.admin).await;
+    assert_eq!(events.len() as i64, head);
+    assert_eq!(events[1]["actor"]["kind"], "root");
+}
+
+#[tokio::test]
+async fn the_cli_export_fails_when_its_output_cannot_be_written() {
+    let app = TestApp::new().await;
+    app.world(&["mail:read"], &["mail:read"]).await;
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else { return };
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["audit", "export", "--data-dir"])
+        .arg(app.dir.path())
+        .stdout(full)
+        .output()
+        .expect("run tether");
+    assert!(!output.status.success(), "an export that wrote nothing claimed success");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("incomplete"), "{output:?}");
+}
+
+#[tokio::test]
 async fn a_deleted_row_is_reported_at_its_seq() {
     let app = TestApp::new().await;
     app.world(&["mail:read"], &["mail:read"]).await;
