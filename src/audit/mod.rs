@@ -51,8 +51,8 @@ pub struct NewEvent {
 /// a cascade gives the same details to every session it revokes under one delegation.
 #[derive(Debug, Clone)]
 pub struct Details {
-    pub value: Arc<serde_json::Value>,
-    pub text: Arc<str>,
+    value: Arc<serde_json::Value>,
+    text: Arc<str>,
 }
 
 /// `{}`, shared by every event that has no details of its own.
@@ -63,6 +63,11 @@ impl Details {
     pub fn new(value: serde_json::Value) -> Details {
         let text = value.to_string().into();
         Details { value: Arc::new(value), text }
+    }
+
+    /// The value and the text it encodes to, always made together by [`Details::new`].
+    pub fn into_parts(self) -> (Arc<serde_json::Value>, Arc<str>) {
+        (self.value, self.text)
     }
 }
 

@@ -36,11 +36,12 @@ fn base_clause(event: &AuditEvent) -> Result<(&'static str, Vec<String>)> {
         | "user.signed_out_all"
         | "user.permissions_changed" => ("s.user_id = ?", vec![id]),
         "user.agent_disconnected" => (
-            "s.user_id = ? AND s.agent_id = ?",
+            // `+`: reach them through the user's sessions, not through every user's of that agent.
+            "s.user_id = ? AND +s.agent_id = ?",
             vec![id, detail("agent_id").ok_or_else(|| Error::internal("disconnect event without agent_id"))?],
         ),
         "user.integration_disconnected" => (
-            "s.user_id = ? AND s.integration_id = ?",
+            "s.user_id = ? AND +s.integration_id = ?",
             vec![
                 id,
                 detail("integration_id").ok_or_else(|| Error::internal("disconnect event without integration_id"))?,
@@ -64,7 +65,7 @@ struct Candidate {
     revoking_cause: Option<i64>,
 }
 
-const CANDIDATE_COLUMNS: &str = "s.id, s.scopes, s.revoked_by_seq, a.cause_seq FROM sessions s \
+pub(super) const CANDIDATE_COLUMNS: &str = "s.id, s.scopes, s.revoked_by_seq, a.cause_seq FROM sessions s \
      LEFT JOIN audit_events a ON a.seq = s.revoked_by_seq \
      WHERE s.created_seq < ?1 AND s.expires_at > ?2 AND (s.revoked_by_seq IS NULL OR s.revoked_by_seq >= ?1)";
 
@@ -114,4 +115,46 @@ pub fn report(conn: &Connection, seq: i64) -> Result<Coverage> {
         sessions.push(CoveredSession { session_id: c.id, revoked_by_seq: c.revoked_by });
     }
     Ok(Coverage { event, sessions, survivors })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::query_plan::{migrated, plan, seeks};
+
+    #[test]
+    fn every_coverage_report_searches_an_index_for_its_trigger_s_sessions() {
+        let conn = migrated();
+        for (action, index) in [
+            ("user.disabled", "sessions_by_user"),
+            ("user.permissions_changed", "sessions_by_user"),
+            ("user.agent_disconnected", "sessions_by_user"),
+            ("user.integration_disconnected", "sessions_by_user"),
+            ("delegation.revoked", "sessions_by_delegation"),
+            ("session.revoked", "sqlite_autoindex_sessions_1"),
+            ("token.revoked_reuse", "sqlite_autoindex_sessions_1"),
+            ("integration.disabled", "sessions_by_integration"),
+            ("agent.deregistered", "sessions_by_agent"),
+            ("platform.disabled", "sessions_by_platform"),
+        ] {
+            let event = crate::audit::AuditEvent {
+                seq: 1,
+                id: "e".into(),
+                at: crate::domain::Timestamp(0),
+                actor: crate::domain::Actor::system(),
+                action: action.into(),
+                subject: crate::domain::Subject::new("x", "subject"),
+                cause_seq: None,
+                reason: None,
+                details: std::sync::Arc::new(serde_json::json!({"agent_id": "a", "integration_id": "i"})),
+                prev_hash: String::new(),
+                hash: String::new(),
+            };
+            let (clause, keys) = base_clause(&event).expect("a trigger");
+            let mut params: Vec<rusqlite::types::Value> = vec![1.into(), 0.into()];
+            params.extend(keys.into_iter().map(rusqlite::types::Value::Text));
+            let plan = plan(&conn, &format!("SELECT {CANDIDATE_COLUMNS} AND {clause}"), &params);
+            assert!(seeks(&plan, index), "{action} ({clause}): {plan:?}");
+        }
+    }
 }

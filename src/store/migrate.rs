@@ -110,16 +110,11 @@ mod tests {
 
     /// SQLite's query plan for `sql` (two text parameters) on a fully migrated database.
     fn plan(sql: &str) -> Vec<String> {
-        let mut conn = Connection::open_in_memory().expect("in-memory db");
-        run(&mut conn).expect("migrate");
-        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .and_then(|mut st| st.query_map(["w", "0"], |r| r.get::<_, String>(3))?.collect())
-            .expect("plan")
+        let params = ["w", "0"].map(|p| rusqlite::types::Value::Text(p.into()));
+        crate::store::query_plan::plan(&crate::store::query_plan::migrated(), sql, &params)
     }
 
-    fn seeks(plan: &[String], index: &str) -> bool {
-        plan.iter().any(|step| step.starts_with("SEARCH") && step.contains(index))
-    }
+    use crate::store::query_plan::seeks;
 
     #[test]
     fn a_webhooks_deliveries_are_found_through_an_index_after_its_duplicate_is_dropped() {

@@ -120,3 +120,27 @@ impl ReadPool {
 pub fn database_path(data_dir: &Path) -> PathBuf {
     data_dir.join("tether.db")
 }
+
+/// Query-plan checks for tests: which index a statement searches on a fully migrated database.
+#[cfg(test)]
+pub(crate) mod query_plan {
+    use rusqlite::Connection;
+
+    pub fn migrated() -> Connection {
+        let mut conn = Connection::open_in_memory().expect("in-memory db");
+        super::migrate::run(&mut conn).expect("migrate");
+        conn
+    }
+
+    /// SQLite's plan steps for `sql` bound to `params`.
+    pub fn plan(conn: &Connection, sql: &str, params: &[rusqlite::types::Value]) -> Vec<String> {
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .and_then(|mut st| st.query_map(rusqlite::params_from_iter(params), |r| r.get::<_, String>(3))?.collect())
+            .expect("plan")
+    }
+
+    /// Whether a step searches (not scans) through `index`.
+    pub fn seeks(plan: &[String], index: &str) -> bool {
+        plan.iter().any(|step| step.starts_with("SEARCH") && step.contains(index))
+    }
+}

@@ -260,12 +260,24 @@ pub fn list_sessions(
     page: &PageRequest,
     now: Timestamp,
 ) -> Result<Page<Session>> {
+    sessions_listing(vis, filter, now).page(conn, page, |r| rows::session(r, now), |s| s.id.to_string())
+}
+
+fn sessions_listing(vis: Visibility, filter: &SessionFilter, now: Timestamp) -> Select {
     let mut q = Select::new(rows::SESSION_COLUMNS, "sessions");
     scope_tenant(&mut q, vis);
-    q.and_if("user_id = ?", filter.user_id.map(text))
-        .and_if("agent_id = ?", filter.agent_id.map(text))
-        .and_if("integration_id = ?", filter.integration_id.map(text))
-        .and_if("delegation_id = ?", filter.delegation_id.map(text));
+    // The narrowest filter leads the index search; a `+` keeps SQLite (which has no statistics)
+    // from walking, say, every user's sessions of an agent to find one user's.
+    let by_delegation = filter.delegation_id.is_some();
+    let by_user = !by_delegation && (filter.user_id.is_some() || matches!(vis, Visibility::User(_)));
+    let by_agent = !by_delegation && !by_user && filter.agent_id.is_some();
+    q.and_if("delegation_id = ?", filter.delegation_id.map(text))
+        .and_if(if by_delegation { "+user_id = ?" } else { "user_id = ?" }, filter.user_id.map(text))
+        .and_if(if by_delegation || by_user { "+agent_id = ?" } else { "agent_id = ?" }, filter.agent_id.map(text))
+        .and_if(
+            if by_delegation || by_user || by_agent { "+integration_id = ?" } else { "integration_id = ?" },
+            filter.integration_id.map(text),
+        );
     match filter.status {
         None => {}
         Some(SessionStatus::Revoked) => {
@@ -278,7 +290,7 @@ pub fn list_sessions(
             q.and_static("status = 'active'").and("expires_at <= ?", Value::Integer(now.millis()));
         }
     }
-    q.page(conn, page, |r| rows::session(r, now), |s| s.id.to_string())
+    q
 }
 
 pub fn get_credential(conn: &Connection, id: CredentialId) -> Result<Credential> {
@@ -617,4 +629,57 @@ pub fn session_ancestry(conn: &Connection, id: SessionId) -> Result<Vec<(Session
         next = parent;
     }
     Ok(chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AgentId, DelegationId, IntegrationId, PlatformId};
+    use crate::store::query_plan::{migrated, plan, seeks};
+
+    /// The index the first page of a session listing searches.
+    fn listing_plan(vis: Visibility, filter: SessionFilter) -> Vec<String> {
+        let mut q = sessions_listing(vis, &filter, Timestamp(0));
+        q.sql.push_str(" ORDER BY id LIMIT 100");
+        plan(&migrated(), &q.sql, &q.params)
+    }
+
+    #[test]
+    fn a_session_listing_searches_the_index_of_its_narrowest_filter() {
+        let (user, agent, integration, delegation) =
+            (UserId::generate(), AgentId::generate(), IntegrationId::generate(), DelegationId::generate());
+        let platform = Visibility::Platform(PlatformId::generate());
+        let cases = [
+            (
+                Visibility::All,
+                SessionFilter { user_id: Some(user), agent_id: Some(agent), ..Default::default() },
+                "sessions_by_user",
+            ),
+            (
+                Visibility::User(user),
+                SessionFilter { integration_id: Some(integration), ..Default::default() },
+                "sessions_by_user",
+            ),
+            (
+                platform,
+                SessionFilter { delegation_id: Some(delegation), user_id: Some(user), ..Default::default() },
+                "sessions_by_delegation",
+            ),
+            (
+                platform,
+                SessionFilter { agent_id: Some(agent), integration_id: Some(integration), ..Default::default() },
+                "sessions_by_agent",
+            ),
+            (
+                Visibility::All,
+                SessionFilter { integration_id: Some(integration), ..Default::default() },
+                "sessions_by_integration",
+            ),
+        ];
+        for (vis, filter, index) in cases {
+            let plan = listing_plan(vis, filter.clone());
+            assert!(seeks(&plan, index), "{filter:?} under {vis:?}: {plan:?}");
+            assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:?}");
+        }
+    }
 }

@@ -103,6 +103,7 @@ impl<'c> Tx<'c> {
     /// Appends an event to the audit chain in this transaction. The record is shared with the
     /// event stream's effect rather than copied: a cascade writes one per revoked session.
     pub fn audit(&mut self, event: NewEvent) -> Result<std::sync::Arc<AuditEvent>> {
+        let (details, text) = event.details.into_parts();
         let mut record = AuditEvent {
             seq: self.head.seq + 1,
             id: EventId::generate().to_string(),
@@ -112,12 +113,11 @@ impl<'c> Tx<'c> {
             subject: event.subject,
             cause_seq: event.cause_seq,
             reason: event.reason,
-            details: event.details.value,
+            details,
             prev_hash: self.head.hash.clone(),
             hash: String::new(),
         };
-        let details = event.details.text;
-        record.hash = event_hash_with_details(&record, &details);
+        record.hash = event_hash_with_details(&record, &text);
         self.conn
             .prepare_cached(
                 "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
@@ -136,7 +136,7 @@ impl<'c> Tx<'c> {
                     record.subject.id,
                     record.cause_seq,
                     record.reason,
-                    &*details,
+                    &*text,
                     record.prev_hash,
                     record.hash,
                 ])
@@ -157,6 +157,11 @@ impl<'c> Tx<'c> {
         let outcome = f(self);
         self.subscribers = None;
         outcome
+    }
+
+    /// Forgets a held list (see [`Tx::holding_subscribers`]).
+    pub(super) fn release_subscribers(&mut self) {
+        self.subscribers = None;
     }
 
     fn live_subscribers(&self) -> Result<Vec<Subscriber>> {

@@ -291,6 +291,8 @@ fn commit_batch(
         }
     } else {
         for job in batch.iter_mut() {
+            // A command that panicked inside `holding_subscribers` left its list held.
+            tx.release_subscribers();
             let saved_head = tx.head.clone();
             let saved_effects = tx.effects.len();
             let saved_outbox = tx.outbox_written;

@@ -174,10 +174,14 @@ pub fn mark_delegation_revoked(tx: &Tx<'_>, id: DelegationId, reason: &str) -> R
 pub fn mark_session_revoked(tx: &Tx<'_>, session: &ActiveSession, reason: &str, by_seq: i64) -> Result<()> {
     exec(
         tx,
-        "UPDATE sessions SET status = 'revoked', revoked_at = ?2, revoked_reason = ?3, revoked_by_seq = ?4 WHERE rowid = ?1",
-        params![session.row, tx.now().millis(), reason, by_seq],
+        "UPDATE sessions SET status = 'revoked', revoked_at = ?2, revoked_reason = ?3, revoked_by_seq = ?4
+         WHERE rowid = ?1 AND id = ?5",
+        params![session.row, tx.now().millis(), reason, by_seq, session.id.to_string()],
     )
-    .map(drop)
+    .and_then(|changed| match changed {
+        1 => Ok(()),
+        _ => Err(Error::internal(format!("session {} was not at the row read for it", session.id))),
+    })
 }
 
 /// Which active delegations a trigger ends.

@@ -454,6 +454,12 @@ impl Case {
                 let object = &objects[object_id];
                 assert_eq!(object["status"], "active", "{}: active session {id} has {key} {object}", at());
             }
+            // A user's cascade reaches sessions through the user's delegations: every session must
+            // hang from its delegation's user, agent, integration and platform.
+            let delegation_of = &objects[s["delegation_id"].as_str().expect("delegation_id")];
+            for key in ["user_id", "agent_id", "integration_id", "platform_id"] {
+                assert_eq!(s[key], delegation_of[key], "{}: active {id}'s {key} is not its delegation's", at());
+            }
             let permissions = strings(&objects[s["user_id"].as_str().expect("user_id")]["permissions"]);
             let scopes = strings(&s["scopes"]);
             assert!(scopes.is_subset(&permissions), "{}: active {id} holds {scopes:?} beyond {permissions:?}", at());
