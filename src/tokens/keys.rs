@@ -228,8 +228,11 @@ impl KeyRing {
         let entries = self.read();
         let Some(entry) = entries.iter().find(|e| e.kid == kid) else { return false };
         // Ed25519 signing is deterministic (RFC 8032) and we hold the private key, so re-signing
-        // and comparing is a verification (biscuit does not export its signature type).
-        entry.keypair.sign(data).is_ok_and(|s| s.to_bytes() == signature)
+        // and comparing is a verification (biscuit does not export its signature type). The
+        // comparison takes the same time wherever the bytes differ: an early exit would tell a
+        // caller how much of a guessed signature is right, byte by byte.
+        use subtle::ConstantTimeEq;
+        entry.keypair.sign(data).is_ok_and(|s| bool::from(s.to_bytes()[..].ct_eq(signature)))
     }
 
     pub fn public_keys(&self) -> Vec<PublicKeyInfo> {
