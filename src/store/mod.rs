@@ -90,10 +90,7 @@ impl ReadPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let pool = Arc::clone(self);
-        tokio::task::spawn_blocking(move || pool.read_own(f))
-            .await
-            .map_err(|e| Error::internal(format!("read task: {e}")))?
+        self.blocking(move |pool| pool.read_own(f)).await
     }
 
     /// Runs a read on a pooled connection, on a blocking thread.
@@ -102,10 +99,15 @@ impl ReadPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        self.blocking(move |pool| pool.read_now(f)).await
+    }
+
+    async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&ReadPool) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let pool = Arc::clone(self);
-        tokio::task::spawn_blocking(move || pool.read_now(f))
-            .await
-            .map_err(|e| Error::internal(format!("read task: {e}")))?
+        tokio::task::spawn_blocking(move || f(&pool)).await.map_err(|e| Error::internal(format!("read task: {e}")))?
     }
 
     /// Runs a read on the calling thread (for CLI commands and start-up).
