@@ -88,7 +88,11 @@ pub async fn events(
     headers: HeaderMap,
     Query(q): Query<EventsQuery>,
 ) -> ApiResult<impl axum::response::IntoResponse> {
-    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned).or(q.after);
+    let resume = match headers.get("last-event-id") {
+        Some(v) => Some(v.to_str().map_err(|_| Error::invalid("`Last-Event-ID` must be an audit seq"))?.to_owned()),
+        None => None,
+    }
+    .or(q.after);
     let after = match resume {
         None => state.writer_head_seq().await?,
         Some(text) => text

@@ -164,10 +164,23 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let declared_empty = req.headers().get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0");
-        let no_type = !req.headers().contains_key(header::CONTENT_TYPE);
-        if declared_empty || (no_type && req.headers().get(header::CONTENT_LENGTH).is_none()) {
+        if declared_empty {
             return Ok(OptionalJson(T::default()));
         }
-        Json::<T>::from_request(req, state).await.map(|Json(v)| OptionalJson(v))
+        if req.headers().contains_key(header::CONTENT_TYPE) {
+            return Json::<T>::from_request(req, state).await.map(|Json(v)| OptionalJson(v));
+        }
+        // No type: the body must really be empty. A chunked body has no length to declare it,
+        // so it is read (within the body limit) rather than assumed absent.
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(|e| ApiError(json_rejection(JsonRejection::BytesRejection(e))))?;
+        if bytes.is_empty() {
+            return Ok(OptionalJson(T::default()));
+        }
+        Json::<T>::from_request(Request::from_parts(parts, axum::body::Body::from(bytes)), state)
+            .await
+            .map(|Json(v)| OptionalJson(v))
     }
 }

@@ -21,6 +21,7 @@ fn check_url(url: &str, allow_private: bool) -> Result<()> {
     let url = clean_text("url", url, 2048)?;
     let parsed: axum::http::Uri = url.parse().map_err(|_| Error::invalid("`url` is not a valid URL"))?;
     match parsed.scheme_str() {
+        Some("http") if !port_is_valid(&parsed) => Err(Error::invalid("`url` has a port outside 1-65535")),
         Some("http") if parsed.host().is_some() => {
             match parsed.host().and_then(crate::events::destinations::refused_host).filter(|_| !allow_private) {
                 Some(why) => Err(Error::invalid(why)),
@@ -29,6 +30,17 @@ fn check_url(url: &str, allow_private: bool) -> Result<()> {
         }
         Some("https") => Err(Error::invalid("`url`: https is not supported by this build (no TLS client); use http")),
         _ => Err(Error::invalid("`url` must be an absolute http:// URL")),
+    }
+}
+
+/// An explicit port must be 1-65535 (`Uri` takes any digits and then reports no port at all).
+fn port_is_valid(url: &axum::http::Uri) -> bool {
+    let authority = url.authority().map_or("", |a| a.as_str());
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, rest)| rest);
+    let after_host = host_port.rfind(']').map_or(host_port, |end| &host_port[end..]);
+    match after_host.rsplit_once(':') {
+        Some((_, "")) | None => true,
+        Some((_, port)) => port.parse::<u16>().is_ok_and(|p| p > 0),
     }
 }
 

@@ -323,6 +323,63 @@ async fn an_empty_body_on_a_route_whose_body_is_optional_needs_no_content_type()
 }
 
 #[tokio::test]
+async fn a_body_of_unknown_length_and_no_content_type_is_415_and_revokes_nothing() {
+    let app = TestApp::new().await;
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    let (session, _) = app.session(&world.platform, &world.delegation, &["mail:read"]).await;
+    let auth = format!("Bearer {}", app.admin);
+    // A chunked body: no Content-Length says there is one, and no Content-Type what it is.
+    let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"hello"))]);
+
+    let (answer, _) = app
+        .request_with_headers(
+            Method::POST,
+            &format!("/v1/sessions/{session}/revoke"),
+            &[("authorization", &auth)],
+            Body::from_stream(chunks),
+        )
+        .await;
+
+    assert_eq!(answer.status.as_u16(), 415, "{}", answer.text);
+    assert_eq!(answer.content_type, "application/problem+json");
+    assert_eq!(app.session_status(&session).await, "active");
+    // The same with no body at all still works.
+    let (answer, _) = app
+        .request_with_headers(
+            Method::POST,
+            &format!("/v1/sessions/{session}/revoke"),
+            &[("authorization", &auth)],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(answer.ok()["revoked"][0]["session_id"], session.as_str());
+}
+
+#[tokio::test]
+async fn a_last_event_id_that_is_not_ascii_is_a_400_not_a_stream_from_the_head() {
+    let app = TestApp::new().await;
+    let auth = format!("Bearer {}", app.admin);
+    let (answer, _) = app
+        .request_with_headers(
+            Method::GET,
+            "/v1/events",
+            &[("authorization", &auth), ("last-event-id", "é1")],
+            Body::empty(),
+        )
+        .await;
+    assert!(answer.problem(400, "invalid_request").contains("Last-Event-ID"), "{}", answer.text);
+}
+
+#[tokio::test]
+async fn a_webhook_url_with_a_port_outside_1_to_65535_is_a_400() {
+    let app = TestApp::new().await;
+    for url in ["http://127.0.0.1:65536/hook", "http://127.0.0.1:99999999999/hook", "http://127.0.0.1:0/hook"] {
+        let answer = app.post("/v1/webhooks", &app.admin, json!({"url": url})).await;
+        assert!(answer.problem(400, "invalid_request").contains("port"), "{url}: {}", answer.text);
+    }
+}
+
+#[tokio::test]
 async fn an_unknown_route_is_a_404_problem() {
     let app = TestApp::new().await;
 
