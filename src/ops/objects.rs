@@ -377,7 +377,7 @@ pub fn set_permissions(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: SetPer
     let mut cascade = Cascade::start(tx, trigger)?;
     if !removed.is_empty() {
         for session in writes::active_sessions(tx, SessionsOf::User(id))? {
-            if let Some(scope) = session.scopes.iter().find(|s| removed.contains(s)) {
+            if let Some(scope) = session.scopes()?.iter().find(|s| removed.contains(s)) {
                 let why = format!("permission_removed:{scope}");
                 cascade.revoke_sessions(tx, vec![session.clone()], &why)?;
             }

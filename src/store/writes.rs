@@ -231,8 +231,17 @@ pub struct ActiveSession {
     pub integration_id: IntegrationId,
     pub delegation_id: DelegationId,
     pub platform_id: PlatformId,
-    pub scopes: ScopeSet,
+    /// The stored JSON text: only a permissions change reads it, so a cascade does not parse
+    /// 100k scope sets it never looks at.
+    scopes: String,
     pub expires_at: Timestamp,
+}
+
+impl ActiveSession {
+    pub fn scopes(&self) -> Result<ScopeSet> {
+        ScopeSet::from_json(&self.scopes)
+            .map_err(|e| Error::internal(format!("session {} has unreadable scopes: {e}", self.id)))
+    }
 }
 
 /// The columns [`active_session_row`] maps, from a `sessions` table aliased `s`.
