@@ -167,8 +167,14 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             let readers = open_readers(&data_dir)?;
             let report = readers.read_now(tether::store::reads::verify_audit)?;
             let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-            // A closed pipe (`| head`) is not a failure of verify: the exit code still says it.
-            let _ = writeln!(std::io::stdout(), "{text}");
+            match writeln!(std::io::stdout(), "{text}") {
+                // A closed pipe (`| head`) is not a failure of verify: the exit code still says it.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("audit verify could not print its report: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+                _ => {}
+            }
             if report.ok {
                 Ok(ExitCode::SUCCESS)
             } else {

@@ -119,6 +119,9 @@ pub struct StoredRecord {
     pub details: String,
     pub prev_hash: String,
     pub hash: String,
+    /// False when a text column held bytes that are not UTF-8 (read lossily above): such a row
+    /// was not written by tether, and verification reports it as broken.
+    pub utf8: bool,
 }
 
 impl StoredRecord {
@@ -138,6 +141,7 @@ impl StoredRecord {
             details: event.details.to_string(),
             prev_hash: event.prev_hash.clone(),
             hash: event.hash.clone(),
+            utf8: true,
         }
     }
 
@@ -179,10 +183,11 @@ impl Serialize for StoredRecord {
         out.serialize_field("subject", &Party { kind: &self.subject_kind, id: &self.subject_id })?;
         out.serialize_field("cause_seq", &self.cause_seq)?;
         out.serialize_field("reason", &self.reason)?;
+        // The stored text itself when it is one JSON value and nothing else (not even whitespace,
+        // which the raw value would drop); otherwise - only a tampered row - as a string.
         match serde_json::from_str::<&serde_json::value::RawValue>(&self.details) {
-            Ok(raw) => out.serialize_field("details", raw)?,
-            // Not JSON: only a tampered row; written as a string, and its hash fails anyway.
-            Err(_) => out.serialize_field("details", &self.details)?,
+            Ok(raw) if raw.get().len() == self.details.len() => out.serialize_field("details", raw)?,
+            _ => out.serialize_field("details", &self.details)?,
         }
         out.serialize_field("prev_hash", &self.prev_hash)?;
         out.serialize_field("hash", &self.hash)?;
@@ -288,6 +293,8 @@ impl ChainVerifier {
         self.checked += 1;
         let problem = if event.seq != self.expected_seq {
             Some(format!("expected seq {}, found {}", self.expected_seq, event.seq))
+        } else if !event.utf8 {
+            Some("a text field is not valid UTF-8".to_owned())
         } else if event.prev_hash != self.prev_hash {
             Some("prev_hash does not match the previous event's hash".to_owned())
         } else if event.computed_hash() != event.hash {
@@ -442,6 +449,12 @@ mod tests {
         record.details = r#"{"b":1,"a":[1],"a":[2]}"#.to_owned();
         let line = serde_json::to_string(&record).expect("serialize");
         assert!(line.contains(r#""details":{"b":1,"a":[1],"a":[2]}"#), "{line}");
+        for padded in [" {\"a\":1}", "{\"a\":1}\n"] {
+            record.details = padded.to_owned();
+            let line = serde_json::to_string(&record).expect("serialize");
+            let exported: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+            assert_eq!(exported["details"], padded, "whitespace kept: {line}");
+        }
         record.details = "not json".to_owned();
         let line = serde_json::to_string(&record).expect("serialize");
         assert!(line.contains(r#""details":"not json""#), "{line}");

@@ -65,13 +65,23 @@ pub struct ReadPool {
     conns: Vec<Mutex<Connection>>,
     next: AtomicUsize,
     path: PathBuf,
+    /// Whole-log reads at once: each holds a connection, its cache and a blocking thread.
+    long_reads: tokio::sync::Semaphore,
 }
+
+/// How many whole-log reads (verify) may run at once; more wait their turn.
+const LONG_READS: usize = 2;
 
 impl ReadPool {
     pub fn open(path: &Path, size: usize) -> Result<Self> {
         let conns =
             (0..size.max(1)).map(|_| open_connection(path, true).map(Mutex::new)).collect::<Result<Vec<_>>>()?;
-        Ok(ReadPool { conns, next: AtomicUsize::new(0), path: path.to_owned() })
+        Ok(ReadPool {
+            conns,
+            next: AtomicUsize::new(0),
+            path: path.to_owned(),
+            long_reads: tokio::sync::Semaphore::new(LONG_READS),
+        })
     }
 
     /// Runs a read on a connection of its own, opened for it and closed after, on the calling
@@ -90,6 +100,7 @@ impl ReadPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        let _turn = self.long_reads.acquire().await.map_err(|_| Error::internal("read pool closed"))?;
         self.blocking(move |pool| pool.read_own(f)).await
     }
 

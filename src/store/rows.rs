@@ -162,20 +162,38 @@ pub const AUDIT_COLUMNS: &str =
     "seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id, cause_seq, reason, details, prev_hash, hash";
 /// Maps [`AUDIT_COLUMNS`] without interpreting anything (see [`crate::audit::StoredRecord`]).
 pub fn stored_record(r: &Row<'_>) -> rusqlite::Result<crate::audit::StoredRecord> {
+    let mut utf8 = true;
+    let mut text = |i: usize| -> rusqlite::Result<String> {
+        let bytes = r.get_ref(i)?.as_bytes()?;
+        Ok(match std::str::from_utf8(bytes) {
+            Ok(s) => s.to_owned(),
+            Err(_) => {
+                utf8 = false;
+                String::from_utf8_lossy(bytes).into_owned()
+            }
+        })
+    };
+    let (id, actor_kind, actor_id, action) = (text(1)?, text(3)?, text(4)?, text(5)?);
+    let (subject_kind, subject_id, details, prev_hash, hash) = (text(6)?, text(7)?, text(10)?, text(11)?, text(12)?);
+    let reason = match r.get_ref(9)? {
+        rusqlite::types::ValueRef::Null => None,
+        _ => Some(text(9)?),
+    };
     Ok(crate::audit::StoredRecord {
         seq: r.get(0)?,
-        id: r.get(1)?,
+        id,
         at: r.get(2)?,
-        actor_kind: r.get(3)?,
-        actor_id: r.get(4)?,
-        action: r.get(5)?,
-        subject_kind: r.get(6)?,
-        subject_id: r.get(7)?,
+        actor_kind,
+        actor_id,
+        action,
+        subject_kind,
+        subject_id,
         cause_seq: r.get(8)?,
-        reason: r.get(9)?,
-        details: r.get(10)?,
-        prev_hash: r.get(11)?,
-        hash: r.get(12)?,
+        reason,
+        details,
+        prev_hash,
+        hash,
+        utf8,
     })
 }
 

@@ -239,6 +239,26 @@ async fn an_actor_kind_tether_does_not_know_is_a_broken_link_not_an_error() {
 }
 
 #[tokio::test]
+async fn details_that_are_not_utf8_are_a_broken_link_not_an_error() {
+    let app = TestApp::new().await;
+    app.world(&["mail:read"], &["mail:read"]).await;
+    open_db(&app)
+        .execute_batch(
+            "DROP TRIGGER audit_events_no_update; UPDATE audit_events SET details = CAST(X'7BFF7D' AS TEXT) WHERE seq = 2;",
+        )
+        .expect("tamper");
+
+    let report = verify(&app).await;
+    assert_eq!((report["ok"].clone(), report["first_broken_seq"].clone()), (json!(false), json!(2)), "{report}");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(app.dir.path())
+        .output()
+        .expect("run tether");
+    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[tokio::test]
 async fn the_cli_export_fails_when_its_output_cannot_be_written() {
     let app = TestApp::new().await;
     app.world(&["mail:read"], &["mail:read"]).await;
