@@ -14,7 +14,6 @@
 mod support;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -128,10 +127,8 @@ async fn serve(sessions: usize, port: u16, seconds: Option<u64>, env_file: Optio
             None => std::future::pending::<()>().await,
         }
     };
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .expect("serve");
+    // The accept loop `tether serve` uses (read timeouts, TCP_NODELAY), for both endpoints.
+    tether::server::run(listener, router, tether::server::HttpTimeouts::default(), shutdown, || {}).await;
     workers.stop().await;
     drop(app);
 }

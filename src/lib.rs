@@ -25,11 +25,11 @@ pub mod events;
 pub mod last_seen;
 pub mod metrics;
 pub mod ops;
+pub mod server;
 pub mod store;
 pub mod tokens;
 pub mod views;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +50,7 @@ pub struct Config {
     pub limits: Limits,
     pub read_connections: usize,
     pub webhooks: events::webhooks::DeliveryPolicy,
+    pub http: server::HttpTimeouts,
 }
 
 impl Config {
@@ -60,6 +61,7 @@ impl Config {
             limits: Limits::default(),
             read_connections: 4,
             webhooks: Default::default(),
+            http: Default::default(),
         }
     }
 }
@@ -85,6 +87,7 @@ pub struct Services {
 /// An opened tether: database migrated, keys loaded, views filled.
 pub struct App {
     pub services: Arc<Services>,
+    http: server::HttpTimeouts,
     /// The first admin credential, present only on the start that created the data directory.
     pub first_admin_credential: Option<String>,
 }
@@ -146,7 +149,7 @@ impl App {
             denials: authorize::DenialLog::default(),
             closing: tokio::sync::watch::channel(false).0,
         };
-        Ok(App { services: Arc::new(services), first_admin_credential })
+        Ok(App { services: Arc::new(services), http: config.http, first_admin_credential })
     }
 
     pub fn router(&self) -> axum::Router {
@@ -161,17 +164,13 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let workers = self.start_workers();
-        let router = self.router();
         let services = self.services.clone();
-        let shutdown = async move {
-            shutdown.await;
+        server::run(listener, self.router(), self.http, shutdown, move || {
             services.closing.send_replace(true);
-        };
-        let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        })
+        .await;
         workers.stop().await;
-        result
+        Ok(())
     }
 
     /// Starts the background work of a running instance: last-seen flushes, key-file sync and

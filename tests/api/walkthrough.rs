@@ -180,3 +180,48 @@ async fn shutting_down_does_not_wait_for_an_event_stream_client_that_never_hangs
         () = client => unreachable!("the client never finishes"),
     }
 }
+
+#[tokio::test]
+async fn a_client_that_sends_its_headers_too_slowly_loses_its_connection_and_others_are_served() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let app = TestApp::open(tempfile::tempdir().expect("tempdir"), |dir| {
+        let mut config = crate::helpers::local_config(dir);
+        config.http.header_read = Duration::from_millis(300);
+        config
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        app.app
+            .serve(listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    // Sends `request` and reads until the server closes the connection: what it said first.
+    let exchange = |request: Vec<u8>| {
+        tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+            stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+            stream.write_all(&request).expect("write");
+            let mut answer = Vec::new();
+            let read = stream.read_to_end(&mut answer);
+            assert!(read.is_ok(), "the server kept a slow client's connection open: {read:?}");
+            String::from_utf8_lossy(&answer).into_owned()
+        })
+    };
+
+    // Headers that never end: the connection is closed.
+    exchange(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n".to_vec()).await.expect("slow headers");
+    // A whole request is served as before.
+    let answer =
+        exchange(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec()).await.expect("whole");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{}", answer.lines().next().unwrap_or_default());
+
+    stop.send(()).expect("shut down");
+    serving.await.expect("server task").expect("served");
+}
