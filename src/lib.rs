@@ -14,6 +14,7 @@
 //! - [`authorize`]: the hot path.
 //! - [`events`]: what relying services receive (CAEP bodies) and webhook delivery.
 //! - [`api`]: the HTTP API (axum), one module per resource.
+//! - [`server`]: the HTTP/1.1 accept loop (header deadline, graceful shutdown).
 //! - [`last_seen`], [`metrics`], [`clock`]: supporting pieces.
 
 pub mod api;
