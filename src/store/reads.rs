@@ -312,7 +312,7 @@ pub(super) const CREDENTIAL_KEY_JOIN: &str = "LEFT JOIN signing_keys k ON k.purp
 pub(super) const CREDENTIAL_IS_LIVE: &str = "(c.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > ?1) \
      AND k.status IS NOT 'retired')";
 
-/// Whether the credential may still act at `now` ([`CREDENTIAL_IS_LIVE`]); false if unknown.
+/// Whether the credential may still act at `now` (`CREDENTIAL_IS_LIVE`); false if unknown.
 pub fn credential_is_live(conn: &Connection, id: CredentialId, now: Timestamp) -> Result<bool> {
     let sql = format!("SELECT {CREDENTIAL_IS_LIVE} FROM credentials c {CREDENTIAL_KEY_JOIN} WHERE c.id = ?2");
     conn.prepare_cached(&sql)
