@@ -134,7 +134,7 @@ fn short(field: &str, value: &Option<String>) -> Result<Option<String>> {
     value.as_deref().map(|v| clean_text(field, v, 200)).transpose()
 }
 
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", responses((status = 200, body = Vec<AuditEvent>)))]
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", responses((status = 200, body = Page<AuditEvent>)))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -40,7 +40,7 @@ pub async fn create(
     write(&state, caller, move |tx| ops::create_delegation(tx, &caller, req)).await
 }
 
-#[utoipa::path(get, path = "/v1/delegations", tag = "delegations", responses((status = 200, body = Vec<Delegation>)))]
+#[utoipa::path(get, path = "/v1/delegations", tag = "delegations", responses((status = 200, body = Page<Delegation>)))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

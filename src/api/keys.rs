@@ -151,7 +151,7 @@ pub struct FeedQuery {
 }
 
 /// Revoked tokens' revocation ids since a cursor, oldest first; expired entries are left out.
-#[utoipa::path(get, path = "/v1/revocations", tag = "checking tokens", responses((status = 200, body = Vec<RevocationEntry>)))]
+#[utoipa::path(get, path = "/v1/revocations", tag = "checking tokens", responses((status = 200, body = Page<RevocationEntry>)))]
 pub async fn revocations(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -36,7 +36,7 @@ pub async fn create_platform(
     write(&state, caller, move |tx| ops::create_platform(tx, &caller, req)).await
 }
 
-#[utoipa::path(get, path = "/v1/platforms", tag = "platforms", responses((status = 200, body = Vec<Platform>)))]
+#[utoipa::path(get, path = "/v1/platforms", tag = "platforms", responses((status = 200, body = Page<Platform>)))]
 pub async fn list_platforms(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -78,7 +78,7 @@ pub async fn create_agent(
     write(&state, caller, move |tx| ops::create_agent(tx, &caller, req)).await
 }
 
-#[utoipa::path(get, path = "/v1/agents", tag = "agents", responses((status = 200, body = Vec<Agent>)))]
+#[utoipa::path(get, path = "/v1/agents", tag = "agents", responses((status = 200, body = Page<Agent>)))]
 pub async fn list_agents(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -142,7 +142,7 @@ pub async fn create_integration(
     write(&state, caller, move |tx| ops::create_integration(tx, &caller, req)).await
 }
 
-#[utoipa::path(get, path = "/v1/integrations", tag = "integrations", responses((status = 200, body = Vec<Integration>)))]
+#[utoipa::path(get, path = "/v1/integrations", tag = "integrations", responses((status = 200, body = Page<Integration>)))]
 pub async fn list_integrations(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -43,7 +43,7 @@ pub async fn create(
     Ok(axum::Json(state.open_session(caller, req).await?))
 }
 
-#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", responses((status = 200, body = Vec<Session>)))]
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", responses((status = 200, body = Page<Session>)))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

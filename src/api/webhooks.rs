@@ -50,7 +50,7 @@ pub async fn create(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", responses((status = 200, body = Vec<Webhook>)))]
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", responses((status = 200, body = Page<Webhook>)))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -79,7 +79,7 @@ pub struct DeliveryQuery {
     cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", responses((status = 200, body = Vec<Delivery>)))]
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", responses((status = 200, body = Page<Delivery>)))]
 pub async fn deliveries(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

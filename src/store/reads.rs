@@ -10,9 +10,10 @@ use crate::audit::{AuditEvent, ChainVerifier, StoredRecord, VerifyReport};
 use crate::domain::*;
 
 /// One page of a list, with the cursor of the next page (absent on the last).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
+    /// Pass as `?cursor=` for the next page; null on the last.
     pub next_cursor: Option<String>,
 }
 

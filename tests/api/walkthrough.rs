@@ -69,6 +69,39 @@ async fn a_signed_checkpoint_verifies_until_the_log_is_rewritten() {
 }
 
 #[tokio::test]
+async fn the_openapi_document_describes_list_answers_as_pages() {
+    let app = TestApp::new().await;
+    let doc = app.request(axum::http::Method::GET, "/openapi.json", None, None, axum::body::Body::empty()).await;
+    let doc = doc.ok().clone();
+    let resolve = |schema: &serde_json::Value| -> serde_json::Value {
+        match schema["$ref"].as_str() {
+            Some(reference) => {
+                let name = reference.rsplit('/').next().expect("ref name");
+                doc["components"]["schemas"][name].clone()
+            }
+            None => schema.clone(),
+        }
+    };
+    for route in [
+        "/v1/credentials",
+        "/v1/platforms",
+        "/v1/agents",
+        "/v1/integrations",
+        "/v1/users",
+        "/v1/delegations",
+        "/v1/sessions",
+        "/v1/revocations",
+        "/v1/webhooks",
+        "/v1/webhooks/{id}/deliveries",
+        "/v1/audit",
+    ] {
+        let schema = resolve(&doc["paths"][route]["get"]["responses"]["200"]["content"]["application/json"]["schema"]);
+        assert_eq!(schema["properties"]["items"]["type"], "array", "{route}: {schema}");
+        assert!(schema["properties"]["next_cursor"].is_object(), "{route}: {schema}");
+    }
+}
+
+#[tokio::test]
 async fn the_openapi_document_lists_the_contract_routes() {
     let app = TestApp::new().await;
     let doc = app.request(axum::http::Method::GET, "/openapi.json", None, None, axum::body::Body::empty()).await;
