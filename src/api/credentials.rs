@@ -30,7 +30,7 @@ pub struct CreatedCredential {
 }
 
 #[utoipa::path(post, path = "/v1/credentials", tag = "credentials", request_body = NewCredential,
-    responses((status = 200, body = CreatedCredential), (status = 400, body = super::problem::Problem)))]
+    responses((status = 200, body = CreatedCredential), (status = 400, body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -64,7 +64,7 @@ pub async fn list(
     read(&state, move |conn| reads::list_credentials(conn, &page)).await
 }
 
-#[utoipa::path(post, path = "/v1/credentials/{id}/revoke", tag = "credentials", responses((status = 200, body = Credential)))]
+#[utoipa::path(post, path = "/v1/credentials/{id}/revoke", params(("id" = String, Path, description = "credential id")), tag = "credentials", responses((status = 200, body = Credential)))]
 pub async fn revoke(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

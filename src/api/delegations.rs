@@ -58,7 +58,7 @@ pub async fn list(
     read(&state, move |conn| reads::list_delegations(conn, vis, &filter, &page)).await
 }
 
-#[utoipa::path(get, path = "/v1/delegations/{id}", tag = "delegations", responses((status = 200, body = Delegation)))]
+#[utoipa::path(get, path = "/v1/delegations/{id}", params(("id" = String, Path, description = "delegation id")), tag = "delegations", responses((status = 200, body = Delegation)))]
 pub async fn get_one(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -69,7 +69,7 @@ pub async fn get_one(
     read(&state, move |conn| reads::get_delegation(conn, vis, id)).await
 }
 
-#[utoipa::path(post, path = "/v1/delegations/{id}/revoke", tag = "delegations", request_body = WithReason, responses((status = 200, body = Receipt)))]
+#[utoipa::path(post, path = "/v1/delegations/{id}/revoke", params(("id" = String, Path, description = "delegation id")), tag = "delegations", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn revoke(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -108,7 +108,7 @@ async fn change_keys(
     Ok(axum::Json(key_list(state, &[purpose])))
 }
 
-#[utoipa::path(post, path = "/v1/keys/rotate", tag = "keys", request_body = KeyPurposeBody, responses((status = 200, body = KeyList)))]
+#[utoipa::path(post, path = "/v1/keys/rotate", tag = "keys", request_body = Option<KeyPurposeBody>, responses((status = 200, body = KeyList)))]
 pub async fn rotate(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -119,7 +119,7 @@ pub async fn rotate(
     change_keys(&state, caller, purpose, |ring| ring.rotate().map(drop)).await
 }
 
-#[utoipa::path(post, path = "/v1/keys/{kid}/retire", tag = "keys", request_body = KeyPurposeBody, responses((status = 200, body = KeyList)))]
+#[utoipa::path(post, path = "/v1/keys/{kid}/retire", params(("kid" = u32, Path, description = "key id")), tag = "keys", request_body = Option<KeyPurposeBody>, responses((status = 200, body = KeyList)))]
 pub async fn retire(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -47,7 +47,7 @@ pub async fn list_platforms(
     read(&state, move |conn| reads::list_platforms(conn, vis, &page)).await
 }
 
-#[utoipa::path(get, path = "/v1/platforms/{id}", tag = "platforms", responses((status = 200, body = Platform)))]
+#[utoipa::path(get, path = "/v1/platforms/{id}", params(("id" = String, Path, description = "platform id")), tag = "platforms", responses((status = 200, body = Platform)))]
 pub async fn get_platform(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -58,7 +58,7 @@ pub async fn get_platform(
     read(&state, move |conn| reads::get_platform(conn, vis, id)).await
 }
 
-#[utoipa::path(post, path = "/v1/platforms/{id}/disable", tag = "platforms", request_body = WithReason, responses((status = 200, body = Receipt)))]
+#[utoipa::path(post, path = "/v1/platforms/{id}/disable", params(("id" = String, Path, description = "platform id")), tag = "platforms", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn disable_platform(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -89,7 +89,7 @@ pub async fn list_agents(
     read(&state, move |conn| reads::list_agents(conn, vis, &page)).await
 }
 
-#[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents", responses((status = 200, body = Agent)))]
+#[utoipa::path(get, path = "/v1/agents/{id}", params(("id" = String, Path, description = "agent id")), tag = "agents", responses((status = 200, body = Agent)))]
 pub async fn get_agent(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -100,7 +100,7 @@ pub async fn get_agent(
     read(&state, move |conn| reads::get_agent(conn, vis, id)).await
 }
 
-#[utoipa::path(post, path = "/v1/agents/{id}/suspend", tag = "agents", request_body = WithReason, responses((status = 200, body = Receipt)))]
+#[utoipa::path(post, path = "/v1/agents/{id}/suspend", params(("id" = String, Path, description = "agent id")), tag = "agents", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn suspend_agent(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -111,7 +111,7 @@ pub async fn suspend_agent(
     write(&state, caller, move |tx| ops::end_agent(tx, &caller, id, AgentStatus::Suspended, req)).await
 }
 
-#[utoipa::path(post, path = "/v1/agents/{id}/deregister", tag = "agents", request_body = WithReason, responses((status = 200, body = Receipt)))]
+#[utoipa::path(post, path = "/v1/agents/{id}/deregister", params(("id" = String, Path, description = "agent id")), tag = "agents", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn deregister_agent(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -122,7 +122,7 @@ pub async fn deregister_agent(
     write(&state, caller, move |tx| ops::end_agent(tx, &caller, id, AgentStatus::Deregistered, req)).await
 }
 
-#[utoipa::path(post, path = "/v1/agents/{id}/resume", tag = "agents", request_body = WithReason, responses((status = 200, body = Agent)))]
+#[utoipa::path(post, path = "/v1/agents/{id}/resume", params(("id" = String, Path, description = "agent id")), tag = "agents", request_body = Option<WithReason>, responses((status = 200, body = Agent)))]
 pub async fn resume_agent(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -153,7 +153,7 @@ pub async fn list_integrations(
     read(&state, move |conn| reads::list_integrations(conn, vis, &page)).await
 }
 
-#[utoipa::path(get, path = "/v1/integrations/{id}", tag = "integrations", responses((status = 200, body = Integration)))]
+#[utoipa::path(get, path = "/v1/integrations/{id}", params(("id" = String, Path, description = "integration id")), tag = "integrations", responses((status = 200, body = Integration)))]
 pub async fn get_integration(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -164,7 +164,7 @@ pub async fn get_integration(
     read(&state, move |conn| reads::get_integration(conn, vis, id)).await
 }
 
-#[utoipa::path(post, path = "/v1/integrations/{id}/disable", tag = "integrations", request_body = WithReason, responses((status = 200, body = Receipt)))]
+#[utoipa::path(post, path = "/v1/integrations/{id}/disable", params(("id" = String, Path, description = "integration id")), tag = "integrations", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn disable_integration(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -67,7 +67,7 @@ pub async fn list(
     read(&state, move |conn| reads::list_sessions(conn, vis, &filter, &page, now)).await
 }
 
-#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", responses((status = 200, body = Session)))]
+#[utoipa::path(get, path = "/v1/sessions/{id}", params(("id" = String, Path, description = "session id")), tag = "sessions", responses((status = 200, body = Session)))]
 pub async fn get_one(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -79,7 +79,7 @@ pub async fn get_one(
     read(&state, move |conn| reads::get_session(conn, vis, id, now)).await
 }
 
-#[utoipa::path(post, path = "/v1/sessions/{id}/revoke", tag = "sessions", request_body = WithReason, responses((status = 200, body = Receipt)))]
+#[utoipa::path(post, path = "/v1/sessions/{id}/revoke", params(("id" = String, Path, description = "session id")), tag = "sessions", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn revoke(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -99,7 +99,7 @@ pub struct RefreshRequest {
 /// Rotates the session's tokens. The caller must be the platform owning the session (or an
 /// admin) AND present the refresh token. A refresh token that was already used revokes the
 /// session (a replay means it leaked) and answers 400 `invalid_grant`.
-#[utoipa::path(post, path = "/v1/sessions/{id}/refresh", tag = "sessions", request_body = RefreshRequest, responses((status = 200, body = Refreshed), (status = 400, body = super::problem::Problem)))]
+#[utoipa::path(post, path = "/v1/sessions/{id}/refresh", params(("id" = String, Path, description = "session id")), tag = "sessions", request_body = RefreshRequest, responses((status = 200, body = Refreshed), (status = 400, body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn refresh(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -47,7 +47,7 @@ pub async fn list(
     read(&state, move |conn| reads::list_users(conn, Visibility::All, &page)).await
 }
 
-#[utoipa::path(get, path = "/v1/users/{id}", tag = "users", responses((status = 200, body = User)))]
+#[utoipa::path(get, path = "/v1/users/{id}", params(("id" = String, Path, description = "user id")), tag = "users", responses((status = 200, body = User)))]
 pub async fn get_one(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -65,7 +65,7 @@ pub struct PermissionsChanged {
     pub receipt: Receipt,
 }
 
-#[utoipa::path(put, path = "/v1/users/{id}/permissions", tag = "users", request_body = SetPermissions, responses((status = 200, body = PermissionsChanged)))]
+#[utoipa::path(put, path = "/v1/users/{id}/permissions", params(("id" = String, Path, description = "user id")), tag = "users", request_body = SetPermissions, responses((status = 200, body = PermissionsChanged)))]
 pub async fn set_permissions(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -79,7 +79,7 @@ pub async fn set_permissions(
     .await
 }
 
-#[utoipa::path(post, path = "/v1/users/{id}/disable", tag = "users", request_body = WithReason, responses((status = 200, body = Receipt)))]
+#[utoipa::path(post, path = "/v1/users/{id}/disable", params(("id" = String, Path, description = "user id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn disable(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -90,7 +90,7 @@ pub async fn disable(
     write(&state, caller, move |tx| ops::disable_user(tx, &caller, id, req)).await
 }
 
-#[utoipa::path(post, path = "/v1/users/{id}/enable", tag = "users", request_body = WithReason, responses((status = 200, body = User)))]
+#[utoipa::path(post, path = "/v1/users/{id}/enable", params(("id" = String, Path, description = "user id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = User)))]
 pub async fn enable(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -101,7 +101,7 @@ pub async fn enable(
     write(&state, caller, move |tx| ops::enable_user(tx, &caller, id, req)).await
 }
 
-#[utoipa::path(post, path = "/v1/users/{id}/lifecycle-events", tag = "users", request_body = LifecycleEvent, responses((status = 200, body = Receipt)))]
+#[utoipa::path(post, path = "/v1/users/{id}/lifecycle-events", params(("id" = String, Path, description = "user id")), tag = "users", request_body = LifecycleEvent, responses((status = 200, body = Receipt)))]
 pub async fn lifecycle_event(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -112,7 +112,7 @@ pub async fn lifecycle_event(
     write(&state, caller, move |tx| ops::user_lifecycle_event(tx, &caller, id, req)).await
 }
 
-#[utoipa::path(post, path = "/v1/users/{id}/sign-out-all", tag = "users", request_body = WithReason, responses((status = 200, body = Receipt)))]
+#[utoipa::path(post, path = "/v1/users/{id}/sign-out-all", params(("id" = String, Path, description = "user id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn sign_out_all(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -123,7 +123,7 @@ pub async fn sign_out_all(
     write(&state, caller, move |tx| ops::sign_out_all(tx, &caller, id, req)).await
 }
 
-#[utoipa::path(post, path = "/v1/users/{id}/agents/{agent_id}/disconnect", tag = "users", request_body = WithReason, responses((status = 200, body = Receipt)))]
+#[utoipa::path(post, path = "/v1/users/{id}/agents/{agent_id}/disconnect", params(("id" = String, Path, description = "user id"), ("agent_id" = String, Path, description = "agent id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn disconnect_agent(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -135,7 +135,7 @@ pub async fn disconnect_agent(
     write(&state, caller, move |tx| ops::disconnect(tx, &caller, id, Disconnect::Agent(agent), req)).await
 }
 
-#[utoipa::path(post, path = "/v1/users/{id}/integrations/{integration_id}/disconnect", tag = "users", request_body = WithReason, responses((status = 200, body = Receipt)))]
+#[utoipa::path(post, path = "/v1/users/{id}/integrations/{integration_id}/disconnect", params(("id" = String, Path, description = "user id"), ("integration_id" = String, Path, description = "integration id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn disconnect_integration(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -62,7 +62,7 @@ pub async fn list(
     read(&state, move |conn| reads::list_webhooks(conn, role, &owner, &page)).await
 }
 
-#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", responses((status = 200, body = Webhook)))]
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", params(("id" = String, Path, description = "webhook id")), tag = "webhooks", responses((status = 200, body = Webhook)))]
 pub async fn remove(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -79,7 +79,7 @@ pub struct DeliveryQuery {
     cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", responses((status = 200, body = Page<Delivery>)))]
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", params(("id" = String, Path, description = "webhook id")), tag = "webhooks", responses((status = 200, body = Page<Delivery>)))]
 pub async fn deliveries(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -102,6 +102,40 @@ async fn the_openapi_document_describes_list_answers_as_pages() {
 }
 
 #[tokio::test]
+async fn the_openapi_document_declares_path_parameters_optional_bodies_and_problem_types() {
+    let app = TestApp::new().await;
+    let doc = app.request(axum::http::Method::GET, "/openapi.json", None, None, axum::body::Body::empty()).await;
+    let doc = doc.ok().clone();
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut templated = 0;
+    for (path, operations) in paths {
+        let names: Vec<&str> = path.split('{').skip(1).filter_map(|rest| rest.split('}').next()).collect();
+        for (method, operation) in operations.as_object().expect("operations") {
+            for name in &names {
+                templated += 1;
+                let declared = operation["parameters"].as_array().is_some_and(|ps| {
+                    ps.iter().any(|p| p["name"] == *name && p["in"] == "path" && p["required"] == true)
+                });
+                assert!(declared, "{method} {path} does not declare its path parameter {name}");
+            }
+            for (status, response) in operation["responses"].as_object().expect("responses") {
+                if status.starts_with('4') && path.starts_with("/v1/") {
+                    let content = response["content"].as_object().expect("content");
+                    assert!(content.contains_key("application/problem+json"), "{method} {path} {status}: {content:?}");
+                }
+            }
+        }
+    }
+    assert!(templated > 20, "the routes with ids were found: {templated}");
+    // A `{reason?}` body may be left out: the document must not require it.
+    for path in ["/v1/users/{id}/disable", "/v1/sessions/{id}/revoke", "/v1/keys/rotate"] {
+        let body = &doc["paths"][path]["post"]["requestBody"];
+        assert!(body.is_object(), "{path} documents its body");
+        assert_ne!(body["required"], true, "{path}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn the_openapi_document_lists_the_contract_routes() {
     let app = TestApp::new().await;
     let doc = app.request(axum::http::Method::GET, "/openapi.json", None, None, axum::body::Body::empty()).await;
