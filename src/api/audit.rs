@@ -95,17 +95,27 @@ fn auditor(caller: &Caller) -> Result<()> {
     crate::ops::require(caller, &[RoleKind::Admin, RoleKind::Auditor])
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Events about this subject id.
     subject: Option<String>,
+    /// Events by this actor id.
     actor: Option<String>,
+    /// Events with this action, e.g. `session.revoked`.
     action: Option<String>,
+    /// Events caused by the event with this seq.
     cause_seq: Option<String>,
+    /// Events after this seq.
     after_seq: Option<String>,
+    /// `next_cursor` of the previous page (a seq).
     cursor: Option<String>,
+    /// Events at or after this RFC 3339 time.
     since: Option<String>,
+    /// Events before this RFC 3339 time.
     until: Option<String>,
+    /// Items per page, 1 to 1000 (default 100).
     limit: Option<String>,
 }
 
@@ -134,7 +144,7 @@ fn short(field: &str, value: &Option<String>) -> Result<Option<String>> {
     value.as_deref().map(|v| clean_text(field, v, 200)).transpose()
 }
 
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", responses((status = 200, body = Page<AuditEvent>)))]
+#[utoipa::path(get, path = "/v1/audit", params(ListQuery), tag = "audit", responses((status = 200, body = Page<AuditEvent>)))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

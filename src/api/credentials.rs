@@ -53,7 +53,7 @@ pub async fn create(
     .await
 }
 
-#[utoipa::path(get, path = "/v1/credentials", tag = "credentials", responses((status = 200, body = Page<Credential>)))]
+#[utoipa::path(get, path = "/v1/credentials", params(super::RawPage), tag = "credentials", responses((status = 200, body = Page<Credential>)))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

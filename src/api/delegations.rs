@@ -20,14 +20,21 @@ pub fn router() -> Router<AppState> {
         .route("/v1/delegations/{id}/revoke", post(revoke))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Items per page, 1 to 1000 (default 100).
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Only this user's delegations.
     user_id: Option<UserId>,
+    /// Only delegations to this agent.
     agent_id: Option<AgentId>,
+    /// Only delegations through this integration.
     integration_id: Option<IntegrationId>,
+    /// `active` or `revoked`.
     status: Option<String>,
 }
 
@@ -40,7 +47,7 @@ pub async fn create(
     write(&state, caller, move |tx| ops::create_delegation(tx, &caller, req)).await
 }
 
-#[utoipa::path(get, path = "/v1/delegations", tag = "delegations", responses((status = 200, body = Page<Delegation>)))]
+#[utoipa::path(get, path = "/v1/delegations", params(ListQuery), tag = "delegations", responses((status = 200, body = Page<Delegation>)))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -38,7 +38,8 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/events", get(events))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Same as `Last-Event-ID`, for clients that cannot set headers.
@@ -81,7 +82,7 @@ fn sse_event(event: &AuditEvent) -> Event {
         .data(crate::events::notification(event).to_string())
 }
 
-#[utoipa::path(get, path = "/v1/events", tag = "checking tokens", responses((status = 200, content_type = "text/event-stream", body = String)))]
+#[utoipa::path(get, path = "/v1/events", params(EventsQuery, ("Last-Event-ID" = Option<String>, Header, description = "resume after this audit seq")), tag = "checking tokens", responses((status = 200, content_type = "text/event-stream", body = String)))]
 pub async fn events(
     State(state): State<AppState>,
     AuthenticatedWithKey { caller, kid }: AuthenticatedWithKey,

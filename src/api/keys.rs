@@ -142,16 +142,20 @@ pub struct RevocationEntry {
     pub expires_at: Timestamp,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FeedQuery {
+    /// Entries after this cursor.
     after: Option<String>,
+    /// Same as `after`.
     cursor: Option<String>,
+    /// Items per page, 1 to 1000 (default 100).
     limit: Option<String>,
 }
 
 /// Revoked tokens' revocation ids since a cursor, oldest first; expired entries are left out.
-#[utoipa::path(get, path = "/v1/revocations", tag = "checking tokens", responses((status = 200, body = Page<RevocationEntry>)))]
+#[utoipa::path(get, path = "/v1/revocations", params(FeedQuery), tag = "checking tokens", responses((status = 200, body = Page<RevocationEntry>)))]
 pub async fn revocations(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

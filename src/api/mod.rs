@@ -87,9 +87,12 @@ async fn log_internal_errors(request: axum::extract::Request, next: axum::middle
 }
 
 /// `?limit=&cursor=` as sent; parsed into a [`PageRequest`] with the cursor checked by `parse`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RawPage {
+    /// Items per page, 1 to 1000 (default 100).
     pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 

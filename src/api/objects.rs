@@ -36,7 +36,7 @@ pub async fn create_platform(
     write(&state, caller, move |tx| ops::create_platform(tx, &caller, req)).await
 }
 
-#[utoipa::path(get, path = "/v1/platforms", tag = "platforms", responses((status = 200, body = Page<Platform>)))]
+#[utoipa::path(get, path = "/v1/platforms", params(super::RawPage), tag = "platforms", responses((status = 200, body = Page<Platform>)))]
 pub async fn list_platforms(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -78,7 +78,7 @@ pub async fn create_agent(
     write(&state, caller, move |tx| ops::create_agent(tx, &caller, req)).await
 }
 
-#[utoipa::path(get, path = "/v1/agents", tag = "agents", responses((status = 200, body = Page<Agent>)))]
+#[utoipa::path(get, path = "/v1/agents", params(super::RawPage), tag = "agents", responses((status = 200, body = Page<Agent>)))]
 pub async fn list_agents(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -142,7 +142,7 @@ pub async fn create_integration(
     write(&state, caller, move |tx| ops::create_integration(tx, &caller, req)).await
 }
 
-#[utoipa::path(get, path = "/v1/integrations", tag = "integrations", responses((status = 200, body = Page<Integration>)))]
+#[utoipa::path(get, path = "/v1/integrations", params(super::RawPage), tag = "integrations", responses((status = 200, body = Page<Integration>)))]
 pub async fn list_integrations(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

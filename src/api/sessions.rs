@@ -22,15 +22,23 @@ pub fn router() -> Router<AppState> {
         .route("/v1/sessions/{id}/refresh", post(refresh))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Items per page, 1 to 1000 (default 100).
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Only this user's sessions.
     user_id: Option<UserId>,
+    /// Only this agent's sessions.
     agent_id: Option<AgentId>,
+    /// Only sessions through this integration.
     integration_id: Option<IntegrationId>,
+    /// Only sessions of this delegation.
     delegation_id: Option<DelegationId>,
+    /// `active`, `revoked` or `expired`.
     status: Option<String>,
 }
 
@@ -43,7 +51,7 @@ pub async fn create(
     Ok(axum::Json(state.open_session(caller, req).await?))
 }
 
-#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", responses((status = 200, body = Page<Session>)))]
+#[utoipa::path(get, path = "/v1/sessions", params(ListQuery), tag = "sessions", responses((status = 200, body = Page<Session>)))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -36,7 +36,7 @@ pub async fn create(
     write(&state, caller, move |tx| ops::create_user(tx, &caller, req)).await
 }
 
-#[utoipa::path(get, path = "/v1/users", tag = "users", responses((status = 200, body = Page<User>)))]
+#[utoipa::path(get, path = "/v1/users", params(super::RawPage), tag = "users", responses((status = 200, body = Page<User>)))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -50,7 +50,7 @@ pub async fn create(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", responses((status = 200, body = Page<Webhook>)))]
+#[utoipa::path(get, path = "/v1/webhooks", params(super::RawPage), tag = "webhooks", responses((status = 200, body = Page<Webhook>)))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -72,14 +72,17 @@ pub async fn remove(
     write(&state, caller, move |tx| ops::delete(tx, &caller, id)).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
+    /// Items per page, 1 to 1000 (default 100).
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", params(("id" = String, Path, description = "webhook id")), tag = "webhooks", responses((status = 200, body = Page<Delivery>)))]
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", params(("id" = String, Path, description = "webhook id"), DeliveryQuery), tag = "webhooks", responses((status = 200, body = Page<Delivery>)))]
 pub async fn deliveries(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -127,6 +127,26 @@ async fn the_openapi_document_declares_path_parameters_optional_bodies_and_probl
         }
     }
     assert!(templated > 20, "the routes with ids were found: {templated}");
+    // Query parameters the routes check are documented.
+    let query_params = |path: &str| -> Vec<String> {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .map(|ps| {
+                ps.iter().filter(|p| p["in"] == "query").filter_map(|p| p["name"].as_str().map(str::to_owned)).collect()
+            })
+            .unwrap_or_default()
+    };
+    for path in ["/v1/platforms", "/v1/users", "/v1/credentials", "/v1/webhooks", "/v1/sessions", "/v1/audit"] {
+        let names = query_params(path);
+        assert!(names.contains(&"limit".into()) && names.contains(&"cursor".into()), "{path}: {names:?}");
+    }
+    for name in ["user_id", "agent_id", "integration_id", "delegation_id", "status"] {
+        assert!(query_params("/v1/sessions").contains(&name.to_owned()), "/v1/sessions lacks ?{name}");
+    }
+    for name in ["subject", "actor", "action", "cause_seq", "after_seq", "since", "until"] {
+        assert!(query_params("/v1/audit").contains(&name.to_owned()), "/v1/audit lacks ?{name}");
+    }
+    assert!(query_params("/v1/revocations").contains(&"after".to_owned()));
     // A `{reason?}` body may be left out: the document must not require it.
     for path in ["/v1/users/{id}/disable", "/v1/sessions/{id}/revoke", "/v1/keys/rotate"] {
         let body = &doc["paths"][path]["post"]["requestBody"];
