@@ -2,8 +2,6 @@
 //! OAuth tooling can use tether without custom code. Errors use the OAuth error shape
 //! (`{"error", "error_description"}`) these clients expect, not problem+json.
 
-use std::collections::HashMap;
-
 use axum::extract::{rejection::FormRejection, Form, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -21,18 +19,68 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/oauth2/introspect", post(introspect)).route("/oauth2/revoke", post(revoke))
 }
 
+/// An OAuth error answer (RFC 6749 section 5.2).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct OAuthError {
+    pub error: String,
+    pub error_description: String,
+}
+
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (status, [("cache-control", "no-store")], axum::Json(json!({"error": error, "error_description": description})))
-        .into_response()
+    let body = OAuthError { error: error.to_owned(), error_description: description.to_owned() };
+    (status, [("cache-control", "no-store")], axum::Json(body)).into_response()
+}
+
+/// The form body of RFC 7662 and RFC 7009 requests. Other parameters are ignored.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct TokenForm {
+    /// The access or refresh token.
+    pub token: String,
+    /// `access_token` or `refresh_token`; a hint only.
+    pub token_type_hint: Option<String>,
 }
 
 /// The `token` parameter of an RFC 7662/7009 form body, or why it is missing.
-fn token_param(form: Result<Form<HashMap<String, String>>, FormRejection>) -> Result<String, &'static str> {
-    let Form(params) = form.map_err(|_| "expected an application/x-www-form-urlencoded body")?;
-    match params.get("token") {
-        Some(t) if !t.is_empty() => Ok(t.clone()),
-        _ => Err("the `token` parameter is required"),
+fn token_param(form: Result<Form<TokenForm>, FormRejection>) -> Result<String, &'static str> {
+    match form {
+        Ok(Form(TokenForm { token, .. })) if !token.is_empty() => Ok(token),
+        Ok(_) | Err(FormRejection::FailedToDeserializeForm(_)) => Err("the `token` parameter is required"),
+        Err(_) => Err("expected an application/x-www-form-urlencoded body"),
     }
+}
+
+/// An RFC 7662 answer: only `active: false` for a token that is not live; the claims otherwise.
+#[derive(Debug, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct Introspection {
+    pub active: bool,
+    /// The scopes authorize would allow now, space-separated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The delegating user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<UserId>,
+    /// The platform the session was opened by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<PlatformId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// The session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<SessionId>,
+    /// The acting agent (RFC 8693), nesting each ancestor agent of a sub-agent session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub act: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integration_id: Option<IntegrationId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegation_id: Option<DelegationId>,
 }
 
 /// `act` as in RFC 8693: the acting agent, nesting each ancestor agent.
@@ -47,11 +95,11 @@ fn act(agent: AgentId, chain: &[(SessionId, AgentId)]) -> Value {
 }
 
 /// RFC 7662: `{"active": false}` for anything not live, with no further detail.
-#[utoipa::path(post, path = "/oauth2/introspect", tag = "checking tokens", request_body(content = String, content_type = "application/x-www-form-urlencoded"), responses((status = 200, body = Object)))]
+#[utoipa::path(post, path = "/oauth2/introspect", tag = "checking tokens", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"), responses((status = 200, body = Introspection), (status = "4XX", body = OAuthError)))]
 pub async fn introspect(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-    form: Result<Form<HashMap<String, String>>, FormRejection>,
+    form: Result<Form<TokenForm>, FormRejection>,
 ) -> Response {
     if crate::ops::require(&caller, &[RoleKind::Verifier, RoleKind::Admin]).is_err() {
         return oauth_error(
@@ -65,7 +113,7 @@ pub async fn introspect(
         Err(why) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why),
     };
     let inactive =
-        || (StatusCode::OK, [("cache-control", "no-store")], axum::Json(json!({"active": false}))).into_response();
+        || (StatusCode::OK, [("cache-control", "no-store")], axum::Json(Introspection::default())).into_response();
     let Ok(verified) = state.authorizer.verified(&token) else { return inactive() };
     let claims = &verified.claims;
     let now = state.clock.now();
@@ -83,31 +131,31 @@ pub async fn introspect(
         .filter(|scope| state.authorizer.authorize(&Request { token: &token, scope, resource: None }).allowed())
         .map(|scope| scope.as_str())
         .collect();
-    let body = json!({
-        "active": true,
-        "scope": allowed.join(" "),
-        "sub": claims.user,
-        "client_id": claims.platform,
-        "token_type": "Bearer",
-        "exp": claims.expires_at.seconds(),
-        "iat": claims.issued_at.seconds(),
-        "iss": "tether",
-        "sid": claims.session,
-        "act": act(claims.agent, &claims.chain),
-        "integration_id": claims.integration,
-        "delegation_id": claims.delegation,
-    });
+    let body = Introspection {
+        active: true,
+        scope: Some(allowed.join(" ")),
+        sub: Some(claims.user),
+        client_id: Some(claims.platform),
+        token_type: Some("Bearer".to_owned()),
+        exp: Some(claims.expires_at.seconds()),
+        iat: Some(claims.issued_at.seconds()),
+        iss: Some("tether".to_owned()),
+        sid: Some(claims.session),
+        act: Some(act(claims.agent, &claims.chain)),
+        integration_id: Some(claims.integration),
+        delegation_id: Some(claims.delegation),
+    };
     (StatusCode::OK, [("cache-control", "no-store")], axum::Json(body)).into_response()
 }
 
 /// RFC 7009: revokes the session behind an access or refresh token. Answers 200 whether or not
 /// the token was valid (the RFC's rule, so the endpoint cannot be used to probe tokens). A
 /// platform may revoke only its own sessions; a verifier any token it holds.
-#[utoipa::path(post, path = "/oauth2/revoke", tag = "checking tokens", request_body(content = String, content_type = "application/x-www-form-urlencoded"), responses((status = 200)))]
+#[utoipa::path(post, path = "/oauth2/revoke", tag = "checking tokens", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "revoked, or the token was not one tether would revoke (RFC 7009)"), (status = "4XX", body = OAuthError)))]
 pub async fn revoke(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-    form: Result<Form<HashMap<String, String>>, FormRejection>,
+    form: Result<Form<TokenForm>, FormRejection>,
 ) -> Response {
     if crate::ops::require(&caller, &[RoleKind::Verifier, RoleKind::Platform, RoleKind::Admin]).is_err() {
         return oauth_error(

@@ -24,7 +24,7 @@ use super::*;
         audit::list, audit::verify, audit::export, audit::coverage_report, audit::checkpoint, audit::verify_checkpoint,
     ),
     components(schemas(problem::Problem)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemAnswers),
     security(("bearer" = []))
 )]
 struct ApiDoc;
@@ -38,6 +38,33 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Every `/v1` route answers its client errors (bad input, no or wrong credential, not found,
+/// conflict, unsupported media type, too large) as problem+json: one `4XX` entry each, rather
+/// than the same six responses written on every route.
+struct ProblemAnswers;
+
+impl Modify for ProblemAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let answer = ResponseBuilder::new()
+            .description("The request was refused: a problem+json body (RFC 9457) names why")
+            .content(
+                "application/problem+json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+            )
+            .build();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                operation.responses.responses.entry("4XX".to_owned()).or_insert_with(|| answer.clone().into());
+            }
+        }
     }
 }
 

@@ -147,6 +147,27 @@ async fn the_openapi_document_declares_path_parameters_optional_bodies_and_probl
         assert!(query_params("/v1/audit").contains(&name.to_owned()), "/v1/audit lacks ?{name}");
     }
     assert!(query_params("/v1/revocations").contains(&"after".to_owned()));
+    // The OAuth endpoints: a form with `token`, RFC-shaped answers.
+    let resolve = |schema: &serde_json::Value| -> serde_json::Value {
+        let name = schema["$ref"].as_str().and_then(|r| r.rsplit('/').next()).unwrap_or_default().to_owned();
+        doc["components"]["schemas"][name].clone()
+    };
+    for path in ["/oauth2/introspect", "/oauth2/revoke"] {
+        let form = &doc["paths"][path]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"];
+        assert!(resolve(form)["properties"]["token"].is_object(), "{path}: {form}");
+        let refused = &doc["paths"][path]["post"]["responses"]["4XX"]["content"]["application/json"]["schema"];
+        assert!(resolve(refused)["properties"]["error"].is_object(), "{path}: {refused}");
+    }
+    let introspection =
+        &doc["paths"]["/oauth2/introspect"]["post"]["responses"]["200"]["content"]["application/json"]["schema"];
+    assert!(resolve(introspection)["properties"]["active"].is_object(), "{introspection}");
+    // Every /v1 route documents its refusals as problem+json.
+    for (path, operations) in paths.iter().filter(|(p, _)| p.starts_with("/v1/")) {
+        for (method, operation) in operations.as_object().expect("operations") {
+            let refused = &operation["responses"]["4XX"]["content"]["application/problem+json"]["schema"]["$ref"];
+            assert_eq!(refused, "#/components/schemas/Problem", "{method} {path}");
+        }
+    }
     // A `{reason?}` body may be left out: the document must not require it.
     for path in ["/v1/users/{id}/disable", "/v1/sessions/{id}/revoke", "/v1/keys/rotate"] {
         let body = &doc["paths"][path]["post"]["requestBody"];
