@@ -22,6 +22,7 @@ use super::*;
         events::events, oauth::introspect, oauth::revoke, webhooks::create, webhooks::list, webhooks::remove, webhooks::deliveries,
         authorize::authorize,
         audit::list, audit::verify, audit::export, audit::coverage_report, audit::checkpoint, audit::verify_checkpoint,
+        operations::healthz, operations::metrics, operations::openapi,
     ),
     components(schemas(problem::Problem)),
     modifiers(&BearerAuth, &ProblemAnswers),

@@ -12,15 +12,28 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).route("/openapi.json", get(openapi))
 }
 
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ok"}))
+/// The answer of `/healthz`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`: the process is up and serving.
+    pub status: &'static str,
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// Liveness: answers while the process serves requests. No credential.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, body = Health)))]
+pub async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+/// Prometheus text exposition of tether's counters (README lists them). No credential.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, content_type = "text/plain; version=0.0.4", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let body = state.metrics.render(&state);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
-async fn openapi() -> impl IntoResponse {
+/// This document. No credential.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()), responses((status = 200, body = Object)))]
+pub async fn openapi() -> impl IntoResponse {
     axum::Json(super::openapi::document())
 }

@@ -161,6 +161,12 @@ async fn the_openapi_document_declares_path_parameters_optional_bodies_and_probl
     let introspection =
         &doc["paths"]["/oauth2/introspect"]["post"]["responses"]["200"]["content"]["application/json"]["schema"];
     assert!(resolve(introspection)["properties"]["active"].is_object(), "{introspection}");
+    // The public operations routes are documented and need no credential.
+    for path in ["/healthz", "/metrics", "/openapi.json"] {
+        let operation = &doc["paths"][path]["get"];
+        assert!(operation.is_object(), "{path} missing");
+        assert_eq!(operation["security"], serde_json::json!([{}]), "{path} needs no credential: {operation}");
+    }
     // Every /v1 route documents its refusals as problem+json.
     for (path, operations) in paths.iter().filter(|(p, _)| p.starts_with("/v1/")) {
         for (method, operation) in operations.as_object().expect("operations") {
