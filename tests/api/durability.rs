@@ -218,20 +218,7 @@ async fn an_actor_kind_tether_does_not_know_is_a_broken_link_not_an_error() {
     app.world(&["mail:read"], &["mail:read"]).await;
     let head = verify(&app).await["head_seq"].as_i64().expect("head_seq");
 
-    open_db(&app)
-        .execute_batch(
-            "DROP TRIGGER audit_events_no_update; UPDATE audit_events SET actor_kind = 'root' WHERE seq = 2;",
-        )
-        .expect("tamper");
-
-    let report = verify(&app).await;
-    assert_eq!((report["ok"].clone(), report["first_broken_seq"].clone()), (json!(false), json!(2)), "{report}");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["audit", "verify", "--data-dir"])
-        .arg(app.dir.path())
-        .output()
-        .expect("run tether");
-    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+    broken_at_after(&app, 2, "UPDATE audit_events SET actor_kind = 'root' WHERE seq = 2").await;
     // The export still reads every row, the tampered one as stored.
     let (_, events) = export(&app, &app.admin).await;
     assert_eq!(events.len() as i64, head);
@@ -242,14 +229,15 @@ async fn an_actor_kind_tether_does_not_know_is_a_broken_link_not_an_error() {
 async fn details_that_are_not_utf8_are_a_broken_link_not_an_error() {
     let app = TestApp::new().await;
     app.world(&["mail:read"], &["mail:read"]).await;
-    open_db(&app)
-        .execute_batch(
-            "DROP TRIGGER audit_events_no_update; UPDATE audit_events SET details = CAST(X'7BFF7D' AS TEXT) WHERE seq = 2;",
-        )
-        .expect("tamper");
+    broken_at_after(&app, 2, "UPDATE audit_events SET details = CAST(X'7BFF7D' AS TEXT) WHERE seq = 2").await;
+}
 
-    let report = verify(&app).await;
-    assert_eq!((report["ok"].clone(), report["first_broken_seq"].clone()), (json!(false), json!(2)), "{report}");
+/// Runs `tamper` on the database behind tether's back, then checks that the API's verify and
+/// `tether audit verify` (exit code 2) both report the chain broken at `seq`.
+async fn broken_at_after(app: &TestApp, seq: i64, tamper: &str) {
+    open_db(app).execute_batch(&format!("DROP TRIGGER audit_events_no_update; {tamper};")).expect("tamper");
+    let report = verify(app).await;
+    assert_eq!((report["ok"].clone(), report["first_broken_seq"].clone()), (json!(false), json!(seq)), "{report}");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
         .args(["audit", "verify", "--data-dir"])
         .arg(app.dir.path())
