@@ -139,15 +139,7 @@ async fn create_sessions(services: &Arc<Services>, chain: support::Chain) {
 async fn create_sessions_http(app: &tether::App, services: &Arc<Services>, chain: support::Chain) {
     let user = support::delegated_user(services, chain).await;
     let platform = chain.platform;
-    let env = services.env.clone();
-    let credential = services
-        .writer
-        .execute(move |tx| {
-            ops::objects::issue_credential(tx, &env, Actor::system(), Role::Platform(platform), None, None)
-        })
-        .await
-        .expect("platform credential")
-        .secret;
+    let credential = support::stored_credential(services, Role::Platform(platform)).await.secret;
     let router = app.router();
     let body = serde_json::json!({"delegation_id": user.delegation, "scopes": ["mail:read", "mail:send"]}).to_string();
     let (completed, took, latencies) = closed_loop(move || {

@@ -26,7 +26,6 @@ use serde::Deserialize;
 use tower::ServiceExt;
 
 use tether::domain::*;
-use tether::ops;
 
 /// The same request shape as /v1/authorize (parsed the same way: unknown fields refused).
 #[derive(Deserialize)]
@@ -59,15 +58,7 @@ async fn serve(sessions: usize, port: u16, seconds: Option<u64>, env_file: Optio
     let app = support::open(dir.path()).await;
     let services = app.services.clone();
     let chain = support::chain(&services).await;
-    let env = services.env.clone();
-    let credential = services
-        .writer
-        .execute(move |tx| {
-            ops::objects::issue_credential(tx, &env, Actor::system(), Role::Verifier, Some("bench".into()), None)
-        })
-        .await
-        .expect("verifier credential")
-        .secret;
+    let credential = support::stored_credential(&services, Role::Verifier).await.secret;
     let user = support::delegated_user(&services, chain).await;
     let created = support::sessions(&services, user.delegation, sessions.max(1), 500).await;
     let token = created[0].1.clone();

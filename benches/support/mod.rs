@@ -36,18 +36,20 @@ pub fn admin() -> Caller {
     Caller { credential: CredentialId::generate(), role: Role::Admin }
 }
 
+/// A credential for `role` written to the store, as `tether credential mint` would.
+pub async fn stored_credential(services: &Services, role: Role) -> ops::objects::CreatedCredential {
+    let env = services.env.clone();
+    services
+        .writer
+        .execute(move |tx| ops::objects::issue_credential(tx, &env, Actor::system(), role, Some("bench".into()), None))
+        .await
+        .expect("bench credential")
+}
+
 /// An admin caller whose credential is in the store, for paths that check it is still live
 /// (`Services::open_session`, like every API write).
 pub async fn stored_admin(services: &Services) -> Caller {
-    let env = services.env.clone();
-    let created = services
-        .writer
-        .execute(move |tx| {
-            ops::objects::issue_credential(tx, &env, Actor::system(), Role::Admin, Some("bench".into()), None)
-        })
-        .await
-        .expect("admin credential");
-    Caller { credential: created.record.id, role: Role::Admin }
+    Caller { credential: stored_credential(services, Role::Admin).await.record.id, role: Role::Admin }
 }
 
 pub fn scopes(list: &[&str]) -> ScopeSet {

@@ -125,26 +125,6 @@ pub struct StoredRecord {
 }
 
 impl StoredRecord {
-    /// The row the writer stores for `event` (its details as compact JSON).
-    pub fn of(event: &AuditEvent) -> StoredRecord {
-        StoredRecord {
-            seq: event.seq,
-            id: event.id.clone(),
-            at: event.at.millis(),
-            actor_kind: event.actor.kind.as_str().to_owned(),
-            actor_id: event.actor.id.clone(),
-            action: event.action.clone(),
-            subject_kind: event.subject.kind.clone(),
-            subject_id: event.subject.id.clone(),
-            cause_seq: event.cause_seq,
-            reason: event.reason.clone(),
-            details: event.details.to_string(),
-            prev_hash: event.prev_hash.clone(),
-            hash: event.hash.clone(),
-            utf8: true,
-        }
-    }
-
     /// The hash this row's contents and `prev_hash` call for.
     pub fn computed_hash(&self) -> String {
         chain_hash(&Hashed {
@@ -363,6 +343,26 @@ pub fn visible_to(role: &crate::domain::Role, event: &AuditEvent) -> bool {
 mod tests {
     use super::*;
 
+    /// The row the writer stores for `event` (its details as compact JSON).
+    fn stored(event: &AuditEvent) -> StoredRecord {
+        StoredRecord {
+            seq: event.seq,
+            id: event.id.clone(),
+            at: event.at.millis(),
+            actor_kind: event.actor.kind.as_str().to_owned(),
+            actor_id: event.actor.id.clone(),
+            action: event.action.clone(),
+            subject_kind: event.subject.kind.clone(),
+            subject_id: event.subject.id.clone(),
+            cause_seq: event.cause_seq,
+            reason: event.reason.clone(),
+            details: event.details.to_string(),
+            prev_hash: event.prev_hash.clone(),
+            hash: event.hash.clone(),
+            utf8: true,
+        }
+    }
+
     fn chain(n: i64) -> Vec<AuditEvent> {
         let mut prev = GENESIS_HASH.to_owned();
         (1..=n)
@@ -380,7 +380,7 @@ mod tests {
                     prev_hash: prev.clone(),
                     hash: String::new(),
                 };
-                e.hash = StoredRecord::of(&e).computed_hash();
+                e.hash = stored(&e).computed_hash();
                 prev = e.hash.clone();
                 e
             })
@@ -390,7 +390,7 @@ mod tests {
     fn verify(events: &[AuditEvent]) -> VerifyReport {
         let mut v = ChainVerifier::default();
         for e in events {
-            v.push(&StoredRecord::of(e));
+            v.push(&stored(e));
         }
         v.finish()
     }
@@ -422,15 +422,15 @@ mod tests {
     #[test]
     fn reason_none_and_empty_reason_hash_differently() {
         let mut events = chain(1);
-        let original = StoredRecord::of(&events[0]).computed_hash();
+        let original = stored(&events[0]).computed_hash();
         events[0].reason = Some(String::new());
-        assert_ne!(StoredRecord::of(&events[0]).computed_hash(), original);
+        assert_ne!(stored(&events[0]).computed_hash(), original);
     }
 
     #[test]
     fn details_spelled_differently_break_the_link_even_when_they_parse_the_same() {
         let events = chain(3);
-        let stored: Vec<StoredRecord> = events.iter().map(StoredRecord::of).collect();
+        let stored: Vec<StoredRecord> = events.iter().map(stored).collect();
         assert_eq!(stored[1].details, r#"{"a":[2],"b":1}"#);
         for respelled in [r#"{"a": [2], "b": 1}"#, r#"{"b":1,"a":[2]}"#, r#"{"a":[2],"b":0,"b":1}"#] {
             let mut tampered = stored.clone();
@@ -445,7 +445,7 @@ mod tests {
 
     #[test]
     fn the_export_line_carries_the_stored_details_text_byte_for_byte() {
-        let mut record = StoredRecord::of(&chain(1)[0]);
+        let mut record = stored(&chain(1)[0]);
         record.details = r#"{"b":1,"a":[1],"a":[2]}"#.to_owned();
         let line = serde_json::to_string(&record).expect("serialize");
         assert!(line.contains(r#""details":{"b":1,"a":[1],"a":[2]}"#), "{line}");

@@ -208,8 +208,8 @@ pub fn audit_event(r: &Row<'_>) -> rusqlite::Result<AuditEvent> {
         subject: Subject { kind: r.get(6)?, id: r.get(7)? },
         cause_seq: r.get(8)?,
         reason: r.get(9)?,
-        // A details column that is not JSON is kept as a string so verify reports the broken hash
-        // instead of failing to read the row.
+        // A details column that is not JSON (a tampered row) is kept as a string, so listing it
+        // still works; verification reads rows as stored ([`stored_record`]).
         details: std::sync::Arc::new(serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details))),
         prev_hash: r.get(11)?,
         hash: r.get(12)?,
