@@ -13,7 +13,8 @@
 //! port: deliveries fail and retry after the cascade, so run one size at a time with webhooks).
 //! `TETHER_BENCH_PAUSE=1` waits 3 s before each cascade, after printing "cascade of N sessions
 //! starts in 3 s", so a profiler can attach to the writer thread for the cascade alone
-//! (docs/performance.md shows the command).
+//! (docs/performance.md shows the command). `TETHER_BENCH_WAL_PAGES=1` prints, after each cascade,
+//! which tables and indexes the pages its COMMIT wrote to the WAL belong to.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -205,6 +206,39 @@ fn wal_frames(db: &std::path::Path) -> i64 {
     -1
 }
 
+/// Prints which tables and indexes the pages in the WAL belong to (the last commit's, when the
+/// WAL was checkpointed just before it): what a cascade's COMMIT writes, B-tree by B-tree.
+fn wal_pages_by_btree(db: &std::path::Path) {
+    let mut wal_path = db.as_os_str().to_owned();
+    wal_path.push("-wal");
+    let wal = std::fs::read(&wal_path).expect("read the WAL");
+    let page_size = u32::from_be_bytes(wal[8..12].try_into().unwrap()) as usize;
+    let salt = &wal[16..24];
+    let mut pages = std::collections::HashSet::new();
+    let mut frames = 0;
+    let mut at = 32;
+    while at + 24 + page_size <= wal.len() && &wal[at + 8..at + 16] == salt {
+        pages.insert(u32::from_be_bytes(wal[at..at + 4].try_into().unwrap()) as i64);
+        frames += 1;
+        at += 24 + page_size;
+    }
+    let conn = rusqlite::Connection::open(db).expect("open the bench database");
+    let mut by_name: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut st = conn.prepare("SELECT name, pageno FROM dbstat").unwrap();
+    let mut rows = st.query([]).unwrap();
+    while let Some(row) = rows.next().unwrap() {
+        if pages.contains(&row.get::<_, i64>(1).unwrap()) {
+            *by_name.entry(row.get(0).unwrap()).or_default() += 1;
+        }
+    }
+    let mut by_name: Vec<_> = by_name.into_iter().collect();
+    by_name.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    println!("  WAL: {frames} frames, {} distinct pages of {page_size} B", pages.len());
+    for (name, n) in by_name {
+        println!("    {name:40} {n:7} pages {:6.1} MiB", (n * page_size) as f64 / 1048576.0);
+    }
+}
+
 /// Webhooks for every `session.revoked` event, delivered nowhere (port 9 on loopback is closed).
 async fn subscribe_webhooks(services: &Arc<Services>, count: usize) {
     for _ in 0..count {
@@ -260,6 +294,9 @@ async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usiz
             .expect("disable user");
         let wall = started.elapsed();
         let writer_after = services.writer.stats();
+        if std::env::var_os("TETHER_BENCH_WAL_PAGES").is_some() {
+            wal_pages_by_btree(db);
+        }
         let frames = wal_frames(db);
         let (from, to) = (started - epoch, epoch.elapsed());
         stop.store(true, Ordering::SeqCst);

@@ -469,7 +469,10 @@ fn revoke_loaded(tx: &mut Tx<'_>, caller: &Caller, session: Session, req: WithRe
     let id = session.id;
     let subject = Subject::new("session", id);
     let Some(active) = writes::active_sessions(tx, SessionsOf::One(id))?.into_iter().next() else {
-        let earlier = writes::last_event_for(tx, &id.to_string(), &["session.revoked", "session.created"])?;
+        let earlier = match session.revoked_by_seq {
+            Some(seq) => writes::audit_event_at(tx, seq)?,
+            None => writes::last_event_for(tx, &id.to_string(), &["session.created"])?,
+        };
         return Ok(noop_receipt(tx, earlier, subject));
     };
     let why = reason.clone().unwrap_or_else(|| "session_revoked".to_owned());

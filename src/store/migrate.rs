@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0009_session_indexes_unchanged_by_revocation",
         include_str!("../../migrations/0009_session_indexes_unchanged_by_revocation.sql"),
     ),
+    (
+        10,
+        "0010_cascade_writes_fewer_index_entries",
+        include_str!("../../migrations/0010_cascade_writes_fewer_index_entries.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded, each in its own transaction.
@@ -68,7 +73,7 @@ mod tests {
     #[test]
     fn migrations_apply_to_an_empty_database_and_only_once() {
         let mut conn = Connection::open_in_memory().expect("in-memory db");
-        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
         assert!(run(&mut conn).expect("second run").is_empty());
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'", [], |r| {
@@ -94,7 +99,7 @@ mod tests {
                  VALUES ('s', 'd', 'u', 'a', 'i', 'p', 1, '[\"mail:read\"]', 'active', 5, 9, 'abcd');",
         )
         .expect("a session written under the old schema");
-        assert_eq!(run(&mut conn).expect("0005 and later"), vec![5, 6, 7, 8, 9]);
+        assert_eq!(run(&mut conn).expect("0005 and later"), vec![5, 6, 7, 8, 9, 10]);
         let (status, scopes, expires_at): (String, String, i64) = conn
             .query_row("SELECT status, scopes, expires_at FROM sessions WHERE id = 's'", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -146,6 +151,29 @@ mod tests {
         let plan = plan("SELECT id FROM delegations WHERE user_id = ?1 AND ?2 ORDER BY id");
         assert!(seeks(&plan, "delegations_by_user"), "a user's delegations: {plan:?}");
         assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:?}");
+    }
+
+    #[test]
+    fn a_cascade_finds_what_its_events_revoked_by_their_seq_range_not_by_scanning() {
+        use crate::store::writes::{CHILDREN_OF_REVOKED, FEED_REVOKED_BETWEEN};
+        let params = [1, 2, 3].map(rusqlite::types::Value::Integer);
+        let conn = crate::store::query_plan::migrated();
+        // The cascade's `session.revoked` events, by seq range: through the table or by action.
+        let by_seq_range = |plan: &[String]| {
+            plan.iter().any(|step| {
+                step.starts_with("SEARCH")
+                    && (step.contains("INTEGER PRIMARY KEY (rowid>? AND rowid<?)")
+                        || step.contains("audit_by_action (action=? AND seq>? AND seq<?)"))
+            })
+        };
+        let children = crate::store::query_plan::plan(&conn, &CHILDREN_OF_REVOKED, &params);
+        assert!(by_seq_range(&children), "the events by seq: {children:?}");
+        assert!(seeks(&children, "sessions_by_parent"), "{children:?}");
+        assert!(!children.iter().any(|step| step.starts_with("SCAN")), "{children:?}");
+        let feed = crate::store::query_plan::plan(&conn, FEED_REVOKED_BETWEEN, &params);
+        assert!(by_seq_range(&feed), "the events by seq: {feed:?}");
+        assert!(seeks(&feed, "access_tokens_by_session"), "{feed:?}");
+        assert!(!feed.iter().any(|step| step.starts_with("SCAN")), "{feed:?}");
     }
 
     #[test]

@@ -158,6 +158,11 @@ pub fn credential(r: &Row<'_>) -> rusqlite::Result<Credential> {
     })
 }
 
+/// The term every query on `audit_events.subject_id` carries: the WHERE clause of the partial
+/// index `audit_by_subject` (migration 0010), written the same way so SQLite uses that index. It
+/// leaves out the sessions a cascade revoked, found through `sessions.revoked_by_seq` instead.
+pub const SUBJECT_INDEXED: &str = "(cause_seq IS NULL OR action <> 'session.revoked')";
+
 pub const AUDIT_COLUMNS: &str =
     "seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id, cause_seq, reason, details, prev_hash, hash";
 /// Maps [`AUDIT_COLUMNS`] without interpreting anything (see [`crate::audit::StoredRecord`]).

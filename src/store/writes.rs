@@ -318,11 +318,14 @@ pub fn session_depth(tx: &Tx<'_>, id: SessionId) -> Result<i64> {
 }
 
 /// The latest event with one of `actions` on `subject`: what an idempotent repeat points back to.
+/// A session a cascade revoked is not found here: its revoking event is its `revoked_by_seq`
+/// ([`audit_event_at`]).
 pub fn last_event_for(tx: &Tx<'_>, subject_id: &str, actions: &[&str]) -> Result<Option<crate::audit::AuditEvent>> {
     use rusqlite::OptionalExtension;
     let sql = format!(
-        "SELECT {} FROM audit_events WHERE subject_id = ?1 AND action = ?2 ORDER BY seq DESC LIMIT 1",
-        rows::AUDIT_COLUMNS
+        "SELECT {} FROM audit_events WHERE subject_id = ?1 AND {} AND action = ?2 ORDER BY seq DESC LIMIT 1",
+        rows::AUDIT_COLUMNS,
+        rows::SUBJECT_INDEXED
     );
     let mut st = tx.conn().prepare_cached(&sql).map_err(db_error)?;
     let mut latest: Option<crate::audit::AuditEvent> = None;
@@ -335,6 +338,16 @@ pub fn last_event_for(tx: &Tx<'_>, subject_id: &str, actions: &[&str]) -> Result
         }
     }
     Ok(latest)
+}
+
+/// The audit event at `seq`, if there is one.
+pub fn audit_event_at(tx: &Tx<'_>, seq: i64) -> Result<Option<crate::audit::AuditEvent>> {
+    use rusqlite::OptionalExtension;
+    let sql = format!("SELECT {} FROM audit_events WHERE seq = ?1", rows::AUDIT_COLUMNS);
+    tx.conn()
+        .prepare_cached(&sql)
+        .and_then(|mut st| st.query_row([seq], rows::audit_event).optional())
+        .map_err(db_error)
 }
 
 /// Records when sessions were last used (batched from authorize; not a state change, not audited).
@@ -540,9 +553,10 @@ pub fn last_disconnect_event(tx: &Tx<'_>, of: DelegationsOf) -> Result<Option<cr
         _ => return Ok(None),
     };
     let sql = format!(
-        "SELECT {} FROM audit_events WHERE subject_id = ?1 AND action = ?2 AND json_extract(details, ?3) = ?4
+        "SELECT {} FROM audit_events WHERE subject_id = ?1 AND {} AND action = ?2 AND json_extract(details, ?3) = ?4
          ORDER BY seq DESC LIMIT 1",
-        rows::AUDIT_COLUMNS
+        rows::AUDIT_COLUMNS,
+        rows::SUBJECT_INDEXED
     );
     tx.conn()
         .prepare_cached(&sql)
@@ -550,34 +564,34 @@ pub fn last_disconnect_event(tx: &Tx<'_>, of: DelegationsOf) -> Result<Option<cr
         .map_err(db_error)
 }
 
-/// Active, unexpired sessions whose parent was revoked by an event in `from_seq..=to_seq`.
+/// Active, unexpired sessions whose parent was revoked by an event in `from_seq..=to_seq`. A
+/// `session.revoked` event revokes its own subject in the same transaction, so the events of the
+/// range name the sessions it revoked: read in seq order, no index on `revoked_by_seq` needed.
 pub fn active_children_of_revoked(tx: &Tx<'_>, from_seq: i64, to_seq: i64) -> Result<Vec<ActiveSession>> {
-    let mut st = tx
-        .conn()
-        .prepare_cached(&format!(
-            "SELECT {ACTIVE_SESSION_COLUMNS} FROM sessions s
-                 WHERE s.status = 'active' AND s.expires_at > ?3 AND s.parent_id IS NOT NULL AND s.parent_id IN
-                       (SELECT id FROM sessions WHERE revoked_by_seq BETWEEN ?1 AND ?2)
-                 ORDER BY s.id"
-        ))
-        .map_err(db_error)?;
+    let mut st = tx.conn().prepare_cached(&CHILDREN_OF_REVOKED).map_err(db_error)?;
     let found = st.query_map(params![from_seq, to_seq, tx.now().millis()], active_session_row).map_err(db_error)?;
     found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
 }
 
-/// Puts on the feed the revocation ids of the live tokens of every session revoked by an event in
-/// `from_seq..=to_seq`.
-pub fn feed_revoked_between(tx: &Tx<'_>, from_seq: i64, to_seq: i64) -> Result<()> {
-    exec(
-        tx,
-        "INSERT INTO revocation_feed (revocation_id, session_id, expires_at)
-         SELECT a.revocation_id, a.session_id, a.expires_at
-         FROM sessions s JOIN access_tokens a ON a.session_id = s.id
-         WHERE s.revoked_by_seq BETWEEN ?1 AND ?2 AND a.expires_at > ?3
-         ORDER BY s.revoked_by_seq, a.issued_at",
-        params![from_seq, to_seq, tx.now().millis()],
+pub(super) static CHILDREN_OF_REVOKED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {ACTIVE_SESSION_COLUMNS} FROM sessions s
+         WHERE s.status = 'active' AND s.expires_at > ?3 AND s.parent_id IS NOT NULL AND s.parent_id IN
+               (SELECT subject_id FROM audit_events WHERE seq BETWEEN ?1 AND ?2 AND action = 'session.revoked')
+         ORDER BY s.id"
     )
-    .map(drop)
+});
+
+pub(super) const FEED_REVOKED_BETWEEN: &str = "INSERT INTO revocation_feed (revocation_id, session_id, expires_at)
+     SELECT a.revocation_id, a.session_id, a.expires_at
+     FROM audit_events e JOIN access_tokens a ON a.session_id = e.subject_id
+     WHERE e.seq BETWEEN ?1 AND ?2 AND e.action = 'session.revoked' AND a.expires_at > ?3
+     ORDER BY e.seq, a.issued_at";
+
+/// Puts on the feed the revocation ids of the live tokens of every session revoked by an event in
+/// `from_seq..=to_seq` (the sessions those events name, as for [`active_children_of_revoked`]).
+pub fn feed_revoked_between(tx: &Tx<'_>, from_seq: i64, to_seq: i64) -> Result<()> {
+    exec(tx, FEED_REVOKED_BETWEEN, params![from_seq, to_seq, tx.now().millis()]).map(drop)
 }
 
 /// Claims a due delivery for one attempt: true only if it is still pending, due, and has had

@@ -277,3 +277,54 @@ async fn coverage_refuses_events_that_are_not_triggers_and_unknown_seqs() {
     // The trigger itself still reports.
     assert_eq!(app.get(&format!("/v1/audit/coverage?event={cause}"), &auditor).await.ok()["survivors"], json!([]));
 }
+
+/// A session a cascade revoked has that revocation among its events when an auditor queries by
+/// subject (the subject index leaves such events out; they are found through the session), in seq
+/// order on one page and page by page, and revoking the session again points back to it.
+#[tokio::test]
+async fn an_audit_query_by_subject_finds_the_cascade_revocation_of_a_session() {
+    let app = TestApp::new().await;
+    let verifier = app.verifier().await;
+    let scene = Scene::new(&app).await;
+    let receipt = app.trigger(&format!("/v1/agents/{}/suspend", scene.a1), &scene.p1.credential, json!({})).await;
+    let cause = receipt["cause"]["seq"].as_i64().expect("cause seq");
+    let u1 = scene.s("u1");
+    // Denied, and the denial is audited on the session after its revocation.
+    assert_eq!(app.authorize(&verifier, &u1.token, &u1.scope).await.1, "session_revoked");
+
+    let events = |query: String| {
+        let app = &app;
+        async move {
+            let page = app.get(&format!("/v1/audit?subject={}{query}", u1.id), &app.admin).await;
+            page.ok()["items"].as_array().expect("items").clone()
+        }
+    };
+    let all = events(String::new()).await;
+    let actions: Vec<&str> = all.iter().map(|e| e["action"].as_str().expect("action")).collect();
+    assert_eq!(actions, ["session.created", "session.revoked", "authorize.revoked_token_used"], "{all:?}");
+    assert_eq!(all[1]["cause_seq"].as_i64(), Some(cause), "revoked by the suspension: {all:?}");
+    let revoked_seq = all[1]["seq"].as_i64().expect("seq");
+
+    let mut walked = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = app.get(&format!("/v1/audit?subject={}&limit=1{cursor}", u1.id), &app.admin).await;
+        let page = page.ok();
+        walked.extend(page["items"].as_array().expect("items").iter().map(|e| e["seq"].clone()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(walked, all.iter().map(|e| e["seq"].clone()).collect::<Vec<_>>(), "page by page, the same events");
+
+    let revoked = events("&action=session.revoked".into()).await;
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    assert_eq!(revoked[0]["seq"].as_i64(), Some(revoked_seq));
+    assert!(events(format!("&after_seq={revoked_seq}&action=session.revoked")).await.is_empty());
+    assert!(events(format!("&action=session.revoked&cause_seq={}", cause + 10_000)).await.is_empty());
+
+    let again = app.trigger(&format!("/v1/sessions/{}/revoke", u1.id), &scene.p1.credential, json!({})).await;
+    assert_eq!(again["revoked"], json!([]), "{again}");
+    assert_eq!(again["cause"]["seq"].as_i64(), Some(revoked_seq), "points back to its revocation: {again}");
+}

@@ -1,0 +1,16 @@
+-- A 100k-session cascade writes one audit event and one session row per session, and every index
+-- entry they add or change costs it time (docs/performance.md measured each: 0.05–0.12 s per
+-- index). Two indexes change no longer, with the same answers from the reads that used them:
+--
+-- The events a cascade revoked sessions with are found by their seq range (each `session.revoked`
+-- event revokes its own subject, in the same transaction), so sub-agent sessions and the
+-- revocation feed need no index on `revoked_by_seq`.
+DROP INDEX sessions_by_revoked_seq;
+
+-- A session revoked by a cascade (`session.revoked` with a cause) is the one event of a session
+-- the subject index leaves out: it is that session's `revoked_by_seq`, which audit queries by
+-- subject read instead (src/store/reads.rs). Every query on `subject_id` carries the same term as
+-- this WHERE clause (rows::SUBJECT_INDEXED), which is what lets SQLite use the index.
+DROP INDEX audit_by_subject;
+CREATE INDEX audit_by_subject ON audit_events (subject_id, seq)
+    WHERE cause_seq IS NULL OR action <> 'session.revoked';
