@@ -314,7 +314,7 @@ async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usiz
             support::micros(wall) / n as f64,
             made.as_secs_f64(),
             frames,
-            frames as f64 * 4120.0 / 1048576.0,
+            frames as f64 * (f64::from(tether::store::PAGE_SIZE) + 24.0) / 1048576.0,
         );
         println!(
             "  the writer ran its statements for {:.3} s and spent {:.3} s in COMMIT",

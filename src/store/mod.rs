@@ -22,6 +22,14 @@ use crate::domain::{Error, Result};
 pub use tx::{Effect, Tx, Withdrawn};
 pub use writer::{Writer, WriterStats};
 
+/// The page size of a new database. With 8 KiB instead of SQLite's 4 KiB, a 100k-session cascade
+/// writes half as many WAL frames and splits half as many B-tree pages: 1.12-1.17 s instead of
+/// 1.28-1.33 s, with session creation unchanged within the noise (docs/performance.md). Larger
+/// pages cost creation more than they save a cascade: 16 KiB took 15% off sessions created per
+/// second. A revocation of scattered sessions writes a whole page per session, so larger pages
+/// would also make that case write more.
+pub const PAGE_SIZE: u32 = 8192;
+
 /// Opens a connection with the pragmas every tether connection uses.
 pub fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
     let flags = if read_only {
@@ -31,6 +39,9 @@ pub fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
     };
     let conn = Connection::open_with_flags(path, flags).map_err(db_error)?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_error)?;
+    // Takes effect only when this connection creates the database; an existing one keeps its
+    // page size (changing it means rewriting the file: VACUUM outside WAL mode).
+    conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE}")).map_err(db_error)?;
     // WAL lets readers run beside the writer; synchronous=FULL makes an acknowledged commit
     // survive a power cut, not only a crash (group commit pays for the fsync).
     // temp_store=MEMORY keeps savepoint (statement) journals off the disk; a 64 MiB page cache
@@ -155,5 +166,35 @@ pub(crate) mod query_plan {
     /// Whether a step searches (not scans) through `index`.
     pub fn seeks(plan: &[String], index: &str) -> bool {
         plan.iter().any(|step| step.starts_with("SEARCH") && step.contains(index))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn page_size(conn: &Connection) -> u32 {
+        conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_new_database_gets_the_page_size_and_an_existing_one_keeps_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.db");
+        let mut conn = open_connection(&fresh, false).unwrap();
+        migrate::run(&mut conn).unwrap();
+        assert_eq!(page_size(&conn), PAGE_SIZE);
+
+        let older = dir.path().join("older.db");
+        let made_before = Connection::open(&older).unwrap();
+        made_before.execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE t (x);").unwrap();
+        drop(made_before);
+        let mut conn = open_connection(&older, false).unwrap();
+        migrate::run(&mut conn).unwrap();
+        assert_eq!(page_size(&conn), 4096, "an existing database is not rewritten");
+        conn.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        assert_eq!(page_size(&open_connection(&older, true).unwrap()), 4096);
     }
 }
