@@ -174,6 +174,7 @@ mod tests {
         assert!(by_seq_range(&feed), "the events by seq: {feed:?}");
         assert!(seeks(&feed, "access_tokens_by_session"), "{feed:?}");
         assert!(!feed.iter().any(|step| step.starts_with("SCAN")), "{feed:?}");
+        assert!(!feed.iter().any(|step| step.contains("TEMP B-TREE")), "in index order, no sort: {feed:?}");
     }
 
     #[test]

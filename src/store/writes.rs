@@ -586,10 +586,12 @@ pub(super) const FEED_REVOKED_BETWEEN: &str = "INSERT INTO revocation_feed (revo
      SELECT a.revocation_id, a.session_id, a.expires_at
      FROM audit_events e JOIN access_tokens a ON a.session_id = e.subject_id
      WHERE e.seq BETWEEN ?1 AND ?2 AND e.action = 'session.revoked' AND a.expires_at > ?3
-     ORDER BY e.seq, a.issued_at";
+     ORDER BY e.seq, a.expires_at";
 
 /// Puts on the feed the revocation ids of the live tokens of every session revoked by an event in
-/// `from_seq..=to_seq` (the sessions those events name, as for [`active_children_of_revoked`]).
+/// `from_seq..=to_seq` (the sessions those events name, as for [`active_children_of_revoked`]),
+/// each session's in expiry order: the order `access_tokens_by_session` reads them in, so the
+/// statement sorts nothing.
 pub fn feed_revoked_between(tx: &Tx<'_>, from_seq: i64, to_seq: i64) -> Result<()> {
     exec(tx, FEED_REVOKED_BETWEEN, params![from_seq, to_seq, tx.now().millis()]).map(drop)
 }
