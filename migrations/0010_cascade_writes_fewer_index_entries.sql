@@ -1,11 +1,16 @@
 -- A 100k-session cascade writes one audit event and one session row per session, and every index
 -- entry they add or change costs it time (docs/performance.md measured each: 0.05–0.12 s per
--- index). Two indexes change no longer, with the same answers from the reads that used them:
+-- index). Three indexes change no longer, with the same answers from the reads that used them:
 --
 -- The events a cascade revoked sessions with are found by their seq range (each `session.revoked`
 -- event revokes its own subject, in the same transaction), so sub-agent sessions and the
 -- revocation feed need no index on `revoked_by_seq`.
 DROP INDEX sessions_by_revoked_seq;
+
+-- Start-up reads each unexpired session's status from its row instead of from this index, so a
+-- revocation leaves the index alone (src/lib.rs `load_views`).
+DROP INDEX sessions_by_expiry;
+CREATE INDEX sessions_by_expiry ON sessions (expires_at, id);
 
 -- A session revoked by a cascade (`session.revoked` with a cause) is the one event of a session
 -- the subject index leaves out: it is that session's `revoked_by_seq`, which audit queries by
