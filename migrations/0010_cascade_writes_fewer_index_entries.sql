@@ -1,6 +1,6 @@
 -- A 100k-session cascade writes one audit event and one session row per session, and every index
 -- entry they add or change costs it time (docs/performance.md measured each: 0.05–0.12 s per
--- index). Three indexes change no longer, with the same answers from the reads that used them:
+-- index). Four indexes change no longer, with the same answers from the reads that used them:
 --
 -- The events a cascade revoked sessions with are found by their seq range (each `session.revoked`
 -- event revokes its own subject, in the same transaction), so sub-agent sessions and the
@@ -19,3 +19,14 @@ CREATE INDEX sessions_by_expiry ON sessions (expires_at, id);
 DROP INDEX audit_by_subject;
 CREATE INDEX audit_by_subject ON audit_events (subject_id, seq)
     WHERE cause_seq IS NULL OR action <> 'session.revoked';
+
+-- Time queries on the log (`since`, `until`) become seq ranges: the writer never stamps a batch
+-- earlier than the last event, so `at` does not decrease along the chain, and the first event at
+-- or after a time is found by bisecting on seq. A log written before this migration may step back
+-- where the system clock did; `monotone_from_seq` is the last event that is earlier than the one
+-- before it (0 if none), and only events from there on are bisected. Earlier ones are read by
+-- their `at` (src/store/reads.rs `time_as_seq`).
+DROP INDEX audit_by_at;
+CREATE TABLE audit_clock (monotone_from_seq INTEGER NOT NULL) STRICT;
+INSERT INTO audit_clock (monotone_from_seq)
+    SELECT coalesce(max(b.seq), 0) FROM audit_events a JOIN audit_events b ON b.seq = a.seq + 1 WHERE b.at < a.at;

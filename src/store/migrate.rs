@@ -36,7 +36,7 @@ pub fn run(conn: &mut Connection) -> Result<Vec<i64>> {
     apply(conn, MIGRATIONS)
 }
 
-fn apply(conn: &mut Connection, migrations: &[(i64, &str, &str)]) -> Result<Vec<i64>> {
+pub(super) fn apply(conn: &mut Connection, migrations: &[(i64, &str, &str)]) -> Result<Vec<i64>> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL

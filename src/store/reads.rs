@@ -370,8 +370,11 @@ pub struct AuditFilter {
 }
 
 pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Result<Page<AuditEvent>> {
+    let (from_seq, before_seq) = time_as_seq(conn, filter.since, filter.until)?;
     let page = |q: &mut Select| {
-        q.and_if("actor_id = ?", filter.actor.clone())
+        q.and_if("seq >= ?", from_seq)
+            .and_if("seq < ?", before_seq)
+            .and_if("actor_id = ?", filter.actor.clone())
             .and_if("action = ?", filter.action.clone())
             .and_if("cause_seq = ?", filter.cause_seq)
             .and_if("seq > ?", filter.after_seq)
@@ -404,6 +407,53 @@ pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Resu
         None
     };
     Ok(Page { items, next_cursor })
+}
+
+/// The seq range that holds the events from `since` (inclusive) to `until` (exclusive), as
+/// bounds to add to the same filter on `at`: `at` does not decrease along the chain from
+/// `audit_clock.monotone_from_seq` on (migration 0010), so there the first event at or after a
+/// time is found by bisecting. An older log that steps back before that seq gets no lower bound:
+/// its first part is read by `at` alone.
+fn time_as_seq(
+    conn: &Connection,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+) -> Result<(Option<i64>, Option<i64>)> {
+    if since.is_none() && until.is_none() {
+        return Ok((None, None));
+    }
+    let (monotone_from, last): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT monotone_from_seq FROM audit_clock), (SELECT coalesce(max(seq), 0) FROM audit_events)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(db_error)?;
+    let mut at_of =
+        conn.prepare_cached("SELECT at FROM audit_events WHERE seq >= ?1 ORDER BY seq LIMIT 1").map_err(db_error)?;
+    let mut first_at_or_after = |time: Timestamp| -> Result<i64> {
+        let (mut low, mut high) = (monotone_from.max(1), last + 1);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            let at: Option<i64> = at_of.query_row([mid], |r| r.get(0)).optional().map_err(db_error)?;
+            if at.is_none_or(|at| at >= time.millis()) {
+                high = mid;
+            } else {
+                low = mid + 1;
+            }
+        }
+        Ok(low)
+    };
+    let from = match since {
+        Some(time) if monotone_from <= 1 => Some(first_at_or_after(time)?),
+        _ => None,
+    };
+    // Past the end means no upper bound: events written after this read are not cut off by it.
+    let before = match until {
+        Some(time) => Some(first_at_or_after(time)?).filter(|&seq| seq <= last),
+        None => None,
+    };
+    Ok((from, before))
 }
 
 /// A subject's events as `audit_by_subject` holds them ([`rows::SUBJECT_INDEXED`], spelled out:
@@ -739,5 +789,74 @@ mod tests {
             &[Value::Integer(0)],
         );
         assert!(seeks(&steps, "sessions_by_expiry"), "{steps:?}");
+    }
+
+    /// A log written before migration 0010 whose clock stepped back (at 3 and again at 7):
+    /// every time window selects exactly the events whose `at` is in it, as a scan would.
+    #[test]
+    fn a_time_window_selects_the_events_in_it_even_where_an_older_log_stepped_back() {
+        use crate::store::migrate::{apply, MIGRATIONS};
+        let ats = [10, 20, 15, 30, 30, 40, 35, 50, 60, 60, 70];
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        apply(&mut conn, &MIGRATIONS[..9]).unwrap();
+        let insert = |conn: &rusqlite::Connection, seq: i64, at: i64| {
+            conn.execute(
+                "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
+                                           details, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, 'system', 'tether', 'test.event', 'test', 'x', '{}', '', '')",
+                rusqlite::params![seq, format!("e{seq}"), at],
+            )
+            .unwrap();
+        };
+        for (i, at) in ats.iter().enumerate() {
+            insert(&conn, i as i64 + 1, *at);
+        }
+        apply(&mut conn, MIGRATIONS).unwrap();
+        let monotone_from: i64 = conn.query_row("SELECT monotone_from_seq FROM audit_clock", [], |r| r.get(0)).unwrap();
+        assert_eq!(monotone_from, 7, "the last step back");
+        // Written after the migration, by a writer that never steps back.
+        insert(&conn, 12, 70);
+        insert(&conn, 13, 80);
+        let ats: Vec<i64> = ats.iter().copied().chain([70, 80]).collect();
+
+        let bounds =
+            [None, Some(0), Some(10), Some(15), Some(30), Some(33), Some(35), Some(60), Some(70), Some(80), Some(99)];
+        for since in bounds {
+            for until in bounds {
+                let filter =
+                    AuditFilter { since: since.map(Timestamp), until: until.map(Timestamp), ..Default::default() };
+                let got: Vec<i64> = list_audit(&conn, &filter, 100).unwrap().items.iter().map(|e| e.seq).collect();
+                let want: Vec<i64> = (1..=ats.len() as i64)
+                    .filter(|&seq| {
+                        let at = ats[seq as usize - 1];
+                        since.is_none_or(|s| at >= s) && until.is_none_or(|u| at < u)
+                    })
+                    .collect();
+                assert_eq!(got, want, "since {since:?} until {until:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_time_window_on_a_log_that_never_stepped_back_is_a_seq_range() {
+        let conn = migrated();
+        for seq in 1..=5 {
+            conn.execute(
+                "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
+                                           details, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, 'system', 'tether', 'test.event', 'test', 'x', '{}', '', '')",
+                rusqlite::params![seq, format!("e{seq}"), seq * 10],
+            )
+            .unwrap();
+        }
+        assert_eq!(time_as_seq(&conn, Some(Timestamp(20)), Some(Timestamp(40))).unwrap(), (Some(2), Some(4)));
+        assert_eq!(time_as_seq(&conn, Some(Timestamp(25)), None).unwrap(), (Some(3), None));
+        assert_eq!(time_as_seq(&conn, Some(Timestamp(99)), Some(Timestamp(99))).unwrap(), (Some(6), None));
+        let steps = plan(
+            &conn,
+            "SELECT seq FROM audit_events WHERE seq >= ?1 AND seq < ?2 ORDER BY seq LIMIT 10",
+            &[Value::Integer(2), Value::Integer(4)],
+        );
+        assert!(seeks(&steps, "INTEGER PRIMARY KEY (rowid>? AND rowid<?)"), "{steps:?}");
     }
 }

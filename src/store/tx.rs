@@ -38,13 +38,16 @@ pub type CredentialBefore = (bool, Option<Timestamp>);
 pub struct ChainHead {
     pub seq: i64,
     pub hash: String,
+    /// When the last event happened. The writer never stamps a batch earlier, so `at` does not
+    /// decrease along the chain and a time bound is a seq bound ([`super::reads::list_audit`]).
+    pub at: Timestamp,
 }
 
 impl ChainHead {
     pub fn load(conn: &Connection) -> Result<ChainHead> {
         let head = conn
-            .query_row("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| {
-                Ok(ChainHead { seq: r.get(0)?, hash: r.get(1)? })
+            .query_row("SELECT seq, hash, at FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| {
+                Ok(ChainHead { seq: r.get(0)?, hash: r.get(1)?, at: r.get(2)? })
             })
             .map(Some)
             .or_else(|e| match e {
@@ -52,7 +55,7 @@ impl ChainHead {
                 e => Err(e),
             })
             .map_err(db_error)?;
-        Ok(head.unwrap_or(ChainHead { seq: 0, hash: crate::audit::GENESIS_HASH.to_owned() }))
+        Ok(head.unwrap_or(ChainHead { seq: 0, hash: crate::audit::GENESIS_HASH.to_owned(), at: Timestamp(i64::MIN) }))
     }
 }
 
@@ -143,7 +146,7 @@ impl<'c> Tx<'c> {
             })
             .map_err(db_error)?;
         self.enqueue_webhooks(&record)?;
-        self.head = ChainHead { seq: record.seq, hash: record.hash.clone() };
+        self.head = ChainHead { seq: record.seq, hash: record.hash.clone(), at: record.at };
         let record = std::sync::Arc::new(record);
         self.effects.push(Effect::Audited(record.clone()));
         Ok(record)

@@ -279,7 +279,9 @@ fn commit_batch(
     if current != *head {
         *head = current;
     }
-    let mut tx = Tx::new(conn, clock.now(), head.clone());
+    // A clock set back does not set the log back: auditors' time queries rely on `at` never
+    // decreasing along the chain.
+    let mut tx = Tx::new(conn, clock.now().max(head.at), head.clone());
     if let [job] = batch {
         // Alone in its batch, a command needs no savepoint: if it fails, the whole transaction
         // is rolled back. This spares a large cascade from journaling every page it touches a
@@ -343,6 +345,23 @@ mod tests {
     fn count_events(path: &Path) -> i64 {
         let conn = open_connection(path, true).unwrap();
         conn.query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_clock_set_back_does_not_set_the_audit_log_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(Clock::default());
+        let writer = Writer::start(&dir.path().join("tether.db"), clock.clone(), Arc::new(NoViews)).unwrap();
+        let at = |tx: &mut Tx<'_>| {
+            tx.audit(NewEvent::new(Actor::system(), "test.event", Subject::new("test", "x"))).map(|e| e.at)
+        };
+        let first = writer.execute(at).await.unwrap();
+        clock.advance_seconds(-3600);
+        let second = writer.execute(at).await.unwrap();
+        assert!(second >= first, "{second:?} is before {first:?}");
+        clock.advance_seconds(7200);
+        let third = writer.execute(at).await.unwrap();
+        assert!(third.millis() >= first.millis() + 3_600_000, "time moves on once the clock has caught up");
     }
 
     #[tokio::test]

@@ -328,3 +328,46 @@ async fn an_audit_query_by_subject_finds_the_cascade_revocation_of_a_session() {
     assert_eq!(again["revoked"], json!([]), "{again}");
     assert_eq!(again["cause"]["seq"].as_i64(), Some(revoked_seq), "points back to its revocation: {again}");
 }
+
+/// `since` is inclusive and `until` exclusive, on the events' own `at`, alone or with other
+/// filters; while the clock is set back, events keep the time of the last one.
+#[tokio::test]
+async fn an_audit_time_window_selects_the_events_written_in_it() {
+    let app = TestApp::new().await;
+    let mut written = Vec::new();
+    for (i, step) in [0, 10, 10, -3600, 10, 7200].into_iter().enumerate() {
+        app.clock.advance_seconds(step);
+        app.user(&format!("window-{i}"), &["mail:read"]).await;
+        let event = app.get("/v1/audit?action=user.created", &app.admin).await;
+        let items = event.ok()["items"].as_array().expect("items").clone();
+        let last = items.last().expect("an event").clone();
+        written.push((last["seq"].as_i64().expect("seq"), last["at"].as_str().expect("at").to_owned()));
+    }
+    let ats: Vec<&str> = written.iter().map(|(_, at)| at.as_str()).collect();
+    assert_eq!((ats[3], ats[4]), (ats[2], ats[2]), "held at the last event's time: {ats:?}");
+    assert!(ats[0] < ats[1] && ats[1] < ats[2] && ats[4] < ats[5], "{ats:?}");
+
+    let seqs = |query: String| {
+        let app = &app;
+        async move {
+            let page = app.get(&format!("/v1/audit?action=user.created&{query}"), &app.admin).await;
+            page.ok()["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|e| e["seq"].as_i64().expect("seq"))
+                .collect::<Vec<_>>()
+        }
+    };
+    let seq = |i: usize| written[i].0;
+    let at = |i: usize| written[i].1.replace('+', "%2B");
+    assert_eq!(seqs(format!("since={}", at(1))).await, vec![seq(1), seq(2), seq(3), seq(4), seq(5)]);
+    assert_eq!(seqs(format!("until={}", at(1))).await, vec![seq(0)]);
+    assert_eq!(seqs(format!("since={}&until={}", at(1), at(4))).await, vec![seq(1)]);
+    assert_eq!(seqs(format!("since={}&until={}", at(3), at(5))).await, vec![seq(2), seq(3), seq(4)]);
+    assert_eq!(seqs(format!("since={}&until={}", at(5), at(5))).await, Vec::<i64>::new());
+    let all = app.get(&format!("/v1/audit?since={}", at(2)), &app.admin).await;
+    let all: Vec<i64> =
+        all.ok()["items"].as_array().expect("items").iter().map(|e| e["seq"].as_i64().unwrap_or(0)).collect();
+    assert_eq!(all.first(), Some(&seq(2)), "without other filters, from the first event at that time: {all:?}");
+}
