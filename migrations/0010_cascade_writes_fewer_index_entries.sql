@@ -30,3 +30,21 @@ DROP INDEX audit_by_at;
 CREATE TABLE audit_clock (monotone_from_seq INTEGER NOT NULL) STRICT;
 INSERT INTO audit_clock (monotone_from_seq)
     SELECT coalesce(max(b.seq), 0) FROM audit_events a JOIN audit_events b ON b.seq = a.seq + 1 WHERE b.at < a.at;
+
+-- Details many events share are stored once. A cascade gives every session it revokes on one chain
+-- (user, agent, integration, delegation, platform) the same details, about 330 bytes: the events
+-- point to them with `details_id` and store an empty `details`. What an event reads and hashes is
+-- the same text (rows::AUDIT_COLUMNS); the shared rows are append-only like the log.
+CREATE TABLE audit_details (
+    id   INTEGER PRIMARY KEY,
+    text TEXT NOT NULL
+) STRICT;
+CREATE TRIGGER audit_details_no_update BEFORE UPDATE ON audit_details
+BEGIN
+    SELECT RAISE(ABORT, 'audit_details is append-only');
+END;
+CREATE TRIGGER audit_details_no_delete BEFORE DELETE ON audit_details
+BEGIN
+    SELECT RAISE(ABORT, 'audit_details is append-only');
+END;
+ALTER TABLE audit_events ADD COLUMN details_id INTEGER;

@@ -53,6 +53,9 @@ pub struct NewEvent {
 pub struct Details {
     value: Arc<serde_json::Value>,
     text: Arc<str>,
+    /// For details many events share ([`Details::shared`]): the row of `audit_details` that holds
+    /// their text once the first of them is written, which the others then point to.
+    pub(crate) stored: Option<Arc<std::sync::OnceLock<i64>>>,
 }
 
 /// `{}`, shared by every event that has no details of its own.
@@ -62,7 +65,18 @@ static NO_DETAILS: std::sync::LazyLock<Details> =
 impl Details {
     pub fn new(value: serde_json::Value) -> Details {
         let text = value.to_string().into();
-        Details { value: Arc::new(value), text }
+        Details { value: Arc::new(value), text, stored: None }
+    }
+
+    /// Details that many events of one command will carry: their text is stored once, in
+    /// `audit_details`, and each event's row points to it (what each event hashes is the same).
+    pub fn shared(value: serde_json::Value) -> Details {
+        Details { stored: Some(Arc::default()), ..Details::new(value) }
+    }
+
+    /// The stored and hashed text.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// The value and the text it encodes to, always made together by [`Details::new`].

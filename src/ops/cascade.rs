@@ -69,7 +69,7 @@ impl Cascade {
         self.details
             .entry(chain)
             .or_insert_with(|| {
-                Details::new(json!({
+                Details::shared(json!({
                     "user_id": session.user_id,
                     "agent_id": session.agent_id,
                     "integration_id": session.integration_id,

@@ -654,7 +654,7 @@ fn due_for_webhook(conn: &Connection, now: Timestamp, webhook: WebhookId, limit:
          JOIN audit_events e ON e.seq = d.event_seq
          WHERE d.webhook_id = ?3 AND d.status = 'pending' AND d.next_attempt_at <= ?1
          ORDER BY d.next_attempt_at, d.id LIMIT ?2",
-        rows::AUDIT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ")
+        rows::AUDIT_COLUMNS_OF_E
     );
     let mut st = conn.prepare_cached(&sql).map_err(db_error)?;
     let rows = st

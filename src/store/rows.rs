@@ -163,8 +163,27 @@ pub fn credential(r: &Row<'_>) -> rusqlite::Result<Credential> {
 /// leaves out the sessions a cascade revoked, found through `sessions.revoked_by_seq` instead.
 pub const SUBJECT_INDEXED: &str = "(cause_seq IS NULL OR action <> 'session.revoked')";
 
-pub const AUDIT_COLUMNS: &str =
-    "seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id, cause_seq, reason, details, prev_hash, hash";
+/// An event's details as stored: its own `details`, or the shared text its `details_id` points
+/// to (migration 0010). For a query on `audit_events` not aliased.
+macro_rules! audit_details {
+    () => {
+        "coalesce((SELECT text FROM audit_details WHERE audit_details.id = details_id), details)"
+    };
+}
+
+/// [`AUDIT_COLUMNS`]' details, for a WHERE clause (e.g. `json_extract`).
+pub const AUDIT_DETAILS: &str = audit_details!();
+
+pub const AUDIT_COLUMNS: &str = concat!(
+    "seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id, cause_seq, reason, ",
+    audit_details!(),
+    ", prev_hash, hash"
+);
+
+/// [`AUDIT_COLUMNS`] of an `audit_events` aliased `e` in a join.
+pub const AUDIT_COLUMNS_OF_E: &str = "e.seq, e.id, e.at, e.actor_kind, e.actor_id, e.action, e.subject_kind, \
+     e.subject_id, e.cause_seq, e.reason, \
+     coalesce((SELECT text FROM audit_details WHERE audit_details.id = e.details_id), e.details), e.prev_hash, e.hash";
 /// Maps [`AUDIT_COLUMNS`] without interpreting anything (see [`crate::audit::StoredRecord`]).
 pub fn stored_record(r: &Row<'_>) -> rusqlite::Result<crate::audit::StoredRecord> {
     let mut utf8 = true;

@@ -106,6 +106,16 @@ impl<'c> Tx<'c> {
     /// Appends an event to the audit chain in this transaction. The record is shared with the
     /// event stream's effect rather than copied: a cascade writes one per revoked session.
     pub fn audit(&mut self, event: NewEvent) -> Result<std::sync::Arc<AuditEvent>> {
+        let details_id = match &event.details.stored {
+            Some(slot) => Some(match slot.get() {
+                Some(id) => *id,
+                None => {
+                    let id = self.store_shared_details(event.details.text())?;
+                    *slot.get_or_init(|| id)
+                }
+            }),
+            None => None,
+        };
         let (details, text) = event.details.into_parts();
         let mut record = AuditEvent {
             seq: self.head.seq + 1,
@@ -124,8 +134,8 @@ impl<'c> Tx<'c> {
         self.conn
             .prepare_cached(
                 "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
-                                           cause_seq, reason, details, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                                           cause_seq, reason, details, prev_hash, hash, details_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -139,9 +149,11 @@ impl<'c> Tx<'c> {
                     record.subject.id,
                     record.cause_seq,
                     record.reason,
-                    &*text,
+                    // Shared details are read through `details_id` (rows::AUDIT_DETAILS).
+                    if details_id.is_some() { "" } else { &*text },
                     record.prev_hash,
                     record.hash,
+                    details_id,
                 ])
             })
             .map_err(db_error)?;
@@ -150,6 +162,14 @@ impl<'c> Tx<'c> {
         let record = std::sync::Arc::new(record);
         self.effects.push(Effect::Audited(record.clone()));
         Ok(record)
+    }
+
+    /// Stores the text of details many events will share; returns its row id.
+    fn store_shared_details(&self, text: &str) -> Result<i64> {
+        self.conn
+            .prepare_cached("INSERT INTO audit_details (text) VALUES (?1)")
+            .and_then(|mut st| st.insert([text]))
+            .map_err(db_error)
     }
 
     /// Runs `f` with the live webhooks read once rather than once per event. `f` must not change

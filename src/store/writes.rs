@@ -553,10 +553,11 @@ pub fn last_disconnect_event(tx: &Tx<'_>, of: DelegationsOf) -> Result<Option<cr
         _ => return Ok(None),
     };
     let sql = format!(
-        "SELECT {} FROM audit_events WHERE subject_id = ?1 AND {} AND action = ?2 AND json_extract(details, ?3) = ?4
+        "SELECT {} FROM audit_events WHERE subject_id = ?1 AND {} AND action = ?2 AND json_extract({}, ?3) = ?4
          ORDER BY seq DESC LIMIT 1",
         rows::AUDIT_COLUMNS,
-        rows::SUBJECT_INDEXED
+        rows::SUBJECT_INDEXED,
+        rows::AUDIT_DETAILS
     );
     tx.conn()
         .prepare_cached(&sql)

@@ -571,3 +571,49 @@ async fn a_new_instance_keeps_its_directory_database_and_admin_credential_to_its
     assert_eq!(std::fs::metadata(&fresh).expect("dir").permissions().mode() & 0o777, 0o700);
     drop(app);
 }
+
+/// The sessions a cascade revokes on one chain share their details: stored once, read and
+/// exported in full on every event, and a change to the shared text behind tether's back breaks
+/// the chain at the first event that carries it.
+#[tokio::test]
+async fn a_cascades_shared_details_are_stored_once_and_a_change_to_them_breaks_the_chain() {
+    let app = TestApp::new().await;
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    for _ in 0..3 {
+        app.session(&world.platform, &world.delegation, &["mail:read"]).await;
+    }
+    let disabled = app.post(&format!("/v1/users/{}/disable", world.user), &app.admin, json!({"reason": "left"})).await;
+    let cause = disabled.ok()["cause"]["seq"].as_i64().expect("cause seq");
+    let revoked = audit(&app, &format!("cause_seq={cause}&action=session.revoked")).await;
+    assert_eq!(revoked.len(), 3, "{revoked:?}");
+    for event in &revoked {
+        let details = &event["details"];
+        assert_eq!(
+            (&details["user_id"], &details["delegation_id"], &details["trigger"]),
+            (&json!(world.user), &json!(world.delegation), &json!("user.disabled")),
+            "{event}"
+        );
+    }
+    let auditor = app.auditor().await;
+    let (_, exported) = export(&app, &auditor).await;
+    let exported: Vec<&Value> = exported.iter().filter(|e| e["cause_seq"] == cause).collect();
+    assert_eq!(
+        exported.iter().map(|e| &e["details"]).collect::<Vec<_>>(),
+        revoked.iter().map(|e| &e["details"]).collect::<Vec<_>>()
+    );
+
+    let db = open_db(&app);
+    let count = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0)).expect("count");
+    assert_eq!(count("SELECT count(*) FROM audit_details"), 1, "one chain, stored once");
+    assert_eq!(count("SELECT count(*) FROM audit_events WHERE details_id IS NOT NULL AND details = ''"), 3);
+    assert_eq!(verify(&app).await["ok"], true);
+    assert!(db.execute("UPDATE audit_details SET text = '{}'", []).is_err(), "append-only");
+    assert!(db.execute("DELETE FROM audit_details", []).is_err(), "append-only");
+
+    let first = revoked[0]["seq"].as_i64().expect("seq");
+    let tamper = format!(
+        "DROP TRIGGER audit_details_no_update; UPDATE audit_details SET text = '{{\"user_id\":\"{}\"}}'",
+        world.user
+    );
+    broken_at_after(&app, first, &tamper).await;
+}
