@@ -25,11 +25,18 @@ CREATE INDEX audit_by_subject ON audit_events (subject_id, seq)
 -- or after a time is found by bisecting on seq. A log written before this migration may step back
 -- where the system clock did; `monotone_from_seq` is the last event that is earlier than the one
 -- before it (0 if none), and only events from there on are bisected. Earlier ones are read by
--- their `at` (src/store/reads.rs `time_as_seq`).
+-- their `at`, unless a window begins after `latest_at_before`, the latest time among them
+-- (src/store/reads.rs `time_as_seq`). Consecutive events are compared by position, not by seq
+-- + 1, so a gap in seq (a row deleted behind tether's back) hides no step back.
 DROP INDEX audit_by_at;
-CREATE TABLE audit_clock (monotone_from_seq INTEGER NOT NULL) STRICT;
+CREATE TABLE audit_clock (monotone_from_seq INTEGER NOT NULL, latest_at_before INTEGER) STRICT;
 INSERT INTO audit_clock (monotone_from_seq)
-    SELECT coalesce(max(b.seq), 0) FROM audit_events a JOIN audit_events b ON b.seq = a.seq + 1 WHERE b.at < a.at;
+    SELECT coalesce(max(seq), 0) FROM (
+        SELECT seq, at, lag(at) OVER (ORDER BY seq) AS previous_at FROM audit_events
+    ) WHERE at < previous_at;
+UPDATE audit_clock SET latest_at_before = (
+    SELECT max(at) FROM audit_events WHERE seq < audit_clock.monotone_from_seq
+);
 
 -- Details many events share are stored once. A cascade gives every session it revokes on one chain
 -- (user, agent, integration, delegation, platform) the same details, about 330 bytes: the events

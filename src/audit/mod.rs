@@ -70,6 +70,8 @@ impl Details {
 
     /// Details that many events of one command will carry: their text is stored once, in
     /// `audit_details`, and each event's row points to it (what each event hashes is the same).
+    /// The stored row belongs to the command's transaction: keep these details within the one
+    /// command (a rolled-back row's id can be given to another).
     pub fn shared(value: serde_json::Value) -> Details {
         Details { stored: Some(Arc::default()), ..Details::new(value) }
     }

@@ -370,6 +370,9 @@ pub struct AuditFilter {
 }
 
 pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Result<Page<AuditEvent>> {
+    // One snapshot for the bisect and both subject queries: an event committed between them
+    // could otherwise be left off a page, and a client paging by cursor would never see it.
+    let _snapshot = conn.unchecked_transaction().map_err(db_error)?;
     let (from_seq, before_seq) = time_as_seq(conn, filter.since, filter.until)?;
     let page = |q: &mut Select| {
         q.and_if("seq >= ?", from_seq)
@@ -412,8 +415,8 @@ pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Resu
 /// The seq range that holds the events from `since` (inclusive) to `until` (exclusive), as
 /// bounds to add to the same filter on `at`: `at` does not decrease along the chain from
 /// `audit_clock.monotone_from_seq` on (migration 0010), so there the first event at or after a
-/// time is found by bisecting. An older log that steps back before that seq gets no lower bound:
-/// its first part is read by `at` alone.
+/// time is found by bisecting. An older log that stepped back before that seq is read from its
+/// start by `at` alone, unless the window begins after the latest time of that first part.
 fn time_as_seq(
     conn: &Connection,
     since: Option<Timestamp>,
@@ -422,11 +425,12 @@ fn time_as_seq(
     if since.is_none() && until.is_none() {
         return Ok((None, None));
     }
-    let (monotone_from, last): (i64, i64) = conn
+    let (monotone_from, latest_before, last): (i64, Option<i64>, i64) = conn
         .query_row(
-            "SELECT (SELECT monotone_from_seq FROM audit_clock), (SELECT coalesce(max(seq), 0) FROM audit_events)",
+            "SELECT monotone_from_seq, latest_at_before, (SELECT coalesce(max(seq), 0) FROM audit_events)
+             FROM audit_clock",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .map_err(db_error)?;
     let mut at_of =
@@ -444,8 +448,10 @@ fn time_as_seq(
         }
         Ok(low)
     };
+    // Before `monotone_from`, no event is later than `latest_before`: a window that starts after
+    // it starts in the ordered part.
     let from = match since {
-        Some(time) if monotone_from <= 1 => Some(first_at_or_after(time)?),
+        Some(time) if latest_before.is_none_or(|latest| latest < time.millis()) => Some(first_at_or_after(time)?),
         _ => None,
     };
     // Past the end means no upper bound: events written after this read are not cut off by it.
@@ -814,6 +820,10 @@ mod tests {
         apply(&mut conn, MIGRATIONS).unwrap();
         let monotone_from: i64 = conn.query_row("SELECT monotone_from_seq FROM audit_clock", [], |r| r.get(0)).unwrap();
         assert_eq!(monotone_from, 7, "the last step back");
+        let latest_before: i64 = conn.query_row("SELECT latest_at_before FROM audit_clock", [], |r| r.get(0)).unwrap();
+        assert_eq!(latest_before, 40);
+        assert_eq!(time_as_seq(&conn, Some(Timestamp(40)), None).unwrap().0, None, "may match the first part");
+        assert_eq!(time_as_seq(&conn, Some(Timestamp(41)), None).unwrap().0, Some(8), "starts in the ordered part");
         // Written after the migration, by a writer that never steps back.
         insert(&conn, 12, 70);
         insert(&conn, 13, 80);
@@ -858,5 +868,28 @@ mod tests {
             &[Value::Integer(2), Value::Integer(4)],
         );
         assert!(seeks(&steps, "INTEGER PRIMARY KEY (rowid>? AND rowid<?)"), "{steps:?}");
+    }
+
+    #[test]
+    fn a_step_back_across_a_gap_in_seq_is_still_found_by_the_migration() {
+        use crate::store::migrate::{apply, MIGRATIONS};
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        apply(&mut conn, &MIGRATIONS[..9]).unwrap();
+        for (seq, at) in [(1, 10), (2, 20), (4, 15), (5, 16)] {
+            conn.execute(
+                "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
+                                           details, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, 'system', 'tether', 'test.event', 'test', 'x', '{}', '', '')",
+                rusqlite::params![seq, format!("e{seq}"), at],
+            )
+            .unwrap();
+        }
+        apply(&mut conn, MIGRATIONS).unwrap();
+        let clock: (i64, i64) = conn
+            .query_row("SELECT monotone_from_seq, latest_at_before FROM audit_clock", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(clock, (4, 20));
     }
 }

@@ -38,8 +38,8 @@ pub type CredentialBefore = (bool, Option<Timestamp>);
 pub struct ChainHead {
     pub seq: i64,
     pub hash: String,
-    /// When the last event happened. The writer never stamps a batch earlier, so `at` does not
-    /// decrease along the chain and a time bound is a seq bound ([`super::reads::list_audit`]).
+    /// When the last event happened. No event is stamped earlier ([`Tx::audit`]), so `at` does
+    /// not decrease along the chain and a time bound is a seq bound ([`super::reads::list_audit`]).
     pub at: Timestamp,
 }
 
@@ -120,7 +120,10 @@ impl<'c> Tx<'c> {
         let mut record = AuditEvent {
             seq: self.head.seq + 1,
             id: EventId::generate().to_string(),
-            at: self.now,
+            // A clock set back does not set the log back: time queries rely on `at` never
+            // decreasing along the chain. Only the record's stamp waits for the clock; the
+            // batch's own time (expiry, lifetimes) stays the clock's.
+            at: self.now.max(self.head.at),
             actor: event.actor,
             action: event.action.to_owned(),
             subject: event.subject,

@@ -279,9 +279,7 @@ fn commit_batch(
     if current != *head {
         *head = current;
     }
-    // A clock set back does not set the log back: auditors' time queries rely on `at` never
-    // decreasing along the chain.
-    let mut tx = Tx::new(conn, clock.now().max(head.at), head.clone());
+    let mut tx = Tx::new(conn, clock.now(), head.clone());
     if let [job] = batch {
         // Alone in its batch, a command needs no savepoint: if it fails, the whole transaction
         // is rolled back. This spares a large cascade from journaling every page it touches a
@@ -353,14 +351,17 @@ mod tests {
         let clock = Arc::new(Clock::default());
         let writer = Writer::start(&dir.path().join("tether.db"), clock.clone(), Arc::new(NoViews)).unwrap();
         let at = |tx: &mut Tx<'_>| {
-            tx.audit(NewEvent::new(Actor::system(), "test.event", Subject::new("test", "x"))).map(|e| e.at)
+            let event = tx.audit(NewEvent::new(Actor::system(), "test.event", Subject::new("test", "x")))?;
+            Ok((event.at, tx.now()))
         };
-        let first = writer.execute(at).await.unwrap();
+        let (first, _) = writer.execute(at).await.unwrap();
         clock.advance_seconds(-3600);
-        let second = writer.execute(at).await.unwrap();
-        assert!(second >= first, "{second:?} is before {first:?}");
+        let (second, now) = writer.execute(at).await.unwrap();
+        assert_eq!(second, first, "the event keeps the last event's time");
+        // Everything else (expiry, lifetimes, delivery times) still follows the clock.
+        assert!(now.millis() <= first.millis() - 3_500_000, "the batch's own time is the clock's: {now:?}");
         clock.advance_seconds(7200);
-        let third = writer.execute(at).await.unwrap();
+        let (third, _) = writer.execute(at).await.unwrap();
         assert!(third.millis() >= first.millis() + 3_600_000, "time moves on once the clock has caught up");
     }
 
