@@ -1,6 +1,6 @@
 -- A 100k-session cascade writes one audit event and one session row per session, and every index
 -- entry they add or change costs it time (docs/performance.md measured each: 0.05–0.12 s per
--- index). Four indexes change no longer, with the same answers from the reads that used them:
+-- index). Five indexes change no longer, with the same answers from the reads that used them:
 --
 -- The events a cascade revoked sessions with are found by their seq range (each `session.revoked`
 -- event revokes its own subject, in the same transaction), so sub-agent sessions and the
@@ -55,3 +55,15 @@ BEGIN
     SELECT RAISE(ABORT, 'audit_details is append-only');
 END;
 ALTER TABLE audit_events ADD COLUMN details_id INTEGER;
+
+-- The events a trigger caused are written by the command that wrote the trigger, after it: they
+-- lie between the trigger and the last event it led to, which `audit_causes` records once per
+-- trigger (src/store/tx.rs `record_causes`) instead of an index entry per caused event. A query
+-- by cause reads that seq range. Filled here from the index it replaces.
+CREATE TABLE audit_causes (
+    cause_seq INTEGER PRIMARY KEY,
+    last_seq  INTEGER NOT NULL
+) STRICT;
+INSERT INTO audit_causes (cause_seq, last_seq)
+    SELECT cause_seq, max(seq) FROM audit_events WHERE cause_seq IS NOT NULL GROUP BY cause_seq;
+DROP INDEX audit_by_cause;

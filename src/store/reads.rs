@@ -380,6 +380,8 @@ pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Resu
             .and_if("actor_id = ?", filter.actor.clone())
             .and_if("action = ?", filter.action.clone())
             .and_if("cause_seq = ?", filter.cause_seq)
+            .and_if("seq > ?", filter.cause_seq)
+            .and_if(CAUSED_BY_UP_TO, filter.cause_seq)
             .and_if("seq > ?", filter.after_seq)
             .and_if("at >= ?", filter.since.map(|t| t.millis()))
             .and_if("at < ?", filter.until.map(|t| t.millis()));
@@ -461,6 +463,10 @@ fn time_as_seq(
     };
     Ok((from, before))
 }
+
+/// The last event a cause led to (rows written by [`super::Tx::record_causes`]): with `seq >
+/// cause`, the range that holds the events it caused. No row, no events.
+const CAUSED_BY_UP_TO: &str = "seq <= (SELECT last_seq FROM audit_causes WHERE cause_seq = ?)";
 
 /// A subject's events as `audit_by_subject` holds them ([`rows::SUBJECT_INDEXED`], spelled out:
 /// `and` takes a fixed string).
@@ -891,5 +897,47 @@ mod tests {
             })
             .unwrap();
         assert_eq!(clock, (4, 20));
+    }
+
+    /// Events 2 and 3 follow from 1, event 6 from 5, written before migration 0010: the migration
+    /// records each cause's last event, and a query by cause reads that seq range alone.
+    #[test]
+    fn a_query_by_cause_reads_the_range_its_trigger_led_to() {
+        use crate::store::migrate::{apply, MIGRATIONS};
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        apply(&mut conn, &MIGRATIONS[..9]).unwrap();
+        for (seq, cause) in [(1, None), (2, Some(1)), (3, Some(1)), (4, None), (5, None), (6, Some(5)), (7, None)] {
+            conn.execute(
+                "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
+                                           cause_seq, details, prev_hash, hash)
+                 VALUES (?1, ?2, 0, 'system', 'tether', 'test.event', 'test', 'x', ?3, '{}', '', '')",
+                rusqlite::params![seq, format!("e{seq}"), cause],
+            )
+            .unwrap();
+        }
+        apply(&mut conn, MIGRATIONS).unwrap();
+        let causes: Vec<(i64, i64)> = conn
+            .prepare("SELECT cause_seq, last_seq FROM audit_causes ORDER BY cause_seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(causes, [(1, 3), (5, 6)]);
+        let caused = |cause: i64| -> Vec<i64> {
+            let filter = AuditFilter { cause_seq: Some(cause), ..Default::default() };
+            list_audit(&conn, &filter, 100).unwrap().items.iter().map(|e| e.seq).collect()
+        };
+        assert_eq!((caused(1), caused(5), caused(4), caused(99)), (vec![2, 3], vec![6], vec![], vec![]));
+
+        let steps = plan(
+            &conn,
+            &format!(
+                "SELECT seq FROM audit_events WHERE cause_seq = ?1 AND seq > ?1 AND {CAUSED_BY_UP_TO} ORDER BY seq"
+            ),
+            &[Value::Integer(1), Value::Integer(1)],
+        );
+        assert!(seeks(&steps, "INTEGER PRIMARY KEY (rowid>? AND rowid<?)"), "{steps:?}");
+        assert!(!steps.iter().any(|step| step.starts_with("SCAN")), "{steps:?}");
     }
 }

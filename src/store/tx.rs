@@ -70,6 +70,10 @@ pub struct Tx<'c> {
     /// The webhooks that may receive events, held while a cascade writes many events and changes
     /// no webhook ([`Tx::holding_subscribers`]); read per event otherwise.
     subscribers: Option<std::sync::Arc<Vec<Subscriber>>>,
+    /// The last event each cause led to in the running command, written to `audit_causes` when
+    /// the command ends ([`Tx::record_causes`]): one row per trigger instead of one index entry
+    /// per caused event.
+    pub(super) last_caused: std::collections::BTreeMap<i64, i64>,
 }
 
 /// A live webhook as the outbox matches events against it.
@@ -83,7 +87,15 @@ struct Subscriber {
 
 impl<'c> Tx<'c> {
     pub(super) fn new(conn: &'c Connection, now: Timestamp, head: ChainHead) -> Self {
-        Tx { conn, now, head, effects: Vec::new(), outbox_written: false, subscribers: None }
+        Tx {
+            conn,
+            now,
+            head,
+            effects: Vec::new(),
+            outbox_written: false,
+            subscribers: None,
+            last_caused: Default::default(),
+        }
     }
 
     pub fn conn(&self) -> &Connection {
@@ -161,10 +173,30 @@ impl<'c> Tx<'c> {
             })
             .map_err(db_error)?;
         self.enqueue_webhooks(&record)?;
+        if let Some(cause) = record.cause_seq {
+            self.last_caused.insert(cause, record.seq);
+        }
         self.head = ChainHead { seq: record.seq, hash: record.hash.clone(), at: record.at };
         let record = std::sync::Arc::new(record);
         self.effects.push(Effect::Audited(record.clone()));
         Ok(record)
+    }
+
+    /// Records, for each cause of the command that just ran, the last event it led to: the
+    /// events a trigger caused all lie between it and that seq, which is how queries by cause
+    /// find them (there is no index on `cause_seq`, migration 0010). Every caused event is
+    /// written by the command that wrote its cause.
+    pub(super) fn record_causes(&mut self) -> Result<()> {
+        for (cause, last) in std::mem::take(&mut self.last_caused) {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO audit_causes (cause_seq, last_seq) VALUES (?1, ?2)
+                     ON CONFLICT (cause_seq) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+                )
+                .and_then(|mut st| st.execute([cause, last]))
+                .map_err(db_error)?;
+        }
+        Ok(())
     }
 
     /// Stores the text of details many events will share; returns its row id.

@@ -289,6 +289,7 @@ fn commit_batch(
             add_time(&stats.running_nanos, started);
             return Ok(Vec::new());
         }
+        tx.record_causes()?;
     } else {
         for job in batch.iter_mut() {
             // A command that panicked inside `holding_subscribers` left its list held.
@@ -298,8 +299,10 @@ fn commit_batch(
             let saved_outbox = tx.outbox_written;
             conn.execute_batch("SAVEPOINT command").map_err(db_error)?;
             if job.run(&mut tx) {
+                tx.record_causes()?;
                 conn.execute_batch("RELEASE command").map_err(db_error)?;
             } else {
+                tx.last_caused.clear();
                 tx.head = saved_head;
                 tx.effects.truncate(saved_effects);
                 tx.outbox_written = saved_outbox;
@@ -363,6 +366,39 @@ mod tests {
         clock.advance_seconds(7200);
         let (third, _) = writer.execute(at).await.unwrap();
         assert!(third.millis() >= first.millis() + 3_600_000, "time moves on once the clock has caught up");
+    }
+
+    #[tokio::test]
+    async fn a_command_records_the_last_event_each_of_its_causes_led_to_and_a_failed_one_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tether.db");
+        let writer = Writer::start(&path, Arc::new(Clock::default()), Arc::new(NoViews)).unwrap();
+        let cascade = |fail: bool| {
+            move |tx: &mut Tx<'_>| {
+                let trigger = audited(tx, "trigger")?;
+                for what in ["one", "two"] {
+                    let caused =
+                        NewEvent::new(Actor::system(), "test.caused", Subject::new("test", what)).cause(trigger);
+                    tx.audit(caused)?;
+                }
+                audited(tx, "unrelated")?;
+                if fail {
+                    return Err(Error::conflict("changed its mind"));
+                }
+                Ok(trigger)
+            }
+        };
+        let trigger = writer.execute(cascade(false)).await.unwrap();
+        assert!(writer.execute(cascade(true)).await.is_err());
+        let conn = open_connection(&path, true).unwrap();
+        let rows: Vec<(i64, i64)> = conn
+            .prepare("SELECT cause_seq, last_seq FROM audit_causes")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(rows, [(trigger, trigger + 2)], "the failed command left no row");
     }
 
     #[tokio::test]
