@@ -259,7 +259,13 @@ impl Services {
     /// a change whose audit write failed (here or in the keys API) is recorded at the next sync.
     pub async fn sync_keys(&self) -> Result<()> {
         for (purpose, ring) in [(KeyPurpose::Agent, &self.env.agent_keys), (KeyPurpose::Api, &self.env.api_keys)] {
-            ring.reload()?;
+            // Off the runtime's workers: reading the key files waits for the key directory's file
+            // lock, which `tether keys …` in another process may hold, and derives each public
+            // key; every second, on one of the workers that answer authorize requests.
+            let reloading = ring.clone();
+            tokio::task::spawn_blocking(move || reloading.reload())
+                .await
+                .map_err(|e| Error::internal(format!("key reload: {e}")))??;
             let keys = ring.public_keys();
             let name = ops::keys::purpose_name(purpose);
             // A cheap look first, on a read connection: most seconds nothing changed.

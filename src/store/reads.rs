@@ -374,15 +374,26 @@ pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Resu
     // could otherwise be left off a page, and a client paging by cursor would never see it.
     let _snapshot = conn.unchecked_transaction().map_err(db_error)?;
     let (from_seq, before_seq) = time_as_seq(conn, filter.since, filter.until)?;
+    let caused_up_to = match filter.cause_seq {
+        Some(cause) => match last_caused(conn, cause)? {
+            Some(last) => Some(last),
+            None => return Ok(Page { items: Vec::new(), next_cursor: None }),
+        },
+        None => None,
+    };
+    let (after, before) = seq_range(SeqBounds {
+        after_seq: filter.after_seq,
+        cause_seq: filter.cause_seq,
+        caused_up_to,
+        from_seq,
+        before_seq,
+    });
     let page = |q: &mut Select| {
-        q.and_if("seq >= ?", from_seq)
-            .and_if("seq < ?", before_seq)
+        q.and_if("seq > ?", after)
+            .and_if("seq < ?", before)
             .and_if("actor_id = ?", filter.actor.clone())
             .and_if("action = ?", filter.action.clone())
             .and_if("cause_seq = ?", filter.cause_seq)
-            .and_if("seq > ?", filter.cause_seq)
-            .and_if(CAUSED_BY_UP_TO, filter.cause_seq)
-            .and_if("seq > ?", filter.after_seq)
             .and_if("at >= ?", filter.since.map(|t| t.millis()))
             .and_if("at < ?", filter.until.map(|t| t.millis()));
         q.sql.push_str(" ORDER BY seq LIMIT ?");
@@ -464,9 +475,32 @@ fn time_as_seq(
     Ok((from, before))
 }
 
-/// The last event a cause led to (rows written by [`super::Tx::record_causes`]): with `seq >
-/// cause`, the range that holds the events it caused. No row, no events.
-const CAUSED_BY_UP_TO: &str = "seq <= (SELECT last_seq FROM audit_causes WHERE cause_seq = ?)";
+/// The last event a cause led to (rows written by [`super::Tx::record_causes`]): after the cause
+/// and up to it lie the events it caused. No row, no events.
+fn last_caused(conn: &Connection, cause: i64) -> Result<Option<i64>> {
+    conn.prepare_cached("SELECT last_seq FROM audit_causes WHERE cause_seq = ?1")
+        .and_then(|mut st| st.query_row([cause], |r| r.get(0)).optional())
+        .map_err(db_error)
+}
+
+/// Every bound on seq a listing has: the cursor, the range of a cause, the range of a window.
+#[derive(Debug, Clone, Copy, Default)]
+struct SeqBounds {
+    after_seq: Option<i64>,
+    cause_seq: Option<i64>,
+    caused_up_to: Option<i64>,
+    from_seq: Option<i64>,
+    before_seq: Option<i64>,
+}
+
+/// The tightest of the bounds, as one exclusive lower and one exclusive upper bound. Given several
+/// `seq >` terms, SQLite starts its range at whichever it meets first in the SQL: paging by cursor
+/// through a cause's 100k events then read each page from the trigger on.
+fn seq_range(b: SeqBounds) -> (Option<i64>, Option<i64>) {
+    let after = [b.after_seq, b.cause_seq, b.from_seq.map(|from| from - 1)].into_iter().flatten().max();
+    let before = [b.before_seq, b.caused_up_to.map(|last| last + 1)].into_iter().flatten().min();
+    (after, before)
+}
 
 /// A subject's events as `audit_by_subject` holds them ([`rows::SUBJECT_INDEXED`], spelled out:
 /// `and` takes a fixed string).
@@ -932,12 +966,27 @@ mod tests {
 
         let steps = plan(
             &conn,
-            &format!(
-                "SELECT seq FROM audit_events WHERE cause_seq = ?1 AND seq > ?1 AND {CAUSED_BY_UP_TO} ORDER BY seq"
-            ),
-            &[Value::Integer(1), Value::Integer(1)],
+            "SELECT seq FROM audit_events WHERE seq > ?1 AND seq < ?2 AND cause_seq = ?1 ORDER BY seq",
+            &[Value::Integer(1), Value::Integer(4)],
         );
         assert!(seeks(&steps, "INTEGER PRIMARY KEY (rowid>? AND rowid<?)"), "{steps:?}");
         assert!(!steps.iter().any(|step| step.starts_with("SCAN")), "{steps:?}");
+        let paged = AuditFilter { cause_seq: Some(1), after_seq: Some(2), ..Default::default() };
+        assert_eq!(list_audit(&conn, &paged, 100).unwrap().items.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
+    }
+
+    #[test]
+    fn a_listing_bounds_its_seq_range_by_the_tightest_of_cursor_cause_and_time() {
+        let bounds = |after_seq, cause_seq, caused_up_to, from_seq, before_seq| {
+            seq_range(SeqBounds { after_seq, cause_seq, caused_up_to, from_seq, before_seq })
+        };
+        assert_eq!(bounds(None, None, None, None, None), (None, None));
+        // Deep in a cause's range, the cursor is the lower bound, the cause's last event the upper.
+        assert_eq!(bounds(Some(90_000), Some(10), Some(100_010), None, None), (Some(90_000), Some(100_011)));
+        assert_eq!(bounds(Some(5), Some(10), Some(100_010), None, None), (Some(10), Some(100_011)));
+        // A window inside the cause's range narrows it; `from_seq` is inclusive.
+        assert_eq!(bounds(None, Some(10), Some(100_010), Some(500), Some(600)), (Some(499), Some(600)));
+        assert_eq!(bounds(Some(550), None, None, Some(500), Some(600)), (Some(550), Some(600)));
+        assert_eq!(bounds(None, Some(10), Some(20), Some(500), None), (Some(499), Some(21)), "empty, not wrong");
     }
 }

@@ -172,10 +172,10 @@ impl<'c> Tx<'c> {
                 ])
             })
             .map_err(db_error)?;
-        self.enqueue_webhooks(&record)?;
         if let Some(cause) = record.cause_seq {
             self.last_caused.insert(cause, record.seq);
         }
+        self.enqueue_webhooks(&record)?;
         self.head = ChainHead { seq: record.seq, hash: record.hash.clone(), at: record.at };
         let record = std::sync::Arc::new(record);
         self.effects.push(Effect::Audited(record.clone()));

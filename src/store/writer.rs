@@ -399,6 +399,10 @@ mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         assert_eq!(rows, [(trigger, trigger + 2)], "the failed command left no row");
+        let conn = open_connection(&path, false).unwrap();
+        for refused in ["DELETE FROM audit_causes", "UPDATE audit_causes SET last_seq = last_seq - 1"] {
+            assert!(conn.execute(refused, []).is_err(), "a range only grows: {refused}");
+        }
     }
 
     #[tokio::test]
