@@ -33,7 +33,34 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
 
 /// Applies every migration not yet recorded, each in its own transaction.
 pub fn run(conn: &mut Connection) -> Result<Vec<i64>> {
+    refuse_newer(conn)?;
     apply(conn, MIGRATIONS)
+}
+
+/// Refuses a database that a newer tether migrated further than this binary knows: it would write
+/// what it knows and skip what the newer schema relies on (since 0010, for instance, queries by
+/// cause read `audit_causes`, which an older binary does not fill).
+fn refuse_newer(conn: &Connection) -> Result<()> {
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    let has_table: bool = conn
+        .query_row(
+            "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db_error)?;
+    if !has_table {
+        return Ok(());
+    }
+    let newest: Option<i64> =
+        conn.query_row("SELECT max(version) FROM schema_migrations", [], |r| r.get(0)).map_err(db_error)?;
+    match newest {
+        Some(newest) if newest > known => Err(crate::domain::Error::Unavailable(format!(
+            "the database was migrated by a newer tether (schema {newest}; this binary knows up to {known}): \
+             run that version or a later one"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 pub(super) fn apply(conn: &mut Connection, migrations: &[(i64, &str, &str)]) -> Result<Vec<i64>> {
@@ -205,6 +232,18 @@ mod tests {
             let applied: Vec<usize> = racers.into_iter().map(|r| r.join().expect("thread").expect("migrate")).collect();
             assert_eq!(applied.iter().sum::<usize>(), MIGRATIONS.len(), "each migration ran exactly once: {applied:?}");
         }
+    }
+
+    #[test]
+    fn a_database_migrated_by_a_newer_tether_is_refused_and_left_as_it_is() {
+        let mut conn = Connection::open_in_memory().expect("in-memory db");
+        run(&mut conn).expect("migrate");
+        let newer = MIGRATIONS.last().map_or(0, |m| m.0) + 1;
+        conn.execute("INSERT INTO schema_migrations VALUES (?1, 'from_the_future', 0)", [newer]).expect("record");
+        let refused = run(&mut conn).expect_err("refused");
+        assert!(refused.to_string().contains("newer tether"), "{refused}");
+        let recorded: i64 = conn.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0)).expect("count");
+        assert_eq!(recorded, MIGRATIONS.len() as i64 + 1);
     }
 
     #[test]
