@@ -502,9 +502,8 @@ fn seq_range(b: SeqBounds) -> (Option<i64>, Option<i64>) {
     (after, before)
 }
 
-/// A subject's events as `audit_by_subject` holds them ([`rows::SUBJECT_INDEXED`], spelled out:
-/// `and` takes a fixed string).
-const SUBJECT_IN_INDEX: &str = "subject_id = ? AND (cause_seq IS NULL OR action <> 'session.revoked')";
+/// A subject's events as `audit_by_subject` holds them ([`rows::SUBJECT_INDEXED`]).
+const SUBJECT_IN_INDEX: &str = concat!("subject_id = ? AND ", rows::subject_indexed!());
 
 /// The event that revoked a session as part of a cascade: that session's `revoked_by_seq`.
 /// Takes the subject twice.
@@ -766,6 +765,17 @@ mod tests {
         plan(&migrated(), &q.sql, &q.params)
     }
 
+    /// An audit row written straight to the table: only `seq`, `at` and `cause_seq` matter here.
+    fn insert_event(conn: &Connection, seq: i64, at: i64, cause: Option<i64>) {
+        conn.execute(
+            "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
+                                       cause_seq, details, prev_hash, hash)
+             VALUES (?1, ?2, ?3, 'system', 'tether', 'test.event', 'test', 'x', ?4, '{}', '', '')",
+            rusqlite::params![seq, format!("e{seq}"), at, cause],
+        )
+        .expect("insert an audit row");
+    }
+
     #[test]
     fn a_session_listing_searches_the_index_of_its_narrowest_filter() {
         let (user, agent, integration, delegation) =
@@ -807,7 +817,6 @@ mod tests {
 
     #[test]
     fn audit_queries_by_subject_search_the_partial_subject_index_and_the_revoking_session() {
-        assert!(SUBJECT_IN_INDEX.ends_with(rows::SUBJECT_INDEXED), "the listing spells the index's term");
         let migration = include_str!("../../migrations/0010_cascade_writes_fewer_index_entries.sql");
         let index_where = rows::SUBJECT_INDEXED.trim_start_matches('(').trim_end_matches(')');
         assert!(migration.contains(&format!("WHERE {index_where};")), "the index is the one the term names");
@@ -845,17 +854,8 @@ mod tests {
         let ats = [10, 20, 15, 30, 30, 40, 35, 50, 60, 60, 70];
         let mut conn = rusqlite::Connection::open_in_memory().unwrap();
         apply(&mut conn, &MIGRATIONS[..9]).unwrap();
-        let insert = |conn: &rusqlite::Connection, seq: i64, at: i64| {
-            conn.execute(
-                "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
-                                           details, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, 'system', 'tether', 'test.event', 'test', 'x', '{}', '', '')",
-                rusqlite::params![seq, format!("e{seq}"), at],
-            )
-            .unwrap();
-        };
         for (i, at) in ats.iter().enumerate() {
-            insert(&conn, i as i64 + 1, *at);
+            insert_event(&conn, i as i64 + 1, *at, None);
         }
         apply(&mut conn, MIGRATIONS).unwrap();
         let monotone_from: i64 = conn.query_row("SELECT monotone_from_seq FROM audit_clock", [], |r| r.get(0)).unwrap();
@@ -865,8 +865,8 @@ mod tests {
         assert_eq!(time_as_seq(&conn, Some(Timestamp(40)), None).unwrap().0, None, "may match the first part");
         assert_eq!(time_as_seq(&conn, Some(Timestamp(41)), None).unwrap().0, Some(8), "starts in the ordered part");
         // Written after the migration, by a writer that never steps back.
-        insert(&conn, 12, 70);
-        insert(&conn, 13, 80);
+        insert_event(&conn, 12, 70, None);
+        insert_event(&conn, 13, 80, None);
         let ats: Vec<i64> = ats.iter().copied().chain([70, 80]).collect();
 
         let bounds =
@@ -891,13 +891,7 @@ mod tests {
     fn a_time_window_on_a_log_that_never_stepped_back_is_a_seq_range() {
         let conn = migrated();
         for seq in 1..=5 {
-            conn.execute(
-                "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
-                                           details, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, 'system', 'tether', 'test.event', 'test', 'x', '{}', '', '')",
-                rusqlite::params![seq, format!("e{seq}"), seq * 10],
-            )
-            .unwrap();
+            insert_event(&conn, seq, seq * 10, None);
         }
         assert_eq!(time_as_seq(&conn, Some(Timestamp(20)), Some(Timestamp(40))).unwrap(), (Some(2), Some(4)));
         assert_eq!(time_as_seq(&conn, Some(Timestamp(25)), None).unwrap(), (Some(3), None));
@@ -916,13 +910,7 @@ mod tests {
         let mut conn = rusqlite::Connection::open_in_memory().unwrap();
         apply(&mut conn, &MIGRATIONS[..9]).unwrap();
         for (seq, at) in [(1, 10), (2, 20), (4, 15), (5, 16)] {
-            conn.execute(
-                "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
-                                           details, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, 'system', 'tether', 'test.event', 'test', 'x', '{}', '', '')",
-                rusqlite::params![seq, format!("e{seq}"), at],
-            )
-            .unwrap();
+            insert_event(&conn, seq, at, None);
         }
         apply(&mut conn, MIGRATIONS).unwrap();
         let clock: (i64, i64) = conn
@@ -941,13 +929,7 @@ mod tests {
         let mut conn = rusqlite::Connection::open_in_memory().unwrap();
         apply(&mut conn, &MIGRATIONS[..9]).unwrap();
         for (seq, cause) in [(1, None), (2, Some(1)), (3, Some(1)), (4, None), (5, None), (6, Some(5)), (7, None)] {
-            conn.execute(
-                "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
-                                           cause_seq, details, prev_hash, hash)
-                 VALUES (?1, ?2, 0, 'system', 'tether', 'test.event', 'test', 'x', ?3, '{}', '', '')",
-                rusqlite::params![seq, format!("e{seq}"), cause],
-            )
-            .unwrap();
+            insert_event(&conn, seq, 0, cause);
         }
         apply(&mut conn, MIGRATIONS).unwrap();
         let causes: Vec<(i64, i64)> = conn

@@ -161,29 +161,70 @@ pub fn credential(r: &Row<'_>) -> rusqlite::Result<Credential> {
 /// The term every query on `audit_events.subject_id` carries: the WHERE clause of the partial
 /// index `audit_by_subject` (migration 0010), written the same way so SQLite uses that index. It
 /// leaves out the sessions a cascade revoked, found through `sessions.revoked_by_seq` instead.
-pub const SUBJECT_INDEXED: &str = "(cause_seq IS NULL OR action <> 'session.revoked')";
-
-/// An event's details as stored: its own `details`, or the shared text its `details_id` points
-/// to (migration 0010). For a query on `audit_events` not aliased.
-macro_rules! audit_details {
+macro_rules! subject_indexed {
     () => {
-        "coalesce((SELECT text FROM audit_details WHERE audit_details.id = details_id), details)"
+        "(cause_seq IS NULL OR action <> 'session.revoked')"
+    };
+}
+pub(crate) use subject_indexed;
+
+pub const SUBJECT_INDEXED: &str = subject_indexed!();
+
+/// The columns of an audit row, of the `audit_events` named by the prefix (`""` or `"e."`). The
+/// details are the event's own `details`, or the shared text its `details_id` points to
+/// (migration 0010).
+macro_rules! audit_columns {
+    ($t:literal) => {
+        concat!(
+            $t,
+            "seq, ",
+            $t,
+            "id, ",
+            $t,
+            "at, ",
+            $t,
+            "actor_kind, ",
+            $t,
+            "actor_id, ",
+            $t,
+            "action, ",
+            $t,
+            "subject_kind, ",
+            $t,
+            "subject_id, ",
+            $t,
+            "cause_seq, ",
+            $t,
+            "reason, ",
+            audit_details!($t),
+            ", ",
+            $t,
+            "prev_hash, ",
+            $t,
+            "hash"
+        )
+    };
+}
+
+macro_rules! audit_details {
+    ($t:literal) => {
+        concat!(
+            "coalesce((SELECT text FROM audit_details WHERE audit_details.id = ",
+            $t,
+            "details_id), ",
+            $t,
+            "details)"
+        )
     };
 }
 
 /// [`AUDIT_COLUMNS`]' details, for a WHERE clause (e.g. `json_extract`).
-pub const AUDIT_DETAILS: &str = audit_details!();
+pub const AUDIT_DETAILS: &str = audit_details!("");
 
-pub const AUDIT_COLUMNS: &str = concat!(
-    "seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id, cause_seq, reason, ",
-    audit_details!(),
-    ", prev_hash, hash"
-);
+pub const AUDIT_COLUMNS: &str = audit_columns!("");
 
 /// [`AUDIT_COLUMNS`] of an `audit_events` aliased `e` in a join.
-pub const AUDIT_COLUMNS_OF_E: &str = "e.seq, e.id, e.at, e.actor_kind, e.actor_id, e.action, e.subject_kind, \
-     e.subject_id, e.cause_seq, e.reason, \
-     coalesce((SELECT text FROM audit_details WHERE audit_details.id = e.details_id), e.details), e.prev_hash, e.hash";
+pub const AUDIT_COLUMNS_OF_E: &str = audit_columns!("e.");
 /// Maps [`AUDIT_COLUMNS`] without interpreting anything (see [`crate::audit::StoredRecord`]).
 pub fn stored_record(r: &Row<'_>) -> rusqlite::Result<crate::audit::StoredRecord> {
     let mut utf8 = true;

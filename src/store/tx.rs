@@ -119,13 +119,7 @@ impl<'c> Tx<'c> {
     /// event stream's effect rather than copied: a cascade writes one per revoked session.
     pub fn audit(&mut self, event: NewEvent) -> Result<std::sync::Arc<AuditEvent>> {
         let details_id = match &event.details.stored {
-            Some(slot) => Some(match slot.get() {
-                Some(id) => *id,
-                None => {
-                    let id = self.store_shared_details(event.details.text())?;
-                    *slot.get_or_init(|| id)
-                }
-            }),
+            Some(slot) => Some(self.shared_details_id(slot, event.details.text())?),
             None => None,
         };
         let (details, text) = event.details.into_parts();
@@ -199,12 +193,18 @@ impl<'c> Tx<'c> {
         Ok(())
     }
 
-    /// Stores the text of details many events will share; returns its row id.
-    fn store_shared_details(&self, text: &str) -> Result<i64> {
-        self.conn
+    /// The `audit_details` row holding the text of details many events share: stored by the first
+    /// of them, remembered in `slot` for the others.
+    fn shared_details_id(&self, slot: &std::sync::OnceLock<i64>, text: &str) -> Result<i64> {
+        if let Some(id) = slot.get() {
+            return Ok(*id);
+        }
+        let id = self
+            .conn
             .prepare_cached("INSERT INTO audit_details (text) VALUES (?1)")
             .and_then(|mut st| st.insert([text]))
-            .map_err(db_error)
+            .map_err(db_error)?;
+        Ok(*slot.get_or_init(|| id))
     }
 
     /// Runs `f` with the live webhooks read once rather than once per event. `f` must not change

@@ -235,16 +235,22 @@ async fn coverage_after_revoking_a_session_includes_its_sub_agent_sessions() {
     covered_after(Kind::RevokeSession).await;
 }
 
+/// Suspends agent a1, then presents u1's token: denied, and the denial is audited on the session
+/// after its revocation. Returns the suspension's seq.
+async fn suspend_a1_then_use_u1(app: &TestApp, scene: &Scene) -> i64 {
+    let receipt = app.trigger(&format!("/v1/agents/{}/suspend", scene.a1), &scene.p1.credential, json!({})).await;
+    let u1 = scene.s("u1");
+    assert_eq!(app.authorize(&app.verifier().await, &u1.token, &u1.scope).await.1, "session_revoked");
+    receipt["cause"]["seq"].as_i64().expect("cause seq")
+}
+
 #[tokio::test]
 async fn coverage_refuses_events_that_are_not_triggers_and_unknown_seqs() {
     let app = TestApp::new().await;
     let auditor = app.auditor().await;
-    let verifier = app.verifier().await;
     let scene = Scene::new(&app).await;
-    let receipt = app.trigger(&format!("/v1/agents/{}/suspend", scene.a1), &scene.p1.credential, json!({})).await;
-    let cause = receipt["cause"]["seq"].as_i64().expect("cause seq");
+    let cause = suspend_a1_then_use_u1(&app, &scene).await;
     let u1 = scene.s("u1");
-    assert_eq!(app.authorize(&verifier, &u1.token, &u1.scope).await.1, "session_revoked");
 
     let first = |query: String| {
         let app = &app;
@@ -284,13 +290,9 @@ async fn coverage_refuses_events_that_are_not_triggers_and_unknown_seqs() {
 #[tokio::test]
 async fn an_audit_query_by_subject_finds_the_cascade_revocation_of_a_session() {
     let app = TestApp::new().await;
-    let verifier = app.verifier().await;
     let scene = Scene::new(&app).await;
-    let receipt = app.trigger(&format!("/v1/agents/{}/suspend", scene.a1), &scene.p1.credential, json!({})).await;
-    let cause = receipt["cause"]["seq"].as_i64().expect("cause seq");
+    let cause = suspend_a1_then_use_u1(&app, &scene).await;
     let u1 = scene.s("u1");
-    // Denied, and the denial is audited on the session after its revocation.
-    assert_eq!(app.authorize(&verifier, &u1.token, &u1.scope).await.1, "session_revoked");
 
     let events = |query: String| {
         let app = &app;
