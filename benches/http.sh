@@ -6,9 +6,14 @@
 #   bash benches/http.sh                 # 10 s per run, 2 wrk threads
 #   DURATION=5 THREADS=1 bash benches/http.sh
 #   TOKENS=many bash benches/http.sh     # cycle through all the server's sessions' tokens
+#   WORKERS=1 bash benches/http.sh       # the server's runtime threads (default: one per CPU,
+#                                        # like `tether serve`; `--workers` there)
 #
 # The load generator runs on the same cores as the server (this machine has 2): both figures pay
-# for that alike, so the ratio is the number to read.
+# for that alike, so the ratio is the number to read. With the default workers, wrk's thread and
+# the server's two workers want three cores out of two; a worker preempted mid-request holds its
+# connections for a scheduler time slice (3–4 ms), and the p99 there counts how often that
+# happens (docs/performance.md, row 2b).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +22,7 @@ THREADS=${THREADS:-2}
 SESSIONS=${SESSIONS:-1000}
 CONCURRENCY=${CONCURRENCY:-"32 256"}
 TOKENS=${TOKENS:-one}
+WORKERS=${WORKERS:-$(nproc)}
 
 if ! command -v wrk >/dev/null 2>&1; then
     echo "installing wrk (Debian package)" >&2
@@ -35,7 +41,7 @@ trap cleanup EXIT
 
 # The server stops by itself after a bound, in case this script is killed.
 runs=$(( $(wc -w <<<"$CONCURRENCY") * 2 + 2 ))
-target/release/examples/bench_server --sessions "$SESSIONS" --env "$work/env" \
+target/release/examples/bench_server --sessions "$SESSIONS" --workers "$WORKERS" --env "$work/env" \
     --seconds $(( runs * (DURATION + 5) + 60 )) >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 600); do
@@ -99,7 +105,7 @@ a=$(check /v1/authorize)
 case "$a" in *'"decision":"allow"'*) ;; *) echo "authorize did not allow after the runs: $a" >&2; exit 1;; esac
 
 echo
-echo "machine: $(nproc) × $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); wrk -t$THREADS -d${DURATION}s; tokens: $TOKENS"
+echo "machine: $(nproc) × $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); wrk -t$THREADS -d${DURATION}s; server workers: $WORKERS; tokens: $TOKENS"
 printf '%-6s %-15s %12s %9s %9s %9s  %s\n' conc path req/s p50 p90 p99 errors
 while read -r c path rps p50 p90 p99 errors; do
     printf '%-6s %-15s %12s %9s %9s %9s  %s\n' "$c" "$path" "$rps" "$p50" "$p90" "$p99" "$errors"

@@ -47,7 +47,16 @@ fn main() {
     let port: u16 = arg(&args, "--port").and_then(|s| s.parse().ok()).unwrap_or(0);
     let seconds: Option<u64> = arg(&args, "--seconds").and_then(|s| s.parse().ok());
     let env_file = arg(&args, "--env");
-    let workers: usize = arg(&args, "--workers").and_then(|s| s.parse().ok()).unwrap_or(2);
+    // Like `tether serve`: one runtime worker per CPU unless told otherwise.
+    let workers: usize = arg(&args, "--workers")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+    // The subscriber `tether serve` installs: request spans are enabled at `info`, and cost what
+    // they cost in production.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().expect("runtime");
     runtime.block_on(serve(sessions, port, seconds, env_file));

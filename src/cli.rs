@@ -43,6 +43,10 @@ enum Command {
         /// so a tenant cannot aim tether at the internal network).
         #[arg(long, env = "TETHER_WEBHOOKS_ALLOW_PRIVATE")]
         webhooks_allow_private: bool,
+        /// Threads answering requests (default: one per CPU). Fewer leaves cores to processes
+        /// sharing the host, which keeps them from preempting tether mid-request.
+        #[arg(long, env = "TETHER_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+        workers: Option<u16>,
     },
     /// Read and check the audit log of a (possibly stopped) instance.
     Audit {
@@ -120,7 +124,11 @@ pub fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve { workers: Some(n), .. } = &cli.command {
+        builder.worker_threads(usize::from(*n));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -154,6 +162,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             max_session_depth,
             token_ttl,
             webhooks_allow_private,
+            workers: _,
         } => {
             let mut config = Config::new(data_dir);
             config.webhooks.allow_private_addresses = webhooks_allow_private;

@@ -19,7 +19,7 @@ pub mod webhooks;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Request, StatusCode};
+use axum::http::Request;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde::Deserialize;
@@ -27,7 +27,7 @@ use serde::Deserialize;
 use crate::domain::{Error, Result, Visibility};
 use crate::store::reads::PageRequest;
 use crate::Services;
-use problem::{ApiError, InternalCause};
+use problem::ApiError;
 
 /// Shared state of every handler.
 pub type AppState = Arc<Services>;
@@ -53,7 +53,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(log_internal_errors))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             // Only method and path: query strings and headers may hold tokens.
             tracing::info_span!(
@@ -73,17 +72,6 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError(Error::MethodNotAllowed("this route does not take this method".into()))
-}
-
-/// Logs the cause of a 500 inside the request's span; the body says nothing of it.
-async fn log_internal_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let response = next.run(request).await;
-    if response.status() == StatusCode::INTERNAL_SERVER_ERROR {
-        if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
-            tracing::error!(cause = %cause, "internal error");
-        }
-    }
-    response
 }
 
 /// `?limit=&cursor=` as sent; parsed into a [`PageRequest`] with the cursor checked by `parse`.

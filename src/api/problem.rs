@@ -31,10 +31,6 @@ impl From<Error> for ApiError {
     }
 }
 
-/// The internal cause of a 500, carried to the logging middleware in the response extensions.
-#[derive(Debug, Clone)]
-pub struct InternalCause(pub String);
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let e = self.0;
@@ -70,7 +66,9 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if let Error::Internal(cause) = e {
-            response.extensions_mut().insert(InternalCause(cause));
+            // Inside the request's span (the handler's future runs in it), so the line carries
+            // the request id, method, path and caller; the body says nothing of the cause.
+            tracing::error!(cause = %cause, "internal error");
         }
         response
     }
@@ -182,5 +180,48 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
         Json::<T>::from_request(Request::from_parts(parts, axum::body::Body::from(bytes)), state)
             .await
             .map(|Json(v)| OptionalJson(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Log output captured in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_500_logs_its_cause_in_the_request_span_and_answers_without_it() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let response = tracing::subscriber::with_default(subscriber, || {
+            let _span = tracing::info_span!("request", path = "/v1/users").entered();
+            ApiError(Error::Internal("disk I/O error on sessions".into())).into_response()
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("internal error"), "{log}");
+        assert!(log.contains("disk I/O error on sessions"), "the cause is logged: {log}");
+        assert!(log.contains("path=\"/v1/users\""), "within the request's span: {log}");
+
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert!(!body.contains("disk"), "the answer says nothing of the cause: {body}");
     }
 }

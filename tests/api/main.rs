@@ -15,6 +15,7 @@ mod input;
 mod invariant;
 mod propagation;
 mod races;
+mod serve;
 mod stale_allows;
 mod tokens;
 mod walkthrough;
