@@ -56,7 +56,7 @@ pub async fn authorize(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     Json(req): Json<AuthorizeRequest>,
-) -> ApiResult<axum::Json<AuthorizeResponse>> {
+) -> ApiResult<AnswerJson<AuthorizeResponse>> {
     crate::ops::require(&caller, &[RoleKind::Verifier, RoleKind::Admin])?;
     let scope = Scope::parse(&req.scope).map_err(|e| Error::invalid(format!("`scope`: {e}")))?;
     if let Some(resource) = &req.resource {
@@ -80,7 +80,7 @@ pub async fn authorize(
     }
     // A denied token still names its session when it verified (the relying service may want to
     // log it), but never its scopes.
-    Ok(axum::Json(AuthorizeResponse {
+    Ok(AnswerJson(AuthorizeResponse {
         decision: if allowed { "allow" } else { "deny" },
         reason: decision.reason.as_str(),
         session_id: claims.map(|c| c.session),
@@ -90,6 +90,24 @@ pub async fn authorize(
         scopes: claims.filter(|_| allowed).map(|c| c.scopes.clone()),
         expires_at: claims.map(|c| c.expires_at),
     }))
+}
+
+/// A JSON answer serialized into a buffer sized for it at once. `axum::Json` starts a `BytesMut`
+/// at 128 bytes and writes through `io::Write` piece by piece: for authorize's ~320-byte answer
+/// that was two reallocations and about 2,000 instructions more per request (callgrind).
+pub struct AnswerJson<T>(pub T);
+
+/// Room for an authorize answer with a few scopes; larger ones grow the buffer once or twice.
+const ANSWER_CAPACITY: usize = 512;
+
+impl<T: Serialize> axum::response::IntoResponse for AnswerJson<T> {
+    fn into_response(self) -> axum::response::Response {
+        let mut body = Vec::with_capacity(ANSWER_CAPACITY);
+        match serde_json::to_writer(&mut body, &self.0) {
+            Ok(()) => ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(e) => super::problem::ApiError(Error::internal(format!("serializing an answer: {e}"))).into_response(),
+        }
+    }
 }
 
 /// Records, in aggregate, that a revoked session's token was presented: the first denial per

@@ -214,6 +214,7 @@ impl TestApp {
     /// `(decision, reason)` of an authorize call by a verifier.
     pub async fn authorize(&self, verifier: &str, token: &str, scope: &str) -> (String, String) {
         let a = self.post("/v1/authorize", verifier, json!({"token": token, "scope": scope})).await;
+        assert_eq!(a.content_type, "application/json", "{}", a.text);
         let body = a.ok();
         (
             body["decision"].as_str().unwrap_or_default().to_owned(),
