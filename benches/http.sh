@@ -10,10 +10,10 @@
 #                                        # like `tether serve`; `--workers` there)
 #
 # The load generator runs on the same cores as the server (this machine has 2): both figures pay
-# for that alike, so the ratio is the number to read. With the default workers, wrk's thread and
-# the server's two workers want three cores out of two; a worker preempted mid-request holds its
-# connections for a scheduler time slice (3–4 ms), and the p99 there counts how often that
-# happens (docs/performance.md, row 2b).
+# for that alike, so the ratio is the number to read. wrk's threads and the server's workers
+# together want more cores than there are (with THREADS=1 and the default workers, three out of
+# two); a worker preempted mid-request holds its connections for a scheduler time slice (3–4 ms),
+# and the p99 counts how often that happens (docs/performance.md, row 2b).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -123,7 +123,7 @@ pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour_logs())
         .init();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Command::Serve { workers: Some(n), .. } = &cli.command {
@@ -143,6 +143,12 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Colour in log lines only on a terminal, and not when `NO_COLOR` is set (no-color.org): a log
+/// file or journal gets plain text.
+fn colour_logs() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn purpose(text: &str) -> Result<KeyPurpose, Error> {
@@ -314,7 +320,8 @@ async fn serve(config: Config, listen: &str) -> Result<ExitCode, Error> {
     // On stdout, so scripts that start tether on port 0 can read where it listens.
     println!("tether listening on http://{addr}");
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "tether listening");
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), workers, "tether listening");
     app.serve(listener, shutdown_signal()).await.map_err(Error::internal)?;
     tracing::info!("tether stopped");
     Ok(ExitCode::SUCCESS)

@@ -93,8 +93,8 @@ pub async fn authorize(
 }
 
 /// A JSON answer serialized into a buffer sized for it at once. `axum::Json` starts a `BytesMut`
-/// at 128 bytes and writes through `io::Write` piece by piece: for authorize's ~320-byte answer
-/// that was two reallocations and about 2,000 instructions more per request (callgrind).
+/// at 128 bytes and writes through `io::Write` piece by piece: for authorize's ~320-byte answer,
+/// two reallocations per request (docs/performance.md, "the HTTP tail", has the measurement).
 pub struct AnswerJson<T>(pub T);
 
 /// Room for an authorize answer with a few scopes; larger ones grow the buffer once or twice.
@@ -104,7 +104,10 @@ impl<T: Serialize> axum::response::IntoResponse for AnswerJson<T> {
     fn into_response(self) -> axum::response::Response {
         let mut body = Vec::with_capacity(ANSWER_CAPACITY);
         match serde_json::to_writer(&mut body, &self.0) {
-            Ok(()) => ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Ok(()) => {
+                let json = axum::http::HeaderValue::from_static("application/json");
+                ([(axum::http::header::CONTENT_TYPE, json)], body).into_response()
+            }
             Err(e) => super::problem::ApiError(Error::internal(format!("serializing an answer: {e}"))).into_response(),
         }
     }

@@ -86,8 +86,8 @@ macro_rules! typed_id {
 
         impl $name {
             /// The text form, `<prefix>_<32 hex digits>`, built on the stack: answers and log
-            /// spans write ids on every request, and going through `write!` and serde's
-            /// `collect_str` cost about 1,000 instructions per id (callgrind).
+            /// spans write ids on every request, and `write!` plus serde's `collect_str` went
+            /// through the formatting machinery piece by piece (docs/performance.md).
             pub fn text(&self) -> IdText {
                 IdText::new($prefix, self.0)
             }

@@ -617,3 +617,40 @@ async fn a_cascades_shared_details_are_stored_once_and_a_change_to_them_breaks_t
     );
     broken_at_after(&app, first, &tamper).await;
 }
+
+/// Log output captured in memory.
+#[derive(Clone, Default)]
+struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_500_is_logged_with_its_cause_inside_the_request_span_and_answered_without_it() {
+    let app = TestApp::new().await;
+    open_db(&app).execute_batch("ALTER TABLE platforms RENAME TO platforms_away").expect("rename");
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    // The test's runtime runs the router on this thread, so the subscriber sees the request.
+    let answer = {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        app.get("/v1/platforms", &app.admin).await
+    };
+    assert_eq!(answer.status, 500, "{}", answer.text);
+    assert_eq!(answer.content_type, "application/problem+json");
+    assert!(!answer.text.contains("platforms"), "the answer says nothing of the cause: {}", answer.text);
+
+    let log = String::from_utf8(log.0.lock().expect("log buffer").clone()).expect("utf-8");
+    let line = log.lines().find(|l| l.contains("internal error")).unwrap_or_else(|| panic!("no error line: {log}"));
+    assert!(line.contains("no such table: platforms"), "the cause is logged: {line}");
+    assert!(line.contains("request{") && line.contains("path=/v1/platforms"), "inside the request span: {line}");
+    assert!(line.contains("caller=cred_"), "with the caller: {line}");
+}
