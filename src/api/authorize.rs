@@ -1,5 +1,6 @@
 //! POST /v1/authorize: the relying service's question, answered from memory.
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
@@ -56,7 +57,7 @@ pub async fn authorize(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     Json(req): Json<AuthorizeRequest>,
-) -> ApiResult<AnswerJson<AuthorizeResponse>> {
+) -> ApiResult<JsonBytes> {
     crate::ops::require(&caller, &[RoleKind::Verifier, RoleKind::Admin])?;
     let scope = Scope::parse(&req.scope).map_err(|e| Error::invalid(format!("`scope`: {e}")))?;
     if let Some(resource) = &req.resource {
@@ -80,7 +81,7 @@ pub async fn authorize(
     }
     // A denied token still names its session when it verified (the relying service may want to
     // log it), but never its scopes.
-    Ok(AnswerJson(AuthorizeResponse {
+    let answer = || AuthorizeResponse {
         decision: if allowed { "allow" } else { "deny" },
         reason: decision.reason.as_str(),
         session_id: claims.map(|c| c.session),
@@ -89,28 +90,43 @@ pub async fn authorize(
         integration_id: claims.map(|c| c.integration),
         scopes: claims.filter(|_| allowed).map(|c| c.scopes.clone()),
         expires_at: claims.map(|c| c.expires_at),
-    }))
+    };
+    // An allow answer is a function of the token's claims alone: serialized once per cached
+    // token, then its bytes are shared by every later allow of that token.
+    let body = match (&decision.token, allowed) {
+        (Some(token), true) => match token.allow_answer.get() {
+            Some(bytes) => bytes.clone(),
+            None => {
+                let bytes = json_bytes(&answer())?;
+                let _ = token.allow_answer.set(bytes.clone());
+                bytes
+            }
+        },
+        _ => json_bytes(&answer())?,
+    };
+    Ok(JsonBytes(body))
 }
 
-/// A JSON answer serialized into a buffer sized for it at once. `axum::Json` starts a `BytesMut`
-/// at 128 bytes and writes through `io::Write` piece by piece: for authorize's ~320-byte answer,
-/// two reallocations per request (docs/performance.md, "the HTTP tail", has the measurement).
-pub struct AnswerJson<T>(pub T);
+/// A JSON answer already serialized.
+pub struct JsonBytes(pub Bytes);
+
+impl axum::response::IntoResponse for JsonBytes {
+    fn into_response(self) -> axum::response::Response {
+        let json = axum::http::HeaderValue::from_static("application/json");
+        ([(axum::http::header::CONTENT_TYPE, json)], self.0).into_response()
+    }
+}
 
 /// Room for an authorize answer with a few scopes; larger ones grow the buffer once or twice.
 const ANSWER_CAPACITY: usize = 512;
 
-impl<T: Serialize> axum::response::IntoResponse for AnswerJson<T> {
-    fn into_response(self) -> axum::response::Response {
-        let mut body = Vec::with_capacity(ANSWER_CAPACITY);
-        match serde_json::to_writer(&mut body, &self.0) {
-            Ok(()) => {
-                let json = axum::http::HeaderValue::from_static("application/json");
-                ([(axum::http::header::CONTENT_TYPE, json)], body).into_response()
-            }
-            Err(e) => super::problem::ApiError(Error::internal(format!("serializing an answer: {e}"))).into_response(),
-        }
-    }
+/// Serializes into a buffer sized for an answer at once: `axum::Json` starts a `BytesMut` at 128
+/// bytes and writes through `io::Write` piece by piece (two reallocations for authorize's
+/// ~320-byte answer; docs/performance.md, "the HTTP tail").
+fn json_bytes<T: Serialize>(value: &T) -> Result<Bytes> {
+    let mut body = Vec::with_capacity(ANSWER_CAPACITY);
+    serde_json::to_writer(&mut body, value).map_err(|e| Error::internal(format!("serializing an answer: {e}")))?;
+    Ok(Bytes::from(body))
 }
 
 /// Records, in aggregate, that a revoked session's token was presented: the first denial per

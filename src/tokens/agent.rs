@@ -110,6 +110,10 @@ pub struct VerifiedToken {
     pub kid: u32,
     pub claims: AgentClaims,
     pub revocation_id: String,
+    /// The HTTP allow answer for this token (src/api/authorize.rs), serialized the first time
+    /// the token is allowed. It depends on the claims alone, and a verified token is cached by
+    /// its exact text, so later allows share these bytes instead of serializing again.
+    pub allow_answer: std::sync::OnceLock<axum::body::Bytes>,
 }
 
 /// Verifies signatures and reads the authority block's claims (facts of later blocks are not
@@ -138,7 +142,7 @@ pub fn verify(ring: &KeyRing, token: &str) -> std::result::Result<VerifiedToken,
         chain: claims.chain,
     };
     let revocation_id = biscuit.revocation_identifiers().first().map(hex::encode).unwrap_or_default();
-    Ok(VerifiedToken { biscuit, kid, claims, revocation_id })
+    Ok(VerifiedToken { biscuit, kid, claims, revocation_id, allow_answer: std::sync::OnceLock::new() })
 }
 
 /// The authority block's claims as JSON in its context string, for a cheap read at

@@ -338,3 +338,35 @@ async fn an_attenuation_block_built_to_exhaust_the_run_limits_is_a_deny_not_an_e
     }
     assert_eq!(app.authorize(&verifier, &token, "mail:read").await, allow(), "the original is unaffected");
 }
+
+#[tokio::test]
+async fn each_token_keeps_its_own_allow_answer_and_a_revoked_token_never_gets_it_again() {
+    let app = TestApp::new().await;
+    let verifier = app.verifier().await;
+    let world = mail_world(&app).await;
+    let (first, first_token) = app.session(&world.platform, &world.delegation, &["mail:read"]).await;
+    let (second, second_token) = app.session(&world.platform, &world.delegation, &["mail:read", "mail:send"]).await;
+    let ask = |token: String, scope: &'static str| {
+        let app = &app;
+        let verifier = verifier.clone();
+        async move { app.post("/v1/authorize", &verifier, json!({"token": token, "scope": scope})).await.ok().clone() }
+    };
+
+    // Allowed twice each, interleaved: the second allow of a token is the first one's bytes.
+    let a1 = ask(first_token.clone(), "mail:read").await;
+    let b1 = ask(second_token.clone(), "mail:send").await;
+    let a2 = ask(first_token.clone(), "mail:read").await;
+    let b2 = ask(second_token.clone(), "mail:read").await;
+    assert_eq!(a1, a2);
+    assert_eq!(b1, b2, "an allow answer does not depend on the scope asked for");
+    assert_eq!(a1["session_id"], first.as_str());
+    assert_eq!(a1["scopes"], json!(["mail:read"]));
+    assert_eq!(b1["session_id"], second.as_str());
+    assert_eq!(b1["scopes"], json!(["mail:read", "mail:send"]));
+
+    app.post(&format!("/v1/sessions/{first}/revoke"), &world.platform.credential, json!({"reason": "test"})).await.ok();
+    let denied = ask(first_token, "mail:read").await;
+    assert_eq!((denied["decision"].as_str(), denied["reason"].as_str()), (Some("deny"), Some("session_revoked")));
+    assert!(denied.get("scopes").is_none(), "a deny never lists scopes: {denied}");
+    assert_eq!(ask(second_token, "mail:read").await, b1, "the other token is still allowed, as before");
+}
