@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tether::domain::*;
-use tether::ops::commands::{NewAgent, NewDelegation, NewPlatform, NewSession, NewUser};
+use tether::ops::commands::{NewAgent, NewDelegation, NewIntegration, NewPlatform, NewSession, NewUser};
 use tether::ops::{self, Env};
 use tether::tokens::AgentClaims;
 use tether::{App, Config, Services};
@@ -97,7 +97,11 @@ pub async fn chain(services: &Services) -> Chain {
             ops::objects::create_integration(
                 tx,
                 &admin,
-                NewAgent { name: "bench integration".into(), scopes: scopes(SCOPES), platform_id: Some(platform.id) },
+                NewIntegration {
+                    name: "bench integration".into(),
+                    scopes: scopes(SCOPES),
+                    platform_id: Some(platform.id),
+                },
             )
         })
         .await

@@ -29,8 +29,15 @@ pub struct NewAgent {
     pub platform_id: Option<PlatformId>,
 }
 
-/// Integrations take the same body as agents.
-pub type NewIntegration = NewAgent;
+/// The same fields as [`NewAgent`], as a type of its own so the OpenAPI document names the
+/// integration body `NewIntegration` (a type alias showed up there as `NewAgent`).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewIntegration {
+    pub name: String,
+    pub scopes: ScopeSet,
+    pub platform_id: Option<PlatformId>,
+}
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -161,6 +161,12 @@ async fn the_openapi_document_declares_path_parameters_optional_bodies_and_probl
     let introspection =
         &doc["paths"]["/oauth2/introspect"]["post"]["responses"]["200"]["content"]["application/json"]["schema"];
     assert!(resolve(introspection)["properties"]["active"].is_object(), "{introspection}");
+    // Each create route names its own body.
+    for (path, body) in [("/v1/agents", "NewAgent"), ("/v1/integrations", "NewIntegration")] {
+        let schema = &doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"];
+        assert_eq!(schema["$ref"], format!("#/components/schemas/{body}"), "{path}: {schema}");
+        assert!(resolve(schema)["properties"]["scopes"].is_object(), "{path}: {schema}");
+    }
     // The public operations routes are documented and need no credential.
     for path in ["/healthz", "/metrics", "/openapi.json"] {
         let operation = &doc["paths"][path]["get"];
