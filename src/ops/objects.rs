@@ -139,6 +139,19 @@ pub fn disable_platform(tx: &mut Tx<'_>, caller: &Caller, id: PlatformId, req: W
         NewEvent::new(caller.actor(), "platform.disabled", subject).reason(reason).details(json!({"platform_id": id})),
     )?;
     cascade.revoke_delegations(tx, DelegationsOf::Platform(id), "platform_disabled")?;
+    // Its API credentials end with it: a disabled platform reads nothing either, and there is no
+    // route to enable it again.
+    for (credential, expires_at) in writes::live_credentials_of_platform(tx, id)? {
+        writes::revoke_credential(tx, credential)?;
+        cascade.note(
+            tx,
+            "credential.revoked",
+            Subject::new("credential", credential),
+            "platform_disabled",
+            json!({}),
+        )?;
+        tx.effect(Effect::Credential { id: credential, revoked: true, expires_at });
+    }
     cascade.receipt(tx)
 }
 

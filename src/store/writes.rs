@@ -456,6 +456,25 @@ pub fn insert_webhook(tx: &Tx<'_>, webhook: &super::reads::Webhook, owner_role: 
 }
 
 /// The live webhooks owned by `owner_role`/`owner_id`, as `(id, url)`.
+/// A platform's credentials not revoked yet, with their expiry.
+pub fn live_credentials_of_platform(
+    tx: &Tx<'_>,
+    platform: PlatformId,
+) -> Result<Vec<(CredentialId, Option<Timestamp>)>> {
+    let mut st = tx
+        .conn()
+        .prepare_cached(
+            "SELECT id, expires_at FROM credentials WHERE platform_id = ?1 AND revoked_at IS NULL ORDER BY id",
+        )
+        .map_err(db_error)?;
+    let rows = st
+        .query_map(params![platform.to_string()], |r| {
+            Ok((r.get::<_, CredentialId>(0)?, r.get::<_, Option<Timestamp>>(1)?))
+        })
+        .map_err(db_error)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+}
+
 pub fn webhooks_owned_by(tx: &Tx<'_>, owner_role: &str, owner_id: &str) -> Result<Vec<(WebhookId, String)>> {
     let mut st = tx
         .conn()

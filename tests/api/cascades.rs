@@ -511,19 +511,41 @@ async fn disabling_a_platform_revokes_everything_under_it_and_nothing_on_another
     assert_delegations(&app, &scene, &["u_a1_i1", "u_a2_i1", "u_a1_i2", "v_a1_i1", "v_a2_i2"]).await;
 
     assert_repeat_is_harmless(&app, &path, &app.admin).await;
-    let refused = app.post("/v1/agents", &scene.p1.credential, json!({"name": "late", "scopes": ["mail:read"]})).await;
+
+    // The platform's credentials were revoked with it, caused by the trigger: it can neither
+    // write nor read any more.
+    let cause = receipt["cause"]["seq"].as_i64().expect("cause seq");
+    let revoked = app.get(&format!("/v1/audit?action=credential.revoked&cause_seq={cause}"), &app.admin).await;
+    let revoked = revoked.ok()["items"].as_array().expect("items").clone();
+    assert_eq!(revoked.len(), 1, "the platform's one credential: {revoked:?}");
+    assert_eq!(revoked[0]["reason"], "platform_disabled");
+    let p1_credential = revoked[0]["subject"]["id"].as_str().expect("credential id").to_owned();
+    let listed = app.get("/v1/credentials?limit=1000", &app.admin).await.ok().clone();
+    for credential in listed["items"].as_array().expect("items") {
+        let on_p1 = credential["platform_id"] == scene.p1.id.as_str();
+        assert_eq!(credential["revoked_at"].is_null(), !on_p1, "{credential}");
+        assert_eq!(credential["id"] == p1_credential.as_str(), on_p1, "{credential}");
+    }
+    let write = app.post("/v1/agents", &scene.p1.credential, json!({"name": "late", "scopes": ["mail:read"]})).await;
+    assert!(write.problem(401, "unauthenticated").contains("revoked"), "{}", write.text);
+    let read = app.get(&format!("/v1/platforms/{}", scene.p1.id), &scene.p1.credential).await;
+    assert!(read.problem(401, "unauthenticated").contains("revoked"), "{}", read.text);
+
+    // Nothing new under it, even from an admin.
+    let refused = app
+        .post("/v1/agents", &app.admin, json!({"name": "late", "scopes": ["mail:read"], "platform_id": scene.p1.id}))
+        .await;
     assert_refused(&refused, &scene.p1.id, "disabled");
     let refused = app
         .post(
             "/v1/delegations",
-            &scene.p1.credential,
+            &app.admin,
             json!({"user_id": scene.u, "agent_id": scene.a1, "integration_id": scene.i1, "scopes": ["mail:read"]}),
         )
         .await;
     assert_refused(&refused, &scene.p1.id, "disabled");
-    let refused = app
-        .open_session(&scene.p1.credential, json!({"delegation_id": scene.d("u_a1_i1"), "scopes": ["mail:read"]}))
-        .await;
+    let refused =
+        app.open_session(&app.admin, json!({"delegation_id": scene.d("u_a1_i1"), "scopes": ["mail:read"]})).await;
     assert_refused(&refused, scene.d("u_a1_i1"), "revoked");
 
     // The other platform carries on.

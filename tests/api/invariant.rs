@@ -126,6 +126,8 @@ struct Case {
     app: TestApp,
     verifier: String,
     platforms: Vec<Platform>,
+    /// Indexes of the disabled platforms: their credentials were revoked with them.
+    disabled_platforms: BTreeSet<usize>,
     users: Vec<String>,
     agents: Vec<Object>,
     integrations: Vec<Object>,
@@ -156,6 +158,7 @@ impl Case {
             app,
             verifier,
             platforms: Vec::new(),
+            disabled_platforms: BTreeSet::new(),
             users: Vec::new(),
             agents: Vec::new(),
             integrations: Vec::new(),
@@ -197,6 +200,17 @@ impl Case {
             self.app.post("/v1/users", &self.app.admin, json!({"external_id": external, "permissions": permissions}));
         let user = user.await.ok()["id"].as_str().expect("user id").to_owned();
         self.users.push(user);
+    }
+
+    /// [`accept`] for a call made with platform `platform`'s credential, which was revoked when
+    /// the platform was disabled: from then on every such call is a 401.
+    #[track_caller]
+    fn accept_from(&self, platform: usize, answer: &Answer, allowed: &[u16], op: &Op) {
+        if self.disabled_platforms.contains(&platform) {
+            assert!(answer.problem(401, "unauthenticated").contains("revoked"), "{op:?}: {}", answer.text);
+        } else {
+            accept(answer, allowed, op);
+        }
     }
 
     /// Registers an agent (or integration) on platform `p`; refused when the platform is disabled.
@@ -268,15 +282,18 @@ impl Case {
             Op::DisablePlatform { p } => {
                 let platform = pick(&self.platforms, p).expect("platforms").id.clone();
                 accept(&self.post_admin(format!("/v1/platforms/{platform}/disable"), json!({})).await, &[], op);
+                self.disabled_platforms.insert(usize::from(p) % self.platforms.len());
             }
             Op::RegisterAgent { p, mask } => {
                 if self.agents.len() < 5 {
-                    accept(&self.add_object(true, p, mask).await, &[409], op);
+                    let answer = self.add_object(true, p, mask).await;
+                    self.accept_from(usize::from(p) % self.platforms.len(), &answer, &[409], op);
                 }
             }
             Op::RegisterIntegration { p, mask } => {
                 if self.integrations.len() < 5 {
-                    accept(&self.add_object(false, p, mask).await, &[409], op);
+                    let answer = self.add_object(false, p, mask).await;
+                    self.accept_from(usize::from(p) % self.platforms.len(), &answer, &[409], op);
                 }
             }
             Op::SuspendAgent { a } | Op::ResumeAgent { a } | Op::DeregisterAgent { a } => {
@@ -311,7 +328,7 @@ impl Case {
                     "scopes": ask(subset(mask), &grantable)});
                 let (platform, agent, integration) = (agent.platform, agent.id.clone(), integration.id.clone());
                 let answer = self.app.post("/v1/delegations", &self.platforms[platform].credential, body).await;
-                accept(&answer, &[403, 409], op);
+                self.accept_from(platform, &answer, &[403, 409], op);
                 if answer.status.is_success() {
                     let id = answer.body["id"].as_str().expect("id").to_owned();
                     self.delegations.push(Delegation { id, user, agent, integration, platform });
@@ -351,7 +368,11 @@ impl Case {
                 let body = json!({"delegation_id": id, "scopes": ask(subset(mask), &grantable),
                     "ttl_seconds": TTLS[usize::from(ttl) % 3]});
                 let answer = self.app.open_session(&self.platforms[platform].credential, body).await;
-                self.opened(answer, op);
+                if self.disabled_platforms.contains(&platform) {
+                    self.accept_from(platform, &answer, &[], op);
+                } else {
+                    self.opened(answer, op);
+                }
             }
             Op::OpenSubSession { parent, d, mask, ttl } => {
                 // Mostly under an active parent, on an active delegation; sometimes under any.
