@@ -29,8 +29,8 @@ pub struct NewAgent {
     pub platform_id: Option<PlatformId>,
 }
 
-/// The same fields as [`NewAgent`], as a type of its own so the OpenAPI document names the
-/// integration body `NewIntegration` (a type alias showed up there as `NewAgent`).
+// The same fields as `NewAgent`, but a type of its own: as an alias, the OpenAPI document named
+// the integration body `NewAgent`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewIntegration {

@@ -58,6 +58,12 @@ pub fn issue_credential(
     label: Option<String>,
     expires_at: Option<Timestamp>,
 ) -> Result<CreatedCredential> {
+    if let Role::Platform(p) = role {
+        // Disabling a platform revoked its credentials; a new one would give it back the reads.
+        if reads::get_platform(tx.conn(), Visibility::All, p)?.status != PlatformStatus::Active {
+            return Err(Error::conflict(format!("platform {p} is disabled")));
+        }
+    }
     let id = CredentialId::generate();
     let (platform_id, user_id) = match role {
         Role::Platform(p) => (Some(p), None),
@@ -143,12 +149,13 @@ pub fn disable_platform(tx: &mut Tx<'_>, caller: &Caller, id: PlatformId, req: W
     // route to enable it again.
     for (credential, expires_at) in writes::live_credentials_of_platform(tx, id)? {
         writes::revoke_credential(tx, credential)?;
+        // `platform_id` lets the platform's own webhooks and streams see the event.
         cascade.note(
             tx,
             "credential.revoked",
             Subject::new("credential", credential),
             "platform_disabled",
-            json!({}),
+            json!({"platform_id": id}),
         )?;
         tx.effect(Effect::Credential { id: credential, revoked: true, expires_at });
     }

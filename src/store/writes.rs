@@ -455,7 +455,6 @@ pub fn insert_webhook(tx: &Tx<'_>, webhook: &super::reads::Webhook, owner_role: 
     .map(drop)
 }
 
-/// The live webhooks owned by `owner_role`/`owner_id`, as `(id, url)`.
 /// A platform's credentials not revoked yet, with their expiry.
 pub fn live_credentials_of_platform(
     tx: &Tx<'_>,
@@ -475,6 +474,7 @@ pub fn live_credentials_of_platform(
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
 }
 
+/// The live webhooks owned by `owner_role`/`owner_id`, as `(id, url)`.
 pub fn webhooks_owned_by(tx: &Tx<'_>, owner_role: &str, owner_id: &str) -> Result<Vec<(WebhookId, String)>> {
     let mut st = tx
         .conn()

@@ -519,6 +519,7 @@ async fn disabling_a_platform_revokes_everything_under_it_and_nothing_on_another
     let revoked = revoked.ok()["items"].as_array().expect("items").clone();
     assert_eq!(revoked.len(), 1, "the platform's one credential: {revoked:?}");
     assert_eq!(revoked[0]["reason"], "platform_disabled");
+    assert_eq!(revoked[0]["details"]["platform_id"], scene.p1.id.as_str(), "so the platform's webhooks see it");
     let p1_credential = revoked[0]["subject"]["id"].as_str().expect("credential id").to_owned();
     let listed = app.get("/v1/credentials?limit=1000", &app.admin).await.ok().clone();
     for credential in listed["items"].as_array().expect("items") {
@@ -531,7 +532,10 @@ async fn disabling_a_platform_revokes_everything_under_it_and_nothing_on_another
     let read = app.get(&format!("/v1/platforms/{}", scene.p1.id), &scene.p1.credential).await;
     assert!(read.problem(401, "unauthenticated").contains("revoked"), "{}", read.text);
 
-    // Nothing new under it, even from an admin.
+    // Nothing new under it, even from an admin: not a credential either.
+    let refused =
+        app.post("/v1/credentials", &app.admin, json!({"role": "platform", "platform_id": scene.p1.id})).await;
+    assert_refused(&refused, &scene.p1.id, "disabled");
     let refused = app
         .post("/v1/agents", &app.admin, json!({"name": "late", "scopes": ["mail:read"], "platform_id": scene.p1.id}))
         .await;
