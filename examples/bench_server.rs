@@ -53,11 +53,7 @@ fn main() {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
     // The subscriber `tether serve` installs: request spans are enabled at `info`, and cost what
     // they cost in production.
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    tether::install_log_subscriber(false);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().expect("runtime");
     runtime.block_on(serve(sessions, port, seconds, env_file));

@@ -120,11 +120,7 @@ enum CredentialCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(colour_logs())
-        .init();
+    tether::install_log_subscriber(colour_logs());
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Command::Serve { workers: Some(n), .. } = &cli.command {
         builder.worker_threads(usize::from(*n));
@@ -264,12 +260,6 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 .services
                 .writer
                 .execute(move |tx| {
-                    if let Role::Platform(p) = role {
-                        tether::store::reads::get_platform(tx.conn(), tether::domain::Visibility::All, p)?;
-                    }
-                    if let Role::User(u) = role {
-                        tether::store::reads::get_user(tx.conn(), tether::domain::Visibility::All, u)?;
-                    }
                     let actor = tether::domain::Actor::new(tether::domain::ActorKind::Admin, "cli");
                     tether::ops::objects::issue_credential(tx, &env, actor, role, label, None)
                 })

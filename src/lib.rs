@@ -42,6 +42,17 @@ use crate::store::{ReadPool, Writer};
 use crate::tokens::{KeyPurpose, KeyRing, Policy};
 use crate::views::{CredentialState, LiveSession, Views};
 
+/// The log subscriber of `tether serve`: lines to stderr, filtered by `TETHER_LOG` (`EnvFilter`
+/// syntax, default `info`, so request spans are on), with ANSI colours when `ansi`. The bench
+/// server installs the same one, so HTTP figures include what logging costs.
+pub fn install_log_subscriber(ansi: bool) {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+}
+
 /// How to run tether.
 #[derive(Debug, Clone)]
 pub struct Config {

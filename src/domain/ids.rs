@@ -26,8 +26,9 @@ pub struct IdText {
 impl IdText {
     fn new(prefix: &'static str, uuid: Uuid) -> IdText {
         let mut buf = [0u8; MAX_PREFIX + 1 + uuid::fmt::Simple::LENGTH];
-        let p = prefix.len().min(MAX_PREFIX);
-        buf[..p].copy_from_slice(&prefix.as_bytes()[..p]);
+        // Every prefix fits: `typed_id!` asserts it at compile time.
+        let p = prefix.len();
+        buf[..p].copy_from_slice(prefix.as_bytes());
         buf[p] = b'_';
         let len = p + 1 + uuid::fmt::Simple::LENGTH;
         uuid.simple().encode_lower(&mut buf[p + 1..len]);

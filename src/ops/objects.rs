@@ -23,14 +23,8 @@ pub fn create_credential(tx: &mut Tx<'_>, env: &Env, caller: &Caller, req: NewCr
     require(caller, &[RoleKind::Admin])?;
     let label = req.label.as_deref().map(|l| clean_text("label", l, 200)).transpose()?;
     let role = match (req.role, req.platform_id, req.user_id) {
-        (RoleKind::Platform, Some(p), None) => {
-            reads::get_platform(tx.conn(), Visibility::All, p)?;
-            Role::Platform(p)
-        }
-        (RoleKind::User, None, Some(u)) => {
-            reads::get_user(tx.conn(), Visibility::All, u)?;
-            Role::User(u)
-        }
+        (RoleKind::Platform, Some(p), None) => Role::Platform(p),
+        (RoleKind::User, None, Some(u)) => Role::User(u),
         (RoleKind::Platform, _, _) => {
             return Err(Error::invalid("`platform_id` is required for the platform role (and only it)"))
         }
@@ -49,7 +43,9 @@ pub fn create_credential(tx: &mut Tx<'_>, env: &Env, caller: &Caller, req: NewCr
     issue_credential(tx, env, caller.actor(), role, label, expires_at)
 }
 
-/// Mints and records a credential (also used for the first admin credential at bootstrap).
+/// Mints and records a credential (also used for the first admin credential at bootstrap and by
+/// `tether credential mint`). The platform or user it is bound to must exist, and a platform must
+/// be active.
 pub fn issue_credential(
     tx: &mut Tx<'_>,
     env: &Env,
@@ -59,10 +55,14 @@ pub fn issue_credential(
     expires_at: Option<Timestamp>,
 ) -> Result<CreatedCredential> {
     if let Role::Platform(p) = role {
+        let platform = reads::get_platform(tx.conn(), Visibility::All, p)?;
         // Disabling a platform revoked its credentials; a new one would give it back the reads.
-        if reads::get_platform(tx.conn(), Visibility::All, p)?.status != PlatformStatus::Active {
+        if platform.status != PlatformStatus::Active {
             return Err(Error::conflict(format!("platform {p} is disabled")));
         }
+    }
+    if let Role::User(u) = role {
+        reads::get_user(tx.conn(), Visibility::All, u)?;
     }
     let id = CredentialId::generate();
     let (platform_id, user_id) = match role {

@@ -499,3 +499,26 @@ async fn a_missing_or_malformed_authorization_header_is_401_with_a_bearer_challe
         app.request_with_headers(Method::GET, "/v1/sessions", &[("authorization", &bearer)], Body::empty()).await;
     answer.ok();
 }
+
+#[tokio::test]
+async fn a_credential_is_bound_only_to_a_platform_or_user_that_exists_and_never_to_a_disabled_platform() {
+    let app = TestApp::new().await;
+    let bind = |body: Value| app.post("/v1/credentials", &app.admin, body);
+    bind(json!({"role": "platform", "platform_id": absent_id("plt")})).await.problem(404, "not_found");
+    bind(json!({"role": "user", "user_id": absent_id("usr")})).await.problem(404, "not_found");
+
+    let platform = app.platform("p").await;
+    app.post(&format!("/v1/platforms/{}/disable", platform.id), &app.admin, json!({})).await.ok();
+    let refused = bind(json!({"role": "platform", "platform_id": platform.id})).await;
+    assert!(refused.problem(409, "conflict").contains("disabled"), "{}", refused.text);
+
+    // `tether credential mint` goes through the same check.
+    let minted = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["credential", "mint", "--role", "platform", "--platform-id", &platform.id, "--data-dir"])
+        .arg(app.dir.path())
+        .output()
+        .expect("run tether credential mint");
+    assert!(!minted.status.success(), "minted for a disabled platform: {minted:?}");
+    assert!(String::from_utf8_lossy(&minted.stderr).contains("disabled"), "{minted:?}");
+    assert!(minted.stdout.is_empty(), "no credential printed: {minted:?}");
+}
