@@ -3,26 +3,44 @@
 # the same binary, same request JSON, answer of the same size), with wrk at concurrency 32 and 256,
 # same settings, same run. Prints requests/s and latency percentiles, then the ratio.
 #
-#   bash benches/http.sh                 # 10 s per run, 2 wrk threads
-#   DURATION=5 THREADS=1 bash benches/http.sh
+#   bash benches/http.sh                 # 10 s per run; half the CPUs load, half serve
+#   DURATION=5 bash benches/http.sh
 #   TOKENS=many bash benches/http.sh     # cycle through all the server's sessions' tokens
-#   WORKERS=1 bash benches/http.sh       # the server's runtime threads (default: one per CPU,
-#                                        # like `tether serve`; `--workers` there)
+#   PIN=0 WORKERS=2 THREADS=1 bash benches/http.sh   # no CPU split (see below)
 #
-# The load generator runs on the same cores as the server (this machine has 2): both figures pay
-# for that alike, so the ratio is the number to read. wrk's threads and the server's workers
-# together want more cores than there are (with THREADS=1 and the default workers, three out of
-# two); a worker preempted mid-request holds its connections for a scheduler time slice (3–4 ms),
-# and the p99 counts how often that happens (docs/performance.md, row 2b).
+# The load generator runs on the same machine as the server. By default the CPUs are split with
+# taskset: wrk gets THREADS of them (default half, at least one) and the server the rest, with one
+# runtime worker per CPU it has (WORKERS; `tether serve --workers`). That is tether alone on its
+# cores, as in a deployment, with both endpoints measured the same way. PIN=0 lets both float
+# on all CPUs, with WORKERS defaulting to one per CPU: on this 2-CPU machine, wrk's thread and two
+# workers then want three CPUs, a worker preempted mid-request holds its connections for a
+# scheduler time slice (3–4 ms), and the p99 counts how often that happens (docs/performance.md,
+# row 2b).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
-THREADS=${THREADS:-2}
+CPUS=$(nproc)
+THREADS=${THREADS:-$(( CPUS / 2 > 0 ? CPUS / 2 : 1 ))}
 SESSIONS=${SESSIONS:-1000}
 CONCURRENCY=${CONCURRENCY:-"32 256"}
 TOKENS=${TOKENS:-one}
-WORKERS=${WORKERS:-$(nproc)}
+PIN=${PIN:-1}
+# CPUs 0..k-1 serve, k..CPUS-1 load.
+if [ "$PIN" = 1 ] && [ "$CPUS" -gt "$THREADS" ]; then
+    serve_cpus=$(( CPUS - THREADS ))
+    WORKERS=${WORKERS:-$serve_cpus}
+    server_on=(taskset -c "0-$(( serve_cpus - 1 ))")
+    load_on=(taskset -c "$serve_cpus-$(( CPUS - 1 ))")
+    split="server on CPUs 0-$(( serve_cpus - 1 )), wrk on CPUs $serve_cpus-$(( CPUS - 1 ))"
+else
+    WORKERS=${WORKERS:-$CPUS}
+    server_on=(); load_on=()
+    split="server and wrk on all $CPUS CPUs"
+fi
+if [ "$PIN" = 1 ] && ! command -v taskset >/dev/null 2>&1; then
+    echo "taskset (util-linux) is needed to split the CPUs; PIN=0 runs without" >&2; exit 1
+fi
 
 if ! command -v wrk >/dev/null 2>&1; then
     echo "installing wrk (Debian package)" >&2
@@ -41,7 +59,7 @@ trap cleanup EXIT
 
 # The server stops by itself after a bound, in case this script is killed.
 runs=$(( $(wc -w <<<"$CONCURRENCY") * 2 + 2 ))
-target/release/examples/bench_server --sessions "$SESSIONS" --workers "$WORKERS" --env "$work/env" \
+"${server_on[@]}" target/release/examples/bench_server --sessions "$SESSIONS" --workers "$WORKERS" --env "$work/env" \
     --seconds $(( runs * (DURATION + 5) + 60 )) >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 600); do
@@ -86,13 +104,13 @@ case "$a" in *'"decision":"allow"'*) ;; *) echo "authorize did not allow: $a" >&
 [ "${#a}" -eq "${#b}" ] || { echo "answer sizes differ: ${#a} vs ${#b}" >&2; exit 1; }
 
 export TOKENS
-wrk -t"$THREADS" -c32 -d2s -s "$work/post.lua" "http://$ADDR/v1/authorize" >/dev/null  # warm-up
+"${load_on[@]}" wrk -t"$THREADS" -c32 -d2s -s "$work/post.lua" "http://$ADDR/v1/authorize" >/dev/null  # warm-up
 
 summary="$work/summary"
 for c in $CONCURRENCY; do
     for path in /v1/authorize /bench/bare; do
         out="$work/wrk-$c-${path//\//_}"
-        wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --latency -s "$work/post.lua" "http://$ADDR$path" | tee "$out"
+        "${load_on[@]}" wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --latency -s "$work/post.lua" "http://$ADDR$path" | tee "$out"
         rps=$(awk '/^Requests\/sec/ {print $2}' "$out")
         p50=$(awk '$1=="50%" {print $2}' "$out"); p90=$(awk '$1=="90%" {print $2}' "$out")
         p99=$(awk '$1=="99%" {print $2}' "$out")
@@ -105,7 +123,7 @@ a=$(check /v1/authorize)
 case "$a" in *'"decision":"allow"'*) ;; *) echo "authorize did not allow after the runs: $a" >&2; exit 1;; esac
 
 echo
-echo "machine: $(nproc) × $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); wrk -t$THREADS -d${DURATION}s; server workers: $WORKERS; tokens: $TOKENS"
+echo "machine: $(nproc) × $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); wrk -t$THREADS -d${DURATION}s; server workers: $WORKERS; $split; tokens: $TOKENS"
 printf '%-6s %-15s %12s %9s %9s %9s  %s\n' conc path req/s p50 p90 p99 errors
 while read -r c path rps p50 p90 p99 errors; do
     printf '%-6s %-15s %12s %9s %9s %9s  %s\n' "$c" "$path" "$rps" "$p50" "$p90" "$p99" "$errors"
