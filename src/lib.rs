@@ -15,7 +15,7 @@
 //! - [`events`]: what relying services receive (CAEP bodies) and webhook delivery.
 //! - [`api`]: the HTTP API (axum), one module per resource.
 //! - [`server`]: the HTTP/1.1 accept loop (header deadline, graceful shutdown).
-//! - [`last_seen`], [`metrics`], [`clock`]: supporting pieces.
+//! - [`last_seen`], [`metrics`], [`clock`], [`logging`]: supporting pieces.
 
 pub mod api;
 pub mod audit;
@@ -24,6 +24,7 @@ pub mod clock;
 pub mod domain;
 pub mod events;
 pub mod last_seen;
+pub mod logging;
 pub mod metrics;
 pub mod ops;
 pub mod server;
@@ -42,16 +43,7 @@ use crate::store::{ReadPool, Writer};
 use crate::tokens::{KeyPurpose, KeyRing, Policy};
 use crate::views::{CredentialState, LiveSession, Views};
 
-/// The log subscriber of `tether serve`: lines to stderr, filtered by `TETHER_LOG` (`EnvFilter`
-/// syntax, default `info`, so request spans are on), with ANSI colours when `ansi`. The bench
-/// server installs the same one, so HTTP figures include what logging costs.
-pub fn install_log_subscriber(ansi: bool) {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
-}
+pub use logging::install_log_subscriber;
 
 /// How to run tether.
 #[derive(Debug, Clone)]
