@@ -3,8 +3,8 @@
 use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
-use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::field::{RecordFields, VisitOutput};
+use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 use tracing_subscriber::fmt::FormatFields;
 
 /// Lines to stderr, filtered by `TETHER_LOG` (`EnvFilter` syntax, default `info`, so request spans
@@ -23,9 +23,9 @@ pub fn install_log_subscriber(ansi: bool) {
 }
 
 /// Fields as `name=value`, separated by spaces, the message bare: the text of tracing-subscriber's
-/// default format without colour, written with one formatter call per field. The default styles
-/// each name and `=` even when colour is off, which made a request span's four fields cost about
-/// as much as the rest of an authorize call's span bookkeeping (docs/performance.md).
+/// default format without colour (a test compares the two), written with one formatter call per
+/// field. The default styles each name and `=` even when colour is off; for a request span's four
+/// fields that cost 2.3k of an authorize call's 48k instructions (docs/performance.md).
 pub struct PlainFields;
 
 impl<'writer> FormatFields<'writer> for PlainFields {
@@ -45,12 +45,31 @@ struct PlainVisitor {
     result: fmt::Result,
 }
 
+impl PlainVisitor {
+    /// Messages and errors are written by tracing-subscriber's own visitor, which escapes the
+    /// terminal control sequences they may carry and lists an error's sources.
+    fn as_default(&mut self, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
+        let mut visitor = DefaultVisitor::new(Writer::new(&mut self.text), self.first);
+        record(&mut visitor);
+        self.result = visitor.finish();
+        self.first = false;
+    }
+}
+
 impl Visit for PlainVisitor {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            self.record_debug(field, &format_args!("{value}"))
+            if self.result.is_ok() {
+                self.as_default(|v| v.record_str(field, value));
+            }
         } else {
             self.record_debug(field, &value)
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if self.result.is_ok() {
+            self.as_default(|v| v.record_error(field, value));
         }
     }
 
@@ -58,17 +77,17 @@ impl Visit for PlainVisitor {
         if self.result.is_err() {
             return;
         }
-        self.result = (|| {
-            if !std::mem::take(&mut self.first) {
-                self.text.push(' ');
-            }
-            let name = field.name();
-            if name != "message" {
-                self.text.push_str(name.strip_prefix("r#").unwrap_or(name));
-                self.text.push('=');
-            }
-            write!(self.text, "{value:?}")
-        })();
+        let name = field.name();
+        if name == "message" {
+            return self.as_default(|v| v.record_debug(field, value));
+        }
+        if !std::mem::take(&mut self.first) {
+            self.text.push(' ');
+        }
+        self.text.push_str(name.strip_prefix("r#").unwrap_or(name));
+        self.text.push('=');
+        // Writing to a String fails only if the value's own Debug does.
+        self.result = write!(self.text, "{value:?}");
     }
 }
 
@@ -105,12 +124,32 @@ mod tests {
         }
     }
 
-    /// Logs one event in a span with fields of every kind, one of them recorded later.
+    /// An error with a source, as stores and HTTP clients return them.
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("delivery failed")
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    /// Logs events in a span with fields of every kind, one of them recorded later, a message
+    /// carrying a terminal escape and an error with a source.
     fn log_sample() {
         let span = tracing::info_span!("request", id = 7u64, method = %"POST", path = "/v1/x", caller = tracing::field::Empty);
         let _entered = span.enter();
         span.record("caller", tracing::field::display("cred_1"));
         tracing::info!(error = %"no such table", code = 500, ok = false, r#type = "a\"b", "internal error");
+        let cause = Outer(std::io::Error::other("connection reset"));
+        tracing::warn!(error = &cause as &(dyn std::error::Error + 'static), "webhook \x1b[31mred");
+        tracing::warn!(message = "bare", kind = "x");
     }
 
     #[test]
@@ -139,6 +178,8 @@ mod tests {
             line.contains(r#"internal error error=no such table code=500 ok=false type="a\"b""#),
             "message bare, then the event's fields: {line}"
         );
+        assert!(line.contains(r"webhook \x1b[31mred"), "escapes in a message are escaped: {line}");
+        assert!(line.contains("connection reset"), "an error's sources are listed: {line}");
         assert_eq!(line, default.text());
     }
 }
