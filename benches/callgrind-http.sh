@@ -14,27 +14,15 @@ for tool in valgrind callgrind_control callgrind_annotate wrk; do
     command -v "$tool" >/dev/null || { echo "needs $tool (Debian: valgrind, wrk)" >&2; exit 1; }
 done
 cargo build --release --example bench_server >&2
-work=$(mktemp -d)
+. benches/support/server.sh
 out="callgrind.$(basename "$path").out"
-server=""
-cleanup() {
-    if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
 # Instrumentation starts off (set-up under callgrind is slow enough without counting it); the
 # server exits by itself after a bound.
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/cg.out" \
     target/release/examples/bench_server --sessions 10 --workers 1 --env "$work/env" \
     --seconds $(( seconds + 120 )) >"$work/server.log" 2>&1 &
 server=$!
-for _ in $(seq 1 1200); do
-    grep -q READY "$work/server.log" 2>/dev/null && break
-    kill -0 "$server" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
-    sleep 0.5
-done
-grep -q READY "$work/server.log" || { echo "server did not start" >&2; exit 1; }
-set -a; . "$work/env"; set +a
+await_server 600
 cat >"$work/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("CREDENTIAL")

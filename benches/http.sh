@@ -49,26 +49,13 @@ fi
 
 cargo build --release --example bench_server >&2
 
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
+. benches/support/server.sh
 # The server stops by itself after a bound, in case this script is killed.
 runs=$(( $(wc -w <<<"$CONCURRENCY") * 2 + 2 ))
 "${server_on[@]}" target/release/examples/bench_server --sessions "$SESSIONS" --workers "$WORKERS" --env "$work/env" \
     --seconds $(( runs * (DURATION + 5) + 60 )) >"$work/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 600); do
-    grep -q READY "$work/server.log" 2>/dev/null && break
-    kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
-    sleep 0.2
-done
-grep -q READY "$work/server.log" || { echo "server did not start" >&2; exit 1; }
-set -a; . "$work/env"; set +a
+server=$!
+await_server 120
 echo "server at $ADDR; allow answer $ANSWER_BYTES bytes, request $REQUEST_BYTES bytes; $SESSIONS sessions"
 
 cat >"$work/post.lua" <<'LUA'
