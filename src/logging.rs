@@ -143,7 +143,8 @@ mod tests {
     /// Logs events in a span with fields of every kind, one of them recorded later, a message
     /// carrying a terminal escape and an error with a source.
     fn log_sample() {
-        let span = tracing::info_span!("request", id = 7u64, method = %"POST", path = "/v1/x", caller = tracing::field::Empty);
+        let span =
+            tracing::info_span!("request", id = 7u64, method = %"POST", path = "/v1/x", caller = tracing::field::Empty);
         let _entered = span.enter();
         span.record("caller", tracing::field::display("cred_1"));
         tracing::info!(error = %"no such table", code = 500, ok = false, r#type = "a\"b", "internal error");
