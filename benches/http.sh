@@ -8,38 +8,45 @@
 #   TOKENS=many bash benches/http.sh     # cycle through all the server's sessions' tokens
 #   PIN=0 WORKERS=2 THREADS=1 bash benches/http.sh   # no CPU split (see below)
 #
-# The load generator runs on the same machine as the server. By default the CPUs are split with
-# taskset: wrk gets THREADS of them (default half, at least one) and the server the rest, with one
-# runtime worker per CPU it has (WORKERS; `tether serve --workers`). That is tether alone on its
-# cores, as in a deployment, with both endpoints measured the same way. PIN=0 lets both float
-# on all CPUs, with WORKERS defaulting to one per CPU: on this 2-CPU machine, wrk's thread and two
-# workers then want three CPUs, a worker preempted mid-request holds its connections for a
-# scheduler time slice (3–4 ms), and the p99 counts how often that happens (docs/performance.md,
-# row 2b).
+# The load generator runs on the same machine as the server. By default the CPUs this script may
+# use are split with taskset: wrk gets THREADS of them (default half, at least one) and the server
+# the rest, with one runtime worker per CPU it has (WORKERS; `tether serve --workers`), so the
+# server never waits for a CPU the load generator holds; both endpoints are measured the same
+# way. PIN=0 lets both float on all CPUs, with WORKERS defaulting to one per CPU: on a 2-CPU
+# machine, wrk's thread and two workers then want three CPUs, a worker preempted mid-request
+# holds its connections for a scheduler time slice (3–4 ms), and the p99 counts how often that
+# happens (docs/performance.md, row 2b).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
-CPUS=$(nproc)
+# The CPUs this script may run on (a container or an outer taskset may allow only some).
+cpu_list=()
+IFS=, read -ra ranges < <(awk '/^Cpus_allowed_list/ {print $2}' /proc/self/status)
+for r in "${ranges[@]}"; do
+    if [[ $r == *-* ]]; then cpu_list+=($(seq "${r%-*}" "${r#*-}")); else cpu_list+=("$r"); fi
+done
+CPUS=${#cpu_list[@]}
 THREADS=${THREADS:-$(( CPUS / 2 > 0 ? CPUS / 2 : 1 ))}
 SESSIONS=${SESSIONS:-1000}
 CONCURRENCY=${CONCURRENCY:-"32 256"}
 TOKENS=${TOKENS:-one}
 PIN=${PIN:-1}
-# CPUs 0..k-1 serve, k..CPUS-1 load.
+join() { local IFS=,; echo "$*"; }
+# The first CPUS - THREADS allowed CPUs serve, the rest load.
 if [ "$PIN" = 1 ] && [ "$CPUS" -gt "$THREADS" ]; then
+    command -v taskset >/dev/null 2>&1 || { echo "taskset (util-linux) splits the CPUs; PIN=0 runs without" >&2; exit 1; }
     serve_cpus=$(( CPUS - THREADS ))
     WORKERS=${WORKERS:-$serve_cpus}
-    server_on=(taskset -c "0-$(( serve_cpus - 1 ))")
-    load_on=(taskset -c "$serve_cpus-$(( CPUS - 1 ))")
-    split="server on CPUs 0-$(( serve_cpus - 1 )), wrk on CPUs $serve_cpus-$(( CPUS - 1 ))"
+    serving=$(join "${cpu_list[@]:0:serve_cpus}"); loading=$(join "${cpu_list[@]:serve_cpus}")
+    server_on=(taskset -c "$serving")
+    load_on=(taskset -c "$loading")
+    split="server on CPUs $serving, wrk on CPUs $loading"
 else
+    [ "$PIN" = 1 ] && echo "only $CPUS CPUs for $THREADS wrk threads: no split" >&2
     WORKERS=${WORKERS:-$CPUS}
     server_on=(); load_on=()
     split="server and wrk on all $CPUS CPUs"
-fi
-if [ "$PIN" = 1 ] && ! command -v taskset >/dev/null 2>&1; then
-    echo "taskset (util-linux) is needed to split the CPUs; PIN=0 runs without" >&2; exit 1
 fi
 
 if ! command -v wrk >/dev/null 2>&1; then

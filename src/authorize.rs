@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::clock::Clock;
 use crate::domain::*;
 use crate::tokens::{self, KeyRing, Policy, TokenError, VerifiedToken};
-use crate::views::{Sharded, TailHash, Views};
+use crate::views::{Sharded, Views};
 
 /// Shards of the verified-token cache: readers of different tokens rarely share a lock.
 const CACHE_SHARDS: usize = 64;
@@ -93,7 +93,7 @@ pub struct Authorizer {
     policy: Policy,
     views: Arc<Views>,
     clock: Arc<Clock>,
-    cache: Sharded<Box<str>, Arc<CachedToken>, TailHash>,
+    cache: Sharded<Box<str>, Arc<CachedToken>>,
 }
 
 impl Authorizer {

@@ -12,22 +12,24 @@ use crate::domain::{CredentialId, SessionId, Timestamp};
 use crate::store::writer::EffectSink;
 use crate::store::{Effect, Withdrawn};
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// A map split into shards, each behind its own lock: readers of different sessions never
 /// contend, and a writer blocks only the one shard it touches.
-pub struct Sharded<K, V, S = foldhash::fast::RandomState> {
-    shards: Box<[RwLock<HashMap<K, V, S>>]>,
-    hasher: S,
+pub struct Sharded<K, V> {
+    shards: Box<[RwLock<FastMap<K, V>>]>,
+    hasher: foldhash::fast::RandomState,
 }
 
-impl<K: Hash + Eq, V: Clone, S: BuildHasher + Default> Sharded<K, V, S> {
+impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
     pub fn new(shards: usize) -> Self {
         Sharded {
-            shards: (0..shards.max(1)).map(|_| RwLock::new(HashMap::with_hasher(S::default()))).collect(),
-            hasher: S::default(),
+            shards: (0..shards.max(1)).map(|_| RwLock::new(FastMap::default())).collect(),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &RwLock<HashMap<K, V, S>> {
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &RwLock<FastMap<K, V>> {
         let i = (self.hasher.hash_one(key) as usize) % self.shards.len();
         &self.shards[i]
     }
@@ -81,37 +83,6 @@ impl<K: Hash + Eq, V: Clone, S: BuildHasher + Default> Sharded<K, V, S> {
         for shard in self.shards.iter() {
             shard.write().unwrap_or_else(|p| p.into_inner()).retain(|k, v| keep(k, v));
         }
-    }
-}
-
-/// Hashes only the last [`TailHash::BYTES`] bytes of each byte string it is given, for maps keyed
-/// by token text. An agent token is about 1.4 KB of text and its last characters encode its proof,
-/// a key pair made for that token alone, so the tail tells tokens apart as well as the whole text
-/// does, and hashing it twice per lookup (shard, then map) cost 2.2k of an authorize call's 48k
-/// instructions (docs/performance.md). Lookups still compare whole keys. Only tokens whose
-/// signature verified are inserted, so nobody can fill a cache with keys that collide.
-#[derive(Clone, Default)]
-pub struct TailHash(foldhash::fast::RandomState);
-
-impl TailHash {
-    pub const BYTES: usize = 64;
-}
-
-impl BuildHasher for TailHash {
-    type Hasher = TailHasher;
-    fn build_hasher(&self) -> TailHasher {
-        TailHasher(self.0.build_hasher())
-    }
-}
-
-pub struct TailHasher(foldhash::fast::FoldHasher);
-
-impl std::hash::Hasher for TailHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        self.0.write(&bytes[bytes.len().saturating_sub(TailHash::BYTES)..]);
-    }
-    fn finish(&self) -> u64 {
-        self.0.finish()
     }
 }
 
@@ -257,21 +228,6 @@ impl EffectSink for Views {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tail_hashed_keys_are_found_by_text_and_compared_whole() {
-        let map: Sharded<Box<str>, u32, TailHash> = Sharded::new(4);
-        let tail = "t".repeat(TailHash::BYTES);
-        let (a, b) = (format!("first-token-{tail}"), format!("second-token-{tail}"));
-        map.insert(a.as_str().into(), 1);
-        map.insert(b.as_str().into(), 2);
-        assert_eq!(map.get(a.as_str()), Some(1), "found by a borrowed &str of the same text");
-        assert_eq!(map.get(b.as_str()), Some(2), "same tail, different text: a separate entry");
-        assert_eq!(map.get(format!("third-token-{tail}").as_str()), None, "a shared tail is not a match");
-        assert_eq!(map.get("short"), None, "keys shorter than the tail hash whole");
-        map.insert("short".into(), 3);
-        assert_eq!(map.get("short"), Some(3));
-    }
 
     #[test]
     fn insert_if_absent_keeps_what_is_there() {

@@ -81,7 +81,7 @@ async fn known_credential(state: &AppState, id: crate::domain::CredentialId) -> 
 }
 
 /// Credentials verified before, by their exact text, with the key that signed them.
-pub type CredentialCache = crate::views::Sharded<Box<str>, (CredentialClaims, u32), crate::views::TailHash>;
+pub type CredentialCache = crate::views::Sharded<Box<str>, (CredentialClaims, u32)>;
 
 /// Verifies a credential's signature once; later requests with the same credential only check
 /// that its key is still active (revocation and expiry are checked against the view after).

@@ -170,33 +170,3 @@ struct ContextClaims {
 pub fn request_fact(name: &str, value: &str) -> biscuit_auth::builder::Fact {
     fact(name, vec![Term::Str(value.to_owned())])
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::tokens::KeyPurpose;
-    use crate::views::TailHash;
-
-    /// The verified-token cache hashes only a token's tail (views::TailHash): that is only as good
-    /// as the whole text if tokens with the same claims still end differently.
-    #[test]
-    fn tokens_with_the_same_claims_end_differently() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ring = KeyRing::load_or_create(dir.path(), KeyPurpose::Agent).expect("ring");
-        let claims = AgentClaims {
-            session: SessionId::generate(),
-            user: UserId::generate(),
-            agent: AgentId::generate(),
-            integration: IntegrationId::generate(),
-            delegation: DelegationId::generate(),
-            platform: PlatformId::generate(),
-            scopes: ScopeSet::new(),
-            issued_at: Timestamp(1_000),
-            expires_at: Timestamp(2_000),
-            chain: Vec::new(),
-        };
-        let (a, b) = (mint(&ring, &claims).expect("mint").token, mint(&ring, &claims).expect("mint").token);
-        let tail = |t: &str| t[t.len() - TailHash::BYTES..].to_owned();
-        assert_ne!(tail(&a), tail(&b));
-    }
-}
