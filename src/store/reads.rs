@@ -399,14 +399,36 @@ pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Resu
         q.sql.push_str(" ORDER BY seq LIMIT ?");
         q.params.push(Value::Integer((limit + 1) as i64));
     };
+    // By actor or action alone, the indexed events come from the partial indexes and a
+    // cascade's revocations from their triggers' ranges. With a subject, the subject index and
+    // that session's revoking event hold everything; with a cause, its seq range does.
+    let by_actor_or_action =
+        filter.subject.is_none() && filter.cause_seq.is_none() && (filter.actor.is_some() || filter.action.is_some());
     let mut q = Select::new(rows::AUDIT_COLUMNS, "audit_events");
     if let Some(subject) = &filter.subject {
         q.and(SUBJECT_IN_INDEX, subject.clone());
+    } else if by_actor_or_action {
+        q.and_static(rows::INDEXED_EVENT);
     }
     page(&mut q);
     let mut items = q.rows(conn, rows::audit_event)?;
+    if by_actor_or_action && filter.action.as_deref().is_none_or(|a| a == "session.revoked") {
+        // Only what could still make the page: below the last indexed event read, if it filled it.
+        let below = if items.len() > limit { items.last().map(|e| e.seq) } else { None };
+        let bounds = RevocationBounds {
+            after: after.unwrap_or(0),
+            before: [before, below].into_iter().flatten().min(),
+            since: filter.since,
+            until: filter.until,
+        };
+        let revoked = cascade_revocations(conn, filter.actor.as_deref(), bounds, limit + 1)?;
+        if !revoked.is_empty() {
+            items.extend(revoked);
+            items.sort_by_key(|e| e.seq);
+        }
+    }
     if let Some(subject) = &filter.subject {
-        // The subject's one event the index leaves out, if it has one (see rows::SUBJECT_INDEXED).
+        // The subject's one event the index leaves out, if it has one (see rows::INDEXED_EVENT).
         let mut revoked = Select::new(rows::AUDIT_COLUMNS, "audit_events");
         revoked.and(SUBJECT_REVOKED_BY_CASCADE, subject.clone());
         revoked.params.push(text(subject));
@@ -423,6 +445,87 @@ pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Resu
         None
     };
     Ok(Page { items, next_cursor })
+}
+
+/// An actor's triggers after a seq, with the last event each led to, in order: through
+/// `audit_by_actor`, which holds every trigger ([`super::Tx`] refuses a cascade revocation as a
+/// cause), so the query carries its WHERE clause, qualified.
+const TRIGGERS_BY_ACTOR_AFTER: &str =
+    "SELECT t.seq, c.last_seq FROM audit_events t JOIN audit_causes c ON c.cause_seq = t.seq
+     WHERE t.actor_id = ?1 AND t.seq > ?2 AND (t.cause_seq IS NULL OR t.action <> 'session.revoked') ORDER BY t.seq";
+
+/// Where [`cascade_revocations`] looks: seq after `after` and before `before`, `at` in the window.
+#[derive(Debug, Clone, Copy)]
+struct RevocationBounds {
+    after: i64,
+    before: Option<i64>,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+}
+
+/// The first `want` sessions revoked by cascades (`session.revoked` with a cause, the events the
+/// actor and action indexes leave out) within `bounds`, of triggers by `actor` if given, in seq
+/// order. They lie in their triggers' ranges in `audit_causes`, which do not overlap and carry
+/// their trigger's actor (src/store/tx.rs checks both as they are written), so the ranges are
+/// walked in order from the one holding `after`, and the walk stops once `want` are found.
+fn cascade_revocations(
+    conn: &Connection,
+    actor: Option<&str>,
+    bounds: RevocationBounds,
+    want: usize,
+) -> Result<Vec<AuditEvent>> {
+    let below = |seq: i64| bounds.before.is_none_or(|before| seq < before);
+    // The range holding `after` (a cursor inside a cascade) starts at or before it.
+    let holding_after = conn
+        .prepare_cached(
+            "SELECT c.cause_seq, c.last_seq, t.actor_id FROM audit_causes c JOIN audit_events t ON t.seq = c.cause_seq
+             WHERE c.cause_seq = (SELECT max(cause_seq) FROM audit_causes WHERE cause_seq <= ?1)",
+        )
+        .and_then(|mut st| {
+            st.query_row([bounds.after], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
+                .optional()
+        })
+        .map_err(db_error)?
+        .filter(|(_, last, trigger_actor)| *last > bounds.after && actor.is_none_or(|a| a == trigger_actor))
+        .map(|(cause, last, _)| (cause, last));
+    let mut found = Vec::new();
+    let take_range = |found: &mut Vec<AuditEvent>, cause: i64, last: i64| -> Result<()> {
+        let mut q = Select::new(rows::AUDIT_COLUMNS, "audit_events");
+        q.and("seq > ?", cause.max(bounds.after))
+            .and("seq <= ?", last)
+            .and_if("seq < ?", bounds.before)
+            .and("cause_seq = ?", cause)
+            .and_static("action = 'session.revoked'")
+            .and_if("actor_id = ?", actor.map(str::to_owned))
+            .and_if("at >= ?", bounds.since.map(|t| t.millis()))
+            .and_if("at < ?", bounds.until.map(|t| t.millis()));
+        q.sql.push_str(" ORDER BY seq LIMIT ?");
+        q.params.push(Value::Integer((want - found.len()) as i64));
+        found.extend(q.rows(conn, rows::audit_event)?);
+        Ok(())
+    };
+    if let Some((cause, last)) = holding_after {
+        take_range(&mut found, cause, last)?;
+    }
+    // Then every later trigger, in order, until the page is full or past its end.
+    let (sql, params): (&str, Vec<Value>) = match actor {
+        Some(actor) => (TRIGGERS_BY_ACTOR_AFTER, vec![text(actor), Value::Integer(bounds.after)]),
+        None => (
+            "SELECT cause_seq, last_seq FROM audit_causes WHERE cause_seq > ?1 ORDER BY cause_seq",
+            vec![Value::Integer(bounds.after)],
+        ),
+    };
+    let mut triggers = conn.prepare_cached(sql).map_err(db_error)?;
+    let mut rows = triggers.query(rusqlite::params_from_iter(params)).map_err(db_error)?;
+    while found.len() < want {
+        let Some(row) = rows.next().map_err(db_error)? else { break };
+        let (cause, last): (i64, i64) = (row.get(0).map_err(db_error)?, row.get(1).map_err(db_error)?);
+        if !below(cause + 1) {
+            break;
+        }
+        take_range(&mut found, cause, last)?;
+    }
+    Ok(found)
 }
 
 /// The seq range that holds the events from `since` (inclusive) to `until` (exclusive), as
@@ -502,8 +605,8 @@ fn seq_range(b: SeqBounds) -> (Option<i64>, Option<i64>) {
     (after, before)
 }
 
-/// A subject's events as `audit_by_subject` holds them ([`rows::SUBJECT_INDEXED`]).
-const SUBJECT_IN_INDEX: &str = concat!("subject_id = ? AND ", rows::subject_indexed!());
+/// A subject's events as `audit_by_subject` holds them ([`rows::INDEXED_EVENT`]).
+const SUBJECT_IN_INDEX: &str = concat!("subject_id = ? AND ", rows::indexed_event!());
 
 /// The event that revoked a session as part of a cascade: that session's `revoked_by_seq`.
 /// Takes the subject twice.
@@ -818,7 +921,7 @@ mod tests {
     #[test]
     fn audit_queries_by_subject_search_the_partial_subject_index_and_the_revoking_session() {
         let migration = include_str!("../../migrations/0010_cascade_writes_fewer_index_entries.sql");
-        let index_where = rows::SUBJECT_INDEXED.trim_start_matches('(').trim_end_matches(')');
+        let index_where = rows::INDEXED_EVENT.trim_start_matches('(').trim_end_matches(')');
         assert!(migration.contains(&format!("WHERE {index_where};")), "the index is the one the term names");
 
         let params = |n: usize| vec![Value::Text("s".into()); n];
@@ -834,6 +937,28 @@ mod tests {
         assert!(seeks(&steps, "INTEGER PRIMARY KEY"), "one event by seq: {steps:?}");
         assert!(seeks(&steps, "sqlite_autoindex_sessions_1"), "the session by id: {steps:?}");
         assert!(!steps.iter().any(|step| step.starts_with("SCAN")), "{steps:?}");
+    }
+
+    #[test]
+    fn audit_queries_by_actor_or_action_search_the_partial_indexes_and_the_triggers_ranges() {
+        let migration = include_str!("../../migrations/0011_cascade_revocations_leave_actor_and_action_indexes.sql");
+        let index_where = rows::INDEXED_EVENT.trim_start_matches('(').trim_end_matches(')');
+        assert_eq!(migration.matches(&format!("WHERE {index_where};")).count(), 2, "both indexes are the term's");
+
+        let conn = migrated();
+        for (column, index) in [("actor_id", "audit_by_actor"), ("action", "audit_by_action")] {
+            let indexed = format!(
+                "SELECT seq FROM audit_events WHERE {column} = ?1 AND {} AND seq > 5 ORDER BY seq LIMIT 10",
+                rows::INDEXED_EVENT
+            );
+            let steps = plan(&conn, &indexed, &[Value::Text("x".into())]);
+            assert!(seeks(&steps, index), "{steps:?}");
+            assert!(!steps.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {steps:?}");
+        }
+        let steps = plan(&conn, TRIGGERS_BY_ACTOR_AFTER, &[Value::Text("x".into()), Value::Integer(5)]);
+        assert!(seeks(&steps, "audit_by_actor"), "an actor's triggers from its index: {steps:?}");
+        assert!(seeks(&steps, "INTEGER PRIMARY KEY"), "each trigger's range by its seq: {steps:?}");
+        assert!(!steps.iter().any(|step| step.starts_with("SCAN") || step.contains("TEMP B-TREE")), "{steps:?}");
     }
 
     #[test]

@@ -158,17 +158,19 @@ pub fn credential(r: &Row<'_>) -> rusqlite::Result<Credential> {
     })
 }
 
-/// The term every query on `audit_events.subject_id` carries: the WHERE clause of the partial
-/// index `audit_by_subject` (migration 0010), written the same way so SQLite uses that index. It
-/// leaves out the sessions a cascade revoked, found through `sessions.revoked_by_seq` instead.
-macro_rules! subject_indexed {
+/// The events the audit log's secondary indexes hold: all but the sessions a cascade revoked
+/// (`session.revoked` with a cause), which are found through their session's `revoked_by_seq` or
+/// their trigger's range in `audit_causes` instead (migrations 0010 and 0011). It is the WHERE
+/// clause of the partial indexes `audit_by_subject`, `audit_by_actor` and `audit_by_action`,
+/// written the same way, and a query carries it to let SQLite use them.
+macro_rules! indexed_event {
     () => {
         "(cause_seq IS NULL OR action <> 'session.revoked')"
     };
 }
-pub(crate) use subject_indexed;
+pub(crate) use indexed_event;
 
-pub const SUBJECT_INDEXED: &str = subject_indexed!();
+pub const INDEXED_EVENT: &str = indexed_event!();
 
 /// The columns of an audit row, of the `audit_events` named by the prefix (`""` or `"e."`). The
 /// details are the event's own `details`, or the shared text its `details_id` points to

@@ -5,7 +5,7 @@ use rusqlite::{params, Connection};
 
 use super::db_error;
 use crate::audit::{event_hash_with_details, AuditEvent, NewEvent};
-use crate::domain::{CredentialId, EventId, Result, SessionId, Timestamp};
+use crate::domain::{CredentialId, Error, EventId, Result, SessionId, Timestamp};
 
 /// A change to apply to the in-memory views after commit, before the caller is answered.
 #[derive(Debug, Clone)]
@@ -70,10 +70,19 @@ pub struct Tx<'c> {
     /// The webhooks that may receive events, held while a cascade writes many events and changes
     /// no webhook ([`Tx::holding_subscribers`]); read per event otherwise.
     subscribers: Option<std::sync::Arc<Vec<Subscriber>>>,
-    /// The last event each cause led to in the running command, written to `audit_causes` when
-    /// the command ends ([`Tx::record_causes`]): one row per trigger instead of one index entry
-    /// per caused event.
-    pub(super) last_caused: std::collections::BTreeMap<i64, i64>,
+    /// The last event each cause led to in the running command, and the cause's actor, written
+    /// to `audit_causes` when the command ends ([`Tx::record_causes`]): one row per trigger
+    /// instead of one index entry per caused event.
+    pub(super) last_caused: std::collections::BTreeMap<i64, CausedRange>,
+    /// The seq of the running command's first event: a cause must be at or after it.
+    pub(super) command_first_seq: i64,
+}
+
+/// What one trigger has led to so far in the running command.
+#[derive(Debug)]
+pub(super) struct CausedRange {
+    last: i64,
+    actor: crate::domain::Actor,
 }
 
 /// A live webhook as the outbox matches events against it.
@@ -90,12 +99,19 @@ impl<'c> Tx<'c> {
         Tx {
             conn,
             now,
-            head,
             effects: Vec::new(),
             outbox_written: false,
             subscribers: None,
             last_caused: Default::default(),
+            command_first_seq: head.seq + 1,
+            head,
         }
+    }
+
+    /// Marks the start of the next command of the batch: its events follow the current head.
+    pub(super) fn begin_command(&mut self) {
+        self.command_first_seq = self.head.seq + 1;
+        self.last_caused.clear();
     }
 
     pub fn conn(&self) -> &Connection {
@@ -139,6 +155,9 @@ impl<'c> Tx<'c> {
             prev_hash: self.head.hash.clone(),
             hash: String::new(),
         };
+        if let Some(cause) = record.cause_seq {
+            self.note_caused(cause, &record.actor, record.seq)?;
+        }
         record.hash = event_hash_with_details(&record, &text);
         self.conn
             .prepare_cached(
@@ -166,9 +185,6 @@ impl<'c> Tx<'c> {
                 ])
             })
             .map_err(db_error)?;
-        if let Some(cause) = record.cause_seq {
-            self.last_caused.insert(cause, record.seq);
-        }
         self.enqueue_webhooks(&record)?;
         self.head = ChainHead { seq: record.seq, hash: record.hash.clone(), at: record.at };
         let record = std::sync::Arc::new(record);
@@ -176,12 +192,61 @@ impl<'c> Tx<'c> {
         Ok(record)
     }
 
+    /// Checks what queries by cause and by actor rely on (migrations 0010 and 0011) before an
+    /// event caused by `cause` is written: the cause is an earlier event of the same command, not
+    /// itself a cascade's revocation, its range overlaps no other cause's, and the caused event
+    /// has the cause's actor. A command that breaks one of these is a bug; it fails.
+    fn note_caused(&mut self, cause: i64, actor: &crate::domain::Actor, seq: i64) -> Result<()> {
+        if cause < self.command_first_seq || cause >= seq {
+            return Err(Error::internal(format!(
+                "event {seq} names as its cause {cause}, not an earlier event of its command"
+            )));
+        }
+        // The ranges of two causes never overlap: no other cause lies inside this one's range,
+        // and a new cause does not lie inside the range of the one before it.
+        let overlaps = self.last_caused.range(cause + 1..seq).next().is_some()
+            || (!self.last_caused.contains_key(&cause)
+                && self.last_caused.range(..cause).next_back().is_some_and(|(_, before)| before.last > cause));
+        if overlaps {
+            return Err(Error::internal(format!("the events caused by {cause} would overlap another cause's")));
+        }
+        let range = match self.last_caused.entry(cause) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                let (kind, id, indexed): (String, String, bool) = self
+                    .conn
+                    .prepare_cached(concat!(
+                        "SELECT actor_kind, actor_id, ",
+                        super::rows::indexed_event!(),
+                        " FROM audit_events WHERE seq = ?1"
+                    ))
+                    .and_then(|mut st| st.query_row([cause], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+                    .map_err(db_error)?;
+                // Listings find an actor's triggers in `audit_by_actor`, which leaves these out.
+                if !indexed {
+                    return Err(Error::internal(format!(
+                        "event {seq} names a cascade's revocation ({cause}) as its cause"
+                    )));
+                }
+                let kind = crate::domain::ActorKind::parse(&kind)
+                    .ok_or_else(|| Error::internal(format!("event {cause} has an unknown actor kind")))?;
+                entry.insert(CausedRange { last: seq, actor: crate::domain::Actor::new(kind, id) })
+            }
+        };
+        if range.actor != *actor {
+            return Err(Error::internal(format!("event {seq} has another actor than its cause {cause}")));
+        }
+        range.last = seq;
+        Ok(())
+    }
+
     /// Records, for each cause of the command that just ran, the last event it led to: the
     /// events a trigger caused all lie between it and that seq, which is how queries by cause
-    /// find them (there is no index on `cause_seq`, migration 0010). Every caused event is
-    /// written by the command that wrote its cause.
+    /// and by actor find them (migrations 0010 and 0011). [`Tx::note_caused`] has kept every
+    /// caused event in its cause's command and the ranges apart, so a listing can walk them in
+    /// order.
     pub(super) fn record_causes(&mut self) -> Result<()> {
-        for (cause, last) in std::mem::take(&mut self.last_caused) {
+        for (cause, last) in std::mem::take(&mut self.last_caused).into_iter().map(|(c, r)| (c, r.last)) {
             self.conn
                 .prepare_cached(
                     "INSERT INTO audit_causes (cause_seq, last_seq) VALUES (?1, ?2)

@@ -294,6 +294,7 @@ fn commit_batch(
         for job in batch.iter_mut() {
             // A command that panicked inside `holding_subscribers` left its list held.
             tx.release_subscribers();
+            tx.begin_command();
             let saved_head = tx.head.clone();
             let saved_effects = tx.effects.len();
             let saved_outbox = tx.outbox_written;
@@ -403,6 +404,78 @@ mod tests {
         for refused in ["DELETE FROM audit_causes", "UPDATE audit_causes SET last_seq = last_seq - 1"] {
             assert!(conn.execute(refused, []).is_err(), "a range only grows: {refused}");
         }
+    }
+
+    /// Listings by actor and action find a cascade's revocations through their triggers' ranges
+    /// (migration 0011): a command that would break what that walk relies on fails, whole.
+    #[tokio::test]
+    async fn a_caused_event_must_follow_its_cause_in_its_command_with_its_actor_and_apart_from_other_causes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tether.db");
+        let writer = Writer::start(&path, Arc::new(Clock::default()), Arc::new(NoViews)).unwrap();
+        let caused = |actor: Actor, cause: i64| {
+            NewEvent::new(actor, "session.revoked", Subject::new("session", "s")).cause(cause)
+        };
+        let earlier = writer.execute(|tx| audited(tx, "earlier command")).await.unwrap();
+        let before = count_events(&path);
+        type Refused = Box<dyn FnOnce(&mut Tx<'_>) -> Result<()> + Send>;
+        let refusals: Vec<(&str, Refused)> = vec![
+            (
+                "a cause from an earlier command",
+                Box::new(move |tx| tx.audit(caused(Actor::system(), earlier)).map(drop)),
+            ),
+            (
+                "another actor than the cause's",
+                Box::new(move |tx| {
+                    let trigger = audited(tx, "trigger")?;
+                    tx.audit(caused(Actor::new(crate::domain::ActorKind::Admin, "cred_x"), trigger)).map(drop)
+                }),
+            ),
+            (
+                "a cascade's revocation as a cause",
+                Box::new(move |tx| {
+                    let trigger = audited(tx, "trigger")?;
+                    let revoked = tx.audit(caused(Actor::system(), trigger))?.seq;
+                    tx.audit(caused(Actor::system(), revoked)).map(drop)
+                }),
+            ),
+            (
+                "a second cause inside the first's range",
+                Box::new(move |tx| {
+                    let first = audited(tx, "first")?;
+                    tx.audit(caused(Actor::system(), first))?;
+                    let second = audited(tx, "second")?;
+                    tx.audit(caused(Actor::system(), second))?;
+                    tx.audit(caused(Actor::system(), first)).map(drop)
+                }),
+            ),
+            (
+                "a new cause inside the range of the one before",
+                Box::new(move |tx| {
+                    let first = audited(tx, "first")?;
+                    let second = audited(tx, "second")?;
+                    tx.audit(caused(Actor::system(), first))?;
+                    tx.audit(caused(Actor::system(), second)).map(drop)
+                }),
+            ),
+        ];
+        for (what, command) in refusals {
+            let refused = writer.execute(command).await;
+            assert!(matches!(refused, Err(Error::Internal(_))), "{what}: {refused:?}");
+            assert_eq!(count_events(&path), before, "{what}: nothing written");
+        }
+        // Two causes one after the other, each with its own actor, are fine.
+        writer
+            .execute(move |tx| {
+                let first = audited(tx, "first")?;
+                tx.audit(caused(Actor::system(), first))?;
+                let admin = Actor::new(crate::domain::ActorKind::Admin, "cred_admin");
+                let second = tx.audit(NewEvent::new(admin.clone(), "user.disabled", Subject::new("user", "u")))?.seq;
+                tx.audit(caused(admin, second)).map(drop)
+            })
+            .await
+            .unwrap();
+        assert_eq!(count_events(&path), before + 4);
     }
 
     #[tokio::test]

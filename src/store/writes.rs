@@ -325,7 +325,7 @@ pub fn last_event_for(tx: &Tx<'_>, subject_id: &str, actions: &[&str]) -> Result
     let sql = format!(
         "SELECT {} FROM audit_events WHERE subject_id = ?1 AND {} AND action = ?2 ORDER BY seq DESC LIMIT 1",
         rows::AUDIT_COLUMNS,
-        rows::SUBJECT_INDEXED
+        rows::INDEXED_EVENT
     );
     let mut st = tx.conn().prepare_cached(&sql).map_err(db_error)?;
     let mut latest: Option<crate::audit::AuditEvent> = None;
@@ -575,7 +575,7 @@ pub fn last_disconnect_event(tx: &Tx<'_>, of: DelegationsOf) -> Result<Option<cr
         "SELECT {} FROM audit_events WHERE subject_id = ?1 AND {} AND action = ?2 AND json_extract({}, ?3) = ?4
          ORDER BY seq DESC LIMIT 1",
         rows::AUDIT_COLUMNS,
-        rows::SUBJECT_INDEXED,
+        rows::INDEXED_EVENT,
         rows::AUDIT_DETAILS
     );
     tx.conn()

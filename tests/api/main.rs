@@ -7,6 +7,7 @@
 mod helpers;
 
 mod access;
+mod audit_listing;
 mod authorize;
 mod cascades;
 mod coverage;
