@@ -388,11 +388,19 @@ pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Resu
         from_seq,
         before_seq,
     });
+    // The subject index, else the actor index, drives a query that could use several: they all
+    // hold the same events (migrations 0010 and 0011), and a `+` keeps SQLite off the others,
+    // which would read every event of an action to find one subject's.
+    let (actor_term, action_term) = match (&filter.subject, &filter.actor) {
+        (Some(_), _) => ("+actor_id = ?", "+action = ?"),
+        (None, Some(_)) => ("actor_id = ?", "+action = ?"),
+        (None, None) => ("actor_id = ?", "action = ?"),
+    };
     let page = |q: &mut Select| {
         q.and_if("seq > ?", after)
             .and_if("seq < ?", before)
-            .and_if("actor_id = ?", filter.actor.clone())
-            .and_if("action = ?", filter.action.clone())
+            .and_if(actor_term, filter.actor.clone())
+            .and_if(action_term, filter.action.clone())
             .and_if("cause_seq = ?", filter.cause_seq)
             .and_if("at >= ?", filter.since.map(|t| t.millis()))
             .and_if("at < ?", filter.until.map(|t| t.millis()));
@@ -447,13 +455,6 @@ pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Resu
     Ok(Page { items, next_cursor })
 }
 
-/// An actor's triggers after a seq, with the last event each led to, in order: through
-/// `audit_by_actor`, which holds every trigger ([`super::Tx`] refuses a cascade revocation as a
-/// cause), so the query carries its WHERE clause, qualified.
-const TRIGGERS_BY_ACTOR_AFTER: &str =
-    "SELECT t.seq, c.last_seq FROM audit_events t JOIN audit_causes c ON c.cause_seq = t.seq
-     WHERE t.actor_id = ?1 AND t.seq > ?2 AND (t.cause_seq IS NULL OR t.action <> 'session.revoked') ORDER BY t.seq";
-
 /// Where [`cascade_revocations`] looks: seq after `after` and before `before`, `at` in the window.
 #[derive(Debug, Clone, Copy)]
 struct RevocationBounds {
@@ -463,40 +464,39 @@ struct RevocationBounds {
     until: Option<Timestamp>,
 }
 
+/// The triggers that revoked sessions, with the last event each led to, from `?1` (exclusive) to
+/// `?2`, in order: through the partial index of `audit_causes` on them (migration 0011).
+pub(super) const REVOKING_TRIGGERS: &str = "SELECT cause_seq, last_seq FROM audit_causes
+     WHERE revoked_sessions > 0 AND cause_seq > ?1 AND cause_seq < ?2 ORDER BY cause_seq";
+
+/// The same, of the actor `?3` only.
+pub(super) const REVOKING_TRIGGERS_OF_ACTOR: &str = "SELECT cause_seq, last_seq FROM audit_causes
+     WHERE actor_id = ?3 AND revoked_sessions > 0 AND cause_seq > ?1 AND cause_seq < ?2 ORDER BY cause_seq";
+
 /// The first `want` sessions revoked by cascades (`session.revoked` with a cause, the events the
 /// actor and action indexes leave out) within `bounds`, of triggers by `actor` if given, in seq
-/// order. They lie in their triggers' ranges in `audit_causes`, which do not overlap and carry
-/// their trigger's actor (src/store/tx.rs checks both as they are written), so the ranges are
-/// walked in order from the one holding `after`, and the walk stops once `want` are found.
+/// order. They lie in the ranges of the triggers that revoked sessions, which `audit_causes`
+/// lists with their actor (a caused event has its trigger's actor) and which do not overlap
+/// (src/store/tx.rs checks both as events are written). So the ranges are walked in order, from
+/// the one holding `after`, and the walk stops once `want` are found: a page reads only triggers
+/// that revoked something, and only as many as its events need.
 fn cascade_revocations(
     conn: &Connection,
     actor: Option<&str>,
     bounds: RevocationBounds,
     want: usize,
 ) -> Result<Vec<AuditEvent>> {
-    let below = |seq: i64| bounds.before.is_none_or(|before| seq < before);
-    // The range holding `after` (a cursor inside a cascade) starts at or before it.
-    let holding_after = conn
-        .prepare_cached(
-            "SELECT c.cause_seq, c.last_seq, t.actor_id FROM audit_causes c JOIN audit_events t ON t.seq = c.cause_seq
-             WHERE c.cause_seq = (SELECT max(cause_seq) FROM audit_causes WHERE cause_seq <= ?1)",
-        )
-        .and_then(|mut st| {
-            st.query_row([bounds.after], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
-                .optional()
-        })
-        .map_err(db_error)?
-        .filter(|(_, last, trigger_actor)| *last > bounds.after && actor.is_none_or(|a| a == trigger_actor))
-        .map(|(cause, last, _)| (cause, last));
+    let before = bounds.before.unwrap_or(i64::MAX);
+    let of_actor = |trigger_actor: &Option<String>| actor.is_none_or(|a| trigger_actor.as_deref() == Some(a));
     let mut found = Vec::new();
     let take_range = |found: &mut Vec<AuditEvent>, cause: i64, last: i64| -> Result<()> {
         let mut q = Select::new(rows::AUDIT_COLUMNS, "audit_events");
+        // One lower and one upper bound: SQLite ranges over the first of several (seq_range).
         q.and("seq > ?", cause.max(bounds.after))
-            .and("seq <= ?", last)
-            .and_if("seq < ?", bounds.before)
+            .and("seq < ?", (last + 1).min(before))
             .and("cause_seq = ?", cause)
             .and_static("action = 'session.revoked'")
-            .and_if("actor_id = ?", actor.map(str::to_owned))
+            .and_if("actor_id = ?", actor.map(text))
             .and_if("at >= ?", bounds.since.map(|t| t.millis()))
             .and_if("at < ?", bounds.until.map(|t| t.millis()));
         q.sql.push_str(" ORDER BY seq LIMIT ?");
@@ -504,26 +504,37 @@ fn cascade_revocations(
         found.extend(q.rows(conn, rows::audit_event)?);
         Ok(())
     };
-    if let Some((cause, last)) = holding_after {
-        take_range(&mut found, cause, last)?;
+    // The range holding `after` (a cursor inside a cascade) is the last to start at or before it.
+    let holding_after = conn
+        .prepare_cached(
+            "SELECT cause_seq, last_seq, actor_id, revoked_sessions FROM audit_causes
+             WHERE cause_seq <= ?1 ORDER BY cause_seq DESC LIMIT 1",
+        )
+        .and_then(|mut st| {
+            st.query_row([bounds.after], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, i64>(3)?))
+            })
+            .optional()
+        })
+        .map_err(db_error)?;
+    if let Some((cause, last, trigger_actor, revoked)) = holding_after {
+        if last > bounds.after && revoked > 0 && of_actor(&trigger_actor) {
+            take_range(&mut found, cause, last)?;
+        }
     }
-    // Then every later trigger, in order, until the page is full or past its end.
-    let (sql, params): (&str, Vec<Value>) = match actor {
-        Some(actor) => (TRIGGERS_BY_ACTOR_AFTER, vec![text(actor), Value::Integer(bounds.after)]),
-        None => (
-            "SELECT cause_seq, last_seq FROM audit_causes WHERE cause_seq > ?1 ORDER BY cause_seq",
-            vec![Value::Integer(bounds.after)],
-        ),
+    let mut params = vec![Value::Integer(bounds.after), Value::Integer(before)];
+    let sql = match actor {
+        Some(actor) => {
+            params.push(text(actor));
+            REVOKING_TRIGGERS_OF_ACTOR
+        }
+        None => REVOKING_TRIGGERS,
     };
     let mut triggers = conn.prepare_cached(sql).map_err(db_error)?;
     let mut rows = triggers.query(rusqlite::params_from_iter(params)).map_err(db_error)?;
     while found.len() < want {
         let Some(row) = rows.next().map_err(db_error)? else { break };
-        let (cause, last): (i64, i64) = (row.get(0).map_err(db_error)?, row.get(1).map_err(db_error)?);
-        if !below(cause + 1) {
-            break;
-        }
-        take_range(&mut found, cause, last)?;
+        take_range(&mut found, row.get(0).map_err(db_error)?, row.get(1).map_err(db_error)?)?;
     }
     Ok(found)
 }
@@ -955,10 +966,26 @@ mod tests {
             assert!(seeks(&steps, index), "{steps:?}");
             assert!(!steps.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {steps:?}");
         }
-        let steps = plan(&conn, TRIGGERS_BY_ACTOR_AFTER, &[Value::Text("x".into()), Value::Integer(5)]);
-        assert!(seeks(&steps, "audit_by_actor"), "an actor's triggers from its index: {steps:?}");
-        assert!(seeks(&steps, "INTEGER PRIMARY KEY"), "each trigger's range by its seq: {steps:?}");
-        assert!(!steps.iter().any(|step| step.starts_with("SCAN") || step.contains("TEMP B-TREE")), "{steps:?}");
+        let bounds = [Value::Integer(5), Value::Integer(9)];
+        let of_actor = [bounds[0].clone(), bounds[1].clone(), Value::Text("x".into())];
+        for (sql, params, index) in [
+            (REVOKING_TRIGGERS, &bounds[..], "audit_causes_revoking"),
+            (REVOKING_TRIGGERS_OF_ACTOR, &of_actor[..], "audit_causes_revoking_by_actor"),
+        ] {
+            let steps = plan(&conn, sql, params);
+            assert!(seeks(&steps, index), "only triggers that revoked sessions: {steps:?}");
+            assert!(!steps.iter().any(|step| step.starts_with("SCAN") || step.contains("TEMP B-TREE")), "{steps:?}");
+        }
+
+        // With a subject, the subject index drives, even with an actor or action that a
+        // partial index of the same events also covers.
+        for (query, n) in [
+            (format!("SELECT seq FROM audit_events WHERE {SUBJECT_IN_INDEX} AND +action = ? ORDER BY seq LIMIT 10"), 2),
+            (format!("SELECT seq FROM audit_events WHERE {SUBJECT_IN_INDEX} AND +actor_id = ? AND +action = ? ORDER BY seq LIMIT 10"), 3),
+        ] {
+            let steps = plan(&conn, &query, &vec![Value::Text("x".into()); n]);
+            assert!(seeks(&steps, "audit_by_subject"), "{steps:?}");
+        }
     }
 
     #[test]
@@ -1044,6 +1071,70 @@ mod tests {
             })
             .unwrap();
         assert_eq!(clock, (4, 20));
+    }
+
+    /// A log written before 0010: the two migrations record each trigger's range, actor and count
+    /// of revoked sessions, and listings by actor and action find a cascade's revocations.
+    #[test]
+    fn migration_0011_records_whose_triggers_revoked_sessions_and_listings_find_them() {
+        use crate::store::migrate::{apply, MIGRATIONS};
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        apply(&mut conn, &MIGRATIONS[..9]).unwrap();
+        for (seq, actor, action, cause) in [
+            (1, "cred_a", "user.disabled", None),
+            (2, "cred_a", "session.revoked", Some(1)),
+            (3, "cred_a", "session.revoked", Some(1)),
+            (4, "cred_a", "delegation.revoked", Some(1)),
+            (5, "cred_b", "credential.revoked", None),
+            (6, "cred_b", "webhook.deleted", Some(5)),
+            (7, "cred_b", "session.revoked", None),
+        ] {
+            conn.execute(
+                "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
+                                           cause_seq, details, prev_hash, hash)
+                 VALUES (?1, ?2, 0, 'admin', ?3, ?4, 'test', ?2, ?5, '{}', '', '')",
+                rusqlite::params![seq, format!("e{seq}"), actor, action, cause],
+            )
+            .unwrap();
+        }
+        apply(&mut conn, MIGRATIONS).unwrap();
+        let causes: Vec<(i64, i64, String, i64)> = conn
+            .prepare("SELECT cause_seq, last_seq, actor_id, revoked_sessions FROM audit_causes ORDER BY cause_seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(causes, [(1, 4, "cred_a".to_owned(), 2), (5, 6, "cred_b".to_owned(), 0)]);
+        let listed = |actor: Option<&str>, action: Option<&str>, limit: usize| -> Vec<i64> {
+            let mut filter = AuditFilter {
+                actor: actor.map(str::to_owned),
+                action: action.map(str::to_owned),
+                ..Default::default()
+            };
+            let mut seqs = Vec::new();
+            loop {
+                let page = list_audit(&conn, &filter, limit).unwrap();
+                seqs.extend(page.items.iter().map(|e| e.seq));
+                match page.next_cursor {
+                    Some(cursor) => filter.after_seq = Some(cursor.parse().unwrap()),
+                    None => return seqs,
+                }
+            }
+        };
+        for limit in [1, 2, 100] {
+            assert_eq!(listed(None, Some("session.revoked"), limit), [2, 3, 7]);
+            assert_eq!(listed(Some("cred_a"), None, limit), [1, 2, 3, 4]);
+            assert_eq!(listed(Some("cred_a"), Some("session.revoked"), limit), [2, 3]);
+            assert_eq!(listed(Some("cred_b"), Some("session.revoked"), limit), [7]);
+            assert_eq!(listed(Some("cred_b"), None, limit), [5, 6, 7]);
+        }
+        for refused in [
+            "UPDATE audit_causes SET actor_id = 'cred_b' WHERE cause_seq = 1",
+            "UPDATE audit_causes SET revoked_sessions = 0 WHERE cause_seq = 1",
+        ] {
+            assert!(conn.execute(refused, []).is_err(), "what a row says only grows: {refused}");
+        }
     }
 
     /// Events 2 and 3 follow from 1, event 6 from 5, written before migration 0010: the migration

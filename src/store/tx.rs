@@ -83,6 +83,8 @@ pub struct Tx<'c> {
 pub(super) struct CausedRange {
     last: i64,
     actor: crate::domain::Actor,
+    /// How many of its caused events are `session.revoked`.
+    revoked_sessions: i64,
 }
 
 /// A live webhook as the outbox matches events against it.
@@ -156,7 +158,9 @@ impl<'c> Tx<'c> {
             hash: String::new(),
         };
         if let Some(cause) = record.cause_seq {
-            self.note_caused(cause, &record.actor, record.seq)?;
+            // Before the INSERT: a refused event is never written (a command that failed here
+            // fails, so nothing is recorded either).
+            self.note_caused(cause, &record.actor, record.action == "session.revoked", record.seq)?;
         }
         record.hash = event_hash_with_details(&record, &text);
         self.conn
@@ -196,7 +200,7 @@ impl<'c> Tx<'c> {
     /// event caused by `cause` is written: the cause is an earlier event of the same command, not
     /// itself a cascade's revocation, its range overlaps no other cause's, and the caused event
     /// has the cause's actor. A command that breaks one of these is a bug; it fails.
-    fn note_caused(&mut self, cause: i64, actor: &crate::domain::Actor, seq: i64) -> Result<()> {
+    fn note_caused(&mut self, cause: i64, actor: &crate::domain::Actor, revokes_session: bool, seq: i64) -> Result<()> {
         if cause < self.command_first_seq || cause >= seq {
             return Err(Error::internal(format!(
                 "event {seq} names as its cause {cause}, not an earlier event of its command"
@@ -230,13 +234,14 @@ impl<'c> Tx<'c> {
                 }
                 let kind = crate::domain::ActorKind::parse(&kind)
                     .ok_or_else(|| Error::internal(format!("event {cause} has an unknown actor kind")))?;
-                entry.insert(CausedRange { last: seq, actor: crate::domain::Actor::new(kind, id) })
+                entry.insert(CausedRange { last: seq, actor: crate::domain::Actor::new(kind, id), revoked_sessions: 0 })
             }
         };
         if range.actor != *actor {
             return Err(Error::internal(format!("event {seq} has another actor than its cause {cause}")));
         }
         range.last = seq;
+        range.revoked_sessions += i64::from(revokes_session);
         Ok(())
     }
 
@@ -246,13 +251,14 @@ impl<'c> Tx<'c> {
     /// caused event in its cause's command and the ranges apart, so a listing can walk them in
     /// order.
     pub(super) fn record_causes(&mut self) -> Result<()> {
-        for (cause, last) in std::mem::take(&mut self.last_caused).into_iter().map(|(c, r)| (c, r.last)) {
+        for (cause, range) in std::mem::take(&mut self.last_caused) {
             self.conn
                 .prepare_cached(
-                    "INSERT INTO audit_causes (cause_seq, last_seq) VALUES (?1, ?2)
-                     ON CONFLICT (cause_seq) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+                    "INSERT INTO audit_causes (cause_seq, last_seq, actor_id, revoked_sessions) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (cause_seq) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq),
+                         revoked_sessions = revoked_sessions + excluded.revoked_sessions",
                 )
-                .and_then(|mut st| st.execute([cause, last]))
+                .and_then(|mut st| st.execute(params![cause, range.last, range.actor.id, range.revoked_sessions]))
                 .map_err(db_error)?;
         }
         Ok(())

@@ -323,7 +323,9 @@ pub fn session_depth(tx: &Tx<'_>, id: SessionId) -> Result<i64> {
 pub fn last_event_for(tx: &Tx<'_>, subject_id: &str, actions: &[&str]) -> Result<Option<crate::audit::AuditEvent>> {
     use rusqlite::OptionalExtension;
     let sql = format!(
-        "SELECT {} FROM audit_events WHERE subject_id = ?1 AND {} AND action = ?2 ORDER BY seq DESC LIMIT 1",
+        // `+action`: the action index holds the same events (migration 0011) and would read every
+        // event of that action from the newest back; the subject's own are a handful.
+        "SELECT {} FROM audit_events WHERE subject_id = ?1 AND {} AND +action = ?2 ORDER BY seq DESC LIMIT 1",
         rows::AUDIT_COLUMNS,
         rows::INDEXED_EVENT
     );
@@ -572,7 +574,7 @@ pub fn last_disconnect_event(tx: &Tx<'_>, of: DelegationsOf) -> Result<Option<cr
         _ => return Ok(None),
     };
     let sql = format!(
-        "SELECT {} FROM audit_events WHERE subject_id = ?1 AND {} AND action = ?2 AND json_extract({}, ?3) = ?4
+        "SELECT {} FROM audit_events WHERE subject_id = ?1 AND {} AND +action = ?2 AND json_extract({}, ?3) = ?4
          ORDER BY seq DESC LIMIT 1",
         rows::AUDIT_COLUMNS,
         rows::INDEXED_EVENT,
