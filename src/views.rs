@@ -1,7 +1,7 @@
 //! In-memory views the writer keeps current after each commit: live sessions, credentials,
 //! and the bus of committed audit events.
 
-use std::collections::HashMap;
+use hashbrown::hash_table::{Entry, HashTable};
 use std::hash::{BuildHasher, Hash};
 use std::sync::RwLock;
 
@@ -12,26 +12,35 @@ use crate::domain::{CredentialId, SessionId, Timestamp};
 use crate::store::writer::EffectSink;
 use crate::store::{Effect, Withdrawn};
 
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Shard<K, V> = RwLock<HashTable<(K, V)>>;
 
 /// A map split into shards, each behind its own lock: readers of different sessions never
-/// contend, and a writer blocks only the one shard it touches.
+/// contend, and a writer blocks only the one shard it touches. A key is hashed once, for its
+/// shard and its place in the shard's table: the token caches are keyed by 1.4 KB of token text,
+/// and hashing it twice cost 2.2k of an authorize call's 45k instructions (docs/performance.md).
 pub struct Sharded<K, V> {
-    shards: Box<[RwLock<FastMap<K, V>>]>,
+    shards: Box<[Shard<K, V>]>,
     hasher: foldhash::fast::RandomState,
 }
 
 impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
     pub fn new(shards: usize) -> Self {
         Sharded {
-            shards: (0..shards.max(1)).map(|_| RwLock::new(FastMap::default())).collect(),
+            shards: (0..shards.max(1)).map(|_| RwLock::new(HashTable::new())).collect(),
             hasher: foldhash::fast::RandomState::default(),
         }
     }
 
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &RwLock<FastMap<K, V>> {
-        let i = (self.hasher.hash_one(key) as usize) % self.shards.len();
-        &self.shards[i]
+    /// The key's hash and its shard. A table places an entry by the hash's low bits and tags it
+    /// with the top 7, so the shard comes from bits in between: one shard's keys still spread
+    /// over its whole table.
+    fn locate<Q: Hash + ?Sized>(&self, key: &Q) -> (u64, &Shard<K, V>) {
+        let hash = self.hasher.hash_one(key);
+        (hash, &self.shards[((hash >> 32) as usize) % self.shards.len()])
+    }
+
+    fn rehash(&self) -> impl Fn(&(K, V)) -> u64 + '_ {
+        |(k, _)| self.hasher.hash_one(k)
     }
 
     pub fn get<Q>(&self, key: &Q) -> Option<V>
@@ -39,20 +48,38 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.shard(key).read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+        let (hash, shard) = self.locate(key);
+        let shard = shard.read().unwrap_or_else(|p| p.into_inner());
+        shard.find(hash, |(k, _)| k.borrow() == key).map(|(_, v)| v.clone())
     }
 
     pub fn insert(&self, key: K, value: V) {
-        self.shard(&key).write().unwrap_or_else(|p| p.into_inner()).insert(key, value);
+        let (hash, shard) = self.locate(&key);
+        let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
+        match shard.entry(hash, |(k, _)| *k == key, self.rehash()) {
+            Entry::Occupied(mut e) => e.get_mut().1 = value,
+            Entry::Vacant(e) => {
+                e.insert((key, value));
+            }
+        }
     }
 
     pub fn remove(&self, key: &K) {
-        self.shard(key).write().unwrap_or_else(|p| p.into_inner()).remove(key);
+        let (hash, shard) = self.locate(key);
+        let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
+        if let Ok(e) = shard.find_entry(hash, |(k, _)| k == key) {
+            e.remove();
+        }
     }
 
     /// Inserts unless the key is present; returns the value the map now holds for it.
     pub fn insert_if_absent(&self, key: K, value: V) -> V {
-        self.shard(&key).write().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert(value).clone()
+        let (hash, shard) = self.locate(&key);
+        let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
+        match shard.entry(hash, |(k, _)| *k == key, self.rehash()) {
+            Entry::Occupied(e) => e.get().1.clone(),
+            Entry::Vacant(e) => e.insert((key, value)).get().1.clone(),
+        }
     }
 
     /// Inserts, first evicting an arbitrary entry of the shard if it holds `cap` already.
@@ -60,14 +87,23 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
     where
         K: Clone,
     {
-        let mut shard = self.shard(&key).write().unwrap_or_else(|p| p.into_inner());
-        if shard.len() >= cap && !shard.contains_key(&key) {
-            // The map's iteration order is randomly seeded, so this is random eviction.
-            if let Some(victim) = shard.keys().next().cloned() {
-                shard.remove(&victim);
+        let (hash, shard) = self.locate(&key);
+        let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
+        if shard.len() >= cap && shard.find(hash, |(k, _)| *k == key).is_none() {
+            // Table order follows the randomly seeded hashes, so this is random eviction.
+            if let Some(victim) = shard.iter().next().map(|(k, _)| k.clone()) {
+                let victim_hash = self.hasher.hash_one(&victim);
+                if let Ok(e) = shard.find_entry(victim_hash, |(k, _)| *k == victim) {
+                    e.remove();
+                }
             }
         }
-        shard.insert(key, value);
+        match shard.entry(hash, |(k, _)| *k == key, self.rehash()) {
+            Entry::Occupied(mut e) => e.get_mut().1 = value,
+            Entry::Vacant(e) => {
+                e.insert((key, value));
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -81,7 +117,7 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
     /// Drops every entry for which `keep` is false.
     pub fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
         for shard in self.shards.iter() {
-            shard.write().unwrap_or_else(|p| p.into_inner()).retain(|k, v| keep(k, v));
+            shard.write().unwrap_or_else(|p| p.into_inner()).retain(|(k, v)| keep(k, v));
         }
     }
 }
@@ -228,6 +264,32 @@ impl EffectSink for Views {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sharded_map_finds_replaces_removes_and_bounds_its_entries() {
+        let map: Sharded<Box<str>, u32> = Sharded::new(4);
+        for i in 0..100 {
+            map.insert(format!("token-{i}").into(), i);
+        }
+        assert_eq!(map.len(), 100);
+        assert_eq!(map.get("token-42"), Some(42), "found by a borrowed &str");
+        map.insert("token-42".into(), 4200);
+        assert_eq!((map.get("token-42"), map.len()), (Some(4200), 100), "replaced, not added");
+        map.remove(&"token-42".into());
+        assert_eq!((map.get("token-42"), map.len()), (None, 99));
+        map.retain(|_, v| v % 2 == 0);
+        assert_eq!(map.len(), 49);
+        assert!((0..100).all(|i| map.get(format!("token-{i}").as_str()).is_some() == (i % 2 == 0 && i != 42)));
+
+        let bounded: Sharded<Box<str>, u32> = Sharded::new(1);
+        for i in 0..10 {
+            bounded.insert_bounded(format!("t{i}").into(), i, 4);
+            assert_eq!(bounded.get(format!("t{i}").as_str()), Some(i), "the new entry is kept");
+            assert!(bounded.len() <= 4, "at most the cap: {}", bounded.len());
+        }
+        bounded.insert_bounded("t9".into(), 90, 4);
+        assert_eq!((bounded.get("t9"), bounded.len()), (Some(90), 4), "a present key is replaced, nothing evicted");
+    }
 
     #[test]
     fn insert_if_absent_keeps_what_is_there() {
