@@ -388,37 +388,9 @@ pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Resu
         from_seq,
         before_seq,
     });
-    // The subject index, else the actor index, drives a query that could use several: they all
-    // hold the same events (migrations 0010 and 0011), and a `+` keeps SQLite off the others,
-    // which would read every event of an action to find one subject's.
-    let (actor_term, action_term) = match (&filter.subject, &filter.actor) {
-        (Some(_), _) => ("+actor_id = ?", "+action = ?"),
-        (None, Some(_)) => ("actor_id = ?", "+action = ?"),
-        (None, None) => ("actor_id = ?", "action = ?"),
-    };
-    let page = |q: &mut Select| {
-        q.and_if("seq > ?", after)
-            .and_if("seq < ?", before)
-            .and_if(actor_term, filter.actor.clone())
-            .and_if(action_term, filter.action.clone())
-            .and_if("cause_seq = ?", filter.cause_seq)
-            .and_if("at >= ?", filter.since.map(|t| t.millis()))
-            .and_if("at < ?", filter.until.map(|t| t.millis()));
-        q.sql.push_str(" ORDER BY seq LIMIT ?");
-        q.params.push(Value::Integer((limit + 1) as i64));
-    };
-    // By actor or action alone, the indexed events come from the partial indexes and a
-    // cascade's revocations from their triggers' ranges. With a subject, the subject index and
-    // that session's revoking event hold everything; with a cause, its seq range does.
-    let by_actor_or_action =
-        filter.subject.is_none() && filter.cause_seq.is_none() && (filter.actor.is_some() || filter.action.is_some());
-    let mut q = Select::new(rows::AUDIT_COLUMNS, "audit_events");
-    if let Some(subject) = &filter.subject {
-        q.and(SUBJECT_IN_INDEX, subject.clone());
-    } else if by_actor_or_action {
-        q.and_static(rows::INDEXED_EVENT);
-    }
-    page(&mut q);
+    let by_actor_or_action = by_actor_or_action(filter);
+    let page = AuditPage { filter, after, before, limit };
+    let q = page.indexed_select();
     let mut items = q.rows(conn, rows::audit_event)?;
     if by_actor_or_action && filter.action.as_deref().is_none_or(|a| a == "session.revoked") {
         // Only what could still make the page: below the last indexed event read, if it filled it.
@@ -440,7 +412,7 @@ pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Resu
         let mut revoked = Select::new(rows::AUDIT_COLUMNS, "audit_events");
         revoked.and(SUBJECT_REVOKED_BY_CASCADE, subject.clone());
         revoked.params.push(text(subject));
-        page(&mut revoked);
+        page.terms(&mut revoked);
         for event in revoked.rows(conn, rows::audit_event)? {
             let at = items.partition_point(|e| e.seq < event.seq);
             items.insert(at, event);
@@ -453,6 +425,56 @@ pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Resu
         None
     };
     Ok(Page { items, next_cursor })
+}
+
+/// Whether a listing reads a cascade's revocations from their triggers' ranges: by actor or
+/// action alone. With a subject, the subject index and that session's revoking event hold
+/// everything; with a cause, its seq range does.
+fn by_actor_or_action(filter: &AuditFilter) -> bool {
+    filter.subject.is_none() && filter.cause_seq.is_none() && (filter.actor.is_some() || filter.action.is_some())
+}
+
+/// One page of a listing: its filter and the seq bounds worked out for it.
+struct AuditPage<'f> {
+    filter: &'f AuditFilter,
+    after: Option<i64>,
+    before: Option<i64>,
+    limit: usize,
+}
+
+impl AuditPage<'_> {
+    /// The query of the events the secondary indexes hold (all of them when no index is needed).
+    fn indexed_select(&self) -> Select {
+        let mut q = Select::new(rows::AUDIT_COLUMNS, "audit_events");
+        if let Some(subject) = &self.filter.subject {
+            q.and(SUBJECT_IN_INDEX, subject.clone());
+        } else if by_actor_or_action(self.filter) {
+            q.and_static(rows::INDEXED_EVENT);
+        }
+        self.terms(&mut q);
+        q
+    }
+
+    /// The page's filter terms, order and limit, added to `q`.
+    fn terms(&self, q: &mut Select) {
+        // The subject index, else the actor index, drives a query that could use several: they
+        // all hold the same events (migrations 0010 and 0011), and a `+` keeps SQLite off the
+        // others, which would read every event of an action to find one subject's.
+        let (actor_term, action_term) = match (&self.filter.subject, &self.filter.actor) {
+            (Some(_), _) => ("+actor_id = ?", "+action = ?"),
+            (None, Some(_)) => ("actor_id = ?", "+action = ?"),
+            (None, None) => ("actor_id = ?", "action = ?"),
+        };
+        q.and_if("seq > ?", self.after)
+            .and_if("seq < ?", self.before)
+            .and_if(actor_term, self.filter.actor.clone())
+            .and_if(action_term, self.filter.action.clone())
+            .and_if("cause_seq = ?", self.filter.cause_seq)
+            .and_if("at >= ?", self.filter.since.map(|t| t.millis()))
+            .and_if("at < ?", self.filter.until.map(|t| t.millis()));
+        q.sql.push_str(" ORDER BY seq LIMIT ?");
+        q.params.push(Value::Integer((self.limit + 1) as i64));
+    }
 }
 
 /// Where [`cascade_revocations`] looks: seq after `after` and before `before`, `at` in the window.
@@ -977,15 +999,32 @@ mod tests {
             assert!(!steps.iter().any(|step| step.starts_with("SCAN") || step.contains("TEMP B-TREE")), "{steps:?}");
         }
 
-        // With a subject, the subject index drives, even with an actor or action that a
-        // partial index of the same events also covers.
-        for (query, n) in [
-            (format!("SELECT seq FROM audit_events WHERE {SUBJECT_IN_INDEX} AND +action = ? ORDER BY seq LIMIT 10"), 2),
-            (format!("SELECT seq FROM audit_events WHERE {SUBJECT_IN_INDEX} AND +actor_id = ? AND +action = ? ORDER BY seq LIMIT 10"), 3),
+        // The listing's own query, for each shape: with a subject the subject index drives,
+        // then the actor index, then the action index.
+        let text = |t: &str| Some(t.to_owned());
+        for (filter, index) in [
+            (AuditFilter { subject: text("s"), action: text("a"), ..Default::default() }, "audit_by_subject"),
+            (AuditFilter { subject: text("s"), actor: text("x"), ..Default::default() }, "audit_by_subject"),
+            (
+                AuditFilter { subject: text("s"), actor: text("x"), action: text("a"), ..Default::default() },
+                "audit_by_subject",
+            ),
+            (AuditFilter { actor: text("x"), action: text("a"), ..Default::default() }, "audit_by_actor"),
+            (AuditFilter { actor: text("x"), ..Default::default() }, "audit_by_actor"),
+            (AuditFilter { action: text("a"), ..Default::default() }, "audit_by_action"),
         ] {
-            let steps = plan(&conn, &query, &vec![Value::Text("x".into()); n]);
-            assert!(seeks(&steps, "audit_by_subject"), "{steps:?}");
+            let q = AuditPage { filter: &filter, after: Some(5), before: None, limit: 10 }.indexed_select();
+            let steps = plan(&conn, &q.sql, &q.params);
+            assert!(seeks(&steps, index), "{filter:?}: {steps:?}");
+            assert!(!steps.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {steps:?}");
         }
+        // And the writer's lookups of a subject's latest event of an action.
+        let params = [Value::Text("s".into()), Value::Text("a".into())];
+        let steps = plan(&conn, &crate::store::writes::LAST_EVENT_FOR, &params);
+        assert!(seeks(&steps, "audit_by_subject"), "{steps:?}");
+        let params = [params[0].clone(), params[1].clone(), Value::Text("$.k".into()), Value::Text("v".into())];
+        let steps = plan(&conn, &crate::store::writes::LAST_DISCONNECT, &params);
+        assert!(seeks(&steps, "audit_by_subject"), "{steps:?}");
     }
 
     #[test]
@@ -1088,6 +1127,8 @@ mod tests {
             (5, "cred_b", "credential.revoked", None),
             (6, "cred_b", "webhook.deleted", Some(5)),
             (7, "cred_b", "session.revoked", None),
+            (8, "cred_a", "user.disabled", None),
+            (9, "cred_a", "session.revoked", Some(8)),
         ] {
             conn.execute(
                 "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
@@ -1105,7 +1146,10 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        assert_eq!(causes, [(1, 4, "cred_a".to_owned(), 2), (5, 6, "cred_b".to_owned(), 0)]);
+        assert_eq!(
+            causes,
+            [(1, 4, "cred_a".to_owned(), 2), (5, 6, "cred_b".to_owned(), 0), (8, 9, "cred_a".to_owned(), 1)]
+        );
         let listed = |actor: Option<&str>, action: Option<&str>, limit: usize| -> Vec<i64> {
             let mut filter = AuditFilter {
                 actor: actor.map(str::to_owned),
@@ -1123,9 +1167,9 @@ mod tests {
             }
         };
         for limit in [1, 2, 100] {
-            assert_eq!(listed(None, Some("session.revoked"), limit), [2, 3, 7]);
-            assert_eq!(listed(Some("cred_a"), None, limit), [1, 2, 3, 4]);
-            assert_eq!(listed(Some("cred_a"), Some("session.revoked"), limit), [2, 3]);
+            assert_eq!(listed(None, Some("session.revoked"), limit), [2, 3, 7, 9]);
+            assert_eq!(listed(Some("cred_a"), None, limit), [1, 2, 3, 4, 8, 9]);
+            assert_eq!(listed(Some("cred_a"), Some("session.revoked"), limit), [2, 3, 9]);
             assert_eq!(listed(Some("cred_b"), Some("session.revoked"), limit), [7]);
             assert_eq!(listed(Some("cred_b"), None, limit), [5, 6, 7]);
         }

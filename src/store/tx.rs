@@ -226,7 +226,9 @@ impl<'c> Tx<'c> {
                     ))
                     .and_then(|mut st| st.query_row([cause], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
                     .map_err(db_error)?;
-                // Listings find an actor's triggers in `audit_by_actor`, which leaves these out.
+                // A cascade's revocation is in no secondary index and is itself found through its
+                // trigger's range: as a trigger, its own range would be found through it, which
+                // no listing does.
                 if !indexed {
                     return Err(Error::internal(format!(
                         "event {seq} names a cascade's revocation ({cause}) as its cause"
@@ -234,7 +236,12 @@ impl<'c> Tx<'c> {
                 }
                 let kind = crate::domain::ActorKind::parse(&kind)
                     .ok_or_else(|| Error::internal(format!("event {cause} has an unknown actor kind")))?;
-                entry.insert(CausedRange { last: seq, actor: crate::domain::Actor::new(kind, id), revoked_sessions: 0 })
+                let cause_actor = crate::domain::Actor::new(kind, id);
+                // Checked before the range is kept, so a refused event leaves no trace of it.
+                if cause_actor != *actor {
+                    return Err(Error::internal(format!("event {seq} has another actor than its cause {cause}")));
+                }
+                entry.insert(CausedRange { last: seq, actor: cause_actor, revoked_sessions: 0 })
             }
         };
         if range.actor != *actor {

@@ -317,19 +317,23 @@ pub fn session_depth(tx: &Tx<'_>, id: SessionId) -> Result<i64> {
         .map_err(db_error)
 }
 
+/// A subject's latest event of an action. `+action`: the action index holds the same events
+/// (migration 0011), and SQLite would pick it and read every event of that action from the
+/// newest back; the subject's own are a handful.
+pub(super) static LAST_EVENT_FOR: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM audit_events WHERE subject_id = ?1 AND {} AND +action = ?2 ORDER BY seq DESC LIMIT 1",
+        rows::AUDIT_COLUMNS,
+        rows::INDEXED_EVENT
+    )
+});
+
 /// The latest event with one of `actions` on `subject`: what an idempotent repeat points back to.
 /// A session a cascade revoked is not found here: its revoking event is its `revoked_by_seq`
 /// ([`audit_event_at`]).
 pub fn last_event_for(tx: &Tx<'_>, subject_id: &str, actions: &[&str]) -> Result<Option<crate::audit::AuditEvent>> {
     use rusqlite::OptionalExtension;
-    let sql = format!(
-        // `+action`: the action index holds the same events (migration 0011) and would read every
-        // event of that action from the newest back; the subject's own are a handful.
-        "SELECT {} FROM audit_events WHERE subject_id = ?1 AND {} AND +action = ?2 ORDER BY seq DESC LIMIT 1",
-        rows::AUDIT_COLUMNS,
-        rows::INDEXED_EVENT
-    );
-    let mut st = tx.conn().prepare_cached(&sql).map_err(db_error)?;
+    let mut st = tx.conn().prepare_cached(&LAST_EVENT_FOR).map_err(db_error)?;
     let mut latest: Option<crate::audit::AuditEvent> = None;
     for action in actions {
         let found = st.query_row(params![subject_id, action], rows::audit_event).optional().map_err(db_error)?;
@@ -565,6 +569,18 @@ pub fn ever_delegated(tx: &Tx<'_>, of: DelegationsOf) -> Result<bool> {
         .map_err(db_error)
 }
 
+/// A user's latest disconnect event of an action (`?2`) whose details name `?4` at `?3`; the
+/// subject index drives it, as in [`LAST_EVENT_FOR`].
+pub(super) static LAST_DISCONNECT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM audit_events WHERE subject_id = ?1 AND {} AND +action = ?2 AND json_extract({}, ?3) = ?4
+         ORDER BY seq DESC LIMIT 1",
+        rows::AUDIT_COLUMNS,
+        rows::INDEXED_EVENT,
+        rows::AUDIT_DETAILS
+    )
+});
+
 /// The latest disconnect of this very agent or integration by this user.
 pub fn last_disconnect_event(tx: &Tx<'_>, of: DelegationsOf) -> Result<Option<crate::audit::AuditEvent>> {
     use rusqlite::OptionalExtension;
@@ -573,15 +589,8 @@ pub fn last_disconnect_event(tx: &Tx<'_>, of: DelegationsOf) -> Result<Option<cr
         DelegationsOf::UserIntegration(u, i) => ("user.integration_disconnected", "$.integration_id", u, i.to_string()),
         _ => return Ok(None),
     };
-    let sql = format!(
-        "SELECT {} FROM audit_events WHERE subject_id = ?1 AND {} AND +action = ?2 AND json_extract({}, ?3) = ?4
-         ORDER BY seq DESC LIMIT 1",
-        rows::AUDIT_COLUMNS,
-        rows::INDEXED_EVENT,
-        rows::AUDIT_DETAILS
-    );
     tx.conn()
-        .prepare_cached(&sql)
+        .prepare_cached(&LAST_DISCONNECT)
         .and_then(|mut st| st.query_row(params![user.to_string(), action, key, other], rows::audit_event).optional())
         .map_err(db_error)
 }

@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
+use tether::domain::Timestamp;
+
 use crate::helpers::*;
 
 /// Every event, in seq order, read through unfiltered pages.
@@ -78,22 +80,48 @@ async fn listings_by_actor_and_by_action_hold_what_the_whole_log_does_at_every_p
     for action in &actions {
         queries.push((format!("action={action}"), seqs_where(&log, |e| e["action"] == action.as_str())));
     }
-    // Starting inside a cascade: the first revocation of the user's, and just after the trigger.
-    let inside = caused_revocations[caused_revocations.len() / 2];
-    for after in [inside - 1, inside, inside + 1] {
-        queries.push((
-            format!("action=session.revoked&after_seq={after}"),
-            seqs_where(&log, |e| e["action"] == "session.revoked" && e["seq"].as_i64() > Some(after)),
-        ));
-        // The cascade's own actor, and the others, whose ranges lie elsewhere.
-        for actor in &actors {
+    // Cursors around every trigger and every range's last event, for every actor and by action.
+    let mut triggers: BTreeSet<i64> = BTreeSet::new();
+    let mut lasts: BTreeSet<i64> = BTreeSet::new();
+    for cause in log.iter().filter_map(|e| e["cause_seq"].as_i64()) {
+        triggers.insert(cause);
+        lasts.insert(seqs_where(&log, |e| e["cause_seq"] == cause).into_iter().max().expect("caused"));
+    }
+    for edge in triggers.iter().chain(&lasts) {
+        for after in [edge - 1, *edge, edge + 1] {
+            let later = |e: &Value| e["seq"].as_i64() > Some(after);
             queries.push((
-                format!("actor={actor}&after_seq={after}"),
-                seqs_where(&log, |e| e["actor"]["id"] == actor.as_str() && e["seq"].as_i64() > Some(after)),
+                format!("action=session.revoked&after_seq={after}"),
+                seqs_where(&log, |e| later(e) && e["action"] == "session.revoked"),
             ));
+            for actor in &actors {
+                queries.push((
+                    format!("actor={actor}&after_seq={after}"),
+                    seqs_where(&log, |e| later(e) && e["actor"]["id"] == actor.as_str()),
+                ));
+            }
         }
     }
-    assert!(queries.iter().any(|(_, expected)| expected.iter().any(|s| caused_revocations.contains(s))));
+    // Time windows: a third of the log to two thirds, by the events' own times.
+    let at = |e: &Value| Timestamp::parse_rfc3339(e["at"].as_str().expect("at")).expect("an RFC 3339 time");
+    let (from, to) = (&log[log.len() / 3], &log[2 * log.len() / 3]);
+    let window = format!(
+        "since={}&until={}",
+        from["at"].as_str().expect("at").replace('+', "%2B"),
+        to["at"].as_str().expect("at").replace('+', "%2B")
+    );
+    assert!(at(from) < at(to), "the scene's events span more than one millisecond");
+    let within = |e: &Value| at(e) >= at(from) && at(e) < at(to);
+    queries.push((
+        format!("action=session.revoked&{window}"),
+        seqs_where(&log, |e| within(e) && e["action"] == "session.revoked"),
+    ));
+    for actor in &actors {
+        queries.push((
+            format!("actor={actor}&{window}"),
+            seqs_where(&log, |e| within(e) && e["actor"]["id"] == actor.as_str()),
+        ));
+    }
     for (query, expected) in &queries {
         for limit in [1, 2, 3, 7, 1000] {
             assert_eq!(&listed(&app, query, limit).await, expected, "{query}, {limit} at a time");
