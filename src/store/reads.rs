@@ -1139,13 +1139,7 @@ mod tests {
             .unwrap();
         }
         apply(&mut conn, MIGRATIONS).unwrap();
-        let causes: Vec<(i64, i64, String, i64)> = conn
-            .prepare("SELECT cause_seq, last_seq, actor_id, revoked_sessions FROM audit_causes ORDER BY cause_seq")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let causes = crate::store::query_plan::audit_causes(&conn);
         assert_eq!(
             causes,
             [(1, 4, "cred_a".to_owned(), 2), (5, 6, "cred_b".to_owned(), 0), (8, 9, "cred_a".to_owned(), 1)]

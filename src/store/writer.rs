@@ -477,13 +477,7 @@ mod tests {
             .unwrap();
         assert_eq!(count_events(&path), before + 4);
         let conn = open_connection(&path, true).unwrap();
-        let causes: Vec<(i64, i64, String, i64)> = conn
-            .prepare("SELECT cause_seq, last_seq, actor_id, revoked_sessions FROM audit_causes ORDER BY cause_seq")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let causes = crate::store::query_plan::audit_causes(&conn);
         assert_eq!(
             causes,
             [(before + 1, before + 2, "tether".to_owned(), 1), (before + 3, before + 4, "cred_admin".to_owned(), 1)],

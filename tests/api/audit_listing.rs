@@ -87,41 +87,34 @@ async fn listings_by_actor_and_by_action_hold_what_the_whole_log_does_at_every_p
         triggers.insert(cause);
         lasts.insert(seqs_where(&log, |e| e["cause_seq"] == cause).into_iter().max().expect("caused"));
     }
+    // A listing of cascade revocations and one per actor, each narrowed by `extra` (kept by `keep`).
+    let mut narrowed = |extra: &str, keep: &dyn Fn(&Value) -> bool| {
+        queries.push((
+            format!("action=session.revoked&{extra}"),
+            seqs_where(&log, |e| keep(e) && e["action"] == "session.revoked"),
+        ));
+        for actor in &actors {
+            queries.push((
+                format!("actor={actor}&{extra}"),
+                seqs_where(&log, |e| keep(e) && e["actor"]["id"] == actor.as_str()),
+            ));
+        }
+    };
     for edge in triggers.iter().chain(&lasts) {
         for after in [edge - 1, *edge, edge + 1] {
-            let later = |e: &Value| e["seq"].as_i64() > Some(after);
-            queries.push((
-                format!("action=session.revoked&after_seq={after}"),
-                seqs_where(&log, |e| later(e) && e["action"] == "session.revoked"),
-            ));
-            for actor in &actors {
-                queries.push((
-                    format!("actor={actor}&after_seq={after}"),
-                    seqs_where(&log, |e| later(e) && e["actor"]["id"] == actor.as_str()),
-                ));
-            }
+            narrowed(&format!("after_seq={after}"), &|e| e["seq"].as_i64() > Some(after));
         }
     }
     // Time windows: a third of the log to two thirds, by the events' own times.
     let at = |e: &Value| Timestamp::parse_rfc3339(e["at"].as_str().expect("at")).expect("an RFC 3339 time");
     let (from, to) = (&log[log.len() / 3], &log[2 * log.len() / 3]);
+    assert!(at(from) < at(to), "the scene's events span more than one millisecond");
     let window = format!(
         "since={}&until={}",
         from["at"].as_str().expect("at").replace('+', "%2B"),
         to["at"].as_str().expect("at").replace('+', "%2B")
     );
-    assert!(at(from) < at(to), "the scene's events span more than one millisecond");
-    let within = |e: &Value| at(e) >= at(from) && at(e) < at(to);
-    queries.push((
-        format!("action=session.revoked&{window}"),
-        seqs_where(&log, |e| within(e) && e["action"] == "session.revoked"),
-    ));
-    for actor in &actors {
-        queries.push((
-            format!("actor={actor}&{window}"),
-            seqs_where(&log, |e| within(e) && e["actor"]["id"] == actor.as_str()),
-        ));
-    }
+    narrowed(&window, &|e| at(e) >= at(from) && at(e) < at(to));
     for (query, expected) in &queries {
         for limit in [1, 2, 3, 7, 1000] {
             assert_eq!(&listed(&app, query, limit).await, expected, "{query}, {limit} at a time");
