@@ -370,8 +370,9 @@ pub struct AuditFilter {
 }
 
 pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Result<Page<AuditEvent>> {
-    // One snapshot for the bisect and both subject queries: an event committed between them
-    // could otherwise be left off a page, and a client paging by cursor would never see it.
+    // One snapshot for the bisect and every query of the page (the subject's revoking event,
+    // the walk over triggers): an event committed between them could otherwise be left off a
+    // page, and a client paging by cursor would never see it.
     let _snapshot = conn.unchecked_transaction().map_err(db_error)?;
     let (from_seq, before_seq) = time_as_seq(conn, filter.since, filter.until)?;
     let caused_up_to = match filter.cause_seq {
