@@ -226,9 +226,9 @@ impl<'c> Tx<'c> {
                     ))
                     .and_then(|mut st| st.query_row([cause], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
                     .map_err(db_error)?;
-                // A cascade's revocation is in no secondary index and is itself found through its
-                // trigger's range: as a trigger, its own range would be found through it, which
-                // no listing does.
+                // Every trigger tether writes is an event of its own. A cascade's revocation as a
+                // cause would nest one cascade's range in another's, a shape no listing has been
+                // checked against, so it is refused rather than half supported.
                 if !indexed {
                     return Err(Error::internal(format!(
                         "event {seq} names a cascade's revocation ({cause}) as its cause"
