@@ -51,6 +51,9 @@ impl PlainVisitor {
     /// terminal control sequences they may carry and lists an error's sources. `Writer::new`
     /// escapes, as the subscriber tether installs does.
     fn as_default(&mut self, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
+        if self.result.is_err() {
+            return;
+        }
         let mut visitor = DefaultVisitor::new(Writer::new(&mut self.text), self.first);
         record(&mut visitor);
         self.result = visitor.finish();
@@ -61,27 +64,23 @@ impl PlainVisitor {
 impl Visit for PlainVisitor {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            if self.result.is_ok() {
-                self.as_default(|v| v.record_str(field, value));
-            }
+            self.as_default(|v| v.record_str(field, value));
         } else {
             self.record_debug(field, &value)
         }
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        if self.result.is_ok() {
-            self.as_default(|v| v.record_error(field, value));
-        }
+        self.as_default(|v| v.record_error(field, value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.result.is_err() {
-            return;
-        }
         let name = field.name();
         if name == "message" {
             return self.as_default(|v| v.record_debug(field, value));
+        }
+        if self.result.is_err() {
+            return;
         }
         // What tracing-log adds to a `log` record; the default format leaves it out too.
         if name.starts_with("log.") {

@@ -55,7 +55,11 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
 
     pub fn insert(&self, key: K, value: V) {
         let (hash, shard) = self.locate(&key);
-        let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
+        self.put(&mut shard.write().unwrap_or_else(|p| p.into_inner()), hash, key, value);
+    }
+
+    /// Sets `key`'s value in a shard already locked, replacing any.
+    fn put(&self, shard: &mut HashTable<(K, V)>, hash: u64, key: K, value: V) {
         match shard.entry(hash, |(k, _)| *k == key, self.rehash()) {
             Entry::Occupied(mut e) => e.get_mut().1 = value,
             Entry::Vacant(e) => {
@@ -98,12 +102,7 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
                 }
             }
         }
-        match shard.entry(hash, |(k, _)| *k == key, self.rehash()) {
-            Entry::Occupied(mut e) => e.get_mut().1 = value,
-            Entry::Vacant(e) => {
-                e.insert((key, value));
-            }
-        }
+        self.put(&mut shard, hash, key, value);
     }
 
     pub fn len(&self) -> usize {

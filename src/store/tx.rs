@@ -214,41 +214,40 @@ impl<'c> Tx<'c> {
         if overlaps {
             return Err(Error::internal(format!("the events caused by {cause} would overlap another cause's")));
         }
-        let range = match self.last_caused.entry(cause) {
-            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::btree_map::Entry::Vacant(entry) => {
-                let (kind, id, indexed): (String, String, bool) = self
-                    .conn
-                    .prepare_cached(concat!(
-                        "SELECT actor_kind, actor_id, ",
-                        super::rows::indexed_event!(),
-                        " FROM audit_events WHERE seq = ?1"
-                    ))
-                    .and_then(|mut st| st.query_row([cause], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
-                    .map_err(db_error)?;
-                // Every trigger tether writes is an event of its own. A cascade's revocation as a
-                // cause would nest one cascade's range in another's, a shape no listing has been
-                // checked against, so it is refused rather than half supported.
-                if !indexed {
-                    return Err(Error::internal(format!(
-                        "event {seq} names a cascade's revocation ({cause}) as its cause"
-                    )));
-                }
-                let kind = crate::domain::ActorKind::parse(&kind)
-                    .ok_or_else(|| Error::internal(format!("event {cause} has an unknown actor kind")))?;
-                let cause_actor = crate::domain::Actor::new(kind, id);
-                // Checked before the range is kept, so a refused event leaves no trace of it.
-                if cause_actor != *actor {
-                    return Err(Error::internal(format!("event {seq} has another actor than its cause {cause}")));
-                }
-                entry.insert(CausedRange { last: seq, actor: cause_actor, revoked_sessions: 0 })
+        let another_actor = || Error::internal(format!("event {seq} has another actor than its cause {cause}"));
+        if let Some(range) = self.last_caused.get_mut(&cause) {
+            if range.actor != *actor {
+                return Err(another_actor());
             }
-        };
-        if range.actor != *actor {
-            return Err(Error::internal(format!("event {seq} has another actor than its cause {cause}")));
+            range.last = seq;
+            range.revoked_sessions += i64::from(revokes_session);
+            return Ok(());
         }
-        range.last = seq;
-        range.revoked_sessions += i64::from(revokes_session);
+        // The first event of this cause: the cause's own row says whose it is. Everything is
+        // checked before the range is kept, so a refused event leaves no trace of it.
+        let (kind, id, indexed): (String, String, bool) = self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT actor_kind, actor_id, ",
+                super::rows::indexed_event!(),
+                " FROM audit_events WHERE seq = ?1"
+            ))
+            .and_then(|mut st| st.query_row([cause], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+            .map_err(db_error)?;
+        // Every trigger tether writes is an event of its own. A cascade's revocation as a cause
+        // would nest one cascade's range in another's, a shape no listing has been checked
+        // against, so it is refused rather than half supported.
+        if !indexed {
+            return Err(Error::internal(format!("event {seq} names a cascade's revocation ({cause}) as its cause")));
+        }
+        let kind = crate::domain::ActorKind::parse(&kind)
+            .ok_or_else(|| Error::internal(format!("event {cause} has an unknown actor kind")))?;
+        let cause_actor = crate::domain::Actor::new(kind, id);
+        if cause_actor != *actor {
+            return Err(another_actor());
+        }
+        let revoked_sessions = i64::from(revokes_session);
+        self.last_caused.insert(cause, CausedRange { last: seq, actor: cause_actor, revoked_sessions });
         Ok(())
     }
 

@@ -13,13 +13,18 @@ impl Drop for Running {
     }
 }
 
+/// `tether serve --workers N` on port 0 with a data directory in `dir`.
+fn serve_with_workers(dir: &tempfile::TempDir, workers: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+    command.args(["serve", "--workers", workers, "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path());
+    command
+}
+
 #[test]
 fn serve_runs_the_number_of_worker_threads_asked_for_and_answers() {
     let dir = tempfile::tempdir().unwrap();
     // Three: unlike one or two, not what one-per-CPU gives on the machines this runs on.
-    let child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--workers", "3", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
+    let child = serve_with_workers(&dir, "3")
         .env("TETHER_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -51,11 +56,7 @@ fn serve_runs_the_number_of_worker_threads_asked_for_and_answers() {
 #[test]
 fn serve_refuses_zero_worker_threads_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--workers", "0", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .expect("run tether serve");
+    let output = serve_with_workers(&dir, "0").output().expect("run tether serve");
     assert_eq!(output.status.code(), Some(2), "a usage error");
     assert!(String::from_utf8_lossy(&output.stderr).contains("--workers"), "{output:?}");
 }
