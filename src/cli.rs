@@ -3,10 +3,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
 use tether::domain::{Error, Role, RoleKind};
+use tether::instance_lock::{InstanceLock, LockError};
 use tether::tokens::{KeyPurpose, KeyRing};
 use tether::{App, Config};
 
@@ -47,6 +49,12 @@ enum Command {
         /// sharing the host, which keeps them from preempting tether mid-request.
         #[arg(long, env = "TETHER_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
         workers: Option<u16>,
+        /// When another `tether serve` holds the data directory, wait up to this many seconds
+        /// for it to exit and take over at once (for deploys: start the new process, then
+        /// SIGTERM the old one). Without it, a held directory stops this process.
+        #[arg(long, env = "TETHER_WAIT_FOR_LOCK", value_name = "SECONDS", default_value_t = 0,
+              value_parser = clap::value_parser!(u64).range(0..=86_400))]
+        wait_for_lock: u64,
     },
     /// Read and check the audit log of a (possibly stopped) instance.
     Audit {
@@ -166,6 +174,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             token_ttl,
             webhooks_allow_private,
             workers: _,
+            wait_for_lock,
         } => {
             let mut config = Config::new(data_dir);
             config.webhooks.allow_private_addresses = webhooks_allow_private;
@@ -173,7 +182,14 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             config.limits.default_session_ttl_seconds = default_session_ttl;
             config.limits.max_session_depth = max_session_depth;
             config.limits.access_token_ttl_seconds = token_ttl;
-            serve(config, &listen).await
+            let lock = match lock_data_dir(&config.data_dir, Duration::from_secs(wait_for_lock)).await {
+                Ok(lock) => lock,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(DATA_DIR_IN_USE));
+                }
+            };
+            serve(config, &listen, lock).await
         }
         Command::Audit { command: AuditCommand::Verify { data_dir } } => {
             let readers = open_readers(&data_dir)?;
@@ -296,7 +312,40 @@ fn open_readers(data_dir: &std::path::Path) -> Result<tether::store::ReadPool, E
     tether::store::ReadPool::open(&db, 1)
 }
 
-async fn serve(config: Config, listen: &str) -> Result<ExitCode, Error> {
+/// The exit code of a `serve` that did not get its data directory (another instance holds it).
+const DATA_DIR_IN_USE: u8 = 3;
+
+/// Takes the data directory for this process, waiting up to `wait` for a running instance to
+/// exit, with progress on stderr.
+async fn lock_data_dir(dir: &std::path::Path, wait: Duration) -> Result<InstanceLock, LockError> {
+    let dir = dir.to_owned();
+    let waiting = move || {
+        if wait.is_zero() {
+            return InstanceLock::acquire(&dir);
+        }
+        let mut told = false;
+        let lock = InstanceLock::acquire_waiting(&dir, wait, Duration::from_secs(5), |w| {
+            let holder = w.holder.as_ref().map_or_else(|| "its holder".to_owned(), |h| h.to_string());
+            if told {
+                eprintln!("still waiting for {} ({:.0?} of {:.0?})", w.dir.display(), w.waited, w.limit);
+            } else {
+                eprintln!("waiting up to {:.0?} for {} to be released by {holder}", w.limit, w.dir.display());
+                told = true;
+            }
+        })?;
+        if told {
+            eprintln!("took over {}", dir.display());
+        }
+        Ok(lock)
+    };
+    match tokio::task::spawn_blocking(waiting).await {
+        Ok(outcome) => outcome,
+        Err(e) => Err(LockError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) }),
+    }
+}
+
+async fn serve(config: Config, listen: &str, mut lock: InstanceLock) -> Result<ExitCode, Error> {
+    let locked_at = Instant::now();
     let app = App::open(&config).await?;
     if let Some(credential) = &app.first_admin_credential {
         println!("First start: created {} with an admin credential.", config.data_dir.display());
@@ -307,13 +356,18 @@ async fn serve(config: Config, listen: &str) -> Result<ExitCode, Error> {
         .await
         .map_err(|e| Error::invalid(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(Error::internal)?;
+    lock.set_listening(&addr.to_string()).map_err(Error::internal)?;
+    let ready_ms = locked_at.elapsed().as_millis();
     // On stdout, so scripts that start tether on port 0 can read where it listens.
     println!("tether listening on http://{addr}");
     let _ = std::io::Write::flush(&mut std::io::stdout());
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), workers, "tether listening");
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), workers, ready_ms, "tether listening");
     app.serve(listener, shutdown_signal()).await.map_err(Error::internal)?;
     tracing::info!("tether stopped");
+    // Held until here: the directory is released only once nothing more is answered or written.
+    drop(app);
+    drop(lock);
     Ok(ExitCode::SUCCESS)
 }
 

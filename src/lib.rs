@@ -15,6 +15,7 @@
 //! - [`events`]: what relying services receive (CAEP bodies) and webhook delivery.
 //! - [`api`]: the HTTP API (axum), one module per resource.
 //! - [`server`]: the HTTP/1.1 accept loop (header deadline, graceful shutdown).
+//! - [`instance_lock`]: one `tether serve` per data directory.
 //! - [`last_seen`], [`metrics`], [`clock`], [`logging`]: supporting pieces.
 
 pub mod api;
@@ -23,6 +24,7 @@ pub mod authorize;
 pub mod clock;
 pub mod domain;
 pub mod events;
+pub mod instance_lock;
 pub mod last_seen;
 pub mod logging;
 pub mod metrics;
@@ -107,15 +109,8 @@ impl App {
             Some(dir) => Policy::load_dir(dir)?,
             None => Policy::parse(tokens::policy::DEFAULT_AGENT_POLICY, "(built in) policies/agent.datalog")?,
         };
-        let new_dir = !config.data_dir.exists();
-        std::fs::create_dir_all(&config.data_dir)
+        create_private_dir(&config.data_dir)
             .map_err(|e| Error::internal(format!("create data dir {}: {e}", config.data_dir.display())))?;
-        // The directory holds the database (user ids, IPs, user agents), the keys and the first
-        // admin credential: owner only, when tether creates it.
-        if new_dir {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
-        }
         let keys_dir = config.data_dir.join("keys");
         let agent_keys = Arc::new(KeyRing::load_or_create(&keys_dir, KeyPurpose::Agent)?);
         let api_keys = Arc::new(KeyRing::load_or_create(&keys_dir, KeyPurpose::Api)?);
@@ -353,4 +348,12 @@ fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
     }
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(failed)?;
     file.write_all(contents).map_err(failed)
+}
+
+/// Creates `dir` (and missing parents) readable by its owner only; an existing directory keeps
+/// its permissions. The data directory holds the database (user ids, IPs, user agents), the keys
+/// and the first admin credential.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }

@@ -13,6 +13,7 @@ mod cascades;
 mod coverage;
 mod durability;
 mod input;
+mod instance;
 mod invariant;
 mod propagation;
 mod races;
