@@ -111,7 +111,7 @@ fn main() {
     let mut pool = TokenPool { services: services.clone(), claims: claims.clone(), next: 0 };
     // Memory per cached token, first, on a fresh heap: fill the empty cache with fresh tokens
     // (minted before the measurement) and compare resident memory before and after.
-    let fill = pool.take(tether::authorize::TOKEN_CACHE_CAPACITY);
+    let fill = pool.take(20_000);
     let before = support::rss_bytes();
     for t in &fill {
         black_box(authorizer.authorize(&Request { token: t, scope: &scope, resource: None }).reason);
@@ -161,6 +161,7 @@ fn main() {
         reading,
         services.views.clone(),
         services.clock.clone(),
+        tether::authorize::DEFAULT_TOKEN_CACHE_BYTES,
     );
     bench_new_resource_each_call(&mut group, "cached_policy_run", &policy_runner, &token, &scope, &resources);
 

@@ -49,6 +49,11 @@ enum Command {
         /// sharing the host, which keeps them from preempting tether mid-request.
         #[arg(long, env = "TETHER_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
         workers: Option<u16>,
+        /// Memory for verified tokens, in MiB: about 1 KiB per token decided from its claims
+        /// (1,000 tokens per MiB), more for tokens a holder attenuated.
+        #[arg(long, env = "TETHER_TOKEN_CACHE_MIB", default_value_t = 128,
+              value_parser = clap::value_parser!(u32).range(1..=65_536))]
+        token_cache_mib: u32,
         /// When another `tether serve` holds the data directory, wait up to this many seconds
         /// for it to exit and take over at once (for deploys: start the new process, then
         /// SIGTERM the old one). Without it, a held directory stops this process.
@@ -175,6 +180,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             webhooks_allow_private,
             workers: _,
             wait_for_lock,
+            token_cache_mib,
         } => {
             let mut config = Config::new(data_dir);
             config.webhooks.allow_private_addresses = webhooks_allow_private;
@@ -182,6 +188,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             config.limits.default_session_ttl_seconds = default_session_ttl;
             config.limits.max_session_depth = max_session_depth;
             config.limits.access_token_ttl_seconds = token_ttl;
+            config.token_cache_bytes = token_cache_mib as usize * 1024 * 1024;
             let lock = match lock_data_dir(&config.data_dir, Duration::from_secs(wait_for_lock)).await {
                 Ok(lock) => lock,
                 Err(e) => {

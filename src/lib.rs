@@ -55,6 +55,8 @@ pub struct Config {
     pub policy_dir: Option<PathBuf>,
     pub limits: Limits,
     pub read_connections: usize,
+    /// Memory bound of the verified-token cache, in bytes.
+    pub token_cache_bytes: usize,
     pub webhooks: events::webhooks::DeliveryPolicy,
     pub http: server::HttpTimeouts,
 }
@@ -66,6 +68,7 @@ impl Config {
             policy_dir: None,
             limits: Limits::default(),
             read_connections: 4,
+            token_cache_bytes: authorize::DEFAULT_TOKEN_CACHE_BYTES,
             webhooks: Default::default(),
             http: Default::default(),
         }
@@ -133,7 +136,8 @@ impl App {
         }
         let first_admin_credential = bootstrap_admin(&config.data_dir, &readers, &writer, &env).await?;
 
-        let authorizer = authorize::Authorizer::new(agent_keys, policy, views.clone(), clock.clone());
+        let authorizer =
+            authorize::Authorizer::new(agent_keys, policy, views.clone(), clock.clone(), config.token_cache_bytes);
         let services = Services {
             writer,
             readers,

@@ -1,6 +1,5 @@
 //! Scope strings (`mail:read`) and sets of them, well-formed by construction.
 
-use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -51,10 +50,18 @@ impl<'de> Deserialize<'de> for Scope {
     }
 }
 
-/// A set of scopes, ordered so that its encoding is canonical.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A set of scopes, ordered so that its encoding is canonical. Kept as one sorted slice: a cached
+/// token holds its scopes, and a slice costs a fraction of a `BTreeSet`'s node for the few scopes
+/// a token carries.
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
-pub struct ScopeSet(BTreeSet<Scope>);
+pub struct ScopeSet(Box<[Scope]>);
+
+impl<'de> Deserialize<'de> for ScopeSet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<Scope>::deserialize(d).map(ScopeSet::from_iter)
+    }
+}
 
 impl ScopeSet {
     pub const MAX_LEN: usize = 256;
@@ -64,7 +71,7 @@ impl ScopeSet {
     }
 
     pub fn contains(&self, scope: &Scope) -> bool {
-        self.0.contains(scope)
+        self.0.binary_search(scope).is_ok()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Scope> {
@@ -80,16 +87,16 @@ impl ScopeSet {
     }
 
     pub fn is_subset(&self, other: &ScopeSet) -> bool {
-        self.0.is_subset(&other.0)
+        self.0.iter().all(|s| other.contains(s))
     }
 
     pub fn intersection(&self, other: &ScopeSet) -> ScopeSet {
-        ScopeSet(self.0.intersection(&other.0).cloned().collect())
+        self.0.iter().filter(|s| other.contains(s)).cloned().collect()
     }
 
     /// The scopes of `self` that are not in `other`.
     pub fn difference(&self, other: &ScopeSet) -> ScopeSet {
-        ScopeSet(self.0.difference(&other.0).cloned().collect())
+        self.0.iter().filter(|s| !other.contains(s)).cloned().collect()
     }
 
     /// Canonical JSON array text, used for storage.
@@ -108,7 +115,10 @@ impl ScopeSet {
 
 impl FromIterator<Scope> for ScopeSet {
     fn from_iter<I: IntoIterator<Item = Scope>>(iter: I) -> Self {
-        ScopeSet(iter.into_iter().collect())
+        let mut scopes: Vec<Scope> = iter.into_iter().collect();
+        scopes.sort_unstable();
+        scopes.dedup();
+        ScopeSet(scopes.into_boxed_slice())
     }
 }
 
@@ -163,5 +173,16 @@ mod tests {
         assert_eq!(a.intersection(&b), b);
         assert_eq!(a.difference(&b), set(&["mail:send"]));
         assert_eq!(ScopeSet::from_json(&a.to_json()).ok(), Some(a));
+    }
+
+    #[test]
+    fn a_set_is_sorted_and_without_duplicates_however_it_was_built() {
+        let built = set(&["mail:send", "mail:read", "mail:send"]);
+        assert_eq!(built.joined(" "), "mail:read mail:send");
+        let parsed = ScopeSet::from_json(r#"["mail:send","mail:read","mail:read"]"#).expect("parses");
+        assert_eq!(parsed, built);
+        assert_eq!(parsed.to_json(), r#"["mail:read","mail:send"]"#);
+        assert!(built.contains(&Scope::parse("mail:send").expect("scope")));
+        assert!(!built.contains(&Scope::parse("mail:write").expect("scope")));
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use biscuit_auth::builder::Term;
+use biscuit_auth::builder::{Fact, Term};
 use biscuit_auth::{Biscuit, BiscuitBuilder};
 
 use super::{date, fact, parse_bounded, string, KeyRing, TokenError};
@@ -44,24 +44,35 @@ impl std::fmt::Debug for MintedToken {
     }
 }
 
-/// Mints a token whose facts are built as terms, never by formatting datalog text.
+/// The authority block's facts for `claims`: what [`mint`] signs into a token, and what the
+/// authorizer adds in their place when it decides a token without appended blocks from its
+/// claims (src/authorize), so the two cannot drift apart.
+pub fn authority_facts(claims: &AgentClaims) -> Vec<Fact> {
+    let mut facts = vec![
+        fact("session", vec![string(claims.session)]),
+        fact("user", vec![string(claims.user)]),
+        fact("agent", vec![string(claims.agent)]),
+        fact("integration", vec![string(claims.integration)]),
+        fact("delegation", vec![string(claims.delegation)]),
+        fact("platform", vec![string(claims.platform)]),
+        fact("issued_at", vec![date(claims.issued_at)]),
+        fact("expires_at", vec![date(claims.expires_at)]),
+    ];
+    facts.extend(claims.scopes.iter().map(|scope| fact("scope", vec![string(scope)])));
+    for (level, (session, agent)) in claims.chain.iter().enumerate() {
+        facts.push(fact("ancestor", vec![Term::Integer(level as i64 + 1), string(session), string(agent)]));
+    }
+    facts
+}
+
+/// Mints a token whose facts are built as terms, never by formatting datalog text. Its authority
+/// block holds [`authority_facts`], the claims as JSON context, and one check: the expiry.
 pub fn mint(ring: &KeyRing, claims: &AgentClaims) -> Result<MintedToken> {
     let build =
         |kid: u32, keypair: &biscuit_auth::KeyPair| -> std::result::Result<Biscuit, biscuit_auth::error::Token> {
-            let mut b = BiscuitBuilder::new()
-                .fact(fact("session", vec![string(claims.session)]))?
-                .fact(fact("user", vec![string(claims.user)]))?
-                .fact(fact("agent", vec![string(claims.agent)]))?
-                .fact(fact("integration", vec![string(claims.integration)]))?
-                .fact(fact("delegation", vec![string(claims.delegation)]))?
-                .fact(fact("platform", vec![string(claims.platform)]))?
-                .fact(fact("issued_at", vec![date(claims.issued_at)]))?
-                .fact(fact("expires_at", vec![date(claims.expires_at)]))?;
-            for scope in claims.scopes.iter() {
-                b = b.fact(fact("scope", vec![string(scope)]))?;
-            }
-            for (level, (session, agent)) in claims.chain.iter().enumerate() {
-                b = b.fact(fact("ancestor", vec![Term::Integer(level as i64 + 1), string(session), string(agent)]))?;
+            let mut b = BiscuitBuilder::new();
+            for fact in authority_facts(claims) {
+                b = b.fact(fact)?;
             }
             let context = ContextClaims {
                 v: 1,
@@ -106,14 +117,24 @@ pub fn mint(ring: &KeyRing, claims: &AgentClaims) -> Result<MintedToken> {
 
 /// A token whose signatures verified, with its authority claims read out once.
 pub struct VerifiedToken {
-    pub biscuit: Biscuit,
+    /// The parsed token, while something may still need it: the authorizer drops it for a token
+    /// it decides from the claims (src/authorize), as it is most of a cached token's memory.
+    pub biscuit: Option<Biscuit>,
+    /// Authority block plus the blocks holders appended.
+    pub blocks: usize,
     pub kid: u32,
     pub claims: AgentClaims,
-    pub revocation_id: String,
     /// The HTTP allow answer for this token (src/api/authorize.rs), serialized the first time
     /// the token is allowed. It depends on the claims alone, and a verified token is cached by
     /// its exact text, so later allows share these bytes instead of serializing again.
     pub allow_answer: std::sync::OnceLock<axum::body::Bytes>,
+}
+
+impl VerifiedToken {
+    /// Whether a holder appended blocks (attenuation): their checks need the parsed token.
+    pub fn attenuated(&self) -> bool {
+        self.blocks > 1
+    }
 }
 
 /// Verifies signatures and reads the authority block's claims (facts of later blocks are not
@@ -141,8 +162,8 @@ pub fn verify(ring: &KeyRing, token: &str) -> std::result::Result<VerifiedToken,
         expires_at: Timestamp(claims.exp.saturating_mul(1000)),
         chain: claims.chain,
     };
-    let revocation_id = biscuit.revocation_identifiers().first().map(hex::encode).unwrap_or_default();
-    Ok(VerifiedToken { biscuit, kid, claims, revocation_id, allow_answer: std::sync::OnceLock::new() })
+    let blocks = biscuit.block_count();
+    Ok(VerifiedToken { biscuit: Some(biscuit), blocks, kid, claims, allow_answer: std::sync::OnceLock::new() })
 }
 
 /// The authority block's claims as JSON in its context string, for a cheap read at
