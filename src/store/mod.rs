@@ -168,10 +168,10 @@ pub(crate) mod query_plan {
         plan.iter().any(|step| step.starts_with("SEARCH") && step.contains(index))
     }
 
-    /// Every `audit_causes` row: (cause, last event, actor, revoked sessions), by cause.
-    pub fn audit_causes(conn: &Connection) -> Vec<(i64, i64, String, i64)> {
-        conn.prepare("SELECT cause_seq, last_seq, actor_id, revoked_sessions FROM audit_causes ORDER BY cause_seq")
-            .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect())
+    /// Every `audit_causes` row: (cause, last event), by cause.
+    pub fn audit_causes(conn: &Connection) -> Vec<(i64, i64)> {
+        conn.prepare("SELECT cause_seq, last_seq FROM audit_causes ORDER BY cause_seq")
+            .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .expect("audit_causes rows")
     }
 }

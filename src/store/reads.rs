@@ -370,9 +370,8 @@ pub struct AuditFilter {
 }
 
 pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Result<Page<AuditEvent>> {
-    // One snapshot for the bisect and every query of the page (the subject's revoking event,
-    // the walk over triggers): an event committed between them could otherwise be left off a
-    // page, and a client paging by cursor would never see it.
+    // One snapshot for the bisect and both subject queries: an event committed between them
+    // could otherwise be left off a page, and a client paging by cursor would never see it.
     let _snapshot = conn.unchecked_transaction().map_err(db_error)?;
     let (from_seq, before_seq) = time_as_seq(conn, filter.since, filter.until)?;
     let caused_up_to = match filter.cause_seq {
@@ -389,25 +388,8 @@ pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Resu
         from_seq,
         before_seq,
     });
-    let by_actor_or_action = by_actor_or_action(filter);
     let page = AuditPage { filter, after, before, limit };
-    let q = page.indexed_select();
-    let mut items = q.rows(conn, rows::audit_event)?;
-    if by_actor_or_action && filter.action.as_deref().is_none_or(|a| a == "session.revoked") {
-        // Only what could still make the page: below the last indexed event read, if it filled it.
-        let below = if items.len() > limit { items.last().map(|e| e.seq) } else { None };
-        let bounds = RevocationBounds {
-            after: after.unwrap_or(0),
-            before: [before, below].into_iter().flatten().min(),
-            since: filter.since,
-            until: filter.until,
-        };
-        let revoked = cascade_revocations(conn, filter.actor.as_deref(), bounds, limit + 1)?;
-        if !revoked.is_empty() {
-            items.extend(revoked);
-            items.sort_by_key(|e| e.seq);
-        }
-    }
+    let mut items = page.select().rows(conn, rows::audit_event)?;
     if let Some(subject) = &filter.subject {
         // The subject's one event the index leaves out, if it has one (see rows::INDEXED_EVENT).
         let mut revoked = Select::new(rows::AUDIT_COLUMNS, "audit_events");
@@ -428,13 +410,6 @@ pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Resu
     Ok(Page { items, next_cursor })
 }
 
-/// Whether a listing reads a cascade's revocations from their triggers' ranges: by actor or
-/// action alone. With a subject, the subject index and that session's revoking event hold
-/// everything; with a cause, its seq range does.
-fn by_actor_or_action(filter: &AuditFilter) -> bool {
-    filter.subject.is_none() && filter.cause_seq.is_none() && (filter.actor.is_some() || filter.action.is_some())
-}
-
 /// One page of a listing: its filter and the seq bounds worked out for it.
 struct AuditPage<'f> {
     filter: &'f AuditFilter,
@@ -444,13 +419,11 @@ struct AuditPage<'f> {
 }
 
 impl AuditPage<'_> {
-    /// The query of the events the secondary indexes hold (all of them when no index is needed).
-    fn indexed_select(&self) -> Select {
+    /// The page's query; by subject, of the events the subject index holds.
+    fn select(&self) -> Select {
         let mut q = Select::new(rows::AUDIT_COLUMNS, "audit_events");
         if let Some(subject) = &self.filter.subject {
             q.and(SUBJECT_IN_INDEX, subject.clone());
-        } else if by_actor_or_action(self.filter) {
-            q.and_static(rows::INDEXED_EVENT);
         }
         self.terms(&mut q);
         q
@@ -458,9 +431,9 @@ impl AuditPage<'_> {
 
     /// The page's filter terms, order and limit, added to `q`.
     fn terms(&self, q: &mut Select) {
-        // The subject index, else the actor index, drives a query that could use several: they
-        // all hold the same events (migrations 0010 and 0011), and a `+` keeps SQLite off the
-        // others, which would read every event of an action to find one subject's.
+        // The subject index, else the actor index, drives a query that could use several; a `+`
+        // keeps SQLite (which has no statistics) off the others, which would read every event of
+        // an action to find one subject's or one actor's.
         let (actor_term, action_term) = match (&self.filter.subject, &self.filter.actor) {
             (Some(_), _) => ("+actor_id = ?", "+action = ?"),
             (None, Some(_)) => ("actor_id = ?", "+action = ?"),
@@ -476,90 +449,6 @@ impl AuditPage<'_> {
         q.sql.push_str(" ORDER BY seq LIMIT ?");
         q.params.push(Value::Integer((self.limit + 1) as i64));
     }
-}
-
-/// Where [`cascade_revocations`] looks: seq after `after` and before `before`, `at` in the window.
-#[derive(Debug, Clone, Copy)]
-struct RevocationBounds {
-    after: i64,
-    before: Option<i64>,
-    since: Option<Timestamp>,
-    until: Option<Timestamp>,
-}
-
-/// The triggers that revoked sessions, with the last event each led to, from `?1` (exclusive) to
-/// `?2`, in order: through the partial index of `audit_causes` on them (migration 0011).
-pub(super) const REVOKING_TRIGGERS: &str = "SELECT cause_seq, last_seq FROM audit_causes
-     WHERE revoked_sessions > 0 AND cause_seq > ?1 AND cause_seq < ?2 ORDER BY cause_seq";
-
-/// The same, of the actor `?3` only.
-pub(super) const REVOKING_TRIGGERS_OF_ACTOR: &str = "SELECT cause_seq, last_seq FROM audit_causes
-     WHERE actor_id = ?3 AND revoked_sessions > 0 AND cause_seq > ?1 AND cause_seq < ?2 ORDER BY cause_seq";
-
-/// The first `want` sessions revoked by cascades (`session.revoked` with a cause, the events the
-/// actor and action indexes leave out) within `bounds`, of triggers by `actor` if given, in seq
-/// order. They lie in the ranges of the triggers that revoked sessions, which `audit_causes`
-/// lists with their actor (a caused event has its trigger's actor) and which do not overlap
-/// (src/store/tx.rs checks both as events are written). So the ranges are walked in order, from
-/// the one holding `after`, and the walk stops once `want` are found: a page reads only triggers
-/// that revoked something, and only as many as its events need.
-fn cascade_revocations(
-    conn: &Connection,
-    actor: Option<&str>,
-    bounds: RevocationBounds,
-    want: usize,
-) -> Result<Vec<AuditEvent>> {
-    let before = bounds.before.unwrap_or(i64::MAX);
-    let of_actor = |trigger_actor: &Option<String>| actor.is_none_or(|a| trigger_actor.as_deref() == Some(a));
-    let mut found = Vec::new();
-    let take_range = |found: &mut Vec<AuditEvent>, cause: i64, last: i64| -> Result<()> {
-        let mut q = Select::new(rows::AUDIT_COLUMNS, "audit_events");
-        // One lower and one upper bound: SQLite ranges over the first of several (seq_range).
-        q.and("seq > ?", cause.max(bounds.after))
-            .and("seq < ?", (last + 1).min(before))
-            .and("cause_seq = ?", cause)
-            .and_static("action = 'session.revoked'")
-            .and_if("actor_id = ?", actor.map(text))
-            .and_if("at >= ?", bounds.since.map(|t| t.millis()))
-            .and_if("at < ?", bounds.until.map(|t| t.millis()));
-        q.sql.push_str(" ORDER BY seq LIMIT ?");
-        q.params.push(Value::Integer((want - found.len()) as i64));
-        found.extend(q.rows(conn, rows::audit_event)?);
-        Ok(())
-    };
-    // The range holding `after` (a cursor inside a cascade) is the last to start at or before it.
-    let holding_after = conn
-        .prepare_cached(
-            "SELECT cause_seq, last_seq, actor_id, revoked_sessions FROM audit_causes
-             WHERE cause_seq <= ?1 ORDER BY cause_seq DESC LIMIT 1",
-        )
-        .and_then(|mut st| {
-            st.query_row([bounds.after], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, i64>(3)?))
-            })
-            .optional()
-        })
-        .map_err(db_error)?;
-    if let Some((cause, last, trigger_actor, revoked)) = holding_after {
-        if last > bounds.after && revoked > 0 && of_actor(&trigger_actor) {
-            take_range(&mut found, cause, last)?;
-        }
-    }
-    let mut params = vec![Value::Integer(bounds.after), Value::Integer(before)];
-    let sql = match actor {
-        Some(actor) => {
-            params.push(text(actor));
-            REVOKING_TRIGGERS_OF_ACTOR
-        }
-        None => REVOKING_TRIGGERS,
-    };
-    let mut triggers = conn.prepare_cached(sql).map_err(db_error)?;
-    let mut rows = triggers.query(rusqlite::params_from_iter(params)).map_err(db_error)?;
-    while found.len() < want {
-        let Some(row) = rows.next().map_err(db_error)? else { break };
-        take_range(&mut found, row.get(0).map_err(db_error)?, row.get(1).map_err(db_error)?)?;
-    }
-    Ok(found)
 }
 
 /// The seq range that holds the events from `since` (inclusive) to `until` (exclusive), as
@@ -974,21 +863,16 @@ mod tests {
     }
 
     #[test]
-    fn audit_queries_by_actor_or_action_search_the_partial_indexes_and_the_triggers_ranges() {
-        let migration = include_str!("../../migrations/0011_cascade_revocations_leave_actor_and_action_indexes.sql");
-        let index_where = rows::INDEXED_EVENT.trim_start_matches('(').trim_end_matches(')');
-        assert_eq!(migration.matches(&format!("WHERE {index_where};")).count(), 2, "both indexes are the term's");
-
+    fn audit_queries_by_actor_or_action_search_full_indexes_and_by_subject_the_subject_index() {
         let conn = migrated();
-        let bounds = [Value::Integer(5), Value::Integer(9)];
-        let of_actor = [bounds[0].clone(), bounds[1].clone(), Value::Text("x".into())];
-        for (sql, params, index) in [
-            (REVOKING_TRIGGERS, &bounds[..], "audit_causes_revoking"),
-            (REVOKING_TRIGGERS_OF_ACTOR, &of_actor[..], "audit_causes_revoking_by_actor"),
+        // Since migration 0012 the actor and action indexes hold every event: a plain query by
+        // either, with no term restricting it to the subject index's events, seeks them.
+        for (sql, index) in [
+            ("SELECT seq FROM audit_events WHERE actor_id = ?1 AND seq > ?2 ORDER BY seq LIMIT 10", "audit_by_actor"),
+            ("SELECT seq FROM audit_events WHERE action = ?1 AND seq > ?2 ORDER BY seq LIMIT 10", "audit_by_action"),
         ] {
-            let steps = plan(&conn, sql, params);
-            assert!(seeks(&steps, index), "only triggers that revoked sessions: {steps:?}");
-            assert!(!steps.iter().any(|step| step.starts_with("SCAN") || step.contains("TEMP B-TREE")), "{steps:?}");
+            let steps = plan(&conn, sql, &[Value::Text("x".into()), Value::Integer(5)]);
+            assert!(seeks(&steps, index), "{steps:?}");
         }
 
         // The listing's own query, for each shape: with a subject the subject index drives,
@@ -1005,7 +889,7 @@ mod tests {
             (AuditFilter { actor: text("x"), ..Default::default() }, "audit_by_actor"),
             (AuditFilter { action: text("a"), ..Default::default() }, "audit_by_action"),
         ] {
-            let q = AuditPage { filter: &filter, after: Some(5), before: None, limit: 10 }.indexed_select();
+            let q = AuditPage { filter: &filter, after: Some(5), before: None, limit: 10 }.select();
             let steps = plan(&conn, &q.sql, &q.params);
             assert!(seeks(&steps, index), "{filter:?}: {steps:?}");
             assert!(!steps.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {steps:?}");
@@ -1104,13 +988,36 @@ mod tests {
         assert_eq!(clock, (4, 20));
     }
 
-    /// A log written before 0010: the two migrations record each trigger's range, actor and count
-    /// of revoked sessions, and listings by actor and action find a cascade's revocations.
+    /// A log written before 0010, migrated through 0012: each trigger's range is recorded and
+    /// listings by actor and action find every event, a cascade's revocations included.
     #[test]
-    fn migration_0011_records_whose_triggers_revoked_sessions_and_listings_find_them() {
+    fn a_log_from_before_0010_lists_by_actor_and_action_every_event_after_the_migrations() {
+        a_log_lists_by_actor_and_action_every_event_after_migrating_from(9);
+    }
+
+    /// The same log, written under 0011 (which left a cascade's revocations out of the actor and
+    /// action indexes): 0012 puts them back in, and plain indexed listings find them.
+    #[test]
+    fn migration_0012_puts_a_cascades_revocations_back_in_the_actor_and_action_indexes() {
+        let conn = a_log_lists_by_actor_and_action_every_event_after_migrating_from(11);
+        for (index, column) in [("audit_by_actor", "actor_id"), ("audit_by_action", "action")] {
+            // A partial index cannot answer this (SQLite refuses the INDEXED BY): only a full one.
+            let sql = format!("SELECT count(*) FROM audit_events INDEXED BY {index} WHERE {column} > ''");
+            let held: i64 = conn.query_row(&sql, [], |r| r.get(0)).unwrap();
+            assert_eq!(held, 9, "{index} holds every event");
+        }
+        let walk_indexes: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name LIKE 'audit_causes_revoking%'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(walk_indexes, 0, "the walk's indexes are gone");
+    }
+
+    /// Writes a small log with two cascades under the first `before` migrations, applies the rest
+    /// and checks every listing by actor and action at several page sizes.
+    fn a_log_lists_by_actor_and_action_every_event_after_migrating_from(before: usize) -> Connection {
         use crate::store::migrate::{apply, MIGRATIONS};
         let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-        apply(&mut conn, &MIGRATIONS[..9]).unwrap();
+        apply(&mut conn, &MIGRATIONS[..before]).unwrap();
         for (seq, actor, action, cause) in [
             (1, "cred_a", "user.disabled", None),
             (2, "cred_a", "session.revoked", Some(1)),
@@ -1130,12 +1037,12 @@ mod tests {
             )
             .unwrap();
         }
+        if before >= 10 {
+            // Written by a writer since 0010, which records each trigger's range itself.
+            conn.execute_batch("INSERT INTO audit_causes (cause_seq, last_seq) VALUES (1, 4), (5, 6), (8, 9)").unwrap();
+        }
         apply(&mut conn, MIGRATIONS).unwrap();
-        let causes = crate::store::query_plan::audit_causes(&conn);
-        assert_eq!(
-            causes,
-            [(1, 4, "cred_a".to_owned(), 2), (5, 6, "cred_b".to_owned(), 0), (8, 9, "cred_a".to_owned(), 1)]
-        );
+        assert_eq!(crate::store::query_plan::audit_causes(&conn), [(1, 4), (5, 6), (8, 9)]);
         let listed = |actor: Option<&str>, action: Option<&str>, limit: usize| -> Vec<i64> {
             let mut filter = AuditFilter {
                 actor: actor.map(str::to_owned),
@@ -1159,12 +1066,7 @@ mod tests {
             assert_eq!(listed(Some("cred_b"), Some("session.revoked"), limit), [7]);
             assert_eq!(listed(Some("cred_b"), None, limit), [5, 6, 7]);
         }
-        for refused in [
-            "UPDATE audit_causes SET actor_id = 'cred_b' WHERE cause_seq = 1",
-            "UPDATE audit_causes SET revoked_sessions = 0 WHERE cause_seq = 1",
-        ] {
-            assert!(conn.execute(refused, []).is_err(), "what a row says only grows: {refused}");
-        }
+        conn
     }
 
     /// Events 2 and 3 follow from 1, event 6 from 5, written before migration 0010: the migration

@@ -70,21 +70,10 @@ pub struct Tx<'c> {
     /// The webhooks that may receive events, held while a cascade writes many events and changes
     /// no webhook ([`Tx::holding_subscribers`]); read per event otherwise.
     subscribers: Option<std::sync::Arc<Vec<Subscriber>>>,
-    /// The last event each cause led to in the running command, and the cause's actor, written
-    /// to `audit_causes` when the command ends ([`Tx::record_causes`]): one row per trigger
-    /// instead of one index entry per caused event.
-    pub(super) last_caused: std::collections::BTreeMap<i64, CausedRange>,
-    /// The seq of the running command's first event: a cause must be at or after it.
-    pub(super) command_first_seq: i64,
-}
-
-/// What one trigger has led to so far in the running command.
-#[derive(Debug)]
-pub(super) struct CausedRange {
-    last: i64,
-    actor: crate::domain::Actor,
-    /// How many of its caused events are `session.revoked`.
-    revoked_sessions: i64,
+    /// The last event each cause led to in the running command, written to `audit_causes` when
+    /// the command ends ([`Tx::record_causes`]): one row per trigger instead of one index entry
+    /// per caused event.
+    pub(super) last_caused: std::collections::BTreeMap<i64, i64>,
 }
 
 /// A live webhook as the outbox matches events against it.
@@ -105,15 +94,8 @@ impl<'c> Tx<'c> {
             outbox_written: false,
             subscribers: None,
             last_caused: Default::default(),
-            command_first_seq: head.seq + 1,
             head,
         }
-    }
-
-    /// Marks the start of the next command of the batch: its events follow the current head.
-    pub(super) fn begin_command(&mut self) {
-        self.command_first_seq = self.head.seq + 1;
-        self.last_caused.clear();
     }
 
     pub fn conn(&self) -> &Connection {
@@ -158,9 +140,14 @@ impl<'c> Tx<'c> {
             hash: String::new(),
         };
         if let Some(cause) = record.cause_seq {
-            // Before the INSERT: a refused event is never written (a command that failed here
-            // fails, so nothing is recorded either).
-            self.note_caused(cause, &record.actor, record.action == "session.revoked", record.seq)?;
+            // A query by cause reads the seq range after its cause (migration 0010): an event
+            // that names a later one, or itself, would never be found. A command doing so is a bug.
+            if cause >= record.seq {
+                return Err(Error::internal(format!(
+                    "event {} names a later event ({cause}) as its cause",
+                    record.seq
+                )));
+            }
         }
         record.hash = event_hash_with_details(&record, &text);
         self.conn
@@ -189,6 +176,9 @@ impl<'c> Tx<'c> {
                 ])
             })
             .map_err(db_error)?;
+        if let Some(cause) = record.cause_seq {
+            self.last_caused.insert(cause, record.seq);
+        }
         self.enqueue_webhooks(&record)?;
         self.head = ChainHead { seq: record.seq, hash: record.hash.clone(), at: record.at };
         let record = std::sync::Arc::new(record);
@@ -196,75 +186,17 @@ impl<'c> Tx<'c> {
         Ok(record)
     }
 
-    /// Checks what queries by cause and by actor rely on (migrations 0010 and 0011) before an
-    /// event caused by `cause` is written: the cause is an earlier event of the same command, not
-    /// itself a cascade's revocation, its range overlaps no other cause's, and the caused event
-    /// has the cause's actor. A command that breaks one of these is a bug; it fails.
-    fn note_caused(&mut self, cause: i64, actor: &crate::domain::Actor, revokes_session: bool, seq: i64) -> Result<()> {
-        if cause < self.command_first_seq || cause >= seq {
-            return Err(Error::internal(format!(
-                "event {seq} names as its cause {cause}, not an earlier event of its command"
-            )));
-        }
-        // The ranges of two causes never overlap: no other cause lies inside this one's range,
-        // and a new cause does not lie inside the range of the one before it.
-        let overlaps = self.last_caused.range(cause + 1..seq).next().is_some()
-            || (!self.last_caused.contains_key(&cause)
-                && self.last_caused.range(..cause).next_back().is_some_and(|(_, before)| before.last > cause));
-        if overlaps {
-            return Err(Error::internal(format!("the events caused by {cause} would overlap another cause's")));
-        }
-        let another_actor = || Error::internal(format!("event {seq} has another actor than its cause {cause}"));
-        if let Some(range) = self.last_caused.get_mut(&cause) {
-            if range.actor != *actor {
-                return Err(another_actor());
-            }
-            range.last = seq;
-            range.revoked_sessions += i64::from(revokes_session);
-            return Ok(());
-        }
-        // The first event of this cause: the cause's own row says whose it is. Everything is
-        // checked before the range is kept, so a refused event leaves no trace of it.
-        let (kind, id, indexed): (String, String, bool) = self
-            .conn
-            .prepare_cached(concat!(
-                "SELECT actor_kind, actor_id, ",
-                super::rows::indexed_event!(),
-                " FROM audit_events WHERE seq = ?1"
-            ))
-            .and_then(|mut st| st.query_row([cause], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
-            .map_err(db_error)?;
-        // Every trigger tether writes is an event of its own. A cascade's revocation as a cause
-        // would nest one cascade's range in another's, a shape no listing has been checked
-        // against, so it is refused rather than half supported.
-        if !indexed {
-            return Err(Error::internal(format!("event {seq} names a cascade's revocation ({cause}) as its cause")));
-        }
-        let kind = crate::domain::ActorKind::parse(&kind)
-            .ok_or_else(|| Error::internal(format!("event {cause} has an unknown actor kind")))?;
-        let cause_actor = crate::domain::Actor::new(kind, id);
-        if cause_actor != *actor {
-            return Err(another_actor());
-        }
-        let revoked_sessions = i64::from(revokes_session);
-        self.last_caused.insert(cause, CausedRange { last: seq, actor: cause_actor, revoked_sessions });
-        Ok(())
-    }
-
     /// Records, for each cause of the command that just ran, the last event it led to: the
     /// events a trigger caused all lie between it and that seq, which is how queries by cause
-    /// and by actor find them (migrations 0010 and 0011). [`Tx::note_caused`] has kept every
-    /// caused event in its cause's command and the ranges apart, so a listing can walk them in
-    /// order.
+    /// find them (there is no index on `cause_seq`, migration 0010).
     pub(super) fn record_causes(&mut self) -> Result<()> {
-        for (cause, range) in std::mem::take(&mut self.last_caused) {
+        for (cause, last) in std::mem::take(&mut self.last_caused) {
             self.conn
                 .prepare_cached(
-                    "INSERT INTO audit_causes (cause_seq, last_seq, actor_id, revoked_sessions) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (cause_seq) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq),
-                         revoked_sessions = revoked_sessions + excluded.revoked_sessions",
+                    "INSERT INTO audit_causes (cause_seq, last_seq) VALUES (?1, ?2)
+                     ON CONFLICT (cause_seq) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
                 )
-                .and_then(|mut st| st.execute(params![cause, range.last, range.actor.id, range.revoked_sessions]))
+                .and_then(|mut st| st.execute([cause, last]))
                 .map_err(db_error)?;
         }
         Ok(())

@@ -317,9 +317,9 @@ pub fn session_depth(tx: &Tx<'_>, id: SessionId) -> Result<i64> {
         .map_err(db_error)
 }
 
-/// A subject's latest event of an action. `+action`: the action index holds the same events
-/// (migration 0011), and SQLite would pick it and read every event of that action from the
-/// newest back; the subject's own are a handful.
+/// A subject's latest event of an action. `+action`: SQLite, which has no statistics, could pick
+/// the action index and read every event of that action from the newest back; the subject's own
+/// are a handful.
 pub(super) static LAST_EVENT_FOR: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "SELECT {} FROM audit_events WHERE subject_id = ?1 AND {} AND +action = ?2 ORDER BY seq DESC LIMIT 1",
