@@ -1,5 +1,8 @@
-//! The write transaction handed to each command: the connection, the time, the audit chain head
-//! and the effects to apply to in-memory views once the batch commits.
+//! The write transaction: the batch's `BEGIN IMMEDIATE`/`COMMIT` and each command's savepoint as
+//! guards that roll back unless kept, and the [`Tx`] handed to each command (the connection, the
+//! time, the audit chain head, the effects to apply to in-memory views once the batch commits).
+//!
+//! This is the only module that writes transaction control statements.
 
 use rusqlite::{params, Connection};
 
@@ -63,17 +66,17 @@ impl ChainHead {
 pub struct Tx<'c> {
     conn: &'c Connection,
     now: Timestamp,
-    pub(super) head: ChainHead,
-    pub(super) effects: Vec<Effect>,
+    head: ChainHead,
+    effects: Vec<Effect>,
     /// Whether this batch queued webhook deliveries (the delivery worker is woken after commit).
-    pub(super) outbox_written: bool,
+    outbox_written: bool,
     /// The webhooks that may receive events, held while a cascade writes many events and changes
     /// no webhook ([`Tx::holding_subscribers`]); read per event otherwise.
     subscribers: Option<std::sync::Arc<Vec<Subscriber>>>,
     /// The last event each cause led to in the running command, written to `audit_causes` when
     /// the command ends ([`Tx::record_causes`]): one row per trigger instead of one index entry
     /// per caused event.
-    pub(super) last_caused: std::collections::BTreeMap<i64, i64>,
+    last_caused: std::collections::BTreeMap<i64, i64>,
 }
 
 /// A live webhook as the outbox matches events against it.
@@ -100,6 +103,31 @@ impl<'c> Tx<'c> {
 
     pub fn conn(&self) -> &Connection {
         self.conn
+    }
+
+    /// The effects of the batch so far.
+    pub(super) fn effects(&self) -> &[Effect] {
+        &self.effects
+    }
+
+    /// Ends the batch once it has committed: the new chain head and the effects to apply.
+    pub(super) fn finish(mut self) -> (ChainHead, Vec<Effect>) {
+        if self.outbox_written {
+            self.effects.push(Effect::OutboxWritten);
+        }
+        (self.head, self.effects)
+    }
+
+    /// Puts the transaction's state back to `mark`, taken when the command that failed began,
+    /// and forgets what only that command held. Every field a command can change is named here,
+    /// and only here: a new one must be added (the compiler asks for it).
+    fn rewind(&mut self, mark: Mark) {
+        let Tx { conn: _, now: _, head, effects, outbox_written, subscribers, last_caused } = self;
+        *head = mark.head;
+        effects.truncate(mark.effects);
+        *outbox_written = mark.outbox_written;
+        *subscribers = None;
+        last_caused.clear();
     }
 
     /// The time of this batch: every change in it is stamped with the same instant.
@@ -226,11 +254,6 @@ impl<'c> Tx<'c> {
         outcome
     }
 
-    /// Forgets a held list (see [`Tx::holding_subscribers`]).
-    pub(super) fn release_subscribers(&mut self) {
-        self.subscribers = None;
-    }
-
     fn live_subscribers(&self) -> Result<Vec<Subscriber>> {
         let mut st = self
             .conn
@@ -292,3 +315,112 @@ static LIVE_WEBHOOKS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
         super::reads::CREDENTIAL_IS_LIVE
     )
 });
+
+/// Where a command found the transaction: what [`Tx::rewind`] puts back if it fails.
+struct Mark {
+    head: ChainHead,
+    effects: usize,
+    outbox_written: bool,
+}
+
+/// The one write transaction of a batch, from `BEGIN IMMEDIATE` to `COMMIT`. Dropped without
+/// [`Batch::commit`] (a command alone in its batch failed, a step of the batch failed, the COMMIT
+/// failed), it rolls back.
+pub(super) struct Batch<'c> {
+    conn: &'c Connection,
+    open: bool,
+}
+
+impl<'c> Batch<'c> {
+    /// Begins the transaction. IMMEDIATE takes the write lock now, so the writer never fails with
+    /// `SQLITE_BUSY` upgrading a read transaction.
+    pub(super) fn begin(conn: &'c Connection) -> Result<Self> {
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?;
+        Ok(Batch { conn, open: true })
+    }
+
+    /// Commits. If the COMMIT fails, the transaction is rolled back before this returns.
+    pub(super) fn commit(mut self) -> Result<()> {
+        self.conn.execute_batch("COMMIT").map_err(db_error)?;
+        self.open = false;
+        Ok(())
+    }
+
+    /// Rolls the whole transaction back.
+    pub(super) fn rollback(mut self) -> Result<()> {
+        self.open = false;
+        self.conn.execute_batch("ROLLBACK").map_err(db_error)
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            // Fails only when SQLite has already rolled back (some COMMIT failures do).
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::debug!(error = %e, "rollback of a failed write batch");
+            }
+        }
+    }
+}
+
+/// One command of a batch. Its writes sit in a savepoint, unless it runs alone in its batch
+/// (then its failure rolls back the [`Batch`], which spares a large cascade from journaling every
+/// page it touches a second time). [`CommandScope::keep`] releases them; anything else
+/// ([`CommandScope::undo`], an early return, a panic) rolls them back and rewinds the [`Tx`] to
+/// where the command found it.
+pub(super) struct CommandScope<'t, 'c> {
+    tx: &'t mut Tx<'c>,
+    /// Present until the command is kept or undone.
+    mark: Option<Mark>,
+    savepoint: bool,
+}
+
+impl<'t, 'c> CommandScope<'t, 'c> {
+    pub(super) fn begin(tx: &'t mut Tx<'c>, savepoint: bool) -> Result<Self> {
+        if savepoint {
+            tx.conn.execute_batch("SAVEPOINT command").map_err(db_error)?;
+        }
+        let mark = Mark { head: tx.head.clone(), effects: tx.effects.len(), outbox_written: tx.outbox_written };
+        Ok(CommandScope { tx, mark: Some(mark), savepoint })
+    }
+
+    /// The transaction, for the command to run on.
+    pub(super) fn tx(&mut self) -> &mut Tx<'c> {
+        self.tx
+    }
+
+    /// Keeps what the command did: records its causes' ranges and releases its savepoint. If
+    /// either fails, the command is undone as it drops.
+    pub(super) fn keep(mut self) -> Result<()> {
+        self.tx.record_causes()?;
+        if self.savepoint {
+            self.tx.conn.execute_batch("RELEASE command").map_err(db_error)?;
+        }
+        self.mark = None;
+        Ok(())
+    }
+
+    /// Undoes what the command did.
+    pub(super) fn undo(mut self) -> Result<()> {
+        self.rewind()
+    }
+
+    fn rewind(&mut self) -> Result<()> {
+        let Some(mark) = self.mark.take() else { return Ok(()) };
+        self.tx.rewind(mark);
+        if self.savepoint {
+            self.tx.conn.execute_batch("ROLLBACK TO command; RELEASE command").map_err(db_error)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CommandScope<'_, '_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.rewind() {
+            // The batch fails with the error that dropped this scope; its Batch then rolls back.
+            tracing::error!(error = %e, "rolling back a failed write command");
+        }
+    }
+}

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::tx::{ChainHead, Effect, Tx, Withdrawn};
+use super::tx::{Batch, ChainHead, CommandScope, Effect, Tx, Withdrawn};
 use super::{db_error, migrate, open_connection};
 use crate::clock::Clock;
 use crate::domain::{Caller, Error, Result};
@@ -249,8 +249,8 @@ fn run(
             }
             Err(error) => {
                 stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                // Its transaction has been rolled back (`Batch`).
                 tracing::error!(error = %error, "write batch failed to commit");
-                let _ = conn.execute_batch("ROLLBACK");
                 if let Ok(reloaded) = ChainHead::load(&conn) {
                     head = reloaded;
                 }
@@ -272,7 +272,7 @@ fn commit_batch(
     sink: &dyn EffectSink,
 ) -> Result<Vec<Effect>> {
     let started = Instant::now();
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?;
+    let transaction = Batch::begin(conn)?;
     // Another process (`tether credential mint`) may have appended to the chain since our last
     // batch; under the write lock we now hold, the database's head is the truth.
     let current = ChainHead::load(conn)?;
@@ -280,50 +280,34 @@ fn commit_batch(
         *head = current;
     }
     let mut tx = Tx::new(conn, clock.now(), head.clone());
-    if let [job] = batch {
-        // Alone in its batch, a command needs no savepoint: if it fails, the whole transaction
-        // is rolled back. This spares a large cascade from journaling every page it touches a
-        // second time, in the savepoint's journal.
-        if !job.run(&mut tx) {
-            conn.execute_batch("ROLLBACK").map_err(db_error)?;
+    // Alone in its batch, a command runs without a savepoint: if it fails, the whole transaction
+    // is rolled back.
+    let alone = batch.len() == 1;
+    for job in batch.iter_mut() {
+        let mut command = CommandScope::begin(&mut tx, !alone)?;
+        if job.run(command.tx()) {
+            command.keep()?;
+        } else if alone {
+            command.undo()?;
+            transaction.rollback()?;
             add_time(&stats.running_nanos, started);
             return Ok(Vec::new());
-        }
-        tx.record_causes()?;
-    } else {
-        for job in batch.iter_mut() {
-            // A command that panicked inside `holding_subscribers` left its list held.
-            tx.release_subscribers();
-            let saved_head = tx.head.clone();
-            let saved_effects = tx.effects.len();
-            let saved_outbox = tx.outbox_written;
-            conn.execute_batch("SAVEPOINT command").map_err(db_error)?;
-            if job.run(&mut tx) {
-                tx.record_causes()?;
-                conn.execute_batch("RELEASE command").map_err(db_error)?;
-            } else {
-                tx.last_caused.clear();
-                tx.head = saved_head;
-                tx.effects.truncate(saved_effects);
-                tx.outbox_written = saved_outbox;
-                conn.execute_batch("ROLLBACK TO command; RELEASE command").map_err(db_error)?;
-            }
+        } else {
+            command.undo()?;
         }
     }
     add_time(&stats.running_nanos, started);
-    let withdrawn = sink.withdraw(&tx.effects);
+    let withdrawn = sink.withdraw(tx.effects());
     let committing = Instant::now();
-    let committed = conn.execute_batch("COMMIT").map_err(db_error);
+    let committed = transaction.commit();
     add_time(&stats.commit_nanos, committing);
     if let Err(e) = committed {
         sink.restore(withdrawn);
         return Err(e);
     }
-    if tx.outbox_written {
-        tx.effects.push(Effect::OutboxWritten);
-    }
-    *head = tx.head.clone();
-    Ok(std::mem::take(&mut tx.effects))
+    let (new_head, effects) = tx.finish();
+    *head = new_head;
+    Ok(effects)
 }
 
 #[cfg(test)]
@@ -553,5 +537,116 @@ mod tests {
         assert!(bad.is_err());
         assert_eq!(also_good.unwrap(), good.unwrap() + 1, "the failed command left no gap in the chain");
         assert_eq!(count_events(&path), 2);
+    }
+
+    type Boxed = Box<dyn FnOnce(&mut Tx<'_>) -> Result<i64> + Send>;
+
+    /// Runs `commands` as one batch, straight through `commit_batch` (so they surely share it), on
+    /// the database at `path`: each command's answer and the effects the batch would apply.
+    fn one_batch(path: &Path, commands: Vec<Boxed>) -> (Vec<Result<i64>>, Vec<Effect>) {
+        let mut conn = open_connection(path, false).unwrap();
+        migrate::run(&mut conn).unwrap();
+        let mut head = ChainHead::load(&conn).unwrap();
+        let mut answers = Vec::new();
+        let mut batch: Vec<Job> = commands
+            .into_iter()
+            .map(|command| {
+                let (answer, answered) = oneshot::channel();
+                answers.push(answered);
+                Box::new(Pending { command: Some(command), result: None, answer }) as Job
+            })
+            .collect();
+        let effects =
+            commit_batch(&conn, &mut head, &mut batch, &Clock::default(), &Counters::default(), &NoViews).unwrap();
+        for job in batch {
+            job.complete(Ok(()));
+        }
+        (answers.into_iter().map(|mut a| a.try_recv().unwrap()).collect(), effects)
+    }
+
+    /// The seqs of the events a batch's effects would publish, and the sessions it would revoke.
+    fn published(effects: &[Effect]) -> (Vec<i64>, usize) {
+        let seqs = effects.iter().filter_map(|e| if let Effect::Audited(a) = e { Some(a.seq) } else { None });
+        let revoked = effects.iter().filter(|e| matches!(e, Effect::SessionRevoked { .. })).count();
+        (seqs.collect(), revoked)
+    }
+
+    fn revokes_and_audits(tx: &mut Tx<'_>, what: &str) -> Result<i64> {
+        let id = crate::domain::SessionId::generate();
+        tx.effect(Effect::SessionRevoked { id, expires_at: crate::domain::Timestamp(i64::MAX) });
+        audited(tx, what)
+    }
+
+    #[test]
+    fn a_failing_command_in_a_shared_batch_rolls_back_its_rows_effects_and_chain_head_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tether.db");
+        let (answers, effects) = one_batch(
+            &path,
+            vec![
+                Box::new(|tx| revokes_and_audits(tx, "good")),
+                Box::new(|tx| {
+                    revokes_and_audits(tx, "bad")?;
+                    revokes_and_audits(tx, "bad again")?;
+                    Err(Error::conflict("changed its mind"))
+                }),
+                Box::new(|tx| revokes_and_audits(tx, "also good")),
+            ],
+        );
+        assert!(matches!(answers[1], Err(Error::Conflict(_))), "{answers:?}");
+        assert_eq!((answers[0].as_ref().ok(), answers[2].as_ref().ok()), (Some(&1), Some(&2)), "no gap in the chain");
+        assert_eq!(published(&effects), (vec![1, 2], 2), "the failed command's effects are gone");
+        assert_eq!(count_events(&path), 2);
+        let report = crate::store::reads::verify_audit(&open_connection(&path, true).unwrap()).unwrap();
+        assert!(report.ok, "{report:?}");
+    }
+
+    #[test]
+    fn a_panicking_command_in_a_shared_batch_rolls_back_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tether.db");
+        let (answers, effects) = one_batch(
+            &path,
+            vec![
+                Box::new(|tx| revokes_and_audits(tx, "good")),
+                Box::new(|tx| {
+                    // Inside a held subscriber list, which the failed command must not leave held.
+                    tx.holding_subscribers(|tx| {
+                        let trigger = revokes_and_audits(tx, "trigger")?;
+                        tx.audit(NewEvent::new(Actor::system(), "t.caused", Subject::new("t", "c")).cause(trigger))?;
+                        panic!("a bug in a command")
+                    })
+                }),
+                Box::new(|tx| revokes_and_audits(tx, "also good")),
+            ],
+        );
+        assert!(matches!(answers[1], Err(Error::Internal(_))), "{answers:?}");
+        assert_eq!((answers[0].as_ref().ok(), answers[2].as_ref().ok()), (Some(&1), Some(&2)));
+        assert_eq!(published(&effects), (vec![1, 2], 2));
+        assert_eq!(count_events(&path), 2);
+        let conn = open_connection(&path, true).unwrap();
+        assert!(
+            crate::store::query_plan::audit_causes(&conn).is_empty(),
+            "the panicked command's cause is not recorded"
+        );
+    }
+
+    #[test]
+    fn a_failing_command_alone_in_its_batch_rolls_back_the_batch_and_publishes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tether.db");
+        let (answers, effects) = one_batch(
+            &path,
+            vec![Box::new(|tx| {
+                revokes_and_audits(tx, "half")?;
+                Err(Error::conflict("no"))
+            })],
+        );
+        assert!(matches!(answers[0], Err(Error::Conflict(_))));
+        assert!(effects.is_empty());
+        assert_eq!(count_events(&path), 0);
+        // The connection is usable again: no transaction was left open.
+        let (answers, _) = one_batch(&path, vec![Box::new(|tx| audited(tx, "next"))]);
+        assert_eq!(answers[0].as_ref().ok(), Some(&1));
     }
 }
