@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-use super::db_error;
+use super::db::db_error;
 use crate::domain::Result;
 
 /// The migrations, compiled into the binary so a deployed tether needs no source tree.
@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn a_cascade_reads_a_delegations_or_parents_active_sessions_by_index_in_creation_order() {
-        use crate::store::writes::active_sessions_query;
+        use crate::store::sessions::active_sessions_query;
         for (column, index) in [("delegation_id", "sessions_active_by_delegation"), ("parent_id", "sessions_by_parent")]
         {
             let plan = plan(&active_sessions_query(column));
@@ -192,7 +192,8 @@ mod tests {
 
     #[test]
     fn a_cascade_finds_what_its_events_revoked_by_their_seq_range_not_by_scanning() {
-        use crate::store::writes::{CHILDREN_OF_REVOKED, FEED_REVOKED_BETWEEN};
+        use crate::store::feed::FEED_REVOKED_BETWEEN;
+        use crate::store::sessions::CHILDREN_OF_REVOKED;
         let params = [1, 2, 3].map(rusqlite::types::Value::Integer);
         let conn = crate::store::query_plan::migrated();
         // The cascade's `session.revoked` events, by seq range: through the table or by action.

@@ -4,11 +4,11 @@
 //!
 //! This is the only module that writes transaction control statements.
 
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 
-use super::db_error;
-use crate::audit::{event_hash_with_details, AuditEvent, NewEvent};
-use crate::domain::{CredentialId, Error, EventId, Result, SessionId, Timestamp};
+use super::db::db_error;
+use crate::audit::AuditEvent;
+use crate::domain::{CredentialId, Result, SessionId, Timestamp};
 
 /// A change to apply to the in-memory views after commit, before the caller is answered.
 #[derive(Debug, Clone)]
@@ -42,50 +42,34 @@ pub struct ChainHead {
     pub seq: i64,
     pub hash: String,
     /// When the last event happened. No event is stamped earlier ([`Tx::audit`]), so `at` does
-    /// not decrease along the chain and a time bound is a seq bound ([`super::reads::list_audit`]).
+    /// not decrease along the chain and a time bound is a seq bound ([`super::audit_listing::list_audit`]).
     pub at: Timestamp,
-}
-
-impl ChainHead {
-    pub fn load(conn: &Connection) -> Result<ChainHead> {
-        let head = conn
-            .query_row("SELECT seq, hash, at FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| {
-                Ok(ChainHead { seq: r.get(0)?, hash: r.get(1)?, at: r.get(2)? })
-            })
-            .map(Some)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })
-            .map_err(db_error)?;
-        Ok(head.unwrap_or(ChainHead { seq: 0, hash: crate::audit::GENESIS_HASH.to_owned(), at: Timestamp(i64::MIN) }))
-    }
 }
 
 /// One command's view of the open write transaction.
 pub struct Tx<'c> {
-    conn: &'c Connection,
-    now: Timestamp,
-    head: ChainHead,
+    pub(super) conn: &'c Connection,
+    pub(super) now: Timestamp,
+    pub(super) head: ChainHead,
     effects: Vec<Effect>,
     /// Whether this batch queued webhook deliveries (the delivery worker is woken after commit).
-    outbox_written: bool,
+    pub(super) outbox_written: bool,
     /// The webhooks that may receive events, held while a cascade writes many events and changes
     /// no webhook ([`Tx::holding_subscribers`]); read per event otherwise.
-    subscribers: Option<std::sync::Arc<Vec<Subscriber>>>,
+    pub(super) subscribers: Option<std::sync::Arc<Vec<Subscriber>>>,
     /// The last event each cause led to in the running command, written to `audit_causes` when
     /// the command ends ([`Tx::record_causes`]): one row per trigger instead of one index entry
     /// per caused event.
-    last_caused: std::collections::BTreeMap<i64, i64>,
+    pub(super) last_caused: std::collections::BTreeMap<i64, i64>,
 }
 
 /// A live webhook as the outbox matches events against it.
 #[derive(Debug)]
-struct Subscriber {
-    id: String,
+pub(super) struct Subscriber {
+    pub(super) id: String,
     /// Actions it asked for; empty means every event its owner may see.
-    wanted: Vec<String>,
-    owner: crate::domain::Role,
+    pub(super) wanted: Vec<String>,
+    pub(super) owner: crate::domain::Role,
 }
 
 impl<'c> Tx<'c> {
@@ -103,6 +87,19 @@ impl<'c> Tx<'c> {
 
     pub fn conn(&self) -> &Connection {
         self.conn
+    }
+
+    /// The time of this batch: every change in it is stamped with the same instant.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    pub fn head(&self) -> &ChainHead {
+        &self.head
+    }
+
+    pub fn effect(&mut self, effect: Effect) {
+        self.effects.push(effect);
     }
 
     /// The effects of the batch so far.
@@ -129,198 +126,13 @@ impl<'c> Tx<'c> {
         *subscribers = None;
         last_caused.clear();
     }
-
-    /// The time of this batch: every change in it is stamped with the same instant.
-    pub fn now(&self) -> Timestamp {
-        self.now
-    }
-
-    pub fn head(&self) -> &ChainHead {
-        &self.head
-    }
-
-    pub fn effect(&mut self, effect: Effect) {
-        self.effects.push(effect);
-    }
-
-    /// Appends an event to the audit chain in this transaction. The record is shared with the
-    /// event stream's effect rather than copied: a cascade writes one per revoked session.
-    pub fn audit(&mut self, event: NewEvent) -> Result<std::sync::Arc<AuditEvent>> {
-        let details_id = match &event.details.stored {
-            Some(slot) => Some(self.shared_details_id(slot, event.details.text())?),
-            None => None,
-        };
-        let (details, text) = event.details.into_parts();
-        let mut record = AuditEvent {
-            seq: self.head.seq + 1,
-            id: EventId::generate().to_string(),
-            // A clock set back does not set the log back: time queries rely on `at` never
-            // decreasing along the chain. Only the record's stamp waits for the clock; the
-            // batch's own time (expiry, lifetimes) stays the clock's.
-            at: self.now.max(self.head.at),
-            actor: event.actor,
-            action: event.action.to_owned(),
-            subject: event.subject,
-            cause_seq: event.cause_seq,
-            reason: event.reason,
-            details,
-            prev_hash: self.head.hash.clone(),
-            hash: String::new(),
-        };
-        if let Some(cause) = record.cause_seq {
-            // A query by cause reads the seq range after its cause (migration 0010): an event
-            // that names a later one, or itself, would never be found. A command doing so is a bug.
-            if cause >= record.seq {
-                return Err(Error::internal(format!(
-                    "event {} names a later event ({cause}) as its cause",
-                    record.seq
-                )));
-            }
-        }
-        record.hash = event_hash_with_details(&record, &text);
-        self.conn
-            .prepare_cached(
-                "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
-                                           cause_seq, reason, details, prev_hash, hash, details_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    record.seq,
-                    record.id,
-                    record.at.millis(),
-                    record.actor.kind.as_str(),
-                    record.actor.id,
-                    record.action,
-                    record.subject.kind,
-                    record.subject.id,
-                    record.cause_seq,
-                    record.reason,
-                    // Shared details are read through `details_id` (rows::AUDIT_DETAILS).
-                    if details_id.is_some() { "" } else { &*text },
-                    record.prev_hash,
-                    record.hash,
-                    details_id,
-                ])
-            })
-            .map_err(db_error)?;
-        if let Some(cause) = record.cause_seq {
-            self.last_caused.insert(cause, record.seq);
-        }
-        self.enqueue_webhooks(&record)?;
-        self.head = ChainHead { seq: record.seq, hash: record.hash.clone(), at: record.at };
-        let record = std::sync::Arc::new(record);
-        self.effects.push(Effect::Audited(record.clone()));
-        Ok(record)
-    }
-
-    /// Records, for each cause of the command that just ran, the last event it led to: the
-    /// events a trigger caused all lie between it and that seq, which is how queries by cause
-    /// find them (there is no index on `cause_seq`, migration 0010).
-    pub(super) fn record_causes(&mut self) -> Result<()> {
-        for (cause, last) in std::mem::take(&mut self.last_caused) {
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO audit_causes (cause_seq, last_seq) VALUES (?1, ?2)
-                     ON CONFLICT (cause_seq) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
-                )
-                .and_then(|mut st| st.execute([cause, last]))
-                .map_err(db_error)?;
-        }
-        Ok(())
-    }
-
-    /// The `audit_details` row holding the text of details many events share: stored by the first
-    /// of them, remembered in `slot` for the others.
-    fn shared_details_id(&self, slot: &std::sync::OnceLock<i64>, text: &str) -> Result<i64> {
-        if let Some(id) = slot.get() {
-            return Ok(*id);
-        }
-        let id = self
-            .conn
-            .prepare_cached("INSERT INTO audit_details (text) VALUES (?1)")
-            .and_then(|mut st| st.insert([text]))
-            .map_err(db_error)?;
-        Ok(*slot.get_or_init(|| id))
-    }
-
-    /// Runs `f` with the live webhooks read once rather than once per event. `f` must not change
-    /// webhooks or their owners' credentials: a cascade, which writes one event per revoked
-    /// session and nothing else of the kind.
-    pub fn holding_subscribers<T>(&mut self, f: impl FnOnce(&mut Tx<'c>) -> Result<T>) -> Result<T> {
-        self.subscribers = Some(std::sync::Arc::new(self.live_subscribers()?));
-        let outcome = f(self);
-        self.subscribers = None;
-        outcome
-    }
-
-    fn live_subscribers(&self) -> Result<Vec<Subscriber>> {
-        let mut st = self
-            .conn
-            // A webhook owned by a credential (admin, auditor, verifier) stops once that
-            // credential has expired or its API key is retired. Revoking a credential deletes its
-            // webhooks; the liveness test also covers those revoked before that rule existed.
-            .prepare_cached(&LIVE_WEBHOOKS)
-            .map_err(db_error)?;
-        let rows = st
-            .query_map([self.now.millis()], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-            })
-            .map_err(db_error)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(db_error)?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, events, owner_role, owner_id)| {
-                let owner = crate::domain::Role::from_parts(&owner_role, &owner_id)?;
-                Some(Subscriber { id, wanted: serde_json::from_str(&events).unwrap_or_default(), owner })
-            })
-            .collect())
-    }
-
-    /// The transactional outbox: one pending delivery per webhook that subscribed to this event
-    /// and whose owner may see it, written with the event itself.
-    fn enqueue_webhooks(&mut self, record: &AuditEvent) -> Result<()> {
-        let subscribers = match &self.subscribers {
-            Some(held) => held.clone(),
-            None => std::sync::Arc::new(self.live_subscribers()?),
-        };
-        for hook in subscribers.iter() {
-            if !hook.wanted.is_empty() && !hook.wanted.contains(&record.action) {
-                continue;
-            }
-            if !crate::audit::visible_to(&hook.owner, record) {
-                continue;
-            }
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO webhook_deliveries (webhook_id, event_seq, event_id, status, next_attempt_at)
-                     VALUES (?1, ?2, ?3, 'pending', ?4)",
-                )
-                .and_then(|mut st| st.execute(params![hook.id, record.seq, record.id, self.now.millis()]))
-                .map_err(db_error)?;
-            self.outbox_written = true;
-        }
-        Ok(())
-    }
 }
-
-/// Webhooks not deleted whose owner may still act (see [`Tx::live_subscribers`]).
-static LIVE_WEBHOOKS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "SELECT w.id, w.events, w.owner_role, w.owner_id FROM webhooks w
-         LEFT JOIN credentials c ON c.id = w.owner_id {}
-         WHERE w.deleted_at IS NULL AND (c.id IS NULL OR {})",
-        super::reads::CREDENTIAL_KEY_JOIN,
-        super::reads::CREDENTIAL_IS_LIVE
-    )
-});
 
 /// Where a command found the transaction: what [`Tx::rewind`] puts back if it fails.
 struct Mark {
     head: ChainHead,
     effects: usize,
-    outbox_written: bool,
+    pub(super) outbox_written: bool,
 }
 
 /// The one write transaction of a batch, from `BEGIN IMMEDIATE` to `COMMIT`. Dropped without
