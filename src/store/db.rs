@@ -42,20 +42,44 @@ pub fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Maps a database fault: constraint violations we know by name become client errors,
-/// anything else is internal.
+/// Maps a database fault: a violation of a constraint tether knows by name becomes the error it
+/// stands for (a client error, mostly); anything else is internal and keeps the fault as its cause.
 pub fn db_error(e: rusqlite::Error) -> Error {
-    if let rusqlite::Error::SqliteFailure(code, Some(message)) = &e {
-        if code.code == rusqlite::ErrorCode::ConstraintViolation {
-            if message.contains("users.external_id") {
-                return Error::conflict("a user with this external_id already exists");
-            }
-            if message.contains("append-only") {
-                return Error::internal("audit_events is append-only");
-            }
+    if let Some((kind, name)) = violated_constraint(&e) {
+        if let Some((_, _, known)) = KNOWN_CONSTRAINTS.iter().find(|(k, n, _)| *k == kind && *n == name) {
+            return known();
         }
     }
-    Error::internal(format!("database: {e}"))
+    Error::internal_from("database", e)
+}
+
+/// The constraints [`db_error`] maps, by kind (SQLite's extended result code) and name: the
+/// `table.column` of a UNIQUE constraint, the message a trigger raises.
+const KNOWN_CONSTRAINTS: &[KnownConstraint] = &[
+    (rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE, "users.external_id", || {
+        Error::conflict("a user with this external_id already exists")
+    }),
+    (rusqlite::ffi::SQLITE_CONSTRAINT_TRIGGER, "audit_events is append-only", || {
+        Error::internal("audit_events is append-only")
+    }),
+];
+
+/// A constraint's kind, its name, and the error its violation stands for.
+type KnownConstraint = (std::ffi::c_int, &'static str, fn() -> Error);
+
+/// The kind and name of the constraint a failed statement violated. SQLite reports the name only
+/// inside its message, after a fixed prefix for UNIQUE (`UNIQUE constraint failed: users.external_id`)
+/// and as the whole message for a trigger's `RAISE`; the name is taken from there whole, never
+/// searched for.
+fn violated_constraint(e: &rusqlite::Error) -> Option<(std::ffi::c_int, &str)> {
+    let rusqlite::Error::SqliteFailure(failure, Some(message)) = e else { return None };
+    let kind = failure.extended_code;
+    let name = match kind {
+        rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => message.strip_prefix("UNIQUE constraint failed: ")?,
+        rusqlite::ffi::SQLITE_CONSTRAINT_TRIGGER => message.as_str(),
+        _ => return None,
+    };
+    Some((kind, name))
 }
 
 /// A few read-only connections, handed out round-robin to blocking tasks.
@@ -160,5 +184,37 @@ mod tests {
         assert_eq!(page_size(&conn), 4096, "an existing database is not rewritten");
         conn.execute("INSERT INTO t VALUES (1)", []).unwrap();
         assert_eq!(page_size(&open_connection(&older, true).unwrap()), 4096);
+    }
+
+    #[test]
+    fn a_known_constraint_maps_by_kind_and_name_and_anything_else_keeps_its_cause() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate::run(&mut conn).unwrap();
+        let user = |id: &str, external: &str| {
+            conn.execute(
+                "INSERT INTO users (id, external_id, permissions, status, created_at) VALUES (?1, ?2, '[]', 'active', 0)",
+                [id, external],
+            )
+            .map_err(db_error)
+        };
+        user("usr_1", "alice").unwrap();
+        assert!(matches!(user("usr_2", "alice"), Err(Error::Conflict(_))), "the external_id's UNIQUE constraint");
+        // The primary key is another constraint: a fault, not the client's conflict.
+        let Err(Error::Internal(fault)) = user("usr_1", "bob") else { panic!("a primary key violation is internal") };
+        assert!(fault.cause().is_some(), "the database error is kept: {fault}");
+        assert_eq!(
+            fault.to_string(),
+            "database: UNIQUE constraint failed: users.id: Error code 1555: A PRIMARY KEY constraint failed",
+            "the log shows the whole chain"
+        );
+
+        conn.execute(
+            "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id, details, prev_hash, hash)
+             VALUES (1, 'e', 0, 'system', 's', 'a', 'k', 'i', '{}', 'p', 'h')",
+            [],
+        )
+        .unwrap();
+        let refused = conn.execute("DELETE FROM audit_events", []).map_err(db_error).unwrap_err();
+        assert_eq!(refused.to_string(), "internal error: audit_events is append-only");
     }
 }
