@@ -7,7 +7,7 @@
 //! # Layout
 //! - [`domain`]: ids, scopes, objects, callers and errors; no I/O.
 //! - [`audit`]: audit records and the hash chain (pure).
-//! - [`store`]: SQLite: migrations, the group-commit writer, reads, writes, coverage.
+//! - [`store`]: SQLite: migrations, the group-commit writer, one module per thing stored, coverage.
 //! - [`ops`]: the commands run inside a write transaction, cascades included.
 //! - [`tokens`]: key rings, agent tokens, API credentials, the request policy.
 //! - [`views`]: in-memory views the writer updates after commit (live sessions, credentials).

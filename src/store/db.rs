@@ -9,12 +9,11 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::domain::{Error, Result};
 
-/// The page size of a new database. With 8 KiB instead of SQLite's 4 KiB, a 100k-session cascade
-/// writes half as many WAL frames and splits half as many B-tree pages: 1.12-1.17 s instead of
-/// 1.28-1.33 s, with session creation unchanged within the noise (docs/performance.md). Larger
-/// pages cost creation more than they save a cascade: 16 KiB took 15% off sessions created per
-/// second. A revocation of scattered sessions writes a whole page per session, so larger pages
-/// would also make that case write more.
+/// The page size of a new database. Twice SQLite's default: a large cascade writes half as many
+/// WAL frames and splits half as many B-tree pages, and session creation does not pay for it.
+/// Larger pages cost creation more than they save a cascade, and a revocation of scattered
+/// sessions writes a whole page per session, so they would make that case write more too
+/// (docs/performance.md has the measurements).
 pub const PAGE_SIZE: u32 = 8192;
 
 /// Opens a connection with the pragmas every tether connection uses.

@@ -133,8 +133,8 @@ impl Writer {
         let mut conn = open_connection(path, false)?;
         // A cascade over a large tenant dirties every page of the sessions it revokes, their
         // indexes and its audit rows in one transaction. A cache that cannot hold them spills
-        // dirty pages to the WAL mid-transaction (with 64 MiB: 13% of a 100k-session cascade's
-        // profile). The cache only grows as far as a transaction uses it.
+        // dirty pages to the WAL mid-transaction, a large share of a big cascade's time
+        // (docs/performance.md). The cache only grows as far as a transaction uses it.
         conn.execute_batch("PRAGMA cache_size = -524288;").map_err(db_error)?;
         migrate::run(&mut conn)?;
         let head = load_chain_head(&conn)?;
