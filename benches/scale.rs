@@ -192,7 +192,7 @@ fn measure(dir: &Path) {
         let conn = tether::store::open_connection(&tether::store::database_path(dir), true).expect("read conn");
         let scan = Instant::now();
         let mut rows = 0usize;
-        tether::store::reads::live_sessions(&conn, Timestamp(now_ms()), |_| rows += 1).expect("scan");
+        tether::store::sessions::live_sessions(&conn, Timestamp(now_ms()), |_| rows += 1).expect("scan");
         let scan = scan.elapsed();
         println!(
             "start-up to ready ({}): {:.3} s; live view {live} entries ({active} active); RSS {:.1} → {:.1} MiB: {:.0} bytes per live session (all of App::open); live-view scan alone (warm) {:.3} s for {rows} rows",

@@ -200,7 +200,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         }
         Command::Audit { command: AuditCommand::Verify { data_dir } } => {
             let readers = open_readers(&data_dir)?;
-            let report = readers.read_now(tether::store::reads::verify_audit)?;
+            let report = readers.read_now(tether::store::audit::verify_audit)?;
             let text = serde_json::to_string_pretty(&report).unwrap_or_default();
             match writeln!(std::io::stdout(), "{text}") {
                 // A closed pipe (`| head`) is not a failure of verify: the exit code still says it.
@@ -222,7 +222,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let mut failed: Option<std::io::Error> = None;
             readers.read_now(|conn| {
-                tether::store::reads::each_stored_record(conn, |record| {
+                tether::store::audit::each_stored_record(conn, |record| {
                     let written = serde_json::to_writer(&mut out, &record)
                         .map_err(std::io::Error::from)
                         .and_then(|()| out.write_all(b"\n"));

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::domain::{SessionId, Timestamp};
-use crate::store::{writes, Writer};
+use crate::store::{sessions, Writer};
 
 #[derive(Debug, Clone)]
 struct Seen {
@@ -38,7 +38,7 @@ impl LastSeen {
         let result = writer
             .execute(move |tx| {
                 for (id, seen) in written.iter() {
-                    writes::touch_session(tx, *id, seen.at, seen.ip.as_deref(), seen.user_agent.as_deref())?;
+                    sessions::touch_session(tx, *id, seen.at, seen.ip.as_deref(), seen.user_agent.as_deref())?;
                 }
                 Ok(())
             })

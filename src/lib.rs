@@ -7,7 +7,7 @@
 //! # Layout
 //! - [`domain`]: ids, scopes, objects, callers and errors; no I/O.
 //! - [`audit`]: audit records and the hash chain (pure).
-//! - [`store`]: SQLite: migrations, the group-commit writer, reads, writes, coverage.
+//! - [`store`]: SQLite: migrations, the group-commit writer, one module per thing stored, coverage.
 //! - [`ops`]: the commands run inside a write transaction, cascades included.
 //! - [`tokens`]: key rings, agent tokens, API credentials, the request policy.
 //! - [`views`]: in-memory views the writer updates after commit (live sessions, credentials).
@@ -253,7 +253,7 @@ impl Services {
 
     /// The seq of the newest committed audit event.
     pub async fn writer_head_seq(&self) -> Result<i64> {
-        self.readers.read(|conn| store::reads::chain_head(conn).map(|(seq, _)| seq)).await
+        self.readers.read(|conn| store::audit::chain_head(conn).map(|(seq, _)| seq)).await
     }
 
     /// Re-reads both key rings from their files and audits any key added, retired or reactivated.
@@ -271,7 +271,7 @@ impl Services {
             let keys = ring.public_keys();
             let name = ops::keys::purpose_name(purpose);
             // A cheap look first, on a read connection: most seconds nothing changed.
-            let recorded = self.readers.read(move |conn| store::reads::recorded_signing_keys(conn, name)).await?;
+            let recorded = self.readers.read(move |conn| store::keys::recorded_signing_keys(conn, name)).await?;
             // Only keys that have files count: a key file deleted by hand has nothing to audit.
             let unrecorded = keys.iter().any(|k| {
                 let status = ops::keys::status_name(k.status);
@@ -291,7 +291,7 @@ impl Services {
     /// Drops what expiry made useless: feed entries and token records past their expiry, and
     /// live-view entries of expired sessions.
     pub async fn purge_expired(&self) {
-        let purged = self.writer.execute(|tx| store::writes::purge_expired_tokens(tx)).await;
+        let purged = self.writer.execute(|tx| store::feed::purge_expired_tokens(tx)).await;
         if let Err(e) = purged {
             tracing::warn!(error = %e, "purging expired tokens failed");
         }
@@ -306,10 +306,10 @@ fn load_views(readers: &ReadPool, views: &Views, now: domain::Timestamp) -> Resu
     // tens of MiB for 100k sessions, for as long as the process runs.
     readers.read_own(|conn| {
         conn.execute_batch("PRAGMA cache_size = -2048").map_err(store::db_error)?;
-        store::reads::live_sessions(conn, now, |row| {
+        store::sessions::live_sessions(conn, now, |row| {
             views.sessions.set(row.id, LiveSession { revoked: row.revoked, expires_at: row.expires_at });
         })?;
-        for c in store::reads::all_credentials(conn)? {
+        for c in store::credentials::all_credentials(conn)? {
             views
                 .credentials
                 .insert(c.id, CredentialState { revoked: c.revoked_at.is_some(), expires_at: c.expires_at });
@@ -326,7 +326,7 @@ async fn bootstrap_admin(
     writer: &Writer,
     env: &Arc<Env>,
 ) -> Result<Option<String>> {
-    let existing = readers.read_now(store::reads::credential_count)?;
+    let existing = readers.read_now(store::credentials::credential_count)?;
     if existing > 0 {
         return Ok(None);
     }

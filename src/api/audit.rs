@@ -17,8 +17,10 @@ use super::problem::{ApiResult, Query};
 use super::{read, AppState};
 use crate::audit::{AuditEvent, VerifyReport};
 use crate::domain::*;
+use crate::store::audit;
+use crate::store::audit_listing::{self, AuditFilter};
 use crate::store::coverage::{self, Coverage};
-use crate::store::reads::{self, AuditFilter, Page};
+use crate::store::query::Page;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -53,7 +55,7 @@ pub async fn checkpoint(
     Authenticated(caller): Authenticated,
 ) -> ApiResult<axum::Json<Checkpoint>> {
     auditor(&caller)?;
-    let head = state.readers.read(reads::chain_head).await?;
+    let head = state.readers.read(audit::chain_head).await?;
     let (kid, signature) = state.env.api_keys.sign(&checkpoint_message(head.0, &head.1))?;
     Ok(axum::Json(Checkpoint { seq: head.0, hash: head.1, kid, signature: hex::encode(signature) }))
 }
@@ -84,7 +86,7 @@ pub async fn verify_checkpoint(
     let log_matches = state
         .readers
         .read_long(move |conn| {
-            let report = reads::verify_audit_through(conn, Some(seq))?;
+            let report = audit::verify_audit_through(conn, Some(seq))?;
             Ok(report.ok && report.head_seq == seq && report.head_hash == hash)
         })
         .await?;
@@ -163,7 +165,7 @@ pub async fn list(
         since: time("since", &q.since)?,
         until: time("until", &q.until)?,
     };
-    read(&state, move |conn| reads::list_audit(conn, &filter, limit)).await
+    read(&state, move |conn| audit_listing::list_audit(conn, &filter, limit)).await
 }
 
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, body = VerifyReport)))]
@@ -172,7 +174,7 @@ pub async fn verify(
     Authenticated(caller): Authenticated,
 ) -> ApiResult<axum::Json<VerifyReport>> {
     auditor(&caller)?;
-    Ok(axum::Json(state.readers.read_long(reads::verify_audit).await?))
+    Ok(axum::Json(state.readers.read_long(audit::verify_audit).await?))
 }
 
 /// How long an export waits for its client to take the next chunk before it gives up: the
@@ -198,7 +200,7 @@ pub async fn export(State(state): State<AppState>, Authenticated(caller): Authen
             sent
         };
         let outcome = readers.read_own(|conn| {
-            reads::each_stored_record(conn, |record| {
+            audit::each_stored_record(conn, |record| {
                 if serde_json::to_writer(&mut chunk, &record).is_err() {
                     return false;
                 }

@@ -71,7 +71,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<(Caller, u32), 
 async fn known_credential(state: &AppState, id: crate::domain::CredentialId) -> Result<CredentialState, ApiError> {
     let record = state
         .readers
-        .read(move |conn| crate::store::reads::get_credential(conn, id))
+        .read(move |conn| crate::store::credentials::get_credential(conn, id))
         .await
         .map_err(|_| unauthenticated("credential is not known"))?;
     let read = CredentialState { revoked: record.revoked_at.is_some(), expires_at: record.expires_at };

@@ -11,7 +11,8 @@ use super::problem::{path_id, ApiResult, Json, Path, Query};
 use super::{page, read, write, AppState, RawPage};
 use crate::domain::*;
 use crate::ops::{self, commands::NewCredential};
-use crate::store::reads::{self, Page};
+use crate::store::credentials;
+use crate::store::query::Page;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/credentials", post(create).get(list)).route("/v1/credentials/{id}/revoke", post(revoke))
@@ -61,7 +62,7 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Page<Credential>>> {
     ops::require(&caller, &[RoleKind::Admin])?;
     let page = page(&q.limit, &q.cursor, CredentialId::parse)?;
-    read(&state, move |conn| reads::list_credentials(conn, &page)).await
+    read(&state, move |conn| credentials::list_credentials(conn, &page)).await
 }
 
 #[utoipa::path(post, path = "/v1/credentials/{id}/revoke", params(("id" = String, Path, description = "credential id")), tag = "credentials", responses((status = 200, body = Credential)))]

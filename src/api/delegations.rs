@@ -11,7 +11,8 @@ use super::{page, read, tenant_reader, write, AppState};
 use crate::domain::*;
 use crate::ops::commands::{NewDelegation, WithReason};
 use crate::ops::sessions as ops;
-use crate::store::reads::{self, DelegationFilter, Page};
+use crate::store::delegations::{self, DelegationFilter};
+use crate::store::query::Page;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -62,7 +63,7 @@ pub async fn list(
         .transpose()?;
     let filter =
         DelegationFilter { user_id: q.user_id, agent_id: q.agent_id, integration_id: q.integration_id, status };
-    read(&state, move |conn| reads::list_delegations(conn, vis, &filter, &page)).await
+    read(&state, move |conn| delegations::list_delegations(conn, vis, &filter, &page)).await
 }
 
 #[utoipa::path(get, path = "/v1/delegations/{id}", params(("id" = String, Path, description = "delegation id")), tag = "delegations", responses((status = 200, body = Delegation)))]
@@ -73,7 +74,7 @@ pub async fn get_one(
 ) -> ApiResult<axum::Json<Delegation>> {
     let vis = tenant_reader(&caller)?;
     let id = path_id(&id, DelegationId::parse)?;
-    read(&state, move |conn| reads::get_delegation(conn, vis, id)).await
+    read(&state, move |conn| delegations::get_delegation(conn, vis, id)).await
 }
 
 #[utoipa::path(post, path = "/v1/delegations/{id}/revoke", params(("id" = String, Path, description = "delegation id")), tag = "delegations", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]

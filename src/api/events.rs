@@ -22,7 +22,7 @@ use super::problem::{ApiResult, Query};
 use super::AppState;
 use crate::audit::{visible_to, AuditEvent};
 use crate::domain::*;
-use crate::store::reads::{self, AuditFilter};
+use crate::store::audit_listing::{self, AuditFilter};
 
 /// How long an idle stream goes without checking that its credential is still live.
 const RECHECK_CREDENTIAL: Duration = Duration::from_secs(5);
@@ -57,7 +57,7 @@ async fn replay(
 ) -> bool {
     loop {
         let filter = AuditFilter { after_seq: Some(*last), ..Default::default() };
-        let Ok(page) = state.readers.read(move |conn| reads::list_audit(conn, &filter, 500)).await else {
+        let Ok(page) = state.readers.read(move |conn| audit_listing::list_audit(conn, &filter, 500)).await else {
             return false;
         };
         for event in &page.items {

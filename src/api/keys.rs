@@ -10,7 +10,8 @@ use super::auth::Authenticated;
 use super::problem::{ApiResult, Path, Query};
 use super::AppState;
 use crate::domain::*;
-use crate::store::reads::{self, Page};
+use crate::store::feed;
+use crate::store::query::Page;
 use crate::tokens::{KeyPurpose, KeyStatus};
 
 pub fn router() -> Router<AppState> {
@@ -173,7 +174,7 @@ pub async fn revocations(
             .ok_or_else(|| Error::invalid("`after` must be a non-negative integer cursor"))?,
     };
     let now = state.clock.now();
-    super::read(&state, move |conn| reads::revocation_feed(conn, after, limit, now)).await.map(|axum::Json(page)| {
+    super::read(&state, move |conn| feed::revocation_feed(conn, after, limit, now)).await.map(|axum::Json(page)| {
         axum::Json(Page {
             items: page
                 .items

@@ -25,7 +25,7 @@ use axum::Router;
 use serde::Deserialize;
 
 use crate::domain::{Error, Result, Visibility};
-use crate::store::reads::PageRequest;
+use crate::store::query::PageRequest;
 use crate::Services;
 use problem::ApiError;
 

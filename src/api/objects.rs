@@ -10,7 +10,8 @@ use super::{page, read, tenant_reader, write, AppState, RawPage};
 use crate::domain::*;
 use crate::ops::commands::{NewAgent, NewIntegration, NewPlatform, WithReason};
 use crate::ops::objects as ops;
-use crate::store::reads::{self, Page};
+use crate::store::platforms;
+use crate::store::query::Page;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -44,7 +45,7 @@ pub async fn list_platforms(
 ) -> ApiResult<axum::Json<Page<Platform>>> {
     let vis = tenant_reader(&caller)?;
     let page = page(&q.limit, &q.cursor, PlatformId::parse)?;
-    read(&state, move |conn| reads::list_platforms(conn, vis, &page)).await
+    read(&state, move |conn| platforms::list_platforms(conn, vis, &page)).await
 }
 
 #[utoipa::path(get, path = "/v1/platforms/{id}", params(("id" = String, Path, description = "platform id")), tag = "platforms", responses((status = 200, body = Platform)))]
@@ -55,7 +56,7 @@ pub async fn get_platform(
 ) -> ApiResult<axum::Json<Platform>> {
     let vis = tenant_reader(&caller)?;
     let id = path_id(&id, PlatformId::parse)?;
-    read(&state, move |conn| reads::get_platform(conn, vis, id)).await
+    read(&state, move |conn| platforms::get_platform(conn, vis, id)).await
 }
 
 #[utoipa::path(post, path = "/v1/platforms/{id}/disable", params(("id" = String, Path, description = "platform id")), tag = "platforms", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
@@ -86,7 +87,7 @@ pub async fn list_agents(
 ) -> ApiResult<axum::Json<Page<Agent>>> {
     let vis = tenant_reader(&caller)?;
     let page = page(&q.limit, &q.cursor, AgentId::parse)?;
-    read(&state, move |conn| reads::list_agents(conn, vis, &page)).await
+    read(&state, move |conn| platforms::list_agents(conn, vis, &page)).await
 }
 
 #[utoipa::path(get, path = "/v1/agents/{id}", params(("id" = String, Path, description = "agent id")), tag = "agents", responses((status = 200, body = Agent)))]
@@ -97,7 +98,7 @@ pub async fn get_agent(
 ) -> ApiResult<axum::Json<Agent>> {
     let vis = tenant_reader(&caller)?;
     let id = path_id(&id, AgentId::parse)?;
-    read(&state, move |conn| reads::get_agent(conn, vis, id)).await
+    read(&state, move |conn| platforms::get_agent(conn, vis, id)).await
 }
 
 #[utoipa::path(post, path = "/v1/agents/{id}/suspend", params(("id" = String, Path, description = "agent id")), tag = "agents", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
@@ -150,7 +151,7 @@ pub async fn list_integrations(
 ) -> ApiResult<axum::Json<Page<Integration>>> {
     let vis = tenant_reader(&caller)?;
     let page = page(&q.limit, &q.cursor, IntegrationId::parse)?;
-    read(&state, move |conn| reads::list_integrations(conn, vis, &page)).await
+    read(&state, move |conn| platforms::list_integrations(conn, vis, &page)).await
 }
 
 #[utoipa::path(get, path = "/v1/integrations/{id}", params(("id" = String, Path, description = "integration id")), tag = "integrations", responses((status = 200, body = Integration)))]
@@ -161,7 +162,7 @@ pub async fn get_integration(
 ) -> ApiResult<axum::Json<Integration>> {
     let vis = tenant_reader(&caller)?;
     let id = path_id(&id, IntegrationId::parse)?;
-    read(&state, move |conn| reads::get_integration(conn, vis, id)).await
+    read(&state, move |conn| platforms::get_integration(conn, vis, id)).await
 }
 
 #[utoipa::path(post, path = "/v1/integrations/{id}/disable", params(("id" = String, Path, description = "integration id")), tag = "integrations", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]

@@ -12,7 +12,8 @@ use super::{page, read, tenant_reader, write, AppState};
 use crate::domain::*;
 use crate::ops::commands::{NewSession, WithReason};
 use crate::ops::sessions::{self as ops, RefreshOutcome, Refreshed, SessionCreated};
-use crate::store::reads::{self, Page, SessionFilter};
+use crate::store::query::Page;
+use crate::store::sessions::{self, SessionFilter};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -72,7 +73,7 @@ pub async fn list(
         status,
     };
     let now = state.clock.now();
-    read(&state, move |conn| reads::list_sessions(conn, vis, &filter, &page, now)).await
+    read(&state, move |conn| sessions::list_sessions(conn, vis, &filter, &page, now)).await
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{id}", params(("id" = String, Path, description = "session id")), tag = "sessions", responses((status = 200, body = Session)))]
@@ -84,7 +85,7 @@ pub async fn get_one(
     let vis = tenant_reader(&caller)?;
     let id = path_id(&id, SessionId::parse)?;
     let now = state.clock.now();
-    read(&state, move |conn| reads::get_session(conn, vis, id, now)).await
+    read(&state, move |conn| sessions::get_session(conn, vis, id, now)).await
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/revoke", params(("id" = String, Path, description = "session id")), tag = "sessions", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]

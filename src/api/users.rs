@@ -12,7 +12,8 @@ use super::{page, read, tenant_reader, write, AppState, RawPage};
 use crate::domain::*;
 use crate::ops::commands::{LifecycleEvent, NewUser, SetPermissions, WithReason};
 use crate::ops::objects::{self as ops, Disconnect};
-use crate::store::reads::{self, Page};
+use crate::store::query::Page;
+use crate::store::users;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -44,7 +45,7 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Page<User>>> {
     crate::ops::require(&caller, &[RoleKind::Admin, RoleKind::Auditor])?;
     let page = page(&q.limit, &q.cursor, UserId::parse)?;
-    read(&state, move |conn| reads::list_users(conn, Visibility::All, &page)).await
+    read(&state, move |conn| users::list_users(conn, Visibility::All, &page)).await
 }
 
 #[utoipa::path(get, path = "/v1/users/{id}", params(("id" = String, Path, description = "user id")), tag = "users", responses((status = 200, body = User)))]
@@ -55,7 +56,7 @@ pub async fn get_one(
 ) -> ApiResult<axum::Json<User>> {
     let vis = tenant_reader(&caller)?;
     let id = path_id(&id, UserId::parse)?;
-    read(&state, move |conn| reads::get_user(conn, vis, id)).await
+    read(&state, move |conn| users::get_user(conn, vis, id)).await
 }
 
 /// The user after the change, and the receipt of the sessions it revoked.

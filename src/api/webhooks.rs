@@ -12,7 +12,8 @@ use super::{page, read, write, AppState, RawPage};
 use crate::domain::*;
 use crate::events::webhooks::secret;
 use crate::ops::webhooks::{self as ops, NewWebhook};
-use crate::store::reads::{self, Delivery, Page, Webhook};
+use crate::store::query::Page;
+use crate::store::webhooks::{self, Delivery, Webhook};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -59,7 +60,7 @@ pub async fn list(
     let page = page(&q.limit, &q.cursor, WebhookId::parse)?;
     let role = caller.role.kind().as_str();
     let owner = caller.role.bound_id(caller.credential);
-    read(&state, move |conn| reads::list_webhooks(conn, role, &owner, &page)).await
+    read(&state, move |conn| webhooks::list_webhooks(conn, role, &owner, &page)).await
 }
 
 #[utoipa::path(delete, path = "/v1/webhooks/{id}", params(("id" = String, Path, description = "webhook id")), tag = "webhooks", responses((status = 200, body = Webhook)))]
@@ -102,8 +103,8 @@ pub async fn deliveries(
     let role = caller.role.kind().as_str();
     let owner = caller.role.bound_id(caller.credential);
     read(&state, move |conn| {
-        reads::get_webhook(conn, role, &owner, id)?;
-        reads::list_deliveries(conn, id, after, limit)
+        webhooks::get_webhook(conn, role, &owner, id)?;
+        webhooks::list_deliveries(conn, id, after, limit)
     })
     .await
 }

@@ -36,9 +36,9 @@ pub enum Error {
     /// 503: the writer is shutting down or gone.
     #[error("{0}")]
     Unavailable(String),
-    /// 500: a fault inside tether; the message is logged, never sent.
+    /// 500: a fault inside tether; the message and its causes are logged, never sent.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(InternalError),
 }
 
 impl Error {
@@ -68,8 +68,71 @@ impl Error {
     }
 
     pub fn internal(message: impl std::fmt::Display) -> Self {
-        Error::Internal(message.to_string())
+        Error::Internal(InternalError { message: message.to_string(), cause: None })
+    }
+
+    /// An internal error caused by `cause` (a database fault, say), which it keeps.
+    pub fn internal_from(
+        message: impl std::fmt::Display,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Internal(InternalError { message: message.to_string(), cause: Some(Box::new(cause)) })
+    }
+}
+
+/// What went wrong inside tether, and the error that caused it, if any. Its text is the message
+/// followed by every cause in the chain (`database: UNIQUE constraint failed: …`), so every log
+/// line that shows the error shows why; the chain itself stays reachable through [`Self::cause`].
+#[derive(Debug)]
+pub struct InternalError {
+    message: String,
+    cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl InternalError {
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The error this one comes from.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.cause.as_deref()
+    }
+}
+
+impl std::fmt::Display for InternalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        let mut next: Option<&(dyn std::error::Error + 'static)> = match &self.cause {
+            Some(cause) => Some(cause.as_ref()),
+            None => None,
+        };
+        while let Some(cause) = next {
+            write!(f, ": {cause}")?;
+            next = cause.source();
+        }
+        Ok(())
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn an_internal_error_keeps_its_cause_and_shows_the_whole_chain() {
+        let error = Error::internal_from("database", Outer(std::io::Error::other("disk full")));
+        assert_eq!(error.to_string(), "internal error: database: outer: disk full");
+        let Error::Internal(internal) = &error else { panic!("{error:?}") };
+        assert_eq!(internal.message(), "database");
+        assert_eq!(internal.cause().map(|c| c.to_string()).as_deref(), Some("outer"));
+        assert_eq!(error.code(), "internal");
+        assert_eq!(Error::internal("plain").to_string(), "internal error: plain");
+    }
+}

@@ -8,7 +8,7 @@ pub mod scope;
 pub mod time;
 
 pub use caller::{Caller, Role, RoleKind, Visibility};
-pub use error::{Error, Result};
+pub use error::{Error, InternalError, Result};
 pub use ids::*;
 pub use model::*;
 pub use scope::{Scope, ScopeSet};

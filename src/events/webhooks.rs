@@ -17,7 +17,7 @@ use sha2::Sha256;
 
 use super::destinations::{is_public, Resolver};
 use crate::domain::{Result, WebhookId};
-use crate::store::reads;
+use crate::store::webhooks::{self, Attempt};
 use crate::Services;
 
 /// How deliveries are retried.
@@ -87,13 +87,6 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
     mac.update(b".");
     mac.update(body);
     format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
-}
-
-/// What one attempt came to.
-#[derive(Debug, Clone)]
-pub enum Attempt {
-    Acknowledged { status: u16 },
-    Failed { status: Option<u16>, error: String },
 }
 
 type HttpClient = Client<HttpConnector<Resolver>, Full<Bytes>>;
@@ -210,7 +203,9 @@ pub async fn run(services: Arc<Services>, policy: DeliveryPolicy, mut stop: toki
             room => {
                 services
                     .readers
-                    .read(move |conn| reads::due_deliveries(conn, now, room, MAX_IN_FLIGHT_PER_WEBHOOK, &busy, polls))
+                    .read(move |conn| {
+                        webhooks::due_deliveries(conn, now, room, MAX_IN_FLIGHT_PER_WEBHOOK, &busy, polls)
+                    })
                     .await
             }
         };
@@ -250,15 +245,14 @@ async fn deliver(
     services: &Services,
     client: &HttpClient,
     policy: DeliveryPolicy,
-    delivery: &reads::DueDelivery,
+    delivery: &webhooks::DueDelivery,
 ) -> Result<()> {
     // Claim the attempt first: the due list may be a read from before another attempt of this
     // delivery committed, so only the claim (a conditional write) decides who tries. The lease
     // makes a delivery due again if this process dies mid-attempt (at-least-once).
     let lease_until = services.clock.now().plus_millis(policy.timeout.as_millis() as i64 + 5_000);
     let (id, expected) = (delivery.id, delivery.attempts);
-    let claimed =
-        services.writer.execute(move |tx| crate::store::writes::claim_delivery(tx, id, expected, lease_until)).await?;
+    let claimed = services.writer.execute(move |tx| webhooks::claim_delivery(tx, id, expected, lease_until)).await?;
     if !claimed {
         return Ok(());
     }
@@ -281,7 +275,7 @@ async fn deliver(
     let give_up = attempts >= policy.max_attempts;
     services
         .writer
-        .execute(move |tx| crate::store::writes::record_delivery_attempt(tx, id, attempts, &outcome, retry_at, give_up))
+        .execute(move |tx| webhooks::record_delivery_attempt(tx, id, attempts, &outcome, retry_at, give_up))
         .await
 }
 

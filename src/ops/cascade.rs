@@ -8,7 +8,9 @@ use serde_json::json;
 
 use crate::audit::{AuditEvent, Details, NewEvent};
 use crate::domain::*;
-use crate::store::writes::{self, ActiveSession, DelegationsOf, SessionsOf};
+use crate::store::delegations::{self, DelegationsOf};
+use crate::store::feed;
+use crate::store::sessions::{self, ActiveSession, SessionsOf};
 use crate::store::{Effect, Tx};
 
 /// One trigger in progress: what it revoked so far.
@@ -85,7 +87,7 @@ impl Cascade {
     /// Marks a session revoked by `seq` and records it for the receipt and the live view.
     pub fn mark(&mut self, tx: &mut Tx<'_>, session: &ActiveSession, reason: &str, seq: i64) -> Result<()> {
         self.seen.insert(session.id);
-        writes::mark_session_revoked(tx, session, reason, seq)?;
+        sessions::mark_session_revoked(tx, session, reason, seq)?;
         tx.effect(Effect::SessionRevoked { id: session.id, expires_at: session.expires_at });
         self.revoked.push(RevokedSession {
             session_id: session.id,
@@ -102,27 +104,27 @@ impl Cascade {
     /// over the cascade's audit range rather than one per session.
     fn finish(&mut self, tx: &mut Tx<'_>) -> Result<()> {
         loop {
-            let children = writes::active_children_of_revoked(tx, self.trigger.seq, tx.head().seq)?;
+            let children = sessions::active_children_of_revoked(tx.conn(), tx.now(), self.trigger.seq, tx.head().seq)?;
             let fresh: Vec<ActiveSession> = children.into_iter().filter(|c| !self.seen.contains(&c.id)).collect();
             if fresh.is_empty() {
                 break;
             }
             self.revoke_sessions(tx, fresh, "parent_session_revoked")?;
         }
-        writes::feed_revoked_between(tx, self.trigger.seq, tx.head().seq)
+        feed::feed_revoked_between(tx, self.trigger.seq, tx.head().seq)
     }
 
     /// Revokes delegations (each audited) and every session on them.
     pub fn revoke_delegations(&mut self, tx: &mut Tx<'_>, of: DelegationsOf, reason: &str) -> Result<usize> {
-        let delegations = writes::active_delegations(tx, of)?;
+        let delegations = delegations::active_delegations(tx.conn(), of)?;
         for d in &delegations {
             let event = self.caused("delegation.revoked", Subject::new("delegation", d.id), reason).details(json!({
                 "user_id": d.user_id, "agent_id": d.agent_id, "integration_id": d.integration_id,
                 "platform_id": d.platform_id,
             }));
             tx.audit(event)?;
-            writes::mark_delegation_revoked(tx, d.id, reason)?;
-            let sessions = writes::active_sessions(tx, SessionsOf::Delegation(d.id))?;
+            delegations::mark_delegation_revoked(tx, d.id, reason)?;
+            let sessions = sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::Delegation(d.id))?;
             self.revoke_sessions(tx, sessions, reason)?;
         }
         Ok(delegations.len())

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::audit::NewEvent;
 use crate::domain::*;
-use crate::store::{writes, Tx};
+use crate::store::{keys, Tx};
 use crate::tokens::keys::PublicKeyInfo;
 use crate::tokens::{KeyPurpose, KeyStatus};
 
@@ -30,7 +30,7 @@ pub fn sync(tx: &mut Tx<'_>, actor: Actor, purpose: KeyPurpose, keys: &[PublicKe
     let mut changes = 0;
     for key in keys {
         let status = status_name(key.status);
-        let known = writes::signing_key_status(tx, name, key.kid)?;
+        let known = keys::signing_key_status(tx.conn(), name, key.kid)?;
         let action = match (known.as_deref(), key.status) {
             (Some(s), _) if s == status => continue,
             (None, KeyStatus::Active) => "key.added",
@@ -38,7 +38,7 @@ pub fn sync(tx: &mut Tx<'_>, actor: Actor, purpose: KeyPurpose, keys: &[PublicKe
             (Some(_), KeyStatus::Active) => "key.reactivated",
             (_, KeyStatus::Retired) => "key.retired",
         };
-        writes::upsert_signing_key(tx, name, key.kid, status, &key.public_key)?;
+        keys::upsert_signing_key(tx, name, key.kid, status, &key.public_key)?;
         tx.audit(NewEvent::new(actor.clone(), action, Subject::new("key", format!("{name}:{}", key.kid))).details(
             json!({
                 "purpose": name, "kid": key.kid, "public_key": key.public_key, "status": status,

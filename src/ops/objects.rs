@@ -8,8 +8,10 @@ use super::commands::*;
 use super::{require, Env};
 use crate::audit::NewEvent;
 use crate::domain::*;
-use crate::store::reads;
-use crate::store::writes::{self, DelegationsOf, SessionsOf, StatusTable};
+use crate::store::delegations::{self, DelegationsOf};
+use crate::store::platforms::{self, StatusTable};
+use crate::store::sessions::{self, SessionsOf};
+use crate::store::{audit, credentials, users, webhooks};
 use crate::store::{Effect, Tx};
 use crate::tokens::{self, CredentialClaims};
 
@@ -55,14 +57,14 @@ pub fn issue_credential(
     expires_at: Option<Timestamp>,
 ) -> Result<CreatedCredential> {
     if let Role::Platform(p) = role {
-        let platform = reads::get_platform(tx.conn(), Visibility::All, p)?;
+        let platform = platforms::get_platform(tx.conn(), Visibility::All, p)?;
         // Disabling a platform revoked its credentials; a new one would give it back the reads.
         if platform.status != PlatformStatus::Active {
             return Err(Error::conflict(format!("platform {p} is disabled")));
         }
     }
     if let Role::User(u) = role {
-        reads::get_user(tx.conn(), Visibility::All, u)?;
+        users::get_user(tx.conn(), Visibility::All, u)?;
     }
     let id = CredentialId::generate();
     let (platform_id, user_id) = match role {
@@ -81,7 +83,7 @@ pub fn issue_credential(
         revoked_at: None,
     };
     let (secret, kid) = tokens::credential::mint(&env.api_keys, &CredentialClaims { id, role, expires_at })?;
-    writes::insert_credential(tx, &record, kid)?;
+    credentials::insert_credential(tx, &record, kid)?;
     tx.audit(NewEvent::new(actor, "credential.created", Subject::new("credential", id)).details(json!({
         "role": record.role, "platform_id": platform_id, "user_id": user_id, "label": record.label,
     })))?;
@@ -91,18 +93,18 @@ pub fn issue_credential(
 
 pub fn revoke_credential(tx: &mut Tx<'_>, caller: &Caller, id: CredentialId) -> Result<Credential> {
     require(caller, &[RoleKind::Admin])?;
-    let credential = reads::get_credential(tx.conn(), id)?;
+    let credential = credentials::get_credential(tx.conn(), id)?;
     if credential.revoked_at.is_some() {
         return Ok(credential);
     }
-    writes::revoke_credential(tx, id)?;
+    credentials::revoke_credential(tx, id)?;
     let revoked = tx.audit(NewEvent::new(caller.actor(), "credential.revoked", Subject::new("credential", id)))?;
     tx.effect(Effect::Credential { id, revoked: true, expires_at: credential.expires_at });
     // Webhooks of an admin, auditor or verifier belong to the credential itself: nobody else can
     // see or delete them, so they end with it rather than keep receiving events.
     if matches!(credential.role, RoleKind::Admin | RoleKind::Auditor | RoleKind::Verifier) {
-        for (webhook, url) in writes::webhooks_owned_by(tx, credential.role.as_str(), &id.to_string())? {
-            writes::delete_webhook(tx, webhook)?;
+        for (webhook, url) in webhooks::webhooks_owned_by(tx.conn(), credential.role.as_str(), &id.to_string())? {
+            webhooks::delete_webhook(tx, webhook)?;
             tx.audit(
                 NewEvent::new(caller.actor(), "webhook.deleted", Subject::new("webhook", webhook))
                     .cause(revoked.seq)
@@ -111,7 +113,7 @@ pub fn revoke_credential(tx: &mut Tx<'_>, caller: &Caller, id: CredentialId) -> 
             )?;
         }
     }
-    reads::get_credential(tx.conn(), id)
+    credentials::get_credential(tx.conn(), id)
 }
 
 pub fn create_platform(tx: &mut Tx<'_>, caller: &Caller, req: NewPlatform) -> Result<Platform> {
@@ -122,7 +124,7 @@ pub fn create_platform(tx: &mut Tx<'_>, caller: &Caller, req: NewPlatform) -> Re
         status: PlatformStatus::Active,
         created_at: tx.now(),
     };
-    writes::insert_platform(tx, &platform)?;
+    platforms::insert_platform(tx, &platform)?;
     tx.audit(
         NewEvent::new(caller.actor(), "platform.created", Subject::new("platform", platform.id))
             .details(json!({"name": platform.name})),
@@ -133,13 +135,13 @@ pub fn create_platform(tx: &mut Tx<'_>, caller: &Caller, req: NewPlatform) -> Re
 pub fn disable_platform(tx: &mut Tx<'_>, caller: &Caller, id: PlatformId, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin])?;
     let reason = reason(&req.reason)?;
-    let platform = reads::get_platform(tx.conn(), caller.visibility(), id)?;
+    let platform = platforms::get_platform(tx.conn(), caller.visibility(), id)?;
     let subject = Subject::new("platform", id);
     if platform.status == PlatformStatus::Disabled {
-        let earlier = writes::last_event_for(tx, &id.to_string(), &["platform.disabled"])?;
+        let earlier = audit::last_event_for(tx.conn(), &id.to_string(), &["platform.disabled"])?;
         return Ok(noop_receipt(tx, earlier, subject));
     }
-    writes::set_status(tx, StatusTable::Platforms, &id.to_string(), PlatformStatus::Disabled.as_str())?;
+    platforms::set_status(tx, StatusTable::Platforms, &id.to_string(), PlatformStatus::Disabled.as_str())?;
     let mut cascade = Cascade::start(
         tx,
         NewEvent::new(caller.actor(), "platform.disabled", subject).reason(reason).details(json!({"platform_id": id})),
@@ -147,8 +149,8 @@ pub fn disable_platform(tx: &mut Tx<'_>, caller: &Caller, id: PlatformId, req: W
     cascade.revoke_delegations(tx, DelegationsOf::Platform(id), "platform_disabled")?;
     // Its API credentials end with it: a disabled platform reads nothing either, and there is no
     // route to enable it again.
-    for (credential, expires_at) in writes::live_credentials_of_platform(tx, id)? {
-        writes::revoke_credential(tx, credential)?;
+    for (credential, expires_at) in credentials::live_credentials_of_platform(tx.conn(), id)? {
+        credentials::revoke_credential(tx, credential)?;
         // `platform_id` lets the platform's own webhooks and streams see the event.
         cascade.note(
             tx,
@@ -173,7 +175,7 @@ fn owning_platform(tx: &Tx<'_>, caller: &Caller, named: Option<PlatformId>) -> R
         (Role::Admin, None) => return Err(Error::invalid("`platform_id` is required when an admin creates it")),
         _ => return Err(Error::Forbidden("only a platform or an admin may do this".into())),
     };
-    let found = reads::get_platform(tx.conn(), caller.visibility(), platform)?;
+    let found = platforms::get_platform(tx.conn(), caller.visibility(), platform)?;
     if found.status != PlatformStatus::Active {
         return Err(Error::conflict(format!("platform {platform} is disabled")));
     }
@@ -201,7 +203,7 @@ pub fn create_agent(tx: &mut Tx<'_>, caller: &Caller, req: NewAgent) -> Result<A
         status: AgentStatus::Active,
         created_at: tx.now(),
     };
-    writes::insert_agent(tx, &agent)?;
+    platforms::insert_agent(tx, &agent)?;
     tx.audit(NewEvent::new(caller.actor(), "agent.created", Subject::new("agent", agent.id)).details(json!({
         "platform_id": agent.platform_id, "name": agent.name, "scopes": agent.scopes,
     })))?;
@@ -212,7 +214,7 @@ pub fn create_agent(tx: &mut Tx<'_>, caller: &Caller, req: NewAgent) -> Result<A
 pub fn end_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, to: AgentStatus, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
     let reason = reason(&req.reason)?;
-    let agent = reads::get_agent(tx.conn(), caller.visibility(), id)?;
+    let agent = platforms::get_agent(tx.conn(), caller.visibility(), id)?;
     let (action, cascade_reason) = match to {
         AgentStatus::Suspended => ("agent.suspended", "agent_suspended"),
         AgentStatus::Deregistered => ("agent.deregistered", "agent_deregistered"),
@@ -220,13 +222,13 @@ pub fn end_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, to: AgentStatus,
     };
     let subject = Subject::new("agent", id);
     if agent.status == to {
-        let earlier = writes::last_event_for(tx, &id.to_string(), &[action])?;
+        let earlier = audit::last_event_for(tx.conn(), &id.to_string(), &[action])?;
         return Ok(noop_receipt(tx, earlier, subject));
     }
     if agent.status == AgentStatus::Deregistered {
         return Err(Error::conflict(format!("agent {id} is deregistered")));
     }
-    writes::set_status(tx, StatusTable::Agents, &id.to_string(), to.as_str())?;
+    platforms::set_status(tx, StatusTable::Agents, &id.to_string(), to.as_str())?;
     let mut cascade = Cascade::start(
         tx,
         NewEvent::new(caller.actor(), action, subject)
@@ -240,7 +242,7 @@ pub fn end_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, to: AgentStatus,
 pub fn resume_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, req: WithReason) -> Result<Agent> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
     let reason = reason(&req.reason)?;
-    let agent = reads::get_agent(tx.conn(), caller.visibility(), id)?;
+    let agent = platforms::get_agent(tx.conn(), caller.visibility(), id)?;
     match agent.status {
         AgentStatus::Active => return Ok(agent),
         AgentStatus::Deregistered => {
@@ -248,13 +250,13 @@ pub fn resume_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, req: WithReas
         }
         AgentStatus::Suspended => {}
     }
-    writes::set_status(tx, StatusTable::Agents, &id.to_string(), AgentStatus::Active.as_str())?;
+    platforms::set_status(tx, StatusTable::Agents, &id.to_string(), AgentStatus::Active.as_str())?;
     tx.audit(
         NewEvent::new(caller.actor(), "agent.resumed", Subject::new("agent", id))
             .reason(reason)
             .details(json!({"platform_id": agent.platform_id})),
     )?;
-    reads::get_agent(tx.conn(), caller.visibility(), id)
+    platforms::get_agent(tx.conn(), caller.visibility(), id)
 }
 
 pub fn create_integration(tx: &mut Tx<'_>, caller: &Caller, req: NewIntegration) -> Result<Integration> {
@@ -268,7 +270,7 @@ pub fn create_integration(tx: &mut Tx<'_>, caller: &Caller, req: NewIntegration)
         status: IntegrationStatus::Active,
         created_at: tx.now(),
     };
-    writes::insert_integration(tx, &integration)?;
+    platforms::insert_integration(tx, &integration)?;
     tx.audit(
         NewEvent::new(caller.actor(), "integration.created", Subject::new("integration", integration.id)).details(
             json!({
@@ -282,13 +284,13 @@ pub fn create_integration(tx: &mut Tx<'_>, caller: &Caller, req: NewIntegration)
 pub fn disable_integration(tx: &mut Tx<'_>, caller: &Caller, id: IntegrationId, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
     let reason = reason(&req.reason)?;
-    let integration = reads::get_integration(tx.conn(), caller.visibility(), id)?;
+    let integration = platforms::get_integration(tx.conn(), caller.visibility(), id)?;
     let subject = Subject::new("integration", id);
     if integration.status == IntegrationStatus::Disabled {
-        let earlier = writes::last_event_for(tx, &id.to_string(), &["integration.disabled"])?;
+        let earlier = audit::last_event_for(tx.conn(), &id.to_string(), &["integration.disabled"])?;
         return Ok(noop_receipt(tx, earlier, subject));
     }
-    writes::set_status(tx, StatusTable::Integrations, &id.to_string(), IntegrationStatus::Disabled.as_str())?;
+    platforms::set_status(tx, StatusTable::Integrations, &id.to_string(), IntegrationStatus::Disabled.as_str())?;
     let mut cascade = Cascade::start(
         tx,
         NewEvent::new(caller.actor(), "integration.disabled", subject)
@@ -312,7 +314,7 @@ pub fn create_user(tx: &mut Tx<'_>, caller: &Caller, req: NewUser) -> Result<Use
         status: UserStatus::Active,
         created_at: tx.now(),
     };
-    writes::insert_user(tx, &user)?;
+    users::insert_user(tx, &user)?;
     tx.audit(NewEvent::new(caller.actor(), "user.created", Subject::new("user", user.id)).details(json!({
         "external_id": user.external_id, "permissions": user.permissions,
     })))?;
@@ -322,15 +324,15 @@ pub fn create_user(tx: &mut Tx<'_>, caller: &Caller, req: NewUser) -> Result<Use
 pub fn disable_user(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin])?;
     let reason = reason(&req.reason)?;
-    let user = reads::get_user(tx.conn(), caller.visibility(), id)?;
+    let user = users::get_user(tx.conn(), caller.visibility(), id)?;
     let subject = Subject::new("user", id);
     if user.status == UserStatus::Disabled {
-        let earlier = writes::last_event_for(tx, &id.to_string(), &["user.disabled"])?;
+        let earlier = audit::last_event_for(tx.conn(), &id.to_string(), &["user.disabled"])?;
         return Ok(noop_receipt(tx, earlier, subject));
     }
-    writes::set_status(tx, StatusTable::Users, &id.to_string(), UserStatus::Disabled.as_str())?;
+    platforms::set_status(tx, StatusTable::Users, &id.to_string(), UserStatus::Disabled.as_str())?;
     let mut cascade = Cascade::start(tx, NewEvent::new(caller.actor(), "user.disabled", subject).reason(reason))?;
-    let sessions = writes::active_sessions(tx, SessionsOf::User(id))?;
+    let sessions = sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::User(id))?;
     cascade.revoke_sessions(tx, sessions, "user_disabled")?;
     cascade.receipt(tx)
 }
@@ -338,13 +340,13 @@ pub fn disable_user(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReaso
 pub fn enable_user(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReason) -> Result<User> {
     require(caller, &[RoleKind::Admin])?;
     let reason = reason(&req.reason)?;
-    let user = reads::get_user(tx.conn(), caller.visibility(), id)?;
+    let user = users::get_user(tx.conn(), caller.visibility(), id)?;
     if user.status == UserStatus::Active {
         return Ok(user);
     }
-    writes::set_status(tx, StatusTable::Users, &id.to_string(), UserStatus::Active.as_str())?;
+    platforms::set_status(tx, StatusTable::Users, &id.to_string(), UserStatus::Active.as_str())?;
     tx.audit(NewEvent::new(caller.actor(), "user.enabled", Subject::new("user", id)).reason(reason))?;
-    reads::get_user(tx.conn(), caller.visibility(), id)
+    users::get_user(tx.conn(), caller.visibility(), id)
 }
 
 /// A lifecycle event from the identity provider: every session of the user ends; the user stays
@@ -352,10 +354,10 @@ pub fn enable_user(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReason
 pub fn user_lifecycle_event(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: LifecycleEvent) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin])?;
     let reason = reason(&req.reason)?;
-    reads::get_user(tx.conn(), caller.visibility(), id)?;
+    users::get_user(tx.conn(), caller.visibility(), id)?;
     let mut cascade =
         Cascade::start(tx, NewEvent::new(caller.actor(), req.kind.action(), Subject::new("user", id)).reason(reason))?;
-    let sessions = writes::active_sessions(tx, SessionsOf::User(id))?;
+    let sessions = sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::User(id))?;
     cascade.revoke_sessions(tx, sessions, req.kind.as_str())?;
     cascade.receipt(tx)
 }
@@ -364,12 +366,12 @@ pub fn user_lifecycle_event(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: L
 pub fn sign_out_all(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin, RoleKind::User])?;
     let reason = reason(&req.reason)?;
-    reads::get_user(tx.conn(), caller.visibility(), id)?;
+    users::get_user(tx.conn(), caller.visibility(), id)?;
     let mut cascade = Cascade::start(
         tx,
         NewEvent::new(caller.actor(), "user.signed_out_all", Subject::new("user", id)).reason(reason),
     )?;
-    let sessions = writes::active_sessions(tx, SessionsOf::User(id))?;
+    let sessions = sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::User(id))?;
     cascade.revoke_sessions(tx, sessions, "sign_out_all")?;
     cascade.receipt(tx)
 }
@@ -382,30 +384,30 @@ pub fn set_permissions(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: SetPer
     if req.permissions.len() > ScopeSet::MAX_LEN {
         return Err(Error::invalid(format!("`permissions` lists more than {} scopes", ScopeSet::MAX_LEN)));
     }
-    let user = reads::get_user(tx.conn(), caller.visibility(), id)?;
+    let user = users::get_user(tx.conn(), caller.visibility(), id)?;
     let subject = Subject::new("user", id);
     if user.permissions == req.permissions {
-        let earlier = writes::last_event_for(tx, &id.to_string(), &["user.permissions_changed", "user.created"])?;
+        let earlier = audit::last_event_for(tx.conn(), &id.to_string(), &["user.permissions_changed", "user.created"])?;
         return Ok((user, noop_receipt(tx, earlier, subject)));
     }
     let removed = user.permissions.difference(&req.permissions);
     let added = req.permissions.difference(&user.permissions);
-    writes::set_user_permissions(tx, id, &req.permissions)?;
+    users::set_user_permissions(tx, id, &req.permissions)?;
     let trigger = NewEvent::new(caller.actor(), "user.permissions_changed", subject).reason(reason).details(json!({
         "removed": removed, "added": added, "permissions": req.permissions,
     }));
     let mut cascade = Cascade::start(tx, trigger)?;
     if !removed.is_empty() {
-        for session in writes::active_sessions(tx, SessionsOf::User(id))? {
+        for session in sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::User(id))? {
             if let Some(scope) = session.scopes()?.iter().find(|s| removed.contains(s)) {
                 let why = format!("permission_removed:{scope}");
                 cascade.revoke_sessions(tx, vec![session.clone()], &why)?;
             }
         }
-        for delegation in writes::active_delegations(tx, DelegationsOf::User(id))? {
+        for delegation in delegations::active_delegations(tx.conn(), DelegationsOf::User(id))? {
             let narrowed = delegation.scopes.intersection(&req.permissions);
             if narrowed != delegation.scopes {
-                writes::set_delegation_scopes(tx, delegation.id, &narrowed)?;
+                delegations::set_delegation_scopes(tx, delegation.id, &narrowed)?;
                 cascade.note(
                     tx,
                     "delegation.narrowed",
@@ -420,7 +422,7 @@ pub fn set_permissions(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: SetPer
             }
         }
     }
-    let user = reads::get_user(tx.conn(), caller.visibility(), id)?;
+    let user = users::get_user(tx.conn(), caller.visibility(), id)?;
     Ok((user, cascade.receipt(tx)?))
 }
 
@@ -434,7 +436,7 @@ pub fn disconnect(
 ) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin, RoleKind::User])?;
     let reason = reason(&req.reason)?;
-    reads::get_user(tx.conn(), caller.visibility(), user)?;
+    users::get_user(tx.conn(), caller.visibility(), user)?;
     let (action, of, cascade_reason, detail, what_kind) = match what {
         Disconnect::Agent(a) => (
             "user.agent_disconnected",
@@ -453,12 +455,12 @@ pub fn disconnect(
     };
     // Only what the user ever delegated to is theirs to disconnect: any other id is "not found",
     // so a user cannot learn which agents or integrations exist in other tenants.
-    if !writes::ever_delegated(tx, of)? {
+    if !delegations::ever_delegated(tx.conn(), of)? {
         return Err(Error::NotFound(what_kind));
     }
     let subject = Subject::new("user", user);
-    if writes::active_delegations(tx, of)?.is_empty() {
-        let earlier = writes::last_disconnect_event(tx, of)?;
+    if delegations::active_delegations(tx.conn(), of)?.is_empty() {
+        let earlier = audit::last_disconnect_event(tx.conn(), of)?;
         return Ok(noop_receipt(tx, earlier, subject));
     }
     let mut cascade =

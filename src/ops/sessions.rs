@@ -9,8 +9,8 @@ use super::commands::*;
 use super::{require, Env};
 use crate::audit::NewEvent;
 use crate::domain::*;
-use crate::store::reads;
-use crate::store::writes::{self, SessionsOf};
+use crate::store::sessions::{self, SessionsOf};
+use crate::store::{audit, delegations, platforms, users};
 use crate::store::{Effect, Tx};
 use crate::tokens::{self, AgentClaims};
 
@@ -38,7 +38,7 @@ struct Chain {
 }
 
 fn active_chain(tx: &Tx<'_>, user: UserId, agent: &Agent, integration: &Integration) -> Result<Chain> {
-    let user = reads::get_user_unscoped(tx.conn(), user)?;
+    let user = users::get_user_unscoped(tx.conn(), user)?;
     if user.status != UserStatus::Active {
         return Err(Error::conflict(format!("user {} is disabled", user.id)));
     }
@@ -50,7 +50,7 @@ fn active_chain(tx: &Tx<'_>, user: UserId, agent: &Agent, integration: &Integrat
     if integration.status != IntegrationStatus::Active {
         return Err(Error::conflict(format!("integration {} is disabled", integration.id)));
     }
-    let platform = reads::get_platform(tx.conn(), Visibility::All, agent.platform_id)?;
+    let platform = platforms::get_platform(tx.conn(), Visibility::All, agent.platform_id)?;
     if platform.status != PlatformStatus::Active {
         return Err(Error::conflict(format!("platform {} is disabled", platform.id)));
     }
@@ -72,8 +72,8 @@ pub fn create_delegation(tx: &mut Tx<'_>, caller: &Caller, req: NewDelegation) -
         return Err(Error::invalid("`scopes` must list at least one scope"));
     }
     let vis = caller.visibility();
-    let agent = reads::get_agent(tx.conn(), vis, req.agent_id)?;
-    let integration = reads::get_integration(tx.conn(), vis, req.integration_id)?;
+    let agent = platforms::get_agent(tx.conn(), vis, req.agent_id)?;
+    let integration = platforms::get_integration(tx.conn(), vis, req.integration_id)?;
     if agent.platform_id != integration.platform_id {
         return Err(Error::conflict("the agent and the integration belong to different platforms"));
     }
@@ -92,7 +92,7 @@ pub fn create_delegation(tx: &mut Tx<'_>, caller: &Caller, req: NewDelegation) -
         revoked_at: None,
         revoked_reason: None,
     };
-    writes::insert_delegation(tx, &delegation)?;
+    delegations::insert_delegation(tx, &delegation)?;
     tx.audit(NewEvent::new(caller.actor(), "delegation.created", Subject::new("delegation", delegation.id)).details(
         json!({
             "user_id": delegation.user_id, "agent_id": delegation.agent_id, "platform_id": delegation.platform_id,
@@ -105,19 +105,19 @@ pub fn create_delegation(tx: &mut Tx<'_>, caller: &Caller, req: NewDelegation) -
 pub fn revoke_delegation(tx: &mut Tx<'_>, caller: &Caller, id: DelegationId, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::User])?;
     let reason = reason(&req.reason)?;
-    let delegation = reads::get_delegation(tx.conn(), caller.visibility(), id)?;
+    let delegation = delegations::get_delegation(tx.conn(), caller.visibility(), id)?;
     let subject = Subject::new("delegation", id);
     if delegation.status == DelegationStatus::Revoked {
-        let earlier = writes::last_event_for(tx, &id.to_string(), &["delegation.revoked"])?;
+        let earlier = audit::last_event_for(tx.conn(), &id.to_string(), &["delegation.revoked"])?;
         return Ok(noop_receipt(tx, earlier, subject));
     }
-    writes::mark_delegation_revoked(tx, id, reason.as_deref().unwrap_or("revoked"))?;
+    delegations::mark_delegation_revoked(tx, id, reason.as_deref().unwrap_or("revoked"))?;
     let trigger = NewEvent::new(caller.actor(), "delegation.revoked", subject).reason(reason).details(json!({
         "user_id": delegation.user_id, "agent_id": delegation.agent_id, "integration_id": delegation.integration_id,
         "platform_id": delegation.platform_id,
     }));
     let mut cascade = Cascade::start(tx, trigger)?;
-    let sessions = writes::active_sessions(tx, SessionsOf::Delegation(id))?;
+    let sessions = sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::Delegation(id))?;
     cascade.revoke_sessions(tx, sessions, "delegation_revoked")?;
     cascade.receipt(tx)
 }
@@ -154,12 +154,12 @@ pub fn create_session(
     };
     let vis = caller.visibility();
     let now = tx.now();
-    let delegation = reads::get_delegation(tx.conn(), vis, req.delegation_id)?;
+    let delegation = delegations::get_delegation(tx.conn(), vis, req.delegation_id)?;
     if delegation.status != DelegationStatus::Active {
         return Err(Error::conflict(format!("delegation {} is revoked", delegation.id)));
     }
-    let agent = reads::get_agent(tx.conn(), Visibility::All, delegation.agent_id)?;
-    let integration = reads::get_integration(tx.conn(), Visibility::All, delegation.integration_id)?;
+    let agent = platforms::get_agent(tx.conn(), Visibility::All, delegation.agent_id)?;
+    let integration = platforms::get_integration(tx.conn(), Visibility::All, delegation.integration_id)?;
     let chain = active_chain(tx, delegation.user_id, &agent, &integration)?;
     let mut grantable = chain
         .user
@@ -172,14 +172,14 @@ pub fn create_session(
     let mut depth = 0;
     if let Some(parent_id) = req.parent_session_id {
         let parent =
-            reads::get_session(tx.conn(), vis, parent_id, now).map_err(|_| Error::NotFound("parent session"))?;
+            sessions::get_session(tx.conn(), vis, parent_id, now).map_err(|_| Error::NotFound("parent session"))?;
         if parent.status != SessionStatus::Active {
             return Err(Error::conflict(format!("parent session {parent_id} is {}", parent.status.as_str())));
         }
         if parent.user_id != delegation.user_id {
             return Err(Error::conflict("a sub-agent session must act for the same user as its parent"));
         }
-        depth = writes::session_depth(tx, parent_id)? + 1;
+        depth = sessions::session_depth(tx.conn(), parent_id)? + 1;
         if depth > limits.max_session_depth {
             return Err(Error::conflict(format!(
                 "sub-agent sessions may nest at most {} deep",
@@ -191,7 +191,7 @@ pub fn create_session(
     }
     refuse_ungrantable(&req.scopes, &grantable)?;
     let chain = match req.parent_session_id {
-        Some(parent) => writes::session_ancestry(tx, parent)?,
+        Some(parent) => sessions::session_ancestry(tx.conn(), parent)?,
         None => Vec::new(),
     };
     // Tokens minted before the transaction are used only if every claim they carry is what this
@@ -246,8 +246,8 @@ pub fn create_session(
         Some(p) => p.tokens,
         None => issue_tokens(tx, env, &session, chain)?,
     };
-    writes::insert_session(tx, &session, depth, created.seq)?;
-    writes::insert_access_token(
+    sessions::insert_session(tx, &session, depth, created.seq)?;
+    sessions::insert_access_token(
         tx,
         session.id,
         &tokens.revocation_id,
@@ -255,7 +255,7 @@ pub fn create_session(
         tokens.issued_at,
         tokens.token_expires_at,
     )?;
-    writes::insert_refresh_token(tx, session.id, &tokens.refresh_hash)?;
+    sessions::insert_refresh_token(tx, session.id, &tokens.refresh_hash)?;
     tx.effect(Effect::SessionActive { id: session.id, expires_at });
     session.status = SessionStatus::Active;
     Ok(SessionCreated {
@@ -333,7 +333,7 @@ pub fn premint(
     now: Timestamp,
 ) -> Option<PreMinted> {
     let vis = caller.visibility();
-    let delegation = reads::get_delegation(conn, vis, req.delegation_id).ok()?;
+    let delegation = delegations::get_delegation(conn, vis, req.delegation_id).ok()?;
     let ttl = req.ttl_seconds.unwrap_or(env.limits.default_session_ttl_seconds);
     if req.scopes.is_empty() || !(1..=env.limits.max_session_ttl_seconds).contains(&ttl) {
         return None;
@@ -341,9 +341,9 @@ pub fn premint(
     let mut session_expires_at = Timestamp(now.plus_seconds(ttl).seconds() * 1000);
     let mut chain = Vec::new();
     if let Some(parent) = req.parent_session_id {
-        let parent = reads::get_session(conn, vis, parent, now).ok()?;
+        let parent = sessions::get_session(conn, vis, parent, now).ok()?;
         session_expires_at = session_expires_at.min(parent.expires_at);
-        chain = reads::session_ancestry(conn, parent.id).ok()?;
+        chain = sessions::session_ancestry(conn, parent.id).ok()?;
     }
     let claims = AgentClaims {
         session: SessionId::generate(),
@@ -393,9 +393,9 @@ pub fn refresh_session(
     refresh_token: &str,
 ) -> Result<RefreshOutcome> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
-    let session = reads::get_session(tx.conn(), caller.visibility(), id, tx.now())?;
+    let session = sessions::get_session(tx.conn(), caller.visibility(), id, tx.now())?;
     let hash = tokens::refresh::hash(refresh_token);
-    let stored = writes::find_refresh_token(tx, &hash)?
+    let stored = sessions::find_refresh_token(tx.conn(), &hash)?
         .filter(|t| t.session_id == id)
         .ok_or_else(|| Error::InvalidGrant("the refresh token is not valid for this session".into()))?;
     if stored.used {
@@ -412,21 +412,21 @@ pub fn refresh_session(
                 "platform_id": session.platform_id,
             }));
         let mut cascade = Cascade::start(tx, trigger)?;
-        let sessions = writes::active_sessions(tx, SessionsOf::One(id))?;
+        let sessions = sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::One(id))?;
         cascade.revoke_sessions(tx, sessions, "refresh_token_reused")?;
         return Ok(RefreshOutcome::ReuseDetected(cascade.receipt(tx)?));
     }
     if session.status != SessionStatus::Active {
         return Err(Error::conflict(format!("session {id} is {}", session.status.as_str())));
     }
-    writes::mark_refresh_used(tx, &hash)?;
+    sessions::mark_refresh_used(tx, &hash)?;
     let chain = match session.parent_session_id {
-        Some(parent) => writes::session_ancestry(tx, parent)?,
+        Some(parent) => sessions::session_ancestry(tx.conn(), parent)?,
         None => Vec::new(),
     };
     let issued = issue_tokens(tx, env, &session, chain)?;
-    writes::insert_access_token(tx, id, &issued.revocation_id, issued.kid, tx.now(), issued.token_expires_at)?;
-    writes::insert_refresh_token(tx, id, &issued.refresh_hash)?;
+    sessions::insert_access_token(tx, id, &issued.revocation_id, issued.kid, tx.now(), issued.token_expires_at)?;
+    sessions::insert_refresh_token(tx, id, &issued.refresh_hash)?;
     tx.audit(NewEvent::new(caller.actor(), "session.refreshed", Subject::new("session", id)).details(json!({
         "kid": issued.kid, "token_expires_at": issued.token_expires_at,
         "user_id": session.user_id, "agent_id": session.agent_id, "integration_id": session.integration_id,
@@ -442,7 +442,7 @@ pub fn refresh_session(
 /// Revokes one session (its own trigger) and its sub-agent sessions.
 pub fn revoke_session(tx: &mut Tx<'_>, caller: &Caller, id: SessionId, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::User])?;
-    let session = reads::get_session(tx.conn(), caller.visibility(), id, tx.now())?;
+    let session = sessions::get_session(tx.conn(), caller.visibility(), id, tx.now())?;
     revoke_loaded(tx, caller, session, req)
 }
 
@@ -454,13 +454,13 @@ pub fn revoke_session_held(tx: &mut Tx<'_>, caller: &Caller, id: SessionId, req:
         Role::Platform(p) => Visibility::Platform(p),
         _ => Visibility::All,
     };
-    let session = reads::get_session(tx.conn(), visibility, id, tx.now())?;
+    let session = sessions::get_session(tx.conn(), visibility, id, tx.now())?;
     revoke_loaded(tx, caller, session, req)
 }
 
 /// RFC 7009 with a refresh token: revokes the session it belongs to.
 pub fn revoke_by_refresh_token(tx: &mut Tx<'_>, caller: &Caller, hash: &str, req: WithReason) -> Result<Receipt> {
-    let stored = writes::find_refresh_token(tx, hash)?.ok_or(Error::NotFound("refresh token"))?;
+    let stored = sessions::find_refresh_token(tx.conn(), hash)?.ok_or(Error::NotFound("refresh token"))?;
     revoke_session_held(tx, caller, stored.session_id, req)
 }
 
@@ -468,10 +468,10 @@ fn revoke_loaded(tx: &mut Tx<'_>, caller: &Caller, session: Session, req: WithRe
     let reason = reason(&req.reason)?;
     let id = session.id;
     let subject = Subject::new("session", id);
-    let Some(active) = writes::active_sessions(tx, SessionsOf::One(id))?.into_iter().next() else {
+    let Some(active) = sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::One(id))?.into_iter().next() else {
         let earlier = match session.revoked_by_seq {
-            Some(seq) => writes::audit_event_at(tx, seq)?,
-            None => writes::last_event_for(tx, &id.to_string(), &["session.created"])?,
+            Some(seq) => audit::audit_event_at(tx.conn(), seq)?,
+            None => audit::last_event_for(tx.conn(), &id.to_string(), &["session.created"])?,
         };
         return Ok(noop_receipt(tx, earlier, subject));
     };

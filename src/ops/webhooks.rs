@@ -5,8 +5,8 @@ use serde_json::json;
 use super::require;
 use crate::audit::NewEvent;
 use crate::domain::*;
-use crate::store::reads::{self, Webhook};
-use crate::store::{writes, Tx};
+use crate::store::webhooks::{self, Webhook};
+use crate::store::Tx;
 
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -70,7 +70,7 @@ pub fn create(tx: &mut Tx<'_>, caller: &Caller, req: NewWebhook, allow_private: 
     let webhook = Webhook { id: WebhookId::generate(), url: req.url, events, created_at: tx.now() };
     let role = caller.role.kind().as_str();
     let owner = caller.role.bound_id(caller.credential);
-    writes::insert_webhook(tx, &webhook, role, &owner)?;
+    webhooks::insert_webhook(tx, &webhook, role, &owner)?;
     let mut details = json!({"url": webhook.url, "events": webhook.events, "owner_role": role});
     if let Role::Platform(p) = caller.role {
         details["platform_id"] = json!(p);
@@ -82,8 +82,8 @@ pub fn create(tx: &mut Tx<'_>, caller: &Caller, req: NewWebhook, allow_private: 
 pub fn delete(tx: &mut Tx<'_>, caller: &Caller, id: WebhookId) -> Result<Webhook> {
     let role = caller.role.kind().as_str();
     let owner = caller.role.bound_id(caller.credential);
-    let webhook = reads::get_webhook(tx.conn(), role, &owner, id)?;
-    writes::delete_webhook(tx, id)?;
+    let webhook = webhooks::get_webhook(tx.conn(), role, &owner, id)?;
+    webhooks::delete_webhook(tx, id)?;
     let mut details = json!({"url": webhook.url});
     if let Role::Platform(p) = caller.role {
         details["platform_id"] = json!(p);

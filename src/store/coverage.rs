@@ -5,7 +5,8 @@ use rusqlite::Connection;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{db_error, reads};
+use super::audit;
+use super::db::db_error;
 use crate::audit::AuditEvent;
 use crate::domain::*;
 
@@ -82,7 +83,7 @@ fn candidates(conn: &Connection, sql: &str, event: &AuditEvent, keys: &[String])
 }
 
 pub fn report(conn: &Connection, seq: i64) -> Result<Coverage> {
-    let event = reads::get_audit_event(conn, seq)?;
+    let event = audit::get_audit_event(conn, seq)?;
     let (clause, keys) = base_clause(&event)?;
     let sql = format!("SELECT {CANDIDATE_COLUMNS} AND {clause} ORDER BY s.id");
     let mut found = candidates(conn, &sql, &event, &keys)?;

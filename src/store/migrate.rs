@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-use super::db_error;
+use super::db::db_error;
 use crate::domain::Result;
 
 /// The migrations, compiled into the binary so a deployed tether needs no source tree.
@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         11,
         "0011_cascade_revocations_leave_actor_and_action_indexes",
         include_str!("../../migrations/0011_cascade_revocations_leave_actor_and_action_indexes.sql"),
+    ),
+    (
+        12,
+        "0012_actor_and_action_indexes_hold_every_event",
+        include_str!("../../migrations/0012_actor_and_action_indexes_hold_every_event.sql"),
     ),
 ];
 
@@ -105,7 +110,7 @@ mod tests {
     #[test]
     fn migrations_apply_to_an_empty_database_and_only_once() {
         let mut conn = Connection::open_in_memory().expect("in-memory db");
-        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
         assert!(run(&mut conn).expect("second run").is_empty());
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'", [], |r| {
@@ -131,7 +136,7 @@ mod tests {
                  VALUES ('s', 'd', 'u', 'a', 'i', 'p', 1, '[\"mail:read\"]', 'active', 5, 9, 'abcd');",
         )
         .expect("a session written under the old schema");
-        assert_eq!(run(&mut conn).expect("0005 and later"), vec![5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(run(&mut conn).expect("0005 and later"), vec![5, 6, 7, 8, 9, 10, 11, 12]);
         let (status, scopes, expires_at): (String, String, i64) = conn
             .query_row("SELECT status, scopes, expires_at FROM sessions WHERE id = 's'", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -173,7 +178,7 @@ mod tests {
 
     #[test]
     fn a_cascade_reads_a_delegations_or_parents_active_sessions_by_index_in_creation_order() {
-        use crate::store::writes::active_sessions_query;
+        use crate::store::sessions::active_sessions_query;
         for (column, index) in [("delegation_id", "sessions_active_by_delegation"), ("parent_id", "sessions_by_parent")]
         {
             let plan = plan(&active_sessions_query(column));
@@ -187,7 +192,8 @@ mod tests {
 
     #[test]
     fn a_cascade_finds_what_its_events_revoked_by_their_seq_range_not_by_scanning() {
-        use crate::store::writes::{CHILDREN_OF_REVOKED, FEED_REVOKED_BETWEEN};
+        use crate::store::feed::FEED_REVOKED_BETWEEN;
+        use crate::store::sessions::CHILDREN_OF_REVOKED;
         let params = [1, 2, 3].map(rusqlite::types::Value::Integer);
         let conn = crate::store::query_plan::migrated();
         // The cascade's `session.revoked` events, by seq range: through the table or by action.

@@ -1,149 +1,36 @@
-//! SQLite storage: migrations, the single group-commit writer, read connections, queries.
+//! SQLite storage: migrations, the single group-commit writer, read connections, one module per
+//! thing stored.
 //!
 //! Only this module talks to the database. Writes are closures over a [`Tx`] run by the writer
 //! thread; reads run on a small pool of read-only connections off the async executor.
+//!
+//! Each module of a thing reads on a `&Connection` (a read inside the write transaction passes
+//! `tx.conn()`) and writes on a `&Tx`; appending to the audit log, which moves the transaction's
+//! chain head, takes `&mut Tx`. Modules refer to each other by their own paths, never through the
+//! re-exports below, so the module graph has no cycle (tests/module_graph.rs).
 
+pub mod audit;
+pub mod audit_listing;
 pub mod coverage;
+pub mod credentials;
+pub mod db;
+pub mod delegations;
+pub mod feed;
+pub mod keys;
 pub mod migrate;
-pub mod reads;
+pub mod platforms;
+pub mod query;
 pub mod rows;
+pub mod sessions;
 pub mod tx;
+pub mod users;
+pub mod webhooks;
 pub mod writer;
-pub mod writes;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
-use rusqlite::{Connection, OpenFlags};
-
-use crate::domain::{Error, Result};
-
+pub use db::{database_path, db_error, open_connection, ReadPool, PAGE_SIZE};
+pub use query::{Page, PageRequest};
 pub use tx::{Effect, Tx, Withdrawn};
 pub use writer::{Writer, WriterStats};
-
-/// The page size of a new database. With 8 KiB instead of SQLite's 4 KiB, a 100k-session cascade
-/// writes half as many WAL frames and splits half as many B-tree pages: 1.12-1.17 s instead of
-/// 1.28-1.33 s, with session creation unchanged within the noise (docs/performance.md). Larger
-/// pages cost creation more than they save a cascade: 16 KiB took 15% off sessions created per
-/// second. A revocation of scattered sessions writes a whole page per session, so larger pages
-/// would also make that case write more.
-pub const PAGE_SIZE: u32 = 8192;
-
-/// Opens a connection with the pragmas every tether connection uses.
-pub fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
-    let flags = if read_only {
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    };
-    let conn = Connection::open_with_flags(path, flags).map_err(db_error)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_error)?;
-    // Takes effect only when this connection creates the database; an existing one keeps its
-    // page size (changing it means rewriting the file: VACUUM outside WAL mode).
-    conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE}")).map_err(db_error)?;
-    // WAL lets readers run beside the writer; synchronous=FULL makes an acknowledged commit
-    // survive a power cut, not only a crash (group commit pays for the fsync).
-    // temp_store=MEMORY keeps savepoint (statement) journals off the disk; a 64 MiB page cache
-    // holds the indexes a large cascade walks.
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
-         PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
-    )
-    .map_err(db_error)?;
-    conn.set_prepared_statement_cache_capacity(64);
-    Ok(conn)
-}
-
-/// Maps a database fault: constraint violations we know by name become client errors,
-/// anything else is internal.
-pub fn db_error(e: rusqlite::Error) -> Error {
-    if let rusqlite::Error::SqliteFailure(code, Some(message)) = &e {
-        if code.code == rusqlite::ErrorCode::ConstraintViolation {
-            if message.contains("users.external_id") {
-                return Error::conflict("a user with this external_id already exists");
-            }
-            if message.contains("append-only") {
-                return Error::internal("audit_events is append-only");
-            }
-        }
-    }
-    Error::internal(format!("database: {e}"))
-}
-
-/// A few read-only connections, handed out round-robin to blocking tasks.
-pub struct ReadPool {
-    conns: Vec<Mutex<Connection>>,
-    next: AtomicUsize,
-    path: PathBuf,
-    /// Whole-log reads at once: each holds a connection, its cache and a blocking thread.
-    long_reads: tokio::sync::Semaphore,
-}
-
-/// How many whole-log reads (verify) may run at once; more wait their turn.
-const LONG_READS: usize = 2;
-
-impl ReadPool {
-    pub fn open(path: &Path, size: usize) -> Result<Self> {
-        let conns =
-            (0..size.max(1)).map(|_| open_connection(path, true).map(Mutex::new)).collect::<Result<Vec<_>>>()?;
-        Ok(ReadPool {
-            conns,
-            next: AtomicUsize::new(0),
-            path: path.to_owned(),
-            long_reads: tokio::sync::Semaphore::new(LONG_READS),
-        })
-    }
-
-    /// Runs a read on a connection of its own, opened for it and closed after, on the calling
-    /// thread: for a read whose pace a client sets (an export streamed to a slow reader), which
-    /// must never hold a pooled connection that every other request may be waiting for.
-    pub fn read_own<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = open_connection(&self.path, true)?;
-        f(&conn)
-    }
-
-    /// Runs a read that walks the whole audit log (verify) on a connection of its own, on a
-    /// blocking thread: seconds on a large log, which would stall every request queued behind
-    /// the pooled connection it drew.
-    pub async fn read_long<T, F>(self: &Arc<Self>, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
-    {
-        let _turn = self.long_reads.acquire().await.map_err(|_| Error::internal("read pool closed"))?;
-        self.blocking(move |pool| pool.read_own(f)).await
-    }
-
-    /// Runs a read on a pooled connection, on a blocking thread.
-    pub async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
-    {
-        self.blocking(move |pool| pool.read_now(f)).await
-    }
-
-    async fn blocking<T: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&ReadPool) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let pool = Arc::clone(self);
-        tokio::task::spawn_blocking(move || f(&pool)).await.map_err(|e| Error::internal(format!("read task: {e}")))?
-    }
-
-    /// Runs a read on the calling thread (for CLI commands and start-up).
-    pub fn read_now<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
-        let conn = self.conns[i].lock().map_err(|_| Error::internal("read connection poisoned"))?;
-        f(&conn)
-    }
-}
-
-/// The database file inside a data directory.
-pub fn database_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("tether.db")
-}
 
 /// Query-plan checks for tests: which index a statement searches on a fully migrated database.
 #[cfg(test)]
@@ -168,40 +55,10 @@ pub(crate) mod query_plan {
         plan.iter().any(|step| step.starts_with("SEARCH") && step.contains(index))
     }
 
-    /// Every `audit_causes` row: (cause, last event, actor, revoked sessions), by cause.
-    pub fn audit_causes(conn: &Connection) -> Vec<(i64, i64, String, i64)> {
-        conn.prepare("SELECT cause_seq, last_seq, actor_id, revoked_sessions FROM audit_causes ORDER BY cause_seq")
-            .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect())
+    /// Every `audit_causes` row: (cause, last event), by cause.
+    pub fn audit_causes(conn: &Connection) -> Vec<(i64, i64)> {
+        conn.prepare("SELECT cause_seq, last_seq FROM audit_causes ORDER BY cause_seq")
+            .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .expect("audit_causes rows")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use super::*;
-
-    fn page_size(conn: &Connection) -> u32 {
-        conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap()
-    }
-
-    #[test]
-    fn a_new_database_gets_the_page_size_and_an_existing_one_keeps_its_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let fresh = dir.path().join("fresh.db");
-        let mut conn = open_connection(&fresh, false).unwrap();
-        migrate::run(&mut conn).unwrap();
-        assert_eq!(page_size(&conn), PAGE_SIZE);
-
-        let older = dir.path().join("older.db");
-        let made_before = Connection::open(&older).unwrap();
-        made_before.execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE t (x);").unwrap();
-        drop(made_before);
-        let mut conn = open_connection(&older, false).unwrap();
-        migrate::run(&mut conn).unwrap();
-        assert_eq!(page_size(&conn), 4096, "an existing database is not rewritten");
-        conn.execute("INSERT INTO t VALUES (1)", []).unwrap();
-        assert_eq!(page_size(&open_connection(&older, true).unwrap()), 4096);
     }
 }

@@ -158,11 +158,10 @@ pub fn credential(r: &Row<'_>) -> rusqlite::Result<Credential> {
     })
 }
 
-/// The events the audit log's secondary indexes hold: all but the sessions a cascade revoked
-/// (`session.revoked` with a cause), which are found through their session's `revoked_by_seq` or
-/// their trigger's range in `audit_causes` instead (migrations 0010 and 0011). It is the WHERE
-/// clause of the partial indexes `audit_by_subject`, `audit_by_actor` and `audit_by_action`,
-/// written the same way, and a query carries it to let SQLite use them.
+/// The events the audit log's subject index holds: all but the sessions a cascade revoked
+/// (`session.revoked` with a cause), which are found through their session's `revoked_by_seq`
+/// instead (migration 0010). It is the WHERE clause of the partial index `audit_by_subject`,
+/// written the same way, and a query carries it to let SQLite use that index.
 macro_rules! indexed_event {
     () => {
         "(cause_seq IS NULL OR action <> 'session.revoked')"

@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::tx::{ChainHead, Effect, Tx, Withdrawn};
-use super::{db_error, migrate, open_connection};
+use super::audit::load_chain_head;
+use super::db::{db_error, open_connection};
+use super::migrate;
+use super::tx::{Batch, ChainHead, CommandScope, Effect, Tx, Withdrawn};
 use crate::clock::Clock;
 use crate::domain::{Caller, Error, Result};
 
@@ -131,11 +133,11 @@ impl Writer {
         let mut conn = open_connection(path, false)?;
         // A cascade over a large tenant dirties every page of the sessions it revokes, their
         // indexes and its audit rows in one transaction. A cache that cannot hold them spills
-        // dirty pages to the WAL mid-transaction (with 64 MiB: 13% of a 100k-session cascade's
-        // profile). The cache only grows as far as a transaction uses it.
+        // dirty pages to the WAL mid-transaction, a large share of a big cascade's time
+        // (docs/performance.md). The cache only grows as far as a transaction uses it.
         conn.execute_batch("PRAGMA cache_size = -524288;").map_err(db_error)?;
         migrate::run(&mut conn)?;
-        let head = ChainHead::load(&conn)?;
+        let head = load_chain_head(&conn)?;
         let (queue, jobs) = mpsc::channel::<Job>(8192);
         let stats = Arc::new(Counters::default());
         let counters = stats.clone();
@@ -161,7 +163,7 @@ impl Writer {
     {
         let credential = caller.credential;
         self.execute(move |tx| {
-            if !super::reads::credential_is_live(tx.conn(), credential, tx.now())? {
+            if !super::credentials::credential_is_live(tx.conn(), credential, tx.now())? {
                 return Err(Error::Unauthenticated("credential has been revoked or has expired".into()));
             }
             command(tx)
@@ -249,9 +251,9 @@ fn run(
             }
             Err(error) => {
                 stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                // Its transaction has been rolled back (`Batch`).
                 tracing::error!(error = %error, "write batch failed to commit");
-                let _ = conn.execute_batch("ROLLBACK");
-                if let Ok(reloaded) = ChainHead::load(&conn) {
+                if let Ok(reloaded) = load_chain_head(&conn) {
                     head = reloaded;
                 }
                 for job in batch.drain(..) {
@@ -272,333 +274,43 @@ fn commit_batch(
     sink: &dyn EffectSink,
 ) -> Result<Vec<Effect>> {
     let started = Instant::now();
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?;
+    let transaction = Batch::begin(conn)?;
     // Another process (`tether credential mint`) may have appended to the chain since our last
     // batch; under the write lock we now hold, the database's head is the truth.
-    let current = ChainHead::load(conn)?;
+    let current = load_chain_head(conn)?;
     if current != *head {
         *head = current;
     }
     let mut tx = Tx::new(conn, clock.now(), head.clone());
-    if let [job] = batch {
-        // Alone in its batch, a command needs no savepoint: if it fails, the whole transaction
-        // is rolled back. This spares a large cascade from journaling every page it touches a
-        // second time, in the savepoint's journal.
-        if !job.run(&mut tx) {
-            conn.execute_batch("ROLLBACK").map_err(db_error)?;
+    // Alone in its batch, a command runs without a savepoint: if it fails, the whole transaction
+    // is rolled back.
+    let alone = batch.len() == 1;
+    for job in batch.iter_mut() {
+        let mut command = CommandScope::begin(&mut tx, !alone)?;
+        if job.run(command.tx()) {
+            command.keep()?;
+        } else if alone {
+            command.undo()?;
+            transaction.rollback()?;
             add_time(&stats.running_nanos, started);
             return Ok(Vec::new());
-        }
-        tx.record_causes()?;
-    } else {
-        for job in batch.iter_mut() {
-            // A command that panicked inside `holding_subscribers` left its list held.
-            tx.release_subscribers();
-            tx.begin_command();
-            let saved_head = tx.head.clone();
-            let saved_effects = tx.effects.len();
-            let saved_outbox = tx.outbox_written;
-            conn.execute_batch("SAVEPOINT command").map_err(db_error)?;
-            if job.run(&mut tx) {
-                tx.record_causes()?;
-                conn.execute_batch("RELEASE command").map_err(db_error)?;
-            } else {
-                tx.last_caused.clear();
-                tx.head = saved_head;
-                tx.effects.truncate(saved_effects);
-                tx.outbox_written = saved_outbox;
-                conn.execute_batch("ROLLBACK TO command; RELEASE command").map_err(db_error)?;
-            }
+        } else {
+            command.undo()?;
         }
     }
     add_time(&stats.running_nanos, started);
-    let withdrawn = sink.withdraw(&tx.effects);
+    let withdrawn = sink.withdraw(tx.effects());
     let committing = Instant::now();
-    let committed = conn.execute_batch("COMMIT").map_err(db_error);
+    let committed = transaction.commit();
     add_time(&stats.commit_nanos, committing);
     if let Err(e) = committed {
         sink.restore(withdrawn);
         return Err(e);
     }
-    if tx.outbox_written {
-        tx.effects.push(Effect::OutboxWritten);
-    }
-    *head = tx.head.clone();
-    Ok(std::mem::take(&mut tx.effects))
+    let (new_head, effects) = tx.finish();
+    *head = new_head;
+    Ok(effects)
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use super::*;
-    use crate::audit::NewEvent;
-    use crate::domain::{Actor, Subject};
-
-    struct NoViews;
-    impl EffectSink for NoViews {
-        fn apply(&self, _: &[Effect]) {}
-    }
-
-    fn audited(tx: &mut Tx<'_>, what: &str) -> Result<i64> {
-        tx.audit(NewEvent::new(Actor::system(), "test.event", Subject::new("test", what))).map(|e| e.seq)
-    }
-
-    fn count_events(path: &Path) -> i64 {
-        let conn = open_connection(path, true).unwrap();
-        conn.query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0)).unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_clock_set_back_does_not_set_the_audit_log_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(Clock::default());
-        let writer = Writer::start(&dir.path().join("tether.db"), clock.clone(), Arc::new(NoViews)).unwrap();
-        let at = |tx: &mut Tx<'_>| {
-            let event = tx.audit(NewEvent::new(Actor::system(), "test.event", Subject::new("test", "x")))?;
-            Ok((event.at, tx.now()))
-        };
-        let (first, _) = writer.execute(at).await.unwrap();
-        clock.advance_seconds(-3600);
-        let (second, now) = writer.execute(at).await.unwrap();
-        assert_eq!(second, first, "the event keeps the last event's time");
-        // Everything else (expiry, lifetimes, delivery times) still follows the clock.
-        assert!(now.millis() <= first.millis() - 3_500_000, "the batch's own time is the clock's: {now:?}");
-        clock.advance_seconds(7200);
-        let (third, _) = writer.execute(at).await.unwrap();
-        assert!(third.millis() >= first.millis() + 3_600_000, "time moves on once the clock has caught up");
-    }
-
-    #[tokio::test]
-    async fn a_command_records_the_last_event_each_of_its_causes_led_to_and_a_failed_one_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tether.db");
-        let writer = Writer::start(&path, Arc::new(Clock::default()), Arc::new(NoViews)).unwrap();
-        let cascade = |fail: bool| {
-            move |tx: &mut Tx<'_>| {
-                let trigger = audited(tx, "trigger")?;
-                for what in ["one", "two"] {
-                    let caused =
-                        NewEvent::new(Actor::system(), "test.caused", Subject::new("test", what)).cause(trigger);
-                    tx.audit(caused)?;
-                }
-                audited(tx, "unrelated")?;
-                if fail {
-                    return Err(Error::conflict("changed its mind"));
-                }
-                Ok(trigger)
-            }
-        };
-        let trigger = writer.execute(cascade(false)).await.unwrap();
-        assert!(writer.execute(cascade(true)).await.is_err());
-        let conn = open_connection(&path, true).unwrap();
-        let rows: Vec<(i64, i64)> = conn
-            .prepare("SELECT cause_seq, last_seq FROM audit_causes")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(rows, [(trigger, trigger + 2)], "the failed command left no row");
-        let conn = open_connection(&path, false).unwrap();
-        for refused in ["DELETE FROM audit_causes", "UPDATE audit_causes SET last_seq = last_seq - 1"] {
-            assert!(conn.execute(refused, []).is_err(), "a range only grows: {refused}");
-        }
-    }
-
-    /// Listings by actor and action find a cascade's revocations through their triggers' ranges
-    /// (migration 0011): a command that would break what that walk relies on fails, whole.
-    #[tokio::test]
-    async fn a_caused_event_must_follow_its_cause_in_its_command_with_its_actor_and_apart_from_other_causes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tether.db");
-        let writer = Writer::start(&path, Arc::new(Clock::default()), Arc::new(NoViews)).unwrap();
-        let caused = |actor: Actor, cause: i64| {
-            NewEvent::new(actor, "session.revoked", Subject::new("session", "s")).cause(cause)
-        };
-        let earlier = writer.execute(|tx| audited(tx, "earlier command")).await.unwrap();
-        let before = count_events(&path);
-        type Refused = Box<dyn FnOnce(&mut Tx<'_>) -> Result<()> + Send>;
-        let refusals: Vec<(&str, Refused)> = vec![
-            (
-                "a cause from an earlier command",
-                Box::new(move |tx| tx.audit(caused(Actor::system(), earlier)).map(drop)),
-            ),
-            (
-                "another actor than the cause's",
-                Box::new(move |tx| {
-                    let trigger = audited(tx, "trigger")?;
-                    tx.audit(caused(Actor::new(crate::domain::ActorKind::Admin, "cred_x"), trigger)).map(drop)
-                }),
-            ),
-            (
-                "a cascade's revocation as a cause",
-                Box::new(move |tx| {
-                    let trigger = audited(tx, "trigger")?;
-                    let revoked = tx.audit(caused(Actor::system(), trigger))?.seq;
-                    tx.audit(caused(Actor::system(), revoked)).map(drop)
-                }),
-            ),
-            (
-                "a second cause inside the first's range",
-                Box::new(move |tx| {
-                    let first = audited(tx, "first")?;
-                    tx.audit(caused(Actor::system(), first))?;
-                    let second = audited(tx, "second")?;
-                    tx.audit(caused(Actor::system(), second))?;
-                    tx.audit(caused(Actor::system(), first)).map(drop)
-                }),
-            ),
-            (
-                "a new cause inside the range of the one before",
-                Box::new(move |tx| {
-                    let first = audited(tx, "first")?;
-                    let second = audited(tx, "second")?;
-                    tx.audit(caused(Actor::system(), first))?;
-                    tx.audit(caused(Actor::system(), second)).map(drop)
-                }),
-            ),
-        ];
-        for (what, command) in refusals {
-            let refused = writer.execute(command).await;
-            assert!(matches!(refused, Err(Error::Internal(_))), "{what}: {refused:?}");
-            assert_eq!(count_events(&path), before, "{what}: nothing written");
-        }
-        // Two causes one after the other, each with its own actor, are fine.
-        writer
-            .execute(move |tx| {
-                let first = audited(tx, "first")?;
-                tx.audit(caused(Actor::system(), first))?;
-                let admin = Actor::new(crate::domain::ActorKind::Admin, "cred_admin");
-                let second = tx.audit(NewEvent::new(admin.clone(), "user.disabled", Subject::new("user", "u")))?.seq;
-                tx.audit(caused(admin, second)).map(drop)
-            })
-            .await
-            .unwrap();
-        assert_eq!(count_events(&path), before + 4);
-        let conn = open_connection(&path, true).unwrap();
-        let causes = crate::store::query_plan::audit_causes(&conn);
-        assert_eq!(
-            causes,
-            [(before + 1, before + 2, "tether".to_owned(), 1), (before + 3, before + 4, "cred_admin".to_owned(), 1)],
-            "each cause's range, actor and revoked sessions"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_failing_command_alone_in_its_batch_leaves_nothing_and_the_chain_continues() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tether.db");
-        let writer = Writer::start(&path, Arc::new(Clock::default()), Arc::new(NoViews)).unwrap();
-        let first = writer.execute(|tx| audited(tx, "one")).await.unwrap();
-
-        let failed = writer
-            .execute(|tx| {
-                audited(tx, "half")?;
-                Err::<(), _>(Error::conflict("changed its mind after writing"))
-            })
-            .await;
-        assert!(matches!(failed, Err(Error::Conflict(_))), "the command's own error is answered: {failed:?}");
-        assert_eq!(count_events(&path), 1, "the failed command's event was rolled back");
-
-        let next = writer.execute(|tx| audited(tx, "two")).await.unwrap();
-        assert_eq!(next, first + 1, "the chain continues from the last committed event");
-        let report = crate::store::reads::verify_audit(&open_connection(&path, true).unwrap()).unwrap();
-        assert!(report.ok, "{report:?}");
-    }
-
-    #[tokio::test]
-    async fn a_commit_that_fails_puts_back_the_revocations_applied_before_it() {
-        use crate::domain::{SessionId, Timestamp};
-        use crate::views::{LiveSession, Views};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tether.db");
-        let views = Arc::new(Views::default());
-        let writer = Writer::start(&path, Arc::new(Clock::default()), views.clone()).unwrap();
-        // A deferred foreign key is checked only at COMMIT: a dangling row makes COMMIT fail.
-        writer
-            .execute(|tx| {
-                tx.conn()
-                    .execute_batch(
-                        "CREATE TABLE parent (id TEXT PRIMARY KEY);
-                         CREATE TABLE child (parent_id TEXT REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);",
-                    )
-                    .map_err(db_error)
-            })
-            .await
-            .unwrap();
-        let (known, unknown) = (SessionId::generate(), SessionId::generate());
-        let live = LiveSession { revoked: false, expires_at: Timestamp(i64::MAX) };
-        views.sessions.set(known, live);
-
-        let failed = writer
-            .execute(move |tx| {
-                for id in [known, unknown] {
-                    tx.effect(Effect::SessionRevoked { id, expires_at: Timestamp(i64::MAX) });
-                }
-                tx.conn().execute("INSERT INTO child VALUES ('nobody')", []).map_err(db_error)?;
-                Ok(())
-            })
-            .await;
-        assert!(failed.is_err(), "COMMIT should have failed on the dangling foreign key");
-        assert_eq!(views.sessions.get(known), Some(live), "the uncommitted revocation was put back");
-        assert_eq!(views.sessions.get(unknown), None, "a session the view did not hold is gone again");
-
-        writer
-            .execute(move |tx| {
-                tx.effect(Effect::SessionRevoked { id: known, expires_at: Timestamp(i64::MAX) });
-                Ok(())
-            })
-            .await
-            .unwrap();
-        assert_eq!(views.sessions.get(known).map(|s| s.revoked), Some(true), "a committed revocation holds");
-    }
-
-    #[tokio::test]
-    async fn the_writer_checkpoints_the_wal_into_the_database_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tether.db");
-        let writer = Writer::start(&path, Arc::new(Clock::default()), Arc::new(NoViews)).unwrap();
-        let size = || std::fs::metadata(&path).unwrap().len();
-        let before = size();
-        // Well over the 1000-frame threshold: ~4 MiB of audit rows across many commits.
-        for batch in 0..40 {
-            writer
-                .execute(move |tx| {
-                    for i in 0..100 {
-                        tx.audit(
-                            NewEvent::new(Actor::system(), "test.event", Subject::new("test", i))
-                                .details(serde_json::json!({"batch": batch, "padding": "x".repeat(1000)})),
-                        )?;
-                    }
-                    Ok(())
-                })
-                .await
-                .unwrap();
-        }
-        assert!(
-            size() > before + 1024 * 1024,
-            "the database file grew from {before} to only {} bytes: the WAL is not being checkpointed",
-            size()
-        );
-    }
-
-    #[tokio::test]
-    async fn a_failing_command_in_a_batch_rolls_back_only_itself() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tether.db");
-        let writer = Writer::start(&path, Arc::new(Clock::default()), Arc::new(NoViews)).unwrap();
-        // Queued together, they usually share one batch (the writer takes everything waiting);
-        // alone or together, the outcome must be the same.
-        let good = writer.execute(|tx| audited(tx, "good"));
-        let bad = writer.execute(|tx| {
-            audited(tx, "bad")?;
-            Err::<i64, _>(Error::conflict("no"))
-        });
-        let also_good = writer.execute(|tx| audited(tx, "also good"));
-        let (good, bad, also_good) = tokio::join!(good, bad, also_good);
-        assert!(bad.is_err());
-        assert_eq!(also_good.unwrap(), good.unwrap() + 1, "the failed command left no gap in the chain");
-        assert_eq!(count_events(&path), 2);
-    }
-}
+mod tests;

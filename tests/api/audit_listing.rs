@@ -1,6 +1,5 @@
 //! Audit listings by actor and by action, read a page at a time at several page sizes, against
-//! the whole log filtered by hand. A cascade's revocations are in neither the actor nor the
-//! action index (migration 0011): a listing finds them through their triggers' ranges.
+//! the whole log filtered by hand, a cascade's revocations included (pages starting inside one).
 
 use std::collections::BTreeSet;
 

@@ -92,7 +92,7 @@ async fn stored_feed_rows(app: &TestApp, session: &str) -> usize {
         .app
         .services
         .readers
-        .read(|conn| tether::store::reads::revocation_feed(conn, 0, 1000, Timestamp(0)))
+        .read(|conn| tether::store::feed::revocation_feed(conn, 0, 1000, Timestamp(0)))
         .await
         .unwrap_or_else(|e| panic!("reading the feed: {e}"));
     rows.items.iter().filter(|(_, _, s, _)| s.to_string() == session).count()

@@ -1,0 +1,123 @@
+//! Delegations: rows, reads by visibility, the active ones a cascade ends, revocation and narrowing.
+
+use rusqlite::params;
+use rusqlite::Connection;
+
+use super::db::db_error;
+use super::query::{exec, scope_tenant, text, Page, PageRequest, Select};
+use super::rows;
+use super::tx::Tx;
+use crate::domain::*;
+
+#[derive(Debug, Clone, Default)]
+pub struct DelegationFilter {
+    pub user_id: Option<UserId>,
+    pub agent_id: Option<AgentId>,
+    pub integration_id: Option<IntegrationId>,
+    pub status: Option<DelegationStatus>,
+}
+
+pub fn get_delegation(conn: &Connection, vis: Visibility, id: DelegationId) -> Result<Delegation> {
+    let mut q = Select::new(rows::DELEGATION_COLUMNS, "delegations");
+    q.and("id = ?", text(id));
+    scope_tenant(&mut q, vis);
+    q.one(conn, rows::delegation)?.ok_or(Error::NotFound("delegation"))
+}
+
+pub fn list_delegations(
+    conn: &Connection,
+    vis: Visibility,
+    filter: &DelegationFilter,
+    page: &PageRequest,
+) -> Result<Page<Delegation>> {
+    let mut q = Select::new(rows::DELEGATION_COLUMNS, "delegations");
+    scope_tenant(&mut q, vis);
+    q.and_if("user_id = ?", filter.user_id.map(text))
+        .and_if("agent_id = ?", filter.agent_id.map(text))
+        .and_if("integration_id = ?", filter.integration_id.map(text))
+        .and_if("status = ?", filter.status.map(|s| text(s.as_str())));
+    q.page(conn, page, rows::delegation, |d| d.id.to_string())
+}
+
+pub fn insert_delegation(tx: &Tx<'_>, d: &Delegation) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO delegations (id, user_id, agent_id, integration_id, platform_id, scopes, status, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            d.id.to_string(),
+            d.user_id.to_string(),
+            d.agent_id.to_string(),
+            d.integration_id.to_string(),
+            d.platform_id.to_string(),
+            d.scopes.to_json(),
+            d.status.as_str(),
+            d.created_at.millis()
+        ],
+    )
+    .map(drop)
+}
+
+pub fn set_delegation_scopes(tx: &Tx<'_>, id: DelegationId, scopes: &ScopeSet) -> Result<()> {
+    exec(tx, "UPDATE delegations SET scopes = ?2 WHERE id = ?1", params![id.to_string(), scopes.to_json()]).map(drop)
+}
+
+pub fn mark_delegation_revoked(tx: &Tx<'_>, id: DelegationId, reason: &str) -> Result<()> {
+    exec(
+        tx,
+        "UPDATE delegations SET status = 'revoked', revoked_at = ?2, revoked_reason = ?3 WHERE id = ?1",
+        params![id.to_string(), tx.now().millis(), reason],
+    )
+    .map(drop)
+}
+
+/// Which active delegations a trigger ends.
+#[derive(Debug, Clone, Copy)]
+pub enum DelegationsOf {
+    User(UserId),
+    Agent(AgentId),
+    Integration(IntegrationId),
+    Platform(PlatformId),
+    UserAgent(UserId, AgentId),
+    UserIntegration(UserId, IntegrationId),
+}
+
+pub fn active_delegations(conn: &Connection, of: DelegationsOf) -> Result<Vec<Delegation>> {
+    let (clause, a, b) = match of {
+        DelegationsOf::User(u) => ("user_id = ?1", u.to_string(), None),
+        DelegationsOf::Agent(a) => ("agent_id = ?1", a.to_string(), None),
+        DelegationsOf::Integration(i) => ("integration_id = ?1", i.to_string(), None),
+        DelegationsOf::Platform(p) => ("platform_id = ?1", p.to_string(), None),
+        DelegationsOf::UserAgent(u, a) => ("user_id = ?1 AND agent_id = ?2", u.to_string(), Some(a.to_string())),
+        DelegationsOf::UserIntegration(u, i) => {
+            ("user_id = ?1 AND integration_id = ?2", u.to_string(), Some(i.to_string()))
+        }
+    };
+    let sql = format!(
+        "SELECT {} FROM delegations WHERE status = 'active' AND {clause} ORDER BY id",
+        rows::DELEGATION_COLUMNS
+    );
+    let mut st = conn.prepare_cached(&sql).map_err(db_error)?;
+    let found = match b {
+        None => st.query_map(params![a], rows::delegation),
+        Some(b) => st.query_map(params![a, b], rows::delegation),
+    }
+    .map_err(db_error)?;
+    found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+}
+
+/// Whether the user ever delegated to this agent or through this integration (any status).
+pub fn ever_delegated(conn: &Connection, of: DelegationsOf) -> Result<bool> {
+    let (sql, user, other) = match of {
+        DelegationsOf::UserAgent(u, a) => {
+            ("SELECT EXISTS(SELECT 1 FROM delegations WHERE user_id = ?1 AND agent_id = ?2)", u, a.to_string())
+        }
+        DelegationsOf::UserIntegration(u, i) => {
+            ("SELECT EXISTS(SELECT 1 FROM delegations WHERE user_id = ?1 AND integration_id = ?2)", u, i.to_string())
+        }
+        _ => return Err(Error::internal("ever_delegated takes a user and an agent or integration")),
+    };
+    conn.prepare_cached(sql)
+        .and_then(|mut st| st.query_row(params![user.to_string(), other], |r| r.get(0)))
+        .map_err(db_error)
+}
