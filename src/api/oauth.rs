@@ -169,7 +169,8 @@ pub async fn revoke(
         Err(why) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why),
     };
     let done = || (StatusCode::OK, [("cache-control", "no-store")]).into_response();
-    let reason = WithReason { reason: Some("oauth_token_revocation".into()) };
+    // A fixed, valid reason: `parse` cannot refuse it.
+    let reason = WithReason { reason: Reason::parse("oauth_token_revocation").ok() };
     let outcome = if token.starts_with("rt_") {
         let hash = crate::tokens::refresh::hash(&token);
         state
