@@ -12,7 +12,7 @@ use axum::Router;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::auth::Authenticated;
+use super::auth::{AdminsAndAuditors, Allowed};
 use super::problem::{ApiResult, Query};
 use super::{read, AppState};
 use crate::audit::{AuditEvent, VerifyReport};
@@ -47,12 +47,11 @@ fn checkpoint_message(seq: i64, hash: &str) -> Vec<u8> {
     format!("tether-audit-checkpoint-v1:{seq}:{hash}").into_bytes()
 }
 
-#[utoipa::path(get, path = "/v1/audit/checkpoint", tag = "audit", responses((status = 200, body = Checkpoint)))]
+#[utoipa::path(get, path = "/v1/audit/checkpoint", operation_id = "sign_audit_checkpoint", tag = "audit", responses((status = 200, body = Checkpoint)))]
 pub async fn checkpoint(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    _: Allowed<AdminsAndAuditors>,
 ) -> ApiResult<axum::Json<Checkpoint>> {
-    auditor(&caller)?;
     let head = state.readers.read(reads::chain_head).await?;
     let (kid, signature) = state.env.api_keys.sign(&checkpoint_message(head.0, &head.1))?;
     Ok(axum::Json(Checkpoint { seq: head.0, hash: head.1, kid, signature: hex::encode(signature) }))
@@ -67,13 +66,12 @@ pub struct CheckpointCheck {
     pub log_matches: bool,
 }
 
-#[utoipa::path(post, path = "/v1/audit/checkpoint/verify", tag = "audit", request_body = Checkpoint, responses((status = 200, body = CheckpointCheck)))]
+#[utoipa::path(post, path = "/v1/audit/checkpoint/verify", operation_id = "verify_audit_checkpoint", tag = "audit", request_body = Checkpoint, responses((status = 200, body = CheckpointCheck)))]
 pub async fn verify_checkpoint(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    _: Allowed<AdminsAndAuditors>,
     super::problem::Json(checkpoint): super::problem::Json<Checkpoint>,
 ) -> ApiResult<axum::Json<CheckpointCheck>> {
-    auditor(&caller)?;
     let signature = hex::decode(&checkpoint.signature).map_err(|_| Error::invalid("`signature` must be hex"))?;
     let signature_valid = state.env.api_keys.verify_signature(
         checkpoint.kid,
@@ -89,10 +87,6 @@ pub async fn verify_checkpoint(
         })
         .await?;
     Ok(axum::Json(CheckpointCheck { signature_valid, log_matches }))
-}
-
-fn auditor(caller: &Caller) -> Result<()> {
-    crate::ops::require(caller, &[RoleKind::Admin, RoleKind::Auditor])
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -144,13 +138,12 @@ fn short(field: &str, value: &Option<String>) -> Result<Option<String>> {
     value.as_deref().map(|v| clean_text(field, v, 200)).transpose()
 }
 
-#[utoipa::path(get, path = "/v1/audit", params(ListQuery), tag = "audit", responses((status = 200, body = Page<AuditEvent>)))]
+#[utoipa::path(get, path = "/v1/audit", operation_id = "list_audit_events", params(ListQuery), tag = "audit", responses((status = 200, body = Page<AuditEvent>)))]
 pub async fn list(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    _: Allowed<AdminsAndAuditors>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<axum::Json<Page<AuditEvent>>> {
-    auditor(&caller)?;
     let limit = super::page(&q.limit, &None, |_: &str| Ok::<_, Error>(()))?.limit;
     // `cursor` (the last seq of the previous page) and `after_seq` mean the same; the larger wins.
     let after = seq("after_seq", &q.after_seq)?.max(seq("cursor", &q.cursor)?);
@@ -166,12 +159,11 @@ pub async fn list(
     read(&state, move |conn| reads::list_audit(conn, &filter, limit)).await
 }
 
-#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, body = VerifyReport)))]
+#[utoipa::path(get, path = "/v1/audit/verify", operation_id = "verify_audit_log", tag = "audit", responses((status = 200, body = VerifyReport)))]
 pub async fn verify(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    _: Allowed<AdminsAndAuditors>,
 ) -> ApiResult<axum::Json<VerifyReport>> {
-    auditor(&caller)?;
     Ok(axum::Json(state.readers.read_long(reads::verify_audit).await?))
 }
 
@@ -180,9 +172,8 @@ pub async fn verify(
 const EXPORT_STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// NDJSON, one event a line in seq order, streamed in chunks so a large log is never held whole.
-#[utoipa::path(get, path = "/v1/audit/export", tag = "audit", responses((status = 200, content_type = "application/x-ndjson", body = String)))]
-pub async fn export(State(state): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
-    auditor(&caller)?;
+#[utoipa::path(get, path = "/v1/audit/export", operation_id = "export_audit_log", tag = "audit", responses((status = 200, content_type = "application/x-ndjson", body = String)))]
+pub async fn export(State(state): State<AppState>, _: Allowed<AdminsAndAuditors>) -> ApiResult<Response> {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<Vec<u8>, std::io::Error>>(8);
     let readers = state.readers.clone();
     let runtime = tokio::runtime::Handle::current();
@@ -237,13 +228,12 @@ pub struct CoverageQuery {
     event: String,
 }
 
-#[utoipa::path(get, path = "/v1/audit/coverage", tag = "audit", params(("event" = i64, Query, description = "seq of the trigger event")), responses((status = 200, body = Coverage)))]
+#[utoipa::path(get, path = "/v1/audit/coverage", operation_id = "audit_coverage", tag = "audit", params(("event" = i64, Query, description = "seq of the trigger event")), responses((status = 200, body = Coverage)))]
 pub async fn coverage_report(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    _: Allowed<AdminsAndAuditors>,
     Query(q): Query<CoverageQuery>,
 ) -> ApiResult<axum::Json<Coverage>> {
-    auditor(&caller)?;
     let event = seq("event", &Some(q.event))?.unwrap_or(0);
     read(&state, move |conn| coverage::report(conn, event)).await
 }

@@ -7,7 +7,7 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::Authenticated;
+use super::auth::{Allowed, Verifiers};
 use super::problem::{ApiResult, Json};
 use super::AppState;
 use crate::authorize::Request;
@@ -52,13 +52,12 @@ pub struct AuthorizeResponse {
     pub expires_at: Option<Timestamp>,
 }
 
-#[utoipa::path(post, path = "/v1/authorize", tag = "checking tokens", request_body = AuthorizeRequest, responses((status = 200, body = AuthorizeResponse)))]
+#[utoipa::path(post, path = "/v1/authorize", operation_id = "authorize", tag = "checking tokens", request_body = AuthorizeRequest, responses((status = 200, body = AuthorizeResponse)))]
 pub async fn authorize(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    Allowed(caller, _): Allowed<Verifiers>,
     Json(req): Json<AuthorizeRequest>,
 ) -> ApiResult<JsonBytes> {
-    crate::ops::require(&caller, &[RoleKind::Verifier, RoleKind::Admin])?;
     let scope = Scope::parse(&req.scope).map_err(|e| Error::invalid(format!("`scope`: {e}")))?;
     if let Some(resource) = &req.resource {
         clean_text("resource", resource, 1024)?;
