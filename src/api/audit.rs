@@ -35,11 +35,15 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Clone, serde::Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Checkpoint {
+    #[serde(deserialize_with = "crate::domain::text::deserialize_i64")]
     pub seq: i64,
     pub hash: String,
     /// Id of the API key (purpose `api`) that signed it.
+    #[serde(deserialize_with = "crate::domain::text::deserialize_u32")]
+    #[schema(format = Int64, minimum = 0, maximum = 4294967295_u32)]
     pub kid: u32,
     /// Hex Ed25519 signature over `tether-audit-checkpoint-v1:{seq}:{hash}`.
+    #[schema(pattern = "^([0-9a-fA-F]{2})*$")]
     pub signature: String,
 }
 
@@ -94,22 +98,31 @@ pub async fn verify_checkpoint(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Events about this subject id.
+    #[param(max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     subject: Option<String>,
     /// Events by this actor id.
+    #[param(max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     actor: Option<String>,
     /// Events with this action, e.g. `session.revoked`.
+    #[param(max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     action: Option<String>,
     /// Events caused by the event with this seq.
+    #[param(value_type = Option<i64>, minimum = 0)]
     cause_seq: Option<String>,
     /// Events after this seq.
+    #[param(value_type = Option<i64>, minimum = 0)]
     after_seq: Option<String>,
     /// `next_cursor` of the previous page (a seq).
+    #[param(value_type = Option<i64>, minimum = 0)]
     cursor: Option<String>,
     /// Events at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     since: Option<String>,
     /// Events before this RFC 3339 time.
+    #[param(format = DateTime)]
     until: Option<String>,
     /// Items per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
@@ -228,7 +241,7 @@ pub struct CoverageQuery {
     event: String,
 }
 
-#[utoipa::path(get, path = "/v1/audit/coverage", operation_id = "audit_coverage", tag = "audit", params(("event" = i64, Query, description = "seq of the trigger event")), responses((status = 200, body = Coverage)))]
+#[utoipa::path(get, path = "/v1/audit/coverage", operation_id = "audit_coverage", tag = "audit", params(("event" = i64, Query, minimum = 0, description = "seq of the trigger event")), responses((status = 200, body = Coverage)))]
 pub async fn coverage_report(
     State(state): State<AppState>,
     _: Allowed<AdminsAndAuditors>,

@@ -28,8 +28,13 @@ pub struct AuthorizeContext {
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeRequest {
     pub token: String,
+    /// The scope asked for (1-128 characters of `a-z 0-9 _ . : / * -`).
+    #[schema(min_length = 1, max_length = 128, pattern = "^[a-z0-9_.:/*-]{1,128}$")]
     pub scope: String,
+    /// At most 1024 characters, no control characters.
+    #[schema(max_length = 1024, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub resource: Option<String>,
+    #[serde(default, deserialize_with = "crate::domain::text::object_only")]
     pub context: Option<AuthorizeContext>,
 }
 

@@ -25,8 +25,10 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Items per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<DelegationId>, inline)]
     cursor: Option<String>,
     /// Only this user's delegations.
     user_id: Option<UserId>,
@@ -35,6 +37,7 @@ pub struct ListQuery {
     /// Only delegations through this integration.
     integration_id: Option<IntegrationId>,
     /// `active` or `revoked`.
+    #[param(value_type = Option<DelegationStatus>, inline)]
     status: Option<String>,
 }
 

@@ -33,7 +33,7 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 }
 
 /// The form body of RFC 7662 and RFC 7009 requests, as documented. Other parameters are ignored;
-/// none may appear twice.
+/// `token` and `token_type_hint` may not appear twice.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 pub struct TokenForm {
     /// The access or refresh token.
@@ -60,8 +60,8 @@ impl FormError {
     }
 }
 
-/// The `token` parameter of an RFC 7662/7009 form body. A parameter given twice is refused
-/// (RFC 6749 §3.1: request parameters must not be included more than once), naming it.
+/// The `token` parameter of an RFC 7662/7009 form body. `token` or `token_type_hint` given twice
+/// is refused (RFC 6749 §3.1: request parameters must not be included more than once), naming it.
 fn token_param(form: Result<Form<Vec<(String, String)>>, FormRejection>) -> Result<String, FormError> {
     let pairs = match form {
         Ok(Form(pairs)) => pairs,
@@ -73,8 +73,9 @@ fn token_param(form: Result<Form<Vec<(String, String)>>, FormRejection>) -> Resu
         }
         Err(_) => return Err(FormError::Invalid("expected an application/x-www-form-urlencoded body".into())),
     };
+    // Parameters this endpoint ignores may repeat as they like; the ones it reads may not.
     let mut seen = std::collections::HashSet::new();
-    for (name, _) in &pairs {
+    for (name, _) in pairs.iter().filter(|(name, _)| name == "token" || name == "token_type_hint") {
         if !seen.insert(name.as_str()) {
             let name: String = name.chars().take(64).collect();
             return Err(FormError::Invalid(format!(
@@ -134,7 +135,7 @@ fn act(agent: AgentId, chain: &[(SessionId, AgentId)]) -> Value {
 }
 
 /// RFC 7662: `{"active": false}` for anything not live, with no further detail.
-#[utoipa::path(post, path = "/oauth2/introspect", operation_id = "introspect_token", tag = "checking tokens", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"), responses((status = 200, body = Introspection), (status = "4XX", body = OAuthError)))]
+#[utoipa::path(post, path = "/oauth2/introspect", operation_id = "introspect_token", tag = "checking tokens", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"), responses((status = 200, body = Introspection), (status = 401, description = "No credential, or one that is not valid on arrival", body = super::problem::Problem, content_type = "application/problem+json"), (status = 413, description = "The form is over 64 KiB", body = super::problem::Problem, content_type = "application/problem+json"), (status = "4XX", body = OAuthError)))]
 pub async fn introspect(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -190,7 +191,7 @@ pub async fn introspect(
 /// RFC 7009: revokes the session behind an access or refresh token. Answers 200 whether or not
 /// the token was valid (the RFC's rule, so the endpoint cannot be used to probe tokens). A
 /// platform may revoke only its own sessions; a verifier any token it holds.
-#[utoipa::path(post, path = "/oauth2/revoke", operation_id = "revoke_token", tag = "checking tokens", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "revoked, or the token was not one tether would revoke (RFC 7009)"), (status = "4XX", body = OAuthError)))]
+#[utoipa::path(post, path = "/oauth2/revoke", operation_id = "revoke_token", tag = "checking tokens", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "revoked, or the token was not one tether would revoke (RFC 7009)"), (status = 401, description = "No credential, or one that is not valid on arrival", body = super::problem::Problem, content_type = "application/problem+json"), (status = 413, description = "The form is over 64 KiB", body = super::problem::Problem, content_type = "application/problem+json"), (status = "4XX", body = OAuthError)))]
 pub async fn revoke(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

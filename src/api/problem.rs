@@ -85,12 +85,37 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(ApiError(Error::UnsupportedMediaType("expected `Content-Type: application/json`".into())));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError(json_rejection(JsonRejection::BytesRejection(e))))?;
+        // Every body tether takes is an object. serde would also read a struct from an array of
+        // its fields in order (`["a"]` as `{"name": "a"}`), which no schema of ours admits.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError(match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                Ok(_) => Error::invalid("invalid body: expected a JSON object"),
+                Err(e) => Error::invalid(format!("malformed JSON: {}", body_error_text(&e.to_string()))),
+            }));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Json(value)),
             Err(rejection) => Err(ApiError(json_rejection(rejection))),
         }
     }
 }
+
+/// `application/json` or `application/<anything>+json`, as axum's `Json` takes.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    match essence.split_once('/') {
+        Some(("application", subtype)) => subtype == "json" || subtype.ends_with("+json"),
+        _ => false,
+    }
+}
+
 
 fn json_rejection(rejection: JsonRejection) -> Error {
     match rejection {

@@ -27,8 +27,10 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Items per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<SessionId>, inline)]
     cursor: Option<String>,
     /// Only this user's sessions.
     user_id: Option<UserId>,
@@ -39,6 +41,7 @@ pub struct ListQuery {
     /// Only sessions of this delegation.
     delegation_id: Option<DelegationId>,
     /// `active`, `revoked` or `expired`.
+    #[param(value_type = Option<SessionStatus>, inline)]
     status: Option<String>,
 }
 
@@ -99,6 +102,8 @@ pub async fn revoke(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
+    /// The session's current refresh token (`rt_…`); a longer text is never one.
+    #[schema(max_length = 256)]
     pub refresh_token: String,
 }
 

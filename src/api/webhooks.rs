@@ -76,8 +76,10 @@ pub async fn remove(
 #[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
     /// Items per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (a seq).
+    #[param(value_type = Option<i64>, minimum = 0)]
     cursor: Option<String>,
 }
 

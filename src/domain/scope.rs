@@ -32,6 +32,19 @@ impl Scope {
     }
 }
 
+impl utoipa::PartialSchema for Scope {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(128))
+            .pattern(Some("^[a-z0-9_.:/*-]{1,128}$"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Scope {}
+
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -52,9 +65,21 @@ impl<'de> Deserialize<'de> for Scope {
 }
 
 /// A set of scopes, ordered so that its encoding is canonical.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct ScopeSet(BTreeSet<Scope>);
+
+/// At most [`ScopeSet::MAX_LEN`] items as sent, duplicates counted: what the schema's
+/// `maxItems` says, whether or not the duplicates collapse.
+impl<'de> Deserialize<'de> for ScopeSet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let items = Vec::<Scope>::deserialize(d)?;
+        if items.len() > Self::MAX_LEN {
+            return Err(serde::de::Error::custom(format!("lists more than {} scopes", Self::MAX_LEN)));
+        }
+        Ok(ScopeSet(items.into_iter().collect()))
+    }
+}
 
 impl ScopeSet {
     pub const MAX_LEN: usize = 256;
@@ -121,11 +146,9 @@ impl fmt::Debug for ScopeSet {
 impl utoipa::PartialSchema for ScopeSet {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::schema::ArrayBuilder::new()
-            .items(
-                utoipa::openapi::ObjectBuilder::new()
-                    .schema_type(utoipa::openapi::schema::Type::String)
-                    .pattern(Some("^[a-z0-9_.:/*-]{1,128}$")),
-            )
+            .items(Scope::schema())
+            .max_items(Some(Self::MAX_LEN))
+            .description(Some("a set of scopes: duplicates collapse, answered sorted"))
             .into()
     }
 }

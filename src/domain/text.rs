@@ -195,9 +195,23 @@ pub fn deserialize_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error>
     bounded(d, 0, i64::from(u32::MAX), "an integer from 0 to 4294967295").map(|n| n as u32)
 }
 
-/// `i64` of at least 0 from a whole JSON number (an audit seq).
-pub fn deserialize_seq<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    bounded(d, 0, i64::MAX, "a non-negative integer")
+/// `i64` from a whole JSON number.
+pub fn deserialize_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    bounded(d, i64::MIN, i64::MAX, "a 64-bit integer")
+}
+
+/// For an optional nested object (`context`, `metadata`): like the field's own `Deserialize`, but
+/// only from a JSON object. serde's derive also reads a struct from an array of its fields in
+/// order (`[null, null]`), which no schema of tether's admits.
+pub fn object_only<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    match Option::<serde_json::Map<String, serde_json::Value>>::deserialize(d)? {
+        None => Ok(None),
+        Some(map) => serde_json::from_value(serde_json::Value::Object(map)).map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 macro_rules! seconds_type {

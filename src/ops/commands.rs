@@ -5,6 +5,7 @@ use utoipa::ToSchema;
 
 use crate::domain::*;
 
+
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCredential {
@@ -107,8 +108,11 @@ pub struct NewDelegation {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSessionMetadata {
+    #[schema(max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub ip: Option<String>,
+    #[schema(max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub user_agent: Option<String>,
+    #[schema(max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub device: Option<String>,
 }
 
@@ -119,5 +123,6 @@ pub struct NewSession {
     pub scopes: ScopeSet,
     pub ttl_seconds: Option<SessionTtl>,
     pub parent_session_id: Option<SessionId>,
+    #[serde(default, deserialize_with = "crate::domain::text::object_only")]
     pub metadata: Option<NewSessionMetadata>,
 }
