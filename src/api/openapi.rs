@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers' and types' annotations.
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use serde_json::{json, Value};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::*;
@@ -78,7 +78,6 @@ pub fn document() -> utoipa::openapi::OpenApi {
     exact(&mut value);
     serde_json::from_value(value).unwrap_or(generated)
 }
-
 
 /// Rules the Rust types cannot carry into the document, written out so that every request the
 /// document admits is one the server accepts, and every one it refuses the server refuses too:

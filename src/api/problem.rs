@@ -116,7 +116,6 @@ fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
     }
 }
 
-
 fn json_rejection(rejection: JsonRejection) -> Error {
     match rejection {
         JsonRejection::JsonDataError(e) => Error::invalid(format!("invalid body: {}", body_error_text(&e.body_text()))),

@@ -5,7 +5,6 @@ use utoipa::ToSchema;
 
 use crate::domain::*;
 
-
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCredential {

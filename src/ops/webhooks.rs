@@ -14,7 +14,10 @@ pub struct NewWebhook {
     /// An absolute `http://` URL (this build has no TLS client). The pattern admits host names
     /// only: a literal private, loopback or link-local address, or `localhost`, is refused unless
     /// the operator allows private addresses; a public literal address is accepted too.
-    #[schema(max_length = 2048, pattern = "^http://([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[a-zA-Z0-9._~/-]*)?$")]
+    #[schema(
+        max_length = 2048,
+        pattern = "^http://([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[a-zA-Z0-9._~/-]*)?$"
+    )]
     pub url: String,
     /// Audit actions to deliver (e.g. `session.revoked`); empty or absent: every event you may see.
     #[schema(max_items = 64, value_type = Option<Vec<ActionName>>)]
