@@ -110,7 +110,8 @@ def schemathesis(base, credential, max_examples, extra, report, config=None):
         *extra,
     ]
     print("+", " ".join(c if "Bearer" not in c else "Authorization: Bearer …" for c in command), flush=True)
-    return subprocess.run(command).returncode
+    # In the reports directory: schemathesis keeps a cache where it runs.
+    return subprocess.run(command, cwd=report.parent).returncode
 
 
 def main():
