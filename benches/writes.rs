@@ -288,7 +288,12 @@ async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usiz
         let receipt = services
             .writer
             .execute(move |tx| {
-                ops::objects::disable_user(tx, &admin, user.user, WithReason { reason: Some("bench".into()) })
+                ops::objects::disable_user(
+                    tx,
+                    &admin,
+                    user.user,
+                    WithReason { reason: Some(Reason::parse("bench").expect("reason")) },
+                )
             })
             .await
             .expect("disable user");

@@ -77,7 +77,9 @@ pub async fn chain(services: &Services) -> Chain {
     let admin = admin();
     let platform = services
         .writer
-        .execute(move |tx| ops::objects::create_platform(tx, &admin, NewPlatform { name: "bench".into() }))
+        .execute(move |tx| {
+            ops::objects::create_platform(tx, &admin, NewPlatform { name: Name::parse("bench").expect("name") })
+        })
         .await
         .expect("platform");
     let agent = services
@@ -86,7 +88,11 @@ pub async fn chain(services: &Services) -> Chain {
             ops::objects::create_agent(
                 tx,
                 &admin,
-                NewAgent { name: "bench agent".into(), scopes: scopes(SCOPES), platform_id: Some(platform.id) },
+                NewAgent {
+                    name: Name::parse("bench agent").expect("name"),
+                    scopes: scopes(SCOPES),
+                    platform_id: Some(platform.id),
+                },
             )
         })
         .await
@@ -98,7 +104,7 @@ pub async fn chain(services: &Services) -> Chain {
                 tx,
                 &admin,
                 NewIntegration {
-                    name: "bench integration".into(),
+                    name: Name::parse("bench integration").expect("name"),
                     scopes: scopes(SCOPES),
                     platform_id: Some(platform.id),
                 },
@@ -119,7 +125,8 @@ pub async fn delegated_user(services: &Services, chain: Chain) -> Delegated {
                 tx,
                 &admin,
                 NewUser {
-                    external_id: format!("idp|{}", uuid::Uuid::now_v7().simple()),
+                    external_id: ExternalId::parse(&format!("idp|{}", uuid::Uuid::now_v7().simple()))
+                        .expect("external id"),
                     display_name: None,
                     permissions: scopes(SCOPES),
                 },
@@ -150,7 +157,7 @@ pub fn new_session(delegation: DelegationId) -> NewSession {
     NewSession {
         delegation_id: delegation,
         scopes: scopes(&["mail:read", "mail:send"]),
-        ttl_seconds: Some(24 * 3600),
+        ttl_seconds: Some(SessionTtl::parse(24 * 3600).expect("ttl")),
         parent_session_id: None,
         metadata: None,
     }

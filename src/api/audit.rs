@@ -12,7 +12,7 @@ use axum::Router;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::auth::Authenticated;
+use super::auth::{AdminsAndAuditors, Allowed};
 use super::problem::{ApiResult, Query};
 use super::{read, AppState};
 use crate::audit::{AuditEvent, VerifyReport};
@@ -37,11 +37,15 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Clone, serde::Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Checkpoint {
+    #[serde(deserialize_with = "crate::domain::text::deserialize_i64")]
     pub seq: i64,
     pub hash: String,
     /// Id of the API key (purpose `api`) that signed it.
+    #[serde(deserialize_with = "crate::domain::text::deserialize_u32")]
+    #[schema(format = Int64, minimum = 0, maximum = 4294967295_u32)]
     pub kid: u32,
     /// Hex Ed25519 signature over `tether-audit-checkpoint-v1:{seq}:{hash}`.
+    #[schema(pattern = "^([0-9a-fA-F]{2})*$")]
     pub signature: String,
 }
 
@@ -49,12 +53,11 @@ fn checkpoint_message(seq: i64, hash: &str) -> Vec<u8> {
     format!("tether-audit-checkpoint-v1:{seq}:{hash}").into_bytes()
 }
 
-#[utoipa::path(get, path = "/v1/audit/checkpoint", tag = "audit", responses((status = 200, body = Checkpoint)))]
+#[utoipa::path(get, path = "/v1/audit/checkpoint", operation_id = "sign_audit_checkpoint", tag = "audit", responses((status = 200, body = Checkpoint)))]
 pub async fn checkpoint(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    _: Allowed<AdminsAndAuditors>,
 ) -> ApiResult<axum::Json<Checkpoint>> {
-    auditor(&caller)?;
     let head = state.readers.read(audit::chain_head).await?;
     let (kid, signature) = state.env.api_keys.sign(&checkpoint_message(head.0, &head.1))?;
     Ok(axum::Json(Checkpoint { seq: head.0, hash: head.1, kid, signature: hex::encode(signature) }))
@@ -69,13 +72,12 @@ pub struct CheckpointCheck {
     pub log_matches: bool,
 }
 
-#[utoipa::path(post, path = "/v1/audit/checkpoint/verify", tag = "audit", request_body = Checkpoint, responses((status = 200, body = CheckpointCheck)))]
+#[utoipa::path(post, path = "/v1/audit/checkpoint/verify", operation_id = "verify_audit_checkpoint", tag = "audit", request_body = Checkpoint, responses((status = 200, body = CheckpointCheck)))]
 pub async fn verify_checkpoint(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    _: Allowed<AdminsAndAuditors>,
     super::problem::Json(checkpoint): super::problem::Json<Checkpoint>,
 ) -> ApiResult<axum::Json<CheckpointCheck>> {
-    auditor(&caller)?;
     let signature = hex::decode(&checkpoint.signature).map_err(|_| Error::invalid("`signature` must be hex"))?;
     let signature_valid = state.env.api_keys.verify_signature(
         checkpoint.kid,
@@ -93,31 +95,36 @@ pub async fn verify_checkpoint(
     Ok(axum::Json(CheckpointCheck { signature_valid, log_matches }))
 }
 
-fn auditor(caller: &Caller) -> Result<()> {
-    crate::ops::require(caller, &[RoleKind::Admin, RoleKind::Auditor])
-}
-
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Events about this subject id.
+    #[param(max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     subject: Option<String>,
     /// Events by this actor id.
+    #[param(max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     actor: Option<String>,
     /// Events with this action, e.g. `session.revoked`.
+    #[param(max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     action: Option<String>,
     /// Events caused by the event with this seq.
+    #[param(value_type = Option<i64>, minimum = 0)]
     cause_seq: Option<String>,
     /// Events after this seq.
+    #[param(value_type = Option<i64>, minimum = 0)]
     after_seq: Option<String>,
     /// `next_cursor` of the previous page (a seq).
+    #[param(value_type = Option<i64>, minimum = 0)]
     cursor: Option<String>,
     /// Events at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     since: Option<String>,
     /// Events before this RFC 3339 time.
+    #[param(format = DateTime)]
     until: Option<String>,
     /// Items per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
@@ -146,13 +153,12 @@ fn short(field: &str, value: &Option<String>) -> Result<Option<String>> {
     value.as_deref().map(|v| clean_text(field, v, 200)).transpose()
 }
 
-#[utoipa::path(get, path = "/v1/audit", params(ListQuery), tag = "audit", responses((status = 200, body = Page<AuditEvent>)))]
+#[utoipa::path(get, path = "/v1/audit", operation_id = "list_audit_events", params(ListQuery), tag = "audit", responses((status = 200, body = Page<AuditEvent>)))]
 pub async fn list(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    _: Allowed<AdminsAndAuditors>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<axum::Json<Page<AuditEvent>>> {
-    auditor(&caller)?;
     let limit = super::page(&q.limit, &None, |_: &str| Ok::<_, Error>(()))?.limit;
     // `cursor` (the last seq of the previous page) and `after_seq` mean the same; the larger wins.
     let after = seq("after_seq", &q.after_seq)?.max(seq("cursor", &q.cursor)?);
@@ -168,12 +174,11 @@ pub async fn list(
     read(&state, move |conn| audit_listing::list_audit(conn, &filter, limit)).await
 }
 
-#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, body = VerifyReport)))]
+#[utoipa::path(get, path = "/v1/audit/verify", operation_id = "verify_audit_log", tag = "audit", responses((status = 200, body = VerifyReport)))]
 pub async fn verify(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    _: Allowed<AdminsAndAuditors>,
 ) -> ApiResult<axum::Json<VerifyReport>> {
-    auditor(&caller)?;
     Ok(axum::Json(state.readers.read_long(audit::verify_audit).await?))
 }
 
@@ -182,9 +187,8 @@ pub async fn verify(
 const EXPORT_STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// NDJSON, one event a line in seq order, streamed in chunks so a large log is never held whole.
-#[utoipa::path(get, path = "/v1/audit/export", tag = "audit", responses((status = 200, content_type = "application/x-ndjson", body = String)))]
-pub async fn export(State(state): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<Response> {
-    auditor(&caller)?;
+#[utoipa::path(get, path = "/v1/audit/export", operation_id = "export_audit_log", tag = "audit", responses((status = 200, content_type = "application/x-ndjson", body = String)))]
+pub async fn export(State(state): State<AppState>, _: Allowed<AdminsAndAuditors>) -> ApiResult<Response> {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<Vec<u8>, std::io::Error>>(8);
     let readers = state.readers.clone();
     let runtime = tokio::runtime::Handle::current();
@@ -239,13 +243,12 @@ pub struct CoverageQuery {
     event: String,
 }
 
-#[utoipa::path(get, path = "/v1/audit/coverage", tag = "audit", params(("event" = i64, Query, description = "seq of the trigger event")), responses((status = 200, body = Coverage)))]
+#[utoipa::path(get, path = "/v1/audit/coverage", operation_id = "audit_coverage", tag = "audit", params(("event" = i64, Query, minimum = 0, description = "seq of the trigger event")), responses((status = 200, body = Coverage)))]
 pub async fn coverage_report(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    _: Allowed<AdminsAndAuditors>,
     Query(q): Query<CoverageQuery>,
 ) -> ApiResult<axum::Json<Coverage>> {
-    auditor(&caller)?;
     let event = seq("event", &Some(q.event))?.unwrap_or(0);
     read(&state, move |conn| coverage::report(conn, event)).await
 }

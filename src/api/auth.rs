@@ -5,7 +5,7 @@ use axum::http::{header, request::Parts};
 
 use super::problem::ApiError;
 use super::AppState;
-use crate::domain::{Caller, Error};
+use crate::domain::{Caller, Error, RoleKind};
 use crate::tokens::{self, CredentialClaims, TokenError};
 use crate::views::CredentialState;
 
@@ -102,4 +102,68 @@ fn verified_credential(state: &AppState, token: &str) -> Result<(CredentialClaim
     })?;
     state.credential_cache.insert_bounded(token.into(), (claims, kid), 256);
     Ok((claims, kid))
+}
+
+/// Which roles may call a route at all: checked by [`Allowed`] before the path, query or body is
+/// looked at, so a caller whose role may not call the route learns 403, never how its input
+/// would have been judged.
+pub trait Roles {
+    fn check(caller: &Caller) -> Result<(), Error>;
+}
+
+/// The authenticated caller, whose role `R` allows the route (403 otherwise). Put it before the
+/// `Path`, `Query` and body extractors.
+pub struct Allowed<R>(pub Caller, pub std::marker::PhantomData<R>);
+
+impl<R: Roles> FromRequestParts<AppState> for Allowed<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (caller, _) = authenticate(parts, state).await?;
+        R::check(&caller)?;
+        Ok(Allowed(caller, std::marker::PhantomData))
+    }
+}
+
+macro_rules! roles {
+    ($($(#[$doc:meta])* $name:ident = [$($role:ident),+];)+) => {$(
+        $(#[$doc])*
+        pub struct $name;
+
+        impl Roles for $name {
+            fn check(caller: &Caller) -> Result<(), Error> {
+                crate::ops::require(caller, &[$(RoleKind::$role),+])
+            }
+        }
+    )+};
+}
+
+roles! {
+    /// Admin routes: credentials, platforms, users' administration, keys.
+    Admins = [Admin];
+    /// The audit log and the list of users.
+    AdminsAndAuditors = [Admin, Auditor];
+    /// Registering and ending agents and integrations, delegations, opening sessions.
+    AdminsAndPlatforms = [Admin, Platform];
+    /// What a user does about their own sessions (signing out, disconnecting).
+    AdminsAndUsers = [Admin, User];
+    /// Revoking a delegation or a session: its owner platform, its user, an admin.
+    Owners = [Admin, Platform, User];
+    /// Creating webhooks: every role but the user.
+    WebhookOwners = [Admin, Platform, Verifier, Auditor];
+    /// Checking tokens: `POST /v1/authorize`, introspection.
+    Verifiers = [Verifier, Admin];
+    /// The revocation feed.
+    FeedReaders = [Verifier, Admin, Auditor];
+    /// Token revocation (RFC 7009).
+    TokenRevokers = [Verifier, Platform, Admin];
+}
+
+/// Readers of tenant data: every role but the verifier.
+pub struct TenantReaders;
+
+impl Roles for TenantReaders {
+    fn check(caller: &Caller) -> Result<(), Error> {
+        super::tenant_reader(caller).map(drop)
+    }
 }

@@ -7,7 +7,7 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::Authenticated;
+use super::auth::{Allowed, Verifiers};
 use super::problem::{ApiResult, Json};
 use super::AppState;
 use crate::authorize::Request;
@@ -28,8 +28,13 @@ pub struct AuthorizeContext {
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeRequest {
     pub token: String,
+    /// The scope asked for (1-128 characters of `a-z 0-9 _ . : / * -`).
+    #[schema(min_length = 1, max_length = 128, pattern = "^[a-z0-9_.:/*-]{1,128}$")]
     pub scope: String,
+    /// At most 1024 characters, no control characters.
+    #[schema(max_length = 1024, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub resource: Option<String>,
+    #[serde(default, deserialize_with = "crate::domain::text::object_only")]
     pub context: Option<AuthorizeContext>,
 }
 
@@ -52,13 +57,12 @@ pub struct AuthorizeResponse {
     pub expires_at: Option<Timestamp>,
 }
 
-#[utoipa::path(post, path = "/v1/authorize", tag = "checking tokens", request_body = AuthorizeRequest, responses((status = 200, body = AuthorizeResponse)))]
+#[utoipa::path(post, path = "/v1/authorize", operation_id = "authorize", tag = "checking tokens", request_body = AuthorizeRequest, responses((status = 200, body = AuthorizeResponse)))]
 pub async fn authorize(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    Allowed(caller, _): Allowed<Verifiers>,
     Json(req): Json<AuthorizeRequest>,
 ) -> ApiResult<JsonBytes> {
-    crate::ops::require(&caller, &[RoleKind::Verifier, RoleKind::Admin])?;
     let scope = Scope::parse(&req.scope).map_err(|e| Error::invalid(format!("`scope`: {e}")))?;
     if let Some(resource) = &req.resource {
         clean_text("resource", resource, 1024)?;

@@ -6,8 +6,8 @@ use axum::Router;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth::Authenticated;
-use super::problem::{path_id, ApiResult, Json, Path, Query};
+use super::auth::{Admins, Allowed};
+use super::problem::{ApiResult, Json, Path, Query};
 use super::{page, read, write, AppState, RawPage};
 use crate::domain::*;
 use crate::ops::{self, commands::NewCredential};
@@ -30,11 +30,11 @@ pub struct CreatedCredential {
     pub expires_at: Option<Timestamp>,
 }
 
-#[utoipa::path(post, path = "/v1/credentials", tag = "credentials", request_body = NewCredential,
+#[utoipa::path(post, operation_id = "create_credential", path = "/v1/credentials", tag = "credentials", request_body = NewCredential,
     responses((status = 200, body = CreatedCredential), (status = 400, body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    Allowed(caller, _): Allowed<Admins>,
     Json(req): Json<NewCredential>,
 ) -> ApiResult<axum::Json<CreatedCredential>> {
     let env = state.env.clone();
@@ -54,23 +54,21 @@ pub async fn create(
     .await
 }
 
-#[utoipa::path(get, path = "/v1/credentials", params(super::RawPage), tag = "credentials", responses((status = 200, body = Page<Credential>)))]
+#[utoipa::path(get, operation_id = "list_credentials", path = "/v1/credentials", params(("limit" = Option<u16>, Query, minimum = 1, maximum = 1000, description = "Items per page, 1 to 1000 (default 100)."), ("cursor" = inline(Option<CredentialId>), Query, description = "`next_cursor` of the previous page.")), tag = "credentials", responses((status = 200, body = Page<Credential>)))]
 pub async fn list(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    _: Allowed<Admins>,
     Query(q): Query<RawPage>,
 ) -> ApiResult<axum::Json<Page<Credential>>> {
-    ops::require(&caller, &[RoleKind::Admin])?;
     let page = page(&q.limit, &q.cursor, CredentialId::parse)?;
     read(&state, move |conn| credentials::list_credentials(conn, &page)).await
 }
 
-#[utoipa::path(post, path = "/v1/credentials/{id}/revoke", params(("id" = String, Path, description = "credential id")), tag = "credentials", responses((status = 200, body = Credential)))]
+#[utoipa::path(post, operation_id = "revoke_credential", path = "/v1/credentials/{id}/revoke", params(("id" = inline(CredentialId), Path, description = "credential id")), tag = "credentials", responses((status = 200, body = Credential)))]
 pub async fn revoke(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(id): Path<String>,
+    Allowed(caller, _): Allowed<Admins>,
+    Path(id): Path<CredentialId>,
 ) -> ApiResult<axum::Json<Credential>> {
-    let id = path_id(&id, CredentialId::parse)?;
     write(&state, caller, move |tx| ops::objects::revoke_credential(tx, &caller, id)).await
 }

@@ -5,9 +5,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use super::auth::Authenticated;
-use super::problem::{path_id, ApiResult, Json, OptionalJson, Path, Query};
-use super::{page, read, tenant_reader, write, AppState};
+use super::auth::{AdminsAndPlatforms, Allowed, Owners, TenantReaders};
+use super::problem::{ApiResult, Json, OptionalJson, Path, Query};
+use super::{page, read, write, AppState};
 use crate::domain::*;
 use crate::ops::commands::{NewDelegation, WithReason};
 use crate::ops::sessions as ops;
@@ -26,8 +26,10 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Items per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<DelegationId>, inline)]
     cursor: Option<String>,
     /// Only this user's delegations.
     user_id: Option<UserId>,
@@ -36,25 +38,26 @@ pub struct ListQuery {
     /// Only delegations through this integration.
     integration_id: Option<IntegrationId>,
     /// `active` or `revoked`.
+    #[param(value_type = Option<DelegationStatus>, inline)]
     status: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/delegations", tag = "delegations", request_body = NewDelegation, responses((status = 200, body = Delegation)))]
+#[utoipa::path(post, operation_id = "create_delegation", path = "/v1/delegations", tag = "delegations", request_body = NewDelegation, responses((status = 200, body = Delegation)))]
 pub async fn create(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    Allowed(caller, _): Allowed<AdminsAndPlatforms>,
     Json(req): Json<NewDelegation>,
 ) -> ApiResult<axum::Json<Delegation>> {
     write(&state, caller, move |tx| ops::create_delegation(tx, &caller, req)).await
 }
 
-#[utoipa::path(get, path = "/v1/delegations", params(ListQuery), tag = "delegations", responses((status = 200, body = Page<Delegation>)))]
+#[utoipa::path(get, operation_id = "list_delegations", path = "/v1/delegations", params(ListQuery), tag = "delegations", responses((status = 200, body = Page<Delegation>)))]
 pub async fn list(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    Allowed(caller, _): Allowed<TenantReaders>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<axum::Json<Page<Delegation>>> {
-    let vis = tenant_reader(&caller)?;
+    let vis = caller.visibility();
     let page = page(&q.limit, &q.cursor, DelegationId::parse)?;
     let status = q
         .status
@@ -66,24 +69,22 @@ pub async fn list(
     read(&state, move |conn| delegations::list_delegations(conn, vis, &filter, &page)).await
 }
 
-#[utoipa::path(get, path = "/v1/delegations/{id}", params(("id" = String, Path, description = "delegation id")), tag = "delegations", responses((status = 200, body = Delegation)))]
+#[utoipa::path(get, operation_id = "get_delegation", path = "/v1/delegations/{id}", params(("id" = inline(DelegationId), Path, description = "delegation id")), tag = "delegations", responses((status = 200, body = Delegation)))]
 pub async fn get_one(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(id): Path<String>,
+    Allowed(caller, _): Allowed<TenantReaders>,
+    Path(id): Path<DelegationId>,
 ) -> ApiResult<axum::Json<Delegation>> {
-    let vis = tenant_reader(&caller)?;
-    let id = path_id(&id, DelegationId::parse)?;
+    let vis = caller.visibility();
     read(&state, move |conn| delegations::get_delegation(conn, vis, id)).await
 }
 
-#[utoipa::path(post, path = "/v1/delegations/{id}/revoke", params(("id" = String, Path, description = "delegation id")), tag = "delegations", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
+#[utoipa::path(post, operation_id = "revoke_delegation", path = "/v1/delegations/{id}/revoke", params(("id" = inline(DelegationId), Path, description = "delegation id")), tag = "delegations", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn revoke(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(id): Path<String>,
+    Allowed(caller, _): Allowed<Owners>,
+    Path(id): Path<DelegationId>,
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
-    let id = path_id(&id, DelegationId::parse)?;
     write(&state, caller, move |tx| ops::revoke_delegation(tx, &caller, id, req)).await
 }

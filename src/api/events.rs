@@ -43,6 +43,7 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Same as `Last-Event-ID`, for clients that cannot set headers.
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<String>,
 }
 
@@ -82,7 +83,7 @@ fn sse_event(event: &AuditEvent) -> Event {
         .data(crate::events::notification(event).to_string())
 }
 
-#[utoipa::path(get, path = "/v1/events", params(EventsQuery, ("Last-Event-ID" = Option<String>, Header, description = "resume after this audit seq")), tag = "checking tokens", responses((status = 200, content_type = "text/event-stream", body = String)))]
+#[utoipa::path(get, path = "/v1/events", operation_id = "stream_events", params(EventsQuery, ("Last-Event-ID" = Option<String>, Header, pattern = "^\\s*[0-9]{1,18}\\s*$", description = "resume after this audit seq")), tag = "checking tokens", responses((status = 200, content_type = "text/event-stream", body = String)))]
 pub async fn events(
     State(state): State<AppState>,
     AuthenticatedWithKey { caller, kid }: AuthenticatedWithKey,

@@ -6,8 +6,8 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::Authenticated;
-use super::problem::{ApiResult, Path, Query};
+use super::auth::{Admins, Allowed, Authenticated, FeedReaders};
+use super::problem::{ApiResult, KeyId, OptionalJson, Path, Query};
 use super::AppState;
 use crate::domain::*;
 use crate::store::feed;
@@ -57,7 +57,7 @@ fn key_list(state: &AppState, purposes: &[KeyPurpose]) -> KeyList {
 }
 
 /// The agent-token keys (what a relying service verifies with); an admin also sees the API keys.
-#[utoipa::path(get, path = "/v1/keys", tag = "checking tokens", responses((status = 200, body = KeyList)))]
+#[utoipa::path(get, path = "/v1/keys", operation_id = "list_keys", tag = "checking tokens", responses((status = 200, body = KeyList)))]
 pub async fn list_keys(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -69,18 +69,31 @@ pub async fn list_keys(
     Ok(axum::Json(key_list(&state, purposes)))
 }
 
+/// Which key ring a key change is for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PurposeName {
+    /// The ring that signs agent tokens.
+    #[default]
+    Agent,
+    /// The ring that signs API credentials.
+    Api,
+}
+
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPurposeBody {
-    /// `agent` (default) or `api`.
-    pub purpose: Option<String>,
+    /// `agent` (the default) or `api`.
+    #[serde(default)]
+    pub purpose: PurposeName,
 }
 
-fn parse_purpose(body: &KeyPurposeBody) -> Result<KeyPurpose> {
-    match body.purpose.as_deref().unwrap_or("agent") {
-        "agent" => Ok(KeyPurpose::Agent),
-        "api" => Ok(KeyPurpose::Api),
-        _ => Err(Error::invalid("`purpose` must be `agent` or `api`")),
+impl KeyPurposeBody {
+    fn purpose(&self) -> KeyPurpose {
+        match self.purpose {
+            PurposeName::Agent => KeyPurpose::Agent,
+            PurposeName::Api => KeyPurpose::Api,
+        }
     }
 }
 
@@ -94,7 +107,7 @@ async fn change_keys(
     purpose: KeyPurpose,
     change: impl FnOnce(&crate::tokens::KeyRing) -> Result<()> + Send + 'static,
 ) -> ApiResult<axum::Json<KeyList>> {
-    // The handlers checked the admin role before looking at the body.
+    // The `Allowed<Admins>` extractor checked the role before the body was looked at.
     let ring = match purpose {
         KeyPurpose::Agent => state.env.agent_keys.clone(),
         KeyPurpose::Api => state.env.api_keys.clone(),
@@ -109,28 +122,23 @@ async fn change_keys(
     Ok(axum::Json(key_list(state, &[purpose])))
 }
 
-#[utoipa::path(post, path = "/v1/keys/rotate", tag = "keys", request_body = Option<KeyPurposeBody>, responses((status = 200, body = KeyList)))]
+#[utoipa::path(post, path = "/v1/keys/rotate", operation_id = "rotate_keys", tag = "keys", request_body = Option<KeyPurposeBody>, responses((status = 200, body = KeyList)))]
 pub async fn rotate(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    super::problem::OptionalJson(body): super::problem::OptionalJson<KeyPurposeBody>,
+    Allowed(caller, _): Allowed<Admins>,
+    OptionalJson(body): OptionalJson<KeyPurposeBody>,
 ) -> ApiResult<axum::Json<KeyList>> {
-    crate::ops::require(&caller, &[RoleKind::Admin])?;
-    let purpose = parse_purpose(&body)?;
-    change_keys(&state, caller, purpose, |ring| ring.rotate().map(drop)).await
+    change_keys(&state, caller, body.purpose(), |ring| ring.rotate().map(drop)).await
 }
 
-#[utoipa::path(post, path = "/v1/keys/{kid}/retire", params(("kid" = u32, Path, description = "key id")), tag = "keys", request_body = Option<KeyPurposeBody>, responses((status = 200, body = KeyList)))]
+#[utoipa::path(post, path = "/v1/keys/{kid}/retire", operation_id = "retire_key", params(("kid" = u32, Path, format = Int64, minimum = 0, maximum = 4294967295_u32, description = "key id")), tag = "keys", request_body = Option<KeyPurposeBody>, responses((status = 200, body = KeyList)))]
 pub async fn retire(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(kid): Path<String>,
-    super::problem::OptionalJson(body): super::problem::OptionalJson<KeyPurposeBody>,
+    Allowed(caller, _): Allowed<Admins>,
+    Path(KeyId(kid)): Path<KeyId>,
+    OptionalJson(body): OptionalJson<KeyPurposeBody>,
 ) -> ApiResult<axum::Json<KeyList>> {
-    crate::ops::require(&caller, &[RoleKind::Admin])?;
-    let kid: u32 = kid.parse().map_err(|_| Error::invalid("path parameter: a key id is a positive integer"))?;
-    let purpose = parse_purpose(&body)?;
-    change_keys(&state, caller, purpose, move |ring| ring.retire(kid)).await
+    change_keys(&state, caller, body.purpose(), move |ring| ring.retire(kid)).await
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -147,22 +155,24 @@ pub struct RevocationEntry {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FeedQuery {
-    /// Entries after this cursor.
+    /// Entries after this cursor (default 0, the beginning).
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<String>,
     /// Same as `after`.
+    #[param(value_type = Option<i64>, minimum = 0)]
     cursor: Option<String>,
     /// Items per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
 /// Revoked tokens' revocation ids since a cursor, oldest first; expired entries are left out.
-#[utoipa::path(get, path = "/v1/revocations", params(FeedQuery), tag = "checking tokens", responses((status = 200, body = Page<RevocationEntry>)))]
+#[utoipa::path(get, path = "/v1/revocations", operation_id = "list_revocations", params(FeedQuery), tag = "checking tokens", responses((status = 200, body = Page<RevocationEntry>)))]
 pub async fn revocations(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    _: Allowed<FeedReaders>,
     Query(q): Query<FeedQuery>,
 ) -> ApiResult<axum::Json<Page<RevocationEntry>>> {
-    crate::ops::require(&caller, &[RoleKind::Verifier, RoleKind::Admin, RoleKind::Auditor])?;
     let limit = super::page(&q.limit, &None, |_: &str| Ok::<_, Error>(()))?.limit;
     let after = q.after.as_ref().or(q.cursor.as_ref());
     let after = match after {

@@ -10,6 +10,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::auth::Authenticated;
+use super::problem::ApiError;
 use super::AppState;
 use crate::authorize::Request;
 use crate::domain::*;
@@ -31,21 +32,60 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     (status, [("cache-control", "no-store")], axum::Json(body)).into_response()
 }
 
-/// The form body of RFC 7662 and RFC 7009 requests. Other parameters are ignored.
+/// The form body of RFC 7662 and RFC 7009 requests, as documented. Other parameters are ignored;
+/// `token` and `token_type_hint` may not appear twice.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 pub struct TokenForm {
     /// The access or refresh token.
+    #[schema(min_length = 1)]
     pub token: String,
     /// `access_token` or `refresh_token`; a hint only.
     pub token_type_hint: Option<String>,
 }
 
-/// The `token` parameter of an RFC 7662/7009 form body, or why it is missing.
-fn token_param(form: Result<Form<TokenForm>, FormRejection>) -> Result<String, &'static str> {
-    match form {
-        Ok(Form(TokenForm { token, .. })) if !token.is_empty() => Ok(token),
-        Ok(_) | Err(FormRejection::FailedToDeserializeForm(_)) => Err("the `token` parameter is required"),
-        Err(_) => Err("expected an application/x-www-form-urlencoded body"),
+/// Why a form body was refused: a 413 problem, or an OAuth `invalid_request` with its text.
+enum FormError {
+    TooLarge,
+    Invalid(String),
+}
+
+impl FormError {
+    fn into_response(self) -> Response {
+        match self {
+            FormError::TooLarge => {
+                ApiError(Error::PayloadTooLarge("the request body is over the size limit".into())).into_response()
+            }
+            FormError::Invalid(why) => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &why),
+        }
+    }
+}
+
+/// The `token` parameter of an RFC 7662/7009 form body. `token` or `token_type_hint` given twice
+/// is refused (RFC 6749 §3.1: request parameters must not be included more than once), naming it.
+fn token_param(form: Result<Form<Vec<(String, String)>>, FormRejection>) -> Result<String, FormError> {
+    let pairs = match form {
+        Ok(Form(pairs)) => pairs,
+        Err(FormRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(FormError::TooLarge)
+        }
+        Err(FormRejection::FailedToDeserializeForm(_)) => {
+            return Err(FormError::Invalid("the `token` parameter is required".into()))
+        }
+        Err(_) => return Err(FormError::Invalid("expected an application/x-www-form-urlencoded body".into())),
+    };
+    // Parameters this endpoint ignores may repeat as they like; the ones it reads may not.
+    let mut seen = std::collections::HashSet::new();
+    for (name, _) in pairs.iter().filter(|(name, _)| name == "token" || name == "token_type_hint") {
+        if !seen.insert(name.as_str()) {
+            let name: String = name.chars().take(64).collect();
+            return Err(FormError::Invalid(format!(
+                "the `{name}` parameter is given more than once (RFC 6749 section 3.1)"
+            )));
+        }
+    }
+    match pairs.into_iter().find(|(name, _)| name == "token") {
+        Some((_, token)) if !token.is_empty() => Ok(token),
+        _ => Err(FormError::Invalid("the `token` parameter is required".into())),
     }
 }
 
@@ -95,11 +135,11 @@ fn act(agent: AgentId, chain: &[(SessionId, AgentId)]) -> Value {
 }
 
 /// RFC 7662: `{"active": false}` for anything not live, with no further detail.
-#[utoipa::path(post, path = "/oauth2/introspect", tag = "checking tokens", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"), responses((status = 200, body = Introspection), (status = "4XX", body = OAuthError)))]
+#[utoipa::path(post, path = "/oauth2/introspect", operation_id = "introspect_token", tag = "checking tokens", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"), responses((status = 200, body = Introspection), (status = 401, description = "No credential, or one that is not valid on arrival", body = super::problem::Problem, content_type = "application/problem+json"), (status = 413, description = "The form is over 64 KiB", body = super::problem::Problem, content_type = "application/problem+json"), (status = "4XX", body = OAuthError)))]
 pub async fn introspect(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-    form: Result<Form<TokenForm>, FormRejection>,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
     if crate::ops::require(&caller, &[RoleKind::Verifier, RoleKind::Admin]).is_err() {
         return oauth_error(
@@ -110,7 +150,7 @@ pub async fn introspect(
     }
     let token = match token_param(form) {
         Ok(t) => t,
-        Err(why) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why),
+        Err(why) => return why.into_response(),
     };
     let inactive =
         || (StatusCode::OK, [("cache-control", "no-store")], axum::Json(Introspection::default())).into_response();
@@ -151,11 +191,11 @@ pub async fn introspect(
 /// RFC 7009: revokes the session behind an access or refresh token. Answers 200 whether or not
 /// the token was valid (the RFC's rule, so the endpoint cannot be used to probe tokens). A
 /// platform may revoke only its own sessions; a verifier any token it holds.
-#[utoipa::path(post, path = "/oauth2/revoke", tag = "checking tokens", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "revoked, or the token was not one tether would revoke (RFC 7009)"), (status = "4XX", body = OAuthError)))]
+#[utoipa::path(post, path = "/oauth2/revoke", operation_id = "revoke_token", tag = "checking tokens", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "revoked, or the token was not one tether would revoke (RFC 7009)"), (status = 401, description = "No credential, or one that is not valid on arrival", body = super::problem::Problem, content_type = "application/problem+json"), (status = 413, description = "The form is over 64 KiB", body = super::problem::Problem, content_type = "application/problem+json"), (status = "4XX", body = OAuthError)))]
 pub async fn revoke(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-    form: Result<Form<TokenForm>, FormRejection>,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
     if crate::ops::require(&caller, &[RoleKind::Verifier, RoleKind::Platform, RoleKind::Admin]).is_err() {
         return oauth_error(
@@ -166,10 +206,11 @@ pub async fn revoke(
     }
     let token = match token_param(form) {
         Ok(t) => t,
-        Err(why) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why),
+        Err(why) => return why.into_response(),
     };
     let done = || (StatusCode::OK, [("cache-control", "no-store")]).into_response();
-    let reason = WithReason { reason: Some("oauth_token_revocation".into()) };
+    // A fixed, valid reason: `parse` cannot refuse it.
+    let reason = WithReason { reason: Reason::parse("oauth_token_revocation").ok() };
     let outcome = if token.starts_with("rt_") {
         let hash = crate::tokens::refresh::hash(&token);
         state

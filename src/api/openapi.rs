@@ -1,5 +1,6 @@
 //! The OpenAPI document, generated from the handlers' and types' annotations.
 
+use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -69,6 +70,109 @@ impl Modify for ProblemAnswers {
     }
 }
 
+/// The document: what utoipa generates from the annotations, made exact where a Rust type says
+/// less than the server enforces (see [`exact`]).
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let generated = ApiDoc::openapi();
+    let Ok(mut value) = serde_json::to_value(&generated) else { return generated };
+    exact(&mut value);
+    serde_json::from_value(value).unwrap_or(generated)
+}
+
+/// Rules the Rust types cannot carry into the document, written out so that every request the
+/// document admits is one the server accepts, and every one it refuses the server refuses too:
+///
+/// - an optional body (`{reason?}`, `{purpose?}`) is a body that may be left out, not `null`;
+/// - a credential's `platform_id` and `user_id` go with its role (one schema per role);
+/// - agents, integrations, delegations and sessions need at least one scope;
+/// - an admin must name the `platform_id` of a new agent or integration. A platform may leave it
+///   out (its own platform is meant), which a schema cannot say per role: the field is required
+///   here, which is exact for admins and only stricter than the server for platforms.
+fn exact(document: &mut Value) {
+    for item in document["paths"].as_object_mut().into_iter().flat_map(|paths| paths.values_mut()) {
+        for operation in item.as_object_mut().into_iter().flat_map(|item| item.values_mut()) {
+            let body = &mut operation["requestBody"];
+            let Some(content) = body.get_mut("content").and_then(Value::as_object_mut) else { continue };
+            let mut optional = false;
+            for media in content.values_mut() {
+                let schema = &mut media["schema"];
+                let inner = schema["oneOf"].as_array().and_then(|alternatives| match alternatives.as_slice() {
+                    [null, inner] if null == &json!({"type": "null"}) => Some(inner.clone()),
+                    _ => None,
+                });
+                if let Some(inner) = inner {
+                    *schema = inner;
+                    optional = true;
+                }
+            }
+            if optional {
+                body["required"] = json!(false);
+                body["description"] = json!("May be left out: an empty body reads as `{}`.");
+            }
+        }
+    }
+    let schemas = &mut document["components"]["schemas"];
+    let id = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    let common = |extra: Value| {
+        let mut properties = json!({
+            "label": {"oneOf": [{"type": "null"}, id("Label")]},
+            "ttl_seconds": {"oneOf": [{"type": "null"}, id("CredentialTtl")]},
+        });
+        if let (Some(properties), Some(extra)) = (properties.as_object_mut(), extra.as_object()) {
+            properties.extend(extra.clone());
+        }
+        properties
+    };
+    schemas["NewCredential"] = json!({
+        "description": "A new API credential. `platform_id` is required with the platform role and only there; `user_id` likewise with the user role.",
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["role"],
+                "properties": common(json!({
+                    "role": {"type": "string", "enum": ["admin", "auditor", "verifier"]},
+                    "platform_id": {"type": "null"},
+                    "user_id": {"type": "null"},
+                })),
+                "additionalProperties": false,
+            },
+            {
+                "type": "object",
+                "required": ["role", "platform_id"],
+                "properties": common(json!({
+                    "role": {"type": "string", "enum": ["platform"]},
+                    "platform_id": id("PlatformId"),
+                    "user_id": {"type": "null"},
+                })),
+                "additionalProperties": false,
+            },
+            {
+                "type": "object",
+                "required": ["role", "user_id"],
+                "properties": common(json!({
+                    "role": {"type": "string", "enum": ["user"]},
+                    "platform_id": {"type": "null"},
+                    "user_id": id("UserId"),
+                })),
+                "additionalProperties": false,
+            },
+        ],
+    });
+    // An array of 1 to 256 scopes (the server refuses an empty one on these fields), inline:
+    // `minItems` beside a `$ref` is not read by every tool.
+    let mut non_empty = schemas["ScopeSet"].clone();
+    non_empty["minItems"] = json!(1);
+    let non_empty_scopes = || non_empty.clone();
+    for name in ["NewAgent", "NewIntegration"] {
+        let schema = &mut schemas[name];
+        schema["required"] = json!(["name", "scopes", "platform_id"]);
+        schema["properties"]["platform_id"] = json!({
+            "allOf": [id("PlatformId")],
+            "description": "The owning platform. Required when an admin creates it; a platform credential may leave it out (its own platform is meant) or must name its own.",
+        });
+        schema["properties"]["scopes"] = non_empty_scopes();
+    }
+    for name in ["NewDelegation", "NewSession"] {
+        schemas[name]["properties"]["scopes"] = non_empty_scopes();
+    }
 }

@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::domain::Error;
+use crate::domain::{
+    AgentId, CredentialId, DelegationId, Error, IntegrationId, PlatformId, SessionId, UserId, WebhookId,
+};
 
 /// The body of every error answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -83,10 +85,34 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(ApiError(Error::UnsupportedMediaType("expected `Content-Type: application/json`".into())));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError(json_rejection(JsonRejection::BytesRejection(e))))?;
+        // Every body tether takes is an object. serde would also read a struct from an array of
+        // its fields in order (`["a"]` as `{"name": "a"}`), which no schema of ours admits.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError(match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                Ok(_) => Error::invalid("invalid body: expected a JSON object"),
+                Err(e) => Error::invalid(format!("malformed JSON: {}", body_error_text(&e.to_string()))),
+            }));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Json(value)),
             Err(rejection) => Err(ApiError(json_rejection(rejection))),
         }
+    }
+}
+
+/// `application/json` or `application/<anything>+json`, as axum's `Json` takes.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    match essence.split_once('/') {
+        Some(("application", subtype)) => subtype == "json" || subtype.ends_with("+json"),
+        _ => false,
     }
 }
 
@@ -134,24 +160,73 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     }
 }
 
-/// axum's `Path`, answering a segment it cannot take (not UTF-8 once percent-decoded, say) with
-/// a problem+json 400 instead of axum's plain-text one.
+/// Typed path parameters: the segments of the route's `{…}` placeholders, each parsed into its
+/// type (an id, a key id), so a handler receives only valid values. A segment that is not UTF-8
+/// once percent-decoded, or does not parse, is a problem+json 400 naming the parameter's kind.
 pub struct Path<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
-    type Rejection = ApiError;
+/// One path parameter's type, parsed from its segment.
+pub trait PathParam: Sized {
+    fn parse_segment(text: &str) -> Result<Self, String>;
+}
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(value)) => Ok(Path(value)),
-            Err(rejection) => Err(ApiError(Error::invalid(format!("path parameter: {}", rejection.body_text())))),
+macro_rules! id_path_params {
+    ($($id:ty),+) => {$(
+        impl PathParam for $id {
+            fn parse_segment(text: &str) -> Result<Self, String> {
+                <$id>::parse(text).map_err(|e| e.to_string())
+            }
+        }
+    )+};
+}
+
+id_path_params!(PlatformId, AgentId, IntegrationId, UserId, DelegationId, SessionId, CredentialId, WebhookId);
+
+/// A key id in a path: digits of a `u32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyId(pub u32);
+
+impl PathParam for KeyId {
+    fn parse_segment(text: &str) -> Result<Self, String> {
+        text.parse().map(KeyId).map_err(|_| "a key id is a positive integer".to_owned())
+    }
+}
+
+/// All of a route's path parameters, in the order of the route's placeholders.
+pub trait PathParams: Sized {
+    fn from_segments(segments: &[String]) -> Result<Self, String>;
+}
+
+impl<T: PathParam> PathParams for T {
+    fn from_segments(segments: &[String]) -> Result<Self, String> {
+        match segments {
+            [one] => T::parse_segment(one),
+            _ => Err(format!("expected 1 parameter, got {}", segments.len())),
         }
     }
 }
 
-/// Parses a path segment into a typed id, naming the parameter when it is not one.
-pub fn path_id<T>(value: &str, parse: impl Fn(&str) -> Result<T, crate::domain::ids::IdError>) -> Result<T, ApiError> {
-    parse(value).map_err(|e| ApiError(Error::invalid(format!("path parameter: {e}"))))
+impl<A: PathParam, B: PathParam> PathParams for (A, B) {
+    fn from_segments(segments: &[String]) -> Result<Self, String> {
+        match segments {
+            [a, b] => Ok((A::parse_segment(a)?, B::parse_segment(b)?)),
+            _ => Err(format!("expected 2 parameters, got {}", segments.len())),
+        }
+    }
+}
+
+impl<S: Send + Sync, T: PathParams> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let segments = match axum::extract::Path::<Vec<String>>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(segments)) => segments,
+            Err(rejection) => {
+                return Err(ApiError(Error::invalid(format!("path parameter: {}", rejection.body_text()))))
+            }
+        };
+        T::from_segments(&segments).map(Path).map_err(|why| ApiError(Error::invalid(format!("path parameter: {why}"))))
+    }
 }
 
 /// Like [`Json`], but an empty body reads as `T::default()` (for `{reason?}` bodies).

@@ -6,9 +6,9 @@ use axum::Router;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::auth::Authenticated;
-use super::problem::{path_id, ApiResult, Json, OptionalJson, Path, Query};
-use super::{page, read, tenant_reader, write, AppState};
+use super::auth::{AdminsAndPlatforms, Allowed, Owners, TenantReaders};
+use super::problem::{ApiResult, Json, OptionalJson, Path, Query};
+use super::{page, read, write, AppState};
 use crate::domain::*;
 use crate::ops::commands::{NewSession, WithReason};
 use crate::ops::sessions::{self as ops, RefreshOutcome, Refreshed, SessionCreated};
@@ -28,8 +28,10 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Items per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<SessionId>, inline)]
     cursor: Option<String>,
     /// Only this user's sessions.
     user_id: Option<UserId>,
@@ -40,25 +42,26 @@ pub struct ListQuery {
     /// Only sessions of this delegation.
     delegation_id: Option<DelegationId>,
     /// `active`, `revoked` or `expired`.
+    #[param(value_type = Option<SessionStatus>, inline)]
     status: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = NewSession, responses((status = 200, body = SessionCreated)))]
+#[utoipa::path(post, operation_id = "create_session", path = "/v1/sessions", tag = "sessions", request_body = NewSession, responses((status = 200, body = SessionCreated)))]
 pub async fn create(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    Allowed(caller, _): Allowed<AdminsAndPlatforms>,
     Json(req): Json<NewSession>,
 ) -> ApiResult<axum::Json<SessionCreated>> {
     Ok(axum::Json(state.open_session(caller, req).await?))
 }
 
-#[utoipa::path(get, path = "/v1/sessions", params(ListQuery), tag = "sessions", responses((status = 200, body = Page<Session>)))]
+#[utoipa::path(get, operation_id = "list_sessions", path = "/v1/sessions", params(ListQuery), tag = "sessions", responses((status = 200, body = Page<Session>)))]
 pub async fn list(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    Allowed(caller, _): Allowed<TenantReaders>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<axum::Json<Page<Session>>> {
-    let vis = tenant_reader(&caller)?;
+    let vis = caller.visibility();
     let page = page(&q.limit, &q.cursor, SessionId::parse)?;
     let status = q
         .status
@@ -76,46 +79,45 @@ pub async fn list(
     read(&state, move |conn| sessions::list_sessions(conn, vis, &filter, &page, now)).await
 }
 
-#[utoipa::path(get, path = "/v1/sessions/{id}", params(("id" = String, Path, description = "session id")), tag = "sessions", responses((status = 200, body = Session)))]
+#[utoipa::path(get, operation_id = "get_session", path = "/v1/sessions/{id}", params(("id" = inline(SessionId), Path, description = "session id")), tag = "sessions", responses((status = 200, body = Session)))]
 pub async fn get_one(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(id): Path<String>,
+    Allowed(caller, _): Allowed<TenantReaders>,
+    Path(id): Path<SessionId>,
 ) -> ApiResult<axum::Json<Session>> {
-    let vis = tenant_reader(&caller)?;
-    let id = path_id(&id, SessionId::parse)?;
+    let vis = caller.visibility();
     let now = state.clock.now();
     read(&state, move |conn| sessions::get_session(conn, vis, id, now)).await
 }
 
-#[utoipa::path(post, path = "/v1/sessions/{id}/revoke", params(("id" = String, Path, description = "session id")), tag = "sessions", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
+#[utoipa::path(post, operation_id = "revoke_session", path = "/v1/sessions/{id}/revoke", params(("id" = inline(SessionId), Path, description = "session id")), tag = "sessions", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn revoke(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(id): Path<String>,
+    Allowed(caller, _): Allowed<Owners>,
+    Path(id): Path<SessionId>,
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
-    let id = path_id(&id, SessionId::parse)?;
     write(&state, caller, move |tx| ops::revoke_session(tx, &caller, id, req)).await
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
+    /// The session's current refresh token (`rt_…`); a longer text is never one.
+    #[schema(max_length = 256)]
     pub refresh_token: String,
 }
 
 /// Rotates the session's tokens. The caller must be the platform owning the session (or an
 /// admin) AND present the refresh token. A refresh token that was already used revokes the
 /// session (a replay means it leaked) and answers 400 `invalid_grant`.
-#[utoipa::path(post, path = "/v1/sessions/{id}/refresh", params(("id" = String, Path, description = "session id")), tag = "sessions", request_body = RefreshRequest, responses((status = 200, body = Refreshed), (status = 400, body = super::problem::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, operation_id = "refresh_session", path = "/v1/sessions/{id}/refresh", params(("id" = inline(SessionId), Path, description = "session id")), tag = "sessions", request_body = RefreshRequest, responses((status = 200, body = Refreshed), (status = 400, body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn refresh(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(id): Path<String>,
+    Allowed(caller, _): Allowed<AdminsAndPlatforms>,
+    Path(id): Path<SessionId>,
     Json(req): Json<RefreshRequest>,
 ) -> ApiResult<axum::Json<Refreshed>> {
-    let id = path_id(&id, SessionId::parse)?;
     if req.refresh_token.len() > 256 {
         return Err(Error::InvalidGrant("the refresh token is not valid for this session".into()).into());
     }

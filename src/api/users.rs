@@ -6,9 +6,9 @@ use axum::Router;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth::Authenticated;
-use super::problem::{path_id, ApiResult, Json, OptionalJson, Path, Query};
-use super::{page, read, tenant_reader, write, AppState, RawPage};
+use super::auth::{Admins, AdminsAndAuditors, AdminsAndUsers, Allowed, TenantReaders};
+use super::problem::{ApiResult, Json, OptionalJson, Path, Query};
+use super::{page, read, write, AppState, RawPage};
 use crate::domain::*;
 use crate::ops::commands::{LifecycleEvent, NewUser, SetPermissions, WithReason};
 use crate::ops::objects::{self as ops, Disconnect};
@@ -28,34 +28,32 @@ pub fn router() -> Router<AppState> {
         .route("/v1/users/{id}/integrations/{integration_id}/disconnect", post(disconnect_integration))
 }
 
-#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = NewUser, responses((status = 200, body = User)))]
+#[utoipa::path(post, operation_id = "create_user", path = "/v1/users", tag = "users", request_body = NewUser, responses((status = 200, body = User)))]
 pub async fn create(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    Allowed(caller, _): Allowed<Admins>,
     Json(req): Json<NewUser>,
 ) -> ApiResult<axum::Json<User>> {
     write(&state, caller, move |tx| ops::create_user(tx, &caller, req)).await
 }
 
-#[utoipa::path(get, path = "/v1/users", params(super::RawPage), tag = "users", responses((status = 200, body = Page<User>)))]
+#[utoipa::path(get, operation_id = "list_users", path = "/v1/users", params(("limit" = Option<u16>, Query, minimum = 1, maximum = 1000, description = "Items per page, 1 to 1000 (default 100)."), ("cursor" = inline(Option<UserId>), Query, description = "`next_cursor` of the previous page.")), tag = "users", responses((status = 200, body = Page<User>)))]
 pub async fn list(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    _: Allowed<AdminsAndAuditors>,
     Query(q): Query<RawPage>,
 ) -> ApiResult<axum::Json<Page<User>>> {
-    crate::ops::require(&caller, &[RoleKind::Admin, RoleKind::Auditor])?;
     let page = page(&q.limit, &q.cursor, UserId::parse)?;
     read(&state, move |conn| users::list_users(conn, Visibility::All, &page)).await
 }
 
-#[utoipa::path(get, path = "/v1/users/{id}", params(("id" = String, Path, description = "user id")), tag = "users", responses((status = 200, body = User)))]
+#[utoipa::path(get, operation_id = "get_user", path = "/v1/users/{id}", params(("id" = inline(UserId), Path, description = "user id")), tag = "users", responses((status = 200, body = User)))]
 pub async fn get_one(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(id): Path<String>,
+    Allowed(caller, _): Allowed<TenantReaders>,
+    Path(id): Path<UserId>,
 ) -> ApiResult<axum::Json<User>> {
-    let vis = tenant_reader(&caller)?;
-    let id = path_id(&id, UserId::parse)?;
+    let vis = caller.visibility();
     read(&state, move |conn| users::get_user(conn, vis, id)).await
 }
 
@@ -66,84 +64,75 @@ pub struct PermissionsChanged {
     pub receipt: Receipt,
 }
 
-#[utoipa::path(put, path = "/v1/users/{id}/permissions", params(("id" = String, Path, description = "user id")), tag = "users", request_body = SetPermissions, responses((status = 200, body = PermissionsChanged)))]
+#[utoipa::path(put, operation_id = "set_user_permissions", path = "/v1/users/{id}/permissions", params(("id" = inline(UserId), Path, description = "user id")), tag = "users", request_body = SetPermissions, responses((status = 200, body = PermissionsChanged)))]
 pub async fn set_permissions(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(id): Path<String>,
+    Allowed(caller, _): Allowed<Admins>,
+    Path(id): Path<UserId>,
     Json(req): Json<SetPermissions>,
 ) -> ApiResult<axum::Json<PermissionsChanged>> {
-    let id = path_id(&id, UserId::parse)?;
     write(&state, caller, move |tx| {
         ops::set_permissions(tx, &caller, id, req).map(|(user, receipt)| PermissionsChanged { user, receipt })
     })
     .await
 }
 
-#[utoipa::path(post, path = "/v1/users/{id}/disable", params(("id" = String, Path, description = "user id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
+#[utoipa::path(post, operation_id = "disable_user", path = "/v1/users/{id}/disable", params(("id" = inline(UserId), Path, description = "user id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn disable(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(id): Path<String>,
+    Allowed(caller, _): Allowed<Admins>,
+    Path(id): Path<UserId>,
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
-    let id = path_id(&id, UserId::parse)?;
     write(&state, caller, move |tx| ops::disable_user(tx, &caller, id, req)).await
 }
 
-#[utoipa::path(post, path = "/v1/users/{id}/enable", params(("id" = String, Path, description = "user id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = User)))]
+#[utoipa::path(post, operation_id = "enable_user", path = "/v1/users/{id}/enable", params(("id" = inline(UserId), Path, description = "user id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = User)))]
 pub async fn enable(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(id): Path<String>,
+    Allowed(caller, _): Allowed<Admins>,
+    Path(id): Path<UserId>,
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<User>> {
-    let id = path_id(&id, UserId::parse)?;
     write(&state, caller, move |tx| ops::enable_user(tx, &caller, id, req)).await
 }
 
-#[utoipa::path(post, path = "/v1/users/{id}/lifecycle-events", params(("id" = String, Path, description = "user id")), tag = "users", request_body = LifecycleEvent, responses((status = 200, body = Receipt)))]
+#[utoipa::path(post, operation_id = "record_user_lifecycle_event", path = "/v1/users/{id}/lifecycle-events", params(("id" = inline(UserId), Path, description = "user id")), tag = "users", request_body = LifecycleEvent, responses((status = 200, body = Receipt)))]
 pub async fn lifecycle_event(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(id): Path<String>,
+    Allowed(caller, _): Allowed<Admins>,
+    Path(id): Path<UserId>,
     Json(req): Json<LifecycleEvent>,
 ) -> ApiResult<axum::Json<Receipt>> {
-    let id = path_id(&id, UserId::parse)?;
     write(&state, caller, move |tx| ops::user_lifecycle_event(tx, &caller, id, req)).await
 }
 
-#[utoipa::path(post, path = "/v1/users/{id}/sign-out-all", params(("id" = String, Path, description = "user id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
+#[utoipa::path(post, operation_id = "sign_user_out_everywhere", path = "/v1/users/{id}/sign-out-all", params(("id" = inline(UserId), Path, description = "user id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn sign_out_all(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(id): Path<String>,
+    Allowed(caller, _): Allowed<AdminsAndUsers>,
+    Path(id): Path<UserId>,
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
-    let id = path_id(&id, UserId::parse)?;
     write(&state, caller, move |tx| ops::sign_out_all(tx, &caller, id, req)).await
 }
 
-#[utoipa::path(post, path = "/v1/users/{id}/agents/{agent_id}/disconnect", params(("id" = String, Path, description = "user id"), ("agent_id" = String, Path, description = "agent id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
+#[utoipa::path(post, operation_id = "disconnect_user_agent", path = "/v1/users/{id}/agents/{agent_id}/disconnect", params(("id" = inline(UserId), Path, description = "user id"), ("agent_id" = inline(AgentId), Path, description = "agent id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn disconnect_agent(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path((id, agent)): Path<(String, String)>,
+    Allowed(caller, _): Allowed<AdminsAndUsers>,
+    Path((id, agent)): Path<(UserId, AgentId)>,
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
-    let id = path_id(&id, UserId::parse)?;
-    let agent = path_id(&agent, AgentId::parse)?;
     write(&state, caller, move |tx| ops::disconnect(tx, &caller, id, Disconnect::Agent(agent), req)).await
 }
 
-#[utoipa::path(post, path = "/v1/users/{id}/integrations/{integration_id}/disconnect", params(("id" = String, Path, description = "user id"), ("integration_id" = String, Path, description = "integration id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
+#[utoipa::path(post, operation_id = "disconnect_user_integration", path = "/v1/users/{id}/integrations/{integration_id}/disconnect", params(("id" = inline(UserId), Path, description = "user id"), ("integration_id" = inline(IntegrationId), Path, description = "integration id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn disconnect_integration(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path((id, integration)): Path<(String, String)>,
+    Allowed(caller, _): Allowed<AdminsAndUsers>,
+    Path((id, integration)): Path<(UserId, IntegrationId)>,
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
-    let id = path_id(&id, UserId::parse)?;
-    let integration = path_id(&integration, IntegrationId::parse)?;
     write(&state, caller, move |tx| ops::disconnect(tx, &caller, id, Disconnect::Integration(integration), req)).await
 }

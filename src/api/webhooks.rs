@@ -6,8 +6,8 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::Authenticated;
-use super::problem::{path_id, ApiResult, Json, Path, Query};
+use super::auth::{Allowed, Authenticated, WebhookOwners};
+use super::problem::{ApiResult, Json, Path, Query};
 use super::{page, read, write, AppState, RawPage};
 use crate::domain::*;
 use crate::events::webhooks::secret;
@@ -33,10 +33,10 @@ pub struct CreatedWebhook {
     pub secret: String,
 }
 
-#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = NewWebhook, responses((status = 200, body = CreatedWebhook)))]
+#[utoipa::path(post, operation_id = "create_webhook", path = "/v1/webhooks", tag = "webhooks", request_body = NewWebhook, responses((status = 200, body = CreatedWebhook)))]
 pub async fn create(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    Allowed(caller, _): Allowed<WebhookOwners>,
     Json(req): Json<NewWebhook>,
 ) -> ApiResult<axum::Json<CreatedWebhook>> {
     let allow_private = state.delivery.allow_private_addresses;
@@ -51,7 +51,7 @@ pub async fn create(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/webhooks", params(super::RawPage), tag = "webhooks", responses((status = 200, body = Page<Webhook>)))]
+#[utoipa::path(get, operation_id = "list_webhooks", path = "/v1/webhooks", params(("limit" = Option<u16>, Query, minimum = 1, maximum = 1000, description = "Items per page, 1 to 1000 (default 100)."), ("cursor" = inline(Option<WebhookId>), Query, description = "`next_cursor` of the previous page.")), tag = "webhooks", responses((status = 200, body = Page<Webhook>)))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -63,13 +63,12 @@ pub async fn list(
     read(&state, move |conn| webhooks::list_webhooks(conn, role, &owner, &page)).await
 }
 
-#[utoipa::path(delete, path = "/v1/webhooks/{id}", params(("id" = String, Path, description = "webhook id")), tag = "webhooks", responses((status = 200, body = Webhook)))]
+#[utoipa::path(delete, operation_id = "delete_webhook", path = "/v1/webhooks/{id}", params(("id" = inline(WebhookId), Path, description = "webhook id")), tag = "webhooks", responses((status = 200, body = Webhook)))]
 pub async fn remove(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<String>,
+    Path(id): Path<WebhookId>,
 ) -> ApiResult<axum::Json<Webhook>> {
-    let id = path_id(&id, WebhookId::parse)?;
     write(&state, caller, move |tx| ops::delete(tx, &caller, id)).await
 }
 
@@ -78,19 +77,20 @@ pub async fn remove(
 #[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
     /// Items per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (a seq).
+    #[param(value_type = Option<i64>, minimum = 0)]
     cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", params(("id" = String, Path, description = "webhook id"), DeliveryQuery), tag = "webhooks", responses((status = 200, body = Page<Delivery>)))]
+#[utoipa::path(get, operation_id = "list_webhook_deliveries", path = "/v1/webhooks/{id}/deliveries", params(("id" = inline(WebhookId), Path, description = "webhook id"), DeliveryQuery), tag = "webhooks", responses((status = 200, body = Page<Delivery>)))]
 pub async fn deliveries(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-    Path(id): Path<String>,
+    Path(id): Path<WebhookId>,
     Query(q): Query<DeliveryQuery>,
 ) -> ApiResult<axum::Json<Page<Delivery>>> {
-    let id = path_id(&id, WebhookId::parse)?;
     let limit = page(&q.limit, &None, |_: &str| Ok::<_, Error>(()))?.limit;
     let after = match &q.cursor {
         None => 0,

@@ -52,6 +52,10 @@ macro_rules! typed_id {
 
         impl $name {
             pub const PREFIX: &'static str = $prefix;
+            /// The regular expression of exactly the texts `parse` accepts: the prefix, and the
+            /// 32 lowercase hex digits of a UUIDv7 (version digit `7`, variant digit `8`–`b`).
+            pub const PATTERN: &'static str =
+                concat!("^", $prefix, "_[0-9a-f]{12}7[0-9a-f]{3}[89ab][0-9a-f]{15}$");
             pub const KIND: &'static str = $what;
 
             /// A fresh id (time-ordered UUIDv7).
@@ -78,7 +82,9 @@ macro_rules! typed_id {
                     return Err(err);
                 }
                 let uuid = Uuid::try_parse(rest).map_err(|_| err.clone())?;
-                if uuid.get_version_num() != 7 {
+                // A UUIDv7 of RFC 9562: version 7 and the RFC's variant (`10` in the top bits of
+                // the 17th hex digit), what `PATTERN` says in the OpenAPI document.
+                if uuid.get_version_num() != 7 || uuid.get_variant() != uuid::Variant::RFC4122 {
                     return Err(err);
                 }
                 Ok(Self(uuid))
@@ -130,8 +136,10 @@ macro_rules! typed_id {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
                 utoipa::openapi::ObjectBuilder::new()
                     .schema_type(utoipa::openapi::schema::Type::String)
-                    .pattern(Some(concat!("^", $prefix, "_[0-9a-f]{32}$")))
-                    .description(Some(concat!("a ", $what, " id")))
+                    .min_length(Some($prefix.len() + 33))
+                    .max_length(Some($prefix.len() + 33))
+                    .pattern(Some(Self::PATTERN))
+                    .description(Some(concat!("a ", $what, " id: `", $prefix, "_` and a UUIDv7 in lowercase hex")))
                     .into()
             }
         }
@@ -204,6 +212,21 @@ mod tests {
             "x\"); allow if true; //",
         ] {
             assert!(SessionId::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn a_uuid_of_another_variant_is_refused_like_the_pattern_says() {
+        let id = SessionId::generate().to_string();
+        // The 17th hex digit after the prefix carries the variant: `8`-`b` is RFC 9562's.
+        let (head, tail) = id.split_at(4 + 16);
+        for digit in ['0', '7', 'c', 'f'] {
+            let other = format!("{head}{digit}{}", &tail[1..]);
+            assert!(SessionId::parse(&other).is_err(), "{other} was accepted");
+        }
+        for digit in ['8', '9', 'a', 'b'] {
+            let rfc = format!("{head}{digit}{}", &tail[1..]);
+            assert!(SessionId::parse(&rfc).is_ok(), "{rfc} was refused");
         }
     }
 

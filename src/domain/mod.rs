@@ -5,6 +5,7 @@ pub mod error;
 pub mod ids;
 pub mod model;
 pub mod scope;
+pub mod text;
 pub mod time;
 
 pub use caller::{Caller, Role, RoleKind, Visibility};
@@ -12,4 +13,5 @@ pub use error::{Error, InternalError, Result};
 pub use ids::*;
 pub use model::*;
 pub use scope::{Scope, ScopeSet};
+pub use text::{clean_text, required_text, CredentialTtl, DisplayName, ExternalId, Label, Name, Reason, SessionTtl};
 pub use time::Timestamp;

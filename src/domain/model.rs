@@ -6,7 +6,6 @@ use utoipa::ToSchema;
 use super::ids::*;
 use super::scope::ScopeSet;
 use super::time::Timestamp;
-use super::Error;
 
 macro_rules! status_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
@@ -200,23 +199,4 @@ pub struct Receipt {
     pub cause: ReceiptCause,
     pub revoked: Vec<RevokedSession>,
     pub audit: AuditRange,
-}
-
-/// Free text from a request (names, labels, reasons): bounded and free of control characters.
-pub fn clean_text(field: &str, value: &str, max: usize) -> Result<String, Error> {
-    if value.chars().count() > max {
-        return Err(Error::invalid(format!("`{field}` is longer than {max} characters")));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(Error::invalid(format!("`{field}` contains control characters")));
-    }
-    Ok(value.to_owned())
-}
-
-/// Like [`clean_text`] but also refuses an empty or blank value.
-pub fn required_text(field: &str, value: &str, max: usize) -> Result<String, Error> {
-    if value.trim().is_empty() {
-        return Err(Error::invalid(format!("`{field}` must not be empty")));
-    }
-    clean_text(field, value, max)
 }

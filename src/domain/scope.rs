@@ -31,6 +31,19 @@ impl Scope {
     }
 }
 
+impl utoipa::PartialSchema for Scope {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(128))
+            .pattern(Some("^[a-z0-9_.:/*-]{1,128}$"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Scope {}
+
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -57,9 +70,15 @@ impl<'de> Deserialize<'de> for Scope {
 #[serde(transparent)]
 pub struct ScopeSet(Box<[Scope]>);
 
+/// At most [`ScopeSet::MAX_LEN`] items as sent, duplicates counted: what the schema's
+/// `maxItems` says, whether or not the duplicates collapse.
 impl<'de> Deserialize<'de> for ScopeSet {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Vec::<Scope>::deserialize(d).map(ScopeSet::from_iter)
+        let items = Vec::<Scope>::deserialize(d)?;
+        if items.len() > Self::MAX_LEN {
+            return Err(serde::de::Error::custom(format!("lists more than {} scopes", Self::MAX_LEN)));
+        }
+        Ok(items.into_iter().collect())
     }
 }
 
@@ -131,11 +150,9 @@ impl fmt::Debug for ScopeSet {
 impl utoipa::PartialSchema for ScopeSet {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::schema::ArrayBuilder::new()
-            .items(
-                utoipa::openapi::ObjectBuilder::new()
-                    .schema_type(utoipa::openapi::schema::Type::String)
-                    .pattern(Some("^[a-z0-9_.:/*-]{1,128}$")),
-            )
+            .items(Scope::schema())
+            .max_items(Some(Self::MAX_LEN))
+            .description(Some("a set of scopes: duplicates collapse, answered sorted"))
             .into()
     }
 }

@@ -11,20 +11,20 @@ pub struct NewCredential {
     pub role: RoleKind,
     pub platform_id: Option<PlatformId>,
     pub user_id: Option<UserId>,
-    pub label: Option<String>,
-    pub ttl_seconds: Option<i64>,
+    pub label: Option<Label>,
+    pub ttl_seconds: Option<CredentialTtl>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPlatform {
-    pub name: String,
+    pub name: Name,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAgent {
-    pub name: String,
+    pub name: Name,
     pub scopes: ScopeSet,
     pub platform_id: Option<PlatformId>,
 }
@@ -34,7 +34,7 @@ pub struct NewAgent {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewIntegration {
-    pub name: String,
+    pub name: Name,
     pub scopes: ScopeSet,
     pub platform_id: Option<PlatformId>,
 }
@@ -42,8 +42,8 @@ pub struct NewIntegration {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
-    pub external_id: String,
-    pub display_name: Option<String>,
+    pub external_id: ExternalId,
+    pub display_name: Option<DisplayName>,
     pub permissions: ScopeSet,
 }
 
@@ -51,14 +51,14 @@ pub struct NewUser {
 #[serde(deny_unknown_fields)]
 pub struct SetPermissions {
     pub permissions: ScopeSet,
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
 }
 
 /// `{reason}` for state changes; required where API.md says so, optional elsewhere.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WithReason {
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
@@ -92,7 +92,7 @@ impl LifecycleKind {
 pub struct LifecycleEvent {
     #[serde(rename = "type")]
     pub kind: LifecycleKind,
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -107,8 +107,11 @@ pub struct NewDelegation {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSessionMetadata {
+    #[schema(max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub ip: Option<String>,
+    #[schema(max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub user_agent: Option<String>,
+    #[schema(max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub device: Option<String>,
 }
 
@@ -117,12 +120,8 @@ pub struct NewSessionMetadata {
 pub struct NewSession {
     pub delegation_id: DelegationId,
     pub scopes: ScopeSet,
-    pub ttl_seconds: Option<i64>,
+    pub ttl_seconds: Option<SessionTtl>,
     pub parent_session_id: Option<SessionId>,
+    #[serde(default, deserialize_with = "crate::domain::text::object_only")]
     pub metadata: Option<NewSessionMetadata>,
-}
-
-/// A reason from a request, cleaned (bounded, no control characters).
-pub fn reason(value: &Option<String>) -> Result<Option<String>> {
-    value.as_deref().map(|r| clean_text("reason", r, 500)).transpose()
 }

@@ -23,7 +23,7 @@ pub struct CreatedCredential {
 
 pub fn create_credential(tx: &mut Tx<'_>, env: &Env, caller: &Caller, req: NewCredential) -> Result<CreatedCredential> {
     require(caller, &[RoleKind::Admin])?;
-    let label = req.label.as_deref().map(|l| clean_text("label", l, 200)).transpose()?;
+    let label = req.label.map(Label::into_string);
     let role = match (req.role, req.platform_id, req.user_id) {
         (RoleKind::Platform, Some(p), None) => Role::Platform(p),
         (RoleKind::User, None, Some(u)) => Role::User(u),
@@ -37,11 +37,7 @@ pub fn create_credential(tx: &mut Tx<'_>, env: &Env, caller: &Caller, req: NewCr
         (RoleKind::Auditor, None, None) => Role::Auditor,
         (RoleKind::Verifier, None, None) => Role::Verifier,
     };
-    let expires_at = match req.ttl_seconds {
-        None => None,
-        Some(ttl) if (60..=10 * 365 * 24 * 3600).contains(&ttl) => Some(tx.now().plus_seconds(ttl)),
-        Some(_) => return Err(Error::invalid("`ttl_seconds` must be between 60 and 315360000")),
-    };
+    let expires_at = req.ttl_seconds.map(|ttl| tx.now().plus_seconds(ttl.seconds()));
     issue_credential(tx, env, caller.actor(), role, label, expires_at)
 }
 
@@ -120,7 +116,7 @@ pub fn create_platform(tx: &mut Tx<'_>, caller: &Caller, req: NewPlatform) -> Re
     require(caller, &[RoleKind::Admin])?;
     let platform = Platform {
         id: PlatformId::generate(),
-        name: required_text("name", &req.name, 200)?,
+        name: req.name.into_string(),
         status: PlatformStatus::Active,
         created_at: tx.now(),
     };
@@ -134,7 +130,7 @@ pub fn create_platform(tx: &mut Tx<'_>, caller: &Caller, req: NewPlatform) -> Re
 
 pub fn disable_platform(tx: &mut Tx<'_>, caller: &Caller, id: PlatformId, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin])?;
-    let reason = reason(&req.reason)?;
+    let reason = req.reason.map(Reason::into_string);
     let platform = platforms::get_platform(tx.conn(), caller.visibility(), id)?;
     let subject = Subject::new("platform", id);
     if platform.status == PlatformStatus::Disabled {
@@ -198,7 +194,7 @@ pub fn create_agent(tx: &mut Tx<'_>, caller: &Caller, req: NewAgent) -> Result<A
     let agent = Agent {
         id: AgentId::generate(),
         platform_id: owning_platform(tx, caller, req.platform_id)?,
-        name: required_text("name", &req.name, 200)?,
+        name: req.name.into_string(),
         scopes: req.scopes,
         status: AgentStatus::Active,
         created_at: tx.now(),
@@ -213,7 +209,7 @@ pub fn create_agent(tx: &mut Tx<'_>, caller: &Caller, req: NewAgent) -> Result<A
 /// Suspends or deregisters an agent: its delegations are revoked, and their sessions with them.
 pub fn end_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, to: AgentStatus, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
-    let reason = reason(&req.reason)?;
+    let reason = req.reason.map(Reason::into_string);
     let agent = platforms::get_agent(tx.conn(), caller.visibility(), id)?;
     let (action, cascade_reason) = match to {
         AgentStatus::Suspended => ("agent.suspended", "agent_suspended"),
@@ -241,7 +237,7 @@ pub fn end_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, to: AgentStatus,
 
 pub fn resume_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, req: WithReason) -> Result<Agent> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
-    let reason = reason(&req.reason)?;
+    let reason = req.reason.map(Reason::into_string);
     let agent = platforms::get_agent(tx.conn(), caller.visibility(), id)?;
     match agent.status {
         AgentStatus::Active => return Ok(agent),
@@ -265,7 +261,7 @@ pub fn create_integration(tx: &mut Tx<'_>, caller: &Caller, req: NewIntegration)
     let integration = Integration {
         id: IntegrationId::generate(),
         platform_id: owning_platform(tx, caller, req.platform_id)?,
-        name: required_text("name", &req.name, 200)?,
+        name: req.name.into_string(),
         scopes: req.scopes,
         status: IntegrationStatus::Active,
         created_at: tx.now(),
@@ -283,7 +279,7 @@ pub fn create_integration(tx: &mut Tx<'_>, caller: &Caller, req: NewIntegration)
 
 pub fn disable_integration(tx: &mut Tx<'_>, caller: &Caller, id: IntegrationId, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
-    let reason = reason(&req.reason)?;
+    let reason = req.reason.map(Reason::into_string);
     let integration = platforms::get_integration(tx.conn(), caller.visibility(), id)?;
     let subject = Subject::new("integration", id);
     if integration.status == IntegrationStatus::Disabled {
@@ -308,8 +304,8 @@ pub fn create_user(tx: &mut Tx<'_>, caller: &Caller, req: NewUser) -> Result<Use
     }
     let user = User {
         id: UserId::generate(),
-        external_id: required_text("external_id", &req.external_id, 256)?,
-        display_name: req.display_name.as_deref().map(|n| clean_text("display_name", n, 200)).transpose()?,
+        external_id: req.external_id.into_string(),
+        display_name: req.display_name.map(DisplayName::into_string),
         permissions: req.permissions,
         status: UserStatus::Active,
         created_at: tx.now(),
@@ -323,7 +319,7 @@ pub fn create_user(tx: &mut Tx<'_>, caller: &Caller, req: NewUser) -> Result<Use
 
 pub fn disable_user(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin])?;
-    let reason = reason(&req.reason)?;
+    let reason = req.reason.map(Reason::into_string);
     let user = users::get_user(tx.conn(), caller.visibility(), id)?;
     let subject = Subject::new("user", id);
     if user.status == UserStatus::Disabled {
@@ -339,7 +335,7 @@ pub fn disable_user(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReaso
 
 pub fn enable_user(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReason) -> Result<User> {
     require(caller, &[RoleKind::Admin])?;
-    let reason = reason(&req.reason)?;
+    let reason = req.reason.map(Reason::into_string);
     let user = users::get_user(tx.conn(), caller.visibility(), id)?;
     if user.status == UserStatus::Active {
         return Ok(user);
@@ -353,7 +349,7 @@ pub fn enable_user(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReason
 /// active. Always recorded (two password resets are two events).
 pub fn user_lifecycle_event(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: LifecycleEvent) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin])?;
-    let reason = reason(&req.reason)?;
+    let reason = req.reason.map(Reason::into_string);
     users::get_user(tx.conn(), caller.visibility(), id)?;
     let mut cascade =
         Cascade::start(tx, NewEvent::new(caller.actor(), req.kind.action(), Subject::new("user", id)).reason(reason))?;
@@ -365,7 +361,7 @@ pub fn user_lifecycle_event(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: L
 /// "Sign all my agents out": every session of the user ends; delegations stay.
 pub fn sign_out_all(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin, RoleKind::User])?;
-    let reason = reason(&req.reason)?;
+    let reason = req.reason.map(Reason::into_string);
     users::get_user(tx.conn(), caller.visibility(), id)?;
     let mut cascade = Cascade::start(
         tx,
@@ -380,7 +376,7 @@ pub fn sign_out_all(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReaso
 /// narrows the user's delegations; widening changes nothing else (consent is not widened).
 pub fn set_permissions(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: SetPermissions) -> Result<(User, Receipt)> {
     require(caller, &[RoleKind::Admin])?;
-    let reason = reason(&req.reason)?;
+    let reason = req.reason.map(Reason::into_string);
     if req.permissions.len() > ScopeSet::MAX_LEN {
         return Err(Error::invalid(format!("`permissions` lists more than {} scopes", ScopeSet::MAX_LEN)));
     }
@@ -435,7 +431,7 @@ pub fn disconnect(
     req: WithReason,
 ) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin, RoleKind::User])?;
-    let reason = reason(&req.reason)?;
+    let reason = req.reason.map(Reason::into_string);
     users::get_user(tx.conn(), caller.visibility(), user)?;
     let (action, of, cascade_reason, detail, what_kind) = match what {
         Disconnect::Agent(a) => (

@@ -104,7 +104,7 @@ pub fn create_delegation(tx: &mut Tx<'_>, caller: &Caller, req: NewDelegation) -
 
 pub fn revoke_delegation(tx: &mut Tx<'_>, caller: &Caller, id: DelegationId, req: WithReason) -> Result<Receipt> {
     require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::User])?;
-    let reason = reason(&req.reason)?;
+    let reason = req.reason.map(Reason::into_string);
     let delegation = delegations::get_delegation(tx.conn(), caller.visibility(), id)?;
     let subject = Subject::new("delegation", id);
     if delegation.status == DelegationStatus::Revoked {
@@ -140,7 +140,7 @@ pub fn create_session(
         return Err(Error::invalid("`scopes` must list at least one scope"));
     }
     let limits = env.limits;
-    let ttl = req.ttl_seconds.unwrap_or(limits.default_session_ttl_seconds);
+    let ttl = req.ttl_seconds.map_or(limits.default_session_ttl_seconds, SessionTtl::seconds);
     if !(1..=limits.max_session_ttl_seconds).contains(&ttl) {
         return Err(Error::invalid(format!("`ttl_seconds` must be between 1 and {}", limits.max_session_ttl_seconds)));
     }
@@ -334,7 +334,7 @@ pub fn premint(
 ) -> Option<PreMinted> {
     let vis = caller.visibility();
     let delegation = delegations::get_delegation(conn, vis, req.delegation_id).ok()?;
-    let ttl = req.ttl_seconds.unwrap_or(env.limits.default_session_ttl_seconds);
+    let ttl = req.ttl_seconds.map_or(env.limits.default_session_ttl_seconds, SessionTtl::seconds);
     if req.scopes.is_empty() || !(1..=env.limits.max_session_ttl_seconds).contains(&ttl) {
         return None;
     }
@@ -465,7 +465,7 @@ pub fn revoke_by_refresh_token(tx: &mut Tx<'_>, caller: &Caller, hash: &str, req
 }
 
 fn revoke_loaded(tx: &mut Tx<'_>, caller: &Caller, session: Session, req: WithReason) -> Result<Receipt> {
-    let reason = reason(&req.reason)?;
+    let reason = req.reason.map(Reason::into_string);
     let id = session.id;
     let subject = Subject::new("session", id);
     let Some(active) = sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::One(id))?.into_iter().next() else {

@@ -11,11 +11,35 @@ use crate::store::Tx;
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
-    /// An `http://` URL (this build has no TLS client).
+    /// An absolute `http://` URL (this build has no TLS client). The pattern admits host names
+    /// only: a literal private, loopback or link-local address, or `localhost`, is refused unless
+    /// the operator allows private addresses; a public literal address is accepted too.
+    #[schema(
+        max_length = 2048,
+        pattern = "^http://([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[a-zA-Z0-9._~/-]*)?$"
+    )]
     pub url: String,
     /// Audit actions to deliver (e.g. `session.revoked`); empty or absent: every event you may see.
+    #[schema(max_items = 64, value_type = Option<Vec<ActionName>>)]
     pub events: Option<Vec<String>>,
 }
+
+/// The schema of an audit action name in a webhook's `events` (what `check_events` accepts).
+pub struct ActionName;
+
+impl utoipa::PartialSchema for ActionName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(64))
+            .pattern(Some("^[a-z_.]{1,64}$"))
+            .description(Some("an audit action, e.g. `session.revoked`"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ActionName {}
 
 fn check_url(url: &str, allow_private: bool) -> Result<()> {
     let url = clean_text("url", url, 2048)?;
