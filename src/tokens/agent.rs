@@ -119,7 +119,8 @@ pub fn mint(ring: &KeyRing, claims: &AgentClaims) -> Result<MintedToken> {
 pub struct VerifiedToken {
     /// The parsed token, while something may still need it: the authorizer drops it for a token
     /// it decides from the claims (src/authorize), as it is most of a cached token's memory.
-    pub biscuit: Option<Biscuit>,
+    /// Boxed: `Biscuit` itself is hundreds of bytes, which an `Option` would keep inline.
+    pub biscuit: Option<Box<Biscuit>>,
     /// Authority block plus the blocks holders appended.
     pub blocks: usize,
     pub kid: u32,
@@ -163,7 +164,7 @@ pub fn verify(ring: &KeyRing, token: &str) -> std::result::Result<VerifiedToken,
         chain: claims.chain,
     };
     let blocks = biscuit.block_count();
-    Ok(VerifiedToken { biscuit: Some(biscuit), blocks, kid, claims, allow_answer: std::sync::OnceLock::new() })
+    Ok(VerifiedToken { biscuit: Some(Box::new(biscuit)), blocks, kid, claims, allow_answer: std::sync::OnceLock::new() })
 }
 
 /// The authority block's claims as JSON in its context string, for a cheap read at
