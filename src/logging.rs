@@ -24,8 +24,8 @@ pub fn install_log_subscriber(ansi: bool) {
 
 /// Fields as `name=value`, separated by spaces, the message bare: the text of tracing-subscriber's
 /// default format without colour (a test compares the two), written with one formatter call per
-/// field. The default styles each name and `=` even when colour is off; for a request span's
-/// fields that cost 3.3k of an authorize call's 48k instructions (docs/performance.md).
+/// field. The default styles each name and `=` even when colour is off, which for a request span's
+/// fields was a measurable share of an authorize call (docs/performance.md).
 pub struct PlainFields;
 
 impl<'writer> FormatFields<'writer> for PlainFields {

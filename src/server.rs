@@ -1,7 +1,7 @@
 //! The HTTP/1.1 accept loop: every connection gets a deadline for its request headers, so a
 //! client that sends them slowly (or not at all) cannot hold a connection (and a file descriptor)
 //! open. Bodies have no deadline: tether reads one only after the caller's credential checked,
-//! and a timer on every body (tower-http's `RequestBodyTimeoutLayer`) cost a fifth of
+//! and a timer on every body (tower-http's `RequestBodyTimeoutLayer`) cost a large share of
 //! `POST /v1/authorize`'s throughput (docs/performance.md).
 
 use std::time::Duration;

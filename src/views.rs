@@ -16,8 +16,8 @@ type Shard<K, V> = RwLock<HashTable<(K, V)>>;
 
 /// A map split into shards, each behind its own lock: readers of different sessions never
 /// contend, and a writer blocks only the one shard it touches. A key is hashed once, for its
-/// shard and its place in the shard's table: the token caches are keyed by 1.4 KB of token text,
-/// and hashing it twice cost 2.2k of an authorize call's 45k instructions (docs/performance.md).
+/// shard and its place in the shard's table: the hot token tier is keyed by a token's whole text,
+/// and hashing it twice showed in an authorize call's instruction count (docs/performance.md).
 pub struct Sharded<K, V> {
     shards: Box<[Shard<K, V>]>,
     hasher: foldhash::fast::RandomState,
