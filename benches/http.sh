@@ -79,7 +79,7 @@ fi
 # Still allowing after the load (no run limit tripped, token not expired).
 a=$(check /v1/authorize)
 case "$a" in *'"decision":"allow"'*) ;; *) echo "authorize did not allow after the runs: $a" >&2; exit 1;; esac
-denied=$(curl -s "http://$ADDR/metrics" | awk '/^tether_authorize_decisions_total/ && !/"allowed"/ {n += $2} END {print n + 0}')
+denied=$(not_allowed)
 
 echo
 echo "machine: $(nproc) × $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); load average $(cut -d' ' -f1-3 /proc/loadavg); wrk -t$THREADS -d${DURATION}s; server workers: $WORKERS; $split; $SESSIONS live sessions, $STORED more stored"

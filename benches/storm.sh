@@ -73,6 +73,6 @@ echo "warm pass: $SESSIONS tokens once, $warm_rps req/s"
 print_summary
 echo "storm: $status"
 grep -E '^storm lines read' "$work/wrk-storm-$CONCURRENCY" || true
-echo "decisions during the storm run: $(( allowed_after - allowed_before )) allowed, $(( other_after - other_before )) other"
+echo "decisions during the storm run: $(( allowed_after - allowed_before )) allowed, $(( other_after - other_before )) other; whole run, other than allow: $(not_allowed)"
 echo "concurrency $CONCURRENCY: calm (random tokens, no storm): authorize / bare = $(ratio calm many "$CONCURRENCY")"
 echo "concurrency $CONCURRENCY: during the refresh storm: authorize / bare = $(ratio storm many "$CONCURRENCY")"

@@ -62,6 +62,13 @@ server_rss() { awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$server/status"; }
 # One line of the server's /metrics (the value), or 0 if the server does not export it.
 metric() { curl -s "http://$ADDR/metrics" | awk -v m="$1" '$1 == m {print $2; found = 1} END {if (!found) print 0}'; }
 
+# The authorize decisions other than allow the server counted so far, by reason ("none" if
+# none). Under CPU starvation a policy run can pass its 25 ms time limit and deny.
+not_allowed() {
+    curl -s "http://$ADDR/metrics" | awk -F'[{}" ]+' '/^tether_authorize_decisions_total/ && !/"allowed"/ && $NF > 0 {
+        out = out sep $3 "=" $NF; sep = ", " } END {print out == "" ? "none" : out}'
+}
+
 # The warm pass: every token of TOKENS_FILE presented once, over HTTP, at concurrency 32.
 # Each wrk thread creates "$work/warm-done.<id>" after its last answer; wrk runs until its -d
 # whatever its threads do, so it is interrupted (SIGINT: it stops and reports, its req/s over
