@@ -35,7 +35,7 @@ CONCURRENCY=${CONCURRENCY:-32}  # one value: the storm runs once (refresh tokens
 . benches/support/server.sh
 
 # The server stops by itself after a bound, in case this script is killed (see benches/http.sh).
-setup=$(( 60 + SESSIONS / 2000 + STORED / 10000 ))
+setup=$(( 60 + SESSIONS / 1000 + STORED / 10000 ))
 bound=$(( setup + SESSIONS / 1000 + 2 * (DURATION + 5) + 3 * STORM_SECONDS + 60 ))
 "${server_on[@]}" target/release/examples/bench_server --sessions "$SESSIONS" --stored "$STORED" \
     --storm-seconds "$STORM_SECONDS" --workers "$WORKERS" --env "$work/env" --seconds "$bound" \
