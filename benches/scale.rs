@@ -22,7 +22,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rusqlite::params;
 use tether::domain::*;
 
 fn env_count(name: &str, default: usize) -> usize {
@@ -72,93 +71,7 @@ fn main() {
 }
 
 fn populate(dir: &Path, chain: support::Chain, total: usize, active: usize) {
-    let db = tether::store::database_path(dir);
-    let mut conn = rusqlite::Connection::open(&db).expect("open db");
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; PRAGMA cache_size = -262144;")
-        .expect("pragmas");
-    let now = Timestamp(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
-    );
-    let users = 1_000usize;
-    let scopes = r#"["mail:read","mail:send"]"#;
-    let tx = conn.transaction().expect("transaction");
-    let mut delegations = Vec::with_capacity(users);
-    {
-        let mut user_st = tx
-            .prepare("INSERT INTO users (id, external_id, permissions, status, created_at) VALUES (?1, ?2, ?3, 'active', ?4)")
-            .expect("users");
-        let mut delegation_st = tx
-            .prepare(
-                "INSERT INTO delegations (id, user_id, agent_id, integration_id, platform_id, scopes, status, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7)",
-            )
-            .expect("delegations");
-        for u in 0..users {
-            let user = UserId::generate().to_string();
-            let delegation = DelegationId::generate().to_string();
-            user_st.execute(params![user, format!("idp|scale-{u}"), scopes, now.millis()]).expect("user");
-            delegation_st
-                .execute(params![
-                    delegation,
-                    user,
-                    chain.agent.to_string(),
-                    chain.integration.to_string(),
-                    chain.platform.to_string(),
-                    scopes,
-                    now.millis()
-                ])
-                .expect("delegation");
-            delegations.push((user, delegation));
-        }
-        let mut session_st = tx
-            .prepare(
-                "INSERT INTO sessions (id, delegation_id, user_id, agent_id, integration_id, platform_id, depth,
-                                       created_seq, scopes, status, created_at, expires_at, revoked_at,
-                                       revoked_reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )
-            .expect("sessions");
-        let (agent, integration, platform) =
-            (chain.agent.to_string(), chain.integration.to_string(), chain.platform.to_string());
-        let day = 24 * 3600 * 1000;
-        // Older rows first, like a store that has run for a while: expired history, then the live set.
-        for i in 0..total {
-            let (user, delegation) = &delegations[i % users];
-            let live = i >= total - active;
-            let (status, created, expires, revoked_at, reason) = if live {
-                ("active", now.millis() - 60_000, now.millis() + day, None, None)
-            } else if i % 2 == 0 {
-                (
-                    "revoked",
-                    now.millis() - 3 * day,
-                    now.millis() - 2 * day,
-                    Some(now.millis() - 2 * day - 1),
-                    Some("user_disabled"),
-                )
-            } else {
-                ("active", now.millis() - 3 * day, now.millis() - 2 * day, None, None)
-            };
-            session_st
-                .execute(params![
-                    SessionId::generate().to_string(),
-                    delegation,
-                    user,
-                    agent,
-                    integration,
-                    platform,
-                    i as i64 + 1_000_000,
-                    scopes,
-                    status,
-                    created,
-                    expires,
-                    revoked_at,
-                    reason,
-                ])
-                .expect("session");
-        }
-    }
-    tx.commit().expect("commit");
-    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); ANALYZE;").expect("checkpoint");
+    support::bulk_sessions(dir, chain, total, active, 1_000_000);
 }
 
 /// Whether the kernel let us drop the page cache (a cold start), as root outside a container.

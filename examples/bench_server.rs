@@ -1,12 +1,26 @@
-//! A tether to load over HTTP (benches/http.sh): the real router on a temporary data directory,
-//! plus `POST /bench/bare`, a bare axum endpoint that reads the same JSON request and answers a
-//! canned JSON body of exactly the size of an allow answer from `/v1/authorize`.
+//! A tether to load over HTTP (benches/http.sh, benches/storm.sh): the real router on a
+//! temporary data directory, plus bench-only endpoints:
 //!
-//! Creates a verifier credential and N sessions, then prints (and writes to `--env FILE`)
-//! `ADDR=…`, `CREDENTIAL=…`, `TOKEN=…` (and `TOKENS_FILE=…`, one token a line), and serves until
-//! killed or `--seconds S` elapse.
+//! - `POST /bench/bare`: a bare axum endpoint that reads the same JSON request and answers a
+//!   canned JSON body of exactly the size of an allow answer from `/v1/authorize`;
+//! - `POST /bench/storm`: starts a refresh storm (once): every session's tokens are rotated
+//!   through the real `POST /v1/sessions/{id}/refresh` handler (the router in process, with an
+//!   admin credential: handler, writer, `refresh_session`, token mint and commit as for an API
+//!   call; only the TCP and HTTP parsing of the refresh requests are skipped), spread evenly
+//!   over `--storm-seconds` (default 60), at most 256 in flight. Each new access token is
+//!   appended to `STORM_FILE` as a line `INDEX TOKEN` (INDEX: its session's 1-based line in
+//!   `TOKENS_FILE`) as soon as the refresh answered, so a load generator can present it;
+//!   `GET /bench/storm` answers how far it got (`refreshed`, `failed`, `elapsed_s`, `done`).
+//!
+//! Creates a verifier credential and N live sessions with tokens (`--sessions`, default 1000),
+//! and with `--stored M` first bulk-inserts M more sessions that are stored but not live (half
+//! revoked, half expired; benches/support `bulk_sessions`, the way benches/scale.rs stores 1M),
+//! then prints (and writes to `--env FILE`) `ADDR=…`, `CREDENTIAL=…`, `TOKEN=…`,
+//! `TOKENS_FILE=…` (one token a line), `STORM_FILE=…`, and serves until killed or
+//! `--seconds S` elapse.
 //!
 //! `cargo run --release --example bench_server -- --sessions 1000 --env /tmp/tether-bench.env`
+//! `… -- --sessions 100000 --stored 900000 --storm-seconds 60`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,7 +28,10 @@
 mod support;
 
 use std::io::Write;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, Request, StatusCode};
@@ -47,6 +64,8 @@ fn main() {
     let port: u16 = arg(&args, "--port").and_then(|s| s.parse().ok()).unwrap_or(0);
     let seconds: Option<u64> = arg(&args, "--seconds").and_then(|s| s.parse().ok());
     let env_file = arg(&args, "--env");
+    let stored: usize = arg(&args, "--stored").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let storm_seconds: f64 = arg(&args, "--storm-seconds").and_then(|s| s.parse().ok()).unwrap_or(60.0);
     // Like `tether serve`: one runtime worker per CPU unless told otherwise.
     let workers: usize = arg(&args, "--workers")
         .and_then(|s| s.parse().ok())
@@ -56,18 +75,46 @@ fn main() {
     tether::install_log_subscriber(false);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().expect("runtime");
-    runtime.block_on(serve(sessions, port, seconds, env_file));
+    let options = Options { sessions: sessions.max(1), stored, port, seconds, env_file, storm_seconds };
+    runtime.block_on(serve(options));
 }
 
-async fn serve(sessions: usize, port: u16, seconds: Option<u64>, env_file: Option<String>) {
+struct Options {
+    sessions: usize,
+    stored: usize,
+    port: u16,
+    seconds: Option<u64>,
+    env_file: Option<String>,
+    storm_seconds: f64,
+}
+
+async fn serve(options: Options) {
+    let Options { sessions, stored, port, seconds, env_file, storm_seconds } = options;
     let dir = support::data_dir();
-    let app = support::open(dir.path()).await;
+    let mut app = support::open(dir.path()).await;
+    let chain = support::chain(&app.services).await;
+    if stored > 0 {
+        // Stored-only sessions go in by bulk SQL with the App closed (the writer thread closes
+        // its connection once its queue is dropped), then the App opens the store again, as a
+        // restarted server would: the live view holds none of them.
+        drop(app);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let start = Instant::now();
+        let path = dir.path().to_owned();
+        tokio::task::spawn_blocking(move || support::bulk_sessions(&path, chain, stored, 0, 1_000_000))
+            .await
+            .expect("bulk sessions");
+        eprintln!("stored {stored} sessions (not live) in {:.1} s", start.elapsed().as_secs_f64());
+        app = support::open(dir.path()).await;
+    }
     let services = app.services.clone();
-    let chain = support::chain(&services).await;
     let credential = support::stored_credential(&services, Role::Verifier).await.secret;
+    let admin = support::stored_credential(&services, Role::Admin).await.secret;
     let user = support::delegated_user(&services, chain).await;
-    let created = support::sessions(&services, user.delegation, sessions.max(1), 500).await;
-    let token = created[0].1.clone();
+    let start = Instant::now();
+    let created = support::sessions_created(&services, user.delegation, sessions, 500).await;
+    eprintln!("created {sessions} live sessions through the writer in {:.1} s", start.elapsed().as_secs_f64());
+    let token = created[0].token.clone();
 
     // One real allow answer: the bare endpoint returns bytes of exactly its size.
     let router = app.router();
@@ -96,16 +143,44 @@ async fn serve(sessions: usize, port: u16, seconds: Option<u64>, env_file: Optio
             async move { ([(header::CONTENT_TYPE, "application/json")], body).into_response() }
         }),
     );
-    let router = router.merge(bare);
+    let tokens_file = dir.path().join("tokens.txt");
+    std::fs::write(&tokens_file, created.iter().map(|c| c.token.as_str()).collect::<Vec<_>>().join("\n"))
+        .expect("tokens file");
+    let storm_file = dir.path().join("storm.txt");
+    std::fs::write(&storm_file, "").expect("storm file");
+    let storm = Arc::new(Storm {
+        api: app.router(),
+        admin,
+        targets: created.iter().map(|c| (c.session.id, c.refresh_token.clone().expect("a refresh token"))).collect(),
+        seconds: storm_seconds,
+        file: storm_file.clone(),
+        started: AtomicBool::new(false),
+        refreshed: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        elapsed_ms: AtomicU64::new(0),
+        done: AtomicBool::new(false),
+    });
+    drop(created);
+    let (start_storm, storm_status) = (storm.clone(), storm.clone());
+    let storm_routes = Router::new().route(
+        "/bench/storm",
+        post(move || async move {
+            if start_storm.started.swap(true, Ordering::SeqCst) {
+                return (StatusCode::CONFLICT, "the storm already ran\n").into_response();
+            }
+            tokio::spawn(start_storm.clone().run());
+            (StatusCode::ACCEPTED, "storm started\n").into_response()
+        })
+        .get(move || async move { axum::Json(storm_status.status()) }),
+    );
+    let router = router.merge(bare).merge(storm_routes);
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let tokens_file = dir.path().join("tokens.txt");
-    std::fs::write(&tokens_file, created.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join("\n"))
-        .expect("tokens file");
     let lines = format!(
-        "ADDR={addr}\nCREDENTIAL={credential}\nTOKEN={token}\nTOKENS_FILE={}\nANSWER_BYTES={}\nREQUEST_BYTES={}\n",
+        "ADDR={addr}\nCREDENTIAL={credential}\nTOKEN={token}\nTOKENS_FILE={}\nSTORM_FILE={}\nANSWER_BYTES={}\nREQUEST_BYTES={}\n",
         tokens_file.display(),
+        storm_file.display(),
         canned.len(),
         request_body.len()
     );
@@ -128,4 +203,106 @@ async fn serve(sessions: usize, port: u16, seconds: Option<u64>, env_file: Optio
     tether::server::run(listener, router, tether::server::HttpTimeouts::default(), shutdown, || {}).await;
     workers.stop().await;
     drop(app);
+}
+
+/// A refresh storm: every session's tokens rotated once, spread evenly over `seconds`.
+struct Storm {
+    /// The API router (the same one that serves HTTP).
+    api: Router,
+    /// An admin credential's secret: the refresh handler wants an admin or the owning platform.
+    admin: String,
+    /// (session, its current refresh token), in `TOKENS_FILE` order.
+    targets: Vec<(SessionId, String)>,
+    seconds: f64,
+    file: PathBuf,
+    started: AtomicBool,
+    refreshed: AtomicUsize,
+    failed: AtomicUsize,
+    elapsed_ms: AtomicU64,
+    done: AtomicBool,
+}
+
+/// Refreshes in flight at most: enough for the writer to group-commit many per fsync.
+const STORM_IN_FLIGHT: u32 = 256;
+
+impl Storm {
+    fn status(&self) -> serde_json::Value {
+        serde_json::json!({
+            "sessions": self.targets.len(),
+            "refreshed": self.refreshed.load(Ordering::SeqCst),
+            "failed": self.failed.load(Ordering::SeqCst),
+            "elapsed_s": self.elapsed_ms.load(Ordering::SeqCst) as f64 / 1000.0,
+            "spread_s": self.seconds,
+            "done": self.done.load(Ordering::SeqCst),
+        })
+    }
+
+    async fn run(self: Arc<Self>) {
+        // One appender writes whole lines, batched: readers poll the file and take complete
+        // lines only.
+        let (lines, mut queue) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let file = self.file.clone();
+        let appender = tokio::task::spawn_blocking(move || {
+            let mut out = std::fs::OpenOptions::new().append(true).open(file).expect("storm file");
+            while let Some(mut batch) = queue.blocking_recv() {
+                while let Ok(more) = queue.try_recv() {
+                    batch.push_str(&more);
+                }
+                out.write_all(batch.as_bytes()).expect("append storm file");
+            }
+        });
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(STORM_IN_FLIGHT as usize));
+        let start = Instant::now();
+        let total = self.targets.len();
+        let mut next = 0usize;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        while next < total {
+            tick.tick().await;
+            // Evenly spread: by now this many refreshes should have been sent.
+            let due = ((start.elapsed().as_secs_f64() / self.seconds) * total as f64).ceil() as usize;
+            while next < due.min(total) {
+                let permit = in_flight.clone().acquire_owned().await.expect("semaphore");
+                let (storm, lines, index) = (self.clone(), lines.clone(), next);
+                tokio::spawn(async move {
+                    match storm.refresh(index).await {
+                        Some(token) => {
+                            let _ = lines.send(format!("{} {token}\n", index + 1));
+                            storm.refreshed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        None => {
+                            storm.failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    storm.elapsed_ms.store(start.elapsed().as_millis() as u64, Ordering::SeqCst);
+                    drop(permit);
+                });
+                next += 1;
+            }
+        }
+        let _all = in_flight.acquire_many(STORM_IN_FLIGHT).await.expect("semaphore");
+        drop(lines);
+        let _ = appender.await;
+        self.elapsed_ms.store(start.elapsed().as_millis() as u64, Ordering::SeqCst);
+        self.done.store(true, Ordering::SeqCst);
+        eprintln!("storm: {}", self.status());
+    }
+
+    /// One refresh through the API's handler; the new access token, or `None` if refused.
+    async fn refresh(&self, index: usize) -> Option<String> {
+        let (session, refresh_token) = &self.targets[index];
+        let request = Request::post(format!("/v1/sessions/{session}/refresh"))
+            .header("authorization", format!("Bearer {}", self.admin))
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::json!({ "refresh_token": refresh_token }).to_string()))
+            .expect("request");
+        let answer = self.api.clone().oneshot(request).await.ok()?;
+        let status = answer.status();
+        let body = answer.into_body().collect().await.ok()?.to_bytes();
+        if status != StatusCode::OK {
+            eprintln!("refresh of {session}: {status} {}", String::from_utf8_lossy(&body));
+            return None;
+        }
+        let refreshed: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        refreshed["token"].as_str().map(str::to_owned)
+    }
 }

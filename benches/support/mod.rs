@@ -7,6 +7,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -172,6 +173,16 @@ pub async fn sessions(
     n: usize,
     per_command: usize,
 ) -> Vec<(SessionId, String)> {
+    sessions_created(services, delegation, n, per_command).await.into_iter().map(|c| (c.session.id, c.token)).collect()
+}
+
+/// As [`sessions`], keeping everything `create_session` answered (the refresh token too).
+pub async fn sessions_created(
+    services: &Arc<Services>,
+    delegation: DelegationId,
+    n: usize,
+    per_command: usize,
+) -> Vec<ops::sessions::SessionCreated> {
     let mut out = Vec::with_capacity(n);
     let mut pending = Vec::new();
     let mut left = n;
@@ -187,10 +198,7 @@ pub async fn sessions(
                     .writer
                     .execute(move |tx| {
                         (0..count)
-                            .map(|_| {
-                                ops::sessions::create_session(tx, &env, &admin, new_session(delegation), None)
-                                    .map(|c| (c.session.id, c.token))
-                            })
+                            .map(|_| ops::sessions::create_session(tx, &env, &admin, new_session(delegation), None))
                             .collect::<Result<Vec<_>>>()
                     })
                     .await
@@ -201,6 +209,98 @@ pub async fn sessions(
         out.extend(first.await.expect("join"));
     }
     out
+}
+
+/// Bulk-inserts `total` sessions straight into `tether.db` with rusqlite (bench-only SQL,
+/// columns as migrations/ leave them, `synchronous=OFF`, one transaction): far faster than the
+/// writer (no audit event, no token), for state that only has to be *stored*. The App must not
+/// be open on `dir`. 1,000 users with a delegation each on `chain`; the last `live` sessions are
+/// active and unexpired (in the live view at the next start, but without tokens); of the others,
+/// half are revoked and half left `active` past their expiry (as an unswept store holds them),
+/// older rows first, like a store that has run for a while. `created_seq` starts at `first_seq`
+/// (above any audit seq the store will reach in the run: coverage reports compare them).
+pub fn bulk_sessions(dir: &Path, chain: Chain, total: usize, live: usize, first_seq: i64) {
+    use rusqlite::params;
+    let db = tether::store::database_path(dir);
+    let mut conn = rusqlite::Connection::open(&db).expect("open db");
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; PRAGMA cache_size = -262144;")
+        .expect("pragmas");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    let users = 1_000usize;
+    let scopes = r#"["mail:read","mail:send"]"#;
+    let tx = conn.transaction().expect("transaction");
+    let mut delegations = Vec::with_capacity(users);
+    {
+        let mut user_st = tx
+            .prepare("INSERT INTO users (id, external_id, permissions, status, created_at) VALUES (?1, ?2, ?3, 'active', ?4)")
+            .expect("users");
+        let mut delegation_st = tx
+            .prepare(
+                "INSERT INTO delegations (id, user_id, agent_id, integration_id, platform_id, scopes, status, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7)",
+            )
+            .expect("delegations");
+        for u in 0..users {
+            let user = UserId::generate().to_string();
+            let delegation = DelegationId::generate().to_string();
+            user_st
+                .execute(params![user, format!("idp|bulk-{}-{u}", uuid::Uuid::now_v7().simple()), scopes, now])
+                .expect("user");
+            delegation_st
+                .execute(params![
+                    delegation,
+                    user,
+                    chain.agent.to_string(),
+                    chain.integration.to_string(),
+                    chain.platform.to_string(),
+                    scopes,
+                    now
+                ])
+                .expect("delegation");
+            delegations.push((user, delegation));
+        }
+        let mut session_st = tx
+            .prepare(
+                "INSERT INTO sessions (id, delegation_id, user_id, agent_id, integration_id, platform_id, depth,
+                                       created_seq, scopes, status, created_at, expires_at, revoked_at,
+                                       revoked_reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )
+            .expect("sessions");
+        let (agent, integration, platform) =
+            (chain.agent.to_string(), chain.integration.to_string(), chain.platform.to_string());
+        let day = 24 * 3600 * 1000;
+        for i in 0..total {
+            let (user, delegation) = &delegations[i % users];
+            let is_live = i >= total - live.min(total);
+            let (status, created, expires, revoked_at, reason) = if is_live {
+                ("active", now - 60_000, now + day, None, None)
+            } else if i % 2 == 0 {
+                ("revoked", now - 3 * day, now - 2 * day, Some(now - 2 * day - 1), Some("user_disabled"))
+            } else {
+                ("active", now - 3 * day, now - 2 * day, None, None)
+            };
+            session_st
+                .execute(params![
+                    SessionId::generate().to_string(),
+                    delegation,
+                    user,
+                    agent,
+                    integration,
+                    platform,
+                    i as i64 + first_seq,
+                    scopes,
+                    status,
+                    created,
+                    expires,
+                    revoked_at,
+                    reason,
+                ])
+                .expect("session");
+        }
+    }
+    tx.commit().expect("commit");
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); ANALYZE;").expect("checkpoint");
 }
 
 /// A new token of an existing session, minted on the app's agent key ring exactly as a refresh
