@@ -32,7 +32,7 @@ use tower::ServiceExt;
 use tether::authorize::Request;
 use tether::domain::*;
 use tether::ops;
-use tether::ops::commands::WithReason;
+use tether::ops::WithReason;
 use tether::Services;
 
 const CALLERS: usize = 64;
@@ -288,7 +288,7 @@ async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usiz
         let receipt = services
             .writer
             .execute(move |tx| {
-                ops::objects::disable_user(
+                ops::users::disable_user(
                     tx,
                     &admin,
                     user.user,

@@ -238,7 +238,7 @@ impl Services {
     pub async fn open_session(
         &self,
         caller: domain::Caller,
-        req: ops::commands::NewSession,
+        req: ops::sessions::NewSession,
     ) -> Result<ops::sessions::SessionCreated> {
         let now = self.clock.now();
         let preminted = {
@@ -333,7 +333,14 @@ async fn bootstrap_admin(
     let env = env.clone();
     let created = writer
         .execute(move |tx| {
-            ops::objects::issue_credential(tx, &env, Actor::system(), Role::Admin, Some("bootstrap admin".into()), None)
+            ops::credentials::issue_credential(
+                tx,
+                &env,
+                Actor::system(),
+                Role::Admin,
+                Some("bootstrap admin".into()),
+                None,
+            )
         })
         .await?;
     write_private_file(&data_dir.join("admin.credential"), format!("{}\n", created.secret).as_bytes())?;

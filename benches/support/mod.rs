@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tether::domain::*;
-use tether::ops::commands::{NewAgent, NewDelegation, NewIntegration, NewPlatform, NewSession, NewUser};
+use tether::ops::delegations::NewDelegation;
+use tether::ops::platforms::{NewAgent, NewIntegration, NewPlatform};
+use tether::ops::sessions::NewSession;
+use tether::ops::users::NewUser;
 use tether::ops::{self, Env};
 use tether::tokens::AgentClaims;
 use tether::{App, Config, Services};
@@ -37,11 +40,13 @@ pub fn admin() -> Caller {
 }
 
 /// A credential for `role` written to the store, as `tether credential mint` would.
-pub async fn stored_credential(services: &Services, role: Role) -> ops::objects::CreatedCredential {
+pub async fn stored_credential(services: &Services, role: Role) -> ops::credentials::CreatedCredential {
     let env = services.env.clone();
     services
         .writer
-        .execute(move |tx| ops::objects::issue_credential(tx, &env, Actor::system(), role, Some("bench".into()), None))
+        .execute(move |tx| {
+            ops::credentials::issue_credential(tx, &env, Actor::system(), role, Some("bench".into()), None)
+        })
         .await
         .expect("bench credential")
 }
@@ -78,14 +83,14 @@ pub async fn chain(services: &Services) -> Chain {
     let platform = services
         .writer
         .execute(move |tx| {
-            ops::objects::create_platform(tx, &admin, NewPlatform { name: Name::parse("bench").expect("name") })
+            ops::platforms::create_platform(tx, &admin, NewPlatform { name: Name::parse("bench").expect("name") })
         })
         .await
         .expect("platform");
     let agent = services
         .writer
         .execute(move |tx| {
-            ops::objects::create_agent(
+            ops::platforms::create_agent(
                 tx,
                 &admin,
                 NewAgent {
@@ -100,7 +105,7 @@ pub async fn chain(services: &Services) -> Chain {
     let integration = services
         .writer
         .execute(move |tx| {
-            ops::objects::create_integration(
+            ops::platforms::create_integration(
                 tx,
                 &admin,
                 NewIntegration {
@@ -121,7 +126,7 @@ pub async fn delegated_user(services: &Services, chain: Chain) -> Delegated {
     let user = services
         .writer
         .execute(move |tx| {
-            ops::objects::create_user(
+            ops::users::create_user(
                 tx,
                 &admin,
                 NewUser {
@@ -137,7 +142,7 @@ pub async fn delegated_user(services: &Services, chain: Chain) -> Delegated {
     let delegation = services
         .writer
         .execute(move |tx| {
-            ops::sessions::create_delegation(
+            ops::delegations::create_delegation(
                 tx,
                 &admin,
                 NewDelegation {

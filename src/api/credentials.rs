@@ -10,7 +10,7 @@ use super::auth::{Admins, Allowed};
 use super::problem::{ApiResult, Json, Path, Query};
 use super::{page, read, write, AppState, RawPage};
 use crate::domain::*;
-use crate::ops::{self, commands::NewCredential};
+use crate::ops::credentials::{self as ops, NewCredential};
 use crate::store::credentials;
 use crate::store::query::Page;
 
@@ -39,7 +39,7 @@ pub async fn create(
 ) -> ApiResult<axum::Json<CreatedCredential>> {
     let env = state.env.clone();
     write(&state, caller, move |tx| {
-        let created = ops::objects::create_credential(tx, &env, &caller, req)?;
+        let created = ops::create_credential(tx, &env, &caller, req)?;
         let r = created.record;
         Ok(CreatedCredential {
             id: r.id,
@@ -70,5 +70,5 @@ pub async fn revoke(
     Allowed(caller, _): Allowed<Admins>,
     Path(id): Path<CredentialId>,
 ) -> ApiResult<axum::Json<Credential>> {
-    write(&state, caller, move |tx| ops::objects::revoke_credential(tx, &caller, id)).await
+    write(&state, caller, move |tx| ops::revoke_credential(tx, &caller, id)).await
 }

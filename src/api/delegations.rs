@@ -9,8 +9,8 @@ use super::auth::{AdminsAndPlatforms, Allowed, Owners, TenantReaders};
 use super::problem::{ApiResult, Json, OptionalJson, Path, Query};
 use super::{page, read, write, AppState};
 use crate::domain::*;
-use crate::ops::commands::{NewDelegation, WithReason};
-use crate::ops::sessions as ops;
+use crate::ops::delegations::{self as ops, NewDelegation};
+use crate::ops::WithReason;
 use crate::store::delegations::{self, DelegationFilter};
 use crate::store::query::Page;
 

@@ -8,9 +8,9 @@ pub mod delegations;
 pub mod events;
 pub mod keys;
 pub mod oauth;
-pub mod objects;
 pub mod openapi;
 pub mod operations;
+pub mod platforms;
 pub mod problem;
 pub mod sessions;
 pub mod users;
@@ -39,7 +39,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(credentials::router())
-        .merge(objects::router())
+        .merge(platforms::router())
         .merge(users::router())
         .merge(delegations::router())
         .merge(sessions::router())

@@ -14,7 +14,7 @@ use super::problem::ApiError;
 use super::AppState;
 use crate::authorize::Request;
 use crate::domain::*;
-use crate::ops::commands::WithReason;
+use crate::ops::WithReason;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/oauth2/introspect", post(introspect)).route("/oauth2/revoke", post(revoke))

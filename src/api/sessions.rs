@@ -10,8 +10,8 @@ use super::auth::{AdminsAndPlatforms, Allowed, Owners, TenantReaders};
 use super::problem::{ApiResult, Json, OptionalJson, Path, Query};
 use super::{page, read, write, AppState};
 use crate::domain::*;
-use crate::ops::commands::{NewSession, WithReason};
-use crate::ops::sessions::{self as ops, RefreshOutcome, Refreshed, SessionCreated};
+use crate::ops::sessions::{self as ops, NewSession, RefreshOutcome, Refreshed, SessionCreated};
+use crate::ops::WithReason;
 use crate::store::query::Page;
 use crate::store::sessions::{self, SessionFilter};
 

@@ -10,8 +10,8 @@ use super::auth::{Admins, AdminsAndAuditors, AdminsAndUsers, Allowed, TenantRead
 use super::problem::{ApiResult, Json, OptionalJson, Path, Query};
 use super::{page, read, write, AppState, RawPage};
 use crate::domain::*;
-use crate::ops::commands::{LifecycleEvent, NewUser, SetPermissions, WithReason};
-use crate::ops::objects::{self as ops, Disconnect};
+use crate::ops::users::{self as ops, Disconnect, LifecycleEvent, NewUser, SetPermissions};
+use crate::ops::WithReason;
 use crate::store::query::Page;
 use crate::store::users;
 

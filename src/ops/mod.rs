@@ -5,16 +5,30 @@
 //! on another tenant's object fails with `not_found` before it can change anything.
 
 pub mod cascade;
-pub mod commands;
+pub mod credentials;
+pub mod delegations;
 pub mod keys;
-pub mod objects;
+pub mod platforms;
 pub mod sessions;
+pub mod users;
 pub mod webhooks;
 
 use std::sync::Arc;
 
+use serde::Deserialize;
+use utoipa::ToSchema;
+
 use crate::domain::*;
 use crate::tokens::KeyRing;
+
+/// `{reason}` for state changes; required where API.md says so, optional elsewhere. Request
+/// bodies are typed, with unknown fields refused, so a parsed command is a valid one; each lives
+/// beside its command, this one is shared by every state change.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithReason {
+    pub reason: Option<Reason>,
+}
 
 /// What commands need besides the transaction: the signing keys and the limits.
 pub struct Env {

@@ -1,4 +1,4 @@
-//! /v1/platforms, /v1/agents, /v1/integrations: what platforms register, and their lifecycles.
+//! /v1/platforms, /v1/agents, /v1/integrations: platforms, what they register, and their lifecycles.
 
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -8,8 +8,8 @@ use super::auth::{Admins, AdminsAndPlatforms, Allowed, TenantReaders};
 use super::problem::{ApiResult, Json, OptionalJson, Path, Query};
 use super::{page, read, write, AppState, RawPage};
 use crate::domain::*;
-use crate::ops::commands::{NewAgent, NewIntegration, NewPlatform, WithReason};
-use crate::ops::objects as ops;
+use crate::ops::platforms::{self as ops, NewAgent, NewIntegration, NewPlatform};
+use crate::ops::WithReason;
 use crate::store::platforms;
 use crate::store::query::Page;
 
