@@ -130,11 +130,11 @@ async fn create_sessions(services: &Arc<Services>, chain: support::Chain) {
     let (completed, took, latencies) = closed_loop(move || {
         let s = s.clone();
         async move {
-            s.open_session(admin, support::new_session(user.delegation)).await.expect("create session");
+            s.api.open_session(admin, support::new_session(user.delegation)).await.expect("create session");
         }
     })
     .await;
-    report("create_sessions (Services::open_session, durable)", completed, took, &latencies);
+    report("create_sessions (api::Context::open_session, durable)", completed, took, &latencies);
 }
 
 async fn create_sessions_http(app: &tether::App, services: &Arc<Services>, chain: support::Chain) {
@@ -176,7 +176,8 @@ fn sample_authorize(
         while !stop.load(Ordering::Relaxed) {
             i = (i + 1) % tokens.len();
             let start = Instant::now();
-            let decision = services.authorizer.authorize(&Request { token: &tokens[i], scope: &scope, resource: None });
+            let decision =
+                services.api.authorizer.authorize(&Request { token: &tokens[i], scope: &scope, resource: None });
             let took = start.elapsed();
             assert!(decision.allowed(), "another user's token was denied: {:?}", decision.reason);
             samples.push((start - epoch, took));

@@ -52,7 +52,7 @@ pub async fn stored_credential(services: &Services, role: Role) -> ops::credenti
 }
 
 /// An admin caller whose credential is in the store, for paths that check it is still live
-/// (`Services::open_session`, like every API write).
+/// (`api::Context::open_session`, like every API write).
 pub async fn stored_admin(services: &Services) -> Caller {
     Caller { credential: stored_credential(services, Role::Admin).await.record.id, role: Role::Admin }
 }

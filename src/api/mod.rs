@@ -24,13 +24,61 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde::Deserialize;
 
-use crate::domain::{Error, Result, Visibility};
+use crate::authorize::{Authorizer, DenialLog};
+use crate::clock::Clock;
+use crate::domain::{Caller, Error, Result, Visibility};
+use crate::last_seen::LastSeen;
+use crate::metrics;
+use crate::ops::sessions::{NewSession, SessionCreated};
+use crate::ops::{self, Env};
 use crate::store::query::PageRequest;
-use crate::Services;
+use crate::store::{self, ReadPool, Writer};
+use crate::views::Views;
 use problem::ApiError;
 
+/// What request handlers reach; built by [`crate::app::App::open`].
+pub struct Context {
+    pub writer: Writer,
+    pub readers: Arc<ReadPool>,
+    pub views: Arc<Views>,
+    pub authorizer: Authorizer,
+    pub env: Arc<Env>,
+    pub clock: Arc<Clock>,
+    pub metrics: metrics::Metrics,
+    /// Filled by authorize calls, flushed by the app's last-seen worker.
+    pub last_seen: Arc<LastSeen>,
+    /// Whether a webhook may name a private, loopback or link-local address.
+    pub allow_private_webhook_urls: bool,
+    pub credential_cache: auth::CredentialCache,
+    pub denials: DenialLog,
+    /// Set when the server starts shutting down: long-lived answers (event streams) end on it,
+    /// so draining the open requests does not wait for clients that never hang up.
+    pub closing: tokio::sync::watch::Sender<bool>,
+}
+
+impl Context {
+    /// Opens a session: tokens are minted from a read of the chain on a blocking thread (in
+    /// parallel with other requests), then the single writer checks the whole chain and commits.
+    pub async fn open_session(&self, caller: Caller, req: NewSession) -> Result<SessionCreated> {
+        let now = self.clock.now();
+        let preminted = {
+            let (env, req) = (self.env.clone(), req.clone());
+            self.readers.read(move |conn| Ok(ops::sessions::premint(conn, &env, &caller, &req, now))).await?
+        };
+        let env = self.env.clone();
+        self.writer
+            .execute_as(&caller, move |tx| ops::sessions::create_session(tx, &env, &caller, req, preminted))
+            .await
+    }
+
+    /// The seq of the newest committed audit event.
+    pub async fn writer_head_seq(&self) -> Result<i64> {
+        self.readers.read(|conn| store::audit::chain_head(conn).map(|(seq, _)| seq)).await
+    }
+}
+
 /// Shared state of every handler.
-pub type AppState = Arc<Services>;
+pub type AppState = Arc<Context>;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

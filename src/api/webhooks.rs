@@ -39,7 +39,7 @@ pub async fn create(
     Allowed(caller, _): Allowed<WebhookOwners>,
     Json(req): Json<NewWebhook>,
 ) -> ApiResult<axum::Json<CreatedWebhook>> {
-    let allow_private = state.delivery.allow_private_addresses;
+    let allow_private = state.allow_private_webhook_urls;
     let axum::Json(webhook) = write(&state, caller, move |tx| ops::create(tx, &caller, req, allow_private)).await?;
     let secret = secret(&state.env.webhook_master, webhook.id);
     Ok(axum::Json(CreatedWebhook {
