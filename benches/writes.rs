@@ -130,7 +130,10 @@ async fn create_sessions(services: &Arc<Services>, chain: support::Chain) {
     let (completed, took, latencies) = closed_loop(move || {
         let s = s.clone();
         async move {
-            s.api.open_session(admin, support::new_session(user.delegation)).await.expect("create session");
+            s.api
+                .open_session(support::grant(&admin), support::new_session(user.delegation))
+                .await
+                .expect("create session");
         }
     })
     .await;
@@ -248,7 +251,11 @@ async fn subscribe_webhooks(services: &Arc<Services>, count: usize) {
             url: "http://127.0.0.1:9/tether-bench".into(),
             events: Some(vec!["session.revoked".into()]),
         };
-        services.writer.execute(move |tx| ops::webhooks::create(tx, &admin, request, true)).await.expect("webhook");
+        services
+            .writer
+            .execute(move |tx| ops::webhooks::create(tx, &support::grant(&admin), request, true))
+            .await
+            .expect("webhook");
     }
     if count > 0 {
         println!("{count} webhooks subscribed to session.revoked: each revoked session queues {count} deliveries");
@@ -291,7 +298,7 @@ async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usiz
             .execute(move |tx| {
                 ops::users::disable_user(
                     tx,
-                    &admin,
+                    &support::grant(&admin),
                     user.user,
                     WithReason { reason: Some(Reason::parse("bench").expect("reason")) },
                 )

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tether::domain::access::Capability;
 use tether::domain::*;
 use tether::ops::delegations::NewDelegation;
 use tether::ops::platforms::{NewAgent, NewIntegration, NewPlatform};
@@ -35,6 +36,11 @@ pub async fn open(dir: &std::path::Path) -> App {
 }
 
 /// An admin caller for commands run straight through the writer.
+/// The capability a command takes, granted to `caller` as the API's credential check would.
+pub fn grant<C: Capability>(caller: &Caller) -> C {
+    C::grant(caller).expect("the caller's role holds this capability")
+}
+
 pub fn admin() -> Caller {
     Caller { credential: CredentialId::generate(), role: Role::Admin }
 }
@@ -83,7 +89,11 @@ pub async fn chain(services: &Services) -> Chain {
     let platform = services
         .writer
         .execute(move |tx| {
-            ops::platforms::create_platform(tx, &admin, NewPlatform { name: Name::parse("bench").expect("name") })
+            ops::platforms::create_platform(
+                tx,
+                &grant(&admin),
+                NewPlatform { name: Name::parse("bench").expect("name") },
+            )
         })
         .await
         .expect("platform");
@@ -92,7 +102,7 @@ pub async fn chain(services: &Services) -> Chain {
         .execute(move |tx| {
             ops::platforms::create_agent(
                 tx,
-                &admin,
+                &grant(&admin),
                 NewAgent {
                     name: Name::parse("bench agent").expect("name"),
                     scopes: scopes(SCOPES),
@@ -107,7 +117,7 @@ pub async fn chain(services: &Services) -> Chain {
         .execute(move |tx| {
             ops::platforms::create_integration(
                 tx,
-                &admin,
+                &grant(&admin),
                 NewIntegration {
                     name: Name::parse("bench integration").expect("name"),
                     scopes: scopes(SCOPES),
@@ -128,7 +138,7 @@ pub async fn delegated_user(services: &Services, chain: Chain) -> Delegated {
         .execute(move |tx| {
             ops::users::create_user(
                 tx,
-                &admin,
+                &grant(&admin),
                 NewUser {
                     external_id: ExternalId::parse(&format!("idp|{}", uuid::Uuid::now_v7().simple()))
                         .expect("external id"),
@@ -144,7 +154,7 @@ pub async fn delegated_user(services: &Services, chain: Chain) -> Delegated {
         .execute(move |tx| {
             ops::delegations::create_delegation(
                 tx,
-                &admin,
+                &grant(&admin),
                 NewDelegation {
                     user_id: user.id,
                     agent_id: chain.agent,
@@ -193,7 +203,7 @@ pub async fn sessions(
                     .execute(move |tx| {
                         (0..count)
                             .map(|_| {
-                                ops::sessions::create_session(tx, &env, &admin, new_session(delegation), None)
+                                ops::sessions::create_session(tx, &env, &grant(&admin), new_session(delegation), None)
                                     .map(|c| (c.session.id, c.token))
                             })
                             .collect::<Result<Vec<_>>>()

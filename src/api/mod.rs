@@ -26,7 +26,8 @@ use serde::Deserialize;
 
 use crate::authorize::{Authorizer, DenialLog};
 use crate::clock::Clock;
-use crate::domain::{Caller, Error, Result, Visibility};
+use crate::domain::access::{Capability, PlatformScope};
+use crate::domain::{Error, Result};
 use crate::last_seen::LastSeen;
 use crate::metrics;
 use crate::ops::sessions::{NewSession, SessionCreated};
@@ -59,7 +60,7 @@ pub struct Context {
 impl Context {
     /// Opens a session: tokens are minted from a read of the chain on a blocking thread (in
     /// parallel with other requests), then the single writer checks the whole chain and commits.
-    pub async fn open_session(&self, caller: Caller, req: NewSession) -> Result<SessionCreated> {
+    pub async fn open_session(&self, caller: PlatformScope, req: NewSession) -> Result<SessionCreated> {
         let now = self.clock.now();
         let preminted = {
             let (env, req) = (self.env.clone(), req.clone());
@@ -67,7 +68,7 @@ impl Context {
         };
         let env = self.env.clone();
         self.writer
-            .execute_as(&caller, move |tx| ops::sessions::create_session(tx, &env, &caller, req, preminted))
+            .execute_as(caller.caller(), move |tx| ops::sessions::create_session(tx, &env, &caller, req, preminted))
             .await
     }
 
@@ -150,18 +151,18 @@ pub fn page<T, E: std::fmt::Display>(
     Ok(PageRequest { limit, cursor: cursor.clone() })
 }
 
-/// Runs a write command for `caller` (only while its credential is still live, checked inside
-/// the writer) and answers with its result as JSON.
+/// Runs a write command for the holder of `capability` (only while its credential is still live,
+/// checked inside the writer) and answers with its result as JSON.
 pub async fn write<T, F>(
     state: &AppState,
-    caller: crate::domain::Caller,
+    capability: impl Capability,
     command: F,
 ) -> std::result::Result<axum::Json<T>, ApiError>
 where
     T: serde::Serialize + Send + 'static,
     F: FnOnce(&mut crate::store::Tx<'_>) -> Result<T> + Send + 'static,
 {
-    Ok(axum::Json(state.writer.execute_as(&caller, command).await?))
+    Ok(axum::Json(state.writer.execute_as(capability.caller(), command).await?))
 }
 
 /// Runs a read with the caller's visibility and answers with its result as JSON.
@@ -171,14 +172,6 @@ where
     F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
 {
     Ok(axum::Json(state.readers.read(command).await?))
-}
-
-/// Readers of tenant data: every role but the verifier.
-pub fn tenant_reader(caller: &crate::domain::Caller) -> Result<Visibility> {
-    match caller.visibility() {
-        Visibility::Nothing => Err(Error::Forbidden("the verifier role reads no tenant data".into())),
-        v => Ok(v),
-    }
 }
 
 impl IntoResponse for Error {

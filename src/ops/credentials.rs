@@ -4,8 +4,9 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::{require, Env};
+use super::Env;
 use crate::audit::NewEvent;
+use crate::domain::access::{Admin, Capability, Unscoped};
 use crate::domain::*;
 use crate::store::{credentials, platforms, users, webhooks};
 use crate::store::{Effect, Tx};
@@ -27,8 +28,7 @@ pub struct CreatedCredential {
     pub secret: String,
 }
 
-pub fn create_credential(tx: &mut Tx<'_>, env: &Env, caller: &Caller, req: NewCredential) -> Result<CreatedCredential> {
-    require(caller, &[RoleKind::Admin])?;
+pub fn create_credential(tx: &mut Tx<'_>, env: &Env, caller: &Admin, req: NewCredential) -> Result<CreatedCredential> {
     let label = req.label.map(Label::into_string);
     let role = match (req.role, req.platform_id, req.user_id) {
         (RoleKind::Platform, Some(p), None) => Role::Platform(p),
@@ -59,14 +59,14 @@ pub fn issue_credential(
     expires_at: Option<Timestamp>,
 ) -> Result<CreatedCredential> {
     if let Role::Platform(p) = role {
-        let platform = platforms::get_platform(tx.conn(), Visibility::All, p)?;
+        let platform = platforms::get_platform(tx.conn(), Unscoped::for_system().visibility(), p)?;
         // Disabling a platform revoked its credentials; a new one would give it back the reads.
         if platform.status != PlatformStatus::Active {
             return Err(Error::conflict(format!("platform {p} is disabled")));
         }
     }
     if let Role::User(u) = role {
-        users::get_user(tx.conn(), Visibility::All, u)?;
+        users::get_user(tx.conn(), Unscoped::for_system().visibility(), u)?;
     }
     let id = CredentialId::generate();
     let (platform_id, user_id) = match role {
@@ -93,8 +93,7 @@ pub fn issue_credential(
     Ok(CreatedCredential { record, secret })
 }
 
-pub fn revoke_credential(tx: &mut Tx<'_>, caller: &Caller, id: CredentialId) -> Result<Credential> {
-    require(caller, &[RoleKind::Admin])?;
+pub fn revoke_credential(tx: &mut Tx<'_>, caller: &Admin, id: CredentialId) -> Result<Credential> {
     let credential = credentials::get_credential(tx.conn(), id)?;
     if credential.revoked_at.is_some() {
         return Ok(credential);

@@ -6,8 +6,9 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use super::cascade::{noop_receipt, Cascade};
-use super::{require, WithReason};
+use super::WithReason;
 use crate::audit::NewEvent;
+use crate::domain::access::{Capability, Owner, PlatformScope, Unscoped};
 use crate::domain::*;
 use crate::store::sessions::{self, SessionsOf};
 use crate::store::Tx;
@@ -30,7 +31,7 @@ pub(super) struct Chain {
 }
 
 pub(super) fn active_chain(tx: &Tx<'_>, user: UserId, agent: &Agent, integration: &Integration) -> Result<Chain> {
-    let user = users::get_user_unscoped(tx.conn(), user)?;
+    let user = users::get_user(tx.conn(), Unscoped::for_system().visibility(), user)?;
     if user.status != UserStatus::Active {
         return Err(Error::conflict(format!("user {} is disabled", user.id)));
     }
@@ -42,7 +43,7 @@ pub(super) fn active_chain(tx: &Tx<'_>, user: UserId, agent: &Agent, integration
     if integration.status != IntegrationStatus::Active {
         return Err(Error::conflict(format!("integration {} is disabled", integration.id)));
     }
-    let platform = platforms::get_platform(tx.conn(), Visibility::All, agent.platform_id)?;
+    let platform = platforms::get_platform(tx.conn(), Unscoped::for_system().visibility(), agent.platform_id)?;
     if platform.status != PlatformStatus::Active {
         return Err(Error::conflict(format!("platform {} is disabled", platform.id)));
     }
@@ -58,8 +59,7 @@ pub(super) fn refuse_ungrantable(asked: &ScopeSet, grantable: &ScopeSet) -> Resu
     }
 }
 
-pub fn create_delegation(tx: &mut Tx<'_>, caller: &Caller, req: NewDelegation) -> Result<Delegation> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
+pub fn create_delegation(tx: &mut Tx<'_>, caller: &PlatformScope, req: NewDelegation) -> Result<Delegation> {
     if req.scopes.is_empty() {
         return Err(Error::invalid("`scopes` must list at least one scope"));
     }
@@ -94,8 +94,7 @@ pub fn create_delegation(tx: &mut Tx<'_>, caller: &Caller, req: NewDelegation) -
     Ok(delegation)
 }
 
-pub fn revoke_delegation(tx: &mut Tx<'_>, caller: &Caller, id: DelegationId, req: WithReason) -> Result<Receipt> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::User])?;
+pub fn revoke_delegation(tx: &mut Tx<'_>, caller: &Owner, id: DelegationId, req: WithReason) -> Result<Receipt> {
     let reason = req.reason.map(Reason::into_string);
     let delegation = delegations::get_delegation(tx.conn(), caller.visibility(), id)?;
     let subject = Subject::new("delegation", id);

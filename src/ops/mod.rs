@@ -1,8 +1,10 @@
 //! The commands tether runs inside a write transaction: creation, chain checks, revocation and
 //! every cascade. Each command is one atomic change with its audit events; the writer commits it.
 //!
-//! Commands take the [`Caller`] and read tenant data through its [`Visibility`], so a command
-//! on another tenant's object fails with `not_found` before it can change anything.
+//! Commands take the capability they need (`domain::access`: `Admin`, `PlatformScope`, …), so
+//! one cannot be called without the role check having run, and read tenant data through the
+//! capability's [`Visibility`], so a command on another tenant's object fails with `not_found`
+//! before it can change anything.
 
 pub mod cascade;
 pub mod credentials;
@@ -66,15 +68,6 @@ impl Default for Limits {
             max_session_depth: 4,
             access_token_ttl_seconds: 15 * 60,
         }
-    }
-}
-
-/// Refuses callers whose role is not in `allowed` (403: the route is not theirs at all).
-pub fn require(caller: &Caller, allowed: &[RoleKind]) -> Result<()> {
-    if allowed.contains(&caller.role.kind()) {
-        Ok(())
-    } else {
-        Err(Error::Forbidden(format!("the {} role may not do this", caller.role.kind().as_str())))
     }
 }
 

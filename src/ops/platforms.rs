@@ -6,8 +6,9 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use super::cascade::{noop_receipt, Cascade};
-use super::{require, WithReason};
+use super::WithReason;
 use crate::audit::NewEvent;
+use crate::domain::access::{Admin, Capability, PlatformScope};
 use crate::domain::*;
 use crate::store::delegations::DelegationsOf;
 use crate::store::platforms::{self, StatusTable};
@@ -38,8 +39,7 @@ pub struct NewIntegration {
     pub platform_id: Option<PlatformId>,
 }
 
-pub fn create_platform(tx: &mut Tx<'_>, caller: &Caller, req: NewPlatform) -> Result<Platform> {
-    require(caller, &[RoleKind::Admin])?;
+pub fn create_platform(tx: &mut Tx<'_>, caller: &Admin, req: NewPlatform) -> Result<Platform> {
     let platform = Platform {
         id: PlatformId::generate(),
         name: req.name.into_string(),
@@ -54,8 +54,7 @@ pub fn create_platform(tx: &mut Tx<'_>, caller: &Caller, req: NewPlatform) -> Re
     Ok(platform)
 }
 
-pub fn disable_platform(tx: &mut Tx<'_>, caller: &Caller, id: PlatformId, req: WithReason) -> Result<Receipt> {
-    require(caller, &[RoleKind::Admin])?;
+pub fn disable_platform(tx: &mut Tx<'_>, caller: &Admin, id: PlatformId, req: WithReason) -> Result<Receipt> {
     let reason = req.reason.map(Reason::into_string);
     let platform = platforms::get_platform(tx.conn(), caller.visibility(), id)?;
     let subject = Subject::new("platform", id);
@@ -88,14 +87,13 @@ pub fn disable_platform(tx: &mut Tx<'_>, caller: &Caller, id: PlatformId, req: W
 
 /// The platform a platform-owned object is created under: the caller's own, or for an admin the
 /// one named in the body.
-fn owning_platform(tx: &Tx<'_>, caller: &Caller, named: Option<PlatformId>) -> Result<PlatformId> {
-    let platform = match (caller.role, named) {
-        (Role::Platform(own), None) => own,
-        (Role::Platform(own), Some(p)) if p == own => own,
-        (Role::Platform(_), Some(_)) => return Err(Error::NotFound("platform")),
-        (Role::Admin, Some(p)) => p,
-        (Role::Admin, None) => return Err(Error::invalid("`platform_id` is required when an admin creates it")),
-        _ => return Err(Error::Forbidden("only a platform or an admin may do this".into())),
+fn owning_platform(tx: &Tx<'_>, caller: &PlatformScope, named: Option<PlatformId>) -> Result<PlatformId> {
+    let platform = match (caller.platform(), named) {
+        (Some(own), None) => own,
+        (Some(own), Some(p)) if p == own => own,
+        (Some(_), Some(_)) => return Err(Error::NotFound("platform")),
+        (None, Some(p)) => p,
+        (None, None) => return Err(Error::invalid("`platform_id` is required when an admin creates it")),
     };
     let found = platforms::get_platform(tx.conn(), caller.visibility(), platform)?;
     if found.status != PlatformStatus::Active {
@@ -114,8 +112,7 @@ fn non_empty(field: &str, scopes: &ScopeSet) -> Result<()> {
     Ok(())
 }
 
-pub fn create_agent(tx: &mut Tx<'_>, caller: &Caller, req: NewAgent) -> Result<Agent> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
+pub fn create_agent(tx: &mut Tx<'_>, caller: &PlatformScope, req: NewAgent) -> Result<Agent> {
     non_empty("scopes", &req.scopes)?;
     let agent = Agent {
         id: AgentId::generate(),
@@ -133,8 +130,13 @@ pub fn create_agent(tx: &mut Tx<'_>, caller: &Caller, req: NewAgent) -> Result<A
 }
 
 /// Suspends or deregisters an agent: its delegations are revoked, and their sessions with them.
-pub fn end_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, to: AgentStatus, req: WithReason) -> Result<Receipt> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
+pub fn end_agent(
+    tx: &mut Tx<'_>,
+    caller: &PlatformScope,
+    id: AgentId,
+    to: AgentStatus,
+    req: WithReason,
+) -> Result<Receipt> {
     let reason = req.reason.map(Reason::into_string);
     let agent = platforms::get_agent(tx.conn(), caller.visibility(), id)?;
     let (action, cascade_reason) = match to {
@@ -161,8 +163,7 @@ pub fn end_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, to: AgentStatus,
     cascade.receipt(tx)
 }
 
-pub fn resume_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, req: WithReason) -> Result<Agent> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
+pub fn resume_agent(tx: &mut Tx<'_>, caller: &PlatformScope, id: AgentId, req: WithReason) -> Result<Agent> {
     let reason = req.reason.map(Reason::into_string);
     let agent = platforms::get_agent(tx.conn(), caller.visibility(), id)?;
     match agent.status {
@@ -181,8 +182,7 @@ pub fn resume_agent(tx: &mut Tx<'_>, caller: &Caller, id: AgentId, req: WithReas
     platforms::get_agent(tx.conn(), caller.visibility(), id)
 }
 
-pub fn create_integration(tx: &mut Tx<'_>, caller: &Caller, req: NewIntegration) -> Result<Integration> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
+pub fn create_integration(tx: &mut Tx<'_>, caller: &PlatformScope, req: NewIntegration) -> Result<Integration> {
     non_empty("scopes", &req.scopes)?;
     let integration = Integration {
         id: IntegrationId::generate(),
@@ -203,8 +203,12 @@ pub fn create_integration(tx: &mut Tx<'_>, caller: &Caller, req: NewIntegration)
     Ok(integration)
 }
 
-pub fn disable_integration(tx: &mut Tx<'_>, caller: &Caller, id: IntegrationId, req: WithReason) -> Result<Receipt> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
+pub fn disable_integration(
+    tx: &mut Tx<'_>,
+    caller: &PlatformScope,
+    id: IntegrationId,
+    req: WithReason,
+) -> Result<Receipt> {
     let reason = req.reason.map(Reason::into_string);
     let integration = platforms::get_integration(tx.conn(), caller.visibility(), id)?;
     let subject = Subject::new("integration", id);

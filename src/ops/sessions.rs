@@ -7,8 +7,9 @@ use utoipa::ToSchema;
 
 use super::cascade::{noop_receipt, Cascade};
 use super::delegations::{active_chain, refuse_ungrantable};
-use super::{require, Env, WithReason};
+use super::{Env, WithReason};
 use crate::audit::NewEvent;
+use crate::domain::access::{Capability, Held, HeldToken, Owner, PlatformScope, Unscoped};
 use crate::domain::*;
 use crate::store::sessions::{self, SessionsOf};
 use crate::store::{audit, delegations, platforms};
@@ -62,11 +63,10 @@ fn optional_text(field: &str, value: &Option<String>) -> Result<Option<String>> 
 pub fn create_session(
     tx: &mut Tx<'_>,
     env: &Env,
-    caller: &Caller,
+    caller: &PlatformScope,
     req: NewSession,
     preminted: Option<PreMinted>,
 ) -> Result<SessionCreated> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
     if req.scopes.is_empty() {
         return Err(Error::invalid("`scopes` must list at least one scope"));
     }
@@ -89,8 +89,11 @@ pub fn create_session(
     if delegation.status != DelegationStatus::Active {
         return Err(Error::conflict(format!("delegation {} is revoked", delegation.id)));
     }
-    let agent = platforms::get_agent(tx.conn(), Visibility::All, delegation.agent_id)?;
-    let integration = platforms::get_integration(tx.conn(), Visibility::All, delegation.integration_id)?;
+    // The delegation was read through the caller's visibility; what it stands on is read past
+    // it: the chain check must see a disabled user or platform the caller cannot read.
+    let unscoped = Unscoped::for_system().visibility();
+    let agent = platforms::get_agent(tx.conn(), unscoped, delegation.agent_id)?;
+    let integration = platforms::get_integration(tx.conn(), unscoped, delegation.integration_id)?;
     let chain = active_chain(tx, delegation.user_id, &agent, &integration)?;
     let mut grantable = chain
         .user
@@ -259,7 +262,7 @@ pub struct PreMinted {
 pub fn premint(
     conn: &rusqlite::Connection,
     env: &Env,
-    caller: &Caller,
+    caller: &PlatformScope,
     req: &NewSession,
     now: Timestamp,
 ) -> Option<PreMinted> {
@@ -319,11 +322,10 @@ pub enum RefreshOutcome {
 pub fn refresh_session(
     tx: &mut Tx<'_>,
     env: &Env,
-    caller: &Caller,
+    caller: &PlatformScope,
     id: SessionId,
     refresh_token: &str,
 ) -> Result<RefreshOutcome> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
     let session = sessions::get_session(tx.conn(), caller.visibility(), id, tx.now())?;
     let hash = tokens::refresh::hash(refresh_token);
     let stored = sessions::find_refresh_token(tx.conn(), &hash)?
@@ -371,31 +373,25 @@ pub fn refresh_session(
 }
 
 /// Revokes one session (its own trigger) and its sub-agent sessions.
-pub fn revoke_session(tx: &mut Tx<'_>, caller: &Caller, id: SessionId, req: WithReason) -> Result<Receipt> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::User])?;
+pub fn revoke_session(tx: &mut Tx<'_>, caller: &Owner, id: SessionId, req: WithReason) -> Result<Receipt> {
     let session = sessions::get_session(tx.conn(), caller.visibility(), id, tx.now())?;
-    revoke_loaded(tx, caller, session, req)
+    revoke_loaded(tx, caller.actor(), session, req)
 }
 
-/// RFC 7009: the caller holds the session's token. A verifier may revoke any session whose token
-/// it holds (possession is the proof); a platform only its own.
-pub fn revoke_session_held(tx: &mut Tx<'_>, caller: &Caller, id: SessionId, req: WithReason) -> Result<Receipt> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::Verifier])?;
-    let visibility = match caller.role {
-        Role::Platform(p) => Visibility::Platform(p),
-        _ => Visibility::All,
+/// Revokes the session of a token the caller holds (RFC 7009): possession of the token is the
+/// authority, checked when the [`HeldToken`] was made.
+pub fn revoke_held(tx: &mut Tx<'_>, held: &HeldToken, req: WithReason) -> Result<Receipt> {
+    let id = match held.token() {
+        Held::Session(id) => *id,
+        Held::RefreshToken(hash) => {
+            sessions::find_refresh_token(tx.conn(), hash)?.ok_or(Error::NotFound("refresh token"))?.session_id
+        }
     };
-    let session = sessions::get_session(tx.conn(), visibility, id, tx.now())?;
-    revoke_loaded(tx, caller, session, req)
+    let session = sessions::get_session(tx.conn(), held.visibility(), id, tx.now())?;
+    revoke_loaded(tx, held.actor(), session, req)
 }
 
-/// RFC 7009 with a refresh token: revokes the session it belongs to.
-pub fn revoke_by_refresh_token(tx: &mut Tx<'_>, caller: &Caller, hash: &str, req: WithReason) -> Result<Receipt> {
-    let stored = sessions::find_refresh_token(tx.conn(), hash)?.ok_or(Error::NotFound("refresh token"))?;
-    revoke_session_held(tx, caller, stored.session_id, req)
-}
-
-fn revoke_loaded(tx: &mut Tx<'_>, caller: &Caller, session: Session, req: WithReason) -> Result<Receipt> {
+fn revoke_loaded(tx: &mut Tx<'_>, actor: Actor, session: Session, req: WithReason) -> Result<Receipt> {
     let reason = req.reason.map(Reason::into_string);
     let id = session.id;
     let subject = Subject::new("session", id);
@@ -408,11 +404,11 @@ fn revoke_loaded(tx: &mut Tx<'_>, caller: &Caller, session: Session, req: WithRe
     };
     let why = reason.clone().unwrap_or_else(|| "session_revoked".to_owned());
     let trigger =
-        tx.audit(NewEvent::new(caller.actor(), "session.revoked", subject).reason(Some(why.clone())).details(json!({
+        tx.audit(NewEvent::new(actor.clone(), "session.revoked", subject).reason(Some(why.clone())).details(json!({
             "user_id": session.user_id, "agent_id": session.agent_id, "integration_id": session.integration_id,
             "delegation_id": session.delegation_id,
             "platform_id": session.platform_id,
-            "initiating_entity": super::initiating_entity(&caller.actor()),
+            "initiating_entity": super::initiating_entity(&actor),
         })))?;
     let seq = trigger.seq;
     let mut cascade = Cascade::from_event(trigger);

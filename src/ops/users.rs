@@ -6,8 +6,9 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use super::cascade::{noop_receipt, Cascade};
-use super::{require, WithReason};
+use super::WithReason;
 use crate::audit::NewEvent;
+use crate::domain::access::{Admin, Capability, UserScope};
 use crate::domain::*;
 use crate::store::delegations::{self, DelegationsOf};
 use crate::store::platforms::{self, StatusTable};
@@ -64,8 +65,7 @@ pub struct LifecycleEvent {
     pub reason: Option<Reason>,
 }
 
-pub fn create_user(tx: &mut Tx<'_>, caller: &Caller, req: NewUser) -> Result<User> {
-    require(caller, &[RoleKind::Admin])?;
+pub fn create_user(tx: &mut Tx<'_>, caller: &Admin, req: NewUser) -> Result<User> {
     if req.permissions.len() > ScopeSet::MAX_LEN {
         return Err(Error::invalid(format!("`permissions` lists more than {} scopes", ScopeSet::MAX_LEN)));
     }
@@ -84,8 +84,7 @@ pub fn create_user(tx: &mut Tx<'_>, caller: &Caller, req: NewUser) -> Result<Use
     Ok(user)
 }
 
-pub fn disable_user(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReason) -> Result<Receipt> {
-    require(caller, &[RoleKind::Admin])?;
+pub fn disable_user(tx: &mut Tx<'_>, caller: &Admin, id: UserId, req: WithReason) -> Result<Receipt> {
     let reason = req.reason.map(Reason::into_string);
     let user = users::get_user(tx.conn(), caller.visibility(), id)?;
     let subject = Subject::new("user", id);
@@ -100,8 +99,7 @@ pub fn disable_user(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReaso
     cascade.receipt(tx)
 }
 
-pub fn enable_user(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReason) -> Result<User> {
-    require(caller, &[RoleKind::Admin])?;
+pub fn enable_user(tx: &mut Tx<'_>, caller: &Admin, id: UserId, req: WithReason) -> Result<User> {
     let reason = req.reason.map(Reason::into_string);
     let user = users::get_user(tx.conn(), caller.visibility(), id)?;
     if user.status == UserStatus::Active {
@@ -114,8 +112,7 @@ pub fn enable_user(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReason
 
 /// A lifecycle event from the identity provider: every session of the user ends; the user stays
 /// active. Always recorded (two password resets are two events).
-pub fn user_lifecycle_event(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: LifecycleEvent) -> Result<Receipt> {
-    require(caller, &[RoleKind::Admin])?;
+pub fn user_lifecycle_event(tx: &mut Tx<'_>, caller: &Admin, id: UserId, req: LifecycleEvent) -> Result<Receipt> {
     let reason = req.reason.map(Reason::into_string);
     users::get_user(tx.conn(), caller.visibility(), id)?;
     let mut cascade =
@@ -126,8 +123,7 @@ pub fn user_lifecycle_event(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: L
 }
 
 /// "Sign all my agents out": every session of the user ends; delegations stay.
-pub fn sign_out_all(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReason) -> Result<Receipt> {
-    require(caller, &[RoleKind::Admin, RoleKind::User])?;
+pub fn sign_out_all(tx: &mut Tx<'_>, caller: &UserScope, id: UserId, req: WithReason) -> Result<Receipt> {
     let reason = req.reason.map(Reason::into_string);
     users::get_user(tx.conn(), caller.visibility(), id)?;
     let mut cascade = Cascade::start(
@@ -141,8 +137,7 @@ pub fn sign_out_all(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: WithReaso
 
 /// Replaces a user's permissions. Narrowing revokes only the sessions holding a removed scope and
 /// narrows the user's delegations; widening changes nothing else (consent is not widened).
-pub fn set_permissions(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: SetPermissions) -> Result<(User, Receipt)> {
-    require(caller, &[RoleKind::Admin])?;
+pub fn set_permissions(tx: &mut Tx<'_>, caller: &Admin, id: UserId, req: SetPermissions) -> Result<(User, Receipt)> {
     let reason = req.reason.map(Reason::into_string);
     if req.permissions.len() > ScopeSet::MAX_LEN {
         return Err(Error::invalid(format!("`permissions` lists more than {} scopes", ScopeSet::MAX_LEN)));
@@ -192,12 +187,11 @@ pub fn set_permissions(tx: &mut Tx<'_>, caller: &Caller, id: UserId, req: SetPer
 /// The user disconnects an agent or an integration: their delegations to it end, with sessions.
 pub fn disconnect(
     tx: &mut Tx<'_>,
-    caller: &Caller,
+    caller: &UserScope,
     user: UserId,
     what: Disconnect,
     req: WithReason,
 ) -> Result<Receipt> {
-    require(caller, &[RoleKind::Admin, RoleKind::User])?;
     let reason = req.reason.map(Reason::into_string);
     users::get_user(tx.conn(), caller.visibility(), user)?;
     let (action, of, cascade_reason, detail, what_kind) = match what {
