@@ -1,5 +1,4 @@
-//! The application: opens a data directory (policy, keys, database, views) into an [`App`],
-//! serves its router and runs its background workers.
+//! The application: opens a data directory into an [`App`], serves its router, runs its workers.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

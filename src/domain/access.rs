@@ -4,7 +4,7 @@
 //! [`Capability::grant`], the one constructor: each capability's fields are private to this
 //! module, so a command that takes `&Admin` cannot be called without the role check having run,
 //! and a missing check does not compile. Which roles hold which capability is declared once,
-//! below ([`capabilities!`]); `api::auth::ROUTE_ROLES` maps each route to one of them and a test
+//! below (`capabilities!`); `api::auth::ROUTE_ROLES` maps each route to one of them and a test
 //! compares that table with docs/api.md.
 //!
 //! A [`Visibility`] (the slice of tenant data a read may return) comes only from a capability,

@@ -1,5 +1,4 @@
-//! Delegations: a user's consent, checked against the whole chain it stands on, and its
-//! revocation with the sessions opened under it.
+//! Delegations: a user's consent, checked on the chain it stands on, and its revocation cascade.
 
 use serde::Deserialize;
 use serde_json::json;

@@ -1,5 +1,4 @@
-//! Platforms and what they register (agents, integrations): creation, and the state changes
-//! that end delegations, with their cascades.
+//! Platforms, agents, integrations: creation, and the state changes that cascade to delegations.
 
 use serde::Deserialize;
 use serde_json::json;

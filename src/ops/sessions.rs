@@ -1,5 +1,4 @@
-//! Sessions: opening one on the whole chain (tokens pre-minted off the writer), refreshing its
-//! tokens, and revoking it directly or by a held token.
+//! Sessions: opening one on the whole chain, refreshing its tokens, revoking it (also by a held token).
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;

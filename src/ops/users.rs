@@ -1,5 +1,4 @@
-//! Users: creation, permissions, and the triggers an admin, the identity provider or the user
-//! pulls (disable, lifecycle events, sign-out-all, disconnect), with their cascades.
+//! Users: creation, permissions, and the triggers that end their sessions (disable, sign-out-all, …).
 
 use serde::Deserialize;
 use serde_json::json;
