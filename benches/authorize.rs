@@ -92,7 +92,7 @@ fn main() {
         (app, sessions.into_iter().map(|(_, t)| t).collect::<Vec<_>>())
     });
     let services = app.services.clone();
-    let authorizer = &services.authorizer;
+    let authorizer = &services.api.authorizer;
     let scope = Scope::parse("mail:read").expect("scope");
     let claims: Vec<AgentClaims> =
         tokens.iter().map(|t| authorizer.verified(t).expect("verifies").claims.clone()).collect();

@@ -32,7 +32,7 @@ use tower::ServiceExt;
 use tether::authorize::Request;
 use tether::domain::*;
 use tether::ops;
-use tether::ops::commands::WithReason;
+use tether::ops::WithReason;
 use tether::Services;
 
 const CALLERS: usize = 64;
@@ -130,11 +130,14 @@ async fn create_sessions(services: &Arc<Services>, chain: support::Chain) {
     let (completed, took, latencies) = closed_loop(move || {
         let s = s.clone();
         async move {
-            s.open_session(admin, support::new_session(user.delegation)).await.expect("create session");
+            s.api
+                .open_session(support::grant(&admin), support::new_session(user.delegation))
+                .await
+                .expect("create session");
         }
     })
     .await;
-    report("create_sessions (Services::open_session, durable)", completed, took, &latencies);
+    report("create_sessions (api::Context::open_session, durable)", completed, took, &latencies);
 }
 
 async fn create_sessions_http(app: &tether::App, services: &Arc<Services>, chain: support::Chain) {
@@ -176,7 +179,8 @@ fn sample_authorize(
         while !stop.load(Ordering::Relaxed) {
             i = (i + 1) % tokens.len();
             let start = Instant::now();
-            let decision = services.authorizer.authorize(&Request { token: &tokens[i], scope: &scope, resource: None });
+            let decision =
+                services.api.authorizer.authorize(&Request { token: &tokens[i], scope: &scope, resource: None });
             let took = start.elapsed();
             assert!(decision.allowed(), "another user's token was denied: {:?}", decision.reason);
             samples.push((start - epoch, took));
@@ -247,7 +251,11 @@ async fn subscribe_webhooks(services: &Arc<Services>, count: usize) {
             url: "http://127.0.0.1:9/tether-bench".into(),
             events: Some(vec!["session.revoked".into()]),
         };
-        services.writer.execute(move |tx| ops::webhooks::create(tx, &admin, request, true)).await.expect("webhook");
+        services
+            .writer
+            .execute(move |tx| ops::webhooks::create(tx, &support::grant(&admin), request, true))
+            .await
+            .expect("webhook");
     }
     if count > 0 {
         println!("{count} webhooks subscribed to session.revoked: each revoked session queues {count} deliveries");
@@ -288,9 +296,9 @@ async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usiz
         let receipt = services
             .writer
             .execute(move |tx| {
-                ops::objects::disable_user(
+                ops::users::disable_user(
                     tx,
-                    &admin,
+                    &support::grant(&admin),
                     user.user,
                     WithReason { reason: Some(Reason::parse("bench").expect("reason")) },
                 )

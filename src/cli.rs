@@ -284,7 +284,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 .writer
                 .execute(move |tx| {
                     let actor = tether::domain::Actor::new(tether::domain::ActorKind::Admin, "cli");
-                    tether::ops::objects::issue_credential(tx, &env, actor, role, label, None)
+                    tether::ops::credentials::issue_credential(tx, &env, actor, role, label, None)
                 })
                 .await?;
             println!("{}", created.secret);

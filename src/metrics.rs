@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::authorize::Reason;
+use crate::store::WriterStats;
 
 const REASONS: [Reason; 10] = [
     Reason::Allowed,
@@ -18,6 +19,15 @@ const REASONS: [Reason; 10] = [
     Reason::ReauthenticationRequired,
 ];
 
+/// The gauges read when `/metrics` is rendered, taken from the views, the token cache and the
+/// writer by the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Gauges {
+    pub live_sessions: usize,
+    pub cached_tokens: usize,
+    pub writer: WriterStats,
+}
+
 #[derive(Default)]
 pub struct Metrics {
     decisions: [AtomicU64; 10],
@@ -30,7 +40,7 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, services: &crate::Services) -> String {
+    pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP tether_authorize_decisions_total Authorize decisions by reason.");
         let _ = writeln!(out, "# TYPE tether_authorize_decisions_total counter");
@@ -44,11 +54,11 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP tether_live_sessions Sessions held in the live view.");
         let _ = writeln!(out, "# TYPE tether_live_sessions gauge");
-        let _ = writeln!(out, "tether_live_sessions {}", services.views.sessions.len());
+        let _ = writeln!(out, "tether_live_sessions {}", gauges.live_sessions);
         let _ = writeln!(out, "# HELP tether_verified_tokens_cached Verified tokens in the cache.");
         let _ = writeln!(out, "# TYPE tether_verified_tokens_cached gauge");
-        let _ = writeln!(out, "tether_verified_tokens_cached {}", services.authorizer.cached_tokens());
-        let writer = services.writer.stats();
+        let _ = writeln!(out, "tether_verified_tokens_cached {}", gauges.cached_tokens);
+        let writer = gauges.writer;
         let counters: [(&str, &str, String); 5] = [
             (
                 "tether_writer_batches_total",

@@ -187,7 +187,7 @@ pub struct Views {
     pub credentials: Sharded<CredentialId, CredentialState>,
     pub events: broadcast::Sender<std::sync::Arc<AuditEvent>>,
     /// Signalled when webhook deliveries were committed.
-    pub outbox: tokio::sync::Notify,
+    pub outbox: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Default for Views {
@@ -196,7 +196,7 @@ impl Default for Views {
             sessions: LiveView::default(),
             credentials: Sharded::new(8),
             events: broadcast::channel(4096).0,
-            outbox: tokio::sync::Notify::new(),
+            outbox: std::sync::Arc::new(tokio::sync::Notify::new()),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The module graph of `src/` has no cycle, and `store` imports neither `events` nor `api`.
+//! The module graph of `src/` has no cycle, `store` imports neither `events` nor `api`, and no module imports `app`.
 //!
 //! Every `src/**/*.rs` is read (test modules and `tests.rs` files left out: a test may reach
 //! across layers) and each
@@ -329,7 +329,9 @@ fn within_store(graph: &Graph) -> Graph {
         .collect()
 }
 
-/// What is wrong with the graph: cycles, and store modules that import `events` or `api`.
+/// What is wrong with the graph: cycles, store modules that import `events` or `api`, and any
+/// module that imports `app` (it builds the service from every part and hands each part what it
+/// uses; a part reaching back for the whole would be the bag of services again).
 fn problems(graph: &Graph) -> Vec<String> {
     let mut found = Vec::new();
     if let Some(cycle) = find_cycle(&top_level(graph)) {
@@ -345,7 +347,21 @@ fn problems(graph: &Graph) -> Vec<String> {
             }
         }
     }
+    for (node, targets) in graph.iter().filter(|(node, _)| node.as_str() != "app") {
+        if targets.contains("app") {
+            found.push(format!("{node} imports app"));
+        }
+    }
     found
+}
+
+#[test]
+fn the_check_reports_a_part_importing_the_application() {
+    let found = problems(&module_graph(&tree(&[
+        ("app.rs", "use crate::api::Context;\n"),
+        ("api/mod.rs", "fn f(s: &crate::app::Services) {}\n"),
+    ])));
+    assert!(found.iter().any(|p| p == "api imports app"), "{found:?}");
 }
 
 fn read_tree(dir: &Path, root: &Path, files: &mut Vec<(String, String)>) {
@@ -361,7 +377,7 @@ fn read_tree(dir: &Path, root: &Path, files: &mut Vec<(String, String)>) {
 }
 
 #[test]
-fn modules_import_each_other_without_a_cycle_and_store_imports_neither_events_nor_api() {
+fn modules_import_each_other_without_a_cycle_store_imports_neither_events_nor_api_and_none_imports_app() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     read_tree(&src, &src, &mut files);

@@ -11,8 +11,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tether::domain::access::Capability;
 use tether::domain::*;
-use tether::ops::commands::{NewAgent, NewDelegation, NewIntegration, NewPlatform, NewSession, NewUser};
+use tether::ops::delegations::NewDelegation;
+use tether::ops::platforms::{NewAgent, NewIntegration, NewPlatform};
+use tether::ops::sessions::NewSession;
+use tether::ops::users::NewUser;
 use tether::ops::{self, Env};
 use tether::tokens::AgentClaims;
 use tether::{App, Config, Services};
@@ -33,22 +37,29 @@ pub async fn open(dir: &std::path::Path) -> App {
 }
 
 /// An admin caller for commands run straight through the writer.
+/// The capability a command takes, granted to `caller` as the API's credential check would.
+pub fn grant<C: Capability>(caller: &Caller) -> C {
+    C::grant(caller).expect("the caller's role holds this capability")
+}
+
 pub fn admin() -> Caller {
     Caller { credential: CredentialId::generate(), role: Role::Admin }
 }
 
 /// A credential for `role` written to the store, as `tether credential mint` would.
-pub async fn stored_credential(services: &Services, role: Role) -> ops::objects::CreatedCredential {
+pub async fn stored_credential(services: &Services, role: Role) -> ops::credentials::CreatedCredential {
     let env = services.env.clone();
     services
         .writer
-        .execute(move |tx| ops::objects::issue_credential(tx, &env, Actor::system(), role, Some("bench".into()), None))
+        .execute(move |tx| {
+            ops::credentials::issue_credential(tx, &env, Actor::system(), role, Some("bench".into()), None)
+        })
         .await
         .expect("bench credential")
 }
 
 /// An admin caller whose credential is in the store, for paths that check it is still live
-/// (`Services::open_session`, like every API write).
+/// (`api::Context::open_session`, like every API write).
 pub async fn stored_admin(services: &Services) -> Caller {
     Caller { credential: stored_credential(services, Role::Admin).await.record.id, role: Role::Admin }
 }
@@ -79,16 +90,20 @@ pub async fn chain(services: &Services) -> Chain {
     let platform = services
         .writer
         .execute(move |tx| {
-            ops::objects::create_platform(tx, &admin, NewPlatform { name: Name::parse("bench").expect("name") })
+            ops::platforms::create_platform(
+                tx,
+                &grant(&admin),
+                NewPlatform { name: Name::parse("bench").expect("name") },
+            )
         })
         .await
         .expect("platform");
     let agent = services
         .writer
         .execute(move |tx| {
-            ops::objects::create_agent(
+            ops::platforms::create_agent(
                 tx,
-                &admin,
+                &grant(&admin),
                 NewAgent {
                     name: Name::parse("bench agent").expect("name"),
                     scopes: scopes(SCOPES),
@@ -101,9 +116,9 @@ pub async fn chain(services: &Services) -> Chain {
     let integration = services
         .writer
         .execute(move |tx| {
-            ops::objects::create_integration(
+            ops::platforms::create_integration(
                 tx,
-                &admin,
+                &grant(&admin),
                 NewIntegration {
                     name: Name::parse("bench integration").expect("name"),
                     scopes: scopes(SCOPES),
@@ -122,9 +137,9 @@ pub async fn delegated_user(services: &Services, chain: Chain) -> Delegated {
     let user = services
         .writer
         .execute(move |tx| {
-            ops::objects::create_user(
+            ops::users::create_user(
                 tx,
-                &admin,
+                &grant(&admin),
                 NewUser {
                     external_id: ExternalId::parse(&format!("idp|{}", uuid::Uuid::now_v7().simple()))
                         .expect("external id"),
@@ -138,9 +153,9 @@ pub async fn delegated_user(services: &Services, chain: Chain) -> Delegated {
     let delegation = services
         .writer
         .execute(move |tx| {
-            ops::sessions::create_delegation(
+            ops::delegations::create_delegation(
                 tx,
-                &admin,
+                &grant(&admin),
                 NewDelegation {
                     user_id: user.id,
                     agent_id: chain.agent,
@@ -198,7 +213,7 @@ pub async fn sessions_created(
                     .writer
                     .execute(move |tx| {
                         (0..count)
-                            .map(|_| ops::sessions::create_session(tx, &env, &admin, new_session(delegation), None))
+                            .map(|_| ops::sessions::create_session(tx, &env, &grant(&admin), new_session(delegation), None))
                             .collect::<Result<Vec<_>>>()
                     })
                     .await

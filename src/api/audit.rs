@@ -12,10 +12,11 @@ use axum::Router;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::auth::{AdminsAndAuditors, Allowed};
+use super::auth::Allowed;
 use super::problem::{ApiResult, Query};
 use super::{read, AppState};
 use crate::audit::{AuditEvent, VerifyReport};
+use crate::domain::access::Auditor;
 use crate::domain::*;
 use crate::store::audit;
 use crate::store::audit_listing::{self, AuditFilter};
@@ -54,10 +55,7 @@ fn checkpoint_message(seq: i64, hash: &str) -> Vec<u8> {
 }
 
 #[utoipa::path(get, path = "/v1/audit/checkpoint", operation_id = "sign_audit_checkpoint", tag = "audit", responses((status = 200, body = Checkpoint)))]
-pub async fn checkpoint(
-    State(state): State<AppState>,
-    _: Allowed<AdminsAndAuditors>,
-) -> ApiResult<axum::Json<Checkpoint>> {
+pub async fn checkpoint(State(state): State<AppState>, _: Allowed<Auditor>) -> ApiResult<axum::Json<Checkpoint>> {
     let head = state.readers.read(audit::chain_head).await?;
     let (kid, signature) = state.env.api_keys.sign(&checkpoint_message(head.0, &head.1))?;
     Ok(axum::Json(Checkpoint { seq: head.0, hash: head.1, kid, signature: hex::encode(signature) }))
@@ -75,7 +73,7 @@ pub struct CheckpointCheck {
 #[utoipa::path(post, path = "/v1/audit/checkpoint/verify", operation_id = "verify_audit_checkpoint", tag = "audit", request_body = Checkpoint, responses((status = 200, body = CheckpointCheck)))]
 pub async fn verify_checkpoint(
     State(state): State<AppState>,
-    _: Allowed<AdminsAndAuditors>,
+    _: Allowed<Auditor>,
     super::problem::Json(checkpoint): super::problem::Json<Checkpoint>,
 ) -> ApiResult<axum::Json<CheckpointCheck>> {
     let signature = hex::decode(&checkpoint.signature).map_err(|_| Error::invalid("`signature` must be hex"))?;
@@ -156,7 +154,7 @@ fn short(field: &str, value: &Option<String>) -> Result<Option<String>> {
 #[utoipa::path(get, path = "/v1/audit", operation_id = "list_audit_events", params(ListQuery), tag = "audit", responses((status = 200, body = Page<AuditEvent>)))]
 pub async fn list(
     State(state): State<AppState>,
-    _: Allowed<AdminsAndAuditors>,
+    _: Allowed<Auditor>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<axum::Json<Page<AuditEvent>>> {
     let limit = super::page(&q.limit, &None, |_: &str| Ok::<_, Error>(()))?.limit;
@@ -175,10 +173,7 @@ pub async fn list(
 }
 
 #[utoipa::path(get, path = "/v1/audit/verify", operation_id = "verify_audit_log", tag = "audit", responses((status = 200, body = VerifyReport)))]
-pub async fn verify(
-    State(state): State<AppState>,
-    _: Allowed<AdminsAndAuditors>,
-) -> ApiResult<axum::Json<VerifyReport>> {
+pub async fn verify(State(state): State<AppState>, _: Allowed<Auditor>) -> ApiResult<axum::Json<VerifyReport>> {
     Ok(axum::Json(state.readers.read_long(audit::verify_audit).await?))
 }
 
@@ -188,7 +183,7 @@ const EXPORT_STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(6
 
 /// NDJSON, one event a line in seq order, streamed in chunks so a large log is never held whole.
 #[utoipa::path(get, path = "/v1/audit/export", operation_id = "export_audit_log", tag = "audit", responses((status = 200, content_type = "application/x-ndjson", body = String)))]
-pub async fn export(State(state): State<AppState>, _: Allowed<AdminsAndAuditors>) -> ApiResult<Response> {
+pub async fn export(State(state): State<AppState>, _: Allowed<Auditor>) -> ApiResult<Response> {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<Vec<u8>, std::io::Error>>(8);
     let readers = state.readers.clone();
     let runtime = tokio::runtime::Handle::current();
@@ -246,7 +241,7 @@ pub struct CoverageQuery {
 #[utoipa::path(get, path = "/v1/audit/coverage", operation_id = "audit_coverage", tag = "audit", params(("event" = i64, Query, minimum = 0, description = "seq of the trigger event")), responses((status = 200, body = Coverage)))]
 pub async fn coverage_report(
     State(state): State<AppState>,
-    _: Allowed<AdminsAndAuditors>,
+    _: Allowed<Auditor>,
     Query(q): Query<CoverageQuery>,
 ) -> ApiResult<axum::Json<Coverage>> {
     let event = seq("event", &Some(q.event))?.unwrap_or(0);

@@ -5,6 +5,10 @@ use axum::http::{header, request::Parts};
 
 use super::problem::ApiError;
 use super::AppState;
+use crate::domain::access::{
+    Admin, AnyRole, Auditor, Capability, FeedReader, Owner, PlatformScope, TenantReader, TokenRevoker, UserScope,
+    Verifier, WebhookOwner,
+};
 use crate::domain::{Caller, Error, RoleKind};
 use crate::tokens::{self, CredentialClaims, TokenError};
 use crate::views::CredentialState;
@@ -104,66 +108,80 @@ fn verified_credential(state: &AppState, token: &str) -> Result<(CredentialClaim
     Ok((claims, kid))
 }
 
-/// Which roles may call a route at all: checked by [`Allowed`] before the path, query or body is
-/// looked at, so a caller whose role may not call the route learns 403, never how its input
-/// would have been judged.
-pub trait Roles {
-    fn check(caller: &Caller) -> Result<(), Error>;
-}
+/// The authenticated caller, holding the capability `C` the route needs (403 otherwise, from
+/// [`Capability::grant`]). Put it before the `Path`, `Query` and body extractors: a caller whose
+/// role may not call the route learns 403, never how its input would have been judged.
+pub struct Allowed<C>(pub C);
 
-/// The authenticated caller, whose role `R` allows the route (403 otherwise). Put it before the
-/// `Path`, `Query` and body extractors.
-pub struct Allowed<R>(pub Caller, pub std::marker::PhantomData<R>);
-
-impl<R: Roles> FromRequestParts<AppState> for Allowed<R> {
+impl<C: Capability> FromRequestParts<AppState> for Allowed<C> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let (caller, _) = authenticate(parts, state).await?;
-        R::check(&caller)?;
-        Ok(Allowed(caller, std::marker::PhantomData))
+        Ok(Allowed(C::grant(&caller)?))
     }
 }
 
-macro_rules! roles {
-    ($($(#[$doc:meta])* $name:ident = [$($role:ident),+];)+) => {$(
-        $(#[$doc])*
-        pub struct $name;
-
-        impl Roles for $name {
-            fn check(caller: &Caller) -> Result<(), Error> {
-                crate::ops::require(caller, &[$(RoleKind::$role),+])
-            }
-        }
-    )+};
-}
-
-roles! {
-    /// Admin routes: credentials, platforms, users' administration, keys.
-    Admins = [Admin];
-    /// The audit log and the list of users.
-    AdminsAndAuditors = [Admin, Auditor];
-    /// Registering and ending agents and integrations, delegations, opening sessions.
-    AdminsAndPlatforms = [Admin, Platform];
-    /// What a user does about their own sessions (signing out, disconnecting).
-    AdminsAndUsers = [Admin, User];
-    /// Revoking a delegation or a session: its owner platform, its user, an admin.
-    Owners = [Admin, Platform, User];
-    /// Creating webhooks: every role but the user.
-    WebhookOwners = [Admin, Platform, Verifier, Auditor];
-    /// Checking tokens: `POST /v1/authorize`, introspection.
-    Verifiers = [Verifier, Admin];
-    /// The revocation feed.
-    FeedReaders = [Verifier, Admin, Auditor];
-    /// Token revocation (RFC 7009).
-    TokenRevokers = [Verifier, Platform, Admin];
-}
-
-/// Readers of tenant data: every role but the verifier.
-pub struct TenantReaders;
-
-impl Roles for TenantReaders {
-    fn check(caller: &Caller) -> Result<(), Error> {
-        super::tenant_reader(caller).map(drop)
-    }
-}
+/// Who may call each route: method, path, and the roles of the capability its handler takes
+/// (empty: no credential). The roles come from the capability declarations in
+/// `domain::access`; `tests/api/access.rs` checks this table against docs/api.md and against
+/// the router's answers (403 for every role outside the set, and only for those).
+pub const ROUTE_ROLES: &[(&str, &str, &[RoleKind])] = &[
+    ("POST", "/v1/credentials", Admin::ROLES),
+    ("GET", "/v1/credentials", Admin::ROLES),
+    ("POST", "/v1/credentials/{id}/revoke", Admin::ROLES),
+    ("POST", "/v1/platforms", Admin::ROLES),
+    ("GET", "/v1/platforms", TenantReader::ROLES),
+    ("GET", "/v1/platforms/{id}", TenantReader::ROLES),
+    ("POST", "/v1/platforms/{id}/disable", Admin::ROLES),
+    ("POST", "/v1/agents", PlatformScope::ROLES),
+    ("GET", "/v1/agents", TenantReader::ROLES),
+    ("GET", "/v1/agents/{id}", TenantReader::ROLES),
+    ("POST", "/v1/agents/{id}/suspend", PlatformScope::ROLES),
+    ("POST", "/v1/agents/{id}/resume", PlatformScope::ROLES),
+    ("POST", "/v1/agents/{id}/deregister", PlatformScope::ROLES),
+    ("POST", "/v1/integrations", PlatformScope::ROLES),
+    ("GET", "/v1/integrations", TenantReader::ROLES),
+    ("GET", "/v1/integrations/{id}", TenantReader::ROLES),
+    ("POST", "/v1/integrations/{id}/disable", PlatformScope::ROLES),
+    ("POST", "/v1/users", Admin::ROLES),
+    ("GET", "/v1/users", Auditor::ROLES),
+    ("GET", "/v1/users/{id}", TenantReader::ROLES),
+    ("PUT", "/v1/users/{id}/permissions", Admin::ROLES),
+    ("POST", "/v1/users/{id}/disable", Admin::ROLES),
+    ("POST", "/v1/users/{id}/enable", Admin::ROLES),
+    ("POST", "/v1/users/{id}/lifecycle-events", Admin::ROLES),
+    ("POST", "/v1/users/{id}/sign-out-all", UserScope::ROLES),
+    ("POST", "/v1/users/{id}/agents/{agent_id}/disconnect", UserScope::ROLES),
+    ("POST", "/v1/users/{id}/integrations/{integration_id}/disconnect", UserScope::ROLES),
+    ("POST", "/v1/delegations", PlatformScope::ROLES),
+    ("GET", "/v1/delegations", TenantReader::ROLES),
+    ("GET", "/v1/delegations/{id}", TenantReader::ROLES),
+    ("POST", "/v1/delegations/{id}/revoke", Owner::ROLES),
+    ("POST", "/v1/sessions", PlatformScope::ROLES),
+    ("GET", "/v1/sessions", TenantReader::ROLES),
+    ("GET", "/v1/sessions/{id}", TenantReader::ROLES),
+    ("POST", "/v1/sessions/{id}/revoke", Owner::ROLES),
+    ("POST", "/v1/sessions/{id}/refresh", PlatformScope::ROLES),
+    ("POST", "/v1/authorize", Verifier::ROLES),
+    ("POST", "/oauth2/introspect", Verifier::ROLES),
+    ("POST", "/oauth2/revoke", TokenRevoker::ROLES),
+    ("GET", "/v1/keys", AnyRole::ROLES),
+    ("POST", "/v1/keys/rotate", Admin::ROLES),
+    ("POST", "/v1/keys/{kid}/retire", Admin::ROLES),
+    ("GET", "/v1/revocations", FeedReader::ROLES),
+    ("GET", "/v1/events", AnyRole::ROLES),
+    ("GET", "/v1/audit", Auditor::ROLES),
+    ("GET", "/v1/audit/verify", Auditor::ROLES),
+    ("GET", "/v1/audit/export", Auditor::ROLES),
+    ("GET", "/v1/audit/coverage", Auditor::ROLES),
+    ("GET", "/v1/audit/checkpoint", Auditor::ROLES),
+    ("POST", "/v1/audit/checkpoint/verify", Auditor::ROLES),
+    ("POST", "/v1/webhooks", WebhookOwner::ROLES),
+    ("GET", "/v1/webhooks", AnyRole::ROLES),
+    ("DELETE", "/v1/webhooks/{id}", AnyRole::ROLES),
+    ("GET", "/v1/webhooks/{id}/deliveries", AnyRole::ROLES),
+    ("GET", "/healthz", &[]),
+    ("GET", "/metrics", &[]),
+    ("GET", "/openapi.json", &[]),
+];

@@ -7,10 +7,11 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{Allowed, Verifiers};
+use super::auth::Allowed;
 use super::problem::{ApiResult, Json};
 use super::AppState;
 use crate::authorize::Request;
+use crate::domain::access::{Capability, Verifier};
 use crate::domain::*;
 
 pub fn router() -> Router<AppState> {
@@ -60,7 +61,7 @@ pub struct AuthorizeResponse {
 #[utoipa::path(post, path = "/v1/authorize", operation_id = "authorize", tag = "checking tokens", request_body = AuthorizeRequest, responses((status = 200, body = AuthorizeResponse)))]
 pub async fn authorize(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<Verifiers>,
+    Allowed(caller): Allowed<Verifier>,
     Json(req): Json<AuthorizeRequest>,
 ) -> ApiResult<JsonBytes> {
     let scope = Scope::parse(&req.scope).map_err(|e| Error::invalid(format!("`scope`: {e}")))?;
@@ -80,7 +81,7 @@ pub async fn authorize(
     }
     if decision.reason == crate::authorize::Reason::SessionRevoked {
         if let Some(claims) = claims {
-            audit_revoked_use(&state, &caller, claims.session).await;
+            audit_revoked_use(&state, caller.actor(), claims.session).await;
         }
     }
     // A denied token still names its session when it verified (the relying service may want to
@@ -136,12 +137,11 @@ fn json_bytes<T: Serialize>(value: &T) -> Result<Bytes> {
 /// Records, in aggregate, that a revoked session's token was presented: the first denial per
 /// session per minute waits for its event to commit (so the log is exact when the answer
 /// arrives); the others only count.
-async fn audit_revoked_use(state: &AppState, caller: &Caller, session: SessionId) {
+async fn audit_revoked_use(state: &AppState, actor: Actor, session: SessionId) {
     let Some(count) = state.denials.count(session, state.clock.now()) else { return };
-    let event =
-        crate::audit::NewEvent::new(caller.actor(), "authorize.revoked_token_used", Subject::new("session", session))
-            .reason(Some("session_revoked".into()))
-            .details(serde_json::json!({"denials": count}));
+    let event = crate::audit::NewEvent::new(actor, "authorize.revoked_token_used", Subject::new("session", session))
+        .reason(Some("session_revoked".into()))
+        .details(serde_json::json!({"denials": count}));
     if let Err(e) = state.writer.execute(move |tx| tx.audit(event).map(drop)).await {
         // The decision stands (deny); only its record failed.
         tracing::warn!(error = %e, "auditing a revoked token's use failed");

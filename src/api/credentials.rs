@@ -6,11 +6,12 @@ use axum::Router;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth::{Admins, Allowed};
+use super::auth::Allowed;
 use super::problem::{ApiResult, Json, Path, Query};
 use super::{page, read, write, AppState, RawPage};
+use crate::domain::access::Admin;
 use crate::domain::*;
-use crate::ops::{self, commands::NewCredential};
+use crate::ops::credentials::{self as ops, NewCredential};
 use crate::store::credentials;
 use crate::store::query::Page;
 
@@ -34,12 +35,12 @@ pub struct CreatedCredential {
     responses((status = 200, body = CreatedCredential), (status = 400, body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<Admins>,
+    Allowed(caller): Allowed<Admin>,
     Json(req): Json<NewCredential>,
 ) -> ApiResult<axum::Json<CreatedCredential>> {
     let env = state.env.clone();
     write(&state, caller, move |tx| {
-        let created = ops::objects::create_credential(tx, &env, &caller, req)?;
+        let created = ops::create_credential(tx, &env, &caller, req)?;
         let r = created.record;
         Ok(CreatedCredential {
             id: r.id,
@@ -57,7 +58,7 @@ pub async fn create(
 #[utoipa::path(get, operation_id = "list_credentials", path = "/v1/credentials", params(("limit" = Option<u16>, Query, minimum = 1, maximum = 1000, description = "Items per page, 1 to 1000 (default 100)."), ("cursor" = inline(Option<CredentialId>), Query, description = "`next_cursor` of the previous page.")), tag = "credentials", responses((status = 200, body = Page<Credential>)))]
 pub async fn list(
     State(state): State<AppState>,
-    _: Allowed<Admins>,
+    _: Allowed<Admin>,
     Query(q): Query<RawPage>,
 ) -> ApiResult<axum::Json<Page<Credential>>> {
     let page = page(&q.limit, &q.cursor, CredentialId::parse)?;
@@ -67,8 +68,8 @@ pub async fn list(
 #[utoipa::path(post, operation_id = "revoke_credential", path = "/v1/credentials/{id}/revoke", params(("id" = inline(CredentialId), Path, description = "credential id")), tag = "credentials", responses((status = 200, body = Credential)))]
 pub async fn revoke(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<Admins>,
+    Allowed(caller): Allowed<Admin>,
     Path(id): Path<CredentialId>,
 ) -> ApiResult<axum::Json<Credential>> {
-    write(&state, caller, move |tx| ops::objects::revoke_credential(tx, &caller, id)).await
+    write(&state, caller, move |tx| ops::revoke_credential(tx, &caller, id)).await
 }

@@ -5,12 +5,13 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use super::auth::{AdminsAndPlatforms, Allowed, Owners, TenantReaders};
+use super::auth::Allowed;
 use super::problem::{ApiResult, Json, OptionalJson, Path, Query};
 use super::{page, read, write, AppState};
+use crate::domain::access::{Owner, PlatformScope, TenantReader};
 use crate::domain::*;
-use crate::ops::commands::{NewDelegation, WithReason};
-use crate::ops::sessions as ops;
+use crate::ops::delegations::{self as ops, NewDelegation};
+use crate::ops::WithReason;
 use crate::store::delegations::{self, DelegationFilter};
 use crate::store::query::Page;
 
@@ -45,7 +46,7 @@ pub struct ListQuery {
 #[utoipa::path(post, operation_id = "create_delegation", path = "/v1/delegations", tag = "delegations", request_body = NewDelegation, responses((status = 200, body = Delegation)))]
 pub async fn create(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<AdminsAndPlatforms>,
+    Allowed(caller): Allowed<PlatformScope>,
     Json(req): Json<NewDelegation>,
 ) -> ApiResult<axum::Json<Delegation>> {
     write(&state, caller, move |tx| ops::create_delegation(tx, &caller, req)).await
@@ -54,7 +55,7 @@ pub async fn create(
 #[utoipa::path(get, operation_id = "list_delegations", path = "/v1/delegations", params(ListQuery), tag = "delegations", responses((status = 200, body = Page<Delegation>)))]
 pub async fn list(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<TenantReaders>,
+    Allowed(caller): Allowed<TenantReader>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<axum::Json<Page<Delegation>>> {
     let vis = caller.visibility();
@@ -72,7 +73,7 @@ pub async fn list(
 #[utoipa::path(get, operation_id = "get_delegation", path = "/v1/delegations/{id}", params(("id" = inline(DelegationId), Path, description = "delegation id")), tag = "delegations", responses((status = 200, body = Delegation)))]
 pub async fn get_one(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<TenantReaders>,
+    Allowed(caller): Allowed<TenantReader>,
     Path(id): Path<DelegationId>,
 ) -> ApiResult<axum::Json<Delegation>> {
     let vis = caller.visibility();
@@ -82,7 +83,7 @@ pub async fn get_one(
 #[utoipa::path(post, operation_id = "revoke_delegation", path = "/v1/delegations/{id}/revoke", params(("id" = inline(DelegationId), Path, description = "delegation id")), tag = "delegations", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn revoke(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<Owners>,
+    Allowed(caller): Allowed<Owner>,
     Path(id): Path<DelegationId>,
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {

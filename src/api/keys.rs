@@ -6,9 +6,10 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{Admins, Allowed, Authenticated, FeedReaders};
+use super::auth::{Allowed, Authenticated};
 use super::problem::{ApiResult, KeyId, OptionalJson, Path, Query};
 use super::AppState;
+use crate::domain::access::{Admin, Capability, FeedReader};
 use crate::domain::*;
 use crate::store::feed;
 use crate::store::query::Page;
@@ -103,18 +104,18 @@ impl KeyPurposeBody {
 /// audit write fails after the file changed, that sync records it later.
 async fn change_keys(
     state: &AppState,
-    caller: Caller,
+    caller: Admin,
     purpose: KeyPurpose,
     change: impl FnOnce(&crate::tokens::KeyRing) -> Result<()> + Send + 'static,
 ) -> ApiResult<axum::Json<KeyList>> {
-    // The `Allowed<Admins>` extractor checked the role before the body was looked at.
+    // The `Allowed<Admin>` extractor checked the role before the body was looked at.
     let ring = match purpose {
         KeyPurpose::Agent => state.env.agent_keys.clone(),
         KeyPurpose::Api => state.env.api_keys.clone(),
     };
     state
         .writer
-        .execute_as(&caller, move |tx| {
+        .execute_as(caller.caller(), move |tx| {
             change(&ring)?;
             crate::ops::keys::sync(tx, caller.actor(), purpose, &ring.public_keys())
         })
@@ -125,7 +126,7 @@ async fn change_keys(
 #[utoipa::path(post, path = "/v1/keys/rotate", operation_id = "rotate_keys", tag = "keys", request_body = Option<KeyPurposeBody>, responses((status = 200, body = KeyList)))]
 pub async fn rotate(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<Admins>,
+    Allowed(caller): Allowed<Admin>,
     OptionalJson(body): OptionalJson<KeyPurposeBody>,
 ) -> ApiResult<axum::Json<KeyList>> {
     change_keys(&state, caller, body.purpose(), |ring| ring.rotate().map(drop)).await
@@ -134,7 +135,7 @@ pub async fn rotate(
 #[utoipa::path(post, path = "/v1/keys/{kid}/retire", operation_id = "retire_key", params(("kid" = u32, Path, format = Int64, minimum = 0, maximum = 4294967295_u32, description = "key id")), tag = "keys", request_body = Option<KeyPurposeBody>, responses((status = 200, body = KeyList)))]
 pub async fn retire(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<Admins>,
+    Allowed(caller): Allowed<Admin>,
     Path(KeyId(kid)): Path<KeyId>,
     OptionalJson(body): OptionalJson<KeyPurposeBody>,
 ) -> ApiResult<axum::Json<KeyList>> {
@@ -170,7 +171,7 @@ pub struct FeedQuery {
 #[utoipa::path(get, path = "/v1/revocations", operation_id = "list_revocations", params(FeedQuery), tag = "checking tokens", responses((status = 200, body = Page<RevocationEntry>)))]
 pub async fn revocations(
     State(state): State<AppState>,
-    _: Allowed<FeedReaders>,
+    _: Allowed<FeedReader>,
     Query(q): Query<FeedQuery>,
 ) -> ApiResult<axum::Json<Page<RevocationEntry>>> {
     let limit = super::page(&q.limit, &None, |_: &str| Ok::<_, Error>(()))?.limit;

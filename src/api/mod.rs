@@ -8,9 +8,9 @@ pub mod delegations;
 pub mod events;
 pub mod keys;
 pub mod oauth;
-pub mod objects;
 pub mod openapi;
 pub mod operations;
+pub mod platforms;
 pub mod problem;
 pub mod sessions;
 pub mod users;
@@ -24,13 +24,62 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde::Deserialize;
 
-use crate::domain::{Error, Result, Visibility};
+use crate::authorize::{Authorizer, DenialLog};
+use crate::clock::Clock;
+use crate::domain::access::{Capability, PlatformScope};
+use crate::domain::{Error, Result};
+use crate::last_seen::LastSeen;
+use crate::metrics;
+use crate::ops::sessions::{NewSession, SessionCreated};
+use crate::ops::{self, Env};
 use crate::store::query::PageRequest;
-use crate::Services;
+use crate::store::{self, ReadPool, Writer};
+use crate::views::Views;
 use problem::ApiError;
 
+/// What request handlers reach; built by [`crate::app::App::open`].
+pub struct Context {
+    pub writer: Writer,
+    pub readers: Arc<ReadPool>,
+    pub views: Arc<Views>,
+    pub authorizer: Authorizer,
+    pub env: Arc<Env>,
+    pub clock: Arc<Clock>,
+    pub metrics: metrics::Metrics,
+    /// Filled by authorize calls, flushed by the app's last-seen worker.
+    pub last_seen: Arc<LastSeen>,
+    /// Whether a webhook may name a private, loopback or link-local address.
+    pub allow_private_webhook_urls: bool,
+    pub credential_cache: auth::CredentialCache,
+    pub denials: DenialLog,
+    /// Set when the server starts shutting down: long-lived answers (event streams) end on it,
+    /// so draining the open requests does not wait for clients that never hang up.
+    pub closing: tokio::sync::watch::Sender<bool>,
+}
+
+impl Context {
+    /// Opens a session: tokens are minted from a read of the chain on a blocking thread (in
+    /// parallel with other requests), then the single writer checks the whole chain and commits.
+    pub async fn open_session(&self, caller: PlatformScope, req: NewSession) -> Result<SessionCreated> {
+        let now = self.clock.now();
+        let preminted = {
+            let (env, req) = (self.env.clone(), req.clone());
+            self.readers.read(move |conn| Ok(ops::sessions::premint(conn, &env, &caller, &req, now))).await?
+        };
+        let env = self.env.clone();
+        self.writer
+            .execute_as(caller.caller(), move |tx| ops::sessions::create_session(tx, &env, &caller, req, preminted))
+            .await
+    }
+
+    /// The seq of the newest committed audit event.
+    pub async fn writer_head_seq(&self) -> Result<i64> {
+        self.readers.read(|conn| store::audit::chain_head(conn).map(|(seq, _)| seq)).await
+    }
+}
+
 /// Shared state of every handler.
-pub type AppState = Arc<Services>;
+pub type AppState = Arc<Context>;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -39,7 +88,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(credentials::router())
-        .merge(objects::router())
+        .merge(platforms::router())
         .merge(users::router())
         .merge(delegations::router())
         .merge(sessions::router())
@@ -102,18 +151,18 @@ pub fn page<T, E: std::fmt::Display>(
     Ok(PageRequest { limit, cursor: cursor.clone() })
 }
 
-/// Runs a write command for `caller` (only while its credential is still live, checked inside
-/// the writer) and answers with its result as JSON.
+/// Runs a write command for the holder of `capability` (only while its credential is still live,
+/// checked inside the writer) and answers with its result as JSON.
 pub async fn write<T, F>(
     state: &AppState,
-    caller: crate::domain::Caller,
+    capability: impl Capability,
     command: F,
 ) -> std::result::Result<axum::Json<T>, ApiError>
 where
     T: serde::Serialize + Send + 'static,
     F: FnOnce(&mut crate::store::Tx<'_>) -> Result<T> + Send + 'static,
 {
-    Ok(axum::Json(state.writer.execute_as(&caller, command).await?))
+    Ok(axum::Json(state.writer.execute_as(capability.caller(), command).await?))
 }
 
 /// Runs a read with the caller's visibility and answers with its result as JSON.
@@ -123,14 +172,6 @@ where
     F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
 {
     Ok(axum::Json(state.readers.read(command).await?))
-}
-
-/// Readers of tenant data: every role but the verifier.
-pub fn tenant_reader(caller: &crate::domain::Caller) -> Result<Visibility> {
-    match caller.visibility() {
-        Visibility::Nothing => Err(Error::Forbidden("the verifier role reads no tenant data".into())),
-        v => Ok(v),
-    }
 }
 
 impl IntoResponse for Error {

@@ -13,8 +13,9 @@ use super::auth::Authenticated;
 use super::problem::ApiError;
 use super::AppState;
 use crate::authorize::Request;
+use crate::domain::access::{Capability, TokenRevoker, Verifier};
 use crate::domain::*;
-use crate::ops::commands::WithReason;
+use crate::ops::WithReason;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/oauth2/introspect", post(introspect)).route("/oauth2/revoke", post(revoke))
@@ -141,7 +142,7 @@ pub async fn introspect(
     Authenticated(caller): Authenticated,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    if crate::ops::require(&caller, &[RoleKind::Verifier, RoleKind::Admin]).is_err() {
+    if Verifier::grant(&caller).is_err() {
         return oauth_error(
             StatusCode::FORBIDDEN,
             "insufficient_scope",
@@ -197,13 +198,13 @@ pub async fn revoke(
     Authenticated(caller): Authenticated,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    if crate::ops::require(&caller, &[RoleKind::Verifier, RoleKind::Platform, RoleKind::Admin]).is_err() {
+    let Ok(revoker) = TokenRevoker::grant(&caller) else {
         return oauth_error(
             StatusCode::FORBIDDEN,
             "insufficient_scope",
             "revocation needs a verifier, platform or admin credential",
         );
-    }
+    };
     let token = match token_param(form) {
         Ok(t) => t,
         Err(why) => return why.into_response(),
@@ -211,27 +212,18 @@ pub async fn revoke(
     let done = || (StatusCode::OK, [("cache-control", "no-store")]).into_response();
     // A fixed, valid reason: `parse` cannot refuse it.
     let reason = WithReason { reason: Reason::parse("oauth_token_revocation").ok() };
-    let outcome = if token.starts_with("rt_") {
-        let hash = crate::tokens::refresh::hash(&token);
-        state
-            .writer
-            .execute_as(&caller, move |tx| crate::ops::sessions::revoke_by_refresh_token(tx, &caller, &hash, reason))
-            .await
+    let held = if token.starts_with("rt_") {
+        revoker.holding_refresh_token(crate::tokens::refresh::hash(&token))
     } else {
         let Ok(verified) = state.authorizer.verified(&token) else { return done() };
-        let claims = verified.claims.clone();
-        if let Role::Platform(p) = caller.role {
-            if p != claims.platform {
-                return done();
-            }
-        }
-        state
-            .writer
-            .execute_as(&caller, move |tx| {
-                crate::ops::sessions::revoke_session_held(tx, &caller, claims.session, reason)
-            })
-            .await
+        // A platform holds only its own platform's tokens: another's is not one it may revoke.
+        let Some(held) = revoker.holding_session(verified.claims.session, verified.claims.platform) else {
+            return done();
+        };
+        held
     };
+    let outcome =
+        state.writer.execute_as(&caller, move |tx| crate::ops::sessions::revoke_held(tx, &held, reason)).await;
     match outcome {
         Ok(_) | Err(Error::NotFound(_)) => done(),
         // The caller's credential was revoked while the request waited (RFC 7009 §2.2.1).

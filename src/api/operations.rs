@@ -28,7 +28,12 @@ pub async fn healthz() -> axum::Json<Health> {
 /// Prometheus text exposition of tether's counters (README lists them). No credential.
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, content_type = "text/plain; version=0.0.4", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state.metrics.render(&state);
+    let gauges = crate::metrics::Gauges {
+        live_sessions: state.views.sessions.len(),
+        cached_tokens: state.authorizer.cached_tokens(),
+        writer: state.writer.stats(),
+    };
+    let body = state.metrics.render(&gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 

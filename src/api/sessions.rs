@@ -6,12 +6,13 @@ use axum::Router;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::auth::{AdminsAndPlatforms, Allowed, Owners, TenantReaders};
+use super::auth::Allowed;
 use super::problem::{ApiResult, Json, OptionalJson, Path, Query};
 use super::{page, read, write, AppState};
+use crate::domain::access::{Capability, Owner, PlatformScope, TenantReader};
 use crate::domain::*;
-use crate::ops::commands::{NewSession, WithReason};
-use crate::ops::sessions::{self as ops, RefreshOutcome, Refreshed, SessionCreated};
+use crate::ops::sessions::{self as ops, NewSession, RefreshOutcome, Refreshed, SessionCreated};
+use crate::ops::WithReason;
 use crate::store::query::Page;
 use crate::store::sessions::{self, SessionFilter};
 
@@ -49,7 +50,7 @@ pub struct ListQuery {
 #[utoipa::path(post, operation_id = "create_session", path = "/v1/sessions", tag = "sessions", request_body = NewSession, responses((status = 200, body = SessionCreated)))]
 pub async fn create(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<AdminsAndPlatforms>,
+    Allowed(caller): Allowed<PlatformScope>,
     Json(req): Json<NewSession>,
 ) -> ApiResult<axum::Json<SessionCreated>> {
     Ok(axum::Json(state.open_session(caller, req).await?))
@@ -58,7 +59,7 @@ pub async fn create(
 #[utoipa::path(get, operation_id = "list_sessions", path = "/v1/sessions", params(ListQuery), tag = "sessions", responses((status = 200, body = Page<Session>)))]
 pub async fn list(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<TenantReaders>,
+    Allowed(caller): Allowed<TenantReader>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<axum::Json<Page<Session>>> {
     let vis = caller.visibility();
@@ -82,7 +83,7 @@ pub async fn list(
 #[utoipa::path(get, operation_id = "get_session", path = "/v1/sessions/{id}", params(("id" = inline(SessionId), Path, description = "session id")), tag = "sessions", responses((status = 200, body = Session)))]
 pub async fn get_one(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<TenantReaders>,
+    Allowed(caller): Allowed<TenantReader>,
     Path(id): Path<SessionId>,
 ) -> ApiResult<axum::Json<Session>> {
     let vis = caller.visibility();
@@ -93,7 +94,7 @@ pub async fn get_one(
 #[utoipa::path(post, operation_id = "revoke_session", path = "/v1/sessions/{id}/revoke", params(("id" = inline(SessionId), Path, description = "session id")), tag = "sessions", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn revoke(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<Owners>,
+    Allowed(caller): Allowed<Owner>,
     Path(id): Path<SessionId>,
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
@@ -114,7 +115,7 @@ pub struct RefreshRequest {
 #[utoipa::path(post, operation_id = "refresh_session", path = "/v1/sessions/{id}/refresh", params(("id" = inline(SessionId), Path, description = "session id")), tag = "sessions", request_body = RefreshRequest, responses((status = 200, body = Refreshed), (status = 400, body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn refresh(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<AdminsAndPlatforms>,
+    Allowed(caller): Allowed<PlatformScope>,
     Path(id): Path<SessionId>,
     Json(req): Json<RefreshRequest>,
 ) -> ApiResult<axum::Json<Refreshed>> {
@@ -124,7 +125,7 @@ pub async fn refresh(
     let env = state.env.clone();
     let outcome = state
         .writer
-        .execute_as(&caller, move |tx| ops::refresh_session(tx, &env, &caller, id, &req.refresh_token))
+        .execute_as(caller.caller(), move |tx| ops::refresh_session(tx, &env, &caller, id, &req.refresh_token))
         .await?;
     match outcome {
         RefreshOutcome::Rotated(tokens) => Ok(axum::Json(tokens)),

@@ -6,12 +6,13 @@ use axum::Router;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth::{Admins, AdminsAndAuditors, AdminsAndUsers, Allowed, TenantReaders};
+use super::auth::Allowed;
 use super::problem::{ApiResult, Json, OptionalJson, Path, Query};
 use super::{page, read, write, AppState, RawPage};
+use crate::domain::access::{Admin, Auditor, TenantReader, UserScope};
 use crate::domain::*;
-use crate::ops::commands::{LifecycleEvent, NewUser, SetPermissions, WithReason};
-use crate::ops::objects::{self as ops, Disconnect};
+use crate::ops::users::{self as ops, Disconnect, LifecycleEvent, NewUser, SetPermissions};
+use crate::ops::WithReason;
 use crate::store::query::Page;
 use crate::store::users;
 
@@ -31,7 +32,7 @@ pub fn router() -> Router<AppState> {
 #[utoipa::path(post, operation_id = "create_user", path = "/v1/users", tag = "users", request_body = NewUser, responses((status = 200, body = User)))]
 pub async fn create(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<Admins>,
+    Allowed(caller): Allowed<Admin>,
     Json(req): Json<NewUser>,
 ) -> ApiResult<axum::Json<User>> {
     write(&state, caller, move |tx| ops::create_user(tx, &caller, req)).await
@@ -40,17 +41,18 @@ pub async fn create(
 #[utoipa::path(get, operation_id = "list_users", path = "/v1/users", params(("limit" = Option<u16>, Query, minimum = 1, maximum = 1000, description = "Items per page, 1 to 1000 (default 100)."), ("cursor" = inline(Option<UserId>), Query, description = "`next_cursor` of the previous page.")), tag = "users", responses((status = 200, body = Page<User>)))]
 pub async fn list(
     State(state): State<AppState>,
-    _: Allowed<AdminsAndAuditors>,
+    Allowed(caller): Allowed<Auditor>,
     Query(q): Query<RawPage>,
 ) -> ApiResult<axum::Json<Page<User>>> {
+    let vis = caller.visibility();
     let page = page(&q.limit, &q.cursor, UserId::parse)?;
-    read(&state, move |conn| users::list_users(conn, Visibility::All, &page)).await
+    read(&state, move |conn| users::list_users(conn, vis, &page)).await
 }
 
 #[utoipa::path(get, operation_id = "get_user", path = "/v1/users/{id}", params(("id" = inline(UserId), Path, description = "user id")), tag = "users", responses((status = 200, body = User)))]
 pub async fn get_one(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<TenantReaders>,
+    Allowed(caller): Allowed<TenantReader>,
     Path(id): Path<UserId>,
 ) -> ApiResult<axum::Json<User>> {
     let vis = caller.visibility();
@@ -67,7 +69,7 @@ pub struct PermissionsChanged {
 #[utoipa::path(put, operation_id = "set_user_permissions", path = "/v1/users/{id}/permissions", params(("id" = inline(UserId), Path, description = "user id")), tag = "users", request_body = SetPermissions, responses((status = 200, body = PermissionsChanged)))]
 pub async fn set_permissions(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<Admins>,
+    Allowed(caller): Allowed<Admin>,
     Path(id): Path<UserId>,
     Json(req): Json<SetPermissions>,
 ) -> ApiResult<axum::Json<PermissionsChanged>> {
@@ -80,7 +82,7 @@ pub async fn set_permissions(
 #[utoipa::path(post, operation_id = "disable_user", path = "/v1/users/{id}/disable", params(("id" = inline(UserId), Path, description = "user id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn disable(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<Admins>,
+    Allowed(caller): Allowed<Admin>,
     Path(id): Path<UserId>,
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
@@ -90,7 +92,7 @@ pub async fn disable(
 #[utoipa::path(post, operation_id = "enable_user", path = "/v1/users/{id}/enable", params(("id" = inline(UserId), Path, description = "user id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = User)))]
 pub async fn enable(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<Admins>,
+    Allowed(caller): Allowed<Admin>,
     Path(id): Path<UserId>,
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<User>> {
@@ -100,7 +102,7 @@ pub async fn enable(
 #[utoipa::path(post, operation_id = "record_user_lifecycle_event", path = "/v1/users/{id}/lifecycle-events", params(("id" = inline(UserId), Path, description = "user id")), tag = "users", request_body = LifecycleEvent, responses((status = 200, body = Receipt)))]
 pub async fn lifecycle_event(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<Admins>,
+    Allowed(caller): Allowed<Admin>,
     Path(id): Path<UserId>,
     Json(req): Json<LifecycleEvent>,
 ) -> ApiResult<axum::Json<Receipt>> {
@@ -110,7 +112,7 @@ pub async fn lifecycle_event(
 #[utoipa::path(post, operation_id = "sign_user_out_everywhere", path = "/v1/users/{id}/sign-out-all", params(("id" = inline(UserId), Path, description = "user id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn sign_out_all(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<AdminsAndUsers>,
+    Allowed(caller): Allowed<UserScope>,
     Path(id): Path<UserId>,
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
@@ -120,7 +122,7 @@ pub async fn sign_out_all(
 #[utoipa::path(post, operation_id = "disconnect_user_agent", path = "/v1/users/{id}/agents/{agent_id}/disconnect", params(("id" = inline(UserId), Path, description = "user id"), ("agent_id" = inline(AgentId), Path, description = "agent id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn disconnect_agent(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<AdminsAndUsers>,
+    Allowed(caller): Allowed<UserScope>,
     Path((id, agent)): Path<(UserId, AgentId)>,
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {
@@ -130,7 +132,7 @@ pub async fn disconnect_agent(
 #[utoipa::path(post, operation_id = "disconnect_user_integration", path = "/v1/users/{id}/integrations/{integration_id}/disconnect", params(("id" = inline(UserId), Path, description = "user id"), ("integration_id" = inline(IntegrationId), Path, description = "integration id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
 pub async fn disconnect_integration(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<AdminsAndUsers>,
+    Allowed(caller): Allowed<UserScope>,
     Path((id, integration)): Path<(UserId, IntegrationId)>,
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<Receipt>> {

@@ -6,9 +6,10 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{Allowed, Authenticated, WebhookOwners};
+use super::auth::Allowed;
 use super::problem::{ApiResult, Json, Path, Query};
 use super::{page, read, write, AppState, RawPage};
+use crate::domain::access::{AnyRole, WebhookOwner, WebhookOwnerOf};
 use crate::domain::*;
 use crate::events::webhooks::secret;
 use crate::ops::webhooks::{self as ops, NewWebhook};
@@ -36,10 +37,10 @@ pub struct CreatedWebhook {
 #[utoipa::path(post, operation_id = "create_webhook", path = "/v1/webhooks", tag = "webhooks", request_body = NewWebhook, responses((status = 200, body = CreatedWebhook)))]
 pub async fn create(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<WebhookOwners>,
+    Allowed(caller): Allowed<WebhookOwner>,
     Json(req): Json<NewWebhook>,
 ) -> ApiResult<axum::Json<CreatedWebhook>> {
-    let allow_private = state.delivery.allow_private_addresses;
+    let allow_private = state.allow_private_webhook_urls;
     let axum::Json(webhook) = write(&state, caller, move |tx| ops::create(tx, &caller, req, allow_private)).await?;
     let secret = secret(&state.env.webhook_master, webhook.id);
     Ok(axum::Json(CreatedWebhook {
@@ -54,19 +55,18 @@ pub async fn create(
 #[utoipa::path(get, operation_id = "list_webhooks", path = "/v1/webhooks", params(("limit" = Option<u16>, Query, minimum = 1, maximum = 1000, description = "Items per page, 1 to 1000 (default 100)."), ("cursor" = inline(Option<WebhookId>), Query, description = "`next_cursor` of the previous page.")), tag = "webhooks", responses((status = 200, body = Page<Webhook>)))]
 pub async fn list(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    Allowed(caller): Allowed<AnyRole>,
     Query(q): Query<RawPage>,
 ) -> ApiResult<axum::Json<Page<Webhook>>> {
     let page = page(&q.limit, &q.cursor, WebhookId::parse)?;
-    let role = caller.role.kind().as_str();
-    let owner = caller.role.bound_id(caller.credential);
+    let (role, owner) = caller.owner();
     read(&state, move |conn| webhooks::list_webhooks(conn, role, &owner, &page)).await
 }
 
 #[utoipa::path(delete, operation_id = "delete_webhook", path = "/v1/webhooks/{id}", params(("id" = inline(WebhookId), Path, description = "webhook id")), tag = "webhooks", responses((status = 200, body = Webhook)))]
 pub async fn remove(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    Allowed(caller): Allowed<AnyRole>,
     Path(id): Path<WebhookId>,
 ) -> ApiResult<axum::Json<Webhook>> {
     write(&state, caller, move |tx| ops::delete(tx, &caller, id)).await
@@ -87,7 +87,7 @@ pub struct DeliveryQuery {
 #[utoipa::path(get, operation_id = "list_webhook_deliveries", path = "/v1/webhooks/{id}/deliveries", params(("id" = inline(WebhookId), Path, description = "webhook id"), DeliveryQuery), tag = "webhooks", responses((status = 200, body = Page<Delivery>)))]
 pub async fn deliveries(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    Allowed(caller): Allowed<AnyRole>,
     Path(id): Path<WebhookId>,
     Query(q): Query<DeliveryQuery>,
 ) -> ApiResult<axum::Json<Page<Delivery>>> {
@@ -100,8 +100,7 @@ pub async fn deliveries(
             .filter(|n| *n >= 0)
             .ok_or_else(|| Error::invalid("`cursor` must be a non-negative integer"))?,
     };
-    let role = caller.role.kind().as_str();
-    let owner = caller.role.bound_id(caller.credential);
+    let (role, owner) = caller.owner();
     read(&state, move |conn| {
         webhooks::get_webhook(conn, role, &owner, id)?;
         webhooks::list_deliveries(conn, id, after, limit)

@@ -87,30 +87,7 @@ pub struct Caller {
     pub role: Role,
 }
 
-/// The slice of tenant data a caller may see. Store reads take it as an argument, so an object
-/// outside it is "not found" by construction, never by a check a handler could forget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Visibility {
-    /// Admin and auditor: everything.
-    All,
-    /// A platform: its own platform, agents, integrations and the delegations and sessions on them.
-    Platform(PlatformId),
-    /// A user: their own user record, delegations and sessions.
-    User(UserId),
-    /// A verifier sees no tenant data.
-    Nothing,
-}
-
 impl Caller {
-    pub fn visibility(&self) -> Visibility {
-        match self.role {
-            Role::Admin | Role::Auditor => Visibility::All,
-            Role::Platform(p) => Visibility::Platform(p),
-            Role::User(u) => Visibility::User(u),
-            Role::Verifier => Visibility::Nothing,
-        }
-    }
-
     /// How this caller appears as the actor of an audit event.
     pub fn actor(&self) -> super::model::Actor {
         use super::model::{Actor, ActorKind};

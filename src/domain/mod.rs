@@ -1,5 +1,6 @@
 //! Types and rules of tether's domain: ids, scopes, objects, callers, errors. No I/O.
 
+pub mod access;
 pub mod caller;
 pub mod error;
 pub mod ids;
@@ -8,7 +9,8 @@ pub mod scope;
 pub mod text;
 pub mod time;
 
-pub use caller::{Caller, Role, RoleKind, Visibility};
+pub use access::{Reach, Visibility};
+pub use caller::{Caller, Role, RoleKind};
 pub use error::{Error, InternalError, Result};
 pub use ids::*;
 pub use model::*;

@@ -16,9 +16,22 @@ use rand::Rng;
 use sha2::Sha256;
 
 use super::destinations::{is_public, Resolver};
+use crate::clock::Clock;
 use crate::domain::{Result, WebhookId};
 use crate::store::webhooks::{self, Attempt};
-use crate::Services;
+use crate::store::{ReadPool, Writer};
+
+/// What the delivery worker uses: the writer (claims and attempts), a read pool (due rows), the
+/// outbox signal the writer raises after committing deliveries, the clock and the master key
+/// webhook secrets are derived from.
+#[derive(Clone)]
+pub struct Deliverer {
+    pub writer: Writer,
+    pub readers: Arc<ReadPool>,
+    pub outbox: Arc<tokio::sync::Notify>,
+    pub clock: Arc<Clock>,
+    pub webhook_master: [u8; 32],
+}
 
 /// How deliveries are retried.
 #[derive(Debug, Clone, Copy)]
@@ -189,7 +202,7 @@ impl InFlight {
 /// Delivers due outbox rows until `stop` resolves. Each attempt runs in its own task, so a
 /// receiver that never answers only holds its own deliveries, never the others; at most
 /// `MAX_IN_FLIGHT` attempts (`MAX_IN_FLIGHT_PER_WEBHOOK` per webhook) run at once.
-pub async fn run(services: Arc<Services>, policy: DeliveryPolicy, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(services: Deliverer, policy: DeliveryPolicy, mut stop: tokio::sync::watch::Receiver<bool>) {
     let connector = HttpConnector::new_with_resolver(Resolver { allow_private: policy.allow_private_addresses });
     let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
     let in_flight: Arc<Mutex<InFlight>> = Arc::default();
@@ -227,14 +240,14 @@ pub async fn run(services: Arc<Services>, policy: DeliveryPolicy, mut stop: toki
                         if let Ok(mut f) = in_flight.lock() {
                             f.finish(delivery.id, delivery.webhook_id);
                         }
-                        services.views.outbox.notify_one();
+                        services.outbox.notify_one();
                     });
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reading due webhook deliveries failed"),
         }
         tokio::select! {
-            _ = services.views.outbox.notified() => {}
+            _ = services.outbox.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = stop.wait_for(|s| *s) => break,
         }
@@ -242,7 +255,7 @@ pub async fn run(services: Arc<Services>, policy: DeliveryPolicy, mut stop: toki
 }
 
 async fn deliver(
-    services: &Services,
+    services: &Deliverer,
     client: &HttpClient,
     policy: DeliveryPolicy,
     delivery: &webhooks::DueDelivery,
@@ -258,7 +271,7 @@ async fn deliver(
     }
     let body = serde_json::to_vec(&super::notification(&delivery.event)).unwrap_or_default();
     let timestamp = services.clock.now().seconds();
-    let secret = secret(&services.env.webhook_master, delivery.webhook_id);
+    let secret = secret(&services.webhook_master, delivery.webhook_id);
     let signature = sign(&secret, &delivery.event.id, timestamp, &body);
     let headers = [
         ("webhook-id", delivery.event.id.clone()),

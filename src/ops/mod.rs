@@ -1,20 +1,36 @@
 //! The commands tether runs inside a write transaction: creation, chain checks, revocation and
 //! every cascade. Each command is one atomic change with its audit events; the writer commits it.
 //!
-//! Commands take the [`Caller`] and read tenant data through its [`Visibility`], so a command
-//! on another tenant's object fails with `not_found` before it can change anything.
+//! Commands take the capability they need (`domain::access`: `Admin`, `PlatformScope`, …), so
+//! one cannot be called without the role check having run, and read tenant data through the
+//! capability's [`Visibility`], so a command on another tenant's object fails with `not_found`
+//! before it can change anything.
 
 pub mod cascade;
-pub mod commands;
+pub mod credentials;
+pub mod delegations;
 pub mod keys;
-pub mod objects;
+pub mod platforms;
 pub mod sessions;
+pub mod users;
 pub mod webhooks;
 
 use std::sync::Arc;
 
+use serde::Deserialize;
+use utoipa::ToSchema;
+
 use crate::domain::*;
 use crate::tokens::KeyRing;
+
+/// `{reason}` for state changes; required where API.md says so, optional elsewhere. Request
+/// bodies are typed, with unknown fields refused, so a parsed command is a valid one; each lives
+/// beside its command, this one is shared by every state change.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithReason {
+    pub reason: Option<Reason>,
+}
 
 /// What commands need besides the transaction: the signing keys and the limits.
 pub struct Env {
@@ -52,15 +68,6 @@ impl Default for Limits {
             max_session_depth: 4,
             access_token_ttl_seconds: 15 * 60,
         }
-    }
-}
-
-/// Refuses callers whose role is not in `allowed` (403: the route is not theirs at all).
-pub fn require(caller: &Caller, allowed: &[RoleKind]) -> Result<()> {
-    if allowed.contains(&caller.role.kind()) {
-        Ok(())
-    } else {
-        Err(Error::Forbidden(format!("the {} role may not do this", caller.role.kind().as_str())))
     }
 }
 

@@ -1,18 +1,41 @@
-//! Delegations and sessions: consent, opening a session on the whole chain, direct revocation.
+//! Sessions: opening one on the whole chain, refreshing its tokens, revoking it (also by a held token).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
 use super::cascade::{noop_receipt, Cascade};
-use super::commands::*;
-use super::{require, Env};
+use super::delegations::{active_chain, refuse_ungrantable};
+use super::{Env, WithReason};
 use crate::audit::NewEvent;
+use crate::domain::access::{Capability, Held, HeldToken, Owner, PlatformScope, Unscoped};
 use crate::domain::*;
 use crate::store::sessions::{self, SessionsOf};
-use crate::store::{audit, delegations, platforms, users};
+use crate::store::{audit, delegations, platforms};
 use crate::store::{Effect, Tx};
 use crate::tokens::{self, AgentClaims};
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSessionMetadata {
+    #[schema(max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    pub ip: Option<String>,
+    #[schema(max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    pub user_agent: Option<String>,
+    #[schema(max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    pub device: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSession {
+    pub delegation_id: DelegationId,
+    pub scopes: ScopeSet,
+    pub ttl_seconds: Option<SessionTtl>,
+    pub parent_session_id: Option<SessionId>,
+    #[serde(default, deserialize_with = "crate::domain::text::object_only")]
+    pub metadata: Option<NewSessionMetadata>,
+}
 
 /// The answer to opening a session. `Debug` leaves the token out.
 #[derive(Clone, Serialize, ToSchema)]
@@ -30,98 +53,6 @@ impl std::fmt::Debug for SessionCreated {
     }
 }
 
-/// The chain a delegation or session stands on, each link checked active.
-struct Chain {
-    user: User,
-    agent: Agent,
-    integration: Integration,
-}
-
-fn active_chain(tx: &Tx<'_>, user: UserId, agent: &Agent, integration: &Integration) -> Result<Chain> {
-    let user = users::get_user_unscoped(tx.conn(), user)?;
-    if user.status != UserStatus::Active {
-        return Err(Error::conflict(format!("user {} is disabled", user.id)));
-    }
-    match agent.status {
-        AgentStatus::Active => {}
-        AgentStatus::Suspended => return Err(Error::conflict(format!("agent {} is suspended", agent.id))),
-        AgentStatus::Deregistered => return Err(Error::conflict(format!("agent {} is deregistered", agent.id))),
-    }
-    if integration.status != IntegrationStatus::Active {
-        return Err(Error::conflict(format!("integration {} is disabled", integration.id)));
-    }
-    let platform = platforms::get_platform(tx.conn(), Visibility::All, agent.platform_id)?;
-    if platform.status != PlatformStatus::Active {
-        return Err(Error::conflict(format!("platform {} is disabled", platform.id)));
-    }
-    Ok(Chain { user, agent: agent.clone(), integration: integration.clone() })
-}
-
-fn refuse_ungrantable(asked: &ScopeSet, grantable: &ScopeSet) -> Result<()> {
-    let missing = asked.difference(grantable);
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::ScopeNotGrantable(missing.iter().map(|s| s.to_string()).collect()))
-    }
-}
-
-pub fn create_delegation(tx: &mut Tx<'_>, caller: &Caller, req: NewDelegation) -> Result<Delegation> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
-    if req.scopes.is_empty() {
-        return Err(Error::invalid("`scopes` must list at least one scope"));
-    }
-    let vis = caller.visibility();
-    let agent = platforms::get_agent(tx.conn(), vis, req.agent_id)?;
-    let integration = platforms::get_integration(tx.conn(), vis, req.integration_id)?;
-    if agent.platform_id != integration.platform_id {
-        return Err(Error::conflict("the agent and the integration belong to different platforms"));
-    }
-    let chain = active_chain(tx, req.user_id, &agent, &integration)?;
-    let grantable = chain.user.permissions.intersection(&chain.agent.scopes).intersection(&chain.integration.scopes);
-    refuse_ungrantable(&req.scopes, &grantable)?;
-    let delegation = Delegation {
-        id: DelegationId::generate(),
-        user_id: req.user_id,
-        agent_id: agent.id,
-        integration_id: integration.id,
-        platform_id: agent.platform_id,
-        scopes: req.scopes,
-        status: DelegationStatus::Active,
-        created_at: tx.now(),
-        revoked_at: None,
-        revoked_reason: None,
-    };
-    delegations::insert_delegation(tx, &delegation)?;
-    tx.audit(NewEvent::new(caller.actor(), "delegation.created", Subject::new("delegation", delegation.id)).details(
-        json!({
-            "user_id": delegation.user_id, "agent_id": delegation.agent_id, "platform_id": delegation.platform_id,
-            "integration_id": delegation.integration_id, "scopes": delegation.scopes,
-        }),
-    ))?;
-    Ok(delegation)
-}
-
-pub fn revoke_delegation(tx: &mut Tx<'_>, caller: &Caller, id: DelegationId, req: WithReason) -> Result<Receipt> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::User])?;
-    let reason = req.reason.map(Reason::into_string);
-    let delegation = delegations::get_delegation(tx.conn(), caller.visibility(), id)?;
-    let subject = Subject::new("delegation", id);
-    if delegation.status == DelegationStatus::Revoked {
-        let earlier = audit::last_event_for(tx.conn(), &id.to_string(), &["delegation.revoked"])?;
-        return Ok(noop_receipt(tx, earlier, subject));
-    }
-    delegations::mark_delegation_revoked(tx, id, reason.as_deref().unwrap_or("revoked"))?;
-    let trigger = NewEvent::new(caller.actor(), "delegation.revoked", subject).reason(reason).details(json!({
-        "user_id": delegation.user_id, "agent_id": delegation.agent_id, "integration_id": delegation.integration_id,
-        "platform_id": delegation.platform_id,
-    }));
-    let mut cascade = Cascade::start(tx, trigger)?;
-    let sessions = sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::Delegation(id))?;
-    cascade.revoke_sessions(tx, sessions, "delegation_revoked")?;
-    cascade.receipt(tx)
-}
-
 fn optional_text(field: &str, value: &Option<String>) -> Result<Option<String>> {
     value.as_deref().map(|v| clean_text(field, v, 512)).transpose()
 }
@@ -131,11 +62,10 @@ fn optional_text(field: &str, value: &Option<String>) -> Result<Option<String>> 
 pub fn create_session(
     tx: &mut Tx<'_>,
     env: &Env,
-    caller: &Caller,
+    caller: &PlatformScope,
     req: NewSession,
     preminted: Option<PreMinted>,
 ) -> Result<SessionCreated> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
     if req.scopes.is_empty() {
         return Err(Error::invalid("`scopes` must list at least one scope"));
     }
@@ -158,8 +88,11 @@ pub fn create_session(
     if delegation.status != DelegationStatus::Active {
         return Err(Error::conflict(format!("delegation {} is revoked", delegation.id)));
     }
-    let agent = platforms::get_agent(tx.conn(), Visibility::All, delegation.agent_id)?;
-    let integration = platforms::get_integration(tx.conn(), Visibility::All, delegation.integration_id)?;
+    // The delegation was read through the caller's visibility; what it stands on is read past
+    // it: the chain check must see a disabled user or platform the caller cannot read.
+    let unscoped = Unscoped::for_system().visibility();
+    let agent = platforms::get_agent(tx.conn(), unscoped, delegation.agent_id)?;
+    let integration = platforms::get_integration(tx.conn(), unscoped, delegation.integration_id)?;
     let chain = active_chain(tx, delegation.user_id, &agent, &integration)?;
     let mut grantable = chain
         .user
@@ -328,7 +261,7 @@ pub struct PreMinted {
 pub fn premint(
     conn: &rusqlite::Connection,
     env: &Env,
-    caller: &Caller,
+    caller: &PlatformScope,
     req: &NewSession,
     now: Timestamp,
 ) -> Option<PreMinted> {
@@ -388,11 +321,10 @@ pub enum RefreshOutcome {
 pub fn refresh_session(
     tx: &mut Tx<'_>,
     env: &Env,
-    caller: &Caller,
+    caller: &PlatformScope,
     id: SessionId,
     refresh_token: &str,
 ) -> Result<RefreshOutcome> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform])?;
     let session = sessions::get_session(tx.conn(), caller.visibility(), id, tx.now())?;
     let hash = tokens::refresh::hash(refresh_token);
     let stored = sessions::find_refresh_token(tx.conn(), &hash)?
@@ -440,31 +372,25 @@ pub fn refresh_session(
 }
 
 /// Revokes one session (its own trigger) and its sub-agent sessions.
-pub fn revoke_session(tx: &mut Tx<'_>, caller: &Caller, id: SessionId, req: WithReason) -> Result<Receipt> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::User])?;
+pub fn revoke_session(tx: &mut Tx<'_>, caller: &Owner, id: SessionId, req: WithReason) -> Result<Receipt> {
     let session = sessions::get_session(tx.conn(), caller.visibility(), id, tx.now())?;
-    revoke_loaded(tx, caller, session, req)
+    revoke_loaded(tx, caller.actor(), session, req)
 }
 
-/// RFC 7009: the caller holds the session's token. A verifier may revoke any session whose token
-/// it holds (possession is the proof); a platform only its own.
-pub fn revoke_session_held(tx: &mut Tx<'_>, caller: &Caller, id: SessionId, req: WithReason) -> Result<Receipt> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::Verifier])?;
-    let visibility = match caller.role {
-        Role::Platform(p) => Visibility::Platform(p),
-        _ => Visibility::All,
+/// Revokes the session of a token the caller holds (RFC 7009): possession of the token is the
+/// authority, checked when the [`HeldToken`] was made.
+pub fn revoke_held(tx: &mut Tx<'_>, held: &HeldToken, req: WithReason) -> Result<Receipt> {
+    let id = match held.token() {
+        Held::Session(id) => *id,
+        Held::RefreshToken(hash) => {
+            sessions::find_refresh_token(tx.conn(), hash)?.ok_or(Error::NotFound("refresh token"))?.session_id
+        }
     };
-    let session = sessions::get_session(tx.conn(), visibility, id, tx.now())?;
-    revoke_loaded(tx, caller, session, req)
+    let session = sessions::get_session(tx.conn(), held.visibility(), id, tx.now())?;
+    revoke_loaded(tx, held.actor(), session, req)
 }
 
-/// RFC 7009 with a refresh token: revokes the session it belongs to.
-pub fn revoke_by_refresh_token(tx: &mut Tx<'_>, caller: &Caller, hash: &str, req: WithReason) -> Result<Receipt> {
-    let stored = sessions::find_refresh_token(tx.conn(), hash)?.ok_or(Error::NotFound("refresh token"))?;
-    revoke_session_held(tx, caller, stored.session_id, req)
-}
-
-fn revoke_loaded(tx: &mut Tx<'_>, caller: &Caller, session: Session, req: WithReason) -> Result<Receipt> {
+fn revoke_loaded(tx: &mut Tx<'_>, actor: Actor, session: Session, req: WithReason) -> Result<Receipt> {
     let reason = req.reason.map(Reason::into_string);
     let id = session.id;
     let subject = Subject::new("session", id);
@@ -477,11 +403,11 @@ fn revoke_loaded(tx: &mut Tx<'_>, caller: &Caller, session: Session, req: WithRe
     };
     let why = reason.clone().unwrap_or_else(|| "session_revoked".to_owned());
     let trigger =
-        tx.audit(NewEvent::new(caller.actor(), "session.revoked", subject).reason(Some(why.clone())).details(json!({
+        tx.audit(NewEvent::new(actor.clone(), "session.revoked", subject).reason(Some(why.clone())).details(json!({
             "user_id": session.user_id, "agent_id": session.agent_id, "integration_id": session.integration_id,
             "delegation_id": session.delegation_id,
             "platform_id": session.platform_id,
-            "initiating_entity": super::initiating_entity(&caller.actor()),
+            "initiating_entity": super::initiating_entity(&actor),
         })))?;
     let seq = trigger.seq;
     let mut cascade = Cascade::from_event(trigger);

@@ -2,8 +2,8 @@
 
 use serde_json::json;
 
-use super::require;
 use crate::audit::NewEvent;
+use crate::domain::access::{AnyRole, Capability, WebhookOwner, WebhookOwnerOf};
 use crate::domain::*;
 use crate::store::webhooks::{self, Webhook};
 use crate::store::Tx;
@@ -86,30 +86,27 @@ fn check_events(events: &[String]) -> Result<()> {
 
 /// Subscribes the caller's webhook. `allow_private` is the operator's choice
 /// (`DeliveryPolicy::allow_private_addresses`): without it a literal private address is refused.
-pub fn create(tx: &mut Tx<'_>, caller: &Caller, req: NewWebhook, allow_private: bool) -> Result<Webhook> {
-    require(caller, &[RoleKind::Admin, RoleKind::Platform, RoleKind::Verifier, RoleKind::Auditor])?;
+pub fn create(tx: &mut Tx<'_>, caller: &WebhookOwner, req: NewWebhook, allow_private: bool) -> Result<Webhook> {
     check_url(&req.url, allow_private)?;
     let events = req.events.unwrap_or_default();
     check_events(&events)?;
     let webhook = Webhook { id: WebhookId::generate(), url: req.url, events, created_at: tx.now() };
-    let role = caller.role.kind().as_str();
-    let owner = caller.role.bound_id(caller.credential);
+    let (role, owner) = caller.owner();
     webhooks::insert_webhook(tx, &webhook, role, &owner)?;
     let mut details = json!({"url": webhook.url, "events": webhook.events, "owner_role": role});
-    if let Role::Platform(p) = caller.role {
+    if let Role::Platform(p) = caller.caller().role {
         details["platform_id"] = json!(p);
     }
     tx.audit(NewEvent::new(caller.actor(), "webhook.created", Subject::new("webhook", webhook.id)).details(details))?;
     Ok(webhook)
 }
 
-pub fn delete(tx: &mut Tx<'_>, caller: &Caller, id: WebhookId) -> Result<Webhook> {
-    let role = caller.role.kind().as_str();
-    let owner = caller.role.bound_id(caller.credential);
+pub fn delete(tx: &mut Tx<'_>, caller: &AnyRole, id: WebhookId) -> Result<Webhook> {
+    let (role, owner) = caller.owner();
     let webhook = webhooks::get_webhook(tx.conn(), role, &owner, id)?;
     webhooks::delete_webhook(tx, id)?;
     let mut details = json!({"url": webhook.url});
-    if let Role::Platform(p) = caller.role {
+    if let Role::Platform(p) = caller.caller().role {
         details["platform_id"] = json!(p);
     }
     tx.audit(NewEvent::new(caller.actor(), "webhook.deleted", Subject::new("webhook", id)).details(details))?;

@@ -11,12 +11,12 @@ use crate::domain::*;
 pub fn get_platform(conn: &Connection, vis: Visibility, id: PlatformId) -> Result<Platform> {
     let mut q = Select::new(rows::PLATFORM_COLUMNS, "platforms");
     q.and("id = ?", text(id));
-    match vis {
-        Visibility::All => {}
-        Visibility::Platform(p) => {
+    match vis.reach() {
+        Reach::All => {}
+        Reach::Platform(p) => {
             q.and("id = ?", text(p));
         }
-        Visibility::User(_) | Visibility::Nothing => {
+        Reach::User(_) | Reach::Nothing => {
             q.and_static("0");
         }
     }
@@ -25,12 +25,12 @@ pub fn get_platform(conn: &Connection, vis: Visibility, id: PlatformId) -> Resul
 
 pub fn list_platforms(conn: &Connection, vis: Visibility, page: &PageRequest) -> Result<Page<Platform>> {
     let mut q = Select::new(rows::PLATFORM_COLUMNS, "platforms");
-    match vis {
-        Visibility::All => {}
-        Visibility::Platform(p) => {
+    match vis.reach() {
+        Reach::All => {}
+        Reach::Platform(p) => {
             q.and("id = ?", text(p));
         }
-        Visibility::User(_) | Visibility::Nothing => {
+        Reach::User(_) | Reach::Nothing => {
             q.and_static("0");
         }
     }

@@ -104,15 +104,15 @@ pub(super) fn text(id: impl ToString) -> Value {
 
 /// Restricts a query on a table that has `platform_id` and `user_id` columns.
 pub(super) fn scope_tenant(q: &mut Select, vis: Visibility) {
-    match vis {
-        Visibility::All => {}
-        Visibility::Platform(p) => {
+    match vis.reach() {
+        Reach::All => {}
+        Reach::Platform(p) => {
             q.and("platform_id = ?", text(p));
         }
-        Visibility::User(u) => {
+        Reach::User(u) => {
             q.and("user_id = ?", text(u));
         }
-        Visibility::Nothing => {
+        Reach::Nothing => {
             q.and_static("0");
         }
     }
@@ -120,12 +120,12 @@ pub(super) fn scope_tenant(q: &mut Select, vis: Visibility) {
 
 /// Restricts a query on a platform-owned table (agents, integrations).
 pub(super) fn scope_platform_owned(q: &mut Select, vis: Visibility) {
-    match vis {
-        Visibility::All => {}
-        Visibility::Platform(p) => {
+    match vis.reach() {
+        Reach::All => {}
+        Reach::Platform(p) => {
             q.and("platform_id = ?", text(p));
         }
-        Visibility::User(_) | Visibility::Nothing => {
+        Reach::User(_) | Reach::Nothing => {
             q.and_static("0");
         }
     }

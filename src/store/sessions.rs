@@ -42,7 +42,7 @@ fn sessions_listing(vis: Visibility, filter: &SessionFilter, now: Timestamp) -> 
     // The narrowest filter leads the index search; a `+` keeps SQLite (which has no statistics)
     // from walking, say, every user's sessions of an agent to find one user's.
     let by_delegation = filter.delegation_id.is_some();
-    let by_user = !by_delegation && (filter.user_id.is_some() || matches!(vis, Visibility::User(_)));
+    let by_user = !by_delegation && (filter.user_id.is_some() || matches!(vis.reach(), Reach::User(_)));
     let by_agent = !by_delegation && !by_user && filter.agent_id.is_some();
     q.and_if("delegation_id = ?", filter.delegation_id.map(text))
         .and_if(if by_delegation { "+user_id = ?" } else { "user_id = ?" }, filter.user_id.map(text))
@@ -345,15 +345,15 @@ mod tests {
     fn a_session_listing_searches_the_index_of_its_narrowest_filter() {
         let (user, agent, integration, delegation) =
             (UserId::generate(), AgentId::generate(), IntegrationId::generate(), DelegationId::generate());
-        let platform = Visibility::Platform(PlatformId::generate());
+        let platform = Visibility::for_test(Reach::Platform(PlatformId::generate()));
         let cases = [
             (
-                Visibility::All,
+                Visibility::for_test(Reach::All),
                 SessionFilter { user_id: Some(user), agent_id: Some(agent), ..Default::default() },
                 "sessions_by_user",
             ),
             (
-                Visibility::User(user),
+                Visibility::for_test(Reach::User(user)),
                 SessionFilter { integration_id: Some(integration), ..Default::default() },
                 "sessions_by_user",
             ),
@@ -368,7 +368,7 @@ mod tests {
                 "sessions_by_agent",
             ),
             (
-                Visibility::All,
+                Visibility::for_test(Reach::All),
                 SessionFilter { integration_id: Some(integration), ..Default::default() },
                 "sessions_by_integration",
             ),

@@ -9,12 +9,12 @@ use super::tx::Tx;
 use crate::domain::*;
 
 fn scope_users(q: &mut Select, vis: Visibility) {
-    match vis {
-        Visibility::All => {}
-        Visibility::User(u) => {
+    match vis.reach() {
+        Reach::All => {}
+        Reach::User(u) => {
             q.and("id = ?", text(u));
         }
-        Visibility::Platform(_) | Visibility::Nothing => {
+        Reach::Platform(_) | Reach::Nothing => {
             q.and_static("0");
         }
     }
@@ -31,11 +31,6 @@ pub fn list_users(conn: &Connection, vis: Visibility, page: &PageRequest) -> Res
     let mut q = Select::new(rows::USER_COLUMNS, "users");
     scope_users(&mut q, vis);
     q.page(conn, page, rows::user, |u| u.id.to_string())
-}
-
-/// A user as the writer sees it, whoever asks (chain checks need the user even for a platform).
-pub fn get_user_unscoped(conn: &Connection, id: UserId) -> Result<User> {
-    get_user(conn, Visibility::All, id)
 }
 
 pub fn insert_user(tx: &Tx<'_>, u: &User) -> Result<()> {

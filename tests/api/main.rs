@@ -18,6 +18,7 @@ mod instance;
 mod invariant;
 mod propagation;
 mod races;
+mod roles;
 mod serve;
 mod stale_allows;
 mod tokens;

@@ -1,0 +1,232 @@
+//! Users: creation, permissions, and the triggers that end their sessions (disable, sign-out-all, …).
+
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::cascade::{noop_receipt, Cascade};
+use super::WithReason;
+use crate::audit::NewEvent;
+use crate::domain::access::{Admin, Capability, UserScope};
+use crate::domain::*;
+use crate::store::delegations::{self, DelegationsOf};
+use crate::store::platforms::{self, StatusTable};
+use crate::store::sessions::{self, SessionsOf};
+use crate::store::Tx;
+use crate::store::{audit, users};
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub external_id: ExternalId,
+    pub display_name: Option<DisplayName>,
+    pub permissions: ScopeSet,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPermissions {
+    pub permissions: ScopeSet,
+    pub reason: Option<Reason>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleKind {
+    PasswordReset,
+    CredentialCompromised,
+    MfaReset,
+}
+
+impl LifecycleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleKind::PasswordReset => "password_reset",
+            LifecycleKind::CredentialCompromised => "credential_compromised",
+            LifecycleKind::MfaReset => "mfa_reset",
+        }
+    }
+
+    pub fn action(self) -> &'static str {
+        match self {
+            LifecycleKind::PasswordReset => "user.password_reset",
+            LifecycleKind::CredentialCompromised => "user.credential_compromised",
+            LifecycleKind::MfaReset => "user.mfa_reset",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleEvent {
+    #[serde(rename = "type")]
+    pub kind: LifecycleKind,
+    pub reason: Option<Reason>,
+}
+
+pub fn create_user(tx: &mut Tx<'_>, caller: &Admin, req: NewUser) -> Result<User> {
+    if req.permissions.len() > ScopeSet::MAX_LEN {
+        return Err(Error::invalid(format!("`permissions` lists more than {} scopes", ScopeSet::MAX_LEN)));
+    }
+    let user = User {
+        id: UserId::generate(),
+        external_id: req.external_id.into_string(),
+        display_name: req.display_name.map(DisplayName::into_string),
+        permissions: req.permissions,
+        status: UserStatus::Active,
+        created_at: tx.now(),
+    };
+    users::insert_user(tx, &user)?;
+    tx.audit(NewEvent::new(caller.actor(), "user.created", Subject::new("user", user.id)).details(json!({
+        "external_id": user.external_id, "permissions": user.permissions,
+    })))?;
+    Ok(user)
+}
+
+pub fn disable_user(tx: &mut Tx<'_>, caller: &Admin, id: UserId, req: WithReason) -> Result<Receipt> {
+    let reason = req.reason.map(Reason::into_string);
+    let user = users::get_user(tx.conn(), caller.visibility(), id)?;
+    let subject = Subject::new("user", id);
+    if user.status == UserStatus::Disabled {
+        let earlier = audit::last_event_for(tx.conn(), &id.to_string(), &["user.disabled"])?;
+        return Ok(noop_receipt(tx, earlier, subject));
+    }
+    platforms::set_status(tx, StatusTable::Users, &id.to_string(), UserStatus::Disabled.as_str())?;
+    let mut cascade = Cascade::start(tx, NewEvent::new(caller.actor(), "user.disabled", subject).reason(reason))?;
+    let sessions = sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::User(id))?;
+    cascade.revoke_sessions(tx, sessions, "user_disabled")?;
+    cascade.receipt(tx)
+}
+
+pub fn enable_user(tx: &mut Tx<'_>, caller: &Admin, id: UserId, req: WithReason) -> Result<User> {
+    let reason = req.reason.map(Reason::into_string);
+    let user = users::get_user(tx.conn(), caller.visibility(), id)?;
+    if user.status == UserStatus::Active {
+        return Ok(user);
+    }
+    platforms::set_status(tx, StatusTable::Users, &id.to_string(), UserStatus::Active.as_str())?;
+    tx.audit(NewEvent::new(caller.actor(), "user.enabled", Subject::new("user", id)).reason(reason))?;
+    users::get_user(tx.conn(), caller.visibility(), id)
+}
+
+/// A lifecycle event from the identity provider: every session of the user ends; the user stays
+/// active. Always recorded (two password resets are two events).
+pub fn user_lifecycle_event(tx: &mut Tx<'_>, caller: &Admin, id: UserId, req: LifecycleEvent) -> Result<Receipt> {
+    let reason = req.reason.map(Reason::into_string);
+    users::get_user(tx.conn(), caller.visibility(), id)?;
+    let mut cascade =
+        Cascade::start(tx, NewEvent::new(caller.actor(), req.kind.action(), Subject::new("user", id)).reason(reason))?;
+    let sessions = sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::User(id))?;
+    cascade.revoke_sessions(tx, sessions, req.kind.as_str())?;
+    cascade.receipt(tx)
+}
+
+/// "Sign all my agents out": every session of the user ends; delegations stay.
+pub fn sign_out_all(tx: &mut Tx<'_>, caller: &UserScope, id: UserId, req: WithReason) -> Result<Receipt> {
+    let reason = req.reason.map(Reason::into_string);
+    users::get_user(tx.conn(), caller.visibility(), id)?;
+    let mut cascade = Cascade::start(
+        tx,
+        NewEvent::new(caller.actor(), "user.signed_out_all", Subject::new("user", id)).reason(reason),
+    )?;
+    let sessions = sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::User(id))?;
+    cascade.revoke_sessions(tx, sessions, "sign_out_all")?;
+    cascade.receipt(tx)
+}
+
+/// Replaces a user's permissions. Narrowing revokes only the sessions holding a removed scope and
+/// narrows the user's delegations; widening changes nothing else (consent is not widened).
+pub fn set_permissions(tx: &mut Tx<'_>, caller: &Admin, id: UserId, req: SetPermissions) -> Result<(User, Receipt)> {
+    let reason = req.reason.map(Reason::into_string);
+    if req.permissions.len() > ScopeSet::MAX_LEN {
+        return Err(Error::invalid(format!("`permissions` lists more than {} scopes", ScopeSet::MAX_LEN)));
+    }
+    let user = users::get_user(tx.conn(), caller.visibility(), id)?;
+    let subject = Subject::new("user", id);
+    if user.permissions == req.permissions {
+        let earlier = audit::last_event_for(tx.conn(), &id.to_string(), &["user.permissions_changed", "user.created"])?;
+        return Ok((user, noop_receipt(tx, earlier, subject)));
+    }
+    let removed = user.permissions.difference(&req.permissions);
+    let added = req.permissions.difference(&user.permissions);
+    users::set_user_permissions(tx, id, &req.permissions)?;
+    let trigger = NewEvent::new(caller.actor(), "user.permissions_changed", subject).reason(reason).details(json!({
+        "removed": removed, "added": added, "permissions": req.permissions,
+    }));
+    let mut cascade = Cascade::start(tx, trigger)?;
+    if !removed.is_empty() {
+        for session in sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::User(id))? {
+            if let Some(scope) = session.scopes()?.iter().find(|s| removed.contains(s)) {
+                let why = format!("permission_removed:{scope}");
+                cascade.revoke_sessions(tx, vec![session.clone()], &why)?;
+            }
+        }
+        for delegation in delegations::active_delegations(tx.conn(), DelegationsOf::User(id))? {
+            let narrowed = delegation.scopes.intersection(&req.permissions);
+            if narrowed != delegation.scopes {
+                delegations::set_delegation_scopes(tx, delegation.id, &narrowed)?;
+                cascade.note(
+                    tx,
+                    "delegation.narrowed",
+                    Subject::new("delegation", delegation.id),
+                    "permissions_narrowed",
+                    json!({
+                        "removed": delegation.scopes.difference(&narrowed), "scopes": narrowed,
+                        "user_id": delegation.user_id, "agent_id": delegation.agent_id,
+                        "integration_id": delegation.integration_id, "platform_id": delegation.platform_id,
+                    }),
+                )?;
+            }
+        }
+    }
+    let user = users::get_user(tx.conn(), caller.visibility(), id)?;
+    Ok((user, cascade.receipt(tx)?))
+}
+
+/// The user disconnects an agent or an integration: their delegations to it end, with sessions.
+pub fn disconnect(
+    tx: &mut Tx<'_>,
+    caller: &UserScope,
+    user: UserId,
+    what: Disconnect,
+    req: WithReason,
+) -> Result<Receipt> {
+    let reason = req.reason.map(Reason::into_string);
+    users::get_user(tx.conn(), caller.visibility(), user)?;
+    let (action, of, cascade_reason, detail, what_kind) = match what {
+        Disconnect::Agent(a) => (
+            "user.agent_disconnected",
+            DelegationsOf::UserAgent(user, a),
+            "agent_disconnected",
+            json!({"agent_id": a}),
+            "agent",
+        ),
+        Disconnect::Integration(i) => (
+            "user.integration_disconnected",
+            DelegationsOf::UserIntegration(user, i),
+            "integration_disconnected",
+            json!({"integration_id": i}),
+            "integration",
+        ),
+    };
+    // Only what the user ever delegated to is theirs to disconnect: any other id is "not found",
+    // so a user cannot learn which agents or integrations exist in other tenants.
+    if !delegations::ever_delegated(tx.conn(), of)? {
+        return Err(Error::NotFound(what_kind));
+    }
+    let subject = Subject::new("user", user);
+    if delegations::active_delegations(tx.conn(), of)?.is_empty() {
+        let earlier = audit::last_disconnect_event(tx.conn(), of)?;
+        return Ok(noop_receipt(tx, earlier, subject));
+    }
+    let mut cascade =
+        Cascade::start(tx, NewEvent::new(caller.actor(), action, subject).reason(reason).details(detail))?;
+    cascade.revoke_delegations(tx, of, cascade_reason)?;
+    cascade.receipt(tx)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Disconnect {
+    Agent(AgentId),
+    Integration(IntegrationId),
+}
