@@ -102,7 +102,9 @@ pub async fn authorize(
         (Some(token), true) => match token.allow_answer.get() {
             Some(bytes) => bytes.clone(),
             None => {
-                let bytes = json_bytes(&answer())?;
+                // Copied out of the serializer's buffer, whose spare capacity would otherwise stay
+                // with every cached token.
+                let bytes = Bytes::copy_from_slice(&json_bytes(&answer())?);
                 let _ = token.allow_answer.set(bytes.clone());
                 bytes
             }
