@@ -213,7 +213,9 @@ pub async fn sessions_created(
                     .writer
                     .execute(move |tx| {
                         (0..count)
-                            .map(|_| ops::sessions::create_session(tx, &env, &grant(&admin), new_session(delegation), None))
+                            .map(|_| {
+                                ops::sessions::create_session(tx, &env, &grant(&admin), new_session(delegation), None)
+                            })
                             .collect::<Result<Vec<_>>>()
                     })
                     .await

@@ -33,6 +33,8 @@ const HOT_AFTER_HITS: u64 = 8;
 /// Hot tokens per shard of the hot tier (64 shards: 512 tokens, their text included).
 const HOT_PER_SHARD: usize = 8;
 const SHARDS: usize = 64;
+/// Entries looked at to choose one to evict.
+const EVICTION_SAMPLE: usize = 8;
 
 struct Shard<V> {
     table: HashTable<(TokenKey, Arc<V>)>,
@@ -52,6 +54,16 @@ pub struct TokenCache<V> {
 pub struct Recent(AtomicU64);
 
 impl Recent {
+    /// Marks the entry used at `second` (its first use, when it is cached).
+    fn touch(&self, second: i64) {
+        self.0.store((second.max(0) as u64) << 16, Ordering::Relaxed);
+    }
+
+    /// The second of the entry's last use.
+    fn last_second(&self) -> u64 {
+        self.0.load(Ordering::Relaxed) >> 16
+    }
+
     /// Counts a hit at `second`; true when the entry just became hot.
     fn hit(&self, second: i64) -> bool {
         let second = (second.max(0) as u64) << 16;
@@ -63,7 +75,7 @@ impl Recent {
     }
 }
 
-impl<V: Resident> TokenCache<V> {
+impl<V: Resident + HasRecent> TokenCache<V> {
     /// A cache holding at most `budget` bytes of entries (as their [`Resident`] cost says).
     pub fn new(budget: usize) -> Self {
         TokenCache {
@@ -87,10 +99,7 @@ impl<V: Resident> TokenCache<V> {
 
     /// The entry for `token`, from the hot tier by its text or else by its key; `second` counts
     /// the hit towards the hot tier.
-    pub fn get(&self, token: &str, second: i64) -> Option<Arc<V>>
-    where
-        V: HasRecent,
-    {
+    pub fn get(&self, token: &str, second: i64) -> Option<Arc<V>> {
         if let Some(hot) = self.hot.get(token) {
             return Some(hot);
         }
@@ -105,9 +114,12 @@ impl<V: Resident> TokenCache<V> {
         Some(found)
     }
 
-    /// Adds `token`'s entry, first evicting entries of its shard (arbitrary ones: the table's
-    /// order follows the keyed hashes) until it fits the budget.
-    pub fn insert(&self, token: &str, value: Arc<V>) {
+    /// Adds `token`'s entry, used at `second`, first evicting entries of its shard until it fits
+    /// the budget: of a few consecutive entries from a random place, the one used least recently. A token replaced by a refresh stops being presented
+    /// and is among the first to go; random eviction would as often drop a token still in use,
+    /// to be verified again at its next use.
+    pub fn insert(&self, token: &str, value: Arc<V>, second: i64) {
+        value.recent().touch(second);
         let key = self.key(token);
         let cost = value.resident_bytes();
         let mut shard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
@@ -117,7 +129,10 @@ impl<V: Resident> TokenCache<V> {
             *bytes -= old.resident_bytes();
         }
         while *bytes + cost > self.budget_per_shard {
-            let Some(victim) = table.iter().next().map(|(k, _)| *k) else { break };
+            // A window at a random place: the table's front alone would be a biased sample.
+            let start = rand::random::<u32>() as usize % table.len().max(1);
+            let sample = table.iter().skip(start).chain(table.iter()).take(EVICTION_SAMPLE);
+            let Some(victim) = sample.min_by_key(|(_, v)| v.recent().last_second()).map(|(k, _)| *k) else { break };
             if let Ok(e) = table.find_entry(victim as u64, |(k, _)| *k == victim) {
                 let ((_, old), _) = e.remove();
                 *bytes -= old.resident_bytes();
@@ -180,7 +195,7 @@ mod tests {
     #[test]
     fn an_entry_is_found_by_its_exact_text_only() {
         let cache = TokenCache::new(1 << 20);
-        cache.insert("token-a", entry(100));
+        cache.insert("token-a", entry(100), 0);
 
         assert!(cache.get("token-a", 0).is_some());
         assert!(cache.get("token-b", 0).is_none());
@@ -198,7 +213,7 @@ mod tests {
     fn the_cache_never_holds_more_than_its_budget() {
         let cache = TokenCache::new(SHARDS * 1000);
         for i in 0..10_000 {
-            cache.insert(&format!("token-{i}"), entry(300));
+            cache.insert(&format!("token-{i}"), entry(300), 0);
             assert!(cache.bytes() <= SHARDS * 1000, "{} bytes after {i}", cache.bytes());
         }
         // Each shard holds at most three 300-byte entries.
@@ -207,23 +222,48 @@ mod tests {
     }
 
     #[test]
+    fn eviction_drops_tokens_not_used_lately_before_those_in_use() {
+        // A hundred 100-byte entries per shard, 6,400 in all: the first two kinds fit.
+        let cache = TokenCache::new(SHARDS * 10_000);
+        let named = |kind: &str| (0..2500).map(|i| format!("{kind}-{i}")).collect::<Vec<_>>();
+        let (in_use, refreshed_away, new) = (named("in-use"), named("refreshed-away"), named("new"));
+        for token in &in_use {
+            cache.insert(token, entry(100), 0);
+        }
+        for token in &refreshed_away {
+            cache.insert(token, entry(100), 5);
+        }
+        for token in &in_use {
+            cache.get(token, 10);
+        }
+        for token in &new {
+            cache.insert(token, entry(100), 10);
+        }
+        let kept = |tokens: &[String]| tokens.iter().filter(|t| cache.get(t, 11).is_some()).count();
+        let (kept_in_use, kept_away) = (kept(&in_use), kept(&refreshed_away));
+        // About 1,100 had to go. Evicting without regard to use would take about as many of each
+        // kind (some 370); the least recently used of a sample takes the refreshed-away ones.
+        assert!(kept_in_use >= 2400 && kept_away <= 1800, "kept {kept_in_use} in use and {kept_away} refreshed away");
+    }
+
+    #[test]
     fn a_token_inserted_again_is_counted_once() {
         let cache = TokenCache::new(1 << 20);
-        cache.insert("token", entry(300));
-        cache.insert("token", entry(500));
+        cache.insert("token", entry(300), 0);
+        cache.insert("token", entry(500), 0);
         assert_eq!((cache.len(), cache.bytes()), (1, 500));
     }
 
     #[test]
     fn a_token_hit_often_within_a_second_enters_the_hot_tier_and_clear_empties_both() {
         let cache = TokenCache::new(1 << 20);
-        cache.insert("busy", entry(100));
+        cache.insert("busy", entry(100), 7);
         for _ in 0..HOT_AFTER_HITS {
             assert!(cache.get("busy", 7).is_some());
         }
         assert!(cache.hot.get("busy").is_some(), "promoted after {HOT_AFTER_HITS} hits in second 7");
 
-        cache.insert("calm", entry(100));
+        cache.insert("calm", entry(100), 0);
         for second in 0..HOT_AFTER_HITS as i64 {
             cache.get("calm", second);
         }

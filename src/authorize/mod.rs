@@ -131,7 +131,7 @@ impl Authorizer {
         };
         let entry =
             Arc::new(Entry { token: Arc::new(verified), full, token_chars: token.len(), recent: Recent::default() });
-        self.cache.insert(token, Arc::clone(&entry));
+        self.cache.insert(token, Arc::clone(&entry), now.seconds());
         Ok(entry)
     }
 

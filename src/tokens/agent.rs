@@ -164,7 +164,13 @@ pub fn verify(ring: &KeyRing, token: &str) -> std::result::Result<VerifiedToken,
         chain: claims.chain,
     };
     let blocks = biscuit.block_count();
-    Ok(VerifiedToken { biscuit: Some(Box::new(biscuit)), blocks, kid, claims, allow_answer: std::sync::OnceLock::new() })
+    Ok(VerifiedToken {
+        biscuit: Some(Box::new(biscuit)),
+        blocks,
+        kid,
+        claims,
+        allow_answer: std::sync::OnceLock::new(),
+    })
 }
 
 /// The authority block's claims as JSON in its context string, for a cheap read at
