@@ -106,18 +106,7 @@ mod tests {
     use crate::domain::*;
 
     fn claims(scopes: &[&str]) -> AgentClaims {
-        AgentClaims {
-            session: SessionId::generate(),
-            user: UserId::generate(),
-            agent: AgentId::generate(),
-            integration: IntegrationId::generate(),
-            delegation: DelegationId::generate(),
-            platform: PlatformId::generate(),
-            scopes: scopes.iter().map(|s| Scope::parse(s).expect("scope")).collect(),
-            issued_at: Timestamp(1_000_000),
-            expires_at: Timestamp(2_000_000),
-            chain: Vec::new(),
-        }
+        AgentClaims::for_test(scopes, 0, Timestamp(1_000_000))
     }
 
     fn request(scope: &str, age: i64) -> RequestFacts<'_> {

@@ -415,18 +415,8 @@ mod tests {
     }
 
     fn claims(granted: &[usize], depth: usize, issued_at: i64) -> AgentClaims {
-        AgentClaims {
-            session: SessionId::generate(),
-            user: UserId::generate(),
-            agent: AgentId::generate(),
-            integration: IntegrationId::generate(),
-            delegation: DelegationId::generate(),
-            platform: PlatformId::generate(),
-            scopes: granted.iter().map(|i| Scope::parse(SCOPES[*i]).unwrap()).collect(),
-            issued_at: Timestamp(issued_at * 1000),
-            expires_at: Timestamp((issued_at + 3600) * 1000),
-            chain: (0..depth).map(|_| (SessionId::generate(), AgentId::generate())).collect(),
-        }
+        let scopes: Vec<&str> = granted.iter().map(|i| SCOPES[*i]).collect();
+        AgentClaims::for_test(&scopes, depth, Timestamp(issued_at * 1000))
     }
 
     fn authorizer(fixture: &Fixture, policy: &str) -> Authorizer {

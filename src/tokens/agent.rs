@@ -27,6 +27,26 @@ pub struct AgentClaims {
     pub chain: Vec<(SessionId, AgentId)>,
 }
 
+#[cfg(test)]
+impl AgentClaims {
+    /// Claims of a new session on fresh ids, for tests: `scopes`, `depth` ancestors, issued at
+    /// `issued_at` and valid for an hour.
+    pub(crate) fn for_test(scopes: &[&str], depth: usize, issued_at: Timestamp) -> AgentClaims {
+        AgentClaims {
+            session: SessionId::generate(),
+            user: UserId::generate(),
+            agent: AgentId::generate(),
+            integration: IntegrationId::generate(),
+            delegation: DelegationId::generate(),
+            platform: PlatformId::generate(),
+            scopes: scopes.iter().map(|s| Scope::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))).collect(),
+            issued_at,
+            expires_at: issued_at.plus_seconds(3600),
+            chain: (0..depth).map(|_| (SessionId::generate(), AgentId::generate())).collect(),
+        }
+    }
+}
+
 /// A freshly minted token. `Debug` never prints the token itself.
 pub struct MintedToken {
     pub token: String,
