@@ -128,7 +128,13 @@ pub async fn refresh(
         .execute_as(caller.caller(), move |tx| ops::refresh_session(tx, &env, &caller, id, &req.refresh_token))
         .await?;
     match outcome {
-        RefreshOutcome::Rotated(tokens) => Ok(axum::Json(tokens)),
+        RefreshOutcome::Rotated(mut tokens) => {
+            // The relying service's first check of the new token is a cache hit, not a verify.
+            if let Some(minted) = tokens.minted.take() {
+                state.authorizer.remember_minted(&tokens.token, minted);
+            }
+            Ok(axum::Json(tokens))
+        }
         RefreshOutcome::ReuseDetected(receipt) => Err(Error::InvalidGrant(format!(
             "the refresh token was already used: the session has been revoked as compromised (audit seq {})",
             receipt.cause.seq

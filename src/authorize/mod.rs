@@ -135,6 +135,19 @@ impl Authorizer {
         Ok(entry)
     }
 
+    /// Caches a token this process has just minted and committed, so that its first authorize
+    /// skips the signature check: tether signed it, so `minted` (see
+    /// [`VerifiedToken::minted`]) is what verifying it would find. Only under a policy decided
+    /// from claims; otherwise the token is verified, and parsed, at its first use as usual.
+    pub fn remember_minted(&self, token: &str, minted: Arc<VerifiedToken>) {
+        if self.policy.claims_inputs().is_none() || minted.attenuated() || minted.biscuit.is_some() {
+            return;
+        }
+        let token = token.trim();
+        let entry = Entry { token: minted, full: None, token_chars: token.len(), recent: Recent::default() };
+        self.cache.insert(token, Arc::new(entry), self.clock.now().seconds());
+    }
+
     pub fn authorize(&self, request: &Request<'_>) -> Decision {
         let now = self.clock.now();
         let entry = match self.entry(request.token, now) {
@@ -489,6 +502,25 @@ mod tests {
         assert!(attenuated.token.biscuit.is_some() && attenuated.full.is_some());
         assert_eq!(authorizer.cached_bytes(), plain.resident_bytes() + attenuated.resident_bytes());
         assert!(attenuated.resident_bytes() > 4 * plain.resident_bytes());
+    }
+
+    #[test]
+    fn a_minted_token_remembered_is_what_verifying_it_finds() {
+        let fixture = fixture();
+        let authorizer = authorizer(&fixture, tokens::policy::DEFAULT_AGENT_POLICY);
+        let now = Clock::default().now();
+        let claims = AgentClaims::for_test(&["mail:read"], 1, Timestamp(now.millis() - 1234));
+        let minted = tokens::agent::mint(&fixture.ring, &claims).unwrap();
+        let verified = tokens::agent::verify(&fixture.ring, &minted.token).unwrap();
+
+        let remembered = VerifiedToken::minted(minted.kid, &claims);
+        authorizer.remember_minted(&minted.token, Arc::new(remembered));
+
+        let cached = authorizer.entry(&minted.token, now).unwrap();
+        assert_eq!(authorizer.cached_tokens(), 1);
+        assert_eq!(format!("{:?}", cached.token.claims), format!("{:?}", verified.claims));
+        assert_eq!((cached.token.kid, cached.token.blocks), (verified.kid, verified.blocks));
+        assert!(cached.full.is_none());
     }
 
     #[test]

@@ -202,6 +202,8 @@ pub fn create_session(
 /// A fresh access token and refresh token for a session.
 struct IssuedTokens {
     token: String,
+    /// What verifying `token` would find.
+    verified: tokens::VerifiedToken,
     kid: u32,
     revocation_id: String,
     issued_at: Timestamp,
@@ -239,6 +241,7 @@ fn mint_tokens(env: &Env, claims: &AgentClaims) -> Result<IssuedTokens> {
     let refresh_token = tokens::refresh::generate();
     Ok(IssuedTokens {
         token: minted.token,
+        verified: tokens::VerifiedToken::minted(minted.kid, claims),
         kid: minted.kid,
         revocation_id: minted.revocation_id,
         issued_at: claims.issued_at,
@@ -300,6 +303,10 @@ pub struct Refreshed {
     pub token: String,
     pub token_expires_at: Timestamp,
     pub refresh_token: String,
+    /// What the new token says, for the authorizer's cache (never part of the answer).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub minted: Option<std::sync::Arc<tokens::VerifiedToken>>,
 }
 
 impl std::fmt::Debug for Refreshed {
@@ -368,6 +375,7 @@ pub fn refresh_session(
         token: issued.token,
         token_expires_at: issued.token_expires_at,
         refresh_token: issued.refresh_token,
+        minted: Some(std::sync::Arc::new(issued.verified)),
     }))
 }
 

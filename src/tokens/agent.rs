@@ -152,6 +152,19 @@ pub struct VerifiedToken {
 }
 
 impl VerifiedToken {
+    /// What verifying a token tether has just minted from `claims` under key `kid` would find,
+    /// without verifying it: its authority block is those claims (dates in whole seconds, as
+    /// [`verify`] reads them back) and it has no other block.
+    pub fn minted(kid: u32, claims: &AgentClaims) -> VerifiedToken {
+        let whole_seconds = |t: Timestamp| Timestamp(t.seconds().saturating_mul(1000));
+        let claims = AgentClaims {
+            issued_at: whole_seconds(claims.issued_at),
+            expires_at: whole_seconds(claims.expires_at),
+            ..claims.clone()
+        };
+        VerifiedToken { biscuit: None, blocks: 1, kid, claims, allow_answer: std::sync::OnceLock::new() }
+    }
+
     /// Whether a holder appended blocks (attenuation): their checks need the parsed token.
     pub fn attenuated(&self) -> bool {
         self.blocks > 1

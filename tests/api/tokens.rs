@@ -143,6 +143,35 @@ async fn a_token_past_its_ttl_is_denied_token_expired_while_the_session_stays_ac
     );
 }
 
+/// A refreshed token is cached as it is minted (its first check skips verification): it must
+/// still say exactly what a verified one would, and die with its session.
+#[tokio::test]
+async fn a_refreshed_token_is_allowed_at_once_answers_its_claims_and_dies_with_its_session() {
+    let app = TestApp::new().await;
+    let verifier = app.verifier().await;
+    let world = app.world(&["mail:read", "mail:send"], &["mail:read", "mail:send"]).await;
+    let opened = open(&app, &world, &["mail:read"], Some(3600)).await;
+    let session = text(&opened["session"]["id"]);
+    let refreshed = refresh(&app, &world.platform.credential, &session, &text(&opened["refresh_token"])).await;
+    let refreshed = refreshed.ok().clone();
+    assert_eq!(
+        refreshed.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["refresh_token".to_owned(), "token".to_owned(), "token_expires_at".to_owned()]),
+        "the answer carries the tokens and nothing else: {refreshed}"
+    );
+    let new_token = text(&refreshed["token"]);
+
+    let allowed = app.post("/v1/authorize", &verifier, json!({"token": new_token, "scope": "mail:read"})).await;
+    let allowed = allowed.ok();
+    assert_eq!((allowed["decision"].as_str(), allowed["session_id"].as_str()), (Some("allow"), Some(session.as_str())));
+    assert_eq!(allowed["scopes"], json!(["mail:read"]));
+    assert_eq!(allowed["expires_at"], refreshed["token_expires_at"]);
+    assert_eq!(app.authorize(&verifier, &new_token, "mail:send").await, ("deny".into(), "scope_not_granted".into()));
+
+    app.post(&format!("/v1/sessions/{session}/revoke"), &world.platform.credential, json!({})).await.ok();
+    assert_eq!(app.authorize(&verifier, &new_token, "mail:read").await, ("deny".into(), "session_revoked".into()));
+}
+
 #[tokio::test]
 async fn with_a_session_shorter_than_the_token_ttl_the_token_expires_with_the_session() {
     let app = TestApp::new().await;
