@@ -19,7 +19,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit::load_chain_head;
-use super::db::{db_error, open_connection};
+use super::db::open_connection;
 use super::migrate;
 use super::tx::{Batch, ChainHead, CommandScope, Effect, Tx, Withdrawn};
 use crate::clock::Clock;
@@ -131,11 +131,9 @@ impl Writer {
     /// Opens the write connection, runs migrations and starts the writer thread.
     pub fn start(path: &Path, clock: Arc<Clock>, sink: Arc<dyn EffectSink>) -> Result<Writer> {
         let mut conn = open_connection(path, false)?;
-        // A cascade over a large tenant dirties every page of the sessions it revokes, their
-        // indexes and its audit rows in one transaction. A cache that cannot hold them spills
-        // dirty pages to the WAL mid-transaction, a large share of a big cascade's time
-        // (docs/performance.md). The cache only grows as far as a transaction uses it.
-        conn.execute_batch("PRAGMA cache_size = -524288;").map_err(db_error)?;
+        // The writer keeps the connection's page cache size. SQLite scans the cache's whole hash
+        // table at the end of every transaction, so a larger cache taxes every small commit, and
+        // the large cascade it was once raised for was no faster with it (docs/performance.md).
         migrate::run(&mut conn)?;
         let head = load_chain_head(&conn)?;
         let (queue, jobs) = mpsc::channel::<Job>(8192);

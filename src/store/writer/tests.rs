@@ -5,6 +5,7 @@
 use super::*;
 use crate::audit::NewEvent;
 use crate::domain::{Actor, Subject};
+use crate::store::db::db_error;
 
 struct NoViews;
 impl EffectSink for NoViews {
