@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod operations;
 pub mod platforms;
 pub mod problem;
+pub mod scim;
 pub mod sessions;
 pub mod users;
 pub mod webhooks;
