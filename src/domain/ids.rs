@@ -156,6 +156,7 @@ typed_id!(DelegationId, "dlg", "delegation");
 typed_id!(SessionId, "ses", "session");
 typed_id!(CredentialId, "cred", "credential");
 typed_id!(WebhookId, "whk", "webhook");
+typed_id!(GroupId, "grp", "group");
 typed_id!(
     /// The id of one audit event (its position in the chain is its `seq`).
     EventId,
@@ -190,6 +191,7 @@ mod tests {
         check(SessionId::from_uuid(uuid), "ses", uuid);
         check(CredentialId::from_uuid(uuid), "cred", uuid);
         check(WebhookId::from_uuid(uuid), "whk", uuid);
+        check(GroupId::from_uuid(uuid), "grp", uuid);
         check(EventId::from_uuid(uuid), "evt", uuid);
     }
 

@@ -75,6 +75,27 @@ pub struct User {
     pub created_at: Timestamp,
 }
 
+/// A group: its members hold its permissions (set by an admin) besides their own.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Group {
+    pub id: GroupId,
+    pub display_name: String,
+    /// The identity provider's id of the group (SCIM `externalId`).
+    pub external_id: Option<String>,
+    pub permissions: ScopeSet,
+    /// Member users, by id.
+    pub members: Vec<UserId>,
+    pub created_at: Timestamp,
+    pub modified_at: Timestamp,
+}
+
+/// A group as a user's answer names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct GroupRef {
+    pub id: GroupId,
+    pub display_name: String,
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Delegation {
     pub id: DelegationId,

@@ -19,7 +19,7 @@ macro_rules! from_sql_id {
         }
     )*};
 }
-from_sql_id!(PlatformId, AgentId, IntegrationId, UserId, DelegationId, SessionId, CredentialId, WebhookId);
+from_sql_id!(PlatformId, AgentId, IntegrationId, UserId, DelegationId, SessionId, CredentialId, WebhookId, GroupId);
 
 impl FromSql for ScopeSet {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
