@@ -298,7 +298,7 @@ async fn cascades(services: &Arc<Services>, chain: support::Chain, sizes: &[usiz
             .execute(move |tx| {
                 ops::users::disable_user(
                     tx,
-                    &support::grant(&admin),
+                    &support::grant::<tether::domain::access::Admin>(&admin),
                     user.user,
                     WithReason { reason: Some(Reason::parse("bench").expect("reason")) },
                 )

@@ -261,12 +261,14 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Credential { command: CredentialCommand::Mint { data_dir, role, platform_id, user_id, label } } => {
-            let role = RoleKind::parse(&role)
-                .ok_or_else(|| Error::invalid("--role must be admin, platform, user, auditor or verifier"))?;
+            let role = RoleKind::parse(&role).ok_or_else(|| {
+                Error::invalid("--role must be admin, platform, user, auditor, verifier or provisioner")
+            })?;
             let role = match role {
                 RoleKind::Admin => Role::Admin,
                 RoleKind::Auditor => Role::Auditor,
                 RoleKind::Verifier => Role::Verifier,
+                RoleKind::Provisioner => Role::Provisioner,
                 RoleKind::Platform => Role::Platform(
                     tether::domain::PlatformId::parse(platform_id.as_deref().unwrap_or_default())
                         .map_err(|e| Error::invalid(format!("--platform-id: {e}")))?,

@@ -139,10 +139,12 @@ pub async fn delegated_user(services: &Services, chain: Chain) -> Delegated {
         .execute(move |tx| {
             ops::users::create_user(
                 tx,
-                &grant(&admin),
+                &grant::<tether::domain::access::Admin>(&admin),
                 NewUser {
                     external_id: ExternalId::parse(&format!("idp|{}", uuid::Uuid::now_v7().simple()))
                         .expect("external id"),
+                    user_name: None,
+                    email: None,
                     display_name: None,
                     permissions: scopes(SCOPES),
                 },

@@ -130,7 +130,7 @@ fn exact(document: &mut Value) {
                 "type": "object",
                 "required": ["role"],
                 "properties": common(json!({
-                    "role": {"type": "string", "enum": ["admin", "auditor", "verifier"]},
+                    "role": {"type": "string", "enum": ["admin", "auditor", "verifier", "provisioner"]},
                     "platform_id": {"type": "null"},
                     "user_id": {"type": "null"},
                 })),

@@ -338,6 +338,8 @@ pub fn visible_to(role: &crate::domain::Role, event: &AuditEvent) -> bool {
     let detail = |key: &str| event.details.get(key).and_then(|v| v.as_str());
     match role {
         Role::Admin | Role::Auditor => true,
+        // A provisioner holds no capability that reads events.
+        Role::Provisioner => false,
         Role::Verifier => {
             matches!(
                 event.action.as_str(),

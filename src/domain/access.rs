@@ -48,6 +48,9 @@ impl Visibility {
             Role::Platform(p) => Reach::Platform(p),
             Role::User(u) => Reach::User(u),
             Role::Verifier => Reach::Nothing,
+            // A provisioner manages users, all of them; it holds no capability that reads
+            // anything else.
+            Role::Provisioner => Reach::All,
         })
     }
 
@@ -132,9 +135,25 @@ capabilities! {
     FeedReader = [Verifier, Admin, Auditor];
     /// Token revocation (RFC 7009): revoking the session of a token the caller holds.
     TokenRevoker = [Verifier, Platform, Admin];
-    /// Any live credential: the webhooks it owns, the keys, the event stream.
-    AnyRole = [Admin, Platform, User, Auditor, Verifier];
+    /// Any live credential: the webhooks it owns, the keys, the event stream (a provisioner sees
+    /// no events on it).
+    AnyRole = [Admin, Platform, User, Auditor, Verifier, Provisioner];
+    /// An identity provider's connection (SCIM, Global Token Revocation), or an admin.
+    Provisioner = [Admin, Provisioner];
 }
+
+/// Who may create, end, enable and disable users and change their permissions: an admin, or an
+/// identity provider through its provisioner credential (and, for received signals, a verified
+/// signal source). The user commands take it, so each path is audited as its own actor.
+pub trait ManagesUsers: Capability {
+    /// Users are read unscoped: managing users is not tenant-bound.
+    fn visibility(&self) -> Visibility {
+        Visibility(Reach::All)
+    }
+}
+
+impl ManagesUsers for Admin {}
+impl ManagesUsers for Provisioner {}
 
 impl Admin {
     pub fn visibility(&self) -> Visibility {

@@ -12,6 +12,8 @@ pub enum Role {
     User(UserId),
     Auditor,
     Verifier,
+    /// An identity provider's connection (SCIM, Global Token Revocation): manages users.
+    Provisioner,
 }
 
 /// A role without its binding, for permission tables.
@@ -23,6 +25,7 @@ pub enum RoleKind {
     User,
     Auditor,
     Verifier,
+    Provisioner,
 }
 
 impl RoleKind {
@@ -33,6 +36,7 @@ impl RoleKind {
             RoleKind::User => "user",
             RoleKind::Auditor => "auditor",
             RoleKind::Verifier => "verifier",
+            RoleKind::Provisioner => "provisioner",
         }
     }
 
@@ -43,6 +47,7 @@ impl RoleKind {
             "user" => RoleKind::User,
             "auditor" => RoleKind::Auditor,
             "verifier" => RoleKind::Verifier,
+            "provisioner" => RoleKind::Provisioner,
             _ => return None,
         })
     }
@@ -55,6 +60,7 @@ impl Role {
             RoleKind::Admin => Role::Admin,
             RoleKind::Auditor => Role::Auditor,
             RoleKind::Verifier => Role::Verifier,
+            RoleKind::Provisioner => Role::Provisioner,
             RoleKind::Platform => Role::Platform(PlatformId::parse(bound).ok()?),
             RoleKind::User => Role::User(UserId::parse(bound).ok()?),
         })
@@ -76,6 +82,7 @@ impl Role {
             Role::User(_) => RoleKind::User,
             Role::Auditor => RoleKind::Auditor,
             Role::Verifier => RoleKind::Verifier,
+            Role::Provisioner => RoleKind::Provisioner,
         }
     }
 }
@@ -97,6 +104,8 @@ impl Caller {
             Role::User(u) => Actor::new(ActorKind::User, u.to_string()),
             Role::Auditor => Actor::new(ActorKind::Auditor, self.credential.to_string()),
             Role::Verifier => Actor::new(ActorKind::Verifier, self.credential.to_string()),
+            // The identity provider acts through its connection's credential.
+            Role::Provisioner => Actor::new(ActorKind::Idp, self.credential.to_string()),
         }
     }
 }

@@ -15,5 +15,7 @@ pub use error::{Error, InternalError, Result};
 pub use ids::*;
 pub use model::*;
 pub use scope::{Scope, ScopeSet};
-pub use text::{clean_text, required_text, CredentialTtl, DisplayName, ExternalId, Label, Name, Reason, SessionTtl};
+pub use text::{
+    clean_text, required_text, CredentialTtl, DisplayName, Email, ExternalId, Label, Name, Reason, SessionTtl, UserName,
+};
 pub use time::Timestamp;

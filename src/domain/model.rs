@@ -68,11 +68,19 @@ pub struct Integration {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct User {
     pub id: UserId,
-    pub external_id: String,
+    /// The identity provider's id of the user; absent for a user provisioned by SCIM without one.
+    pub external_id: Option<String>,
+    /// The identity provider's unique login name (SCIM `userName`), compared case-insensitively.
+    pub user_name: Option<String>,
+    /// The primary email, by which received signals may name the user.
+    pub email: Option<String>,
     pub display_name: Option<String>,
     pub permissions: ScopeSet,
     pub status: UserStatus,
     pub created_at: Timestamp,
+    /// When the identity provider deleted the user (SCIM DELETE, RISC account-purged): disabled
+    /// for good, kept for the audit trail.
+    pub ended_at: Option<Timestamp>,
 }
 
 /// A group: its members hold its permissions (set by an admin) besides their own.

@@ -142,6 +142,15 @@ text_type!(
     ExternalId, "external_id", 256, required = true
 );
 text_type!(
+    /// A user's unique login name at the identity provider (SCIM `userName`).
+    UserName, "user_name", 256, required = true
+);
+text_type!(
+    /// A user's primary email, as the identity provider knows it (not checked for shape: identity
+    /// providers send what they hold, and a signal naming it must find the user).
+    Email, "email", 320, required = true
+);
+text_type!(
     /// Why a state change was made, as the audit log records it.
     Reason, "reason", 500, required = false
 );

@@ -42,6 +42,7 @@ pub fn create_credential(tx: &mut Tx<'_>, env: &Env, caller: &Admin, req: NewCre
         (RoleKind::Admin, None, None) => Role::Admin,
         (RoleKind::Auditor, None, None) => Role::Auditor,
         (RoleKind::Verifier, None, None) => Role::Verifier,
+        (RoleKind::Provisioner, None, None) => Role::Provisioner,
     };
     let expires_at = req.ttl_seconds.map(|ttl| tx.now().plus_seconds(ttl.seconds()));
     issue_credential(tx, env, caller.actor(), role, label, expires_at)
@@ -103,7 +104,7 @@ pub fn revoke_credential(tx: &mut Tx<'_>, caller: &Admin, id: CredentialId) -> R
     tx.effect(Effect::Credential { id, revoked: true, expires_at: credential.expires_at });
     // Webhooks of an admin, auditor or verifier belong to the credential itself: nobody else can
     // see or delete them, so they end with it rather than keep receiving events.
-    if matches!(credential.role, RoleKind::Admin | RoleKind::Auditor | RoleKind::Verifier) {
+    if matches!(credential.role, RoleKind::Admin | RoleKind::Auditor | RoleKind::Verifier | RoleKind::Provisioner) {
         for (webhook, url) in webhooks::webhooks_owned_by(tx.conn(), credential.role.as_str(), &id.to_string())? {
             webhooks::delete_webhook(tx, webhook)?;
             tx.audit(

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use super::cascade::{noop_receipt, Cascade};
 use super::WithReason;
 use crate::audit::NewEvent;
-use crate::domain::access::{Admin, Capability, UserScope};
+use crate::domain::access::{Capability, ManagesUsers, UserScope};
 use crate::domain::*;
 use crate::store::delegations::{self, DelegationsOf};
 use crate::store::platforms::{self, StatusTable};
@@ -19,6 +19,10 @@ use crate::store::{audit, users};
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub external_id: ExternalId,
+    /// Optional: the login name identity providers' signals may name the user by.
+    pub user_name: Option<UserName>,
+    /// Optional: the primary email identity providers' signals may name the user by.
+    pub email: Option<Email>,
     pub display_name: Option<DisplayName>,
     pub permissions: ScopeSet,
 }
@@ -64,27 +68,86 @@ pub struct LifecycleEvent {
     pub reason: Option<Reason>,
 }
 
-pub fn create_user(tx: &mut Tx<'_>, caller: &Admin, req: NewUser) -> Result<User> {
-    if req.permissions.len() > ScopeSet::MAX_LEN {
+pub fn create_user(tx: &mut Tx<'_>, caller: &impl ManagesUsers, req: NewUser) -> Result<User> {
+    let profile = users::UserProfile {
+        external_id: Some(req.external_id.into_string()),
+        user_name: req.user_name.map(UserName::into_string),
+        email: req.email.map(Email::into_string),
+        display_name: req.display_name.map(DisplayName::into_string),
+    };
+    create_user_with(tx, caller, profile, req.permissions)
+}
+
+/// Creates an active user from what an identity provider says of it (tether's API, SCIM).
+pub fn create_user_with(
+    tx: &mut Tx<'_>,
+    caller: &impl ManagesUsers,
+    profile: users::UserProfile,
+    permissions: ScopeSet,
+) -> Result<User> {
+    if permissions.len() > ScopeSet::MAX_LEN {
         return Err(Error::invalid(format!("`permissions` lists more than {} scopes", ScopeSet::MAX_LEN)));
     }
     let user = User {
         id: UserId::generate(),
-        external_id: req.external_id.into_string(),
-        display_name: req.display_name.map(DisplayName::into_string),
-        permissions: req.permissions,
+        external_id: profile.external_id,
+        user_name: profile.user_name,
+        email: profile.email,
+        display_name: profile.display_name,
+        permissions,
         status: UserStatus::Active,
         created_at: tx.now(),
+        ended_at: None,
     };
     users::insert_user(tx, &user)?;
     tx.audit(NewEvent::new(caller.actor(), "user.created", Subject::new("user", user.id)).details(json!({
-        "external_id": user.external_id, "permissions": user.permissions,
+        "external_id": user.external_id, "user_name": user.user_name, "email": user.email,
+        "permissions": user.permissions,
     })))?;
     Ok(user)
 }
 
-pub fn disable_user(tx: &mut Tx<'_>, caller: &Admin, id: UserId, req: WithReason) -> Result<Receipt> {
-    let reason = req.reason.map(Reason::into_string);
+/// Changes a user's identifiers and display name (SCIM PUT and PATCH); audited when it changes.
+pub fn update_user_profile(
+    tx: &mut Tx<'_>,
+    caller: &impl ManagesUsers,
+    id: UserId,
+    profile: users::UserProfile,
+) -> Result<User> {
+    let user = users::get_user(tx.conn(), caller.visibility(), id)?;
+    let before = users::UserProfile {
+        external_id: user.external_id.clone(),
+        user_name: user.user_name.clone(),
+        email: user.email.clone(),
+        display_name: user.display_name.clone(),
+    };
+    if before == profile {
+        return Ok(user);
+    }
+    users::set_user_profile(tx, id, &profile)?;
+    tx.audit(NewEvent::new(caller.actor(), "user.profile_changed", Subject::new("user", id)).details(json!({
+        "external_id": profile.external_id, "user_name": profile.user_name, "email": profile.email,
+        "display_name": profile.display_name,
+    })))?;
+    users::get_user(tx.conn(), caller.visibility(), id)
+}
+
+pub fn disable_user(tx: &mut Tx<'_>, caller: &impl ManagesUsers, id: UserId, req: WithReason) -> Result<Receipt> {
+    disable_user_caused_by(tx, caller, id, req.reason.map(Reason::into_string), None)
+}
+
+/// Disables a user; `cause` is the seq of the event that asked for it when an identity provider
+/// did (a `scim.*` or `signal.*` event), so the `user.disabled` event and through it every
+/// revocation trace back to what the provider sent. An already disabled user is not refused (a
+/// deactivation must never fail on tether-side state): the answer is a receipt of nothing that
+/// points at the earlier disable.
+pub fn disable_user_caused_by(
+    tx: &mut Tx<'_>,
+    caller: &impl ManagesUsers,
+    id: UserId,
+    reason: Option<String>,
+    cause: Option<i64>,
+) -> Result<Receipt> {
     let user = users::get_user(tx.conn(), caller.visibility(), id)?;
     let subject = Subject::new("user", id);
     if user.status == UserStatus::Disabled {
@@ -92,15 +155,46 @@ pub fn disable_user(tx: &mut Tx<'_>, caller: &Admin, id: UserId, req: WithReason
         return Ok(noop_receipt(tx, earlier, subject));
     }
     platforms::set_status(tx, StatusTable::Users, &id.to_string(), UserStatus::Disabled.as_str())?;
-    let mut cascade = Cascade::start(tx, NewEvent::new(caller.actor(), "user.disabled", subject).reason(reason))?;
+    let mut trigger = NewEvent::new(caller.actor(), "user.disabled", subject).reason(reason);
+    if let Some(seq) = cause {
+        trigger = trigger.cause(seq);
+    }
+    let mut cascade = Cascade::start(tx, trigger)?;
     let sessions = sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::User(id))?;
     cascade.revoke_sessions(tx, sessions, "user_disabled")?;
     cascade.receipt(tx)
 }
 
-pub fn enable_user(tx: &mut Tx<'_>, caller: &Admin, id: UserId, req: WithReason) -> Result<User> {
+/// Ends a user for good (SCIM DELETE, RISC account-purged): disabled with its cascade, then
+/// marked ended (`user.ended`); kept for the audit trail. Ending an ended user changes nothing.
+pub fn end_user(
+    tx: &mut Tx<'_>,
+    caller: &impl ManagesUsers,
+    id: UserId,
+    reason: Option<String>,
+    cause: Option<i64>,
+) -> Result<Receipt> {
+    let user = users::get_user(tx.conn(), caller.visibility(), id)?;
+    if user.ended_at.is_some() {
+        let earlier = audit::last_event_for(tx.conn(), &id.to_string(), &["user.ended"])?;
+        return Ok(noop_receipt(tx, earlier, Subject::new("user", id)));
+    }
+    let receipt = disable_user_caused_by(tx, caller, id, reason, cause)?;
+    users::set_user_ended(tx, id, tx.now())?;
+    let mut ended = NewEvent::new(caller.actor(), "user.ended", Subject::new("user", id));
+    if let Some(seq) = cause {
+        ended = ended.cause(seq);
+    }
+    tx.audit(ended)?;
+    Ok(receipt)
+}
+
+pub fn enable_user(tx: &mut Tx<'_>, caller: &impl ManagesUsers, id: UserId, req: WithReason) -> Result<User> {
     let reason = req.reason.map(Reason::into_string);
     let user = users::get_user(tx.conn(), caller.visibility(), id)?;
+    if user.ended_at.is_some() {
+        return Err(Error::conflict("the user was deleted by its identity provider and cannot be enabled"));
+    }
     if user.status == UserStatus::Active {
         return Ok(user);
     }
@@ -111,7 +205,12 @@ pub fn enable_user(tx: &mut Tx<'_>, caller: &Admin, id: UserId, req: WithReason)
 
 /// A lifecycle event from the identity provider: every session of the user ends; the user stays
 /// active. Always recorded (two password resets are two events).
-pub fn user_lifecycle_event(tx: &mut Tx<'_>, caller: &Admin, id: UserId, req: LifecycleEvent) -> Result<Receipt> {
+pub fn user_lifecycle_event(
+    tx: &mut Tx<'_>,
+    caller: &impl ManagesUsers,
+    id: UserId,
+    req: LifecycleEvent,
+) -> Result<Receipt> {
     let reason = req.reason.map(Reason::into_string);
     users::get_user(tx.conn(), caller.visibility(), id)?;
     let mut cascade =
@@ -136,7 +235,12 @@ pub fn sign_out_all(tx: &mut Tx<'_>, caller: &UserScope, id: UserId, req: WithRe
 
 /// Replaces a user's permissions. Narrowing revokes only the sessions holding a removed scope and
 /// narrows the user's delegations; widening changes nothing else (consent is not widened).
-pub fn set_permissions(tx: &mut Tx<'_>, caller: &Admin, id: UserId, req: SetPermissions) -> Result<(User, Receipt)> {
+pub fn set_permissions(
+    tx: &mut Tx<'_>,
+    caller: &impl ManagesUsers,
+    id: UserId,
+    req: SetPermissions,
+) -> Result<(User, Receipt)> {
     let reason = req.reason.map(Reason::into_string);
     if req.permissions.len() > ScopeSet::MAX_LEN {
         return Err(Error::invalid(format!("`permissions` lists more than {} scopes", ScopeSet::MAX_LEN)));

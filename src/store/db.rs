@@ -58,6 +58,9 @@ const KNOWN_CONSTRAINTS: &[KnownConstraint] = &[
     (rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE, "users.external_id", || {
         Error::conflict("a user with this external_id already exists")
     }),
+    (rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE, "users.user_name", || {
+        Error::conflict("a user with this user_name already exists")
+    }),
     (rusqlite::ffi::SQLITE_CONSTRAINT_TRIGGER, "audit_events is append-only", || {
         Error::internal("audit_events is append-only")
     }),

@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0012_actor_and_action_indexes_hold_every_event",
         include_str!("../../migrations/0012_actor_and_action_indexes_hold_every_event.sql"),
     ),
+    (13, "0013_users_from_identity_providers", include_str!("../../migrations/0013_users_from_identity_providers.sql")),
     (15, "0015_groups", include_str!("../../migrations/0015_groups.sql")),
 ];
 
@@ -75,6 +76,27 @@ fn refuse_newer(conn: &Connection) -> Result<()> {
 }
 
 pub(super) fn apply(conn: &mut Connection, migrations: &[(i64, &str, &str)]) -> Result<Vec<i64>> {
+    // A migration that rebuilds a table (SQLite cannot drop NOT NULL or widen a CHECK in place)
+    // drops a table others reference: SQLite's procedure turns foreign keys off around it, which
+    // only works outside a transaction, and checks them all once it is done.
+    let enforced: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).map_err(db_error)?;
+    conn.execute_batch("PRAGMA foreign_keys = OFF").map_err(db_error)?;
+    let applied = apply_each(conn, migrations);
+    if enforced {
+        conn.execute_batch("PRAGMA foreign_keys = ON").map_err(db_error)?;
+    }
+    let applied = applied?;
+    let dangling: i64 =
+        conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).map_err(db_error)?;
+    if dangling > 0 {
+        return Err(crate::domain::Error::Unavailable(format!(
+            "after the migrations, {dangling} rows reference rows that do not exist"
+        )));
+    }
+    Ok(applied)
+}
+
+fn apply_each(conn: &mut Connection, migrations: &[(i64, &str, &str)]) -> Result<Vec<i64>> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL
@@ -111,7 +133,7 @@ mod tests {
     #[test]
     fn migrations_apply_to_an_empty_database_and_only_once() {
         let mut conn = Connection::open_in_memory().expect("in-memory db");
-        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 15]);
+        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15]);
         assert!(run(&mut conn).expect("second run").is_empty());
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'", [], |r| {
@@ -137,7 +159,7 @@ mod tests {
                  VALUES ('s', 'd', 'u', 'a', 'i', 'p', 1, '[\"mail:read\"]', 'active', 5, 9, 'abcd');",
         )
         .expect("a session written under the old schema");
-        assert_eq!(run(&mut conn).expect("0005 and later"), vec![5, 6, 7, 8, 9, 10, 11, 12, 15]);
+        assert_eq!(run(&mut conn).expect("0005 and later"), vec![5, 6, 7, 8, 9, 10, 11, 12, 13, 15]);
         let (status, scopes, expires_at): (String, String, i64) = conn
             .query_row("SELECT status, scopes, expires_at FROM sessions WHERE id = 's'", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -149,6 +171,51 @@ mod tests {
             .expect("the cascade index still answers");
         assert_eq!(still_active, 1);
         assert!(conn.prepare("SELECT revocation_id FROM sessions").is_err(), "the column is gone");
+    }
+
+    #[test]
+    fn rebuilding_users_and_credentials_keeps_every_row_and_every_reference() {
+        let mut conn = Connection::open_in_memory().expect("in-memory db");
+        conn.execute_batch("PRAGMA foreign_keys = ON").expect("enforced, as tether opens it");
+        apply(&mut conn, &MIGRATIONS[..12]).expect("migrations before 0013");
+        conn.execute_batch(
+            "INSERT INTO platforms VALUES ('p', 'P', 'active', 0);
+             INSERT INTO agents VALUES ('a', 'p', 'A', '[]', 'active', 0);
+             INSERT INTO integrations VALUES ('i', 'p', 'I', '[]', 'active', 0);
+             INSERT INTO users VALUES ('u', 'ext', 'Ada', '[\"mail:read\"]', 'disabled', 7);
+             INSERT INTO delegations (id, user_id, agent_id, integration_id, platform_id, scopes, status, created_at)
+                 VALUES ('d', 'u', 'a', 'i', 'p', '[]', 'active', 0);
+             INSERT INTO credentials (id, role, user_id, label, created_at, kid) VALUES ('c', 'user', 'u', 'L', 3, 2);",
+        )
+        .expect("rows written under the old schema");
+        assert_eq!(run(&mut conn).expect("0013"), vec![13]);
+        let user: (String, Option<String>, String, String, i64) = conn
+            .query_row(
+                "SELECT external_id, user_name, display_name, status, created_at FROM users WHERE id = 'u'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .expect("the user survives");
+        assert_eq!(user, ("ext".into(), None, "Ada".into(), "disabled".into(), 7));
+        let kid: i64 = conn.query_row("SELECT kid FROM credentials WHERE id = 'c'", [], |r| r.get(0)).expect("kept");
+        assert_eq!(kid, 2);
+        let enforced: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).expect("pragma");
+        assert!(enforced, "foreign keys are enforced again after the migrations");
+        let dangling = conn.execute(
+            "INSERT INTO delegations (id, user_id, agent_id, integration_id, platform_id, scopes, status, created_at)
+             VALUES ('d2', 'nobody', 'a', 'i', 'p', '[]', 'active', 0)",
+            [],
+        );
+        assert!(dangling.is_err(), "delegations still reference users");
+        conn.execute("INSERT INTO credentials (id, role, created_at) VALUES ('c2', 'provisioner', 0)", [])
+            .expect("the provisioner role is allowed");
+        conn.execute("INSERT INTO users (id, permissions, status, created_at) VALUES ('u2', '[]', 'active', 0)", [])
+            .expect("a user without external_id");
+        conn.execute("INSERT INTO users (id, user_name, permissions, status, created_at) VALUES ('u3', 'Bob', '[]', 'active', 0)", [])
+            .expect("a user name");
+        let taken = conn
+            .execute("INSERT INTO users (id, user_name, permissions, status, created_at) VALUES ('u4', 'bOB', '[]', 'active', 0)", []);
+        assert!(taken.is_err(), "user names are unique case-insensitively");
     }
 
     /// SQLite's query plan for `sql` (two text parameters) on a fully migrated database.

@@ -73,15 +73,19 @@ pub fn integration(r: &Row<'_>) -> rusqlite::Result<Integration> {
     })
 }
 
-pub const USER_COLUMNS: &str = "id, external_id, display_name, permissions, status, created_at";
+pub const USER_COLUMNS: &str =
+    "id, external_id, user_name, email, display_name, permissions, status, created_at, ended_at";
 pub fn user(r: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: r.get(0)?,
         external_id: r.get(1)?,
-        display_name: r.get(2)?,
-        permissions: r.get(3)?,
-        status: r.get(4)?,
-        created_at: r.get(5)?,
+        user_name: r.get(2)?,
+        email: r.get(3)?,
+        display_name: r.get(4)?,
+        permissions: r.get(5)?,
+        status: r.get(6)?,
+        created_at: r.get(7)?,
+        ended_at: r.get(8)?,
     })
 }
 

@@ -62,6 +62,7 @@ pub fn verify(ring: &KeyRing, token: &str) -> std::result::Result<(CredentialCla
         RoleKind::Admin => Role::Admin,
         RoleKind::Auditor => Role::Auditor,
         RoleKind::Verifier => Role::Verifier,
+        RoleKind::Provisioner => Role::Provisioner,
         RoleKind::Platform => {
             Role::Platform(PlatformId::parse(&one(&mut authorizer, "p($p) <- platform($p)")?).map_err(|_| shape)?)
         }

@@ -141,6 +141,11 @@ impl TestApp {
         self.credential(json!({"role": "auditor"})).await
     }
 
+    /// An identity provider's connection.
+    pub async fn provisioner(&self) -> String {
+        self.credential(json!({"role": "provisioner"})).await
+    }
+
     /// A platform with its credential.
     pub async fn platform(&self, name: &str) -> Platform {
         let p = self.post("/v1/platforms", &self.admin, json!({"name": name})).await.ok().clone();

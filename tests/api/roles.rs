@@ -15,8 +15,8 @@ use crate::helpers::TestApp;
 type Route = (String, String);
 type Roles = BTreeSet<&'static str>;
 
-const ALL_ROLES: [RoleKind; 5] =
-    [RoleKind::Admin, RoleKind::Platform, RoleKind::User, RoleKind::Auditor, RoleKind::Verifier];
+const ALL_ROLES: [RoleKind; 6] =
+    [RoleKind::Admin, RoleKind::Platform, RoleKind::User, RoleKind::Auditor, RoleKind::Verifier, RoleKind::Provisioner];
 
 fn code_table() -> BTreeMap<Route, Roles> {
     let mut table = BTreeMap::new();
@@ -179,6 +179,7 @@ async fn each_route_forbids_exactly_the_roles_outside_its_capability() {
         ("user", app.user_credential(&world.user).await),
         ("auditor", app.auditor().await),
         ("verifier", app.verifier().await),
+        ("provisioner", app.provisioner().await),
     ]);
     // A body no route accepts: a permitted role gets 400 (or 404 for an absent id, or 200 for a
     // read), never 403, and nothing is changed.
