@@ -6,8 +6,8 @@ use axum::http::{header, request::Parts};
 use super::problem::ApiError;
 use super::AppState;
 use crate::domain::access::{
-    Admin, AnyRole, Auditor, Capability, FeedReader, Owner, PlatformScope, TenantReader, TokenRevoker, UserScope,
-    Verifier, WebhookOwner,
+    Admin, AnyRole, Auditor, Capability, FeedReader, Owner, PlatformScope, Provisioner, TenantReader, TokenRevoker,
+    UserScope, Verifier, WebhookOwner,
 };
 use crate::domain::{Caller, Error, RoleKind};
 use crate::tokens::{self, CredentialClaims, TokenError};
@@ -154,6 +154,9 @@ pub const ROUTE_ROLES: &[(&str, &str, &[RoleKind])] = &[
     ("POST", "/v1/users/{id}/sign-out-all", UserScope::ROLES),
     ("POST", "/v1/users/{id}/agents/{agent_id}/disconnect", UserScope::ROLES),
     ("POST", "/v1/users/{id}/integrations/{integration_id}/disconnect", UserScope::ROLES),
+    ("GET", "/v1/groups", Auditor::ROLES),
+    ("GET", "/v1/groups/{id}", Auditor::ROLES),
+    ("PUT", "/v1/groups/{id}/permissions", Admin::ROLES),
     ("POST", "/v1/delegations", PlatformScope::ROLES),
     ("GET", "/v1/delegations", TenantReader::ROLES),
     ("GET", "/v1/delegations/{id}", TenantReader::ROLES),
@@ -181,6 +184,23 @@ pub const ROUTE_ROLES: &[(&str, &str, &[RoleKind])] = &[
     ("GET", "/v1/webhooks", AnyRole::ROLES),
     ("DELETE", "/v1/webhooks/{id}", AnyRole::ROLES),
     ("GET", "/v1/webhooks/{id}/deliveries", AnyRole::ROLES),
+    ("GET", "/scim/v2/ServiceProviderConfig", Provisioner::ROLES),
+    ("GET", "/scim/v2/ResourceTypes", Provisioner::ROLES),
+    ("GET", "/scim/v2/ResourceTypes/{name}", Provisioner::ROLES),
+    ("GET", "/scim/v2/Schemas", Provisioner::ROLES),
+    ("GET", "/scim/v2/Schemas/{id}", Provisioner::ROLES),
+    ("GET", "/scim/v2/Users", Provisioner::ROLES),
+    ("POST", "/scim/v2/Users", Provisioner::ROLES),
+    ("GET", "/scim/v2/Users/{id}", Provisioner::ROLES),
+    ("PUT", "/scim/v2/Users/{id}", Provisioner::ROLES),
+    ("PATCH", "/scim/v2/Users/{id}", Provisioner::ROLES),
+    ("DELETE", "/scim/v2/Users/{id}", Provisioner::ROLES),
+    ("GET", "/scim/v2/Groups", Provisioner::ROLES),
+    ("POST", "/scim/v2/Groups", Provisioner::ROLES),
+    ("GET", "/scim/v2/Groups/{id}", Provisioner::ROLES),
+    ("PUT", "/scim/v2/Groups/{id}", Provisioner::ROLES),
+    ("PATCH", "/scim/v2/Groups/{id}", Provisioner::ROLES),
+    ("DELETE", "/scim/v2/Groups/{id}", Provisioner::ROLES),
     ("GET", "/healthz", &[]),
     ("GET", "/metrics", &[]),
     ("GET", "/openapi.json", &[]),

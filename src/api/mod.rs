@@ -6,6 +6,7 @@ pub mod authorize;
 pub mod credentials;
 pub mod delegations;
 pub mod events;
+pub mod groups;
 pub mod keys;
 pub mod oauth;
 pub mod openapi;
@@ -100,6 +101,8 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(oauth::router())
         .merge(operations::router())
+        .merge(scim::router())
+        .merge(groups::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -17,6 +17,7 @@ use super::*;
         platforms::create_integration, platforms::list_integrations, platforms::get_integration, platforms::disable_integration,
         users::create, users::list, users::get_one, users::set_permissions, users::disable, users::enable,
         users::lifecycle_event, users::sign_out_all, users::disconnect_agent, users::disconnect_integration,
+        groups::list, groups::get_one, groups::set_permissions,
         delegations::create, delegations::list, delegations::get_one, delegations::revoke,
         sessions::create, sessions::list, sessions::get_one, sessions::revoke, sessions::refresh,
         keys::list_keys, keys::rotate, keys::retire, keys::revocations,

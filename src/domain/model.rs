@@ -81,6 +81,11 @@ pub struct User {
     /// When the identity provider deleted the user (SCIM DELETE, RISC account-purged): disabled
     /// for good, kept for the audit trail.
     pub ended_at: Option<Timestamp>,
+    /// The groups the user is in (SCIM-provisioned; read-only here).
+    pub groups: Vec<GroupRef>,
+    /// `permissions` and every permission of the user's groups: what sessions and delegations
+    /// are checked against.
+    pub effective_permissions: ScopeSet,
 }
 
 /// A group: its members hold its permissions (set by an admin) besides their own.

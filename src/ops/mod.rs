@@ -9,6 +9,7 @@
 pub mod cascade;
 pub mod credentials;
 pub mod delegations;
+pub mod groups;
 pub mod keys;
 pub mod platforms;
 pub mod sessions;

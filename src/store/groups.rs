@@ -1,7 +1,5 @@
 //! Groups: rows, members, and the permissions a user holds through them.
 
-use std::collections::HashMap;
-
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::db::db_error;
@@ -201,11 +199,25 @@ pub fn permissions_through_groups(conn: &Connection, user: UserId) -> Result<Sco
     Ok(sets.iter().flat_map(ScopeSet::iter).cloned().collect())
 }
 
-/// The groups of many users at once (a page of SCIM users), by user.
-pub fn groups_of_users(conn: &Connection, users: &[UserId]) -> Result<HashMap<UserId, Vec<GroupRef>>> {
-    let mut out = HashMap::new();
-    for u in users {
-        out.insert(*u, groups_of(conn, *u)?);
+/// Fills a user's groups and effective permissions (own ∪ their groups').
+pub fn fill_membership(conn: &Connection, user: &mut User) -> Result<()> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT g.id, g.display_name, g.permissions FROM group_members m JOIN groups g ON g.id = m.group_id
+             WHERE m.user_id = ?1 ORDER BY g.id",
+        )
+        .and_then(|mut st| {
+            st.query_map([user.id.to_string()], |r| {
+                Ok((GroupRef { id: r.get(0)?, display_name: r.get(1)? }, r.get::<_, ScopeSet>(2)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db_error)?;
+    if rows.is_empty() {
+        return Ok(());
     }
-    Ok(out)
+    user.effective_permissions =
+        user.permissions.iter().chain(rows.iter().flat_map(|(_, p)| p.iter())).cloned().collect();
+    user.groups = rows.into_iter().map(|(g, _)| g).collect();
+    Ok(())
 }

@@ -137,7 +137,8 @@ fn the_route_table_has_every_route_of_the_openapi_document() {
             }
         }
     }
-    let table: BTreeSet<Route> = code_table().into_keys().collect();
+    // SCIM describes itself (/ServiceProviderConfig, /ResourceTypes, /Schemas), not in OpenAPI.
+    let table: BTreeSet<Route> = code_table().into_keys().filter(|(_, path)| !path.starts_with("/scim/")).collect();
     assert_eq!(table, routes);
 }
 
@@ -151,6 +152,7 @@ fn concrete(path: &str) -> String {
             "{agent_id}" => absent("agt"),
             "{integration_id}" => absent("int"),
             "{kid}" => "4000000000".to_owned(),
+            "{name}" => "User".to_owned(),
             "{id}" => absent(match segments[i - 1] {
                 "platforms" => "plt",
                 "agents" => "agt",
@@ -160,6 +162,9 @@ fn concrete(path: &str) -> String {
                 "sessions" => "ses",
                 "credentials" => "cred",
                 "webhooks" => "whk",
+                "groups" | "Groups" => "grp",
+                "Users" => "usr",
+                "Schemas" => return "/scim/v2/Schemas/urn:ietf:params:scim:schemas:core:2.0:User".to_owned(),
                 other => panic!("no id prefix for {other}"),
             }),
             other => other.to_owned(),
