@@ -20,6 +20,7 @@ mod invariant;
 mod propagation;
 mod races;
 mod roles;
+mod scim;
 mod serve;
 mod stale_allows;
 mod tokens;
