@@ -13,6 +13,7 @@ mod cascades;
 mod contract;
 mod coverage;
 mod durability;
+mod groups;
 mod identifiers;
 mod input;
 mod instance;

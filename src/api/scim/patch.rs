@@ -234,7 +234,9 @@ pub fn apply(
                     match apply_path(target, resource, op.op, &path, Some(value), false) {
                         Ok(Some(change)) => active = Some(change),
                         Ok(None) => {}
-                        Err(e) if e.scim_type == Some("invalidPath") => {}
+                        // Read-only attributes are dropped as in a PUT body: Okta's group
+                        // rename sends the group's own `id` beside the new `displayName`.
+                        Err(e) if matches!(e.scim_type, Some("invalidPath" | "mutability")) => {}
                         Err(e) => return Err(e),
                     }
                 }
