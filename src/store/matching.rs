@@ -43,8 +43,8 @@ impl<C: Column> Match<C> {
     /// Appends this condition's SQL to `sql` and its values to `params`, in order.
     pub fn write(&self, sql: &mut String, params: &mut Vec<Value>) {
         match self {
-            Match::Everything => sql.push_str("1"),
-            Match::Nothing => sql.push_str("0"),
+            Match::Everything => sql.push('1'),
+            Match::Nothing => sql.push('0'),
             Match::All(parts) | Match::Any(parts) => {
                 let joint = if matches!(self, Match::All(_)) { " AND " } else { " OR " };
                 if parts.is_empty() {
@@ -68,7 +68,7 @@ impl<C: Column> Match<C> {
                 sql.push_str(") IS NOT 1)");
             }
             Match::Present(c) => {
-                sql.push_str("(");
+                sql.push('(');
                 sql.push_str(c.sql());
                 sql.push_str(" IS NOT NULL AND ");
                 sql.push_str(c.sql());

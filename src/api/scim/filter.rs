@@ -422,7 +422,7 @@ pub fn matches(filter: &Filter, value: &serde_json::Value, case_exact: &dyn Fn(&
         Filter::Not(a) => !matches(a, value, case_exact),
         Filter::Present(path) => lookup(value, path)
             .iter()
-            .any(|v| !v.is_null() && v.as_str() != Some("") && v.as_array().map_or(true, |a| !a.is_empty())),
+            .any(|v| !v.is_null() && v.as_str() != Some("") && v.as_array().is_none_or(|a| !a.is_empty())),
         Filter::Compare { path, op, value: literal } => {
             let exact = case_exact(path);
             lookup(value, path).iter().any(|v| compare(v, *op, literal, exact))
