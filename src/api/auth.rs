@@ -189,6 +189,7 @@ pub const ROUTE_ROLES: &[(&str, &str, &[RoleKind])] = &[
     ("GET", "/scim/v2/ResourceTypes/{name}", Provisioner::ROLES),
     ("GET", "/scim/v2/Schemas", Provisioner::ROLES),
     ("GET", "/scim/v2/Schemas/{id}", Provisioner::ROLES),
+    ("POST", "/scim/v2/.search", Provisioner::ROLES),
     ("GET", "/scim/v2/Users", Provisioner::ROLES),
     ("POST", "/scim/v2/Users", Provisioner::ROLES),
     ("GET", "/scim/v2/Users/{id}", Provisioner::ROLES),

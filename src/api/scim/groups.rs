@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use super::filter::{self, AttrPath, CompValue, CompareOp, Filter};
 use super::patch::{self, OpKind, Target};
 use super::protocol::{
-    base_url, created, list_response, scim_json, ScimAllowed, ScimBody, ScimError, ScimResult, Window,
+    base_url, created, list_response, scim_json, Projection, ScimAllowed, ScimBody, ScimError, ScimResult, Window,
 };
 use super::schema::{GROUP_ATTRS, GROUP_SCHEMA};
 use super::users::ListQuery;
@@ -141,10 +141,14 @@ pub async fn get_one(
     headers: HeaderMap,
     ScimAllowed(_caller): ScimAllowed<Provisioner>,
     Path(id): Path<String>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ScimResult {
+    let Query(q) = query.map_err(|_| ScimError::invalid_value("the query string is malformed"))?;
+    let projection = Projection::parse(q.attributes.as_deref(), q.excluded_attributes.as_deref())?;
     let id = group_id(&id)?;
     let base = base_url(&headers);
-    let body = state.readers.read(move |conn| Ok(render(&groups::get_group(conn, id)?, &base))).await?;
+    let mut body = state.readers.read(move |conn| Ok(render(&groups::get_group(conn, id)?, &base))).await?;
+    projection.apply(&mut body);
     Ok(scim_json(StatusCode::OK, &body))
 }
 
@@ -156,6 +160,7 @@ pub async fn list(
 ) -> ScimResult {
     let Query(q) = query.map_err(|_| ScimError::invalid_value("the query string is malformed"))?;
     let window = Window::parse(q.start_index.as_deref(), q.count.as_deref())?;
+    let projection = Projection::parse(q.attributes.as_deref(), q.excluded_attributes.as_deref())?;
     let condition = match q.filter.as_deref().map(str::trim) {
         None | Some("") => Match::Everything,
         Some(text) => {
@@ -171,6 +176,8 @@ pub async fn list(
             Ok((total, found.iter().map(|g| render(g, &base)).collect::<Vec<_>>()))
         })
         .await?;
+    let mut found = found;
+    found.iter_mut().for_each(|r| projection.apply(r));
     Ok(list_response(total, window, found))
 }
 

@@ -28,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/ResourceTypes/{name}", get(resource_type))
         .route("/Schemas", get(schemas))
         .route("/Schemas/{id}", get(schema_by_id))
+        .route("/.search", axum::routing::post(search_everything))
         .merge(users::router())
         .merge(groups::router())
         .fallback(not_found)
@@ -41,6 +42,12 @@ async fn not_found() -> ScimError {
 
 async fn method_not_allowed() -> ScimError {
     ScimError::new(StatusCode::METHOD_NOT_ALLOWED, None, "this SCIM endpoint does not take this method")
+}
+
+/// Searching every resource type at once (RFC 7644 §3.4.3, a MAY) is not implemented: 501, as
+/// §3.12 says for an unsupported operation.
+async fn search_everything(ScimAllowed(_): ScimAllowed<Provisioner>) -> ScimError {
+    ScimError::new(StatusCode::NOT_IMPLEMENTED, None, "searching every resource type at once is not supported")
 }
 
 async fn service_provider_config(headers: HeaderMap, ScimAllowed(_): ScimAllowed<Provisioner>) -> ScimResult {

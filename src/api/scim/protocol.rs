@@ -243,3 +243,86 @@ mod tests {
         assert!(Window::parse(Some("x"), None).is_err());
     }
 }
+
+/// `attributes` / `excludedAttributes` (RFC 7644 §3.4.2.5, §3.9): which attributes an answer
+/// carries. `id` and `schemas` are always returned.
+#[derive(Debug, Clone, Default)]
+pub struct Projection {
+    include: Option<Vec<super::filter::AttrPath>>,
+    exclude: Vec<super::filter::AttrPath>,
+}
+
+impl Projection {
+    pub fn parse(attributes: Option<&str>, excluded: Option<&str>) -> ScimResult<Projection> {
+        let list = |name: &str, text: Option<&str>| -> ScimResult<Option<Vec<super::filter::AttrPath>>> {
+            let Some(text) = text.filter(|t| !t.trim().is_empty()) else { return Ok(None) };
+            text.split(',')
+                .map(|p| match super::filter::parse_path(p.trim()) {
+                    Ok(path) if path.filter.is_none() => Ok(path.attr),
+                    _ => Err(ScimError::invalid_value(format!("`{name}`: `{}` is not an attribute path", p.trim()))),
+                })
+                .collect::<ScimResult<Vec<_>>>()
+                .map(Some)
+        };
+        Ok(Projection {
+            include: list("attributes", attributes)?,
+            exclude: list("excludedAttributes", excluded)?.unwrap_or_default(),
+        })
+    }
+
+    /// Narrows one resource as asked.
+    pub fn apply(&self, resource: &mut Value) {
+        let Value::Object(map) = resource else { return };
+        let always = |k: &str| k == "id" || k == "schemas";
+        if let Some(include) = &self.include {
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for key in keys {
+                if always(&key) {
+                    continue;
+                }
+                let wanted: Vec<&super::filter::AttrPath> =
+                    include.iter().filter(|p| p.attr.eq_ignore_ascii_case(&key)).collect();
+                if wanted.is_empty() {
+                    map.remove(&key);
+                } else if wanted.iter().all(|p| p.sub.is_some()) {
+                    let subs: Vec<&str> = wanted.iter().filter_map(|p| p.sub.as_deref()).collect();
+                    if let Some(v) = map.get_mut(&key) {
+                        keep_subs(v, &subs);
+                    }
+                }
+            }
+        }
+        for path in &self.exclude {
+            let Some(key) = map.keys().find(|k| k.eq_ignore_ascii_case(&path.attr)).cloned() else { continue };
+            if always(&key) {
+                continue;
+            }
+            match &path.sub {
+                None => {
+                    map.remove(&key);
+                }
+                Some(sub) => {
+                    if let Some(v) = map.get_mut(&key) {
+                        drop_sub(v, sub);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn keep_subs(value: &mut Value, subs: &[&str]) {
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(|i| keep_subs(i, subs)),
+        Value::Object(o) => o.retain(|k, _| subs.iter().any(|s| s.eq_ignore_ascii_case(k))),
+        _ => {}
+    }
+}
+
+fn drop_sub(value: &mut Value, sub: &str) {
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(|i| drop_sub(i, sub)),
+        Value::Object(o) => o.retain(|k, _| !k.eq_ignore_ascii_case(sub)),
+        _ => {}
+    }
+}

@@ -83,8 +83,11 @@ pub const USER_ATTRS: &[Attr] = &[
     },
     Attr { kind: Kind::Complex, sub: NAME_SUB, ..s("name", "The components of the user's name.") },
     s("displayName", "The name shown for the user."),
+    // Required here, unlike RFC 7643's User schema: every tether user has a status, so `active`
+    // cannot be removed (a POST without it makes an active user). docs/api.md names this.
     Attr {
         kind: Kind::Boolean,
+        required: true,
         ..s("active", "Whether the user is active; false disables the user and ends every session of theirs.")
     },
     Attr { kind: Kind::Complex, multi: true, sub: EMAIL_SUB, ..s("emails", "Email addresses.") },

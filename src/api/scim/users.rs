@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 use super::filter::{self, AttrPath, CompValue, CompareOp, Filter};
 use super::patch::{self, Target};
 use super::protocol::{
-    base_url, created, list_response, scim_json, ScimAllowed, ScimBody, ScimError, ScimResult, Window,
+    base_url, created, list_response, scim_json, Projection, ScimAllowed, ScimBody, ScimError, ScimResult, Window,
 };
 use super::schema::{USER_ATTRS, USER_SCHEMA};
 use crate::api::AppState;
@@ -295,10 +295,14 @@ pub async fn get_one(
     headers: HeaderMap,
     ScimAllowed(caller): ScimAllowed<Provisioner>,
     Path(id): Path<String>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ScimResult {
+    let Query(q) = query.map_err(|_| ScimError::invalid_value("the query string is malformed"))?;
+    let projection = Projection::parse(q.attributes.as_deref(), q.excluded_attributes.as_deref())?;
     let id = user_id(&id)?;
     let base = base_url(&headers);
-    let body = state.readers.read(move |conn| read_rendered(conn, &caller, id, &base)).await?;
+    let mut body = state.readers.read(move |conn| read_rendered(conn, &caller, id, &base)).await?;
+    projection.apply(&mut body);
     Ok(scim_json(StatusCode::OK, &body))
 }
 
@@ -310,6 +314,7 @@ pub async fn list(
 ) -> ScimResult {
     let Query(q) = query.map_err(|_| ScimError::invalid_value("the query string is malformed"))?;
     let window = Window::parse(q.start_index.as_deref(), q.count.as_deref())?;
+    let projection = Projection::parse(q.attributes.as_deref(), q.excluded_attributes.as_deref())?;
     let condition = match q.filter.as_deref().map(str::trim) {
         None | Some("") => Match::Everything,
         Some(text) => {
@@ -329,6 +334,8 @@ pub async fn list(
             Ok((total, rendered))
         })
         .await?;
+    let mut found = found;
+    found.iter_mut().for_each(|r| projection.apply(r));
     Ok(list_response(total, window, found))
 }
 
