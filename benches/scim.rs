@@ -56,9 +56,13 @@ fn main() {
             assert!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&answer));
             let answer: serde_json::Value = serde_json::from_slice(&answer).expect("json");
             assert_eq!(answer["active"], false);
-            let still_live = opened.iter().filter(|(id, _)| services.views.sessions.get(*id).is_some_and(|s| !s.revoked));
+            let still_live =
+                opened.iter().filter(|(id, _)| services.views.sessions.get(*id).is_some_and(|s| !s.revoked));
             assert_eq!(still_live.count(), 0, "every session of the user is revoked");
-            println!("run {run}: SCIM deactivation of a user with {sessions} live sessions answered in {:.1} ms", ms(took));
+            println!(
+                "run {run}: SCIM deactivation of a user with {sessions} live sessions answered in {:.1} ms",
+                ms(took)
+            );
             times.push(took);
         }
         times.sort();
