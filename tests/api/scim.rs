@@ -429,3 +429,169 @@ async fn patch_changes_the_profile_in_okta_and_entra_spellings() {
     assert_eq!(tether.ok()["email"], "ada@new.example", "the primary email is tether's email");
     assert_eq!(tether.ok()["user_name"], "ada.byron@example.com");
 }
+
+/// kill -9 during a SCIM deactivation: after restart, all or nothing (the user disabled with every
+/// session revoked and the scim event written, or none of it), and the chain verifies.
+mod killed {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use serde_json::{json, Value};
+
+    struct Serve(Child, String);
+
+    impl Drop for Serve {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// `tether serve` on `dir`, once it listens.
+    fn serve(dir: &Path) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tether serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let address = loop {
+            let line = lines.next().expect("tether exited before listening").expect("line");
+            if let Some(a) = line.strip_prefix("tether listening on ") {
+                break a.trim().trim_start_matches("http://").to_owned();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Serve(child, address)
+    }
+
+    fn send(address: &str, method: &str, path: &str, credential: &str, body: Option<&Value>) -> TcpStream {
+        let mut stream = TcpStream::connect(address).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: tether\r\nConnection: close\r\nAuthorization: Bearer {credential}\r\n\
+             Content-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).expect("write");
+        stream
+    }
+
+    fn call(address: &str, method: &str, path: &str, credential: &str, body: Option<Value>) -> (u16, Value) {
+        let mut answer = String::new();
+        send(address, method, path, credential, body.as_ref()).read_to_string(&mut answer).expect("read");
+        let (head, text) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
+        (status, serde_json::from_str(text).unwrap_or(Value::Null))
+    }
+
+    fn ok(answer: (u16, Value)) -> Value {
+        assert!((200..300).contains(&answer.0), "{answer:?}");
+        answer.1
+    }
+
+    #[test]
+    fn a_deactivation_killed_midway_is_all_or_nothing_after_restart() {
+        for delay_ms in [0u64, 4, 30] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let server = serve(dir.path());
+            let a = server.1.clone();
+            let admin = std::fs::read_to_string(dir.path().join("admin.credential")).expect("admin").trim().to_owned();
+            let prov = ok(call(&a, "POST", "/v1/credentials", &admin, Some(json!({"role": "provisioner"}))))
+                ["credential"]
+                .as_str()
+                .expect("credential")
+                .to_owned();
+            let user = ok(call(&a, "POST", "/scim/v2/Users", &prov, Some(json!({"userName": "k@example.com"}))))["id"]
+                .as_str()
+                .expect("id")
+                .to_owned();
+            ok(call(
+                &a,
+                "PUT",
+                &format!("/v1/users/{user}/permissions"),
+                &admin,
+                Some(json!({"permissions": ["mail:read"]})),
+            ));
+            let platform = ok(call(&a, "POST", "/v1/platforms", &admin, Some(json!({"name": "p"}))))["id"].clone();
+            let scopes = json!(["mail:read"]);
+            let agent = ok(call(
+                &a,
+                "POST",
+                "/v1/agents",
+                &admin,
+                Some(json!({"name": "a", "scopes": scopes, "platform_id": platform})),
+            ))["id"]
+                .clone();
+            let integration = ok(call(
+                &a,
+                "POST",
+                "/v1/integrations",
+                &admin,
+                Some(json!({"name": "i", "scopes": scopes, "platform_id": platform})),
+            ))["id"]
+                .clone();
+            let delegation = ok(call(
+                &a,
+                "POST",
+                "/v1/delegations",
+                &admin,
+                Some(json!({"user_id": user, "agent_id": agent, "integration_id": integration, "scopes": scopes})),
+            ))["id"]
+                .clone();
+            for _ in 0..150 {
+                ok(call(
+                    &a,
+                    "POST",
+                    "/v1/sessions",
+                    &admin,
+                    Some(json!({"delegation_id": delegation, "scopes": scopes})),
+                ));
+            }
+            let deactivate = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "value": {"active": false}}]});
+            let _in_flight = send(&a, "PATCH", &format!("/scim/v2/Users/{user}"), &prov, Some(&deactivate));
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            drop(server); // SIGKILL
+
+            let server = serve(dir.path());
+            let a = server.1.clone();
+            let status = ok(call(&a, "GET", &format!("/v1/users/{user}"), &admin, None))["status"].clone();
+            let active =
+                ok(call(&a, "GET", &format!("/v1/sessions?user_id={user}&status=active&limit=1000"), &admin, None))
+                    ["items"]
+                    .as_array()
+                    .map(Vec::len);
+            let asked =
+                ok(call(&a, "GET", &format!("/v1/audit?action=scim.user_deactivated&subject={user}"), &admin, None))
+                    ["items"]
+                    .as_array()
+                    .map(Vec::len);
+            let disabled = ok(call(&a, "GET", &format!("/v1/audit?action=user.disabled&subject={user}"), &admin, None))
+                ["items"]
+                .as_array()
+                .map(Vec::len);
+            eprintln!("killed {delay_ms} ms after sending the deactivation: user {status} after restart");
+            match status.as_str() {
+                Some("disabled") => {
+                    assert_eq!((active, asked, disabled), (Some(0), Some(1), Some(1)), "delay {delay_ms} ms")
+                }
+                Some("active") => {
+                    assert_eq!((active, asked, disabled), (Some(150), Some(0), Some(0)), "delay {delay_ms} ms")
+                }
+                other => panic!("status {other:?}"),
+            }
+            let verify = ok(call(&a, "GET", "/v1/audit/verify", &admin, None));
+            assert_eq!(verify["ok"], true, "{verify}");
+        }
+    }
+}
