@@ -390,7 +390,10 @@ async fn patch_paths_that_name_nothing_are_400_and_change_nothing() {
     let cases = [
         (json!({"op": "replace", "path": "shoeSize", "value": "44"}), "invalidPath"),
         (json!({"op": "replace", "path": "name.nickname", "value": "x"}), "invalidPath"),
-        (json!({"op": "replace", "path": "emails[type eq \"home\"].value", "value": "h@x.org"}), "noTarget"),
+        (
+            json!({"op": "replace", "path": "emails[type eq \"home\" and primary eq true].value", "value": "h@x.org"}),
+            "noTarget",
+        ),
         (json!({"op": "replace", "path": "emails[type eq", "value": "x"}), "invalidPath"),
         (json!({"op": "remove"}), "noTarget"),
         (json!({"op": "remove", "path": "userName"}), "mutability"),
@@ -425,6 +428,10 @@ async fn patch_changes_the_profile_in_okta_and_entra_spellings() {
     assert_eq!(u["emails"][0]["value"], "ada@new.example");
     assert_eq!(u["name"]["familyName"], "Byron");
     assert_eq!(u["userName"], "ada.byron@example.com");
+    // Entra writes a typed address that does not exist yet: it is created.
+    let home = json!({"schemas": [PATCH], "Operations": [{"op": "Replace", "path": "emails[type eq \"home\"].value", "value": "ada@home.example"}]});
+    let answer = scim(&app, Method::PATCH, &uri, &prov, Some(home)).await;
+    assert_eq!(answer.ok()["emails"][1], json!({"type": "home", "value": "ada@home.example"}));
     let tether = app.get(&format!("/v1/users/{user}"), &app.admin).await;
     assert_eq!(tether.ok()["email"], "ada@new.example", "the primary email is tether's email");
     assert_eq!(tether.ok()["user_name"], "ada.byron@example.com");

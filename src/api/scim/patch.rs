@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value};
 
-use super::filter::{self, AttrPath, PatchPath};
+use super::filter::{self, AttrPath, CompValue, CompareOp, Filter, PatchPath};
 use super::protocol::{ScimError, ScimResult, PATCH_SCHEMA};
 use super::schema::{self, Attr, Kind, Mutability};
 
@@ -292,12 +292,26 @@ fn apply_path(
             return Err(ScimError::bad("invalidPath", format!("`{key}` takes no value filter")));
         }
         let exact = case_exact_in(attr);
+        if op != OpKind::Remove && !resource.get(key).is_some_and(Value::is_array) {
+            resource.insert(key.to_owned(), Value::Array(Vec::new()));
+        }
         let items = match resource.get_mut(key) {
             Some(Value::Array(items)) => items,
-            _ if op == OpKind::Remove => return Ok(change),
-            _ => return Err(ScimError::bad("noTarget", format!("no value of `{key}` matches the filter"))),
+            _ => return Ok(change),
         };
-        let hits: Vec<usize> = (0..items.len()).filter(|&i| filter::matches(filter, &items[i], &exact)).collect();
+        let mut hits: Vec<usize> = (0..items.len()).filter(|&i| filter::matches(filter, &items[i], &exact)).collect();
+        // Entra writes `emails[type eq "work"].value` whether or not a work address exists yet: a
+        // filter that is one `eq` on a sub-attribute names the value to create when none matches.
+        if hits.is_empty() && op != OpKind::Remove {
+            if let Filter::Compare { path: on, op: CompareOp::Eq, value: CompValue::Str(wanted) } = filter {
+                if let Some(sub) = schema::find(attr.sub, on.sub.as_deref().unwrap_or(&on.attr)) {
+                    let mut created = Map::new();
+                    created.insert(sub.name.to_owned(), Value::String(wanted.clone()));
+                    items.push(Value::Object(created));
+                    hits.push(items.len() - 1);
+                }
+            }
+        }
         match op {
             OpKind::Remove => {
                 match &path.sub {
@@ -493,7 +507,7 @@ mod tests {
         let err = apply(
             &USER,
             &mut u,
-            &ops(json!({"Operations": [{"op": "replace", "path": "emails[type eq \"home\"].value", "value": "h@x"}]})),
+            &ops(json!({"Operations": [{"op": "replace", "path": "emails[type eq \"home\" and primary eq true].value", "value": "h@x"}]})),
         )
         .expect_err("no match");
         assert_eq!(err.scim_type, Some("noTarget"));
