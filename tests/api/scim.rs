@@ -428,6 +428,15 @@ async fn patch_changes_the_profile_in_okta_and_entra_spellings() {
     assert_eq!(u["emails"][0]["value"], "ada@new.example");
     assert_eq!(u["name"]["familyName"], "Byron");
     assert_eq!(u["userName"], "ada.byron@example.com");
+    // Entra's default mappings also write attributes tether does not hold: accepted, dropped.
+    let unheld = json!({"schemas": [PATCH], "Operations": [
+        {"op": "Replace", "path": "title", "value": "Countess"},
+        {"op": "Add", "path": "phoneNumbers[type eq \"work\"].value", "value": "+44 1"},
+        {"op": "Replace", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber", "value": "7"},
+    ]});
+    let answer = scim(&app, Method::PATCH, &uri, &prov, Some(unheld)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert!(answer.body.get("title").is_none() && answer.body.get("phoneNumbers").is_none());
     // Entra writes a typed address that does not exist yet: it is created.
     let home = json!({"schemas": [PATCH], "Operations": [{"op": "Replace", "path": "emails[type eq \"home\"].value", "value": "ada@home.example"}]});
     let answer = scim(&app, Method::PATCH, &uri, &prov, Some(home)).await;

@@ -15,7 +15,7 @@ use super::patch::{self, OpKind, Target};
 use super::protocol::{
     base_url, created, list_response, scim_json, Projection, ScimAllowed, ScimBody, ScimError, ScimResult, Window,
 };
-use super::schema::{GROUP_ATTRS, GROUP_SCHEMA};
+use super::schema::GROUP_SCHEMA;
 use super::users::ListQuery;
 use crate::api::AppState;
 use crate::domain::access::{Capability, Provisioner};
@@ -32,7 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/Groups/{id}", get(get_one).put(replace).patch(modify).delete(remove))
 }
 
-const TARGET: Target = Target { urn: GROUP_SCHEMA, attrs: GROUP_ATTRS };
+const TARGET: Target = super::schema::GROUP_TARGET;
 
 fn group_id(text: &str) -> ScimResult<GroupId> {
     GroupId::parse(text).map_err(|_| ScimError::not_found("group"))

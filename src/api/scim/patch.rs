@@ -42,6 +42,13 @@ pub struct ActiveChange {
 pub struct Target {
     pub urn: &'static str,
     pub attrs: &'static [Attr],
+    /// Attributes of the standard schemas that tether does not hold: a PATCH path naming one is
+    /// accepted and changes nothing, as a PUT body's copy of it is dropped (Entra's default
+    /// mappings write `title`, `phoneNumbers[type eq "work"].value`, the enterprise extension…).
+    /// Any other unknown path is 400 `invalidPath`.
+    pub not_held: &'static [&'static str],
+    /// Extension schemas whose every attribute is treated as in `not_held`.
+    pub not_held_urns: &'static [&'static str],
 }
 
 fn get_ci<'m>(map: &'m Map<String, Value>, key: &str) -> Option<&'m Value> {
@@ -95,15 +102,23 @@ pub fn parse_operations(body: &Map<String, Value>) -> ScimResult<Vec<Operation>>
 enum Named {
     Attr(&'static Attr),
     ExternalId,
+    /// A standard attribute tether does not hold.
+    NotHeld,
 }
 
 /// Resolves an attribute path against the target's schema. `None`: an attribute tether does not
 /// hold (a known read-only common attribute is a `mutability` error).
 fn resolve(target: &Target, path: &AttrPath) -> ScimResult<Option<Named>> {
     if let Some(urn) = &path.urn {
+        if target.not_held_urns.iter().any(|u| u.eq_ignore_ascii_case(urn)) {
+            return Ok(Some(Named::NotHeld));
+        }
         if !urn.eq_ignore_ascii_case(target.urn) {
             return Ok(None);
         }
+    }
+    if target.not_held.iter().any(|a| a.eq_ignore_ascii_case(&path.attr)) {
+        return Ok(Some(Named::NotHeld));
     }
     if path.attr.eq_ignore_ascii_case("externalId") && path.sub.is_none() {
         return Ok(Some(Named::ExternalId));
@@ -276,6 +291,7 @@ fn apply_path(
             }
             return Ok(None);
         }
+        Named::NotHeld => return Ok(None),
         Named::Attr(attr) => attr,
     };
     if attr.mutability == Mutability::ReadOnly {
@@ -467,8 +483,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const USER: Target = Target { urn: schema::USER_SCHEMA, attrs: schema::USER_ATTRS };
-    const GROUP: Target = Target { urn: schema::GROUP_SCHEMA, attrs: schema::GROUP_ATTRS };
+    const USER: Target = schema::USER_TARGET;
+    const GROUP: Target = schema::GROUP_TARGET;
 
     fn ops(body: Value) -> Vec<Operation> {
         parse_operations(body.as_object().expect("object")).expect("parses")

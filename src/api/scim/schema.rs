@@ -117,6 +117,35 @@ pub const GROUP_ATTRS: &[Attr] = &[
     Attr { kind: Kind::Complex, multi: true, sub: MEMBER_SUB, ..s("members", "The group's member users.") },
 ];
 
+/// What PATCH applies to for Users.
+pub const USER_TARGET: super::patch::Target = super::patch::Target {
+    urn: USER_SCHEMA,
+    attrs: USER_ATTRS,
+    // RFC 7643 §4.1 attributes tether does not hold.
+    not_held: &[
+        "nickName",
+        "profileUrl",
+        "title",
+        "userType",
+        "preferredLanguage",
+        "locale",
+        "timezone",
+        "password",
+        "phoneNumbers",
+        "ims",
+        "photos",
+        "addresses",
+        "entitlements",
+        "roles",
+        "x509Certificates",
+    ],
+    not_held_urns: &["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+};
+
+/// What PATCH applies to for Groups.
+pub const GROUP_TARGET: super::patch::Target =
+    super::patch::Target { urn: GROUP_SCHEMA, attrs: GROUP_ATTRS, not_held: &[], not_held_urns: &[] };
+
 /// Attributes every resource has besides its schema's (RFC 7643 §3.1); `externalId` is the only
 /// one a client writes.
 pub const COMMON: &[&str] = &["id", "externalId", "meta", "schemas"];

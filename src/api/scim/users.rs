@@ -20,7 +20,7 @@ use super::patch::{self, Target};
 use super::protocol::{
     base_url, created, list_response, scim_json, Projection, ScimAllowed, ScimBody, ScimError, ScimResult, Window,
 };
-use super::schema::{USER_ATTRS, USER_SCHEMA};
+use super::schema::USER_SCHEMA;
 use crate::api::AppState;
 use crate::audit::NewEvent;
 use crate::domain::access::{Capability, Provisioner};
@@ -37,7 +37,7 @@ pub fn router() -> Router<AppState> {
         .route("/Users/{id}", get(get_one).put(replace).patch(modify).delete(remove))
 }
 
-const TARGET: Target = Target { urn: USER_SCHEMA, attrs: USER_ATTRS };
+const TARGET: Target = super::schema::USER_TARGET;
 
 /// `?filter=&startIndex=&count=` (and the attribute selectors, which tether does not apply: it
 /// answers every attribute, as RFC 7644 §3.9 allows for `returned: default` ones).
