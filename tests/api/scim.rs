@@ -611,3 +611,24 @@ mod killed {
         }
     }
 }
+
+#[tokio::test]
+async fn attributes_and_excluded_attributes_narrow_reads_lists_and_write_answers() {
+    let app = TestApp::new().await;
+    let prov = app.provisioner().await;
+    let user = provision(&app, &prov, "ada@example.com").await;
+    let uri = format!("/scim/v2/Users/{user}");
+    let only = scim(&app, Method::GET, &format!("{uri}?attributes=userName,name.givenName"), &prov, None).await;
+    let mut keys: Vec<&str> = only.ok().as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["id", "name", "schemas", "userName"]);
+    assert_eq!(only.body["name"], json!({"givenName": "Ada"}));
+    let without = scim(&app, Method::GET, "/scim/v2/Users?excludedAttributes=emails,meta,id", &prov, None).await;
+    let first = &without.ok()["Resources"][0];
+    assert!(first.get("emails").is_none() && first.get("meta").is_none() && first["id"] == json!(user), "{first}");
+    let body = patch_body(json!({"op": "replace", "path": "displayName", "value": "A"}));
+    let patched = scim(&app, Method::PATCH, &format!("{uri}?excludedAttributes=name"), &prov, Some(body)).await;
+    assert!(patched.ok().get("name").is_none() && patched.body["displayName"] == "A", "{}", patched.text);
+    let bad = scim(&app, Method::GET, &format!("{uri}?attributes=emails[type%20eq%20%22work%22]"), &prov, None).await;
+    scim_error(&bad, 400, Some("invalidValue"));
+}

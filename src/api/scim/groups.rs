@@ -16,7 +16,7 @@ use super::protocol::{
     base_url, created, list_response, scim_json, Projection, ScimAllowed, ScimBody, ScimError, ScimResult, Window,
 };
 use super::schema::GROUP_SCHEMA;
-use super::users::ListQuery;
+use super::users::{answer_projection, ListQuery};
 use crate::api::AppState;
 use crate::domain::access::{Capability, Provisioner};
 use crate::domain::text::required_text;
@@ -122,17 +122,20 @@ pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     ScimAllowed(caller): ScimAllowed<Provisioner>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
     ScimBody(body): ScimBody,
 ) -> ScimResult {
+    let projection = answer_projection(query)?;
     let base = base_url(&headers);
     let normalized = patch::normalize_resource(&TARGET, &body)?;
     count_members(&normalized.get("members").into_iter().collect::<Vec<_>>())?;
     let spec = desired(&normalized)?;
-    let body = scim_write(&state, caller, move |tx| {
+    let mut body = scim_write(&state, caller, move |tx| {
         let group = ops::create_group(tx, &caller, spec)?;
         Ok(Ok(render(&group, &base)))
     })
     .await?;
+    projection.apply(&mut body);
     Ok(created(&body))
 }
 
@@ -186,18 +189,21 @@ pub async fn replace(
     headers: HeaderMap,
     ScimAllowed(caller): ScimAllowed<Provisioner>,
     Path(id): Path<String>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
     ScimBody(body): ScimBody,
 ) -> ScimResult {
+    let projection = answer_projection(query)?;
     let id = group_id(&id)?;
     let base = base_url(&headers);
     let normalized = patch::normalize_resource(&TARGET, &body)?;
     count_members(&normalized.get("members").into_iter().collect::<Vec<_>>())?;
     let spec = desired(&normalized)?;
-    let body = scim_write(&state, caller, move |tx| {
+    let mut body = scim_write(&state, caller, move |tx| {
         let (group, _receipt) = ops::replace_group(tx, &caller, id, spec)?;
         Ok(Ok(render(&group, &base)))
     })
     .await?;
+    projection.apply(&mut body);
     Ok(scim_json(StatusCode::OK, &body))
 }
 

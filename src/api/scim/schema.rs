@@ -240,7 +240,6 @@ pub fn resource_type_document(base: &str, name: &str) -> Option<Value> {
 pub fn service_provider_config(base: &str) -> Value {
     json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-        "documentationUri": "https://github.com/tether/tether/blob/main/docs/api.md#scim-20",
         "patch": {"supported": true},
         "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
         "filter": {"supported": true, "maxResults": super::protocol::MAX_RESULTS},

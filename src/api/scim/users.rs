@@ -52,6 +52,14 @@ pub struct ListQuery {
     pub excluded_attributes: Option<String>,
 }
 
+/// `attributes`/`excludedAttributes` of a write: they narrow its answer too (RFC 7644 §3.9).
+pub(super) fn answer_projection(
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ScimResult<Projection> {
+    let Query(q) = query.map_err(|_| ScimError::invalid_value("the query string is malformed"))?;
+    Projection::parse(q.attributes.as_deref(), q.excluded_attributes.as_deref())
+}
+
 /// The id in a path: anything that is not a user id names no user (404, as for an absent one).
 fn user_id(text: &str) -> ScimResult<UserId> {
     UserId::parse(text).map_err(|_| ScimError::not_found("user"))
@@ -259,11 +267,13 @@ pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     ScimAllowed(caller): ScimAllowed<Provisioner>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
     ScimBody(body): ScimBody,
 ) -> ScimResult {
+    let projection = answer_projection(query)?;
     let base = base_url(&headers);
     let want = desired(&patch::normalize_resource(&TARGET, &body)?)?;
-    let body = scim_write(&state, caller, move |tx| {
+    let mut body = scim_write(&state, caller, move |tx| {
         for (key, taken) in [
             ("userName", want.profile.user_name.as_deref().map(UserKey::UserName)),
             ("externalId", want.profile.external_id.as_deref().map(UserKey::ExternalId)),
@@ -287,6 +297,7 @@ pub async fn create(
         Ok(Ok(read_rendered(tx.conn(), &caller, user.id, &base)?))
     })
     .await?;
+    projection.apply(&mut body);
     Ok(created(&body))
 }
 
@@ -344,12 +355,14 @@ pub async fn replace(
     headers: HeaderMap,
     ScimAllowed(caller): ScimAllowed<Provisioner>,
     Path(id): Path<String>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
     ScimBody(body): ScimBody,
 ) -> ScimResult {
+    let projection = answer_projection(query)?;
     let id = user_id(&id)?;
     let base = base_url(&headers);
     let incoming = patch::normalize_resource(&TARGET, &body)?;
-    let body = scim_write(&state, caller, move |tx| {
+    let mut body = scim_write(&state, caller, move |tx| {
         let user = live_user(tx.conn(), &caller, id)?;
         let mut next = incoming;
         // PUT replaces the user, but a body without `active` leaves the status as it is: a
@@ -363,6 +376,7 @@ pub async fn replace(
         Ok(Ok(read_rendered(tx.conn(), &caller, id, &base)?))
     })
     .await?;
+    projection.apply(&mut body);
     Ok(scim_json(StatusCode::OK, &body))
 }
 
@@ -371,12 +385,14 @@ pub async fn modify(
     headers: HeaderMap,
     ScimAllowed(caller): ScimAllowed<Provisioner>,
     Path(id): Path<String>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
     ScimBody(body): ScimBody,
 ) -> ScimResult {
+    let projection = answer_projection(query)?;
     let id = user_id(&id)?;
     let base = base_url(&headers);
     let operations = patch::parse_operations(&body)?;
-    let body = scim_write(&state, caller, move |tx| {
+    let mut body = scim_write(&state, caller, move |tx| {
         let user = live_user(tx.conn(), &caller, id)?;
         let kept: Map<String, Value> =
             users::scim_attributes(tx.conn(), id)?.and_then(|(t, _)| serde_json::from_str(&t).ok()).unwrap_or_default();
@@ -397,6 +413,7 @@ pub async fn modify(
         Ok(Ok(read_rendered(tx.conn(), &caller, id, &base)?))
     })
     .await?;
+    projection.apply(&mut body);
     Ok(scim_json(StatusCode::OK, &body))
 }
 
