@@ -231,3 +231,78 @@ async fn a_member_list_over_the_bound_is_a_clear_400_and_changes_nothing() {
     let listed = scim(&app, Method::GET, "/scim/v2/Groups", &prov, None).await;
     assert_eq!(listed.ok()["totalResults"], 0);
 }
+
+/// Random sequences of own-permission, group-permission and membership changes, with sessions
+/// opened along the way: after every step, every active session's scopes are within its user's
+/// effective permissions (the invariant), and no session that still fits was revoked (the
+/// cascade is targeted).
+#[tokio::test]
+async fn random_group_and_permission_changes_keep_sessions_within_effective_permissions() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use std::collections::BTreeSet;
+
+    let app = TestApp::new().await;
+    let prov = app.provisioner().await;
+    let mut users = vec![scene(&app, &prov, &[]).await, scene(&app, &prov, &[]).await];
+    let groups = vec![group(&app, &prov, "G1", &[]).await, group(&app, &prov, "G2", &[]).await];
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let step = (0usize..5, 0usize..2, 0usize..2, proptest::sample::subsequence(ALL.to_vec(), 0..=3), 0usize..3);
+    let steps = proptest::collection::vec(step, 80).new_tree(&mut runner).expect("steps").current();
+    let mut was_active: BTreeSet<String> = BTreeSet::new();
+    let (mut opened, mut revoked) = (0, 0);
+    for (kind, u, g, scopes, s) in steps {
+        let user = users[u].user.clone();
+        match kind {
+            0 => {
+                app.set_permissions(&user, &scopes).await;
+            }
+            1 => {
+                grant(&app, &groups[g], &scopes).await;
+            }
+            2 | 3 => {
+                let op = if kind == 2 {
+                    json!({"op": "add", "path": "members", "value": [{"value": user}]})
+                } else {
+                    json!({"op": "remove", "path": format!("members[value eq \"{user}\"]")})
+                };
+                let body = json!({"schemas": [PATCH], "Operations": [op]});
+                let answer =
+                    scim(&app, Method::PATCH, &format!("/scim/v2/Groups/{}", groups[g]), &prov, Some(body)).await;
+                assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.text);
+            }
+            _ => {
+                // Open a session for one scope if the user holds it now.
+                let scope = ALL[s];
+                let effective =
+                    app.get(&format!("/v1/users/{user}"), &app.admin).await.ok()["effective_permissions"].clone();
+                if effective.as_array().unwrap().iter().any(|e| e == scope) {
+                    users[u].sessions(&app, &[scope]).await;
+                    opened += 1;
+                }
+            }
+        }
+        for scene in &users {
+            let effective: BTreeSet<String> = app.get(&format!("/v1/users/{}", scene.user), &app.admin).await.ok()
+                ["effective_permissions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect();
+            for session in app.all_pages(&format!("/v1/sessions?user_id={}", scene.user)).await {
+                let id = session["id"].as_str().unwrap().to_owned();
+                let fits =
+                    session["scopes"].as_array().unwrap().iter().all(|s| effective.contains(s.as_str().unwrap()));
+                if session["status"] == "active" {
+                    assert!(fits, "active session {id} holds more than {effective:?}: {session}");
+                    was_active.insert(id);
+                } else if was_active.remove(&id) {
+                    assert!(!fits, "session {id} was revoked though its scopes fit {effective:?}: {session}");
+                    revoked += 1;
+                }
+            }
+        }
+    }
+    // The sequence is deterministic; it must have exercised both sides.
+    assert!(opened >= 3 && revoked >= 1, "opened {opened}, revoked {revoked}");
+}
