@@ -244,7 +244,7 @@ async fn random_group_and_permission_changes_keep_sessions_within_effective_perm
     let app = TestApp::new().await;
     let prov = app.provisioner().await;
     let mut users = vec![scene(&app, &prov, &[]).await, scene(&app, &prov, &[]).await];
-    let groups = vec![group(&app, &prov, "G1", &[]).await, group(&app, &prov, "G2", &[]).await];
+    let groups = [group(&app, &prov, "G1", &[]).await, group(&app, &prov, "G2", &[]).await];
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let step = (0usize..5, 0usize..2, 0usize..2, proptest::sample::subsequence(ALL.to_vec(), 0..=3), 0usize..3);
     let steps = proptest::collection::vec(step, 80).new_tree(&mut runner).expect("steps").current();
