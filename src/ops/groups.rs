@@ -135,6 +135,16 @@ pub fn replace_group(
     Ok((groups::get_group(tx.conn(), id)?, Some(receipt)))
 }
 
+/// Takes an ended user out of its groups (SCIM DELETE), recorded by the caller's event. The user
+/// was disabled in the same command, so this revokes nothing more and is no trigger of its own.
+pub fn leave_groups(tx: &mut Tx<'_>, user: UserId, groups: &[GroupId]) -> Result<()> {
+    for group in groups {
+        groups::remove_member(tx, *group, user)?;
+        groups::touch_group(tx, *group)?;
+    }
+    Ok(())
+}
+
 /// Deletes a group: its members lose what it granted (`group.deleted`, with the cascade).
 pub fn delete_group(tx: &mut Tx<'_>, caller: &impl ManagesUsers, id: GroupId) -> Result<Receipt> {
     let group = groups::get_group(tx.conn(), id)?;

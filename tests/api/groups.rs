@@ -208,6 +208,13 @@ async fn okta_group_flow_and_filters_by_display_name() {
     let found = scim(&app, Method::GET, "/scim/v2/Groups?filter=displayName%20eq%20%22sales%22", &prov, None).await;
     assert_eq!(found.ok()["totalResults"], 1);
     assert_eq!(found.ok()["Resources"][0]["members"].as_array().map(Vec::len), Some(2));
+    // A deleted user leaves its groups.
+    assert_eq!(
+        scim(&app, Method::DELETE, &format!("/scim/v2/Users/{b}"), &prov, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let after = scim(&app, Method::GET, &format!("/scim/v2/Groups/{g}"), &prov, None).await;
+    assert_eq!(after.ok()["members"], json!([{"value": a, "$ref": after.body["members"][0]["$ref"], "type": "User"}]));
     let bad = scim(&app, Method::GET, "/scim/v2/Groups?filter=members%20eq%20%22x%22", &prov, None).await;
     scim_error(&bad, 400, Some("invalidFilter"));
     let unknown = json!({"schemas": [PATCH], "Operations": [{"op": "add", "path": "members", "value": [{"value": "usr_nobody"}]}]});

@@ -426,12 +426,16 @@ pub async fn remove(
     state
         .writer
         .execute_as(caller.caller(), move |tx| {
-            live_user(tx.conn(), &caller, id)?;
+            let user = live_user(tx.conn(), &caller, id)?;
+            // A deleted user leaves its groups: SCIM shows it in no group's members again. The
+            // user is disabled in the same command, so leaving revokes nothing more.
+            let left: Vec<GroupId> = user.groups.iter().map(|g| g.id).collect();
             let asked = tx.audit(
                 NewEvent::new(caller.actor(), "scim.user_deleted", Subject::new("user", id))
-                    .details(json!({"shape": "delete"})),
+                    .details(json!({"shape": "delete", "left_groups": left})),
             )?;
-            ops::end_user(tx, &caller, id, None, Some(asked.seq)).map(drop)
+            ops::end_user(tx, &caller, id, None, Some(asked.seq))?;
+            crate::ops::groups::leave_groups(tx, id, &left)
         })
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
