@@ -632,3 +632,19 @@ async fn attributes_and_excluded_attributes_narrow_reads_lists_and_write_answers
     let bad = scim(&app, Method::GET, &format!("{uri}?attributes=emails[type%20eq%20%22work%22]"), &prov, None).await;
     scim_error(&bad, 400, Some("invalidValue"));
 }
+
+#[tokio::test]
+async fn a_user_made_through_tethers_api_is_deactivated_without_gaining_a_user_name() {
+    let app = TestApp::new().await;
+    let prov = app.provisioner().await;
+    let user = app.user("idp|plain", &["mail:read"]).await;
+    // Another user already holds the stand-in as its userName: writing it would collide.
+    provision(&app, &prov, "idp|plain").await;
+    let shown = scim(&app, Method::GET, &format!("/scim/v2/Users/{user}"), &prov, None).await;
+    assert_eq!(shown.ok()["userName"], "idp|plain");
+    let body = patch_body(json!({"op": "replace", "value": {"active": false}}));
+    let answer = scim(&app, Method::PATCH, &format!("/scim/v2/Users/{user}"), &prov, Some(body)).await;
+    assert_eq!(answer.ok()["active"], false, "{}", answer.text);
+    let tether = app.get(&format!("/v1/users/{user}"), &app.admin).await;
+    assert_eq!((tether.ok()["status"].clone(), tether.ok()["user_name"].clone()), (json!("disabled"), Value::Null));
+}

@@ -99,10 +99,7 @@ pub fn render(user: &User, kept: Option<&(String, Timestamp)>, base: &str) -> Va
 /// replaces.
 fn working_copy(user: &User, kept: &Map<String, Value>) -> Map<String, Value> {
     let mut out = Map::new();
-    // A user made through tether's own API may have no userName, which SCIM requires: its
-    // externalId (else its id) stands in, so an identity provider can still match it.
-    let user_name = user.user_name.clone().or_else(|| user.external_id.clone()).unwrap_or_else(|| user.id.to_string());
-    out.insert("userName".into(), json!(user_name));
+    out.insert("userName".into(), json!(shown_user_name(user)));
     if let Some(e) = &user.external_id {
         out.insert("externalId".into(), json!(e));
     }
@@ -123,6 +120,12 @@ fn working_copy(user: &User, kept: &Map<String, Value>) -> Map<String, Value> {
         (None, None) => {}
     }
     out
+}
+
+/// A user made through tether's own API may have no userName, which SCIM requires: its
+/// externalId (else its id) stands in, so an identity provider can still match it.
+fn shown_user_name(user: &User) -> String {
+    user.user_name.clone().or_else(|| user.external_id.clone()).unwrap_or_else(|| user.id.to_string())
 }
 
 /// What a SCIM body (canonical form) asks a user to be.
@@ -196,7 +199,12 @@ struct Shape {
 /// Applies what SCIM asked, in one transaction: the profile, the kept attributes, then `active`
 /// (an active → inactive change is a `scim.user_deactivated` event causing `user.disabled` and
 /// its cascade; never refused for tether-side state).
-fn apply(tx: &mut Tx<'_>, caller: &Provisioner, user: &User, want: Desired, shape: Shape) -> Result<()> {
+fn apply(tx: &mut Tx<'_>, caller: &Provisioner, user: &User, mut want: Desired, shape: Shape) -> Result<()> {
+    // The stand-in userName sent back unchanged is no userName: a deactivation of such a user
+    // must not write one (which could even collide with another user's and refuse it).
+    if user.user_name.is_none() && want.profile.user_name.as_deref() == Some(shown_user_name(user).as_str()) {
+        want.profile.user_name = None;
+    }
     if want.profile.user_name != user.user_name {
         if let Some(name) = &want.profile.user_name {
             if users::find_user(tx.conn(), UserKey::UserName(name))?.is_some_and(|u| u.id != user.id) {
