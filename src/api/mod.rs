@@ -55,6 +55,8 @@ pub struct Context {
     /// Set when the server starts shutting down: long-lived answers (event streams) end on it,
     /// so draining the open requests does not wait for clients that never hang up.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// The base of every URL tether advertises.
+    pub public_url: crate::domain::PublicUrl,
 }
 
 impl Context {
