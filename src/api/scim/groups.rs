@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -120,13 +120,12 @@ where
 
 pub async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
     ScimAllowed(caller): ScimAllowed<Provisioner>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
     ScimBody(body): ScimBody,
 ) -> ScimResult {
     let projection = answer_projection(query)?;
-    let base = base_url(&headers);
+    let base = base_url(&state);
     let normalized = patch::normalize_resource(&TARGET, &body)?;
     count_members(&normalized.get("members").into_iter().collect::<Vec<_>>())?;
     let spec = desired(&normalized)?;
@@ -141,7 +140,6 @@ pub async fn create(
 
 pub async fn get_one(
     State(state): State<AppState>,
-    headers: HeaderMap,
     ScimAllowed(_caller): ScimAllowed<Provisioner>,
     Path(id): Path<String>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -149,7 +147,7 @@ pub async fn get_one(
     let Query(q) = query.map_err(|_| ScimError::invalid_value("the query string is malformed"))?;
     let projection = Projection::parse(q.attributes.as_deref(), q.excluded_attributes.as_deref())?;
     let id = group_id(&id)?;
-    let base = base_url(&headers);
+    let base = base_url(&state);
     let mut body = state.readers.read(move |conn| Ok(render(&groups::get_group(conn, id)?, &base))).await?;
     projection.apply(&mut body);
     Ok(scim_json(StatusCode::OK, &body))
@@ -157,7 +155,6 @@ pub async fn get_one(
 
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
     ScimAllowed(_caller): ScimAllowed<Provisioner>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ScimResult {
@@ -171,7 +168,7 @@ pub async fn list(
             to_match(&parsed)?
         }
     };
-    let base = base_url(&headers);
+    let base = base_url(&state);
     let (total, found) = state
         .readers
         .read(move |conn| {
@@ -186,7 +183,6 @@ pub async fn list(
 
 pub async fn replace(
     State(state): State<AppState>,
-    headers: HeaderMap,
     ScimAllowed(caller): ScimAllowed<Provisioner>,
     Path(id): Path<String>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -194,7 +190,7 @@ pub async fn replace(
 ) -> ScimResult {
     let projection = answer_projection(query)?;
     let id = group_id(&id)?;
-    let base = base_url(&headers);
+    let base = base_url(&state);
     let normalized = patch::normalize_resource(&TARGET, &body)?;
     count_members(&normalized.get("members").into_iter().collect::<Vec<_>>())?;
     let spec = desired(&normalized)?;
@@ -211,13 +207,12 @@ pub async fn replace(
 /// is not sent back for every change of it.
 pub async fn modify(
     State(state): State<AppState>,
-    headers: HeaderMap,
     ScimAllowed(caller): ScimAllowed<Provisioner>,
     Path(id): Path<String>,
     ScimBody(body): ScimBody,
 ) -> ScimResult {
     let id = group_id(&id)?;
-    let base = base_url(&headers);
+    let base = base_url(&state);
     let operations = patch::parse_operations(&body)?;
     let values: Vec<&Value> = operations
         .iter()

@@ -10,8 +10,8 @@ pub mod protocol;
 pub mod schema;
 pub mod users;
 
-use axum::extract::Path;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use serde_json::Value;
@@ -50,8 +50,11 @@ async fn search_everything(ScimAllowed(_): ScimAllowed<Provisioner>) -> ScimErro
     ScimError::new(StatusCode::NOT_IMPLEMENTED, None, "searching every resource type at once is not supported")
 }
 
-async fn service_provider_config(headers: HeaderMap, ScimAllowed(_): ScimAllowed<Provisioner>) -> ScimResult {
-    Ok(scim_json(StatusCode::OK, &schema::service_provider_config(&base_url(&headers))))
+async fn service_provider_config(
+    State(state): State<AppState>,
+    ScimAllowed(_): ScimAllowed<Provisioner>,
+) -> ScimResult {
+    Ok(scim_json(StatusCode::OK, &schema::service_provider_config(&base_url(&state))))
 }
 
 fn all_of(documents: Vec<Value>) -> axum::response::Response {
@@ -59,23 +62,23 @@ fn all_of(documents: Vec<Value>) -> axum::response::Response {
     protocol::list_response(documents.len(), window, documents)
 }
 
-async fn resource_types(headers: HeaderMap, ScimAllowed(_): ScimAllowed<Provisioner>) -> ScimResult {
-    let base = base_url(&headers);
+async fn resource_types(State(state): State<AppState>, ScimAllowed(_): ScimAllowed<Provisioner>) -> ScimResult {
+    let base = base_url(&state);
     Ok(all_of(["User", "Group"].iter().filter_map(|n| schema::resource_type_document(&base, n)).collect()))
 }
 
 async fn resource_type(
-    headers: HeaderMap,
+    State(state): State<AppState>,
     ScimAllowed(_): ScimAllowed<Provisioner>,
     Path(name): Path<String>,
 ) -> ScimResult {
-    let document = schema::resource_type_document(&base_url(&headers), &name)
+    let document = schema::resource_type_document(&base_url(&state), &name)
         .ok_or_else(|| ScimError::not_found("resource type"))?;
     Ok(scim_json(StatusCode::OK, &document))
 }
 
-async fn schemas(headers: HeaderMap, ScimAllowed(_): ScimAllowed<Provisioner>) -> ScimResult {
-    let base = base_url(&headers);
+async fn schemas(State(state): State<AppState>, ScimAllowed(_): ScimAllowed<Provisioner>) -> ScimResult {
+    let base = base_url(&state);
     Ok(all_of(
         [schema::USER_SCHEMA, schema::GROUP_SCHEMA]
             .iter()
@@ -85,10 +88,10 @@ async fn schemas(headers: HeaderMap, ScimAllowed(_): ScimAllowed<Provisioner>) -
 }
 
 async fn schema_by_id(
-    headers: HeaderMap,
+    State(state): State<AppState>,
     ScimAllowed(_): ScimAllowed<Provisioner>,
     Path(id): Path<String>,
 ) -> ScimResult {
-    let document = schema::schema_document(&base_url(&headers), &id).ok_or_else(|| ScimError::not_found("schema"))?;
+    let document = schema::schema_document(&base_url(&state), &id).ok_or_else(|| ScimError::not_found("schema"))?;
     Ok(scim_json(StatusCode::OK, &document))
 }

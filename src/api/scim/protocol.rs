@@ -220,15 +220,9 @@ pub fn list_response(total: usize, window: Window, resources: Vec<Value>) -> Res
     )
 }
 
-/// The base URL of this service as the client reached it, for `meta.location`.
-pub fn base_url(headers: &HeaderMap) -> String {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let proto = headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-        .filter(|p| *p == "https" || *p == "http")
-        .unwrap_or("http");
-    format!("{proto}://{host}/scim/v2")
+/// The base URL of SCIM as tether advertises it (`--public-url`), for `meta.location`.
+pub fn base_url(state: &AppState) -> String {
+    state.public_url.join("/scim/v2")
 }
 
 #[cfg(test)]

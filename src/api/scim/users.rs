@@ -8,7 +8,7 @@
 //! causes the `user.disabled` / `user.enabled` event and its cascade.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -273,13 +273,12 @@ where
 
 pub async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
     ScimAllowed(caller): ScimAllowed<Provisioner>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
     ScimBody(body): ScimBody,
 ) -> ScimResult {
     let projection = answer_projection(query)?;
-    let base = base_url(&headers);
+    let base = base_url(&state);
     let want = desired(&patch::normalize_resource(&TARGET, &body)?)?;
     let mut body = scim_write(&state, caller, move |tx| {
         for (key, taken) in [
@@ -311,7 +310,6 @@ pub async fn create(
 
 pub async fn get_one(
     State(state): State<AppState>,
-    headers: HeaderMap,
     ScimAllowed(caller): ScimAllowed<Provisioner>,
     Path(id): Path<String>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -319,7 +317,7 @@ pub async fn get_one(
     let Query(q) = query.map_err(|_| ScimError::invalid_value("the query string is malformed"))?;
     let projection = Projection::parse(q.attributes.as_deref(), q.excluded_attributes.as_deref())?;
     let id = user_id(&id)?;
-    let base = base_url(&headers);
+    let base = base_url(&state);
     let mut body = state.readers.read(move |conn| read_rendered(conn, &caller, id, &base)).await?;
     projection.apply(&mut body);
     Ok(scim_json(StatusCode::OK, &body))
@@ -327,7 +325,6 @@ pub async fn get_one(
 
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
     ScimAllowed(_caller): ScimAllowed<Provisioner>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ScimResult {
@@ -341,7 +338,7 @@ pub async fn list(
             to_match(&parsed)?
         }
     };
-    let base = base_url(&headers);
+    let base = base_url(&state);
     let (total, found) = state
         .readers
         .read(move |conn| {
@@ -360,7 +357,6 @@ pub async fn list(
 
 pub async fn replace(
     State(state): State<AppState>,
-    headers: HeaderMap,
     ScimAllowed(caller): ScimAllowed<Provisioner>,
     Path(id): Path<String>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -368,7 +364,7 @@ pub async fn replace(
 ) -> ScimResult {
     let projection = answer_projection(query)?;
     let id = user_id(&id)?;
-    let base = base_url(&headers);
+    let base = base_url(&state);
     let incoming = patch::normalize_resource(&TARGET, &body)?;
     let mut body = scim_write(&state, caller, move |tx| {
         let user = live_user(tx.conn(), &caller, id)?;
@@ -390,7 +386,6 @@ pub async fn replace(
 
 pub async fn modify(
     State(state): State<AppState>,
-    headers: HeaderMap,
     ScimAllowed(caller): ScimAllowed<Provisioner>,
     Path(id): Path<String>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -398,7 +393,7 @@ pub async fn modify(
 ) -> ScimResult {
     let projection = answer_projection(query)?;
     let id = user_id(&id)?;
-    let base = base_url(&headers);
+    let base = base_url(&state);
     let operations = patch::parse_operations(&body)?;
     let mut body = scim_write(&state, caller, move |tx| {
         let user = live_user(tx.conn(), &caller, id)?;
