@@ -6,7 +6,7 @@ Users and Groups as those documents describe them, and checks a random URL's 404
 asserts no ERROR or CRITICAL result and prints every result, DEVIATIONs included (docs/api.md,
 "SCIM 2.0 at /scim/v2", names each deviation and why).
 
-Run from the repository root after `cargo build --bin tether` (see test_offline_verify.py):
+Run from the repository root after `cargo build --bin tether` (the harness is conftest.py):
 
     .venv/bin/python -m pytest -q -s tests/interop/test_scim2_tester.py
 """
@@ -19,10 +19,10 @@ import httpx2
 from scim2_client.engines.httpx2 import SyncSCIMClient
 from scim2_tester import Status, check_server
 
-from test_offline_verify import api, tether  # noqa: F401  (the fixture: tether on port 0)
+from conftest import api
 
 
-def test_scim2_tester_finds_no_error(tether):  # noqa: F811
+def test_scim2_tester_finds_no_error(tether):
     credential = api(tether.base, "POST", "/v1/credentials", tether.admin,
                      {"role": "provisioner", "label": "scim2-tester"})["credential"]
     http = httpx2.Client(base_url=f"{tether.base}/scim/v2",
