@@ -157,6 +157,12 @@ typed_id!(SessionId, "ses", "session");
 typed_id!(CredentialId, "cred", "credential");
 typed_id!(WebhookId, "whk", "webhook");
 typed_id!(
+    /// A registered Shared Signals transmitter whose SETs tether receives.
+    SignalSourceId,
+    "src",
+    "signal source"
+);
+typed_id!(
     /// The id of one audit event (its position in the chain is its `seq`).
     EventId,
     "evt",
@@ -190,6 +196,7 @@ mod tests {
         check(SessionId::from_uuid(uuid), "ses", uuid);
         check(CredentialId::from_uuid(uuid), "cred", uuid);
         check(WebhookId::from_uuid(uuid), "whk", uuid);
+        check(SignalSourceId::from_uuid(uuid), "src", uuid);
         check(EventId::from_uuid(uuid), "evt", uuid);
     }
 

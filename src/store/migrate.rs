@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0012_actor_and_action_indexes_hold_every_event.sql"),
     ),
     (13, "0013_users_from_identity_providers", include_str!("../../migrations/0013_users_from_identity_providers.sql")),
+    (14, "0014_signal_sources", include_str!("../../migrations/0014_signal_sources.sql")),
 ];
 
 /// Applies every migration not yet recorded, each in its own transaction.
@@ -132,7 +133,7 @@ mod tests {
     #[test]
     fn migrations_apply_to_an_empty_database_and_only_once() {
         let mut conn = Connection::open_in_memory().expect("in-memory db");
-        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
         assert!(run(&mut conn).expect("second run").is_empty());
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'", [], |r| {
