@@ -6,8 +6,8 @@ use axum::http::{header, request::Parts};
 use super::problem::ApiError;
 use super::AppState;
 use crate::domain::access::{
-    Admin, AnyRole, Auditor, Capability, FeedReader, Owner, PlatformScope, TenantReader, TokenRevoker, UserScope,
-    Verifier, WebhookOwner,
+    Admin, AnyRole, Auditor, Capability, FeedReader, Owner, PlatformScope, Provisioner, TenantReader, TokenRevoker,
+    UserScope, Verifier, WebhookOwner,
 };
 use crate::domain::{Caller, Error, RoleKind};
 use crate::tokens::{self, CredentialClaims, TokenError};
@@ -181,7 +181,20 @@ pub const ROUTE_ROLES: &[(&str, &str, &[RoleKind])] = &[
     ("GET", "/v1/webhooks", AnyRole::ROLES),
     ("DELETE", "/v1/webhooks/{id}", AnyRole::ROLES),
     ("GET", "/v1/webhooks/{id}/deliveries", AnyRole::ROLES),
+    ("POST", "/v1/signal-sources", Admin::ROLES),
+    ("GET", "/v1/signal-sources", Auditor::ROLES),
+    ("GET", "/v1/signal-sources/{id}", Auditor::ROLES),
+    ("POST", "/v1/signal-sources/{id}/disable", Admin::ROLES),
+    // Authenticated by the source's push authorization, not a credential (OWN_AUTHENTICATION).
+    ("POST", "/ssf/push/{id}", &[]),
+    // A provisioner or admin credential, or a JWT signed by a signal source's keys.
+    ("POST", "/oauth2/global-token-revocation", Provisioner::ROLES),
     ("GET", "/healthz", &[]),
     ("GET", "/metrics", &[]),
     ("GET", "/openapi.json", &[]),
 ];
+
+/// Routes of [`ROUTE_ROLES`] that take no credential but authenticate the request their own way
+/// (a signal source's push authorization): a request without it is refused in that protocol's
+/// shape, never let through.
+pub const OWN_AUTHENTICATION: &[(&str, &str)] = &[("POST", "/ssf/push/{id}")];

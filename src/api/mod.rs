@@ -6,6 +6,7 @@ pub mod authorize;
 pub mod credentials;
 pub mod delegations;
 pub mod events;
+pub mod global_revocation;
 pub mod keys;
 pub mod oauth;
 pub mod openapi;
@@ -13,6 +14,7 @@ pub mod operations;
 pub mod platforms;
 pub mod problem;
 pub mod sessions;
+pub mod signals;
 pub mod users;
 pub mod webhooks;
 
@@ -50,6 +52,8 @@ pub struct Context {
     pub last_seen: Arc<LastSeen>,
     /// Whether a webhook may name a private, loopback or link-local address.
     pub allow_private_webhook_urls: bool,
+    /// Signal sources' keys (inline or fetched), for verifying pushed SETs.
+    pub signal_keys: crate::signals::jwks::KeyCache,
     pub credential_cache: auth::CredentialCache,
     pub denials: DenialLog,
     /// Set when the server starts shutting down: long-lived answers (event streams) end on it,
@@ -99,6 +103,8 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(oauth::router())
         .merge(operations::router())
+        .merge(signals::router())
+        .merge(global_revocation::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -24,6 +24,8 @@ use super::*;
         authorize::authorize,
         audit::list, audit::verify, audit::export, audit::coverage_report, audit::checkpoint, audit::verify_checkpoint,
         operations::healthz, operations::metrics, operations::openapi,
+        signals::create, signals::list, signals::get_one, signals::disable, signals::push,
+        global_revocation::revoke,
     ),
     components(schemas(problem::Problem)),
     modifiers(&BearerAuth, &ProblemAnswers),
@@ -39,6 +41,14 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // A signal source's push authorization: the whole `Authorization` header value that
+        // `POST /v1/signal-sources` answered once.
+        components.add_security_scheme(
+            "push_authorization",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::new("Authorization"),
+            )),
         );
     }
 }

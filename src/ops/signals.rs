@@ -99,7 +99,7 @@ pub fn create_source(
         label: req.label.map(Label::into_string),
         jwks_uri,
         jwks,
-        effects: serde_json::to_string(&overrides).map_err(|e| Error::internal(e))?,
+        effects: serde_json::to_string(&overrides).map_err(Error::internal)?,
         status: "active".into(),
         created_at: tx.now(),
         disabled_at: None,

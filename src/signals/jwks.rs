@@ -239,6 +239,7 @@ pub enum KeySource {
     Uri(String),
 }
 
+#[derive(Clone, Default)]
 struct Entry {
     keys: Option<Arc<KeySet>>,
     fetched_at: Option<Instant>,
@@ -266,9 +267,9 @@ impl KeyCache {
         }
     }
 
-    fn cached(&self, source: SignalSourceId) -> Option<(Option<Arc<KeySet>>, Option<Instant>, Option<Instant>)> {
-        let entries = self.entries.lock().ok()?;
-        entries.get(&source).map(|e| (e.keys.clone(), e.fetched_at, e.last_attempt))
+    fn cached(&self, source: SignalSourceId) -> Entry {
+        let entries = self.entries.lock();
+        entries.ok().and_then(|e| e.get(&source).cloned()).unwrap_or_default()
     }
 
     /// The keys of a source, for a SET whose header names `kid` (if any). Inline keys are parsed
@@ -280,7 +281,7 @@ impl KeyCache {
         from: &KeySource,
         kid: Option<&str>,
     ) -> Result<Arc<KeySet>, String> {
-        let (keys, fetched_at, last_attempt) = self.cached(source).unwrap_or((None, None, None));
+        let Entry { keys, fetched_at, last_attempt } = self.cached(source);
         let uri = match from {
             KeySource::Inline(jwks) => {
                 if let Some(keys) = keys {
@@ -304,7 +305,7 @@ impl KeyCache {
         }
         let _one_at_a_time = self.fetching.lock().await;
         // Another request may have fetched while this one waited.
-        if let Some((Some(k), _, Some(t))) = self.cached(source) {
+        if let Entry { keys: Some(k), last_attempt: Some(t), .. } = self.cached(source) {
             if t.elapsed() < REFETCH_INTERVAL && kid.is_none_or(|kid| k.has_kid(kid)) {
                 return Ok(k);
             }
@@ -326,7 +327,7 @@ impl KeyCache {
 
     fn store(&self, source: SignalSourceId, keys: Option<Arc<KeySet>>, fetched_at: Option<Instant>) {
         if let Ok(mut entries) = self.entries.lock() {
-            let entry = entries.entry(source).or_insert(Entry { keys: None, fetched_at: None, last_attempt: None });
+            let entry = entries.entry(source).or_default();
             entry.keys = keys;
             if fetched_at.is_some() {
                 entry.fetched_at = fetched_at;
@@ -336,8 +337,7 @@ impl KeyCache {
 
     fn mark_attempt(&self, source: SignalSourceId) {
         if let Ok(mut entries) = self.entries.lock() {
-            entries.entry(source).or_insert(Entry { keys: None, fetched_at: None, last_attempt: None }).last_attempt =
-                Some(Instant::now());
+            entries.entry(source).or_default().last_attempt = Some(Instant::now());
         }
     }
 

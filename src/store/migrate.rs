@@ -159,7 +159,7 @@ mod tests {
                  VALUES ('s', 'd', 'u', 'a', 'i', 'p', 1, '[\"mail:read\"]', 'active', 5, 9, 'abcd');",
         )
         .expect("a session written under the old schema");
-        assert_eq!(run(&mut conn).expect("0005 and later"), vec![5, 6, 7, 8, 9, 10, 11, 12, 13]);
+        assert_eq!(run(&mut conn).expect("0005 and later"), vec![5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
         let (status, scopes, expires_at): (String, String, i64) = conn
             .query_row("SELECT status, scopes, expires_at FROM sessions WHERE id = 's'", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -188,7 +188,7 @@ mod tests {
              INSERT INTO credentials (id, role, user_id, label, created_at, kid) VALUES ('c', 'user', 'u', 'L', 3, 2);",
         )
         .expect("rows written under the old schema");
-        assert_eq!(run(&mut conn).expect("0013"), vec![13]);
+        assert_eq!(run(&mut conn).expect("0013 and later"), vec![13, 14]);
         let user: (String, Option<String>, String, String, i64) = conn
             .query_row(
                 "SELECT external_id, user_name, display_name, status, created_at FROM users WHERE id = 'u'",

@@ -21,6 +21,7 @@ mod propagation;
 mod races;
 mod roles;
 mod serve;
+mod signals;
 mod stale_allows;
 mod tokens;
 mod walkthrough;
