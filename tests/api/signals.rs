@@ -560,3 +560,99 @@ async fn global_token_revocation_accepts_a_jwt_signed_by_a_registered_source_and
     let request = audit(&app, "action=global_token_revocation").await;
     assert_eq!(request[0]["actor"]["kind"], "idp");
 }
+
+/// A `tether serve` child on `dir`, and the address it listens on.
+fn serve(dir: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start tether serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let address = loop {
+        let line = lines.next().expect("tether printed its address").expect("line");
+        if let Some(a) = line.strip_prefix("tether listening on http://") {
+            break a.to_owned();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, address)
+}
+
+#[tokio::test]
+async fn a_tether_killed_during_a_received_account_disabled_applied_all_of_it_or_none() {
+    use std::io::Write;
+    let mut outcomes = Vec::new();
+    for delay_ms in [0u64, 10, 40, 120, 400] {
+        // Arrange, in-process: a source, a user with 300 live sessions, the SET.
+        let app = TestApp::new().await;
+        let source = source(&app).await;
+        let (user, mut sessions) = user_with_sessions(&app, "kim@example.com").await;
+        let platform_delegation = audit(&app, "action=delegation.created").await;
+        let delegation =
+            platform_delegation.last().expect("delegation")["subject"]["id"].as_str().expect("id").to_owned();
+        let platform = app.get(&format!("/v1/delegations/{delegation}"), &app.admin).await.ok()["platform_id"].clone();
+        let platform_credential = app.credential(json!({"role": "platform", "platform_id": platform})).await;
+        let owner =
+            crate::helpers::Platform { id: platform.as_str().expect("id").to_owned(), credential: platform_credential };
+        for _ in 0..298 {
+            sessions.push(app.session(&owner, &delegation, &["mail:read"]).await.0);
+        }
+        let set =
+            sign("rsa", &set_claims(&app, &format!("{RISC}account-disabled"), json!({}), email("kim@example.com")));
+        let TestApp { dir, app: opened, router, .. } = app;
+        drop(router);
+        drop(opened);
+        tokio::task::yield_now().await;
+
+        // Act: the real server receives the push and is killed with SIGKILL after `delay_ms`.
+        let (mut child, address) = serve(dir.path());
+        let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+        let request = format!(
+            "POST {} HTTP/1.1\r\nHost: tether\r\nConnection: close\r\nAuthorization: {}\r\n\
+             Content-Type: application/secevent+jwt\r\nContent-Length: {}\r\n\r\n{set}",
+            source.push_path,
+            source.authorization,
+            set.len()
+        );
+        stream.write_all(request.as_bytes()).expect("send");
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+
+        // Assert: after restart, all of it or none of it, and the chain verifies.
+        let app = TestApp::open(dir, crate::helpers::local_config).await;
+        let verify = app.get("/v1/audit/verify", &app.admin).await;
+        assert_eq!(verify.ok()["ok"], true, "{}", verify.text);
+        let received = audit(&app, "action=signal.received").await;
+        let disabled = audit(&app, "action=user.disabled").await;
+        let revoked = audit(&app, "action=session.revoked").await;
+        let mut statuses = std::collections::BTreeSet::new();
+        for s in &sessions {
+            statuses.insert(app.session_status(s).await);
+        }
+        let applied = received.len() == 1;
+        if applied {
+            assert_eq!(user_status(&app, &user).await, "disabled");
+            assert_eq!((disabled.len(), revoked.len()), (1, 300));
+            assert_eq!(statuses, ["revoked".to_owned()].into());
+        } else {
+            assert_eq!(user_status(&app, &user).await, "active");
+            assert_eq!((received.len(), disabled.len(), revoked.len()), (0, 0, 0));
+            assert_eq!(statuses, ["active".to_owned()].into());
+        }
+        // The transmitter retries what it was not told was accepted: the result is the same.
+        accepted(&push(&app, &source, &set).await);
+        assert_eq!(user_status(&app, &user).await, "disabled");
+        assert_eq!(audit(&app, "action=user.disabled").await.len(), 1);
+        assert_eq!(audit(&app, "action=session.revoked").await.len(), 300);
+        outcomes.push(applied);
+    }
+    // Which delays land before or after the commit depends on the machine; each run is checked.
+    eprintln!("applied before the kill, by delay: {outcomes:?}");
+}
