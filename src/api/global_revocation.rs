@@ -118,6 +118,7 @@ async fn verified_source(state: &AppState, token: &str) -> Result<(SignalAuthori
         (status = 403, description = "A credential whose role may not do this", body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "The subject names no user", body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over 64 KiB", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json`", body = super::problem::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn revoke(State(state): State<AppState>, request: Request) -> ApiResult<StatusCode> {

@@ -42,14 +42,6 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
-        // A signal source's push authorization: the whole `Authorization` header value that
-        // `POST /v1/signal-sources` answered once.
-        components.add_security_scheme(
-            "push_authorization",
-            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
-                utoipa::openapi::security::ApiKeyValue::new("Authorization"),
-            )),
-        );
     }
 }
 

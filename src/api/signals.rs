@@ -223,7 +223,9 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
         (status = 400, description = "Refused, with RFC 8935's code", body = PushError, content_type = "application/json"),
         (status = 413, description = "The SET is over 64 KiB", body = PushError, content_type = "application/json"),
     ),
-    security(("push_authorization" = []))
+    // The source's push authorization (`Authorization`, as `POST /v1/signal-sources` answered it)
+    // is no API credential; a missing or wrong one is RFC 8935's 400 `authentication_failed`.
+    security(())
 )]
 pub async fn push(
     State(state): State<AppState>,
