@@ -266,8 +266,8 @@ impl HeldToken {
 
 /// The authority of a registered signal source, from a signature that verified with its keys (a
 /// Security Event Token pushed to it, or a Global Token Revocation request signed as a JWT). It is
-/// no credential caller: its actor is the source (`idp`, `src_…`), and it sees every user, since
-/// an identity provider speaks of its users by their identifiers, not tether's tenancy. Only the
+/// no credential caller: its actor is the source (`idp`, `src_…`); the users a signal names are
+/// found by the identifiers an identity provider knows them by, not through a tenancy. Only the
 /// two handlers that verify such a signature construct it (the test below holds them to that).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SignalAuthority {
@@ -286,10 +286,6 @@ impl SignalAuthority {
 
     pub fn actor(&self) -> Actor {
         Actor::new(ActorKind::Idp, self.source.to_string())
-    }
-
-    pub fn visibility(&self) -> Visibility {
-        Visibility(Reach::All)
     }
 }
 
