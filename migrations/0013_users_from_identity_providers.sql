@@ -1,7 +1,8 @@
 -- Identity providers (SCIM, Shared Signals) find users by the identifiers they know: the user
 -- name and the email, besides the external id. A user provisioned by SCIM may have no external
 -- id, and SCIM's DELETE ends a user for good (kept for the audit trail). Credentials gain the
--- provisioner role, an identity provider's connection.
+-- provisioner role (an identity provider's connection) and the receiver role (a Shared Signals
+-- receiver, issue 18), so the table is rebuilt once for both.
 --
 -- SQLite cannot drop NOT NULL or widen a CHECK in place: both tables are rebuilt (the runner
 -- turns foreign keys off around migrations and checks them after, as SQLite's procedure says).
@@ -25,7 +26,7 @@ CREATE INDEX users_by_email ON users (email) WHERE email IS NOT NULL;
 
 CREATE TABLE credentials_rebuilt (
     id          TEXT PRIMARY KEY,
-    role        TEXT NOT NULL CHECK (role IN ('admin', 'platform', 'user', 'auditor', 'verifier', 'provisioner')),
+    role        TEXT NOT NULL CHECK (role IN ('admin', 'platform', 'user', 'auditor', 'verifier', 'provisioner', 'receiver')),
     platform_id TEXT REFERENCES platforms(id),
     user_id     TEXT REFERENCES users(id),
     label       TEXT,

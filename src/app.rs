@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::domain::{self, Actor, Error, Result, Role};
+use crate::domain::{self, Actor, Error, PublicUrl, Result, Role};
 use crate::events::webhooks::{Deliverer, DeliveryPolicy};
 use crate::last_seen::LastSeen;
 use crate::ops::{self, Env, Limits};
@@ -26,6 +26,8 @@ pub struct Config {
     pub token_cache_bytes: usize,
     pub webhooks: events::webhooks::DeliveryPolicy,
     pub http: server::HttpTimeouts,
+    /// Where clients reach tether (`--public-url`; by default the listening address).
+    pub public_url: PublicUrl,
 }
 
 impl Config {
@@ -38,6 +40,7 @@ impl Config {
             token_cache_bytes: authorize::DEFAULT_TOKEN_CACHE_BYTES,
             webhooks: Default::default(),
             http: Default::default(),
+            public_url: PublicUrl::default(),
         }
     }
 }
@@ -116,6 +119,7 @@ impl App {
             credential_cache: views::Sharded::new(16),
             denials: authorize::DenialLog::default(),
             closing: tokio::sync::watch::channel(false).0,
+            public_url: config.public_url.clone(),
         };
         let services =
             Services { writer, readers, views, env, clock, last_seen, delivery: config.webhooks, api: Arc::new(api) };

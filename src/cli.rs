@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
-use tether::domain::{Error, Role, RoleKind};
+use tether::domain::{Error, PublicUrl, Role, RoleKind};
 use tether::instance_lock::{InstanceLock, LockError};
 use tether::tokens::{KeyPurpose, KeyRing};
 use tether::{App, Config};
@@ -29,6 +29,11 @@ enum Command {
         data_dir: PathBuf,
         #[arg(long, default_value = "127.0.0.1:8700", env = "TETHER_LISTEN")]
         listen: String,
+        /// The URL clients reach tether at (behind a proxy, or on another host than the
+        /// listening address names): every advertised URL is built from it. Default: the
+        /// listening address, as http.
+        #[arg(long, env = "TETHER_PUBLIC_URL", value_parser = parse_public_url)]
+        public_url: Option<PublicUrl>,
         /// Directory holding agent.datalog (default: the policy built into the binary).
         #[arg(long, env = "TETHER_POLICY_DIR")]
         policy_dir: Option<PathBuf>,
@@ -168,11 +173,16 @@ fn purpose(text: &str) -> Result<KeyPurpose, Error> {
     }
 }
 
+fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
+    PublicUrl::parse(text)
+}
+
 async fn run(command: Command) -> Result<ExitCode, Error> {
     match command {
         Command::Serve {
             data_dir,
             listen,
+            public_url,
             policy_dir,
             default_session_ttl,
             max_session_depth,
@@ -196,7 +206,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                     return Ok(ExitCode::from(DATA_DIR_IN_USE));
                 }
             };
-            serve(config, &listen, lock).await
+            serve(config, &listen, public_url, lock).await
         }
         Command::Audit { command: AuditCommand::Verify { data_dir } } => {
             let readers = open_readers(&data_dir)?;
@@ -353,18 +363,26 @@ async fn lock_data_dir(dir: &std::path::Path, wait: Duration) -> Result<Instance
     }
 }
 
-async fn serve(config: Config, listen: &str, mut lock: InstanceLock) -> Result<ExitCode, Error> {
+async fn serve(
+    mut config: Config,
+    listen: &str,
+    public_url: Option<PublicUrl>,
+    mut lock: InstanceLock,
+) -> Result<ExitCode, Error> {
     let locked_at = Instant::now();
+    // Bound before the app opens, so the default public URL can name the port the OS picked;
+    // connections wait in the backlog until the app serves them.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::invalid(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener.local_addr().map_err(Error::internal)?;
+    config.public_url = public_url.unwrap_or_else(|| PublicUrl::for_listener(addr));
     let app = App::open(&config).await?;
     if let Some(credential) = &app.first_admin_credential {
         println!("First start: created {} with an admin credential.", config.data_dir.display());
         println!("Admin credential (shown once; also in {}):", config.data_dir.join("admin.credential").display());
         println!("{credential}");
     }
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::invalid(format!("cannot listen on {listen}: {e}")))?;
-    let addr = listener.local_addr().map_err(Error::internal)?;
     lock.set_listening(&addr.to_string()).map_err(Error::internal)?;
     let ready_ms = locked_at.elapsed().as_millis();
     // On stdout, so scripts that start tether on port 0 can read where it listens.

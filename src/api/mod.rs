@@ -3,11 +3,13 @@
 pub mod audit;
 pub mod auth;
 pub mod authorize;
+pub mod client_auth;
 pub mod credentials;
 pub mod delegations;
 pub mod events;
 pub mod global_revocation;
 pub mod keys;
+pub mod metadata;
 pub mod oauth;
 pub mod openapi;
 pub mod operations;
@@ -59,6 +61,8 @@ pub struct Context {
     /// Set when the server starts shutting down: long-lived answers (event streams) end on it,
     /// so draining the open requests does not wait for clients that never hang up.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// The base of every URL tether advertises.
+    pub public_url: crate::domain::PublicUrl,
 }
 
 impl Context {
@@ -102,11 +106,13 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(webhooks::router())
         .merge(oauth::router())
+        .merge(metadata::router())
         .merge(operations::router())
         .merge(signals::router())
         .merge(global_revocation::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response_with_state(state.clone(), metadata::challenge_unauthenticated))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             // Only method and path: query strings and headers may hold tokens.

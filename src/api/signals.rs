@@ -56,7 +56,8 @@ pub struct SignalSource {
     /// The inline JWKS (public keys), when the source was registered with one.
     #[schema(value_type = Option<Object>)]
     pub jwks: Option<Value>,
-    /// Where the transmitter pushes SETs (its stream's `delivery.endpoint_url`).
+    /// Where the transmitter pushes SETs (its stream's `delivery.endpoint_url`), under
+    /// `--public-url`.
     pub push_url: String,
     /// `active` or `disabled`.
     pub status: String,
@@ -76,27 +77,11 @@ pub struct CreatedSignalSource {
     pub push_authorization: String,
 }
 
-/// The base URL push URLs are written with: the request's `Host` (and `X-Forwarded-Proto` when a
-/// proxy says https), or none when the request names no usable host.
-fn base_url(headers: &HeaderMap) -> String {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    let plausible = !host.is_empty()
-        && host.len() <= 255
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
-    if !plausible {
-        return String::new();
-    }
-    let scheme = match headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()) {
-        Some("https") => "https",
-        _ => "http",
-    };
-    format!("{scheme}://{host}")
-}
-
-fn view(row: SourceRow, base: &str) -> SignalSource {
+/// A source as the API shows it; its push URL is written under `--public-url`.
+fn view(row: SourceRow, public_url: &PublicUrl) -> SignalSource {
     let effects = ops::effect_table(&row);
     SignalSource {
-        push_url: format!("{base}/ssf/push/{}", row.id),
+        push_url: public_url.join(&format!("/ssf/push/{}", row.id)),
         id: row.id,
         issuer: row.issuer,
         audience: row.audience,
@@ -119,7 +104,6 @@ fn token_hash(token: &str) -> String {
 pub async fn create(
     State(state): State<AppState>,
     Allowed(caller): Allowed<Admin>,
-    headers: HeaderMap,
     Json(req): Json<NewSignalSource>,
 ) -> ApiResult<(StatusCode, axum::Json<CreatedSignalSource>)> {
     let mut secret = [0u8; 32];
@@ -131,7 +115,7 @@ pub async fn create(
         .writer
         .execute_as(caller.caller(), move |tx| ops::create_source(tx, &caller, req, allow_private, &hash))
         .await?;
-    let source = view(row, &base_url(&headers));
+    let source = view(row, &state.public_url);
     Ok((StatusCode::CREATED, axum::Json(CreatedSignalSource { source, push_authorization: format!("Bearer {token}") })))
 }
 
@@ -139,14 +123,12 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     Allowed(_caller): Allowed<Auditor>,
-    headers: HeaderMap,
     Query(q): Query<RawPage>,
 ) -> ApiResult<axum::Json<Page<SignalSource>>> {
     let page = page(&q.limit, &q.cursor, SignalSourceId::parse)?;
     let rows = state.readers.read(move |conn| store::list_sources(conn, &page)).await?;
-    let base = base_url(&headers);
     Ok(axum::Json(Page {
-        items: rows.items.into_iter().map(|r| view(r, &base)).collect(),
+        items: rows.items.into_iter().map(|r| view(r, &state.public_url)).collect(),
         next_cursor: rows.next_cursor,
     }))
 }
@@ -155,25 +137,23 @@ pub async fn list(
 pub async fn get_one(
     State(state): State<AppState>,
     Allowed(_caller): Allowed<Auditor>,
-    headers: HeaderMap,
     Path(id): Path<SignalSourceId>,
 ) -> ApiResult<axum::Json<SignalSource>> {
     let row = state.readers.read(move |conn| store::get_source(conn, id)).await?;
-    Ok(axum::Json(view(row, &base_url(&headers))))
+    Ok(axum::Json(view(row, &state.public_url)))
 }
 
 #[utoipa::path(post, operation_id = "disable_signal_source", path = "/v1/signal-sources/{id}/disable", params(("id" = inline(SignalSourceId), Path, description = "signal source id")), tag = "signals", request_body = WithReason, responses((status = 200, body = SignalSource)))]
 pub async fn disable(
     State(state): State<AppState>,
     Allowed(caller): Allowed<Admin>,
-    headers: HeaderMap,
     Path(id): Path<SignalSourceId>,
     OptionalJson(req): OptionalJson<WithReason>,
 ) -> ApiResult<axum::Json<SignalSource>> {
     let row =
         state.writer.execute_as(caller.caller(), move |tx| ops::disable_source(tx, &caller, id, req.reason)).await?;
     state.signal_keys.forget(id);
-    Ok(axum::Json(view(row, &base_url(&headers))))
+    Ok(axum::Json(view(row, &state.public_url)))
 }
 
 /// RFC 8935's failure answer: `{"err", "description"}`.

@@ -5,6 +5,7 @@ pub mod caller;
 pub mod error;
 pub mod ids;
 pub mod model;
+pub mod public_url;
 pub mod scope;
 pub mod text;
 pub mod time;
@@ -14,6 +15,7 @@ pub use caller::{Caller, Role, RoleKind};
 pub use error::{Error, InternalError, Result};
 pub use ids::*;
 pub use model::*;
+pub use public_url::PublicUrl;
 pub use scope::{Scope, ScopeSet};
 pub use text::{
     clean_text, required_text, CredentialTtl, DisplayName, Email, ExternalId, Label, Name, Reason, SessionTtl, UserName,

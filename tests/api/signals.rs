@@ -515,6 +515,11 @@ async fn global_token_revocation_signs_the_user_out_for_a_provisioner_and_answer
     assert_eq!(user_status(&app, &user).await, "active");
     let request = audit(&app, "action=global_token_revocation").await;
     assert_eq!(request.len(), 1);
+    let metadata = app.request(Method::GET, "/.well-known/oauth-authorization-server", None, None, Body::empty()).await;
+    assert_eq!(
+        metadata.ok()["global_token_revocation_endpoint"],
+        "http://127.0.0.1:8700/oauth2/global-token-revocation"
+    );
     let signed_out = audit(&app, &format!("cause_seq={}", request[0]["seq"])).await;
     assert_eq!(signed_out[0]["action"], "user.signed_out_all");
 

@@ -12,7 +12,7 @@ is picked up while made-up `kid`s do not make tether fetch the JWKS more than on
 test waits out that window once: about 30 s of its run).
 Last, Global Token Revocation with a JWT joserfc signed.
 
-Run from the repository root after `cargo build --bin tether` (see test_offline_verify.py).
+Run from the repository root after `cargo build --bin tether` (see conftest.py).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
-from test_offline_verify import Tether, api
+from conftest import Tether, api
 
 RISC = "https://schemas.openid.net/secevent/risc/event-type/"
 CAEP = "https://schemas.openid.net/secevent/caep/event-type/"
@@ -74,11 +74,10 @@ class Jwks:
 
 
 @pytest.fixture
-def receiver(tmp_path, monkeypatch):
+def receiver(tmp_path):
     # The JWKS is served on loopback, which tether refuses to fetch unless told (the webhooks'
-    # private-address guard): `--webhooks-allow-private`, through its environment variable.
-    monkeypatch.setenv("TETHER_WEBHOOKS_ALLOW_PRIVATE", "true")
-    server = Tether(tmp_path / "data")
+    # private-address guard).
+    server = Tether(tmp_path / "data", ("--webhooks-allow-private",))
     try:
         yield server
     finally:
