@@ -168,12 +168,6 @@ fn refused(status: StatusCode, rejection: Rejection) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-impl IntoResponse for Rejection {
-    fn into_response(self) -> Response {
-        refused(StatusCode::BAD_REQUEST, self)
-    }
-}
-
 fn unauthenticated() -> Rejection {
     // One answer for a source that does not exist and a wrong authorization: the push URL and
     // its authorization go together.
