@@ -14,6 +14,7 @@
 //! - [`views`]: in-memory views the writer updates after commit (live sessions, credentials).
 //! - [`authorize`]: the hot path.
 //! - [`events`]: what relying services receive (CAEP bodies) and webhook delivery.
+//! - [`signals`]: Shared Signals in: SET verification, source keys, subjects, effects.
 //! - [`api`]: the HTTP API (axum), one module per resource.
 //! - [`server`]: the HTTP/1.1 accept loop (header deadline, graceful shutdown).
 //! - [`instance_lock`]: one `tether serve` per data directory.
@@ -32,6 +33,7 @@ pub mod logging;
 pub mod metrics;
 pub mod ops;
 pub mod server;
+pub mod signals;
 pub mod store;
 pub mod tokens;
 pub mod views;

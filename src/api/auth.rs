@@ -208,9 +208,22 @@ pub const ROUTE_ROLES: &[(&str, &str, &[RoleKind])] = &[
     ("PUT", "/scim/v2/Groups/{id}", Provisioner::ROLES),
     ("PATCH", "/scim/v2/Groups/{id}", Provisioner::ROLES),
     ("DELETE", "/scim/v2/Groups/{id}", Provisioner::ROLES),
+    ("POST", "/v1/signal-sources", Admin::ROLES),
+    ("GET", "/v1/signal-sources", Auditor::ROLES),
+    ("GET", "/v1/signal-sources/{id}", Auditor::ROLES),
+    ("POST", "/v1/signal-sources/{id}/disable", Admin::ROLES),
+    // Authenticated by the source's push authorization, not a credential (OWN_AUTHENTICATION).
+    ("POST", "/ssf/push/{id}", &[]),
+    // A provisioner or admin credential, or a JWT signed by a signal source's keys.
+    ("POST", "/oauth2/global-token-revocation", Provisioner::ROLES),
     ("GET", "/healthz", &[]),
     ("GET", "/metrics", &[]),
     ("GET", "/openapi.json", &[]),
     ("GET", "/.well-known/oauth-authorization-server", &[]),
     ("GET", "/.well-known/oauth-protected-resource", &[]),
 ];
+
+/// Routes of [`ROUTE_ROLES`] that take no credential but authenticate the request their own way
+/// (a signal source's push authorization): a request without it is refused in that protocol's
+/// shape, never let through.
+pub const OWN_AUTHENTICATION: &[(&str, &str)] = &[("POST", "/ssf/push/{id}")];

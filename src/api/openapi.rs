@@ -26,6 +26,8 @@ use super::*;
         audit::list, audit::verify, audit::export, audit::coverage_report, audit::checkpoint, audit::verify_checkpoint,
         operations::healthz, operations::metrics, operations::openapi,
         metadata::authorization_server, metadata::protected_resource,
+        signals::create, signals::list, signals::get_one, signals::disable, signals::push,
+        global_revocation::revoke,
     ),
     components(schemas(problem::Problem)),
     modifiers(&BearerAuth, &ProblemAnswers),

@@ -13,6 +13,7 @@ pub mod groups;
 pub mod keys;
 pub mod platforms;
 pub mod sessions;
+pub mod signals;
 pub mod users;
 pub mod webhooks;
 

@@ -24,6 +24,7 @@ pub mod platforms;
 pub mod query;
 pub mod rows;
 pub mod sessions;
+pub mod signals;
 pub mod tx;
 pub mod users;
 pub mod webhooks;

@@ -24,6 +24,7 @@ mod races;
 mod roles;
 mod scim;
 mod serve;
+mod signals;
 mod stale_allows;
 mod tokens;
 mod walkthrough;
