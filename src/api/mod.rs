@@ -4,6 +4,7 @@ pub mod audit;
 pub mod auth;
 pub mod authorize;
 pub mod client_auth;
+pub mod console;
 pub mod credentials;
 pub mod delegations;
 pub mod events;
@@ -104,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth::router())
         .merge(metadata::router())
         .merge(operations::router())
+        .merge(console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response_with_state(state.clone(), metadata::challenge_unauthenticated))

@@ -25,6 +25,7 @@ use super::*;
         audit::list, audit::verify, audit::export, audit::coverage_report, audit::checkpoint, audit::verify_checkpoint,
         operations::healthz, operations::metrics, operations::openapi,
         metadata::authorization_server, metadata::protected_resource,
+        console::create_link,
     ),
     components(schemas(problem::Problem)),
     modifiers(&BearerAuth, &ProblemAnswers),

@@ -157,6 +157,18 @@ typed_id!(SessionId, "ses", "session");
 typed_id!(CredentialId, "cred", "credential");
 typed_id!(WebhookId, "whk", "webhook");
 typed_id!(
+    /// A single-use console sign-in link.
+    ConsoleLinkId,
+    "cnl",
+    "console link"
+);
+typed_id!(
+    /// A console (browser) session started by opening a console link.
+    ConsoleSessionId,
+    "cns",
+    "console session"
+);
+typed_id!(
     /// The id of one audit event (its position in the chain is its `seq`).
     EventId,
     "evt",
