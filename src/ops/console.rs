@@ -85,18 +85,27 @@ pub fn mint_link(tx: &mut Tx<'_>, caller: &PlatformScope, req: NewConsoleLink) -
         (_, Some(_)) => return Err(Error::Forbidden("only an admin mints auditor and admin console links".into())),
         (_, None) => {}
     }
+    issue_link(tx, caller.actor(), role, platform)
+}
+
+/// Records a link for `role` minted by `actor` (also `tether console-link`, as the CLI admin).
+pub fn issue_link(
+    tx: &mut Tx<'_>,
+    actor: Actor,
+    role: ConsoleRole,
+    platform: Option<PlatformId>,
+) -> Result<MintedLink> {
     let secret = new_secret();
     let id = ConsoleLinkId::generate();
     let now = tx.now();
     let expires_at = now.plus_seconds(LINK_TTL_SECONDS);
-    let event = tx.audit(
-        NewEvent::new(caller.actor(), "console.link_created", Subject::new("console_link", id)).details(json!({
+    let event =
+        tx.audit(NewEvent::new(actor, "console.link_created", Subject::new("console_link", id)).details(json!({
             "role": role.as_str(),
             "user_id": match role { ConsoleRole::User(u) => Some(u), _ => None },
             "platform_id": platform,
             "expires_at": expires_at,
-        })),
-    )?;
+        })))?;
     console::insert_link(
         tx,
         &ConsoleLink {

@@ -219,6 +219,11 @@ async fn a_post_without_the_token_or_from_another_site_is_refused_and_changes_no
     assert!(cross_site.text.contains("another site"), "{}", cross_site.text);
     let silent = browser.post_with(&app, "/console/agents", &revoke(&csrf), &[]).await;
     assert_eq!(silent.status, StatusCode::FORBIDDEN);
+    let null_cross = [("origin", "null"), ("sec-fetch-site", "cross-site")];
+    let opaque = browser.post_with(&app, "/console/agents", &revoke(&csrf), &null_cross).await;
+    assert_eq!(opaque.status, StatusCode::FORBIDDEN);
+    let null_only = browser.post_with(&app, "/console/agents", &revoke(&csrf), &[("origin", "null")]).await;
+    assert_eq!(null_only.status, StatusCode::FORBIDDEN);
     let sign_out = browser.post_with(&app, "/console/sign-out", &format!("csrf={csrf}"), &cross).await;
     assert_eq!(sign_out.status, StatusCode::FORBIDDEN);
 
@@ -367,7 +372,7 @@ async fn an_auditor_reviews_but_cannot_act_and_sees_a_revocations_tree() {
     assert_eq!(page.status, StatusCode::OK, "{}", page.text);
     assert!(page.text.contains("<svg"));
     assert!(page.text.contains("0 survivors"), "{}", page.text);
-    assert!(page.text.contains("sub-agent session"));
+    assert!(page.text.contains(">sub-agent ses_"), "{}", page.text);
     assert_eq!(page.text.matches("class=\"node revoked\"").count(), 2);
 
     let bad = auditor.get(&app, "/console/audit?since=yesterday").await;

@@ -46,6 +46,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/revocations/{seq}", get(pages::revocation))
         .route("/console/admin", get(pages::admin))
         .route("/console/static/console.css", get(stylesheet))
+        .route("/console/static/favicon.svg", get(favicon))
         .fallback(console_not_found)
         .layer(axum::middleware::map_response(security_headers));
     Router::new().route("/v1/console-links", post(create_link)).merge(pages)
@@ -107,6 +108,14 @@ async fn stylesheet() -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response
+}
+
+async fn favicon() -> Response {
+    let mut response = include_str!("../../../static/favicon.svg").into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
     response
 }
 
@@ -251,11 +260,14 @@ pub fn check_post(state: &AppState, headers: &HeaderMap, console: &Console, toke
     let refused = |why: &str| ConsoleError::new(StatusCode::FORBIDDEN, "Refused", why);
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    match (origin, fetch_site) {
+    // Under `Referrer-Policy: no-referrer` a browser sends `Origin: null` with a form post:
+    // then `Sec-Fetch-Site` (which every current browser sends) must say same-origin.
+    match (origin.filter(|o| *o != "null"), fetch_site) {
         (Some(origin), _) if origin == public_origin(&state.public_url) => {}
         (Some(_), _) => return Err(refused("This form was sent from another site; nothing was changed.")),
         (None, Some("same-origin")) => {}
-        (None, _) => return Err(refused("The browser did not say where this form came from; nothing was changed.")),
+        (None, Some(_)) => return Err(refused("This form was sent from another site; nothing was changed.")),
+        (None, None) => return Err(refused("The browser did not say where this form came from; nothing was changed.")),
     }
     if fetch_site.is_some_and(|s| s != "same-origin") {
         return Err(refused("This form was sent from another site; nothing was changed."));

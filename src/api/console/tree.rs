@@ -9,8 +9,8 @@ use crate::store::coverage::Coverage;
 /// Sessions drawn at most; the page says how many more the coverage report lists.
 pub const MAX_DRAWN: usize = 200;
 
-const COLUMN: i64 = 230;
-const BOX_W: i64 = 200;
+const COLUMN: i64 = 260;
+const BOX_W: i64 = 230;
 const BOX_H: i64 = 38;
 const ROW: i64 = 48;
 const MARGIN: i64 = 10;
@@ -112,7 +112,7 @@ impl Tree {
                         None => ("survivor", "not revoked".to_owned()),
                     }
                 };
-                let label = if level == 2 { "session" } else { "sub-agent session" };
+                let label = if level == 2 { "session" } else { "sub-agent" };
                 let n = node(level, row, format!("{label} {}", short(&s.id.to_string())), status.1, status.0);
                 edges.push(edge(&nodes[parent], &n));
                 let index = nodes.len();
