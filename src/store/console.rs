@@ -265,25 +265,96 @@ pub fn connected(
     found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
 }
 
-/// The user's active sessions (sub-agent sessions included), newest first.
-pub fn active_sessions_of(
+/// Per delegation of the user: active sessions in all, top-level ones, and the distinct scope sets
+/// they hold (as stored) — the page's counts and "scopes in use" without reading every row.
+pub struct SessionSummary {
+    pub delegation: DelegationId,
+    pub active: i64,
+    pub top_level: i64,
+    pub scope_sets: Vec<ScopeSet>,
+}
+
+pub fn session_summary(
     conn: &Connection,
     vis: Visibility,
     user: UserId,
     platform: Option<PlatformId>,
+    now: Timestamp,
+) -> Result<Vec<SessionSummary>> {
+    if !matches!(vis.reach(), Reach::All) && vis.reach() != Reach::User(user) {
+        return Ok(Vec::new());
+    }
+    let mut st = conn
+        .prepare_cached(
+            "SELECT delegation_id, count(*), sum(parent_id IS NULL), json_group_array(DISTINCT scopes)
+             FROM sessions WHERE user_id = ?1 AND status = 'active' AND expires_at > ?2
+             AND (?3 IS NULL OR +platform_id = ?3) GROUP BY delegation_id",
+        )
+        .map_err(db_error)?;
+    let found = st
+        .query_map(params![user.to_string(), now.millis(), platform.map(|p| p.to_string())], |r| {
+            let sets: String = r.get(3)?;
+            Ok((r.get::<_, DelegationId>(0)?, r.get(1)?, r.get(2)?, sets))
+        })
+        .map_err(db_error)?;
+    let mut out = Vec::new();
+    for row in found {
+        let (delegation, active, top_level, sets) = row.map_err(db_error)?;
+        let texts: Vec<String> = serde_json::from_str(&sets).map_err(Error::internal)?;
+        let scope_sets = texts
+            .iter()
+            .map(|t| ScopeSet::from_json(t).map_err(|_| Error::internal("stored scope set")))
+            .collect::<Result<_>>()?;
+        out.push(SessionSummary { delegation, active, top_level, scope_sets });
+    }
+    Ok(out)
+}
+
+/// A delegation's newest active top-level sessions, at most `limit` (the user's own only).
+pub fn top_sessions(
+    conn: &Connection,
+    vis: Visibility,
+    user: UserId,
+    delegation: DelegationId,
+    now: Timestamp,
+    limit: usize,
+) -> Result<Vec<Session>> {
+    if !matches!(vis.reach(), Reach::All) && vis.reach() != Reach::User(user) {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {} FROM sessions WHERE delegation_id = ?1 AND +user_id = ?2 AND status = 'active' AND expires_at > ?3
+         AND parent_id IS NULL ORDER BY id DESC LIMIT ?4",
+        rows::SESSION_COLUMNS
+    );
+    let mut st = conn.prepare_cached(&sql).map_err(db_error)?;
+    let found = st
+        .query_map(params![delegation.to_string(), user.to_string(), now.millis(), limit as i64], |r| {
+            rows::session(r, now)
+        })
+        .map_err(db_error)?;
+    found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+}
+
+/// A session's active sub-agent sessions (the user's own only).
+pub fn child_sessions(
+    conn: &Connection,
+    vis: Visibility,
+    user: UserId,
+    parent: SessionId,
     now: Timestamp,
 ) -> Result<Vec<Session>> {
     if !matches!(vis.reach(), Reach::All) && vis.reach() != Reach::User(user) {
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT {} FROM sessions WHERE user_id = ?1 AND status = 'active' AND expires_at > ?2
-         AND (?3 IS NULL OR platform_id = ?3) ORDER BY id DESC",
+        "SELECT {} FROM sessions WHERE parent_id = ?1 AND +user_id = ?2 AND status = 'active' AND expires_at > ?3
+         ORDER BY id",
         rows::SESSION_COLUMNS
     );
     let mut st = conn.prepare_cached(&sql).map_err(db_error)?;
     let found = st
-        .query_map(params![user.to_string(), now.millis(), platform.map(|p| p.to_string())], |r| rows::session(r, now))
+        .query_map(params![parent.to_string(), user.to_string(), now.millis()], |r| rows::session(r, now))
         .map_err(db_error)?;
     found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
 }

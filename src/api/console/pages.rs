@@ -152,7 +152,7 @@ pub struct AgentsPage {
     pub platform: Option<String>,
     pub agents: Vec<AgentView>,
     pub receipt: Option<ReceiptView>,
-    pub active_sessions: usize,
+    pub active_sessions: i64,
 }
 
 /// Top-level sessions shown per delegation; the rest are counted.
@@ -179,30 +179,38 @@ async fn agents_page(
     let vis = capability.visibility();
     let platform = console.session.platform_id;
     let now = state.clock.now();
-    let (person, delegations, sessions, platform_name) = state
+    // Only what the page shows is read row by row: per consent its newest top-level sessions and
+    // their sub-agent sessions; counts and scopes in use come from one aggregate.
+    let (person, delegations, summary, shown, platform_name) = state
         .readers
         .read(move |conn| {
             let person = crate::store::users::get_user(conn, vis, user)?;
             let delegations = rows::connected(conn, vis, user, platform)?;
-            let sessions = rows::active_sessions_of(conn, vis, user, platform, now)?;
+            let summary = rows::session_summary(conn, vis, user, platform, now)?;
+            let mut shown: HashMap<DelegationId, Vec<(Session, usize)>> = HashMap::new();
+            for d in delegations.iter().filter(|d| d.delegation.status == DelegationStatus::Active) {
+                let mut list = Vec::new();
+                for top in rows::top_sessions(conn, vis, user, d.delegation.id, now, SESSIONS_SHOWN)? {
+                    let mut stack = vec![(top, 0usize)];
+                    while let Some((s, depth)) = stack.pop() {
+                        if list.len() < SESSIONS_SHOWN * 4 {
+                            let kids = rows::child_sessions(conn, vis, user, s.id, now)?;
+                            stack.extend(kids.into_iter().rev().map(|k| (k, depth + 1)));
+                        }
+                        list.push((s, depth));
+                    }
+                }
+                shown.insert(d.delegation.id, list);
+            }
             // A platform mints only for a person it has delegations with: its name is on them.
             let platform_name = platform.and_then(|_| delegations.first().map(|d| d.platform_name.clone()));
-            Ok((person, delegations, sessions, platform_name))
+            Ok((person, delegations, summary, shown, platform_name))
         })
         .await?;
     let agents_by_id: HashMap<AgentId, String> =
         delegations.iter().map(|d| (d.delegation.agent_id, d.agent_name.clone())).collect();
-    let active_sessions = sessions.len();
-    // Sessions by delegation, top-level first; sub-agent sessions hang below their parent.
-    let live: std::collections::HashSet<SessionId> = sessions.iter().map(|s| s.id).collect();
-    let mut children: HashMap<SessionId, Vec<&Session>> = HashMap::new();
-    let mut tops: HashMap<DelegationId, Vec<&Session>> = HashMap::new();
-    for s in &sessions {
-        match s.parent_session_id.filter(|p| live.contains(p)) {
-            Some(parent) => children.entry(parent).or_default().push(s),
-            None => tops.entry(s.delegation_id).or_default().push(s),
-        }
-    }
+    let active_sessions: i64 = summary.iter().map(|s| s.active).sum();
+    let summary: HashMap<DelegationId, &rows::SessionSummary> = summary.iter().map(|s| (s.delegation, s)).collect();
     let row = |s: &Session, depth: usize| SessionRow {
         id: s.id.to_string(),
         depth,
@@ -225,26 +233,17 @@ async fn agents_page(
     let mut agents: BTreeMap<(bool, String, AgentId), AgentView> = BTreeMap::new();
     for d in &delegations {
         let del = &d.delegation;
-        let mut session_rows = Vec::new();
+        let counts = summary.get(&del.id);
         let mut in_use = std::collections::BTreeSet::new();
-        let top = tops.get(&del.id).map(Vec::as_slice).unwrap_or_default();
-        for s in top {
-            s.scopes.iter().for_each(|x| {
+        for set in counts.map(|c| c.scope_sets.as_slice()).unwrap_or_default() {
+            set.iter().for_each(|x| {
                 in_use.insert(x.as_str().to_owned());
             });
         }
-        for s in top.iter().take(SESSIONS_SHOWN) {
-            session_rows.push(row(s, 0));
-            // Sub-agent sessions, depth first.
-            let mut stack: Vec<(&Session, usize)> =
-                children.get(&s.id).map(|c| c.iter().rev().map(|c| (*c, 1)).collect()).unwrap_or_default();
-            while let Some((child, depth)) = stack.pop() {
-                session_rows.push(row(child, depth));
-                if let Some(grand) = children.get(&child.id) {
-                    stack.extend(grand.iter().rev().map(|g| (*g, depth + 1)));
-                }
-            }
-        }
+        let session_rows: Vec<SessionRow> =
+            shown.get(&del.id).map(|list| list.iter().map(|(s, depth)| row(s, *depth)).collect()).unwrap_or_default();
+        let listed_top = shown.get(&del.id).map_or(0, |l| l.iter().filter(|(_, depth)| *depth == 0).count());
+        let top_total = counts.map_or(0, |c| c.top_level).max(0) as usize;
         let active = del.status == DelegationStatus::Active;
         let view = DelegationView {
             id: del.id.to_string(),
@@ -265,7 +264,7 @@ async fn agents_page(
                 _ => String::new(),
             },
             sessions: session_rows,
-            more: top.len().saturating_sub(SESSIONS_SHOWN),
+            more: top_total.saturating_sub(listed_top),
         };
         let key = (!active, d.agent_name.clone(), del.agent_id);
         let agent = agents.entry(key).or_insert_with(|| AgentView {
