@@ -194,6 +194,9 @@ async fn pages_carry_the_security_headers_and_refuse_without_a_session() {
         .await
         .0;
     assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+    let missing = browser.get(&app, "/console/no-such-page").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.content_type.starts_with("text/html"), "{}", missing.content_type);
 }
 
 #[tokio::test]

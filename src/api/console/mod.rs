@@ -47,7 +47,8 @@ pub fn router() -> Router<AppState> {
         .route("/console/admin", get(pages::admin))
         .route("/console/static/console.css", get(stylesheet))
         .route("/console/static/favicon.svg", get(favicon))
-        .fallback(console_not_found)
+        // An HTML 404 for any other console path (the API's fallback answers problem+json).
+        .route("/console/{*rest}", get(console_not_found).post(console_not_found))
         .layer(axum::middleware::map_response(security_headers));
     Router::new().route("/v1/console-links", post(create_link)).merge(pages)
 }

@@ -373,7 +373,7 @@ pub async fn act(
             } else {
                 Disconnect::Integration(IntegrationId::parse(&form.target).map_err(|_| invalid("integration"))?)
             };
-            if let Some(p) = platform {
+            if platform.is_some() {
                 // The person's delegations to it must all be on the link's platform.
                 let delegations = state.readers.read(move |conn| rows::connected(conn, vis, user, None)).await?;
                 let mine = delegations.iter().filter(|d| match what {
@@ -383,7 +383,6 @@ pub async fn act(
                 for d in mine {
                     check_platform(d.delegation.platform_id)?;
                 }
-                let _ = p;
             }
             state
                 .writer
