@@ -385,14 +385,16 @@ pub struct DeliveryRow {
     pub last_status: Option<i64>,
 }
 
-/// The webhook deliveries of the events with seq in `from..=to` (at most `limit`).
+/// The webhook deliveries of the events with seq in `from..=to` (at most `limit`). Webhooks are
+/// few and deliveries many: `CROSS JOIN` keeps SQLite walking webhooks first, each one's
+/// deliveries found by the (webhook_id, event_seq) index.
 pub fn deliveries_between(conn: &Connection, from: i64, to: i64, limit: usize) -> Result<Vec<DeliveryRow>> {
     let mut st = conn
         .prepare_cached(
             "SELECT d.webhook_id, w.url, d.event_seq, d.status, d.attempts, d.last_attempt_at, d.acknowledged_at,
                     d.last_status
-             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-             WHERE d.event_seq BETWEEN ?1 AND ?2
+             FROM webhooks w CROSS JOIN webhook_deliveries d
+             ON d.webhook_id = w.id AND d.event_seq BETWEEN ?1 AND ?2
              ORDER BY d.event_seq, d.webhook_id LIMIT ?3",
         )
         .map_err(db_error)?;

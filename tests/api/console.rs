@@ -356,6 +356,8 @@ async fn an_auditor_reviews_but_cannot_act_and_sees_a_revocations_tree() {
     let app = TestApp::new().await;
     let (world, opened) = world_with_session(&app).await;
     app.opened(&world.platform, &world.delegation, &["mail:read"], Some(&opened.id)).await;
+    // A relying service's webhook: the revocation's page lists its deliveries.
+    app.post("/v1/webhooks", &app.admin, json!({"url": "http://127.0.0.1:9/relying-service"})).await.ok();
     let person = sign_in(&app, &app.admin, json!({"user_id": world.user})).await;
     person.act(&app, "disconnect_agent", &world.agent).await;
 
@@ -377,6 +379,7 @@ async fn an_auditor_reviews_but_cannot_act_and_sees_a_revocations_tree() {
     assert!(page.text.contains("0 survivors"), "{}", page.text);
     assert!(page.text.contains(">sub-agent ses_"), "{}", page.text);
     assert_eq!(page.text.matches("class=\"node revoked\"").count(), 2);
+    assert!(page.text.contains("http://127.0.0.1:9/relying-service"), "deliveries listed: {}", page.text);
 
     let bad = auditor.get(&app, "/console/audit?since=yesterday").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
