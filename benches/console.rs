@@ -206,7 +206,7 @@ async fn measure(dir: &Path, person: support::Delegated) {
 
     let as_admin = client.sign_in(&admin, serde_json::json!({"role": "admin"})).await;
     worst = worst.max(client.time(&as_admin, "audit timeline, first page", "/console/audit").await);
-    let after = app.services.readers.read(|c| tether::store::audit::chain_head(c)).await.expect("head").0;
+    let after = app.services.readers.read(tether::store::audit::chain_head).await.expect("head").0;
     let last_page = format!("/console/audit?after={}", after.saturating_sub(50));
     worst = worst.max(client.time(&as_admin, "audit timeline, last page", &last_page).await);
     worst =
