@@ -2,7 +2,8 @@
 `tether serve` on loopback (issue 19, "Tested in a real browser").
 
 A person opens a platform's sign-in link, sees their agents, revokes a session and disconnects
-an agent, and reads the receipt; /v1/authorize then denies those tokens. A reused link is
+an agent, and reads the receipt; /v1/authorize then denies those tokens; a last session is
+revoked with the keyboard only. A reused link is
 refused; a name holding `<script>` renders as text; a form posted from another site is refused.
 An auditor opens the revocation and sees its tree with zero survivors; an admin signs in with a
 link from `tether console-link`. No page logs an error or a CSP violation.
@@ -202,6 +203,18 @@ def test_the_console_in_chromium(tether):
             expect(again.get_by_role("alert")).to_contain_text("already been used")
             shoot(again, "05-link-reused")
             again.close()
+
+            # With the keyboard only: focus the last session's "Revoke…", open it, confirm.
+            row = page.locator("tr", has_text=world["evil_session"]["id"])
+            row.locator("summary").focus()
+            page.keyboard.press("Enter")
+            page.keyboard.press("Tab")
+            expect(row.get_by_role("button", name="Yes, revoke this session")).to_be_focused()
+            with page.expect_navigation():
+                page.keyboard.press("Enter")
+            expect(page.get_by_role("status")).to_contain_text("1 session ended at ")
+            assert decision(base, verifier, world["evil_session"]["token"]) == "deny"
+            assert problems == [], problems
 
             # An auditor opens the revocation: the tree, zero survivors.
             problems.clear()
