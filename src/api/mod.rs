@@ -1,4 +1,5 @@
-//! The HTTP API: one module per resource, each with its own `router()`, merged here.
+//! The HTTP API: one module per resource, each with its own `router()`, merged here; `console`
+//! also serves the console's HTML pages under `/console` (docs/console.md).
 
 pub mod audit;
 pub mod auth;
