@@ -81,6 +81,17 @@ enum Command {
         #[command(subcommand)]
         command: CredentialCommand,
     },
+    /// Print a single-use console sign-in link (five minutes) for an admin or an auditor.
+    ConsoleLink {
+        #[arg(long, default_value = "./tether-data")]
+        data_dir: PathBuf,
+        /// `admin` or `auditor`.
+        #[arg(long)]
+        role: String,
+        /// The URL the running tether is reached at (as given to `serve --public-url`).
+        #[arg(long, env = "TETHER_PUBLIC_URL", value_parser = parse_public_url)]
+        public_url: Option<PublicUrl>,
+    },
     /// Walk through the whole story on a throw-away data directory.
     Demo,
 }
@@ -300,6 +311,27 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 })
                 .await?;
             println!("{}", created.secret);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ConsoleLink { data_dir, role, public_url } => {
+            let role = match role.as_str() {
+                "admin" => tether::store::console::ConsoleRole::Admin,
+                "auditor" => tether::store::console::ConsoleRole::Auditor,
+                _ => return Err(Error::invalid("--role must be `admin` or `auditor`")),
+            };
+            existing_instance(&data_dir)?;
+            let app = App::open(&Config::new(data_dir)).await?;
+            let minted = app
+                .services
+                .writer
+                .execute(move |tx| {
+                    let actor = tether::domain::Actor::new(tether::domain::ActorKind::Admin, "cli");
+                    tether::ops::console::issue_link(tx, actor, role, None)
+                })
+                .await?;
+            let public_url = public_url.unwrap_or_default();
+            println!("{}", tether::api::console::link_url(&public_url, &minted.secret));
+            eprintln!("opens once, until {}", minted.expires_at.rfc3339());
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => demo::run().await.map(|_| ExitCode::SUCCESS),

@@ -186,6 +186,7 @@ pub const ROUTE_ROLES: &[(&str, &str, &[RoleKind])] = &[
     ("GET", "/v1/audit/coverage", Auditor::ROLES),
     ("GET", "/v1/audit/checkpoint", Auditor::ROLES),
     ("POST", "/v1/audit/checkpoint/verify", Auditor::ROLES),
+    ("POST", "/v1/console-links", PlatformScope::ROLES),
     ("POST", "/v1/webhooks", WebhookOwner::ROLES),
     ("GET", "/v1/webhooks", AnyRole::ROLES),
     ("DELETE", "/v1/webhooks/{id}", AnyRole::ROLES),

@@ -1,9 +1,11 @@
-//! The HTTP API: one module per resource, each with its own `router()`, merged here.
+//! The HTTP API: one module per resource, each with its own `router()`, merged here; `console`
+//! also serves the console's HTML pages under `/console` (docs/console.md).
 
 pub mod audit;
 pub mod auth;
 pub mod authorize;
 pub mod client_auth;
+pub mod console;
 pub mod credentials;
 pub mod delegations;
 pub mod events;
@@ -114,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         .merge(groups::router())
         .merge(signals::router())
         .merge(global_revocation::router())
+        .merge(console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response_with_state(state.clone(), metadata::challenge_unauthenticated))

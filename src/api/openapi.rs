@@ -28,6 +28,7 @@ use super::*;
         metadata::authorization_server, metadata::protected_resource,
         signals::create, signals::list, signals::get_one, signals::disable, signals::push,
         global_revocation::revoke,
+        console::create_link,
     ),
     components(schemas(problem::Problem)),
     modifiers(&BearerAuth, &ProblemAnswers),

@@ -164,6 +164,18 @@ typed_id!(
     "signal source"
 );
 typed_id!(
+    /// A single-use console sign-in link.
+    ConsoleLinkId,
+    "cnl",
+    "console link"
+);
+typed_id!(
+    /// A console (browser) session started by opening a console link.
+    ConsoleSessionId,
+    "cns",
+    "console session"
+);
+typed_id!(
     /// The id of one audit event (its position in the chain is its `seq`).
     EventId,
     "evt",

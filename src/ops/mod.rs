@@ -7,6 +7,7 @@
 //! before it can change anything.
 
 pub mod cascade;
+pub mod console;
 pub mod credentials;
 pub mod delegations;
 pub mod groups;

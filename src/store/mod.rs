@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod audit_listing;
+pub mod console;
 pub mod coverage;
 pub mod credentials;
 pub mod db;
