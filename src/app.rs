@@ -28,6 +28,8 @@ pub struct Config {
     pub http: server::HttpTimeouts,
     /// Where clients reach tether (`--public-url`; by default the listening address).
     pub public_url: PublicUrl,
+    /// PEM certificates outbound https trusts besides the Mozilla roots (`--tls-ca-file`).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -41,6 +43,7 @@ impl Config {
             webhooks: Default::default(),
             http: Default::default(),
             public_url: PublicUrl::default(),
+            tls_ca_file: None,
         }
     }
 }
@@ -55,6 +58,8 @@ pub struct Services {
     pub clock: Arc<Clock>,
     pub last_seen: Arc<LastSeen>,
     pub delivery: DeliveryPolicy,
+    /// The client of webhook deliveries, Shared Signals pushes and JWKS fetches.
+    pub outbound: events::outbound::Outbound,
     /// What request handlers reach: the router's state.
     pub api: Arc<api::Context>,
 }
@@ -104,6 +109,9 @@ impl App {
 
         let authorizer =
             authorize::Authorizer::new(agent_keys, policy, views.clone(), clock.clone(), config.token_cache_bytes);
+        let outbound =
+            events::outbound::Outbound::new(config.webhooks.allow_private_addresses, config.tls_ca_file.as_deref())
+                .map_err(Error::invalid)?;
         let last_seen = Arc::new(LastSeen::default());
         let api = api::Context {
             writer: writer.clone(),
@@ -115,14 +123,23 @@ impl App {
             metrics: metrics::Metrics::default(),
             last_seen: last_seen.clone(),
             allow_private_webhook_urls: config.webhooks.allow_private_addresses,
-            signal_keys: crate::signals::jwks::KeyCache::new(config.webhooks.allow_private_addresses),
+            signal_keys: crate::signals::jwks::KeyCache::new(&outbound),
             credential_cache: views::Sharded::new(16),
             denials: authorize::DenialLog::default(),
             closing: tokio::sync::watch::channel(false).0,
             public_url: config.public_url.clone(),
         };
-        let services =
-            Services { writer, readers, views, env, clock, last_seen, delivery: config.webhooks, api: Arc::new(api) };
+        let services = Services {
+            writer,
+            readers,
+            views,
+            env,
+            clock,
+            last_seen,
+            delivery: config.webhooks,
+            outbound,
+            api: Arc::new(api),
+        };
         Ok(App { services: Arc::new(services), http: config.http, first_admin_credential })
     }
 
@@ -190,7 +207,8 @@ impl App {
             clock: services.clock.clone(),
             webhook_master: services.env.webhook_master,
         };
-        let deliveries = tokio::spawn(events::webhooks::run(deliverer, services.delivery, stop_rx));
+        let client = services.outbound.client.clone();
+        let deliveries = tokio::spawn(events::webhooks::run(deliverer, services.delivery, client, stop_rx));
         Workers { stop, tasks: vec![flusher, maintenance, deliveries] }
     }
 }

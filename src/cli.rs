@@ -34,6 +34,10 @@ enum Command {
         /// listening address, as http.
         #[arg(long, env = "TETHER_PUBLIC_URL", value_parser = parse_public_url)]
         public_url: Option<PublicUrl>,
+        /// PEM certificates that outbound https (webhooks, Shared Signals pushes, JWKS fetches)
+        /// trusts besides the Mozilla roots built into tether: an internal CA.
+        #[arg(long, env = "TETHER_TLS_CA_FILE")]
+        tls_ca_file: Option<PathBuf>,
         /// Directory holding agent.datalog (default: the policy built into the binary).
         #[arg(long, env = "TETHER_POLICY_DIR")]
         policy_dir: Option<PathBuf>,
@@ -194,6 +198,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             data_dir,
             listen,
             public_url,
+            tls_ca_file,
             policy_dir,
             default_session_ttl,
             max_session_depth,
@@ -204,6 +209,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             token_cache_mib,
         } => {
             let mut config = Config::new(data_dir);
+            config.tls_ca_file = tls_ca_file;
             config.webhooks.allow_private_addresses = webhooks_allow_private;
             config.policy_dir = policy_dir;
             config.limits.default_session_ttl_seconds = default_session_ttl;

@@ -2,6 +2,7 @@
 //! with OpenID SSF/CAEP `session-revoked` semantics where they fit, and webhook delivery.
 
 pub mod destinations;
+pub mod outbound;
 pub mod webhooks;
 
 use serde_json::{json, Value};

@@ -9,13 +9,11 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 use sha2::Sha256;
 
-use super::destinations::{is_public, Resolver};
+use super::destinations::is_public;
+use super::outbound::OutboundClient;
 use crate::clock::Clock;
 use crate::domain::{Result, WebhookId};
 use crate::store::webhooks::{self, Attempt};
@@ -102,7 +100,7 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
     format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
 }
 
-type HttpClient = Client<HttpConnector<Resolver>, Full<Bytes>>;
+type HttpClient = OutboundClient;
 
 /// A literal IP host that deliveries may not use (names are filtered by the resolver).
 fn refused_literal(url: &str, allow_private: bool) -> Option<String> {
@@ -202,9 +200,12 @@ impl InFlight {
 /// Delivers due outbox rows until `stop` resolves. Each attempt runs in its own task, so a
 /// receiver that never answers only holds its own deliveries, never the others; at most
 /// `MAX_IN_FLIGHT` attempts (`MAX_IN_FLIGHT_PER_WEBHOOK` per webhook) run at once.
-pub async fn run(services: Deliverer, policy: DeliveryPolicy, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let connector = HttpConnector::new_with_resolver(Resolver { allow_private: policy.allow_private_addresses });
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
+pub async fn run(
+    services: Deliverer,
+    policy: DeliveryPolicy,
+    client: HttpClient,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let in_flight: Arc<Mutex<InFlight>> = Arc::default();
     let mut polls = 0usize;
     loop {
@@ -317,8 +318,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_delivery_to_a_name_with_no_public_address_says_so() {
-        let connector = HttpConnector::new_with_resolver(Resolver { allow_private: false });
-        let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
+        let client = super::super::outbound::Outbound::new(false, None).expect("client").client;
         let headers =
             [("webhook-id", String::new()), ("webhook-timestamp", String::new()), ("webhook-signature", String::new())];
         let attempt = post(&client, "http://localhost:9/hook", headers, Vec::new(), Duration::from_secs(5)).await;

@@ -33,7 +33,7 @@ pub struct NewSignalSource {
     /// The transmitter's issuer, exactly as its SETs' `iss` carries it.
     #[schema(min_length = 1, max_length = 512)]
     pub issuer: String,
-    /// Where the transmitter publishes its keys (an `http://` URL: this build has no TLS client).
+    /// Where the transmitter publishes its keys (an `https://` or `http://` URL).
     /// Exactly one of `jwks_uri` and `jwks`.
     #[schema(max_length = 2048)]
     pub jwks_uri: Option<String>,

@@ -11,12 +11,12 @@ use crate::store::Tx;
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
-    /// An absolute `http://` URL (this build has no TLS client). The pattern admits host names
+    /// An absolute `https://` or `http://` URL. The pattern admits host names
     /// only: a literal private, loopback or link-local address, or `localhost`, is refused unless
     /// the operator allows private addresses; a public literal address is accepted too.
     #[schema(
         max_length = 2048,
-        pattern = "^http://([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[a-zA-Z0-9._~/-]*)?$"
+        pattern = "^https?://([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[a-zA-Z0-9._~/-]*)?$"
     )]
     pub url: String,
     /// Audit actions to deliver (e.g. `session.revoked`); empty or absent: every event you may see.
@@ -45,15 +45,14 @@ fn check_url(url: &str, allow_private: bool) -> Result<()> {
     let url = clean_text("url", url, 2048)?;
     let parsed: axum::http::Uri = url.parse().map_err(|_| Error::invalid("`url` is not a valid URL"))?;
     match parsed.scheme_str() {
-        Some("http") if !port_is_valid(&parsed) => Err(Error::invalid("`url` has a port outside 1-65535")),
-        Some("http") if parsed.host().is_some() => {
+        Some("http" | "https") if !port_is_valid(&parsed) => Err(Error::invalid("`url` has a port outside 1-65535")),
+        Some("http" | "https") if parsed.host().is_some() => {
             match parsed.host().and_then(crate::events::destinations::refused_host).filter(|_| !allow_private) {
                 Some(why) => Err(Error::invalid(why)),
                 None => Ok(()),
             }
         }
-        Some("https") => Err(Error::invalid("`url`: https is not supported by this build (no TLS client); use http")),
-        _ => Err(Error::invalid("`url` must be an absolute http:// URL")),
+        _ => Err(Error::invalid("`url` must be an absolute http:// or https:// URL")),
     }
 }
 

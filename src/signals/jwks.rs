@@ -11,16 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
 use crate::domain::SignalSourceId;
-use crate::events::destinations::{is_public, Resolver};
+use crate::events::destinations::is_public;
 
 /// Largest JWKS document read from a `jwks_uri` (or accepted inline).
 pub const MAX_JWKS_BYTES: usize = 64 * 1024;
@@ -202,10 +199,10 @@ pub fn parse_jwks(jwks: &Value, strict: bool) -> Result<KeySet, String> {
     Ok(KeySet { keys: usable })
 }
 
-type HttpClient = Client<HttpConnector<Resolver>, Empty<Bytes>>;
+type HttpClient = crate::events::outbound::OutboundClient;
 
-/// Why a `jwks_uri` is refused at registration, if it is: not an absolute `http://` URL (this
-/// build has no TLS client), or a literal private address or `localhost` when those are not
+/// Why a `jwks_uri` is refused at registration, if it is: not an absolute `https://` or `http://`
+/// URL, or a literal private address or `localhost` when those are not
 /// allowed. Names are checked again, resolved, at each fetch.
 pub fn refused_uri(uri: &str, allow_private: bool) -> Option<String> {
     let parsed: hyper::Uri = match uri.parse() {
@@ -213,14 +210,8 @@ pub fn refused_uri(uri: &str, allow_private: bool) -> Option<String> {
         Err(_) => return Some("`jwks_uri` is not a valid URL".into()),
     };
     match parsed.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Some(
-                "`jwks_uri`: https is not supported by this build (no TLS client); give the keys inline as `jwks`"
-                    .into(),
-            )
-        }
-        _ => return Some("`jwks_uri` must be an absolute http:// URL".into()),
+        Some("http" | "https") => {}
+        _ => return Some("`jwks_uri` must be an absolute https:// or http:// URL".into()),
     }
     let host = parsed.host()?.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase();
     let private = match host.parse::<std::net::IpAddr>() {
@@ -257,11 +248,10 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
-    pub fn new(allow_private: bool) -> KeyCache {
-        let connector = HttpConnector::new_with_resolver(Resolver { allow_private });
+    pub fn new(outbound: &crate::events::outbound::Outbound) -> KeyCache {
         KeyCache {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-            allow_private,
+            client: outbound.client.clone(),
+            allow_private: outbound.allow_private,
             entries: Mutex::default(),
             fetching: tokio::sync::Mutex::new(()),
         }
@@ -355,7 +345,7 @@ impl KeyCache {
         let request = hyper::Request::get(uri)
             .header("accept", "application/jwk-set+json, application/json")
             .header("user-agent", "tether-signals")
-            .body(Empty::new())
+            .body(Full::new(Bytes::new()))
             .map_err(|e| format!("bad jwks_uri: {e}"))?;
         let fetched = tokio::time::timeout(FETCH_TIMEOUT, async {
             let response = self.client.request(request).await.map_err(|e| format!("fetching the JWKS: {e}"))?;
@@ -414,9 +404,11 @@ mod tests {
     }
 
     #[test]
-    fn jwks_uris_are_http_and_public_unless_private_addresses_are_allowed() {
+    fn jwks_uris_are_http_or_https_and_public_unless_private_addresses_are_allowed() {
         assert!(refused_uri("http://idp.example.com/jwks", false).is_none());
-        assert!(refused_uri("https://idp.example.com/jwks", false).is_some());
+        assert!(refused_uri("https://idp.example.com/jwks", false).is_none());
+        assert!(refused_uri("ftp://idp.example.com/jwks", false).is_some());
+        assert!(refused_uri("https://10.0.0.1/jwks", false).is_some());
         assert!(refused_uri("http://127.0.0.1:8080/jwks", false).is_some());
         assert!(refused_uri("http://localhost/jwks", false).is_some());
         assert!(refused_uri("http://127.0.0.1:8080/jwks", true).is_none());

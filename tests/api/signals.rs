@@ -200,7 +200,7 @@ async fn a_registration_with_unusable_keys_or_settings_is_a_400_naming_what_is_w
         (json!({"issuer": ISSUER, "jwks": jwks(), "jwks_uri": "http://idp.example.com/jwks"}), "exactly one of"),
         (json!({"issuer": ISSUER, "jwks": oct}), "symmetric"),
         (json!({"issuer": ISSUER, "jwks": {"keys": []}}), "no usable"),
-        (json!({"issuer": ISSUER, "jwks_uri": "https://idp.example.com/jwks"}), "https"),
+        (json!({"issuer": ISSUER, "jwks_uri": "ftp://idp.example.com/jwks"}), "https:// or http://"),
         (json!({"issuer": "", "jwks": jwks()}), "issuer"),
         (json!({"issuer": ISSUER, "jwks": jwks(), "effects": {"account-disabled": "explode"}}), "effects"),
         (json!({"issuer": ISSUER, "jwks": jwks(), "effects": {"no-such-signal": "record"}}), "no-such-signal"),
