@@ -55,6 +55,12 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<(Caller, u32), 
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or_else(|| unauthenticated("expected a Bearer credential"))?
         .trim();
+    credential_caller(state, token).await
+}
+
+/// The caller a credential string stands for, verified and checked live, with its key's id: the
+/// bearer path above, and RFC 6749 client authentication (`super::client_auth`).
+pub(super) async fn credential_caller(state: &AppState, token: &str) -> Result<(Caller, u32), ApiError> {
     let (claims, kid) = verified_credential(state, token)?;
     let live = match state.views.credentials.get(&claims.id) {
         Some(live) => live,
@@ -184,4 +190,6 @@ pub const ROUTE_ROLES: &[(&str, &str, &[RoleKind])] = &[
     ("GET", "/healthz", &[]),
     ("GET", "/metrics", &[]),
     ("GET", "/openapi.json", &[]),
+    ("GET", "/.well-known/oauth-authorization-server", &[]),
+    ("GET", "/.well-known/oauth-protected-resource", &[]),
 ];

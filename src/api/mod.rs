@@ -3,10 +3,12 @@
 pub mod audit;
 pub mod auth;
 pub mod authorize;
+pub mod client_auth;
 pub mod credentials;
 pub mod delegations;
 pub mod events;
 pub mod keys;
+pub mod metadata;
 pub mod oauth;
 pub mod openapi;
 pub mod operations;
@@ -100,9 +102,11 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(webhooks::router())
         .merge(oauth::router())
+        .merge(metadata::router())
         .merge(operations::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response_with_state(state.clone(), metadata::challenge_unauthenticated))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             // Only method and path: query strings and headers may hold tokens.

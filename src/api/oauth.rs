@@ -3,13 +3,14 @@
 //! (`{"error", "error_description"}`) these clients expect, not problem+json.
 
 use axum::extract::{rejection::FormRejection, Form, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::auth::Authenticated;
+pub use super::client_auth::OAuthError;
+use super::client_auth::{authenticate_client, oauth_error, ClientAuthError};
 use super::problem::ApiError;
 use super::AppState;
 use crate::authorize::Request;
@@ -21,20 +22,8 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/oauth2/introspect", post(introspect)).route("/oauth2/revoke", post(revoke))
 }
 
-/// An OAuth error answer (RFC 6749 section 5.2).
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct OAuthError {
-    pub error: String,
-    pub error_description: String,
-}
-
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    let body = OAuthError { error: error.to_owned(), error_description: description.to_owned() };
-    (status, [("cache-control", "no-store")], axum::Json(body)).into_response()
-}
-
 /// The form body of RFC 7662 and RFC 7009 requests, as documented. Other parameters are ignored;
-/// `token` and `token_type_hint` may not appear twice.
+/// `token`, `token_type_hint`, `client_id` and `client_secret` may not appear twice.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 pub struct TokenForm {
     /// The access or refresh token.
@@ -42,6 +31,10 @@ pub struct TokenForm {
     pub token: String,
     /// `access_token` or `refresh_token`; a hint only.
     pub token_type_hint: Option<String>,
+    /// `client_secret_post`: the id of the calling credential (`cred_…`).
+    pub client_id: Option<String>,
+    /// `client_secret_post`: the calling credential itself.
+    pub client_secret: Option<String>,
 }
 
 /// Why a form body was refused: a 413 problem, or an OAuth `invalid_request` with its text.
@@ -61,19 +54,37 @@ impl FormError {
     }
 }
 
-/// The `token` parameter of an RFC 7662/7009 form body. `token` or `token_type_hint` given twice
-/// is refused (RFC 6749 §3.1: request parameters must not be included more than once), naming it.
-fn token_param(form: Result<Form<Vec<(String, String)>>, FormRejection>) -> Result<String, FormError> {
-    let pairs = match form {
-        Ok(Form(pairs)) => pairs,
+/// The pairs of a form body, or why it was refused.
+fn form_pairs(form: Result<Form<Vec<(String, String)>>, FormRejection>) -> Result<Vec<(String, String)>, FormError> {
+    match form {
+        Ok(Form(pairs)) => Ok(pairs),
         Err(FormRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return Err(FormError::TooLarge)
+            Err(FormError::TooLarge)
         }
         Err(FormRejection::FailedToDeserializeForm(_)) => {
-            return Err(FormError::Invalid("the `token` parameter is required".into()))
+            Err(FormError::Invalid("the `token` parameter is required".into()))
         }
-        Err(_) => return Err(FormError::Invalid("expected an application/x-www-form-urlencoded body".into())),
-    };
+        Err(_) => Err(FormError::Invalid("expected an application/x-www-form-urlencoded body".into())),
+    }
+}
+
+/// The caller of an RFC 7662/7009 request, by Bearer or RFC 6749 client authentication, and its
+/// form, whose faults the handler answers after the role check: 401, then 403, then 400 or 413.
+async fn caller_and_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<(Caller, Result<Vec<(String, String)>, FormError>), Response> {
+    let pairs = form_pairs(form);
+    let posted: &[(String, String)] = pairs.as_deref().unwrap_or_default();
+    let (caller, _) = authenticate_client(state, headers, posted).await.map_err(ClientAuthError::into_response)?;
+    Ok((caller, pairs))
+}
+
+/// The `token` parameter of an RFC 7662/7009 form body. `token` or `token_type_hint` given twice
+/// is refused (RFC 6749 §3.1: request parameters must not be included more than once), naming it.
+fn token_param(pairs: Result<Vec<(String, String)>, FormError>) -> Result<String, FormError> {
+    let pairs = pairs?;
     // Parameters this endpoint ignores may repeat as they like; the ones it reads may not.
     let mut seen = std::collections::HashSet::new();
     for (name, _) in pairs.iter().filter(|(name, _)| name == "token" || name == "token_type_hint") {
@@ -139,9 +150,13 @@ fn act(agent: AgentId, chain: &[(SessionId, AgentId)]) -> Value {
 #[utoipa::path(post, path = "/oauth2/introspect", operation_id = "introspect_token", tag = "checking tokens", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"), responses((status = 200, body = Introspection), (status = 401, description = "No credential, or one that is not valid on arrival", body = super::problem::Problem, content_type = "application/problem+json"), (status = 413, description = "The form is over 64 KiB", body = super::problem::Problem, content_type = "application/problem+json"), (status = "4XX", body = OAuthError)))]
 pub async fn introspect(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
+    let (caller, pairs) = match caller_and_form(&state, &headers, form).await {
+        Ok(both) => both,
+        Err(answer) => return answer,
+    };
     if Verifier::grant(&caller).is_err() {
         return oauth_error(
             StatusCode::FORBIDDEN,
@@ -149,7 +164,7 @@ pub async fn introspect(
             "introspection needs a verifier or admin credential",
         );
     }
-    let token = match token_param(form) {
+    let token = match token_param(pairs) {
         Ok(t) => t,
         Err(why) => return why.into_response(),
     };
@@ -195,9 +210,13 @@ pub async fn introspect(
 #[utoipa::path(post, path = "/oauth2/revoke", operation_id = "revoke_token", tag = "checking tokens", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "revoked, or the token was not one tether would revoke (RFC 7009)"), (status = 401, description = "No credential, or one that is not valid on arrival", body = super::problem::Problem, content_type = "application/problem+json"), (status = 413, description = "The form is over 64 KiB", body = super::problem::Problem, content_type = "application/problem+json"), (status = "4XX", body = OAuthError)))]
 pub async fn revoke(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
+    let (caller, pairs) = match caller_and_form(&state, &headers, form).await {
+        Ok(both) => both,
+        Err(answer) => return answer,
+    };
     let Ok(revoker) = TokenRevoker::grant(&caller) else {
         return oauth_error(
             StatusCode::FORBIDDEN,
@@ -205,7 +224,7 @@ pub async fn revoke(
             "revocation needs a verifier, platform or admin credential",
         );
     };
-    let token = match token_param(form) {
+    let token = match token_param(pairs) {
         Ok(t) => t,
         Err(why) => return why.into_response(),
     };

@@ -24,6 +24,7 @@ use super::*;
         authorize::authorize,
         audit::list, audit::verify, audit::export, audit::coverage_report, audit::checkpoint, audit::verify_checkpoint,
         operations::healthz, operations::metrics, operations::openapi,
+        metadata::authorization_server, metadata::protected_resource,
     ),
     components(schemas(problem::Problem)),
     modifiers(&BearerAuth, &ProblemAnswers),

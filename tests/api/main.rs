@@ -17,6 +17,7 @@ mod identifiers;
 mod input;
 mod instance;
 mod invariant;
+mod oauth_clients;
 mod propagation;
 mod races;
 mod roles;
