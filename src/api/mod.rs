@@ -10,11 +10,13 @@ pub mod events;
 pub mod keys;
 pub mod metadata;
 pub mod oauth;
+pub mod oauth_token;
 pub mod openapi;
 pub mod operations;
 pub mod platforms;
 pub mod problem;
 pub mod sessions;
+pub mod ssf;
 pub mod users;
 pub mod webhooks;
 
@@ -59,6 +61,10 @@ pub struct Context {
     pub closing: tokio::sync::watch::Sender<bool>,
     /// The base of every URL tether advertises.
     pub public_url: crate::domain::PublicUrl,
+    /// The Shared Signals SET signing keys (their JWKS is public).
+    pub set_keys: Arc<crate::tokens::SetKeyRing>,
+    /// Access tokens issued at `POST /oauth2/token` to SSF receivers.
+    pub ssf_tokens: oauth_token::AccessTokens,
 }
 
 impl Context {
@@ -103,6 +109,8 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(oauth::router())
         .merge(metadata::router())
+        .merge(oauth_token::router())
+        .merge(ssf::router())
         .merge(operations::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

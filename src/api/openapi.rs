@@ -125,7 +125,7 @@ fn exact(document: &mut Value) {
         properties
     };
     schemas["NewCredential"] = json!({
-        "description": "A new API credential. `platform_id` is required with the platform role and only there; `user_id` likewise with the user role.",
+        "description": "A new API credential. `platform_id` is required with the platform role, optional with the receiver role, and refused with the others; `user_id` is required with the user role and only there.",
         "oneOf": [
             {
                 "type": "object",
@@ -143,6 +143,16 @@ fn exact(document: &mut Value) {
                 "properties": common(json!({
                     "role": {"type": "string", "enum": ["platform"]},
                     "platform_id": id("PlatformId"),
+                    "user_id": {"type": "null"},
+                })),
+                "additionalProperties": false,
+            },
+            {
+                "type": "object",
+                "required": ["role"],
+                "properties": common(json!({
+                    "role": {"type": "string", "enum": ["receiver"]},
+                    "platform_id": {"oneOf": [id("PlatformId"), {"type": "null"}]},
                     "user_id": {"type": "null"},
                 })),
                 "additionalProperties": false,

@@ -51,6 +51,8 @@ impl Visibility {
             // A provisioner manages users, all of them; it holds no capability that reads
             // anything else.
             Role::Provisioner => Reach::All,
+            // A receiver reads no tenant data through the API: its streams tell it what it may know.
+            Role::Receiver(_) => Reach::Nothing,
         })
     }
 
@@ -140,6 +142,18 @@ capabilities! {
     AnyRole = [Admin, Platform, User, Auditor, Verifier, Provisioner];
     /// An identity provider's connection (SCIM, Global Token Revocation), or an admin.
     Provisioner = [Admin, Provisioner];
+    /// A Shared Signals receiver managing its own streams (SSF §8); no other role has streams.
+    Receiver = [Receiver];
+}
+
+impl Receiver {
+    /// The platform the receiver is bound to: its streams tell of that platform's sessions only.
+    pub fn platform(&self) -> Option<PlatformId> {
+        match self.caller.role {
+            Role::Receiver(p) => p,
+            _ => None,
+        }
+    }
 }
 
 /// Who may create, end, enable and disable users and change their permissions: an admin, or an

@@ -12,6 +12,7 @@ pub mod delegations;
 pub mod keys;
 pub mod platforms;
 pub mod sessions;
+pub mod streams;
 pub mod users;
 pub mod webhooks;
 

@@ -199,7 +199,8 @@ pub fn enable_user(tx: &mut Tx<'_>, caller: &impl ManagesUsers, id: UserId, req:
         return Ok(user);
     }
     platforms::set_status(tx, StatusTable::Users, &id.to_string(), UserStatus::Active.as_str())?;
-    tx.audit(NewEvent::new(caller.actor(), "user.enabled", Subject::new("user", id)).reason(reason))?;
+    let enabled = tx.audit(NewEvent::new(caller.actor(), "user.enabled", Subject::new("user", id)).reason(reason))?;
+    super::streams::enqueue_account_enabled(tx, &enabled, id)?;
     users::get_user(tx.conn(), caller.visibility(), id)
 }
 

@@ -22,6 +22,7 @@ pub mod platforms;
 pub mod query;
 pub mod rows;
 pub mod sessions;
+pub mod streams;
 pub mod tx;
 pub mod users;
 pub mod webhooks;

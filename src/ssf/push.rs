@@ -1,0 +1,215 @@
+//! RFC 8935 push delivery of queued SETs: each stream's SETs in order, in batches (one claim and
+//! one record per batch), retried with backoff; a 400 `err` is recorded and not retried.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::clock::Clock;
+use crate::domain::{PublicUrl, Result};
+use crate::events::destinations::{is_public, Resolver};
+use crate::events::webhooks::DeliveryPolicy;
+use crate::store::streams::{self, PushOutcome, QueuedSet};
+use crate::store::{ReadPool, Writer};
+use crate::tokens::SetKeyRing;
+
+/// What the push worker uses.
+#[derive(Clone)]
+pub struct Pusher {
+    pub writer: Writer,
+    pub readers: Arc<ReadPool>,
+    pub clock: Arc<Clock>,
+    pub keys: Arc<SetKeyRing>,
+    pub public_url: PublicUrl,
+    /// Opens the sealed authorization headers.
+    pub master: [u8; 32],
+}
+
+type HttpClient = Client<HttpConnector<Resolver>, Full<Bytes>>;
+
+/// SETs of one stream claimed, signed and posted together.
+const BATCH: usize = 64;
+
+/// How often the worker looks for pending SETs: the outbox is a table, and a look is an index
+/// seek, so a short interval costs little and bounds the delay from commit to first attempt.
+const LOOK_EVERY: Duration = Duration::from_millis(10);
+
+/// Delivers pending push SETs until `stop` resolves; one task per stream with SETs due.
+pub async fn run(pusher: Pusher, policy: DeliveryPolicy, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let connector = HttpConnector::new_with_resolver(Resolver { allow_private: policy.allow_private_addresses });
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
+    let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+    loop {
+        match pusher.readers.read(streams::push_streams_with_pending).await {
+            Ok(ids) => {
+                for stream in ids {
+                    let fresh = busy.lock().map(|mut b| b.insert(stream.clone())).unwrap_or(false);
+                    if !fresh {
+                        continue;
+                    }
+                    let (pusher, client, busy) = (pusher.clone(), client.clone(), busy.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = deliver_stream(&pusher, &client, policy, &stream).await {
+                            tracing::warn!(error = %e, stream = %stream, "SET push failed to record");
+                        }
+                        if let Ok(mut b) = busy.lock() {
+                            b.remove(&stream);
+                        }
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading pending SETs failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LOOK_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+}
+
+/// Delivers a stream's due SETs, oldest first, batch after batch, until none is due.
+async fn deliver_stream(pusher: &Pusher, client: &HttpClient, policy: DeliveryPolicy, stream: &str) -> Result<()> {
+    loop {
+        let now = pusher.clock.now();
+        let id = stream.to_owned();
+        let batch = pusher.readers.read(move |conn| due_batch(conn, &id, now)).await?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Claim first: only the claim (a conditional write) decides who attempts a SET. The lease
+        // makes them due again if this process dies mid-attempt (at-least-once).
+        let lease_until = pusher.clock.now().plus_millis(policy.timeout.as_millis() as i64 * BATCH as i64 + 5_000);
+        let claims: Vec<(i64, u32)> = batch.iter().map(|s| (s.id, s.attempts)).collect();
+        let claimed = pusher
+            .writer
+            .execute(move |tx| {
+                let mut won = Vec::new();
+                for (id, attempts) in claims {
+                    if streams::claim(tx, id, attempts, lease_until)? {
+                        won.push(id);
+                    }
+                }
+                Ok(won)
+            })
+            .await?;
+        let batch: Vec<QueuedSet> = batch.into_iter().filter(|s| claimed.contains(&s.id)).collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Signing is CPU work (RSA): off the runtime's workers.
+        let (keys, issuer, to_sign) = (pusher.keys.clone(), pusher.public_url.as_str().to_owned(), batch.clone());
+        let signed: Vec<Result<String>> =
+            tokio::task::spawn_blocking(move || to_sign.iter().map(|set| super::sign(&keys, &issuer, set)).collect())
+                .await
+                .map_err(|e| crate::domain::Error::internal(format!("signing SETs: {e}")))?;
+
+        let mut outcomes: Vec<(i64, u32, PushOutcome)> = Vec::with_capacity(batch.len());
+        let mut halted = false;
+        for (set, jws) in batch.iter().zip(signed) {
+            if halted {
+                break;
+            }
+            let outcome = match jws {
+                Err(e) => PushOutcome::Failed { status: None, error: format!("signing: {e}") },
+                Ok(jws) => attempt(pusher, client, policy, set, jws).await,
+            };
+            // A failure that will be retried holds the SETs after it back: order is kept.
+            halted = matches!(outcome, PushOutcome::Failed { .. });
+            outcomes.push((set.id, set.attempts + 1, outcome));
+        }
+        let failed_at = outcomes.last().filter(|o| matches!(o.2, PushOutcome::Failed { .. })).map(|o| o.1);
+        let retry_at = pusher.clock.now().plus_millis(policy.backoff(failed_at.unwrap_or(1)).as_millis() as i64);
+        let max_attempts = policy.max_attempts;
+        let untried: Vec<i64> = batch.iter().skip(outcomes.len()).map(|s| s.id).collect();
+        pusher
+            .writer
+            .execute(move |tx| {
+                for (id, attempts, outcome) in &outcomes {
+                    streams::record_push(tx, *id, *attempts, outcome, retry_at, *attempts >= max_attempts)?;
+                }
+                for id in &untried {
+                    streams::release(tx, *id, retry_at)?;
+                }
+                Ok(())
+            })
+            .await?;
+        if failed_at.is_some() {
+            return Ok(());
+        }
+    }
+}
+
+fn due_batch(conn: &rusqlite::Connection, stream: &str, now: crate::domain::Timestamp) -> Result<Vec<QueuedSet>> {
+    streams::due_batch(conn, stream, now, BATCH)
+}
+
+/// A literal IP host that deliveries may not use (names are filtered by the resolver).
+fn refused_literal(url: &str, allow_private: bool) -> Option<String> {
+    let uri: hyper::Uri = url.parse().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    (!allow_private && !is_public(ip)).then(|| format!("{ip} is not a public address"))
+}
+
+/// Posts one SET (RFC 8935 §2).
+async fn attempt(
+    pusher: &Pusher,
+    client: &HttpClient,
+    policy: DeliveryPolicy,
+    set: &QueuedSet,
+    jws: String,
+) -> PushOutcome {
+    let Some(url) = set.endpoint_url.as_deref() else {
+        return PushOutcome::Failed { status: None, error: "the stream has no endpoint_url".into() };
+    };
+    if let Some(why) = refused_literal(url, policy.allow_private_addresses) {
+        return PushOutcome::Failed { status: None, error: why };
+    }
+    let mut request = hyper::Request::post(url)
+        .header("content-type", "application/secevent+jwt")
+        .header("accept", "application/json")
+        .header("user-agent", "tether-ssf");
+    if let Some(sealed) = &set.authorization_sealed {
+        match super::unseal(&pusher.master, &set.stream_id, sealed) {
+            Ok(value) => request = request.header("authorization", value),
+            Err(e) => return PushOutcome::Failed { status: None, error: e.to_string() },
+        }
+    }
+    let request = match request.body(Full::new(Bytes::from(jws))) {
+        Ok(r) => r,
+        Err(e) => return PushOutcome::Failed { status: None, error: format!("bad request: {e}") },
+    };
+    let answer = tokio::time::timeout(policy.timeout, async {
+        let response = client.request(request).await?;
+        let status = response.status();
+        // The error body is small (RFC 8935 §2.3); read at most a few KiB of it.
+        let body = http_body_util::Limited::new(response.into_body(), 4096).collect().await.map(|b| b.to_bytes());
+        Ok::<_, hyper_util::client::legacy::Error>((status, body.unwrap_or_default()))
+    })
+    .await;
+    match answer {
+        Err(_) => PushOutcome::Failed { status: None, error: "timed out".into() },
+        Ok(Err(e)) => PushOutcome::Failed { status: None, error: format!("connection: {e}") },
+        Ok(Ok((status, _))) if status.is_success() => PushOutcome::Accepted { status: status.as_u16() },
+        Ok(Ok((status, body))) if status.as_u16() == 400 => {
+            let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            match parsed.get("err").and_then(|e| e.as_str()) {
+                Some(err) => {
+                    let description = parsed.get("description").and_then(|d| d.as_str()).unwrap_or_default();
+                    let text: String = format!("{err}: {description}").chars().take(300).collect();
+                    PushOutcome::Refused { status: 400, error: text }
+                }
+                None => PushOutcome::Failed { status: Some(400), error: "answered 400 without an `err`".into() },
+            }
+        }
+        Ok(Ok((status, _))) => {
+            PushOutcome::Failed { status: Some(status.as_u16()), error: format!("answered {}", status.as_u16()) }
+        }
+    }
+}
