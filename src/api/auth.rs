@@ -187,7 +187,7 @@ pub const ROUTE_ROLES: &[(&str, &str, &[RoleKind])] = &[
     ("GET", "/v1/webhooks", AnyRole::ROLES),
     ("DELETE", "/v1/webhooks/{id}", AnyRole::ROLES),
     ("GET", "/v1/webhooks/{id}/deliveries", AnyRole::ROLES),
-    ("POST", "/oauth2/token", &[]),
+    ("POST", "/oauth2/token", Receiver::ROLES),
     ("GET", "/.well-known/ssf-configuration", &[]),
     ("GET", "/ssf/jwks.json", &[]),
     ("POST", "/ssf/streams", Receiver::ROLES),

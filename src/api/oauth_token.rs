@@ -85,33 +85,26 @@ impl AccessTokens {
 }
 
 /// A token request: `grant_type`, `scope`, and the client's own parameters (RFC 6749 §4.4.2).
-async fn token(
+#[utoipa::path(post, path = "/oauth2/token", operation_id = "oauth_token", tag = "shared signals", security(()), responses((status = 200, description = "`{access_token, token_type: Bearer, expires_in, scope}` (RFC 6749 section 4.4.3)"), (status = "4XX", body = super::client_auth::OAuthError)))]
+pub async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    let form = match form {
-        Ok(Form(pairs)) => pairs,
+    // The client first: a caller that is not a receiver learns nothing of how its request would
+    // have been judged. A body that is not a form still lets a Basic or Bearer client through to
+    // the answer that names the body's fault.
+    let (form, malformed) = match form {
+        Ok(Form(pairs)) => (pairs, false),
         Err(FormRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             return ApiError(Error::PayloadTooLarge("the request body is over the size limit".into())).into_response()
         }
-        Err(_) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "expected an application/x-www-form-urlencoded body",
-            )
-        }
+        Err(_) => (Vec::new(), true),
     };
-    let (grant_type, scope) = match (single_param(&form, "grant_type"), single_param(&form, "scope")) {
-        (Ok(g), Ok(s)) => (g.map(str::to_owned), s.map(str::to_owned)),
-        (Err(e), _) | (_, Err(e)) => return e.into_response(),
-    };
-    // The client first: an unauthenticated caller learns nothing of how its request was judged.
     let caller = match authenticate_client(&state, &headers, &form).await {
         Ok((caller, _)) => caller,
         // No client authentication at all is `invalid_client` here, not the API's 401 problem.
-        Err(ClientAuthError::Bearer(_)) => {
+        Err(ClientAuthError::Bearer(_)) if headers.get(axum::http::header::AUTHORIZATION).is_none() => {
             return ClientAuthError::InvalidClient {
                 description: "authenticate the client with client_secret_basic or client_secret_post".into(),
                 basic: true,
@@ -119,6 +112,26 @@ async fn token(
             .into_response()
         }
         Err(e) => return e.into_response(),
+    };
+    if !matches!(caller.role, Role::Receiver(_)) {
+        // 403 like every route a role may not call (docs/api.md's role table); the body is the
+        // OAuth error RFC 6749 §5.2 names for it.
+        return oauth_error(
+            StatusCode::FORBIDDEN,
+            "unauthorized_client",
+            "only a receiver credential may use the client_credentials grant",
+        );
+    }
+    if malformed {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "expected an application/x-www-form-urlencoded body",
+        );
+    }
+    let (grant_type, scope) = match (single_param(&form, "grant_type"), single_param(&form, "scope")) {
+        (Ok(g), Ok(s)) => (g.map(str::to_owned), s.map(str::to_owned)),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
     };
     match grant_type.as_deref() {
         Some("client_credentials") => {}
@@ -130,13 +143,6 @@ async fn token(
             )
         }
         None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "`grant_type` is required"),
-    }
-    if !matches!(caller.role, Role::Receiver(_)) {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unauthorized_client",
-            "only a receiver credential may use the client_credentials grant",
-        );
     }
     let requested: Vec<&str> = match scope.as_deref() {
         None => vec![SCOPE_MANAGE, SCOPE_READ],

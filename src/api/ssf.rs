@@ -88,11 +88,13 @@ impl FromRequestParts<AppState> for SsfCaller {
     }
 }
 
-async fn configuration(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/.well-known/ssf-configuration", operation_id = "ssf_configuration", tag = "shared signals", security(()), responses((status = 200, description = "The transmitter configuration (SSF 1.0 section 7.1)")))]
+pub async fn configuration(State(state): State<AppState>) -> Response {
     axum::Json(ssf::configuration(&state.public_url)).into_response()
 }
 
-async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/ssf/jwks.json", operation_id = "ssf_jwks", tag = "shared signals", security(()), responses((status = 200, description = "The JWKS (RFC 7517) of the active SET signing keys")))]
+pub async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
     let keys = state.set_keys.clone();
     // The first key is generated on first use: RSA generation is CPU work, off the runtime.
     let jwks = tokio::task::spawn_blocking(move || keys.jwks())
@@ -155,7 +157,8 @@ fn check_url(url: &str) -> crate::domain::Result<()> {
     Ok(())
 }
 
-async fn create_stream(
+#[utoipa::path(post, path = "/ssf/streams", operation_id = "ssf_create_stream", tag = "shared signals", responses((status = 201, description = "The stream configuration (SSF 1.0 section 8.1.1)")))]
+pub async fn create_stream(
     State(state): State<AppState>,
     caller: SsfCaller,
     Json(req): Json<StreamIn>,
@@ -169,11 +172,12 @@ async fn create_stream(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StreamQuery {
-    stream_id: Option<String>,
+pub struct StreamQuery {
+    pub stream_id: Option<String>,
 }
 
-async fn read_streams(
+#[utoipa::path(get, path = "/ssf/streams", operation_id = "ssf_read_streams", tag = "shared signals", params(("stream_id" = Option<String>, Query, description = "one stream; without it, the list")), responses((status = 200, description = "A stream configuration, or the list of the receiver's")))]
+pub async fn read_streams(
     State(state): State<AppState>,
     caller: SsfCaller,
     Query(q): Query<StreamQuery>,
@@ -201,7 +205,8 @@ async fn update(state: AppState, caller: SsfCaller, req: StreamIn, replace: bool
     Ok(axum::Json(stream_json(&state, &stream)).into_response())
 }
 
-async fn patch_stream(
+#[utoipa::path(patch, path = "/ssf/streams", operation_id = "ssf_patch_stream", tag = "shared signals", responses((status = 200, description = "The stream configuration; members left out are unchanged")))]
+pub async fn patch_stream(
     State(state): State<AppState>,
     caller: SsfCaller,
     Json(req): Json<StreamIn>,
@@ -209,7 +214,8 @@ async fn patch_stream(
     update(state, caller, req, false).await
 }
 
-async fn put_stream(
+#[utoipa::path(put, path = "/ssf/streams", operation_id = "ssf_put_stream", tag = "shared signals", responses((status = 200, description = "The stream configuration, replaced")))]
+pub async fn put_stream(
     State(state): State<AppState>,
     caller: SsfCaller,
     Json(req): Json<StreamIn>,
@@ -217,7 +223,8 @@ async fn put_stream(
     update(state, caller, req, true).await
 }
 
-async fn delete_stream(
+#[utoipa::path(delete, path = "/ssf/streams", operation_id = "ssf_delete_stream", tag = "shared signals", params(("stream_id" = String, Query, description = "the stream")), responses((status = 204, description = "Deleted; its queued SETs are dropped")))]
+pub async fn delete_stream(
     State(state): State<AppState>,
     caller: SsfCaller,
     Query(q): Query<StreamQuery>,
@@ -238,11 +245,12 @@ fn status_json(s: &StoredStream) -> Value {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StatusQuery {
-    stream_id: String,
+pub struct StatusQuery {
+    pub stream_id: String,
 }
 
-async fn get_status(
+#[utoipa::path(get, path = "/ssf/status", operation_id = "ssf_get_status", tag = "shared signals", params(("stream_id" = String, Query, description = "the stream")), responses((status = 200, description = "`{stream_id, status, reason?}`")))]
+pub async fn get_status(
     State(state): State<AppState>,
     caller: SsfCaller,
     Query(q): Query<StatusQuery>,
@@ -254,13 +262,14 @@ async fn get_status(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StatusIn {
-    stream_id: String,
-    status: String,
-    reason: Option<String>,
+pub struct StatusIn {
+    pub stream_id: String,
+    pub status: String,
+    pub reason: Option<String>,
 }
 
-async fn set_status(
+#[utoipa::path(post, path = "/ssf/status", operation_id = "ssf_set_status", tag = "shared signals", responses((status = 200, description = "`{stream_id, status, reason?}`")))]
+pub async fn set_status(
     State(state): State<AppState>,
     caller: SsfCaller,
     Json(req): Json<StatusIn>,
@@ -277,12 +286,12 @@ async fn set_status(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SubjectIn {
-    stream_id: String,
-    subject: Value,
+pub struct SubjectIn {
+    pub stream_id: String,
+    pub subject: Value,
     /// SSF §8.1.3.2: whether the receiver verified the subject; tether keeps no such flag.
     #[allow(dead_code)]
-    verified: Option<bool>,
+    pub verified: Option<bool>,
 }
 
 async fn change_subject(state: AppState, caller: SsfCaller, req: SubjectIn, remove: bool) -> Result<(), ApiError> {
@@ -297,7 +306,8 @@ async fn change_subject(state: AppState, caller: SsfCaller, req: SubjectIn, remo
     Ok(())
 }
 
-async fn add_subject(
+#[utoipa::path(post, path = "/ssf/subjects:add", operation_id = "ssf_add_subject", tag = "shared signals", responses((status = 200, description = "Added")))]
+pub async fn add_subject(
     State(state): State<AppState>,
     caller: SsfCaller,
     Json(req): Json<SubjectIn>,
@@ -306,7 +316,8 @@ async fn add_subject(
     Ok(StatusCode::OK.into_response())
 }
 
-async fn remove_subject(
+#[utoipa::path(post, path = "/ssf/subjects:remove", operation_id = "ssf_remove_subject", tag = "shared signals", responses((status = 204, description = "Removed: no SET about it is queued for the stream")))]
+pub async fn remove_subject(
     State(state): State<AppState>,
     caller: SsfCaller,
     Json(req): Json<SubjectIn>,
@@ -317,12 +328,13 @@ async fn remove_subject(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct VerifyIn {
-    stream_id: String,
-    state: Option<String>,
+pub struct VerifyIn {
+    pub stream_id: String,
+    pub state: Option<String>,
 }
 
-async fn verify(
+#[utoipa::path(post, path = "/ssf/verify", operation_id = "ssf_verify", tag = "shared signals", responses((status = 204, description = "A verification SET is queued"), (status = 429, description = "Asked again within min_verification_interval", body = super::problem::Problem, content_type = "application/problem+json")))]
+pub async fn verify(
     State(state): State<AppState>,
     caller: SsfCaller,
     Json(req): Json<VerifyIn>,
@@ -377,20 +389,20 @@ impl super::problem::PathParam for StreamIdParam {
 /// An RFC 8936 poll request.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PollIn {
+pub struct PollIn {
     #[serde(rename = "maxEvents")]
-    max_events: Option<u32>,
+    pub max_events: Option<u32>,
     #[serde(rename = "returnImmediately")]
-    return_immediately: Option<bool>,
-    ack: Option<Vec<String>>,
+    pub return_immediately: Option<bool>,
+    pub ack: Option<Vec<String>>,
     #[serde(rename = "setErrs")]
-    set_errs: Option<BTreeMap<String, SetErr>>,
+    pub set_errs: Option<BTreeMap<String, SetErr>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct SetErr {
-    err: String,
-    description: Option<String>,
+pub struct SetErr {
+    pub err: String,
+    pub description: Option<String>,
 }
 
 /// SETs one poll answers at most.
@@ -398,7 +410,8 @@ const MAX_EVENTS: u32 = 1000;
 /// How long a poll without `returnImmediately` waits for a SET.
 const LONG_POLL: Duration = Duration::from_secs(15);
 
-async fn poll(
+#[utoipa::path(post, path = "/ssf/poll/{stream_id}", operation_id = "ssf_poll", tag = "shared signals", params(("stream_id" = String, Path, description = "the poll stream")), responses((status = 200, description = "RFC 8936: `{sets: {jti: SET}, moreAvailable}`")))]
+pub async fn poll(
     State(state): State<AppState>,
     caller: SsfCaller,
     super::problem::Path(StreamIdParam(stream_id)): super::problem::Path<StreamIdParam>,

@@ -86,8 +86,13 @@ fn apply_delivery(
             };
         }
         ssf::POLL => {
-            if delivery.endpoint_url.is_some() || delivery.authorization_header.is_some() {
-                return Err(Error::invalid("poll delivery takes neither `endpoint_url` nor `authorization_header`: tether supplies the endpoint"));
+            // The endpoint is tether's to supply; a receiver may send back the one it read.
+            if delivery.endpoint_url.as_deref().is_some_and(|u| u != poll_url)
+                || delivery.authorization_header.is_some()
+            {
+                return Err(Error::invalid(
+                    "poll delivery takes no `authorization_header`, and no `endpoint_url` but the one tether supplies",
+                ));
             }
             stream.endpoint_url = Some(poll_url.to_owned());
             stream.authorization_sealed = None;

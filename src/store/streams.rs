@@ -232,7 +232,7 @@ pub struct QueuedSet {
 }
 
 const QUEUED_COLUMNS: &str = "o.id, o.stream_id, o.jti, o.txn, o.payload, o.iat, o.attempts, s.aud, s.endpoint_url, \
-     s.authorization_sealed FROM ssf_outbox o JOIN ssf_streams s ON s.id = o.stream_id";
+     s.authorization_sealed, o.next_attempt_at FROM ssf_outbox o JOIN ssf_streams s ON s.id = o.stream_id";
 
 fn queued_row(r: &Row<'_>) -> rusqlite::Result<QueuedSet> {
     let aud: String = r.get(7)?;
@@ -265,9 +265,7 @@ pub fn push_streams_with_pending(conn: &Connection) -> Result<Vec<String>> {
 /// delivers a stream's SETs in the order they were queued (a paused stream resumes in order, and
 /// a SET waiting for its retry holds back those after it).
 pub fn due_batch(conn: &Connection, stream: &str, now: Timestamp, max: usize) -> Result<Vec<QueuedSet>> {
-    let sql = format!(
-        "SELECT {QUEUED_COLUMNS}, o.next_attempt_at WHERE o.stream_id = ?1 AND o.status = 'pending' ORDER BY o.id LIMIT ?2"
-    );
+    let sql = format!("SELECT {QUEUED_COLUMNS} WHERE o.stream_id = ?1 AND o.status = 'pending' ORDER BY o.id LIMIT ?2");
     let mut st = conn.prepare_cached(&sql).map_err(db_error)?;
     let rows = st
         .query_map(params![stream, max as i64], |r| Ok((queued_row(r)?, r.get::<_, i64>(10)?)))

@@ -22,6 +22,7 @@ mod propagation;
 mod races;
 mod roles;
 mod serve;
+mod ssf_out;
 mod stale_allows;
 mod tokens;
 mod walkthrough;
