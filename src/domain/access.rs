@@ -137,9 +137,9 @@ capabilities! {
     FeedReader = [Verifier, Admin, Auditor];
     /// Token revocation (RFC 7009): revoking the session of a token the caller holds.
     TokenRevoker = [Verifier, Platform, Admin];
-    /// Any live credential: the webhooks it owns, the keys, the event stream (a provisioner sees
-    /// no events on it).
-    AnyRole = [Admin, Platform, User, Auditor, Verifier, Provisioner];
+    /// Any live credential: the webhooks it owns, the keys, the event stream (a provisioner or a
+    /// receiver sees no events on it).
+    AnyRole = [Admin, Platform, User, Auditor, Verifier, Provisioner, Receiver];
     /// An identity provider's connection (SCIM, Global Token Revocation), or an admin.
     Provisioner = [Admin, Provisioner];
     /// A Shared Signals receiver managing its own streams (SSF §8); no other role has streams.
