@@ -47,7 +47,7 @@ class PushEndpoint:
             def do_POST(self):  # noqa: N802 (the standard library's name)
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
                 with endpoint.lock:
-                    endpoint.received.append((dict(self.headers), body))
+                    endpoint.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 self.send_response(202)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -174,8 +174,8 @@ def test_an_independent_ssf_receiver_gets_verified_sets_for_every_kind_of_revoca
                        expect=204) is None
         rx.call("POST", c["verification_endpoint"], {"stream_id": polled["stream_id"], "state": "s-poll"}, expect=204)
         headers, token = push.wait_for(1)[0]
-        assert headers["Content-Type"] == "application/secevent+jwt"
-        assert headers["Authorization"] == "Bearer rx-secret"
+        assert headers["content-type"] == "application/secevent+jwt"
+        assert headers["authorization"] == "Bearer rx-secret"
         _, claims = rx.verify(token, aud)
         assert claims["events"] == {VERIFICATION: {"state": "s-push"}}
         assert claims["sub_id"] == {"format": "opaque", "id": pushed["stream_id"]}
@@ -242,8 +242,12 @@ def test_an_independent_ssf_receiver_gets_verified_sets_for_every_kind_of_revoca
                        check=True, capture_output=True, timeout=30)
         time.sleep(1.5)
         rx.call("POST", c["status_endpoint"], {"stream_id": pushed["stream_id"], "status": "enabled"})
-        replay = pushed_sets(2)
-        assert [r["sub_id"]["session"]["id"] for r in replay] == held[:2], "held SETs replayed in order"
+        # Held in order: the stream-updated of the pause, the two revocations; then the resume's.
+        replay = pushed_sets(4)
+        assert [event_of(r) for r in replay] == [STREAM_UPDATED, SESSION_REVOKED, SESSION_REVOKED, STREAM_UPDATED]
+        assert replay[0]["events"][STREAM_UPDATED]["status"] == "paused"
+        assert replay[3]["events"][STREAM_UPDATED]["status"] == "enabled"
+        assert [r["sub_id"]["session"]["id"] for r in replay[1:3]] == held[:2], "held SETs replayed in order"
         kids = {jws.extract_compact(t.encode()).protected["kid"] for _, t in push.received}
         assert len(kids) == 2, f"SETs before and after the rotation name two keys: {kids}"
 
