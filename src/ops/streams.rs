@@ -431,6 +431,11 @@ fn session_revoked_body(trigger: &AuditEvent, reason: &str) -> Value {
     })
 }
 
+/// A SET covering a user's revoked sessions (through one integration when the scope is one).
+type GroupKey = (UserId, Option<IntegrationId>);
+/// The group's first revocation (for the order of SETs), its reason, its sessions' platforms.
+type Group = (usize, String, BTreeSet<PlatformId>);
+
 /// Queues a cascade's SETs for every stream that takes them, in the cascade's transaction. Costs
 /// one query when no stream exists, and otherwise one row per SET per stream: the work per
 /// revoked session is an in-memory grouping.
@@ -458,8 +463,7 @@ pub fn enqueue_cascade(tx: &mut Tx<'_>, trigger: &AuditEvent, revoked: &[Revoked
             });
         }
     }
-    // (user, integration when the scope is one) → (reason, platforms), in first-revoked order.
-    let mut groups: BTreeMap<(UserId, Option<IntegrationId>), (usize, String, BTreeSet<PlatformId>)> = BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
     let mut singles = Vec::new();
     for (i, r) in revoked.iter().enumerate() {
         let s = r.session;

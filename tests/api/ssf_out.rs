@@ -444,7 +444,7 @@ async fn another_receivers_stream_is_not_found_and_its_sets_cannot_be_acked() {
     assert_eq!(own.len(), 1, "{}", forged.text);
     assert_ne!(own[0], &jti);
     let still = poll(&app, &w.receiver, &w.stream, &[]).await;
-    assert_eq!(still.iter().map(|s| s.0.clone()).collect::<Vec<_>>(), [jti.clone()], "still pending");
+    assert_eq!(still.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), [jti.as_str()], "still pending");
 
     // Coverage lists the stream as not acknowledged, then acknowledged after a real ack.
     let seq = receipt["cause"]["seq"].as_i64().unwrap();
@@ -465,9 +465,12 @@ async fn another_receivers_stream_is_not_found_and_its_sets_cannot_be_acked() {
 
 /// A loopback push receiver: records each request (authorization header, content type, body)
 /// and answers from a script (status, delay), then 202.
+/// What a push receiver got: authorization header, content type, body.
+type Received = (Option<String>, String, String);
+
 #[derive(Clone, Default)]
 struct PushReceiver {
-    got: Arc<Mutex<Vec<(Option<String>, String, String)>>>,
+    got: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<VecDeque<(u16, Duration)>>>,
 }
 
