@@ -190,7 +190,7 @@ mod tests {
              INSERT INTO credentials (id, role, user_id, label, created_at, kid) VALUES ('c', 'user', 'u', 'L', 3, 2);",
         )
         .expect("rows written under the old schema");
-        assert_eq!(run(&mut conn).expect("0013"), vec![13]);
+        assert_eq!(run(&mut conn).expect("0013"), vec![13, 16]);
         let user: (String, Option<String>, String, String, i64) = conn
             .query_row(
                 "SELECT external_id, user_name, display_name, status, created_at FROM users WHERE id = 'u'",
