@@ -157,7 +157,7 @@ fn check_url(url: &str) -> crate::domain::Result<()> {
     Ok(())
 }
 
-#[utoipa::path(post, path = "/ssf/streams", operation_id = "ssf_create_stream", tag = "shared signals", responses((status = 201, description = "The stream configuration (SSF 1.0 section 8.1.1)")))]
+#[utoipa::path(post, path = "/ssf/streams", operation_id = "ssf_create_stream", tag = "shared signals", responses((status = 201, description = "The stream configuration (SSF 1.0 section 8.1.1)"), (status = "4XX", description = "Refused: a problem+json body names why", body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn create_stream(
     State(state): State<AppState>,
     caller: SsfCaller,
@@ -176,7 +176,7 @@ pub struct StreamQuery {
     pub stream_id: Option<String>,
 }
 
-#[utoipa::path(get, path = "/ssf/streams", operation_id = "ssf_read_streams", tag = "shared signals", params(("stream_id" = Option<String>, Query, description = "one stream; without it, the list")), responses((status = 200, description = "A stream configuration, or the list of the receiver's")))]
+#[utoipa::path(get, path = "/ssf/streams", operation_id = "ssf_read_streams", tag = "shared signals", params(("stream_id" = Option<String>, Query, description = "one stream; without it, the list")), responses((status = 200, description = "A stream configuration, or the list of the receiver's"), (status = "4XX", description = "Refused: a problem+json body names why", body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn read_streams(
     State(state): State<AppState>,
     caller: SsfCaller,
@@ -205,7 +205,7 @@ async fn update(state: AppState, caller: SsfCaller, req: StreamIn, replace: bool
     Ok(axum::Json(stream_json(&state, &stream)).into_response())
 }
 
-#[utoipa::path(patch, path = "/ssf/streams", operation_id = "ssf_patch_stream", tag = "shared signals", responses((status = 200, description = "The stream configuration; members left out are unchanged")))]
+#[utoipa::path(patch, path = "/ssf/streams", operation_id = "ssf_patch_stream", tag = "shared signals", responses((status = 200, description = "The stream configuration; members left out are unchanged"), (status = "4XX", description = "Refused: a problem+json body names why", body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn patch_stream(
     State(state): State<AppState>,
     caller: SsfCaller,
@@ -214,7 +214,7 @@ pub async fn patch_stream(
     update(state, caller, req, false).await
 }
 
-#[utoipa::path(put, path = "/ssf/streams", operation_id = "ssf_put_stream", tag = "shared signals", responses((status = 200, description = "The stream configuration, replaced")))]
+#[utoipa::path(put, path = "/ssf/streams", operation_id = "ssf_put_stream", tag = "shared signals", responses((status = 200, description = "The stream configuration, replaced"), (status = "4XX", description = "Refused: a problem+json body names why", body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn put_stream(
     State(state): State<AppState>,
     caller: SsfCaller,
@@ -223,7 +223,7 @@ pub async fn put_stream(
     update(state, caller, req, true).await
 }
 
-#[utoipa::path(delete, path = "/ssf/streams", operation_id = "ssf_delete_stream", tag = "shared signals", params(("stream_id" = String, Query, description = "the stream")), responses((status = 204, description = "Deleted; its queued SETs are dropped")))]
+#[utoipa::path(delete, path = "/ssf/streams", operation_id = "ssf_delete_stream", tag = "shared signals", params(("stream_id" = String, Query, description = "the stream")), responses((status = 204, description = "Deleted; its queued SETs are dropped"), (status = "4XX", description = "Refused: a problem+json body names why", body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn delete_stream(
     State(state): State<AppState>,
     caller: SsfCaller,
@@ -249,7 +249,7 @@ pub struct StatusQuery {
     pub stream_id: String,
 }
 
-#[utoipa::path(get, path = "/ssf/status", operation_id = "ssf_get_status", tag = "shared signals", params(("stream_id" = String, Query, description = "the stream")), responses((status = 200, description = "`{stream_id, status, reason?}`")))]
+#[utoipa::path(get, path = "/ssf/status", operation_id = "ssf_get_status", tag = "shared signals", params(("stream_id" = String, Query, description = "the stream")), responses((status = 200, description = "`{stream_id, status, reason?}`"), (status = "4XX", description = "Refused: a problem+json body names why", body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn get_status(
     State(state): State<AppState>,
     caller: SsfCaller,
@@ -268,7 +268,7 @@ pub struct StatusIn {
     pub reason: Option<String>,
 }
 
-#[utoipa::path(post, path = "/ssf/status", operation_id = "ssf_set_status", tag = "shared signals", responses((status = 200, description = "`{stream_id, status, reason?}`")))]
+#[utoipa::path(post, path = "/ssf/status", operation_id = "ssf_set_status", tag = "shared signals", responses((status = 200, description = "`{stream_id, status, reason?}`"), (status = "4XX", description = "Refused: a problem+json body names why", body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn set_status(
     State(state): State<AppState>,
     caller: SsfCaller,
@@ -306,7 +306,7 @@ async fn change_subject(state: AppState, caller: SsfCaller, req: SubjectIn, remo
     Ok(())
 }
 
-#[utoipa::path(post, path = "/ssf/subjects:add", operation_id = "ssf_add_subject", tag = "shared signals", responses((status = 200, description = "Added")))]
+#[utoipa::path(post, path = "/ssf/subjects:add", operation_id = "ssf_add_subject", tag = "shared signals", responses((status = 200, description = "Added"), (status = "4XX", description = "Refused: a problem+json body names why", body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn add_subject(
     State(state): State<AppState>,
     caller: SsfCaller,
@@ -316,7 +316,7 @@ pub async fn add_subject(
     Ok(StatusCode::OK.into_response())
 }
 
-#[utoipa::path(post, path = "/ssf/subjects:remove", operation_id = "ssf_remove_subject", tag = "shared signals", responses((status = 204, description = "Removed: no SET about it is queued for the stream")))]
+#[utoipa::path(post, path = "/ssf/subjects:remove", operation_id = "ssf_remove_subject", tag = "shared signals", responses((status = 204, description = "Removed: no SET about it is queued for the stream"), (status = "4XX", description = "Refused: a problem+json body names why", body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn remove_subject(
     State(state): State<AppState>,
     caller: SsfCaller,
@@ -333,7 +333,7 @@ pub struct VerifyIn {
     pub state: Option<String>,
 }
 
-#[utoipa::path(post, path = "/ssf/verify", operation_id = "ssf_verify", tag = "shared signals", responses((status = 204, description = "A verification SET is queued"), (status = 429, description = "Asked again within min_verification_interval", body = super::problem::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/ssf/verify", operation_id = "ssf_verify", tag = "shared signals", responses((status = 204, description = "A verification SET is queued"), (status = 429, description = "Asked again within min_verification_interval", body = super::problem::Problem, content_type = "application/problem+json"), (status = "4XX", description = "Refused: a problem+json body names why", body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn verify(
     State(state): State<AppState>,
     caller: SsfCaller,
@@ -410,7 +410,7 @@ const MAX_EVENTS: u32 = 1000;
 /// How long a poll without `returnImmediately` waits for a SET.
 const LONG_POLL: Duration = Duration::from_secs(15);
 
-#[utoipa::path(post, path = "/ssf/poll/{stream_id}", operation_id = "ssf_poll", tag = "shared signals", params(("stream_id" = String, Path, description = "the poll stream")), responses((status = 200, description = "RFC 8936: `{sets: {jti: SET}, moreAvailable}`")))]
+#[utoipa::path(post, path = "/ssf/poll/{stream_id}", operation_id = "ssf_poll", tag = "shared signals", params(("stream_id" = String, Path, description = "the poll stream")), responses((status = 200, description = "RFC 8936: `{sets: {jti: SET}, moreAvailable}`"), (status = "4XX", description = "Refused: a problem+json body names why", body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn poll(
     State(state): State<AppState>,
     caller: SsfCaller,

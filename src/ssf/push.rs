@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::clock::Clock;
-use crate::domain::{PublicUrl, Result};
+use crate::domain::{PublicUrl, Result, Timestamp};
 use crate::events::destinations::{is_public, Resolver};
 use crate::events::webhooks::DeliveryPolicy;
 use crate::store::streams::{self, PushOutcome, QueuedSet};
@@ -46,7 +46,8 @@ pub async fn run(pusher: Pusher, policy: DeliveryPolicy, mut stop: tokio::sync::
     let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
     let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
     loop {
-        match pusher.readers.read(streams::push_streams_with_pending).await {
+        let now = pusher.clock.now();
+        match pusher.readers.read(move |conn| streams::push_streams_due(conn, now)).await {
             Ok(ids) => {
                 for stream in ids {
                     let fresh = busy.lock().map(|mut b| b.insert(stream.clone())).unwrap_or(false);
@@ -73,80 +74,132 @@ pub async fn run(pusher: Pusher, policy: DeliveryPolicy, mut stop: tokio::sync::
     }
 }
 
-/// Delivers a stream's due SETs, oldest first, batch after batch, until none is due.
+/// Delivers a stream's due SETs, oldest first, batch after batch, until none is due. The next
+/// batch is claimed and signed while this one is posted (signing is most of a SET's cost), but
+/// posted only once this one went out without a failure to retry.
 async fn deliver_stream(pusher: &Pusher, client: &HttpClient, policy: DeliveryPolicy, stream: &str) -> Result<()> {
+    let Some(mut current) = claim_batch(pusher, policy, stream, 0).await? else { return Ok(()) };
+    let mut signing = start_signing(pusher, &current);
     loop {
-        let now = pusher.clock.now();
-        let id = stream.to_owned();
-        let batch = pusher.readers.read(move |conn| due_batch(conn, &id, now)).await?;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        // Claim first: only the claim (a conditional write) decides who attempts a SET. The lease
-        // makes them due again if this process dies mid-attempt (at-least-once).
-        let lease_until = pusher.clock.now().plus_millis(policy.timeout.as_millis() as i64 * BATCH as i64 + 5_000);
-        let claims: Vec<(i64, u32)> = batch.iter().map(|s| (s.id, s.attempts)).collect();
-        let claimed = pusher
-            .writer
-            .execute(move |tx| {
-                let mut won = Vec::new();
-                for (id, attempts) in claims {
-                    if streams::claim(tx, id, attempts, lease_until)? {
-                        won.push(id);
-                    }
-                }
-                Ok(won)
-            })
-            .await?;
-        let batch: Vec<QueuedSet> = batch.into_iter().filter(|s| claimed.contains(&s.id)).collect();
-        if batch.is_empty() {
-            return Ok(());
-        }
-        // Signing is CPU work (RSA): off the runtime's workers.
-        let (keys, issuer, to_sign) = (pusher.keys.clone(), pusher.public_url.as_str().to_owned(), batch.clone());
-        let signed: Vec<Result<String>> =
-            tokio::task::spawn_blocking(move || to_sign.iter().map(|set| super::sign(&keys, &issuer, set)).collect())
-                .await
-                .map_err(|e| crate::domain::Error::internal(format!("signing SETs: {e}")))?;
-
-        let mut outcomes: Vec<(i64, u32, PushOutcome)> = Vec::with_capacity(batch.len());
-        let mut halted = false;
-        for (set, jws) in batch.iter().zip(signed) {
-            if halted {
-                break;
+        let signed = finish_signing(signing).await?;
+        let last = current.last().map_or(0, |s| s.id);
+        let next = claim_batch(pusher, policy, stream, last).await?;
+        let next_signing = next.as_ref().map(|b| start_signing(pusher, b));
+        let retry_at = post_batch(pusher, client, policy, &current, signed).await?;
+        match (next, next_signing) {
+            (Some(next), _) if retry_at.is_some() => {
+                // This batch stopped at a failure: the next one waits for that retry, unsent.
+                let (ids, due) = (next.iter().map(|s| s.id).collect::<Vec<_>>(), retry_at.unwrap_or_default());
+                pusher.writer.execute(move |tx| ids.iter().try_for_each(|id| streams::release(tx, *id, due))).await?;
+                return Ok(());
             }
-            let outcome = match jws {
-                Err(e) => PushOutcome::Failed { status: None, error: format!("signing: {e}") },
-                Ok(jws) => attempt(pusher, client, policy, set, jws).await,
-            };
-            // A failure that will be retried holds the SETs after it back: order is kept.
-            halted = matches!(outcome, PushOutcome::Failed { .. });
-            outcomes.push((set.id, set.attempts + 1, outcome));
-        }
-        let failed_at = outcomes.last().filter(|o| matches!(o.2, PushOutcome::Failed { .. })).map(|o| o.1);
-        let retry_at = pusher.clock.now().plus_millis(policy.backoff(failed_at.unwrap_or(1)).as_millis() as i64);
-        let max_attempts = policy.max_attempts;
-        let untried: Vec<i64> = batch.iter().skip(outcomes.len()).map(|s| s.id).collect();
-        pusher
-            .writer
-            .execute(move |tx| {
-                for (id, attempts, outcome) in &outcomes {
-                    streams::record_push(tx, *id, *attempts, outcome, retry_at, *attempts >= max_attempts)?;
-                }
-                for id in &untried {
-                    streams::release(tx, *id, retry_at)?;
-                }
-                Ok(())
-            })
-            .await?;
-        if failed_at.is_some() {
-            return Ok(());
+            (Some(next), Some(next_signing)) => {
+                current = next;
+                signing = next_signing;
+            }
+            _ => return Ok(()),
         }
     }
 }
 
-fn due_batch(conn: &rusqlite::Connection, stream: &str, now: crate::domain::Timestamp) -> Result<Vec<QueuedSet>> {
-    streams::due_batch(conn, stream, now, BATCH)
+/// Reads the stream's due SETs after `after` and claims them: only the claim (a conditional
+/// write) decides who attempts a SET. The lease makes them due again if this process dies
+/// mid-attempt (at-least-once). `None` when there is nothing to send.
+async fn claim_batch(
+    pusher: &Pusher,
+    policy: DeliveryPolicy,
+    stream: &str,
+    after: i64,
+) -> Result<Option<Vec<QueuedSet>>> {
+    let now = pusher.clock.now();
+    let id = stream.to_owned();
+    let batch = pusher.readers.read(move |conn| streams::due_batch(conn, &id, now, after, BATCH)).await?;
+    if batch.is_empty() {
+        return Ok(None);
+    }
+    let lease_until = now.plus_millis(policy.timeout.as_millis() as i64 * BATCH as i64 * 2 + 5_000);
+    let claims: Vec<(i64, u32)> = batch.iter().map(|s| (s.id, s.attempts)).collect();
+    let claimed = pusher
+        .writer
+        .execute(move |tx| {
+            let mut won = Vec::new();
+            for (id, attempts) in claims {
+                if streams::claim(tx, id, attempts, lease_until)? {
+                    won.push(id);
+                }
+            }
+            Ok(won)
+        })
+        .await?;
+    // Keep the claimed prefix only: a SET another worker holds breaks the order after it.
+    let batch: Vec<QueuedSet> = batch.into_iter().take_while(|s| claimed.contains(&s.id)).collect();
+    Ok((!batch.is_empty()).then_some(batch))
+}
+
+/// Posts a signed batch in order and records the outcomes; answers the retry time when it
+/// stopped at a failure to retry (the SETs after it are released untried, due then).
+async fn post_batch(
+    pusher: &Pusher,
+    client: &HttpClient,
+    policy: DeliveryPolicy,
+    batch: &[QueuedSet],
+    signed: Vec<Result<String>>,
+) -> Result<Option<Timestamp>> {
+    let mut outcomes: Vec<(i64, u32, PushOutcome)> = Vec::with_capacity(batch.len());
+    for (set, jws) in batch.iter().zip(signed) {
+        let outcome = match jws {
+            Err(e) => PushOutcome::Failed { status: None, error: format!("signing: {e}") },
+            Ok(jws) => attempt(pusher, client, policy, set, jws).await,
+        };
+        // A failure that will be retried holds the SETs after it back: order is kept.
+        let halt = matches!(outcome, PushOutcome::Failed { .. });
+        outcomes.push((set.id, set.attempts + 1, outcome));
+        if halt {
+            break;
+        }
+    }
+    let failed_at = outcomes.last().filter(|o| matches!(o.2, PushOutcome::Failed { .. })).map(|o| o.1);
+    let retry_at = pusher.clock.now().plus_millis(policy.backoff(failed_at.unwrap_or(1)).as_millis() as i64);
+    let max_attempts = policy.max_attempts;
+    let untried: Vec<i64> = batch.iter().skip(outcomes.len()).map(|s| s.id).collect();
+    pusher
+        .writer
+        .execute(move |tx| {
+            for (id, attempts, outcome) in &outcomes {
+                streams::record_push(tx, *id, *attempts, outcome, retry_at, *attempts >= max_attempts)?;
+            }
+            for id in &untried {
+                streams::release(tx, *id, retry_at)?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(failed_at.map(|_| retry_at))
+}
+
+type Signing = Vec<tokio::task::JoinHandle<Vec<Result<String>>>>;
+
+/// Starts signing a batch. RSA signing is CPU work (about a millisecond a SET): off the
+/// runtime's workers, split over the cores, so a cascade's SETs are not signed one core at a time.
+fn start_signing(pusher: &Pusher, batch: &[QueuedSet]) -> Signing {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    let chunk = batch.len().div_ceil(cores).max(1);
+    batch
+        .chunks(chunk)
+        .map(|part| {
+            let (keys, issuer, part) = (pusher.keys.clone(), pusher.public_url.as_str().to_owned(), part.to_vec());
+            tokio::task::spawn_blocking(move || part.iter().map(|set| super::sign(&keys, &issuer, set)).collect())
+        })
+        .collect()
+}
+
+/// The signatures of a batch, in its order.
+async fn finish_signing(parts: Signing) -> Result<Vec<Result<String>>> {
+    let mut signed = Vec::new();
+    for part in parts {
+        signed.extend(part.await.map_err(|e| crate::domain::Error::internal(format!("signing SETs: {e}")))?);
+    }
+    Ok(signed)
 }
 
 /// A literal IP host that deliveries may not use (names are filtered by the resolver).

@@ -251,24 +251,31 @@ fn queued_row(r: &Row<'_>) -> rusqlite::Result<QueuedSet> {
 }
 
 /// Push streams that are enabled and have a SET pending.
-pub fn push_streams_with_pending(conn: &Connection) -> Result<Vec<String>> {
+/// Push streams that are enabled and whose oldest pending SET is due at `now` (a stream waiting
+/// for a retry is not listed until then).
+pub fn push_streams_due(conn: &Connection, now: Timestamp) -> Result<Vec<String>> {
     conn.prepare_cached(
         "SELECT s.id FROM ssf_streams s
          WHERE s.deleted_at IS NULL AND s.status = 'enabled' AND s.delivery_method = 'urn:ietf:rfc:8935'
-           AND EXISTS (SELECT 1 FROM ssf_outbox o WHERE o.stream_id = s.id AND o.status = 'pending')",
+           AND (SELECT o.next_attempt_at FROM ssf_outbox o WHERE o.stream_id = s.id AND o.status = 'pending'
+                ORDER BY o.id LIMIT 1) <= ?1",
     )
-    .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+    .and_then(|mut st| st.query_map([now.millis()], |r| r.get(0))?.collect())
     .map_err(db_error)
 }
 
 /// A stream's oldest pending SETs, up to `max`, stopping at the first that is not due: push
 /// delivers a stream's SETs in the order they were queued (a paused stream resumes in order, and
 /// a SET waiting for its retry holds back those after it).
-pub fn due_batch(conn: &Connection, stream: &str, now: Timestamp, max: usize) -> Result<Vec<QueuedSet>> {
-    let sql = format!("SELECT {QUEUED_COLUMNS} WHERE o.stream_id = ?1 AND o.status = 'pending' ORDER BY o.id LIMIT ?2");
+///
+/// Only SETs after `after` (a row id) are read: a batch being posted is pending too.
+pub fn due_batch(conn: &Connection, stream: &str, now: Timestamp, after: i64, max: usize) -> Result<Vec<QueuedSet>> {
+    let sql = format!(
+        "SELECT {QUEUED_COLUMNS} WHERE o.stream_id = ?1 AND o.status = 'pending' AND o.id > ?3 ORDER BY o.id LIMIT ?2"
+    );
     let mut st = conn.prepare_cached(&sql).map_err(db_error)?;
     let rows = st
-        .query_map(params![stream, max as i64], |r| Ok((queued_row(r)?, r.get::<_, i64>(10)?)))
+        .query_map(params![stream, max as i64, after], |r| Ok((queued_row(r)?, r.get::<_, i64>(10)?)))
         .map_err(db_error)?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db_error)?;
