@@ -667,3 +667,77 @@ async fn sets_queued_before_a_restart_are_delivered_after_it() {
     assert_eq!(sets.len(), 1);
     assert_eq!(sets[0].2["sub_id"]["session"]["id"], s.as_str());
 }
+
+#[tokio::test]
+async fn user_scoped_triggers_yield_one_set_per_user_and_agent_or_platform_triggers_their_exact_cover() {
+    let app = TestApp::new().await;
+    let w = watch(&app).await;
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    let p = &world.platform;
+
+    // Password reset, sign out all: one SET about the user each.
+    for (path, body) in [
+        (format!("/v1/users/{}/lifecycle-events", world.user), json!({"type": "password_reset"})),
+        (format!("/v1/users/{}/sign-out-all", world.user), json!({})),
+    ] {
+        sessions(&app, &world, 3).await;
+        app.trigger(&path, &app.admin, body).await;
+        let sets = drain(&app, &w.receiver, &w.stream).await;
+        assert_eq!(sets.len(), 1, "{path}: {sets:?}");
+        assert_eq!(sets[0].2["sub_id"]["user"]["sub"], world.user.as_str());
+        assert!(sets[0].2["sub_id"].get("session").is_none() && sets[0].2["sub_id"].get("application").is_none());
+    }
+
+    // Disconnecting an integration: one SET with the user and the application.
+    sessions(&app, &world, 2).await;
+    app.trigger(
+        &format!("/v1/users/{}/integrations/{}/disconnect", world.user, world.integration),
+        &app.admin,
+        json!({}),
+    )
+    .await;
+    let sets = drain(&app, &w.receiver, &w.stream).await;
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    assert_eq!(sets[0].2["sub_id"]["application"]["id"], world.integration.as_str());
+
+    // An agent suspended: no member names an agent, so one SET per session.
+    let d =
+        app.delegation(p, &world.user, &world.agent, &app.integration(p, &["mail:read"]).await, &["mail:read"]).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.push(app.session(p, &d, &["mail:read"]).await.0);
+    }
+    app.trigger(&format!("/v1/agents/{}/suspend", world.agent), &p.credential, json!({})).await;
+    let sets = drain(&app, &w.receiver, &w.stream).await;
+    let mut named: Vec<String> =
+        sets.iter().map(|s| s.2["sub_id"]["session"]["id"].as_str().unwrap().to_owned()).collect();
+    named.sort();
+    ids.sort();
+    assert_eq!(named, ids);
+
+    // A platform disabled: one SET per (user, integration) it had sessions on.
+    let agent = app.agent(p, &["mail:read"]).await;
+    let (i1, i2) = (app.integration(p, &["mail:read"]).await, app.integration(p, &["mail:read"]).await);
+    let other = app.user("idp|platform-other", &["mail:read"]).await;
+    for (user, integration) in [(&world.user, &i1), (&world.user, &i2), (&other, &i1)] {
+        let d = app.delegation(p, user, &agent, integration, &["mail:read"]).await;
+        for _ in 0..2 {
+            app.session(p, &d, &["mail:read"]).await;
+        }
+    }
+    let receipt = app.trigger(&format!("/v1/platforms/{}/disable", p.id), &app.admin, json!({})).await;
+    assert_eq!(receipt["revoked"].as_array().map(Vec::len), Some(6));
+    let sets = drain(&app, &w.receiver, &w.stream).await;
+    let mut pairs: Vec<(String, String)> = sets
+        .iter()
+        .map(|s| {
+            let sub = &s.2["sub_id"];
+            (sub["user"]["sub"].as_str().unwrap().to_owned(), sub["application"]["id"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    pairs.sort();
+    let mut expected =
+        vec![(world.user.clone(), i1.clone()), (world.user.clone(), i2.clone()), (other.clone(), i1.clone())];
+    expected.sort();
+    assert_eq!(pairs, expected);
+}
