@@ -741,3 +741,27 @@ async fn user_scoped_triggers_yield_one_set_per_user_and_agent_or_platform_trigg
     expected.sort();
     assert_eq!(pairs, expected);
 }
+
+#[tokio::test]
+async fn a_push_set_committed_while_no_worker_ran_is_delivered_after_a_restart() {
+    // No worker runs before the restart: the SET is committed with the revocation and nothing
+    // else, as when the process dies between the commit and the delivery.
+    let app = TestApp::new().await;
+    let keys = jwks(&app).await;
+    let hook = PushReceiver::default();
+    let url = hook.start().await;
+    let r = receiver(&app, None).await;
+    app.post("/ssf/streams", &r, json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": url}})).await.ok();
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    let (s, _) = app.session(&world.platform, &world.delegation, &["mail:read"]).await;
+    app.trigger(&format!("/v1/sessions/{s}/revoke"), &world.platform.credential, json!({})).await;
+    assert!(hook.bodies().is_empty());
+
+    let app = app.restart().await;
+    let workers = app.app.start_workers();
+    let bodies = hook.wait_for(1).await;
+    assert_eq!(bodies.len(), 1);
+    let (_, claims) = verified_with(&keys, &bodies[0]);
+    assert_eq!(claims["sub_id"]["session"]["id"], s.as_str());
+    workers.stop().await;
+}
