@@ -58,3 +58,17 @@ CREATE TABLE ssf_outbox (
 ) STRICT;
 CREATE INDEX ssf_outbox_pending ON ssf_outbox (stream_id, id) WHERE status = 'pending';
 CREATE INDEX ssf_outbox_by_trigger ON ssf_outbox (trigger_seq) WHERE trigger_seq IS NOT NULL;
+
+-- SET signing keys (purpose `sets`, RSA) are audited like the others when they are added or
+-- retired: the purpose check admits them (SQLite cannot widen a CHECK in place: rebuilt).
+CREATE TABLE signing_keys_new (
+    purpose    TEXT NOT NULL CHECK (purpose IN ('agent', 'api', 'sets')),
+    kid        INTEGER NOT NULL,
+    status     TEXT NOT NULL CHECK (status IN ('active', 'retired')),
+    public_key TEXT NOT NULL,
+    PRIMARY KEY (purpose, kid)
+) STRICT;
+INSERT INTO signing_keys_new (purpose, kid, status, public_key)
+    SELECT purpose, kid, status, public_key FROM signing_keys;
+DROP TABLE signing_keys;
+ALTER TABLE signing_keys_new RENAME TO signing_keys;

@@ -237,6 +237,16 @@ impl Services {
         tokio::task::spawn_blocking(move || sets.reload())
             .await
             .map_err(|e| Error::internal(format!("SET key reload: {e}")))??;
+        let files = self.api.set_keys.audit_view();
+        let recorded = self.readers.read(|conn| store::keys::recorded_signing_keys(conn, "sets")).await?;
+        let unrecorded = files
+            .iter()
+            .any(|(kid, status, _)| !recorded.iter().any(|(k, s)| k == kid && s == ops::keys::status_name(*status)));
+        if unrecorded {
+            // Read again inside the writer, as for the other rings below.
+            let sets = self.api.set_keys.clone();
+            self.writer.execute(move |tx| ops::streams::sync_set_keys(tx, Actor::system(), &sets.audit_view())).await?;
+        }
         for (purpose, ring) in [(KeyPurpose::Agent, &self.env.agent_keys), (KeyPurpose::Api, &self.env.api_keys)] {
             // Off the runtime's workers: reading the key files waits for the key directory's file
             // lock, which `tether keys …` in another process may hold, and derives each public

@@ -366,6 +366,30 @@ pub fn change_subject(
     streams::set_subject(tx, &stream.id, &key, remove)
 }
 
+/// Brings the `signing_keys` rows of purpose `sets` in line with the SET key files, auditing
+/// each key added, retired or reactivated (as `ops::keys::sync` does for the Ed25519 rings).
+pub fn sync_set_keys(tx: &mut Tx<'_>, actor: Actor, keys: &[(u32, crate::tokens::KeyStatus, String)]) -> Result<usize> {
+    use crate::store::keys;
+    use crate::tokens::KeyStatus;
+    let mut changes = 0;
+    for (kid, status, public_key) in keys {
+        let name = super::keys::status_name(*status);
+        let action = match (keys::signing_key_status(tx.conn(), "sets", *kid)?.as_deref(), status) {
+            (Some(s), _) if s == name => continue,
+            (None, KeyStatus::Active) => "key.added",
+            (Some(_), KeyStatus::Active) => "key.reactivated",
+            (_, KeyStatus::Retired) => "key.retired",
+        };
+        keys::upsert_signing_key(tx, "sets", *kid, name, public_key)?;
+        let subject = Subject::new("key", format!("sets:{kid}"));
+        tx.audit(crate::audit::NewEvent::new(actor.clone(), action, subject).details(json!({
+            "purpose": "sets", "kid": kid, "jwk_kid": crate::tokens::keys::set_kid(*kid), "n": public_key, "status": name,
+        })))?;
+        changes += 1;
+    }
+    Ok(changes)
+}
+
 /// A revoked session as the SET planner reads it.
 pub struct Revoked<'a> {
     pub session: &'a RevokedSession,

@@ -475,6 +475,15 @@ impl SetKeyRing {
         Ok(serde_json::json!({ "keys": keys }))
     }
 
+    /// Each key as the audit log records it: (number, status, the JWK modulus `n`).
+    pub fn audit_view(&self) -> Vec<(u32, KeyStatus, String)> {
+        use base64::Engine;
+        self.read()
+            .iter()
+            .map(|e| (e.kid, e.status, base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&e.n)))
+            .collect()
+    }
+
     pub fn keys(&self) -> Vec<SetKeyInfo> {
         self.read().iter().map(|e| SetKeyInfo { kid: set_kid(e.kid), status: e.status }).collect()
     }

@@ -765,3 +765,26 @@ async fn a_push_set_committed_while_no_worker_ran_is_delivered_after_a_restart()
     assert_eq!(claims["sub_id"]["session"]["id"], s.as_str());
     workers.stop().await;
 }
+
+#[tokio::test]
+async fn a_set_key_added_or_retired_is_audited_once() {
+    let app = TestApp::new().await;
+    let workers = app.app.start_workers();
+    jwks(&app).await;
+    let keys = tether::tokens::SetKeyRing::open(&app.dir.path().join("keys")).expect("keys");
+    keys.rotate().expect("rotate");
+    keys.retire(1).expect("retire");
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        let page = app.get("/v1/audit?action=key.retired&subject=sets:1", &app.admin).await;
+        if page.ok()["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            seen = app.get("/v1/audit?subject=sets:2", &app.admin).await.ok()["items"].as_array().unwrap().clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen.len(), 1, "key 2 added, once: {seen:?}");
+    assert_eq!(seen[0]["action"], "key.added");
+    assert_eq!(seen[0]["details"]["jwk_kid"], "set-2");
+    workers.stop().await;
+}
