@@ -78,8 +78,11 @@ fn apply_delivery(
             check(&url)?;
             stream.endpoint_url = Some(url);
             stream.authorization_sealed = match delivery.authorization_header {
-                Some(h) if h.len() > 4096 || h.contains(['\r', '\n']) => {
-                    return Err(Error::invalid("`authorization_header` must be one header value of at most 4096 bytes"))
+                // Sent as an HTTP header value: printable ASCII only, or every push would fail.
+                Some(h) if h.len() > 4096 || !h.bytes().all(|b| (0x20..0x7f).contains(&b)) => {
+                    return Err(Error::invalid(
+                        "`authorization_header` must be one header value: printable ASCII, at most 4096 bytes",
+                    ))
                 }
                 Some(h) => Some(ssf::seal(master, &stream.id, &h)?),
                 None => None,

@@ -246,6 +246,8 @@ async fn a_stream_is_created_read_listed_patched_replaced_and_deleted() {
     let bad = app.post("/ssf/streams", &r, json!({"delivery": {"method": "carrier-pigeon"}})).await;
     bad.problem(400, "invalid_request");
     app.post("/ssf/streams", &r, json!({"stream_id": "sst_x"})).await.problem(400, "invalid_request");
+    let header = json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": "https://rp.example/e", "authorization_header": "Bearer a\nX-Injected: 1"}});
+    app.post("/ssf/streams", &r, header).await.problem(400, "invalid_request");
     app.post("/ssf/streams", &r, json!({"colour": "blue"})).await.problem(400, "invalid_request");
     assert_eq!(app.get("/ssf/streams", &r).await.ok().as_array().map(Vec::len), Some(2));
 
