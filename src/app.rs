@@ -116,6 +116,7 @@ impl App {
             metrics: metrics::Metrics::default(),
             last_seen: last_seen.clone(),
             allow_private_webhook_urls: config.webhooks.allow_private_addresses,
+            signal_keys: crate::signals::jwks::KeyCache::new(config.webhooks.allow_private_addresses),
             credential_cache: views::Sharded::new(16),
             denials: authorize::DenialLog::default(),
             closing: tokio::sync::watch::channel(false).0,

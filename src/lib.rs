@@ -15,6 +15,7 @@
 //! - [`authorize`]: the hot path.
 //! - [`events`]: what relying services receive (CAEP bodies) and webhook delivery.
 //! - [`ssf`]: the Shared Signals transmitter: SET claims and signing, its configuration, push.
+//! - [`signals`]: Shared Signals in: SET verification, source keys, subjects, effects.
 //! - [`api`]: the HTTP API (axum), one module per resource.
 //! - [`server`]: the HTTP/1.1 accept loop (header deadline, graceful shutdown).
 //! - [`instance_lock`]: one `tether serve` per data directory.
@@ -33,6 +34,7 @@ pub mod logging;
 pub mod metrics;
 pub mod ops;
 pub mod server;
+pub mod signals;
 pub mod ssf;
 pub mod store;
 pub mod tokens;

@@ -6,8 +6,8 @@ use axum::http::{header, request::Parts};
 use super::problem::ApiError;
 use super::AppState;
 use crate::domain::access::{
-    Admin, AnyRole, Auditor, Capability, FeedReader, Owner, PlatformScope, Receiver, TenantReader, TokenRevoker,
-    UserScope, Verifier, WebhookOwner,
+    Admin, AnyRole, Auditor, Capability, FeedReader, Owner, PlatformScope, Provisioner, Receiver, TenantReader,
+    TokenRevoker, UserScope, Verifier, WebhookOwner,
 };
 use crate::domain::{Caller, Error, RoleKind};
 use crate::tokens::{self, CredentialClaims, TokenError};
@@ -160,6 +160,9 @@ pub const ROUTE_ROLES: &[(&str, &str, &[RoleKind])] = &[
     ("POST", "/v1/users/{id}/sign-out-all", UserScope::ROLES),
     ("POST", "/v1/users/{id}/agents/{agent_id}/disconnect", UserScope::ROLES),
     ("POST", "/v1/users/{id}/integrations/{integration_id}/disconnect", UserScope::ROLES),
+    ("GET", "/v1/groups", Auditor::ROLES),
+    ("GET", "/v1/groups/{id}", Auditor::ROLES),
+    ("PUT", "/v1/groups/{id}/permissions", Admin::ROLES),
     ("POST", "/v1/delegations", PlatformScope::ROLES),
     ("GET", "/v1/delegations", TenantReader::ROLES),
     ("GET", "/v1/delegations/{id}", TenantReader::ROLES),
@@ -201,9 +204,40 @@ pub const ROUTE_ROLES: &[(&str, &str, &[RoleKind])] = &[
     ("POST", "/ssf/subjects:remove", Receiver::ROLES),
     ("POST", "/ssf/verify", Receiver::ROLES),
     ("POST", "/ssf/poll/{stream_id}", Receiver::ROLES),
+    ("GET", "/scim/v2/ServiceProviderConfig", Provisioner::ROLES),
+    ("GET", "/scim/v2/ResourceTypes", Provisioner::ROLES),
+    ("GET", "/scim/v2/ResourceTypes/{name}", Provisioner::ROLES),
+    ("GET", "/scim/v2/Schemas", Provisioner::ROLES),
+    ("GET", "/scim/v2/Schemas/{id}", Provisioner::ROLES),
+    ("POST", "/scim/v2/.search", Provisioner::ROLES),
+    ("GET", "/scim/v2/Users", Provisioner::ROLES),
+    ("POST", "/scim/v2/Users", Provisioner::ROLES),
+    ("GET", "/scim/v2/Users/{id}", Provisioner::ROLES),
+    ("PUT", "/scim/v2/Users/{id}", Provisioner::ROLES),
+    ("PATCH", "/scim/v2/Users/{id}", Provisioner::ROLES),
+    ("DELETE", "/scim/v2/Users/{id}", Provisioner::ROLES),
+    ("GET", "/scim/v2/Groups", Provisioner::ROLES),
+    ("POST", "/scim/v2/Groups", Provisioner::ROLES),
+    ("GET", "/scim/v2/Groups/{id}", Provisioner::ROLES),
+    ("PUT", "/scim/v2/Groups/{id}", Provisioner::ROLES),
+    ("PATCH", "/scim/v2/Groups/{id}", Provisioner::ROLES),
+    ("DELETE", "/scim/v2/Groups/{id}", Provisioner::ROLES),
+    ("POST", "/v1/signal-sources", Admin::ROLES),
+    ("GET", "/v1/signal-sources", Auditor::ROLES),
+    ("GET", "/v1/signal-sources/{id}", Auditor::ROLES),
+    ("POST", "/v1/signal-sources/{id}/disable", Admin::ROLES),
+    // Authenticated by the source's push authorization, not a credential (OWN_AUTHENTICATION).
+    ("POST", "/ssf/push/{id}", &[]),
+    // A provisioner or admin credential, or a JWT signed by a signal source's keys.
+    ("POST", "/oauth2/global-token-revocation", Provisioner::ROLES),
     ("GET", "/healthz", &[]),
     ("GET", "/metrics", &[]),
     ("GET", "/openapi.json", &[]),
     ("GET", "/.well-known/oauth-authorization-server", &[]),
     ("GET", "/.well-known/oauth-protected-resource", &[]),
 ];
+
+/// Routes of [`ROUTE_ROLES`] that take no credential but authenticate the request their own way
+/// (a signal source's push authorization): a request without it is refused in that protocol's
+/// shape, never let through.
+pub const OWN_AUTHENTICATION: &[(&str, &str)] = &[("POST", "/ssf/push/{id}")];

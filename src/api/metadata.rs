@@ -33,6 +33,9 @@ pub struct AuthorizationServerMetadata {
     pub introspection_endpoint_auth_methods_supported: Vec<&'static str>,
     pub revocation_endpoint: String,
     pub revocation_endpoint_auth_methods_supported: Vec<&'static str>,
+    /// draft-parecki-oauth-global-token-revocation: where an identity provider signs a user's
+    /// agents out everywhere (docs/api.md, "Signals in").
+    pub global_token_revocation_endpoint: String,
     /// tether has no authorization endpoint: no response type is supported (RFC 8414 requires
     /// the member).
     pub response_types_supported: Vec<&'static str>,
@@ -61,6 +64,7 @@ pub async fn authorization_server(State(state): State<AppState>) -> Response {
         introspection_endpoint_auth_methods_supported: CLIENT_AUTH_METHODS.to_vec(),
         revocation_endpoint: url.join("/oauth2/revoke"),
         revocation_endpoint_auth_methods_supported: CLIENT_AUTH_METHODS.to_vec(),
+        global_token_revocation_endpoint: url.join("/oauth2/global-token-revocation"),
         response_types_supported: Vec::new(),
         grant_types_supported: Vec::new(),
         service_documentation: url.join("/openapi.json"),

@@ -7,6 +7,8 @@ pub mod client_auth;
 pub mod credentials;
 pub mod delegations;
 pub mod events;
+pub mod global_revocation;
+pub mod groups;
 pub mod keys;
 pub mod metadata;
 pub mod oauth;
@@ -15,7 +17,9 @@ pub mod openapi;
 pub mod operations;
 pub mod platforms;
 pub mod problem;
+pub mod scim;
 pub mod sessions;
+pub mod signals;
 pub mod ssf;
 pub mod users;
 pub mod webhooks;
@@ -54,6 +58,8 @@ pub struct Context {
     pub last_seen: Arc<LastSeen>,
     /// Whether a webhook may name a private, loopback or link-local address.
     pub allow_private_webhook_urls: bool,
+    /// Signal sources' keys (inline or fetched), for verifying pushed SETs.
+    pub signal_keys: crate::signals::jwks::KeyCache,
     pub credential_cache: auth::CredentialCache,
     pub denials: DenialLog,
     /// Set when the server starts shutting down: long-lived answers (event streams) end on it,
@@ -112,6 +118,10 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth_token::router())
         .merge(ssf::router())
         .merge(operations::router())
+        .merge(scim::router())
+        .merge(groups::router())
+        .merge(signals::router())
+        .merge(global_revocation::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response_with_state(state.clone(), metadata::challenge_unauthenticated))

@@ -23,7 +23,9 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The form body of RFC 7662 and RFC 7009 requests, as documented. Other parameters are ignored;
-/// `token`, `token_type_hint`, `client_id` and `client_secret` may not appear twice.
+/// `token` and `token_type_hint` may not appear twice. `client_id` and `client_secret`
+/// (`client_secret_post`) are client authentication, not part of the request (docs/api.md): the
+/// schema leaves them out, as it leaves out the Authorization header.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 pub struct TokenForm {
     /// The access or refresh token.
@@ -31,10 +33,6 @@ pub struct TokenForm {
     pub token: String,
     /// `access_token` or `refresh_token`; a hint only.
     pub token_type_hint: Option<String>,
-    /// `client_secret_post`: the id of the calling credential (`cred_…`).
-    pub client_id: Option<String>,
-    /// `client_secret_post`: the calling credential itself.
-    pub client_secret: Option<String>,
 }
 
 /// Why a form body was refused: a 413 problem, or an OAuth `invalid_request` with its text.
@@ -147,7 +145,7 @@ fn act(agent: AgentId, chain: &[(SessionId, AgentId)]) -> Value {
 }
 
 /// RFC 7662: `{"active": false}` for anything not live, with no further detail.
-#[utoipa::path(post, path = "/oauth2/introspect", operation_id = "introspect_token", tag = "checking tokens", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"), responses((status = 200, body = Introspection), (status = 401, description = "No credential, or one that is not valid on arrival", body = super::problem::Problem, content_type = "application/problem+json"), (status = 413, description = "The form is over 64 KiB", body = super::problem::Problem, content_type = "application/problem+json"), (status = "4XX", body = OAuthError)))]
+#[utoipa::path(post, path = "/oauth2/introspect", operation_id = "introspect_token", tag = "checking tokens", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"), responses((status = 200, body = Introspection), (status = 401, description = "No credential, or a Bearer credential not valid on arrival (problem+json); a client that failed RFC 6749 client authentication (`invalid_client`)", content((super::problem::Problem = "application/problem+json"), (OAuthError = "application/json"))), (status = 413, description = "The form is over 64 KiB", body = super::problem::Problem, content_type = "application/problem+json"), (status = "4XX", body = OAuthError)))]
 pub async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -207,7 +205,7 @@ pub async fn introspect(
 /// RFC 7009: revokes the session behind an access or refresh token. Answers 200 whether or not
 /// the token was valid (the RFC's rule, so the endpoint cannot be used to probe tokens). A
 /// platform may revoke only its own sessions; a verifier any token it holds.
-#[utoipa::path(post, path = "/oauth2/revoke", operation_id = "revoke_token", tag = "checking tokens", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "revoked, or the token was not one tether would revoke (RFC 7009)"), (status = 401, description = "No credential, or one that is not valid on arrival", body = super::problem::Problem, content_type = "application/problem+json"), (status = 413, description = "The form is over 64 KiB", body = super::problem::Problem, content_type = "application/problem+json"), (status = "4XX", body = OAuthError)))]
+#[utoipa::path(post, path = "/oauth2/revoke", operation_id = "revoke_token", tag = "checking tokens", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "revoked, or the token was not one tether would revoke (RFC 7009)"), (status = 401, description = "No credential, or a Bearer credential not valid on arrival (problem+json); a client that failed RFC 6749 client authentication (`invalid_client`)", content((super::problem::Problem = "application/problem+json"), (OAuthError = "application/json"))), (status = 413, description = "The form is over 64 KiB", body = super::problem::Problem, content_type = "application/problem+json"), (status = "4XX", body = OAuthError)))]
 pub async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,

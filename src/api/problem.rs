@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::domain::{
-    AgentId, CredentialId, DelegationId, Error, IntegrationId, PlatformId, SessionId, UserId, WebhookId,
+    AgentId, CredentialId, DelegationId, Error, GroupId, IntegrationId, PlatformId, SessionId, UserId, WebhookId,
 };
 
 /// The body of every error answer.
@@ -180,7 +180,7 @@ macro_rules! id_path_params {
     )+};
 }
 
-id_path_params!(PlatformId, AgentId, IntegrationId, UserId, DelegationId, SessionId, CredentialId, WebhookId);
+id_path_params!(PlatformId, AgentId, IntegrationId, UserId, DelegationId, SessionId, CredentialId, WebhookId, GroupId);
 
 /// A key id in a path: digits of a `u32`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

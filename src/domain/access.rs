@@ -13,8 +13,8 @@
 
 use super::caller::{Caller, Role, RoleKind};
 use super::error::Error;
-use super::ids::{PlatformId, SessionId, UserId};
-use super::model::Actor;
+use super::ids::{PlatformId, SessionId, SignalSourceId, UserId};
+use super::model::{Actor, ActorKind};
 
 /// The slice of tenant data a caller may see. Store reads take it as an argument, so an object
 /// outside it is "not found" by construction, never by a check a handler could forget. Built
@@ -278,6 +278,31 @@ impl HeldToken {
     }
 }
 
+/// The authority of a registered signal source, from a signature that verified with its keys (a
+/// Security Event Token pushed to it, or a Global Token Revocation request signed as a JWT). It is
+/// no credential caller: its actor is the source (`idp`, `src_…`); the users a signal names are
+/// found by the identifiers an identity provider knows them by, not through a tenancy. Only the
+/// two handlers that verify such a signature construct it (the test below holds them to that).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalAuthority {
+    source: SignalSourceId,
+}
+
+impl SignalAuthority {
+    /// For a source whose signature has just verified; callers are listed in the test below.
+    pub fn for_verified_source(source: SignalSourceId) -> SignalAuthority {
+        SignalAuthority { source }
+    }
+
+    pub fn source(&self) -> SignalSourceId {
+        self.source
+    }
+
+    pub fn actor(&self) -> Actor {
+        Actor::new(ActorKind::Idp, self.source.to_string())
+    }
+}
+
 /// The named door to reads beyond any caller's visibility, for system paths: the chain checks of
 /// delegation and session creation (a platform must not open a session for a disabled user it
 /// cannot read), and minting a credential bound to a platform or user. Only the modules listed
@@ -344,5 +369,25 @@ mod tests {
         }
         callers.sort();
         assert_eq!(callers, ["src/ops/credentials.rs", "src/ops/delegations.rs", "src/ops/sessions.rs"]);
+    }
+
+    #[test]
+    fn only_the_handlers_that_verify_a_sources_signature_grant_its_authority() {
+        let door = ["SignalAuthority", "::for_verified_source("].concat();
+        let mut callers = Vec::new();
+        let mut stack = vec![std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read src") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if std::fs::read_to_string(&path).expect("read").contains(&door) {
+                    let name = path.to_string_lossy().replace('\\', "/");
+                    callers.push(name[name.find("src/").expect("under src")..].to_owned());
+                }
+            }
+        }
+        callers.sort();
+        assert_eq!(callers, ["src/api/global_revocation.rs", "src/api/signals.rs"]);
     }
 }

@@ -156,6 +156,13 @@ typed_id!(DelegationId, "dlg", "delegation");
 typed_id!(SessionId, "ses", "session");
 typed_id!(CredentialId, "cred", "credential");
 typed_id!(WebhookId, "whk", "webhook");
+typed_id!(GroupId, "grp", "group");
+typed_id!(
+    /// A registered Shared Signals transmitter whose SETs tether receives.
+    SignalSourceId,
+    "src",
+    "signal source"
+);
 typed_id!(
     /// The id of one audit event (its position in the chain is its `seq`).
     EventId,
@@ -190,6 +197,8 @@ mod tests {
         check(SessionId::from_uuid(uuid), "ses", uuid);
         check(CredentialId::from_uuid(uuid), "cred", uuid);
         check(WebhookId::from_uuid(uuid), "whk", uuid);
+        check(GroupId::from_uuid(uuid), "grp", uuid);
+        check(SignalSourceId::from_uuid(uuid), "src", uuid);
         check(EventId::from_uuid(uuid), "evt", uuid);
     }
 

@@ -81,6 +81,32 @@ pub struct User {
     /// When the identity provider deleted the user (SCIM DELETE, RISC account-purged): disabled
     /// for good, kept for the audit trail.
     pub ended_at: Option<Timestamp>,
+    /// The groups the user is in (SCIM-provisioned; read-only here).
+    pub groups: Vec<GroupRef>,
+    /// `permissions` and every permission of the user's groups: what sessions and delegations
+    /// are checked against.
+    pub effective_permissions: ScopeSet,
+}
+
+/// A group: its members hold its permissions (set by an admin) besides their own.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Group {
+    pub id: GroupId,
+    pub display_name: String,
+    /// The identity provider's id of the group (SCIM `externalId`).
+    pub external_id: Option<String>,
+    pub permissions: ScopeSet,
+    /// Member users, by id.
+    pub members: Vec<UserId>,
+    pub created_at: Timestamp,
+    pub modified_at: Timestamp,
+}
+
+/// A group as a user's answer names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct GroupRef {
+    pub id: GroupId,
+    pub display_name: String,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

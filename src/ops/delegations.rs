@@ -69,7 +69,8 @@ pub fn create_delegation(tx: &mut Tx<'_>, caller: &PlatformScope, req: NewDelega
         return Err(Error::conflict("the agent and the integration belong to different platforms"));
     }
     let chain = active_chain(tx, req.user_id, &agent, &integration)?;
-    let grantable = chain.user.permissions.intersection(&chain.agent.scopes).intersection(&chain.integration.scopes);
+    let grantable =
+        chain.user.effective_permissions.intersection(&chain.agent.scopes).intersection(&chain.integration.scopes);
     refuse_ungrantable(&req.scopes, &grantable)?;
     let delegation = Delegation {
         id: DelegationId::generate(),

@@ -9,9 +9,11 @@
 pub mod cascade;
 pub mod credentials;
 pub mod delegations;
+pub mod groups;
 pub mod keys;
 pub mod platforms;
 pub mod sessions;
+pub mod signals;
 pub mod streams;
 pub mod users;
 pub mod webhooks;

@@ -96,7 +96,7 @@ pub fn create_session(
     let chain = active_chain(tx, delegation.user_id, &agent, &integration)?;
     let mut grantable = chain
         .user
-        .permissions
+        .effective_permissions
         .intersection(&delegation.scopes)
         .intersection(&agent.scopes)
         .intersection(&integration.scopes);

@@ -94,10 +94,12 @@ pub fn create_user_with(
         user_name: profile.user_name,
         email: profile.email,
         display_name: profile.display_name,
-        permissions,
+        permissions: permissions.clone(),
         status: UserStatus::Active,
         created_at: tx.now(),
         ended_at: None,
+        groups: Vec::new(),
+        effective_permissions: permissions.clone(),
     };
     users::insert_user(tx, &user)?;
     tx.audit(NewEvent::new(caller.actor(), "user.created", Subject::new("user", user.id)).details(json!({
@@ -190,7 +192,17 @@ pub fn end_user(
 }
 
 pub fn enable_user(tx: &mut Tx<'_>, caller: &impl ManagesUsers, id: UserId, req: WithReason) -> Result<User> {
-    let reason = req.reason.map(Reason::into_string);
+    enable_user_caused_by(tx, caller, id, req.reason.map(Reason::into_string), None)
+}
+
+/// Enables a user; `cause` as in [`disable_user_caused_by`] (a `scim.user_activated` event).
+pub fn enable_user_caused_by(
+    tx: &mut Tx<'_>,
+    caller: &impl ManagesUsers,
+    id: UserId,
+    reason: Option<String>,
+    cause: Option<i64>,
+) -> Result<User> {
     let user = users::get_user(tx.conn(), caller.visibility(), id)?;
     if user.ended_at.is_some() {
         return Err(Error::conflict("the user was deleted by its identity provider and cannot be enabled"));
@@ -199,7 +211,11 @@ pub fn enable_user(tx: &mut Tx<'_>, caller: &impl ManagesUsers, id: UserId, req:
         return Ok(user);
     }
     platforms::set_status(tx, StatusTable::Users, &id.to_string(), UserStatus::Active.as_str())?;
-    let enabled = tx.audit(NewEvent::new(caller.actor(), "user.enabled", Subject::new("user", id)).reason(reason))?;
+    let mut event = NewEvent::new(caller.actor(), "user.enabled", Subject::new("user", id)).reason(reason);
+    if let Some(seq) = cause {
+        event = event.cause(seq);
+    }
+    let enabled = tx.audit(event)?;
     super::streams::enqueue_account_enabled(tx, &enabled, id)?;
     users::get_user(tx.conn(), caller.visibility(), id)
 }
@@ -259,33 +275,51 @@ pub fn set_permissions(
         "removed": removed, "added": added, "permissions": req.permissions,
     }));
     let mut cascade = Cascade::start(tx, trigger)?;
-    if !removed.is_empty() {
-        for session in sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::User(id))? {
-            if let Some(scope) = session.scopes()?.iter().find(|s| removed.contains(s)) {
-                let why = format!("permission_removed:{scope}");
-                cascade.revoke_sessions(tx, vec![session.clone()], &why)?;
-            }
-        }
-        for delegation in delegations::active_delegations(tx.conn(), DelegationsOf::User(id))? {
-            let narrowed = delegation.scopes.intersection(&req.permissions);
-            if narrowed != delegation.scopes {
-                delegations::set_delegation_scopes(tx, delegation.id, &narrowed)?;
-                cascade.note(
-                    tx,
-                    "delegation.narrowed",
-                    Subject::new("delegation", delegation.id),
-                    "permissions_narrowed",
-                    json!({
-                        "removed": delegation.scopes.difference(&narrowed), "scopes": narrowed,
-                        "user_id": delegation.user_id, "agent_id": delegation.agent_id,
-                        "integration_id": delegation.integration_id, "platform_id": delegation.platform_id,
-                    }),
-                )?;
-            }
-        }
-    }
+    // Sessions are checked against the effective permissions: a scope the user's groups still
+    // grant is not lost, so its sessions stay.
+    narrow_to_effective(tx, caller, &mut cascade, &user)?;
     let user = users::get_user(tx.conn(), caller.visibility(), id)?;
     Ok((user, cascade.receipt(tx)?))
+}
+
+/// After a change that may have narrowed `before`'s effective permissions (their own, a group's,
+/// a membership): revokes, under `cascade`, only the user's sessions holding a scope the user no
+/// longer has, and narrows their delegations to what they still have.
+pub(crate) fn narrow_to_effective(
+    tx: &mut Tx<'_>,
+    caller: &impl ManagesUsers,
+    cascade: &mut Cascade,
+    before: &User,
+) -> Result<()> {
+    let after = users::get_user(tx.conn(), caller.visibility(), before.id)?;
+    let removed = before.effective_permissions.difference(&after.effective_permissions);
+    if removed.is_empty() {
+        return Ok(());
+    }
+    for session in sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::User(before.id))? {
+        if let Some(scope) = session.scopes()?.iter().find(|s| removed.contains(s)) {
+            let why = format!("permission_removed:{scope}");
+            cascade.revoke_sessions(tx, vec![session.clone()], &why)?;
+        }
+    }
+    for delegation in delegations::active_delegations(tx.conn(), DelegationsOf::User(before.id))? {
+        let narrowed = delegation.scopes.intersection(&after.effective_permissions);
+        if narrowed != delegation.scopes {
+            delegations::set_delegation_scopes(tx, delegation.id, &narrowed)?;
+            cascade.note(
+                tx,
+                "delegation.narrowed",
+                Subject::new("delegation", delegation.id),
+                "permissions_narrowed",
+                json!({
+                    "removed": delegation.scopes.difference(&narrowed), "scopes": narrowed,
+                    "user_id": delegation.user_id, "agent_id": delegation.agent_id,
+                    "integration_id": delegation.integration_id, "platform_id": delegation.platform_id,
+                }),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The user disconnects an agent or an integration: their delegations to it end, with sessions.

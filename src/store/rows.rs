@@ -19,7 +19,7 @@ macro_rules! from_sql_id {
         }
     )*};
 }
-from_sql_id!(PlatformId, AgentId, IntegrationId, UserId, DelegationId, SessionId, CredentialId, WebhookId);
+from_sql_id!(PlatformId, AgentId, IntegrationId, UserId, DelegationId, SessionId, CredentialId, WebhookId, GroupId);
 
 impl FromSql for ScopeSet {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
@@ -86,6 +86,9 @@ pub fn user(r: &Row<'_>) -> rusqlite::Result<User> {
         status: r.get(6)?,
         created_at: r.get(7)?,
         ended_at: r.get(8)?,
+        // Filled by `store::users` from the user's groups; until then, the user's own.
+        groups: Vec::new(),
+        effective_permissions: r.get(5)?,
     })
 }
 

@@ -1,8 +1,10 @@
 //! Users: rows, reads by visibility, permissions (a user's status changes through `platforms::set_status`).
 
 use rusqlite::params;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
+use super::db::db_error;
+use super::matching::{Column, Match};
 use super::query::{exec, text, Page, PageRequest, Select};
 use super::rows;
 use super::tx::Tx;
@@ -24,13 +26,19 @@ pub fn get_user(conn: &Connection, vis: Visibility, id: UserId) -> Result<User> 
     let mut q = Select::new(rows::USER_COLUMNS, "users");
     q.and("id = ?", text(id));
     scope_users(&mut q, vis);
-    q.one(conn, rows::user)?.ok_or(Error::NotFound("user"))
+    let mut user = q.one(conn, rows::user)?.ok_or(Error::NotFound("user"))?;
+    super::groups::fill_membership(conn, &mut user)?;
+    Ok(user)
 }
 
 pub fn list_users(conn: &Connection, vis: Visibility, page: &PageRequest) -> Result<Page<User>> {
     let mut q = Select::new(rows::USER_COLUMNS, "users");
     scope_users(&mut q, vis);
-    q.page(conn, page, rows::user, |u| u.id.to_string())
+    let mut page = q.page(conn, page, rows::user, |u| u.id.to_string())?;
+    for user in &mut page.items {
+        super::groups::fill_membership(conn, user)?;
+    }
+    Ok(page)
 }
 
 pub fn insert_user(tx: &Tx<'_>, u: &User) -> Result<()> {
@@ -75,7 +83,9 @@ pub fn find_user(conn: &Connection, key: UserKey<'_>) -> Result<Option<User>> {
     };
     q.sql.push_str(" LIMIT 2");
     let mut found = q.rows(conn, rows::user)?;
-    Ok(if found.len() == 1 { found.pop() } else { None })
+    let Some(mut user) = found.pop().filter(|_| found.is_empty()) else { return Ok(None) };
+    super::groups::fill_membership(conn, &mut user)?;
+    Ok(Some(user))
 }
 
 /// What an identity provider says of a user besides its status and permissions.
@@ -106,4 +116,85 @@ pub fn set_user_ended(tx: &Tx<'_>, id: UserId, at: Timestamp) -> Result<()> {
 pub fn set_user_permissions(tx: &Tx<'_>, id: UserId, permissions: &ScopeSet) -> Result<()> {
     exec(tx, "UPDATE users SET permissions = ?2 WHERE id = ?1", params![id.to_string(), permissions.to_json()])
         .map(drop)
+}
+
+/// The columns a SCIM filter on users compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserColumn {
+    Id,
+    UserName,
+    ExternalId,
+    DisplayName,
+    Email,
+    /// `active`: compared with `active` or `disabled`.
+    Status,
+}
+
+impl Column for UserColumn {
+    fn sql(self) -> &'static str {
+        match self {
+            UserColumn::Id => "id",
+            UserColumn::UserName => "user_name",
+            UserColumn::ExternalId => "external_id",
+            UserColumn::DisplayName => "display_name",
+            UserColumn::Email => "email",
+            UserColumn::Status => "status",
+        }
+    }
+
+    fn case_exact(self) -> bool {
+        // RFC 7643 §4.1: userName, displayName and emails.value are not case-exact; id and
+        // externalId are (§3.1).
+        matches!(self, UserColumn::Id | UserColumn::ExternalId | UserColumn::Status)
+    }
+}
+
+/// One window of the users a filter matches (ended users never), oldest first, and how many
+/// match in all.
+pub fn find_users(
+    conn: &Connection,
+    filter: &Match<UserColumn>,
+    offset: usize,
+    count: usize,
+) -> Result<(usize, Vec<User>)> {
+    let mut clause = String::new();
+    let mut values = Vec::new();
+    filter.write(&mut clause, &mut values);
+    let total: i64 = conn
+        .prepare(&format!("SELECT count(*) FROM users WHERE ended_at IS NULL AND {clause}"))
+        .and_then(|mut st| st.query_row(rusqlite::params_from_iter(values.iter()), |r| r.get(0)))
+        .map_err(db_error)?;
+    values.push(rusqlite::types::Value::Integer(count as i64));
+    values.push(rusqlite::types::Value::Integer(i64::try_from(offset).unwrap_or(i64::MAX)));
+    let mut found = conn
+        .prepare(&format!(
+            "SELECT {} FROM users WHERE ended_at IS NULL AND {clause} ORDER BY id LIMIT ? OFFSET ?",
+            rows::USER_COLUMNS
+        ))
+        .and_then(|mut st| {
+            st.query_map(rusqlite::params_from_iter(values.iter()), rows::user)?.collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db_error)?;
+    for user in &mut found {
+        super::groups::fill_membership(conn, user)?;
+    }
+    Ok((usize::try_from(total).unwrap_or(0), found))
+}
+
+/// The SCIM attributes kept for a user only to give them back (JSON text), and when SCIM last
+/// changed the user.
+pub fn scim_attributes(conn: &Connection, id: UserId) -> Result<Option<(String, Timestamp)>> {
+    conn.prepare_cached("SELECT attributes, modified_at FROM user_scim_attributes WHERE user_id = ?1")
+        .and_then(|mut st| st.query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(db_error)
+}
+
+pub fn set_scim_attributes(tx: &Tx<'_>, id: UserId, attributes: &str) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO user_scim_attributes (user_id, attributes, modified_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (user_id) DO UPDATE SET attributes = excluded.attributes, modified_at = excluded.modified_at",
+        params![id.to_string(), attributes, tx.now().millis()],
+    )
+    .map(drop)
 }

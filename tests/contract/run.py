@@ -110,8 +110,10 @@ def schemathesis(base, credential, max_examples, extra, report, config=None):
         *extra,
     ]
     print("+", " ".join(c if "Bearer" not in c else "Authorization: Bearer …" for c in command), flush=True)
-    # In the reports directory: schemathesis keeps a cache where it runs.
-    return subprocess.run(command, cwd=report.parent).returncode
+    # In the reports directory: schemathesis keeps a cache where it runs. hooks.py teaches it
+    # the SET media type of the push endpoint.
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "hooks", "PYTHONPATH": str(HERE)}
+    return subprocess.run(command, cwd=report.parent, env=env).returncode
 
 
 def main():
