@@ -88,6 +88,7 @@ impl App {
         let keys_dir = config.data_dir.join("keys");
         let agent_keys = Arc::new(KeyRing::load_or_create(&keys_dir, KeyPurpose::Agent)?);
         let api_keys = Arc::new(KeyRing::load_or_create(&keys_dir, KeyPurpose::Api)?);
+        let set_keys = Arc::new(tokens::SetKeyRing::open(&keys_dir)?);
         let db = store::database_path(&config.data_dir);
         if !db.exists() {
             // An empty file is a new database to SQLite; created first with mode 0600, it passes
@@ -128,6 +129,8 @@ impl App {
             denials: authorize::DenialLog::default(),
             closing: tokio::sync::watch::channel(false).0,
             public_url: config.public_url.clone(),
+            set_keys,
+            ssf_tokens: Default::default(),
         };
         let services = Services {
             writer,
@@ -208,8 +211,18 @@ impl App {
             webhook_master: services.env.webhook_master,
         };
         let client = services.outbound.client.clone();
-        let deliveries = tokio::spawn(events::webhooks::run(deliverer, services.delivery, client, stop_rx));
-        Workers { stop, tasks: vec![flusher, maintenance, deliveries] }
+        let deliveries = tokio::spawn(events::webhooks::run(deliverer, services.delivery, client, stop_rx.clone()));
+        let pusher = crate::ssf::push::Pusher {
+            writer: services.writer.clone(),
+            readers: services.readers.clone(),
+            clock: services.clock.clone(),
+            keys: services.api.set_keys.clone(),
+            public_url: services.api.public_url.clone(),
+            master: services.env.webhook_master,
+        };
+        let pushes =
+            tokio::spawn(crate::ssf::push::run(pusher, services.delivery, services.outbound.client.clone(), stop_rx));
+        Workers { stop, tasks: vec![flusher, maintenance, deliveries, pushes] }
     }
 }
 
@@ -239,6 +252,21 @@ impl Services {
     /// The files are compared with what the audit log last recorded, not with the previous read:
     /// a change whose audit write failed (here or in the keys API) is recorded at the next sync.
     pub async fn sync_keys(&self) -> Result<()> {
+        // The SET keys: `tether keys rotate|retire --purpose sets` in another process.
+        let sets = self.api.set_keys.clone();
+        tokio::task::spawn_blocking(move || sets.reload())
+            .await
+            .map_err(|e| Error::internal(format!("SET key reload: {e}")))??;
+        let files = self.api.set_keys.audit_view();
+        let recorded = self.readers.read(|conn| store::keys::recorded_signing_keys(conn, "sets")).await?;
+        let unrecorded = files
+            .iter()
+            .any(|(kid, status, _)| !recorded.iter().any(|(k, s)| k == kid && s == ops::keys::status_name(*status)));
+        if unrecorded {
+            // Read again inside the writer, as for the other rings below.
+            let sets = self.api.set_keys.clone();
+            self.writer.execute(move |tx| ops::streams::sync_set_keys(tx, Actor::system(), &sets.audit_view())).await?;
+        }
         for (purpose, ring) in [(KeyPurpose::Agent, &self.env.agent_keys), (KeyPurpose::Api, &self.env.api_keys)] {
             // Off the runtime's workers: reading the key files waits for the key directory's file
             // lock, which `tether keys …` in another process may hold, and derives each public

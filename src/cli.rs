@@ -120,7 +120,7 @@ enum KeysCommand {
     Rotate {
         #[arg(long, default_value = "./tether-data")]
         data_dir: PathBuf,
-        /// `agent` (agent tokens) or `api` (API credentials).
+        /// `agent` (agent tokens), `api` (API credentials) or `sets` (Shared Signals SETs, RSA).
         #[arg(long, default_value = "agent")]
         purpose: String,
     },
@@ -184,7 +184,7 @@ fn purpose(text: &str) -> Result<KeyPurpose, Error> {
     match text {
         "agent" => Ok(KeyPurpose::Agent),
         "api" => Ok(KeyPurpose::Api),
-        _ => Err(Error::invalid("--purpose must be `agent` or `api`")),
+        _ => Err(Error::invalid("--purpose must be `agent`, `api` or `sets`")),
     }
 }
 
@@ -271,6 +271,20 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 }
             }
         }
+        Command::Keys { command: KeysCommand::Rotate { data_dir, purpose: p } } if p == "sets" => {
+            existing_instance(&data_dir)?;
+            let kid = tether::tokens::SetKeyRing::open(&data_dir.join("keys"))?.rotate()?;
+            println!(
+                "added SET key set-{kid}; a running instance publishes it and signs new SETs with it within a second"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys { command: KeysCommand::Retire { kid, data_dir, purpose: p } } if p == "sets" => {
+            existing_instance(&data_dir)?;
+            tether::tokens::SetKeyRing::open(&data_dir.join("keys"))?.retire(kid)?;
+            println!("retired SET key set-{kid}; a running instance drops it from its JWKS within a second");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Keys { command: KeysCommand::Rotate { data_dir, purpose: p } } => {
             existing_instance(&data_dir)?;
             let ring = KeyRing::load_or_create(&data_dir.join("keys"), purpose(&p)?)?;
@@ -289,7 +303,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         }
         Command::Credential { command: CredentialCommand::Mint { data_dir, role, platform_id, user_id, label } } => {
             let role = RoleKind::parse(&role).ok_or_else(|| {
-                Error::invalid("--role must be admin, platform, user, auditor, verifier or provisioner")
+                Error::invalid("--role must be admin, platform, user, auditor, verifier, provisioner or receiver")
             })?;
             let role = match role {
                 RoleKind::Admin => Role::Admin,
@@ -303,6 +317,14 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 RoleKind::User => Role::User(
                     tether::domain::UserId::parse(user_id.as_deref().unwrap_or_default())
                         .map_err(|e| Error::invalid(format!("--user-id: {e}")))?,
+                ),
+                // Optionally bound to one platform.
+                RoleKind::Receiver => Role::Receiver(
+                    platform_id
+                        .as_deref()
+                        .map(tether::domain::PlatformId::parse)
+                        .transpose()
+                        .map_err(|e| Error::invalid(format!("--platform-id: {e}")))?,
                 ),
             };
             existing_instance(&data_dir)?;

@@ -14,6 +14,7 @@
 //! - [`views`]: in-memory views the writer updates after commit (live sessions, credentials).
 //! - [`authorize`]: the hot path.
 //! - [`events`]: what relying services receive (CAEP bodies) and webhook delivery.
+//! - [`ssf`]: the Shared Signals transmitter: SET claims and signing, its configuration, push.
 //! - [`signals`]: Shared Signals in: SET verification, source keys, subjects, effects.
 //! - [`api`]: the HTTP API (axum), one module per resource.
 //! - [`server`]: the HTTP/1.1 accept loop (header deadline, graceful shutdown).
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod ops;
 pub mod server;
 pub mod signals;
+pub mod ssf;
 pub mod store;
 pub mod tokens;
 pub mod views;

@@ -6,8 +6,8 @@ use axum::http::{header, request::Parts};
 use super::problem::ApiError;
 use super::AppState;
 use crate::domain::access::{
-    Admin, AnyRole, Auditor, Capability, FeedReader, Owner, PlatformScope, Provisioner, TenantReader, TokenRevoker,
-    UserScope, Verifier, WebhookOwner,
+    Admin, AnyRole, Auditor, Capability, FeedReader, Owner, PlatformScope, Provisioner, Receiver, TenantReader,
+    TokenRevoker, UserScope, Verifier, WebhookOwner,
 };
 use crate::domain::{Caller, Error, RoleKind};
 use crate::tokens::{self, CredentialClaims, TokenError};
@@ -191,6 +191,20 @@ pub const ROUTE_ROLES: &[(&str, &str, &[RoleKind])] = &[
     ("GET", "/v1/webhooks", AnyRole::ROLES),
     ("DELETE", "/v1/webhooks/{id}", AnyRole::ROLES),
     ("GET", "/v1/webhooks/{id}/deliveries", AnyRole::ROLES),
+    ("POST", "/oauth2/token", Receiver::ROLES),
+    ("GET", "/.well-known/ssf-configuration", &[]),
+    ("GET", "/ssf/jwks.json", &[]),
+    ("POST", "/ssf/streams", Receiver::ROLES),
+    ("GET", "/ssf/streams", Receiver::ROLES),
+    ("PATCH", "/ssf/streams", Receiver::ROLES),
+    ("PUT", "/ssf/streams", Receiver::ROLES),
+    ("DELETE", "/ssf/streams", Receiver::ROLES),
+    ("GET", "/ssf/status", Receiver::ROLES),
+    ("POST", "/ssf/status", Receiver::ROLES),
+    ("POST", "/ssf/subjects:add", Receiver::ROLES),
+    ("POST", "/ssf/subjects:remove", Receiver::ROLES),
+    ("POST", "/ssf/verify", Receiver::ROLES),
+    ("POST", "/ssf/poll/{stream_id}", Receiver::ROLES),
     ("GET", "/scim/v2/ServiceProviderConfig", Provisioner::ROLES),
     ("GET", "/scim/v2/ResourceTypes", Provisioner::ROLES),
     ("GET", "/scim/v2/ResourceTypes/{name}", Provisioner::ROLES),

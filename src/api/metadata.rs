@@ -29,6 +29,12 @@ const CLIENT_AUTH_METHODS: [&str; 2] = ["client_secret_basic", "client_secret_po
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuthorizationServerMetadata {
     pub issuer: String,
+    /// `client_credentials` for Shared Signals receivers (scopes `ssf.manage`, `ssf.read`).
+    pub token_endpoint: String,
+    pub token_endpoint_auth_methods_supported: Vec<&'static str>,
+    pub scopes_supported: Vec<&'static str>,
+    /// The keys tether signs Security Event Tokens with.
+    pub jwks_uri: String,
     pub introspection_endpoint: String,
     pub introspection_endpoint_auth_methods_supported: Vec<&'static str>,
     pub revocation_endpoint: String,
@@ -53,20 +59,24 @@ pub struct ProtectedResourceMetadata {
     pub resource_documentation: String,
 }
 
-/// RFC 8414 metadata: tether's introspection and revocation endpoints and the client
-/// authentication they take. No credential.
+/// RFC 8414 metadata: tether's token, introspection, revocation and global token revocation
+/// endpoints and the client authentication they take. No credential.
 #[utoipa::path(get, path = "/.well-known/oauth-authorization-server", operation_id = "authorization_server_metadata", tag = "operations", security(()), responses((status = 200, body = AuthorizationServerMetadata)))]
 pub async fn authorization_server(State(state): State<AppState>) -> Response {
     let url = &state.public_url;
     let body = AuthorizationServerMetadata {
         issuer: url.as_str().to_owned(),
+        token_endpoint: url.join("/oauth2/token"),
+        token_endpoint_auth_methods_supported: CLIENT_AUTH_METHODS.to_vec(),
+        scopes_supported: vec!["ssf.manage", "ssf.read"],
+        jwks_uri: url.join("/ssf/jwks.json"),
         introspection_endpoint: url.join("/oauth2/introspect"),
         introspection_endpoint_auth_methods_supported: CLIENT_AUTH_METHODS.to_vec(),
         revocation_endpoint: url.join("/oauth2/revoke"),
         revocation_endpoint_auth_methods_supported: CLIENT_AUTH_METHODS.to_vec(),
         global_token_revocation_endpoint: url.join("/oauth2/global-token-revocation"),
         response_types_supported: Vec::new(),
-        grant_types_supported: Vec::new(),
+        grant_types_supported: vec!["client_credentials"],
         service_documentation: url.join("/openapi.json"),
     };
     document(body)

@@ -14,6 +14,7 @@ pub mod groups;
 pub mod keys;
 pub mod metadata;
 pub mod oauth;
+pub mod oauth_token;
 pub mod openapi;
 pub mod operations;
 pub mod platforms;
@@ -21,6 +22,7 @@ pub mod problem;
 pub mod scim;
 pub mod sessions;
 pub mod signals;
+pub mod ssf;
 pub mod users;
 pub mod webhooks;
 
@@ -67,6 +69,10 @@ pub struct Context {
     pub closing: tokio::sync::watch::Sender<bool>,
     /// The base of every URL tether advertises.
     pub public_url: crate::domain::PublicUrl,
+    /// The Shared Signals SET signing keys (their JWKS is public).
+    pub set_keys: Arc<crate::tokens::SetKeyRing>,
+    /// Access tokens issued at `POST /oauth2/token` to SSF receivers.
+    pub ssf_tokens: oauth_token::AccessTokens,
 }
 
 impl Context {
@@ -111,6 +117,8 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(oauth::router())
         .merge(metadata::router())
+        .merge(oauth_token::router())
+        .merge(ssf::router())
         .merge(operations::router())
         .merge(scim::router())
         .merge(groups::router())

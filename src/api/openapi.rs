@@ -26,6 +26,9 @@ use super::*;
         audit::list, audit::verify, audit::export, audit::coverage_report, audit::checkpoint, audit::verify_checkpoint,
         operations::healthz, operations::metrics, operations::openapi,
         metadata::authorization_server, metadata::protected_resource,
+        oauth_token::token, ssf::configuration, ssf::jwks, ssf::create_stream, ssf::read_streams, ssf::patch_stream,
+        ssf::put_stream, ssf::delete_stream, ssf::get_status, ssf::set_status, ssf::add_subject, ssf::remove_subject,
+        ssf::verify, ssf::poll,
         signals::create, signals::list, signals::get_one, signals::disable, signals::push,
         global_revocation::revoke,
         console::create_link,
@@ -129,7 +132,7 @@ fn exact(document: &mut Value) {
         properties
     };
     schemas["NewCredential"] = json!({
-        "description": "A new API credential. `platform_id` is required with the platform role and only there; `user_id` likewise with the user role.",
+        "description": "A new API credential. `platform_id` is required with the platform role, optional with the receiver role, and refused with the others; `user_id` is required with the user role and only there.",
         "oneOf": [
             {
                 "type": "object",
@@ -147,6 +150,16 @@ fn exact(document: &mut Value) {
                 "properties": common(json!({
                     "role": {"type": "string", "enum": ["platform"]},
                     "platform_id": id("PlatformId"),
+                    "user_id": {"type": "null"},
+                })),
+                "additionalProperties": false,
+            },
+            {
+                "type": "object",
+                "required": ["role"],
+                "properties": common(json!({
+                    "role": {"type": "string", "enum": ["receiver"]},
+                    "platform_id": {"oneOf": [id("PlatformId"), {"type": "null"}]},
                     "user_id": {"type": "null"},
                 })),
                 "additionalProperties": false,

@@ -340,6 +340,8 @@ pub fn visible_to(role: &crate::domain::Role, event: &AuditEvent) -> bool {
         Role::Admin | Role::Auditor => true,
         // A provisioner holds no capability that reads events.
         Role::Provisioner => false,
+        // A receiver learns of revocations through its SSF streams, not the audit events.
+        Role::Receiver(_) => false,
         Role::Verifier => {
             matches!(
                 event.action.as_str(),

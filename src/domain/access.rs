@@ -51,6 +51,8 @@ impl Visibility {
             // A provisioner manages users, all of them; it holds no capability that reads
             // anything else.
             Role::Provisioner => Reach::All,
+            // A receiver reads no tenant data through the API: its streams tell it what it may know.
+            Role::Receiver(_) => Reach::Nothing,
         })
     }
 
@@ -135,11 +137,23 @@ capabilities! {
     FeedReader = [Verifier, Admin, Auditor];
     /// Token revocation (RFC 7009): revoking the session of a token the caller holds.
     TokenRevoker = [Verifier, Platform, Admin];
-    /// Any live credential: the webhooks it owns, the keys, the event stream (a provisioner sees
-    /// no events on it).
-    AnyRole = [Admin, Platform, User, Auditor, Verifier, Provisioner];
+    /// Any live credential: the webhooks it owns, the keys, the event stream (a provisioner or a
+    /// receiver sees no events on it).
+    AnyRole = [Admin, Platform, User, Auditor, Verifier, Provisioner, Receiver];
     /// An identity provider's connection (SCIM, Global Token Revocation), or an admin.
     Provisioner = [Admin, Provisioner];
+    /// A Shared Signals receiver managing its own streams (SSF §8); no other role has streams.
+    Receiver = [Receiver];
+}
+
+impl Receiver {
+    /// The platform the receiver is bound to: its streams tell of that platform's sessions only.
+    pub fn platform(&self) -> Option<PlatformId> {
+        match self.caller.role {
+            Role::Receiver(p) => p,
+            _ => None,
+        }
+    }
 }
 
 /// Who may create, end, enable and disable users and change their permissions: an admin, or an

@@ -14,6 +14,9 @@ pub enum Role {
     Verifier,
     /// An identity provider's connection (SCIM, Global Token Revocation): manages users.
     Provisioner,
+    /// A Shared Signals receiver: manages its own SSF streams; when bound to a platform, its
+    /// streams tell of that platform's sessions only.
+    Receiver(Option<PlatformId>),
 }
 
 /// A role without its binding, for permission tables.
@@ -26,6 +29,7 @@ pub enum RoleKind {
     Auditor,
     Verifier,
     Provisioner,
+    Receiver,
 }
 
 impl RoleKind {
@@ -37,6 +41,7 @@ impl RoleKind {
             RoleKind::Auditor => "auditor",
             RoleKind::Verifier => "verifier",
             RoleKind::Provisioner => "provisioner",
+            RoleKind::Receiver => "receiver",
         }
     }
 
@@ -48,6 +53,7 @@ impl RoleKind {
             "auditor" => RoleKind::Auditor,
             "verifier" => RoleKind::Verifier,
             "provisioner" => RoleKind::Provisioner,
+            "receiver" => RoleKind::Receiver,
             _ => return None,
         })
     }
@@ -63,6 +69,7 @@ impl Role {
             RoleKind::Provisioner => Role::Provisioner,
             RoleKind::Platform => Role::Platform(PlatformId::parse(bound).ok()?),
             RoleKind::User => Role::User(UserId::parse(bound).ok()?),
+            RoleKind::Receiver => Role::Receiver(PlatformId::parse(bound).ok()),
         })
     }
 
@@ -83,6 +90,7 @@ impl Role {
             Role::Auditor => RoleKind::Auditor,
             Role::Verifier => RoleKind::Verifier,
             Role::Provisioner => RoleKind::Provisioner,
+            Role::Receiver(_) => RoleKind::Receiver,
         }
     }
 }
@@ -106,6 +114,8 @@ impl Caller {
             Role::Verifier => Actor::new(ActorKind::Verifier, self.credential.to_string()),
             // The identity provider acts through its connection's credential.
             Role::Provisioner => Actor::new(ActorKind::Idp, self.credential.to_string()),
+            // A receiver manages only its own streams, which the audit log does not record.
+            Role::Receiver(_) => Actor::new(ActorKind::Verifier, self.credential.to_string()),
         }
     }
 }

@@ -17,6 +17,9 @@ use crate::store::{Effect, Tx};
 pub struct Cascade {
     pub trigger: Arc<AuditEvent>,
     revoked: Vec<RevokedSession>,
+    /// The platform of each revoked session, index by index, for the SETs of platform-bound
+    /// Shared Signals streams.
+    platforms: Vec<PlatformId>,
     seen: HashSet<SessionId>,
     /// A revocation's details name its session's chain and this trigger, so every session on one
     /// chain gets the same details: encoded once per chain, not once per session.
@@ -35,7 +38,7 @@ impl Cascade {
 
     /// Continues from a trigger already written (a session revoked directly is its own trigger).
     pub fn from_event(trigger: Arc<AuditEvent>) -> Cascade {
-        Cascade { trigger, revoked: Vec::new(), seen: HashSet::new(), details: HashMap::new() }
+        Cascade { trigger, revoked: Vec::new(), platforms: Vec::new(), seen: HashSet::new(), details: HashMap::new() }
     }
 
     fn caused(&self, action: &'static str, subject: Subject, reason: &str) -> NewEvent {
@@ -48,6 +51,7 @@ impl Cascade {
     /// when the cascade finishes ([`Cascade::receipt`]), level by level.
     pub fn revoke_sessions(&mut self, tx: &mut Tx<'_>, sessions: Vec<ActiveSession>, reason: &str) -> Result<()> {
         self.revoked.reserve(sessions.len());
+        self.platforms.reserve(sessions.len());
         tx.holding_subscribers(|tx| {
             for session in sessions {
                 if self.seen.contains(&session.id) {
@@ -96,6 +100,7 @@ impl Cascade {
             integration_id: session.integration_id,
             reason: reason.to_owned(),
         });
+        self.platforms.push(session.platform_id);
         Ok(())
     }
 
@@ -145,6 +150,15 @@ impl Cascade {
     /// Finishes the cascade (sub-agent sessions, the revocation feed) and answers its receipt.
     pub fn receipt(mut self, tx: &mut Tx<'_>) -> Result<Receipt> {
         self.finish(tx)?;
+        // The Shared Signals outbox, in this transaction: the fewest SETs per stream that cover
+        // what was revoked (ops::streams).
+        let revoked: Vec<super::streams::Revoked<'_>> = self
+            .revoked
+            .iter()
+            .zip(&self.platforms)
+            .map(|(session, platform)| super::streams::Revoked { session, platform: *platform })
+            .collect();
+        super::streams::enqueue_cascade(tx, &self.trigger, &revoked)?;
         Ok(Receipt {
             cause: ReceiptCause {
                 seq: self.trigger.seq,

@@ -32,12 +32,13 @@ pub fn create_credential(tx: &mut Tx<'_>, env: &Env, caller: &Admin, req: NewCre
     let label = req.label.map(Label::into_string);
     let role = match (req.role, req.platform_id, req.user_id) {
         (RoleKind::Platform, Some(p), None) => Role::Platform(p),
+        (RoleKind::Receiver, platform, None) => Role::Receiver(platform),
         (RoleKind::User, None, Some(u)) => Role::User(u),
         (RoleKind::Platform, _, _) => {
             return Err(Error::invalid("`platform_id` is required for the platform role (and only it)"))
         }
         (RoleKind::User, _, _) => return Err(Error::invalid("`user_id` is required for the user role (and only it)")),
-        (_, Some(_), _) => return Err(Error::invalid("`platform_id` is only for the platform role")),
+        (_, Some(_), _) => return Err(Error::invalid("`platform_id` is only for the platform and receiver roles")),
         (_, _, Some(_)) => return Err(Error::invalid("`user_id` is only for the user role")),
         (RoleKind::Admin, None, None) => Role::Admin,
         (RoleKind::Auditor, None, None) => Role::Auditor,
@@ -59,7 +60,7 @@ pub fn issue_credential(
     label: Option<String>,
     expires_at: Option<Timestamp>,
 ) -> Result<CreatedCredential> {
-    if let Role::Platform(p) = role {
+    if let Role::Platform(p) | Role::Receiver(Some(p)) = role {
         let platform = platforms::get_platform(tx.conn(), Unscoped::for_system().visibility(), p)?;
         // Disabling a platform revoked its credentials; a new one would give it back the reads.
         if platform.status != PlatformStatus::Active {
@@ -71,7 +72,7 @@ pub fn issue_credential(
     }
     let id = CredentialId::generate();
     let (platform_id, user_id) = match role {
-        Role::Platform(p) => (Some(p), None),
+        Role::Platform(p) | Role::Receiver(Some(p)) => (Some(p), None),
         Role::User(u) => (None, Some(u)),
         _ => (None, None),
     };

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod platforms;
 pub mod sessions;
 pub mod signals;
+pub mod streams;
 pub mod users;
 pub mod webhooks;
 

@@ -215,7 +215,8 @@ pub fn enable_user_caused_by(
     if let Some(seq) = cause {
         event = event.cause(seq);
     }
-    tx.audit(event)?;
+    let enabled = tx.audit(event)?;
+    super::streams::enqueue_account_enabled(tx, &enabled, id)?;
     users::get_user(tx.conn(), caller.visibility(), id)
 }
 

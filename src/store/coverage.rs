@@ -23,6 +23,9 @@ pub struct Coverage {
     pub sessions: Vec<CoveredSession>,
     /// Sessions that were active for the subject at the event and were not revoked by it.
     pub survivors: Vec<SessionId>,
+    /// Every receiver told of this revocation (SSF streams, webhooks) and whether and when it
+    /// acknowledged it.
+    pub receivers: Vec<super::streams::ReceiverAck>,
 }
 
 /// Which sessions a trigger's subject reaches (before following sub-agent sessions).
@@ -115,7 +118,8 @@ pub fn report(conn: &Connection, seq: i64) -> Result<Coverage> {
         }
         sessions.push(CoveredSession { session_id: c.id, revoked_by_seq: c.revoked_by });
     }
-    Ok(Coverage { event, sessions, survivors })
+    let receivers = super::streams::receivers_of(conn, seq)?;
+    Ok(Coverage { event, sessions, survivors, receivers })
 }
 
 #[cfg(test)]

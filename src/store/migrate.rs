@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (13, "0013_users_from_identity_providers", include_str!("../../migrations/0013_users_from_identity_providers.sql")),
     (14, "0014_signal_sources", include_str!("../../migrations/0014_signal_sources.sql")),
     (15, "0015_groups", include_str!("../../migrations/0015_groups.sql")),
+    (16, "0016_ssf_streams", include_str!("../../migrations/0016_ssf_streams.sql")),
     (17, "0017_console", include_str!("../../migrations/0017_console.sql")),
 ];
 
@@ -135,7 +136,7 @@ mod tests {
     #[test]
     fn migrations_apply_to_an_empty_database_and_only_once() {
         let mut conn = Connection::open_in_memory().expect("in-memory db");
-        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17]);
+        assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]);
         assert!(run(&mut conn).expect("second run").is_empty());
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'", [], |r| {
@@ -161,7 +162,7 @@ mod tests {
                  VALUES ('s', 'd', 'u', 'a', 'i', 'p', 1, '[\"mail:read\"]', 'active', 5, 9, 'abcd');",
         )
         .expect("a session written under the old schema");
-        assert_eq!(run(&mut conn).expect("0005 and later"), vec![5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17]);
+        assert_eq!(run(&mut conn).expect("0005 and later"), vec![5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]);
         let (status, scopes, expires_at): (String, String, i64) = conn
             .query_row("SELECT status, scopes, expires_at FROM sessions WHERE id = 's'", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -190,7 +191,7 @@ mod tests {
              INSERT INTO credentials (id, role, user_id, label, created_at, kid) VALUES ('c', 'user', 'u', 'L', 3, 2);",
         )
         .expect("rows written under the old schema");
-        assert_eq!(run(&mut conn).expect("0013 and later"), vec![13, 14, 15, 17]);
+        assert_eq!(run(&mut conn).expect("0013 and later"), vec![13, 14, 15, 16, 17]);
         let user: (String, Option<String>, String, String, i64) = conn
             .query_row(
                 "SELECT external_id, user_name, display_name, status, created_at FROM users WHERE id = 'u'",

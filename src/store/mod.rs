@@ -26,6 +26,7 @@ pub mod query;
 pub mod rows;
 pub mod sessions;
 pub mod signals;
+pub mod streams;
 pub mod tx;
 pub mod users;
 pub mod webhooks;

@@ -26,6 +26,7 @@ pub fn mint(ring: &KeyRing, claims: &CredentialClaims) -> Result<(String, u32)> 
             match claims.role {
                 Role::Platform(p) => b = b.fact(fact("platform", vec![string(p)]))?,
                 Role::User(u) => b = b.fact(fact("user", vec![string(u)]))?,
+                Role::Receiver(Some(p)) => b = b.fact(fact("platform", vec![string(p)]))?,
                 _ => {}
             }
             if let Some(expires_at) = claims.expires_at {
@@ -67,6 +68,14 @@ pub fn verify(ring: &KeyRing, token: &str) -> std::result::Result<(CredentialCla
             Role::Platform(PlatformId::parse(&one(&mut authorizer, "p($p) <- platform($p)")?).map_err(|_| shape)?)
         }
         RoleKind::User => Role::User(UserId::parse(&one(&mut authorizer, "u($u) <- user($u)")?).map_err(|_| shape)?),
+        RoleKind::Receiver => {
+            let rows: Vec<(String,)> = authorizer.query("p($p) <- platform($p)").map_err(|_| shape)?;
+            match rows.as_slice() {
+                [] => Role::Receiver(None),
+                [(p,)] => Role::Receiver(Some(PlatformId::parse(p).map_err(|_| shape)?)),
+                _ => return Err(shape),
+            }
+        }
     };
     let kid = biscuit.root_key_id().ok_or(TokenError::UnknownKey)?;
     Ok((CredentialClaims { id, role, expires_at: None }, kid))

@@ -12,7 +12,7 @@ use biscuit_auth::AuthorizerLimits;
 
 pub use agent::{AgentClaims, MintedToken, VerifiedToken};
 pub use credential::CredentialClaims;
-pub use keys::{KeyPurpose, KeyRing, KeyStatus};
+pub use keys::{KeyPurpose, KeyRing, KeyStatus, SetKeyRing};
 pub use policy::Policy;
 
 /// Largest token accepted, in base64 characters, checked before any decoding.

@@ -26,6 +26,7 @@ mod roles;
 mod scim;
 mod serve;
 mod signals;
+mod ssf_out;
 mod stale_allows;
 mod tokens;
 mod walkthrough;

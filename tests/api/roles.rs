@@ -15,8 +15,15 @@ use crate::helpers::TestApp;
 type Route = (String, String);
 type Roles = BTreeSet<&'static str>;
 
-const ALL_ROLES: [RoleKind; 6] =
-    [RoleKind::Admin, RoleKind::Platform, RoleKind::User, RoleKind::Auditor, RoleKind::Verifier, RoleKind::Provisioner];
+const ALL_ROLES: [RoleKind; 7] = [
+    RoleKind::Admin,
+    RoleKind::Platform,
+    RoleKind::User,
+    RoleKind::Auditor,
+    RoleKind::Verifier,
+    RoleKind::Provisioner,
+    RoleKind::Receiver,
+];
 
 fn code_table() -> BTreeMap<Route, Roles> {
     let mut table = BTreeMap::new();
@@ -152,6 +159,7 @@ fn concrete(path: &str) -> String {
             "{agent_id}" => absent("agt"),
             "{integration_id}" => absent("int"),
             "{kid}" => "4000000000".to_owned(),
+            "{stream_id}" => absent("sst"),
             "{name}" => "User".to_owned(),
             "{id}" => absent(match segments[i - 1] {
                 "platforms" => "plt",
@@ -186,6 +194,7 @@ async fn each_route_forbids_exactly_the_roles_outside_its_capability() {
         ("auditor", app.auditor().await),
         ("verifier", app.verifier().await),
         ("provisioner", app.provisioner().await),
+        ("receiver", app.credential(json!({"role": "receiver"})).await),
     ]);
     // A body no route accepts: a permitted role gets 400 (or 404 for an absent id, or 200 for a
     // read), never 403, and nothing is changed.

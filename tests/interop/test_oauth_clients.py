@@ -53,11 +53,8 @@ def a_client(t, admin: str, role: str) -> tuple[str, str]:
 def test_authlib_validates_the_authorization_server_metadata(tether):
     metadata = AuthorizationServerMetadata(discover(tether.base))
     assert metadata["issuer"] == tether.base
-    # tether has no token endpoint until the Shared Signals transmitter's client_credentials
-    # grant (issue 18); RFC 8414 requires one unless only the implicit grant is supported.
-    not_yet = {"token_endpoint"}
     for key in AuthorizationServerMetadata.REGISTRY_KEYS:
-        if key == "response_types_supported" or key in not_yet:
+        if key == "response_types_supported":
             continue
         getattr(metadata, f"validate_{key}")()
     # The one departure (docs/api.md, "Discovery"): tether has no authorization endpoint, so it
@@ -65,6 +62,7 @@ def test_authlib_validates_the_authorization_server_metadata(tether):
     assert metadata["response_types_supported"] == []
     with pytest.raises(ValueError, match="response_types_supported"):
         metadata.validate_response_types_supported()
+    assert metadata["grant_types_supported"] == ["client_credentials"]
     assert "client_secret_basic" in metadata["introspection_endpoint_auth_methods_supported"]
     assert "client_secret_post" in metadata["revocation_endpoint_auth_methods_supported"]
 
@@ -140,3 +138,16 @@ def test_authlibs_client_introspects_with_client_secret_post_and_a_wrong_secret_
     assert refused.status_code == 401
     assert refused.json()["error"] == "invalid_client"
     assert refused.headers["WWW-Authenticate"].startswith("Basic")
+
+
+def test_authlibs_client_gets_a_token_by_client_credentials_from_the_advertised_endpoint(tether):
+    t, admin = tether, tether.admin
+    receiver_id, receiver_secret = a_client(t, admin, "receiver")
+    metadata = discover(t.base)
+    for method in ("client_secret_basic", "client_secret_post"):
+        client = OAuth2Session(receiver_id, receiver_secret, scope="ssf.read", token_endpoint_auth_method=method)
+        token = client.fetch_token(metadata["token_endpoint"], grant_type="client_credentials")
+        assert token["token_type"].lower() == "bearer" and token["scope"] == "ssf.read", token
+        streams = requests.get(t.base + "/ssf/streams", headers={"Authorization": f"Bearer {token['access_token']}"},
+                               timeout=10)
+        assert streams.status_code == 200, streams.text
