@@ -176,6 +176,24 @@ fn exact(document: &mut Value) {
             },
         ],
     });
+    // A console link is for a person (`user_id`, role `user` or absent) or for a staff role.
+    schemas["NewConsoleLink"] = json!({
+        "description": "`{user_id}` signs a person in (role `user`, the default); `{role: auditor|admin}` an auditor or admin (admins only), with no `user_id`.",
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["user_id"],
+                "properties": {"user_id": id("UserId"), "role": {"type": "string", "enum": ["user"]}},
+                "additionalProperties": false,
+            },
+            {
+                "type": "object",
+                "required": ["role"],
+                "properties": {"role": {"type": "string", "enum": ["auditor", "admin"]}, "user_id": {"type": "null"}},
+                "additionalProperties": false,
+            },
+        ],
+    });
     // An array of 1 to 256 scopes (the server refuses an empty one on these fields), inline:
     // `minItems` beside a `$ref` is not read by every tool.
     let mut non_empty = schemas["ScopeSet"].clone();
