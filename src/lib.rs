@@ -13,10 +13,12 @@
 //! - [`tokens`]: key rings, agent tokens, API credentials, the request policy.
 //! - [`views`]: in-memory views the writer updates after commit (live sessions, credentials).
 //! - [`authorize`]: the hot path.
-//! - [`events`]: what relying services receive (CAEP bodies) and webhook delivery.
+//! - [`events`]: what relying services receive (CAEP bodies), webhook delivery, and the one
+//!   outbound HTTP client (https with rustls, the private-address guard).
 //! - [`ssf`]: the Shared Signals transmitter: SET claims and signing, its configuration, push.
 //! - [`signals`]: Shared Signals in: SET verification, source keys, subjects, effects.
-//! - [`api`]: the HTTP API (axum), one module per resource.
+//! - [`api`]: the HTTP API (axum), one module per resource; SCIM 2.0 under `api::scim`, the
+//!   console's pages under `api::console`.
 //! - [`server`]: the HTTP/1.1 accept loop (header deadline, graceful shutdown).
 //! - [`instance_lock`]: one `tether serve` per data directory.
 //! - [`last_seen`], [`metrics`], [`clock`], [`logging`]: supporting pieces.

@@ -96,18 +96,22 @@ pub fn report(conn: &Connection, seq: i64) -> Result<Coverage> {
             event.details.get("removed").cloned().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
         found.retain(|c| c.scopes.iter().any(|s| removed.contains(s)));
     }
-    // Sub-agent sessions depend on their parents, whatever their own chain.
-    let child_sql = format!("SELECT {CANDIDATE_COLUMNS} AND s.parent_id = ?3 ORDER BY s.id");
+    // Sub-agent sessions depend on their parents, whatever their own chain: one query per level
+    // of the tree (at most the session depth limit), each seeking the parent index for every
+    // parent of the level, rather than one query per session.
+    let child_sql =
+        format!("SELECT {CANDIDATE_COLUMNS} AND s.parent_id IN (SELECT value FROM json_each(?3)) ORDER BY s.id");
     let mut seen: std::collections::HashSet<SessionId> = found.iter().map(|c| c.id).collect();
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i].id.to_string();
-        for child in candidates(conn, &child_sql, &event, &[parent])? {
+    let mut level: Vec<String> = found.iter().map(|c| c.id.to_string()).collect();
+    while !level.is_empty() {
+        let parents = serde_json::to_string(&level).map_err(Error::internal)?;
+        level.clear();
+        for child in candidates(conn, &child_sql, &event, &[parents])? {
             if seen.insert(child.id) {
+                level.push(child.id.to_string());
                 found.push(child);
             }
         }
-        i += 1;
     }
     let mut sessions = Vec::with_capacity(found.len());
     let mut survivors = Vec::new();
@@ -161,5 +165,15 @@ mod tests {
             let plan = plan(&conn, &format!("SELECT {CANDIDATE_COLUMNS} AND {clause}"), &params);
             assert!(seeks(&plan, index), "{action} ({clause}): {plan:?}");
         }
+    }
+
+    #[test]
+    fn a_reports_sub_agent_sessions_are_found_through_the_parent_index_a_level_at_a_time() {
+        let conn = migrated();
+        let params: Vec<rusqlite::types::Value> = vec![1.into(), 0.into(), "[\"ses_a\",\"ses_b\"]".to_owned().into()];
+        let sql = format!("SELECT {CANDIDATE_COLUMNS} AND s.parent_id IN (SELECT value FROM json_each(?3))");
+        let plan = plan(&conn, &sql, &params);
+        assert!(seeks(&plan, "sessions_by_parent"), "{plan:?}");
+        assert!(!plan.iter().any(|step| step.starts_with("SCAN s")), "no scan of the sessions: {plan:?}");
     }
 }
