@@ -130,14 +130,14 @@ pub async fn revoke(State(state): State<AppState>, request: Request) -> ApiResul
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(|t| t.trim().to_owned());
     // A JWT has two dots; tether's credentials (biscuits, base64url) have none.
-    let (actor, issuer, via) = match bearer.filter(|t| t.matches('.').count() == 2) {
+    let (issuer, via) = match bearer.filter(|t| t.matches('.').count() == 2) {
         Some(jwt) => {
             let (authority, issuer) = verified_source(&state, &jwt).await?;
-            (authority.actor(), Some(issuer), Via::Source)
+            (Some(issuer), Via::Source(authority))
         }
         None => {
             let Allowed(caller) = Allowed::<Provisioner>::from_request_parts(&mut parts, &state).await?;
-            (caller.actor(), None, Via::Credential(caller))
+            (None, Via::Credential(caller))
         }
     };
     let Json(req) = Json::<GlobalRevocation>::from_request(Request::from_parts(parts, body), &state).await?;
@@ -153,10 +153,18 @@ pub async fn revoke(State(state): State<AppState>, request: Request) -> ApiResul
     {
         return Err(ApiError(Error::invalid(format!("`sub_id`: {why}"))));
     }
-    let command = move |tx: &mut crate::store::Tx<'_>| ops::global_revocation(tx, actor, &subject, issuer.as_deref());
     match via {
-        Via::Credential(caller) => state.writer.execute_as(caller.caller(), command).await?,
-        Via::Source => state.writer.execute(command).await?,
+        Via::Credential(caller) => {
+            let command =
+                move |tx: &mut crate::store::Tx<'_>| ops::global_revocation(tx, &caller, &subject, issuer.as_deref());
+            state.writer.execute_as(caller.caller(), command).await?
+        }
+        Via::Source(authority) => {
+            let command = move |tx: &mut crate::store::Tx<'_>| {
+                ops::global_revocation(tx, &authority, &subject, issuer.as_deref())
+            };
+            state.writer.execute(command).await?
+        }
     };
     Ok(StatusCode::NO_CONTENT)
 }
@@ -164,5 +172,5 @@ pub async fn revoke(State(state): State<AppState>, request: Request) -> ApiResul
 /// How the request was authenticated.
 enum Via {
     Credential(Provisioner),
-    Source,
+    Source(SignalAuthority),
 }

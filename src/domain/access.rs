@@ -156,18 +156,36 @@ impl Receiver {
     }
 }
 
-/// Who may create, end, enable and disable users and change their permissions: an admin, or an
-/// identity provider through its provisioner credential (and, for received signals, a verified
-/// signal source). The user commands take it, so each path is audited as its own actor.
-pub trait ManagesUsers: Capability {
+/// Who may create, end, enable and disable users and change their permissions: an admin, an
+/// identity provider through its provisioner credential, or a verified signal source. The user
+/// commands take it, so each path is audited as its own actor.
+pub trait ManagesUsers {
+    /// How the one acting appears in the audit log.
+    fn acting_actor(&self) -> Actor;
+
     /// Users are read unscoped: managing users is not tenant-bound.
     fn visibility(&self) -> Visibility {
         Visibility(Reach::All)
     }
 }
 
-impl ManagesUsers for Admin {}
-impl ManagesUsers for Provisioner {}
+impl ManagesUsers for Admin {
+    fn acting_actor(&self) -> Actor {
+        self.actor()
+    }
+}
+
+impl ManagesUsers for Provisioner {
+    fn acting_actor(&self) -> Actor {
+        self.actor()
+    }
+}
+
+impl ManagesUsers for SignalAuthority {
+    fn acting_actor(&self) -> Actor {
+        self.actor()
+    }
+}
 
 impl Admin {
     pub fn visibility(&self) -> Visibility {

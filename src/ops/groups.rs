@@ -86,7 +86,7 @@ pub fn create_group(tx: &mut Tx<'_>, caller: &impl ManagesUsers, spec: GroupSpec
     for m in &group.members {
         groups::add_member(tx, group.id, *m)?;
     }
-    tx.audit(NewEvent::new(caller.actor(), "group.created", Subject::new("group", group.id)).details(json!({
+    tx.audit(NewEvent::new(caller.acting_actor(), "group.created", Subject::new("group", group.id)).details(json!({
         "display_name": group.display_name, "external_id": group.external_id, "members": group.members,
     })))?;
     groups::get_group(tx.conn(), group.id)
@@ -109,7 +109,7 @@ pub fn replace_group(
     let subject = Subject::new("group", id);
     if group.display_name != spec.display_name || group.external_id != spec.external_id {
         groups::set_group_names(tx, id, &spec.display_name, spec.external_id.as_deref())?;
-        tx.audit(NewEvent::new(caller.actor(), "group.updated", subject.clone()).details(json!({
+        tx.audit(NewEvent::new(caller.acting_actor(), "group.updated", subject.clone()).details(json!({
             "display_name": spec.display_name, "external_id": spec.external_id,
         })))?;
     }
@@ -125,7 +125,7 @@ pub fn replace_group(
         groups::remove_member(tx, id, *u)?;
     }
     groups::touch_group(tx, id)?;
-    let trigger = NewEvent::new(caller.actor(), "group.members_changed", subject)
+    let trigger = NewEvent::new(caller.acting_actor(), "group.members_changed", subject)
         .details(json!({"added": added, "removed": removed, "display_name": spec.display_name}));
     let mut cascade = Cascade::start(tx, trigger)?;
     for user in &removed_users {
@@ -154,7 +154,7 @@ pub fn delete_group(tx: &mut Tx<'_>, caller: &impl ManagesUsers, id: GroupId) ->
         .map(|u| users::get_user(tx.conn(), caller.visibility(), *u))
         .collect::<Result<Vec<_>>>()?;
     groups::delete_group(tx, id)?;
-    let trigger = NewEvent::new(caller.actor(), "group.deleted", Subject::new("group", id)).details(json!({
+    let trigger = NewEvent::new(caller.acting_actor(), "group.deleted", Subject::new("group", id)).details(json!({
         "display_name": group.display_name, "external_id": group.external_id, "members": group.members,
         "permissions": group.permissions,
     }));
@@ -190,9 +190,10 @@ pub fn set_group_permissions<C: ManagesUsers>(
     let removed = group.permissions.difference(&req.permissions);
     let added = req.permissions.difference(&group.permissions);
     groups::set_group_permissions(tx, id, &req.permissions)?;
-    let trigger = NewEvent::new(caller.actor(), "group.permissions_changed", subject).reason(reason).details(json!({
-        "removed": removed, "added": added, "permissions": req.permissions,
-    }));
+    let trigger =
+        NewEvent::new(caller.acting_actor(), "group.permissions_changed", subject).reason(reason).details(json!({
+            "removed": removed, "added": added, "permissions": req.permissions,
+        }));
     let mut cascade = Cascade::start(tx, trigger)?;
     if !removed.is_empty() {
         for user in &members {

@@ -13,16 +13,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use super::cascade::Cascade;
-use super::users::LifecycleKind;
+use super::users::{self as users_ops, LifecycleKind};
 use crate::audit::NewEvent;
-use crate::domain::access::{Admin, Capability, SignalAuthority};
+use crate::domain::access::{Admin, Capability, ManagesUsers, SignalAuthority};
 use crate::domain::*;
 use crate::signals::effects::{self, Effect, EffectTable, Received};
 use crate::signals::set::VerifiedSet;
 use crate::signals::subject::{self, UserField};
-use crate::store::platforms::{self, StatusTable};
-use crate::store::sessions::{self, SessionsOf};
 use crate::store::signals::{self as store, SourceRow};
 use crate::store::{users, Tx};
 
@@ -241,83 +238,61 @@ pub fn receive(tx: &mut Tx<'_>, authority: &SignalAuthority, set: &VerifiedSet) 
     store::insert_received(tx, source.id, &set.jti, record.seq)?;
     if let Some(user) = &user {
         let why = format!("{signal_name} signal from {}", source.id);
-        apply(tx, authority.actor(), record.seq, user, applied, why)?;
+        apply(tx, authority, record.seq, user, applied, why)?;
     }
     Ok(Outcome::Accepted { seq: record.seq, effect: applied, user: user.map(|u| u.id) })
 }
 
-/// Applies an effect to a user, its trigger caused by `cause`. Mirrors `ops::users`: an effect
-/// that finds nothing to change (disabling a disabled user) writes nothing more.
-fn apply(tx: &mut Tx<'_>, actor: Actor, cause: i64, user: &User, effect: Effect, reason: String) -> Result<()> {
-    let subject = Subject::new("user", user.id);
-    let trigger = |action: &'static str| {
-        NewEvent::new(actor.clone(), action, subject.clone()).cause(cause).reason(Some(reason.clone()))
-    };
-    let revoke_all = |tx: &mut Tx<'_>, action: &'static str, why: &str| -> Result<()> {
-        let mut cascade = Cascade::start(tx, trigger(action))?;
-        let active = sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::User(user.id))?;
-        cascade.revoke_sessions(tx, active, why)?;
-        cascade.receipt(tx).map(drop)
-    };
+/// Applies an effect to a user through the user commands of `ops::users`, each trigger caused by
+/// `cause` (the `signal.received` event), so a received signal changes a user exactly as the API
+/// does: the same cascade, receipt and outgoing Shared Signals. An effect that finds nothing to
+/// change (disabling a disabled user, enabling an ended one) writes nothing more.
+fn apply(
+    tx: &mut Tx<'_>,
+    authority: &SignalAuthority,
+    cause: i64,
+    user: &User,
+    effect: Effect,
+    reason: String,
+) -> Result<()> {
+    let reason = Some(reason);
+    let cause_seq = Some(cause);
     match effect {
-        Effect::Disable => {
-            if user.status == UserStatus::Disabled {
-                return Ok(());
-            }
-            platforms::set_status(tx, StatusTable::Users, &user.id.to_string(), UserStatus::Disabled.as_str())?;
-            revoke_all(tx, "user.disabled", "user_disabled")
-        }
-        // As SCIM DELETE (`ops::users::end_user`): disabled with its cascade, then ended for good.
-        Effect::Purge => {
-            if user.ended_at.is_some() {
-                return Ok(());
-            }
-            if user.status != UserStatus::Disabled {
-                platforms::set_status(tx, StatusTable::Users, &user.id.to_string(), UserStatus::Disabled.as_str())?;
-                revoke_all(tx, "user.disabled", "user_disabled")?;
-            }
-            users::set_user_ended(tx, user.id, tx.now())?;
-            tx.audit(trigger("user.ended")).map(drop)
-        }
-        Effect::Enable => {
-            // An ended user stays ended: the provider deleted it (`ops::users::enable_user`).
-            if user.status == UserStatus::Active || user.ended_at.is_some() {
-                return Ok(());
-            }
-            platforms::set_status(tx, StatusTable::Users, &user.id.to_string(), UserStatus::Active.as_str())?;
-            tx.audit(trigger("user.enabled")).map(drop)
-        }
+        Effect::Disable => users_ops::disable_user_caused_by(tx, authority, user.id, reason, cause_seq).map(drop),
+        // As SCIM DELETE: disabled with its cascade, then ended for good.
+        Effect::Purge => users_ops::end_user(tx, authority, user.id, reason, cause_seq).map(drop),
+        // An ended user stays ended: the provider deleted it.
+        Effect::Enable if user.ended_at.is_some() => Ok(()),
+        Effect::Enable => users_ops::enable_user_caused_by(tx, authority, user.id, reason, cause_seq).map(drop),
         Effect::CredentialCompromised => {
             let kind = LifecycleKind::CredentialCompromised;
-            revoke_all(tx, kind.action(), kind.as_str())
+            users_ops::user_lifecycle_event_caused_by(tx, authority, user.id, kind, reason, cause_seq).map(drop)
         }
         Effect::PasswordReset => {
             let kind = LifecycleKind::PasswordReset;
-            revoke_all(tx, kind.action(), kind.as_str())
+            users_ops::user_lifecycle_event_caused_by(tx, authority, user.id, kind, reason, cause_seq).map(drop)
         }
-        Effect::SignOut => revoke_all(tx, "user.signed_out_all", "sign_out_all"),
+        Effect::SignOut => users_ops::sign_out_all_caused_by(tx, authority, user.id, reason, cause).map(drop),
         Effect::Record => Ok(()),
     }
 }
 
 /// Global Token Revocation: records the request (`global_token_revocation`, subject the user),
 /// then signs all the user's agents out, caused by it. `404` for a subject that names nobody.
-pub fn global_revocation(tx: &mut Tx<'_>, actor: Actor, subject: &Value, issuer: Option<&str>) -> Result<Receipt> {
+pub fn global_revocation(
+    tx: &mut Tx<'_>,
+    caller: &impl ManagesUsers,
+    subject: &Value,
+    issuer: Option<&str>,
+) -> Result<Receipt> {
     let user = match resolve(tx.conn(), subject, issuer)? {
         Match::User(u) => u,
         Match::Unmatched(_) => return Err(Error::NotFound("user")),
     };
     let record = tx.audit(
-        NewEvent::new(actor.clone(), "global_token_revocation", Subject::new("user", user.id))
+        NewEvent::new(caller.acting_actor(), "global_token_revocation", Subject::new("user", user.id))
             .details(json!({"sub_id": subject})),
     )?;
-    let mut cascade = Cascade::start(
-        tx,
-        NewEvent::new(actor, "user.signed_out_all", Subject::new("user", user.id))
-            .cause(record.seq)
-            .reason(Some("global token revocation".into())),
-    )?;
-    let active = sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::User(user.id))?;
-    cascade.revoke_sessions(tx, active, "sign_out_all")?;
-    cascade.receipt(tx)
+    let reason = Some("global token revocation".to_owned());
+    users_ops::sign_out_all_caused_by(tx, caller, user.id, reason, record.seq)
 }

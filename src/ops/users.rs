@@ -102,7 +102,7 @@ pub fn create_user_with(
         effective_permissions: permissions.clone(),
     };
     users::insert_user(tx, &user)?;
-    tx.audit(NewEvent::new(caller.actor(), "user.created", Subject::new("user", user.id)).details(json!({
+    tx.audit(NewEvent::new(caller.acting_actor(), "user.created", Subject::new("user", user.id)).details(json!({
         "external_id": user.external_id, "user_name": user.user_name, "email": user.email,
         "permissions": user.permissions,
     })))?;
@@ -127,7 +127,7 @@ pub fn update_user_profile(
         return Ok(user);
     }
     users::set_user_profile(tx, id, &profile)?;
-    tx.audit(NewEvent::new(caller.actor(), "user.profile_changed", Subject::new("user", id)).details(json!({
+    tx.audit(NewEvent::new(caller.acting_actor(), "user.profile_changed", Subject::new("user", id)).details(json!({
         "external_id": profile.external_id, "user_name": profile.user_name, "email": profile.email,
         "display_name": profile.display_name,
     })))?;
@@ -157,7 +157,7 @@ pub fn disable_user_caused_by(
         return Ok(noop_receipt(tx, earlier, subject));
     }
     platforms::set_status(tx, StatusTable::Users, &id.to_string(), UserStatus::Disabled.as_str())?;
-    let mut trigger = NewEvent::new(caller.actor(), "user.disabled", subject).reason(reason);
+    let mut trigger = NewEvent::new(caller.acting_actor(), "user.disabled", subject).reason(reason);
     if let Some(seq) = cause {
         trigger = trigger.cause(seq);
     }
@@ -183,7 +183,7 @@ pub fn end_user(
     }
     let receipt = disable_user_caused_by(tx, caller, id, reason, cause)?;
     users::set_user_ended(tx, id, tx.now())?;
-    let mut ended = NewEvent::new(caller.actor(), "user.ended", Subject::new("user", id));
+    let mut ended = NewEvent::new(caller.acting_actor(), "user.ended", Subject::new("user", id));
     if let Some(seq) = cause {
         ended = ended.cause(seq);
     }
@@ -211,7 +211,7 @@ pub fn enable_user_caused_by(
         return Ok(user);
     }
     platforms::set_status(tx, StatusTable::Users, &id.to_string(), UserStatus::Active.as_str())?;
-    let mut event = NewEvent::new(caller.actor(), "user.enabled", Subject::new("user", id)).reason(reason);
+    let mut event = NewEvent::new(caller.acting_actor(), "user.enabled", Subject::new("user", id)).reason(reason);
     if let Some(seq) = cause {
         event = event.cause(seq);
     }
@@ -228,25 +228,55 @@ pub fn user_lifecycle_event(
     id: UserId,
     req: LifecycleEvent,
 ) -> Result<Receipt> {
-    let reason = req.reason.map(Reason::into_string);
+    user_lifecycle_event_caused_by(tx, caller, id, req.kind, req.reason.map(Reason::into_string), None)
+}
+
+/// [`user_lifecycle_event`], `cause` the event that recorded an identity provider's signal.
+pub fn user_lifecycle_event_caused_by(
+    tx: &mut Tx<'_>,
+    caller: &impl ManagesUsers,
+    id: UserId,
+    kind: LifecycleKind,
+    reason: Option<String>,
+    cause: Option<i64>,
+) -> Result<Receipt> {
     users::get_user(tx.conn(), caller.visibility(), id)?;
-    let mut cascade =
-        Cascade::start(tx, NewEvent::new(caller.actor(), req.kind.action(), Subject::new("user", id)).reason(reason))?;
-    let sessions = sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::User(id))?;
-    cascade.revoke_sessions(tx, sessions, req.kind.as_str())?;
-    cascade.receipt(tx)
+    let mut trigger = NewEvent::new(caller.acting_actor(), kind.action(), Subject::new("user", id)).reason(reason);
+    if let Some(seq) = cause {
+        trigger = trigger.cause(seq);
+    }
+    end_all_sessions(tx, id, trigger, kind.as_str())
 }
 
 /// "Sign all my agents out": every session of the user ends; delegations stay.
 pub fn sign_out_all(tx: &mut Tx<'_>, caller: &UserScope, id: UserId, req: WithReason) -> Result<Receipt> {
     let reason = req.reason.map(Reason::into_string);
     users::get_user(tx.conn(), caller.visibility(), id)?;
-    let mut cascade = Cascade::start(
-        tx,
-        NewEvent::new(caller.actor(), "user.signed_out_all", Subject::new("user", id)).reason(reason),
-    )?;
+    let trigger = NewEvent::new(caller.actor(), "user.signed_out_all", Subject::new("user", id)).reason(reason);
+    end_all_sessions(tx, id, trigger, "sign_out_all")
+}
+
+/// Signs all of a user's agents out for an identity provider (a received `session-revoked`,
+/// Global Token Revocation), caused by the event that recorded its request.
+pub fn sign_out_all_caused_by(
+    tx: &mut Tx<'_>,
+    caller: &impl ManagesUsers,
+    id: UserId,
+    reason: Option<String>,
+    cause: i64,
+) -> Result<Receipt> {
+    users::get_user(tx.conn(), caller.visibility(), id)?;
+    let trigger = NewEvent::new(caller.acting_actor(), "user.signed_out_all", Subject::new("user", id))
+        .reason(reason)
+        .cause(cause);
+    end_all_sessions(tx, id, trigger, "sign_out_all")
+}
+
+/// Every active session of the user ends, caused by `trigger`; the user and its delegations stay.
+fn end_all_sessions(tx: &mut Tx<'_>, id: UserId, trigger: NewEvent, why: &str) -> Result<Receipt> {
+    let mut cascade = Cascade::start(tx, trigger)?;
     let sessions = sessions::active_sessions(tx.conn(), tx.now(), SessionsOf::User(id))?;
-    cascade.revoke_sessions(tx, sessions, "sign_out_all")?;
+    cascade.revoke_sessions(tx, sessions, why)?;
     cascade.receipt(tx)
 }
 
@@ -271,9 +301,10 @@ pub fn set_permissions(
     let removed = user.permissions.difference(&req.permissions);
     let added = req.permissions.difference(&user.permissions);
     users::set_user_permissions(tx, id, &req.permissions)?;
-    let trigger = NewEvent::new(caller.actor(), "user.permissions_changed", subject).reason(reason).details(json!({
-        "removed": removed, "added": added, "permissions": req.permissions,
-    }));
+    let trigger =
+        NewEvent::new(caller.acting_actor(), "user.permissions_changed", subject).reason(reason).details(json!({
+            "removed": removed, "added": added, "permissions": req.permissions,
+        }));
     let mut cascade = Cascade::start(tx, trigger)?;
     // Sessions are checked against the effective permissions: a scope the user's groups still
     // grant is not lost, so its sessions stay.

@@ -364,6 +364,40 @@ async fn enabled_purged_and_verification_events_do_what_the_table_says() {
 }
 
 #[tokio::test]
+async fn a_received_signal_changes_a_user_as_the_api_does_so_shared_signals_receivers_hear_of_it_too() {
+    let app = TestApp::new().await;
+    let source = source(&app).await;
+    let (_, _) = user_with_sessions(&app, "fay@example.com").await;
+    let receiver = app.credential(json!({"role": "receiver"})).await;
+    let created = app.post("/ssf/streams", &receiver, json!({"description": "downstream"})).await;
+    let stream = created.ok()["stream_id"].as_str().expect("stream_id").to_owned();
+    let event =
+        |app: &TestApp, name: &str| set_claims(app, &format!("{RISC}{name}"), json!({}), email("fay@example.com"));
+    accepted(&push(&app, &source, &sign("rsa", &event(&app, "account-disabled"))).await);
+    accepted(&push(&app, &source, &sign("rsa", &event(&app, "account-enabled"))).await);
+    let polled = app.post(&format!("/ssf/poll/{stream}"), &receiver, json!({"returnImmediately": true})).await;
+    let mut types: Vec<String> = polled.ok()["sets"]
+        .as_object()
+        .expect("sets")
+        .values()
+        .map(|jws| {
+            let payload = jws.as_str().expect("jws").split('.').nth(1).expect("payload");
+            let claims: Value = serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url"),
+            )
+            .expect("claims");
+            claims["events"].as_object().expect("events").keys().next().expect("one event").clone()
+        })
+        .collect();
+    types.sort();
+    assert_eq!(
+        types,
+        [format!("{CAEP}session-revoked"), format!("{RISC}account-disabled"), format!("{RISC}account-enabled"),],
+        "the disable's two SETs and the enable's one, as when an admin does it"
+    );
+}
+
+#[tokio::test]
 async fn subjects_resolve_by_iss_sub_opaque_aliases_and_complex_and_an_unknown_one_is_recorded_unmatched() {
     let app = TestApp::new().await;
     let source = source(&app).await;
