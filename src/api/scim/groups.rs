@@ -10,13 +10,11 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Map, Value};
 
-use super::filter::{self, AttrPath, CompValue, CompareOp, Filter};
+use super::filter::{AttrPath, CompValue, CompareOp, Filter};
 use super::patch::{self, OpKind, Target};
-use super::protocol::{
-    base_url, created, list_response, scim_json, Projection, ScimAllowed, ScimBody, ScimError, ScimResult, Window,
-};
+use super::protocol::{base_url, created, list_response, scim_json, ScimAllowed, ScimBody, ScimError, ScimResult};
 use super::schema::GROUP_SCHEMA;
-use super::users::{answer_projection, ListQuery};
+use super::users::{answer_projection, list_request, ListQuery, ListRequest};
 use crate::api::AppState;
 use crate::domain::access::{Capability, Provisioner};
 use crate::domain::text::required_text;
@@ -144,8 +142,7 @@ pub async fn get_one(
     Path(id): Path<String>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ScimResult {
-    let Query(q) = query.map_err(|_| ScimError::invalid_value("the query string is malformed"))?;
-    let projection = Projection::parse(q.attributes.as_deref(), q.excluded_attributes.as_deref())?;
+    let projection = answer_projection(query)?;
     let id = group_id(&id)?;
     let base = base_url(&state);
     let mut body = state.readers.read(move |conn| Ok(render(&groups::get_group(conn, id)?, &base))).await?;
@@ -158,16 +155,7 @@ pub async fn list(
     ScimAllowed(_caller): ScimAllowed<Provisioner>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ScimResult {
-    let Query(q) = query.map_err(|_| ScimError::invalid_value("the query string is malformed"))?;
-    let window = Window::parse(q.start_index.as_deref(), q.count.as_deref())?;
-    let projection = Projection::parse(q.attributes.as_deref(), q.excluded_attributes.as_deref())?;
-    let condition = match q.filter.as_deref().map(str::trim) {
-        None | Some("") => Match::Everything,
-        Some(text) => {
-            let parsed = filter::parse_filter(text).map_err(|e| ScimError::invalid_filter(e.to_string()))?;
-            to_match(&parsed)?
-        }
-    };
+    let ListRequest { window, projection, condition } = list_request(query, to_match)?;
     let base = base_url(&state);
     let (total, found) = state
         .readers

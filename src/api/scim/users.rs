@@ -52,6 +52,31 @@ pub struct ListQuery {
     pub excluded_attributes: Option<String>,
 }
 
+/// A list request parsed: its window, its projection and its filter as a condition on `C`'s
+/// columns (`to_match` says which attributes a resource type filters on).
+pub(super) struct ListRequest<C> {
+    pub window: Window,
+    pub projection: Projection,
+    pub condition: Match<C>,
+}
+
+pub(super) fn list_request<C>(
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    to_match: fn(&Filter) -> ScimResult<Match<C>>,
+) -> ScimResult<ListRequest<C>> {
+    let Query(q) = query.map_err(|_| ScimError::invalid_value("the query string is malformed"))?;
+    let window = Window::parse(q.start_index.as_deref(), q.count.as_deref())?;
+    let projection = Projection::parse(q.attributes.as_deref(), q.excluded_attributes.as_deref())?;
+    let condition = match q.filter.as_deref().map(str::trim) {
+        None | Some("") => Match::Everything,
+        Some(text) => {
+            let parsed = filter::parse_filter(text).map_err(|e| ScimError::invalid_filter(e.to_string()))?;
+            to_match(&parsed)?
+        }
+    };
+    Ok(ListRequest { window, projection, condition })
+}
+
 /// `attributes`/`excludedAttributes` of a write: they narrow its answer too (RFC 7644 §3.9).
 pub(super) fn answer_projection(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -314,8 +339,7 @@ pub async fn get_one(
     Path(id): Path<String>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ScimResult {
-    let Query(q) = query.map_err(|_| ScimError::invalid_value("the query string is malformed"))?;
-    let projection = Projection::parse(q.attributes.as_deref(), q.excluded_attributes.as_deref())?;
+    let projection = answer_projection(query)?;
     let id = user_id(&id)?;
     let base = base_url(&state);
     let mut body = state.readers.read(move |conn| read_rendered(conn, &caller, id, &base)).await?;
@@ -328,16 +352,7 @@ pub async fn list(
     ScimAllowed(_caller): ScimAllowed<Provisioner>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ScimResult {
-    let Query(q) = query.map_err(|_| ScimError::invalid_value("the query string is malformed"))?;
-    let window = Window::parse(q.start_index.as_deref(), q.count.as_deref())?;
-    let projection = Projection::parse(q.attributes.as_deref(), q.excluded_attributes.as_deref())?;
-    let condition = match q.filter.as_deref().map(str::trim) {
-        None | Some("") => Match::Everything,
-        Some(text) => {
-            let parsed = filter::parse_filter(text).map_err(|e| ScimError::invalid_filter(e.to_string()))?;
-            to_match(&parsed)?
-        }
-    };
+    let ListRequest { window, projection, condition } = list_request(query, to_match)?;
     let base = base_url(&state);
     let (total, found) = state
         .readers
