@@ -63,6 +63,23 @@ struct Changing<'a> {
     _everywhere: fs::File,
 }
 
+impl<'a> Changing<'a> {
+    /// Takes `here` (this process) and then the lock on `dir/.lock` (every process).
+    fn begin(here: &'a std::sync::Mutex<()>, dir: &Path) -> Result<Changing<'a>> {
+        let here = here.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let path = dir.join(".lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::internal(format!("open {}: {e}", path.display())))?;
+        file.lock().map_err(|e| Error::internal(format!("lock {}: {e}", path.display())))?;
+        Ok(Changing { _here: here, _everywhere: file })
+    }
+}
+
 /// A public view of one key.
 #[derive(Debug, Clone, Serialize)]
 pub struct PublicKeyInfo {
@@ -118,17 +135,7 @@ impl KeyRing {
     }
 
     fn change(&self) -> Result<Changing<'_>> {
-        let here = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let path = self.dir.join(".lock");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::internal(format!("open {}: {e}", path.display())))?;
-        file.lock().map_err(|e| Error::internal(format!("lock {}: {e}", path.display())))?;
-        Ok(Changing { _here: here, _everywhere: file })
+        Changing::begin(&self.changes, &self.dir)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Entry>> {
@@ -322,17 +329,7 @@ impl SetKeyRing {
     }
 
     fn change(&self) -> Result<Changing<'_>> {
-        let here = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let path = self.dir.join(".lock");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::internal(format!("open {}: {e}", path.display())))?;
-        file.lock().map_err(|e| Error::internal(format!("lock {}: {e}", path.display())))?;
-        Ok(Changing { _here: here, _everywhere: file })
+        Changing::begin(&self.changes, &self.dir)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<RsaEntry>> {
