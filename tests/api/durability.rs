@@ -640,8 +640,14 @@ async fn a_500_is_logged_with_its_cause_inside_the_request_span_and_answered_wit
     let writer = log.clone();
     let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
     // The test's runtime runs the router on this thread, so the subscriber sees the request.
+    // Callsites cache whether any subscriber wants them. While at most one dispatcher exists,
+    // a callsite first reached on another test's thread asks only that thread's (none) and is
+    // cached as "never" for every thread, the request span included. A second live dispatcher
+    // makes every registration ask all of them, this test's subscriber among them.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let answer = {
         let _guard = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
         app.get("/v1/platforms", &app.admin).await
     };
     assert_eq!(answer.status, 500, "{}", answer.text);
