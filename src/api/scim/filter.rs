@@ -34,18 +34,8 @@ impl fmt::Display for AttrPath {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompareOp {
-    Eq,
-    Ne,
-    Co,
-    Sw,
-    Ew,
-    Gt,
-    Ge,
-    Lt,
-    Le,
-}
+/// A comparison operator: the store's, so a parsed filter needs no mapping to be matched.
+pub use crate::store::matching::Cmp as CompareOp;
 
 impl CompareOp {
     fn parse(word: &str) -> Option<CompareOp> {

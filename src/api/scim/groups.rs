@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Map, Value};
 
-use super::filter::{AttrPath, CompValue, CompareOp, Filter};
+use super::filter::{AttrPath, CompValue, Filter};
 use super::patch::{self, OpKind, Target};
 use super::protocol::{base_url, created, list_response, scim_json, ScimAllowed, ScimBody, ScimError, ScimResult};
 use super::schema::GROUP_SCHEMA;
@@ -243,17 +243,7 @@ fn to_match(filter: &Filter) -> ScimResult<Match<GroupColumn>> {
         Filter::Present(path) => Match::Present(column(path)?),
         Filter::Compare { path, op, value } => {
             let column = column(path)?;
-            let cmp = match op {
-                CompareOp::Eq => Cmp::Eq,
-                CompareOp::Ne => Cmp::Ne,
-                CompareOp::Co => Cmp::Co,
-                CompareOp::Sw => Cmp::Sw,
-                CompareOp::Ew => Cmp::Ew,
-                CompareOp::Gt => Cmp::Gt,
-                CompareOp::Ge => Cmp::Ge,
-                CompareOp::Lt => Cmp::Lt,
-                CompareOp::Le => Cmp::Le,
-            };
+            let cmp = *op;
             match value {
                 CompValue::Str(s) => Match::Cmp(column, cmp, s.clone()),
                 CompValue::Null if cmp == Cmp::Eq => Match::Not(Box::new(Match::Present(column))),

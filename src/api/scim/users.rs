@@ -519,17 +519,7 @@ fn column(path: &AttrPath) -> ScimResult<UserColumn> {
 }
 
 fn compare(column: UserColumn, op: CompareOp, value: &CompValue) -> ScimResult<Match<UserColumn>> {
-    let cmp = match op {
-        CompareOp::Eq => Cmp::Eq,
-        CompareOp::Ne => Cmp::Ne,
-        CompareOp::Co => Cmp::Co,
-        CompareOp::Sw => Cmp::Sw,
-        CompareOp::Ew => Cmp::Ew,
-        CompareOp::Gt => Cmp::Gt,
-        CompareOp::Ge => Cmp::Ge,
-        CompareOp::Lt => Cmp::Lt,
-        CompareOp::Le => Cmp::Le,
-    };
+    let cmp = op;
     if column == UserColumn::Status {
         let CompValue::Bool(b) = value else {
             return Err(ScimError::invalid_filter("`active` compares with true or false"));
