@@ -102,7 +102,7 @@ fn measure(dir: &Path) {
             .await
             .expect("count");
         // The live-view scan alone, on a read connection (warm now).
-        let conn = tether::store::open_connection(&tether::store::database_path(dir), true).expect("read conn");
+        let conn = tether::store::Conn::Sqlite(tether::store::open_connection(&tether::store::database_path(dir), true).expect("read conn"));
         let scan = Instant::now();
         let mut rows = 0usize;
         tether::store::sessions::live_sessions(&conn, Timestamp(now_ms()), |_| rows += 1).expect("scan");

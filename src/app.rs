@@ -9,7 +9,7 @@ use crate::domain::{self, Actor, Error, PublicUrl, Result, Role};
 use crate::events::webhooks::{Deliverer, DeliveryPolicy};
 use crate::last_seen::LastSeen;
 use crate::ops::{self, Env, Limits};
-use crate::store::{self, ReadPool, Writer};
+use crate::store::{self, Database, ReadPool, Writer};
 use crate::tokens::{self, KeyPurpose, KeyRing, Policy};
 use crate::views::{self, CredentialState, LiveSession, Views};
 use crate::{api, authorize, events, metrics, server};
@@ -30,6 +30,8 @@ pub struct Config {
     pub public_url: PublicUrl,
     /// PEM certificates outbound https trusts besides the Mozilla roots (`--tls-ca-file`).
     pub tls_ca_file: Option<PathBuf>,
+    /// A PostgreSQL URL (`--database`): several nodes share it. Absent: SQLite in the data dir.
+    pub database_url: Option<String>,
 }
 
 impl Config {
@@ -44,6 +46,7 @@ impl Config {
             http: Default::default(),
             public_url: PublicUrl::default(),
             tls_ca_file: None,
+            database_url: None,
         }
     }
 }
@@ -89,19 +92,33 @@ impl App {
         let agent_keys = Arc::new(KeyRing::load_or_create(&keys_dir, KeyPurpose::Agent)?);
         let api_keys = Arc::new(KeyRing::load_or_create(&keys_dir, KeyPurpose::Api)?);
         let set_keys = Arc::new(tokens::SetKeyRing::open(&keys_dir)?);
-        let db = store::database_path(&config.data_dir);
-        if !db.exists() {
-            // An empty file is a new database to SQLite; created first with mode 0600, it passes
-            // that mode on to the WAL and shared-memory files SQLite creates beside it.
-            write_private_file(&db, b"")?;
-        }
+        let database = match &config.database_url {
+            None => {
+                let db = store::database_path(&config.data_dir);
+                if !db.exists() {
+                    // An empty file is a new database to SQLite; created first with mode 0600, it
+                    // passes that mode on to the WAL and shared-memory files SQLite creates beside it.
+                    write_private_file(&db, b"")?;
+                }
+                Database::Sqlite(db)
+            }
+            Some(url) => Database::Postgres(store::postgres::PgTarget::new(url, config.tls_ca_file.as_deref())?),
+        };
         let views = Arc::new(Views::default());
-        let writer = Writer::start(&db, clock.clone(), views.clone())?;
-        let readers = Arc::new(ReadPool::open(&db, config.read_connections)?);
         let webhook_master = tokens::keys::load_or_create_secret(&keys_dir, "webhook.key")?;
         let env = Arc::new(Env { agent_keys: agent_keys.clone(), api_keys, limits: config.limits, webhook_master });
-
-        load_views(&readers, &views, clock.now())?;
+        // Blocking: the PostgreSQL client connects and runs on threads of its own making.
+        let (writer, readers) = {
+            let (views, clock, read_connections) = (views.clone(), clock.clone(), config.read_connections);
+            tokio::task::spawn_blocking(move || -> Result<(Writer, Arc<ReadPool>)> {
+                let writer = Writer::start_on(&database, clock.clone(), views.clone())?;
+                let readers = Arc::new(ReadPool::open(&database, read_connections)?);
+                load_views(&readers, &views, clock.now())?;
+                Ok((writer, readers))
+            })
+            .await
+            .map_err(|e| Error::internal(format!("start-up task: {e}")))??
+        };
         for (purpose, ring) in [(KeyPurpose::Agent, &agent_keys), (KeyPurpose::Api, &env.api_keys)] {
             let keys = ring.public_keys();
             writer.execute(move |tx| ops::keys::sync(tx, Actor::system(), purpose, &keys)).await?;
@@ -312,7 +329,9 @@ fn load_views(readers: &ReadPool, views: &Views, now: domain::Timestamp) -> Resu
     // session's row (its status), which would otherwise stay cached in a pooled connection,
     // tens of MiB for 100k sessions, for as long as the process runs.
     readers.read_own(|conn| {
-        conn.execute_batch("PRAGMA cache_size = -2048").map_err(store::db_error)?;
+        if let Some(sqlite) = conn.sqlite() {
+            sqlite.execute_batch("PRAGMA cache_size = -2048").map_err(store::db_error)?;
+        }
         store::sessions::live_sessions(conn, now, |row| {
             views.sessions.set(row.id, LiveSession { revoked: row.revoked, expires_at: row.expires_at });
         })?;

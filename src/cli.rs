@@ -388,7 +388,7 @@ fn open_readers(data_dir: &std::path::Path) -> Result<tether::store::ReadPool, E
     if !db.exists() {
         return Err(Error::invalid(format!("no tether database at {}", db.display())));
     }
-    tether::store::ReadPool::open(&db, 1)
+    tether::store::ReadPool::open(&tether::store::Database::Sqlite(db), 1)
 }
 
 /// The exit code of a `serve` that did not get its data directory (another instance holds it).

@@ -39,6 +39,7 @@ pub mod server;
 pub mod signals;
 pub mod ssf;
 pub mod store;
+pub mod tls;
 pub mod tokens;
 pub mod views;
 

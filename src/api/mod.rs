@@ -196,7 +196,7 @@ where
 pub async fn read<T, F>(state: &AppState, command: F) -> std::result::Result<axum::Json<T>, ApiError>
 where
     T: serde::Serialize + Send + 'static,
-    F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+    F: FnOnce(&crate::store::Conn) -> Result<T> + Send + 'static,
 {
     Ok(axum::Json(state.readers.read(command).await?))
 }

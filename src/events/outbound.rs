@@ -4,7 +4,6 @@
 //! private-address guard of [`super::destinations`].
 
 use std::path::Path;
-use std::sync::Arc;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -12,8 +11,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 
 use super::destinations::Resolver;
 
@@ -31,28 +28,7 @@ impl Outbound {
     /// `extra_ca_file`: PEM certificates trusted besides the Mozilla roots (an internal CA, or a
     /// test's). A file that holds none, or cannot be read, stops start-up.
     pub fn new(allow_private: bool, extra_ca_file: Option<&Path>) -> Result<Outbound, String> {
-        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        if let Some(path) = extra_ca_file {
-            let certificates = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("--tls-ca-file {}: {e}", path.display()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("--tls-ca-file {}: {e}", path.display()))?;
-            if certificates.is_empty() {
-                return Err(format!("--tls-ca-file {}: no PEM certificate in it", path.display()));
-            }
-            for certificate in certificates {
-                roots.add(certificate).map_err(|e| format!("--tls-ca-file {}: {e}", path.display()))?;
-            }
-        }
-        // ring, not aws-lc-rs: it builds with cc alone on 2 cores. rustls deprecates it for
-        // lacking post-quantum key exchange, which these short-lived pushes and fetches forgo.
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = crate::tls::client_config(extra_ca_file)?;
         let mut http = HttpConnector::new_with_resolver(Resolver { allow_private });
         // The https connector wraps this one: it must let https URLs through to it.
         http.enforce_http(false);

@@ -262,7 +262,7 @@ pub struct PreMinted {
 
 /// Best effort: `None` whenever the read cannot say (the transaction then reports the problem).
 pub fn premint(
-    conn: &rusqlite::Connection,
+    conn: &crate::store::Conn,
     env: &Env,
     caller: &PlatformScope,
     req: &NewSession,

@@ -148,7 +148,7 @@ pub enum Match {
     Unmatched(String),
 }
 
-fn find(conn: &rusqlite::Connection, field: UserField, value: &str) -> Result<Option<User>> {
+fn find(conn: &crate::store::Conn, field: UserField, value: &str) -> Result<Option<User>> {
     let key = match field {
         UserField::ExternalId => users::UserKey::ExternalId(value),
         UserField::UserName => users::UserKey::UserName(value),
@@ -158,7 +158,7 @@ fn find(conn: &rusqlite::Connection, field: UserField, value: &str) -> Result<Op
 }
 
 /// Resolves a subject identifier to one user. `issuer`: the source's, for `iss_sub`.
-pub fn resolve(conn: &rusqlite::Connection, subject: &Value, issuer: Option<&str>) -> Result<Match> {
+pub fn resolve(conn: &crate::store::Conn, subject: &Value, issuer: Option<&str>) -> Result<Match> {
     let wanted = match subject::wanted(subject, issuer) {
         Ok(w) => w,
         Err(subject::Unsupported(why)) => return Ok(Match::Unmatched(why)),

@@ -1,7 +1,8 @@
 //! The audit log's storage: the chain head, the append inside the write transaction, reading one
 //! event, the writer's lookups of earlier events, export (every stored row) and verification.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::conn::{Conn, OptionalExtension};
+use rusqlite::params;
 
 use super::db::db_error;
 use super::delegations::DelegationsOf;
@@ -12,14 +13,14 @@ use crate::audit::{event_hash_with_details, AuditEvent, ChainVerifier, NewEvent,
 use crate::domain::*;
 
 /// The end of the audit chain as the database holds it (seq 0 and the genesis hash when empty).
-pub fn load_chain_head(conn: &Connection) -> Result<ChainHead> {
+pub fn load_chain_head(conn: &Conn) -> Result<ChainHead> {
     let head = conn
-        .query_row("SELECT seq, hash, at FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| {
+        .query_row("SELECT seq, hash, at FROM audit_events ORDER BY seq DESC LIMIT 1", rusqlite::params![], |r| {
             Ok(ChainHead { seq: r.get(0)?, hash: r.get(1)?, at: r.get(2)? })
         })
         .map(Some)
         .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            super::conn::DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
             e => Err(e),
         })
         .map_err(db_error)?;
@@ -27,7 +28,7 @@ pub fn load_chain_head(conn: &Connection) -> Result<ChainHead> {
 }
 
 /// The newest event's seq and hash (seq 0 and the genesis hash for an empty log).
-pub fn chain_head(conn: &Connection) -> Result<(i64, String)> {
+pub fn chain_head(conn: &Conn) -> Result<(i64, String)> {
     let head = load_chain_head(conn)?;
     Ok((head.seq, head.hash))
 }
@@ -128,14 +129,14 @@ impl<'c> Tx<'c> {
         }
         let id = self
             .conn
-            .prepare_cached("INSERT INTO audit_details (text) VALUES (?1)")
-            .and_then(|mut st| st.insert([text]))
+            .prepare_cached("INSERT INTO audit_details (text) VALUES (?1) RETURNING id")
+            .and_then(|mut st| st.query_row([text], |r| r.get(0)))
             .map_err(db_error)?;
         Ok(*slot.get_or_init(|| id))
     }
 }
 
-pub fn get_audit_event(conn: &Connection, seq: i64) -> Result<AuditEvent> {
+pub fn get_audit_event(conn: &Conn, seq: i64) -> Result<AuditEvent> {
     let mut q = Select::new(rows::AUDIT_COLUMNS, "audit_events");
     q.and("seq = ?", seq);
     q.one(conn, rows::audit_event)?.ok_or(Error::NotFound("audit event"))
@@ -155,11 +156,7 @@ pub(super) static LAST_EVENT_FOR: std::sync::LazyLock<String> = std::sync::LazyL
 /// The latest event with one of `actions` on `subject`: what an idempotent repeat points back to.
 /// A session a cascade revoked is not found here: its revoking event is its `revoked_by_seq`
 /// ([`audit_event_at`]).
-pub fn last_event_for(
-    conn: &Connection,
-    subject_id: &str,
-    actions: &[&str],
-) -> Result<Option<crate::audit::AuditEvent>> {
+pub fn last_event_for(conn: &Conn, subject_id: &str, actions: &[&str]) -> Result<Option<crate::audit::AuditEvent>> {
     let mut st = conn.prepare_cached(&LAST_EVENT_FOR).map_err(db_error)?;
     let mut latest: Option<crate::audit::AuditEvent> = None;
     for action in actions {
@@ -174,7 +171,7 @@ pub fn last_event_for(
 }
 
 /// The audit event at `seq`, if there is one.
-pub fn audit_event_at(conn: &Connection, seq: i64) -> Result<Option<crate::audit::AuditEvent>> {
+pub fn audit_event_at(conn: &Conn, seq: i64) -> Result<Option<crate::audit::AuditEvent>> {
     let sql = format!("SELECT {} FROM audit_events WHERE seq = ?1", rows::AUDIT_COLUMNS);
     conn.prepare_cached(&sql).and_then(|mut st| st.query_row([seq], rows::audit_event).optional()).map_err(db_error)
 }
@@ -192,7 +189,7 @@ pub(super) static LAST_DISCONNECT: std::sync::LazyLock<String> = std::sync::Lazy
 });
 
 /// The latest disconnect of this very agent or integration by this user.
-pub fn last_disconnect_event(conn: &Connection, of: DelegationsOf) -> Result<Option<crate::audit::AuditEvent>> {
+pub fn last_disconnect_event(conn: &Conn, of: DelegationsOf) -> Result<Option<crate::audit::AuditEvent>> {
     let (action, key, user, other) = match of {
         DelegationsOf::UserAgent(u, a) => ("user.agent_disconnected", "$.agent_id", u, a.to_string()),
         DelegationsOf::UserIntegration(u, i) => ("user.integration_disconnected", "$.integration_id", u, i.to_string()),
@@ -205,12 +202,12 @@ pub fn last_disconnect_event(conn: &Connection, of: DelegationsOf) -> Result<Opt
 
 /// Streams every audit row as stored, in seq order, to `each`; stops early when it returns false.
 /// Verification and export read rows this way: a row changed behind tether's back still reads.
-pub fn each_stored_record(conn: &Connection, mut each: impl FnMut(StoredRecord) -> bool) -> Result<()> {
+pub fn each_stored_record(conn: &Conn, mut each: impl FnMut(StoredRecord) -> bool) -> Result<()> {
     let sql = format!("SELECT {} FROM audit_events ORDER BY seq", rows::AUDIT_COLUMNS);
     let mut st = conn.prepare(&sql).map_err(db_error)?;
-    let mut rows = st.query([]).map_err(db_error)?;
+    let mut rows = st.query(params![]).map_err(db_error)?;
     while let Some(r) = rows.next().map_err(db_error)? {
-        if !each(rows::stored_record(r).map_err(db_error)?) {
+        if !each(rows::stored_record(&r).map_err(db_error)?) {
             break;
         }
     }
@@ -218,13 +215,13 @@ pub fn each_stored_record(conn: &Connection, mut each: impl FnMut(StoredRecord) 
 }
 
 /// Recomputes the chain from the stored rows, up to `through_seq` if given.
-pub fn verify_audit_through(conn: &Connection, through_seq: Option<i64>) -> Result<VerifyReport> {
+pub fn verify_audit_through(conn: &Conn, through_seq: Option<i64>) -> Result<VerifyReport> {
     let mut verifier = ChainVerifier::default();
     each_stored_record(conn, |r| through_seq.is_none_or(|last| r.seq <= last) && verifier.push(&r))?;
     Ok(verifier.finish())
 }
 
 /// Recomputes the whole chain.
-pub fn verify_audit(conn: &Connection) -> Result<VerifyReport> {
+pub fn verify_audit(conn: &Conn) -> Result<VerifyReport> {
     verify_audit_through(conn, None)
 }

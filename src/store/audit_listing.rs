@@ -1,7 +1,7 @@
 //! Listing the audit log by subject, actor, action, cause and time window, a page at a time.
 
+use super::conn::{Conn, OptionalExtension};
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension};
 
 use super::db::db_error;
 use super::query::{text, Page, Select};
@@ -20,10 +20,10 @@ pub struct AuditFilter {
     pub until: Option<Timestamp>,
 }
 
-pub fn list_audit(conn: &Connection, filter: &AuditFilter, limit: usize) -> Result<Page<AuditEvent>> {
+pub fn list_audit(conn: &Conn, filter: &AuditFilter, limit: usize) -> Result<Page<AuditEvent>> {
     // One snapshot for the bisect and both subject queries: an event committed between them
     // could otherwise be left off a page, and a client paging by cursor would never see it.
-    let _snapshot = conn.unchecked_transaction().map_err(db_error)?;
+    let _snapshot = conn.snapshot().map_err(db_error)?;
     let (from_seq, before_seq) = time_as_seq(conn, filter.since, filter.until)?;
     let caused_up_to = match filter.cause_seq {
         Some(cause) => match last_caused(conn, cause)? {
@@ -107,11 +107,7 @@ impl AuditPage<'_> {
 /// `audit_clock.monotone_from_seq` on (migration 0010), so there the first event at or after a
 /// time is found by bisecting. An older log that stepped back before that seq is read from its
 /// start by `at` alone, unless the window begins after the latest time of that first part.
-fn time_as_seq(
-    conn: &Connection,
-    since: Option<Timestamp>,
-    until: Option<Timestamp>,
-) -> Result<(Option<i64>, Option<i64>)> {
+fn time_as_seq(conn: &Conn, since: Option<Timestamp>, until: Option<Timestamp>) -> Result<(Option<i64>, Option<i64>)> {
     if since.is_none() && until.is_none() {
         return Ok((None, None));
     }
@@ -119,7 +115,7 @@ fn time_as_seq(
         .query_row(
             "SELECT monotone_from_seq, latest_at_before, (SELECT coalesce(max(seq), 0) FROM audit_events)
              FROM audit_clock",
-            [],
+            rusqlite::params![],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .map_err(db_error)?;
@@ -154,7 +150,7 @@ fn time_as_seq(
 
 /// The last event a cause led to (rows written by [`super::Tx::record_causes`]): after the cause
 /// and up to it lie the events it caused. No row, no events.
-fn last_caused(conn: &Connection, cause: i64) -> Result<Option<i64>> {
+fn last_caused(conn: &Conn, cause: i64) -> Result<Option<i64>> {
     conn.prepare_cached("SELECT last_seq FROM audit_causes WHERE cause_seq = ?1")
         .and_then(|mut st| st.query_row([cause], |r| r.get(0)).optional())
         .map_err(db_error)
@@ -193,7 +189,7 @@ mod tests {
     use crate::store::query_plan::{migrated, plan, seeks};
 
     /// An audit row written straight to the table: only `seq`, `at` and `cause_seq` matter here.
-    fn insert_event(conn: &Connection, seq: i64, at: i64, cause: Option<i64>) {
+    fn insert_event(conn: &Conn, seq: i64, at: i64, cause: Option<i64>) {
         conn.execute(
             "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
                                        cause_seq, details, prev_hash, hash)
@@ -271,15 +267,17 @@ mod tests {
     fn a_time_window_selects_the_events_in_it_even_where_an_older_log_stepped_back() {
         use crate::store::migrate::{apply, MIGRATIONS};
         let ats = [10, 20, 15, 30, 30, 40, 35, 50, 60, 60, 70];
-        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-        apply(&mut conn, &MIGRATIONS[..9]).unwrap();
+        let mut conn = Conn::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        apply(conn.sqlite_mut().unwrap(), &MIGRATIONS[..9]).unwrap();
         for (i, at) in ats.iter().enumerate() {
             insert_event(&conn, i as i64 + 1, *at, None);
         }
-        apply(&mut conn, MIGRATIONS).unwrap();
-        let monotone_from: i64 = conn.query_row("SELECT monotone_from_seq FROM audit_clock", [], |r| r.get(0)).unwrap();
+        apply(conn.sqlite_mut().unwrap(), MIGRATIONS).unwrap();
+        let monotone_from: i64 =
+            conn.query_row("SELECT monotone_from_seq FROM audit_clock", rusqlite::params![], |r| r.get(0)).unwrap();
         assert_eq!(monotone_from, 7, "the last step back");
-        let latest_before: i64 = conn.query_row("SELECT latest_at_before FROM audit_clock", [], |r| r.get(0)).unwrap();
+        let latest_before: i64 =
+            conn.query_row("SELECT latest_at_before FROM audit_clock", rusqlite::params![], |r| r.get(0)).unwrap();
         assert_eq!(latest_before, 40);
         assert_eq!(time_as_seq(&conn, Some(Timestamp(40)), None).unwrap().0, None, "may match the first part");
         assert_eq!(time_as_seq(&conn, Some(Timestamp(41)), None).unwrap().0, Some(8), "starts in the ordered part");
@@ -326,14 +324,14 @@ mod tests {
     #[test]
     fn a_step_back_across_a_gap_in_seq_is_still_found_by_the_migration() {
         use crate::store::migrate::{apply, MIGRATIONS};
-        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-        apply(&mut conn, &MIGRATIONS[..9]).unwrap();
+        let mut conn = Conn::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        apply(conn.sqlite_mut().unwrap(), &MIGRATIONS[..9]).unwrap();
         for (seq, at) in [(1, 10), (2, 20), (4, 15), (5, 16)] {
             insert_event(&conn, seq, at, None);
         }
-        apply(&mut conn, MIGRATIONS).unwrap();
+        apply(conn.sqlite_mut().unwrap(), MIGRATIONS).unwrap();
         let clock: (i64, i64) = conn
-            .query_row("SELECT monotone_from_seq, latest_at_before FROM audit_clock", [], |r| {
+            .query_row("SELECT monotone_from_seq, latest_at_before FROM audit_clock", rusqlite::params![], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .unwrap();
@@ -355,21 +353,25 @@ mod tests {
         for (index, column) in [("audit_by_actor", "actor_id"), ("audit_by_action", "action")] {
             // A partial index cannot answer this (SQLite refuses the INDEXED BY): only a full one.
             let sql = format!("SELECT count(*) FROM audit_events INDEXED BY {index} WHERE {column} > ''");
-            let held: i64 = conn.query_row(&sql, [], |r| r.get(0)).unwrap();
+            let held: i64 = conn.query_row(&sql, rusqlite::params![], |r| r.get(0)).unwrap();
             assert_eq!(held, 9, "{index} holds every event");
         }
         let walk_indexes: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master WHERE name LIKE 'audit_causes_revoking%'", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name LIKE 'audit_causes_revoking%'",
+                rusqlite::params![],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(walk_indexes, 0, "the walk's indexes are gone");
     }
 
     /// Writes a small log with two cascades under the first `before` migrations, applies the rest
     /// and checks every listing by actor and action at several page sizes.
-    fn a_log_lists_by_actor_and_action_every_event_after_migrating_from(before: usize) -> Connection {
+    fn a_log_lists_by_actor_and_action_every_event_after_migrating_from(before: usize) -> Conn {
         use crate::store::migrate::{apply, MIGRATIONS};
-        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-        apply(&mut conn, &MIGRATIONS[..before]).unwrap();
+        let mut conn = Conn::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        apply(conn.sqlite_mut().unwrap(), &MIGRATIONS[..before]).unwrap();
         for (seq, actor, action, cause) in [
             (1, "cred_a", "user.disabled", None),
             (2, "cred_a", "session.revoked", Some(1)),
@@ -393,7 +395,7 @@ mod tests {
             // Written by a writer since 0010, which records each trigger's range itself.
             conn.execute_batch("INSERT INTO audit_causes (cause_seq, last_seq) VALUES (1, 4), (5, 6), (8, 9)").unwrap();
         }
-        apply(&mut conn, MIGRATIONS).unwrap();
+        apply(conn.sqlite_mut().unwrap(), MIGRATIONS).unwrap();
         assert_eq!(crate::store::query_plan::audit_causes(&conn), [(1, 4), (5, 6), (8, 9)]);
         let listed = |actor: Option<&str>, action: Option<&str>, limit: usize| -> Vec<i64> {
             let mut filter = AuditFilter {
@@ -426,18 +428,18 @@ mod tests {
     #[test]
     fn a_query_by_cause_reads_the_range_its_trigger_led_to() {
         use crate::store::migrate::{apply, MIGRATIONS};
-        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-        apply(&mut conn, &MIGRATIONS[..9]).unwrap();
+        let mut conn = Conn::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        apply(conn.sqlite_mut().unwrap(), &MIGRATIONS[..9]).unwrap();
         for (seq, cause) in [(1, None), (2, Some(1)), (3, Some(1)), (4, None), (5, None), (6, Some(5)), (7, None)] {
             insert_event(&conn, seq, 0, cause);
         }
-        apply(&mut conn, MIGRATIONS).unwrap();
+        apply(conn.sqlite_mut().unwrap(), MIGRATIONS).unwrap();
         let causes: Vec<(i64, i64)> = conn
             .prepare("SELECT cause_seq, last_seq FROM audit_causes ORDER BY cause_seq")
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map(rusqlite::params![], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()
-            .collect::<rusqlite::Result<_>>()
+            .collect::<crate::store::conn::DbResult<_>>()
             .unwrap();
         assert_eq!(causes, [(1, 3), (5, 6)]);
         let caused = |cause: i64| -> Vec<i64> {

@@ -1,7 +1,8 @@
 //! The console's rows (sign-in links, browser sessions) and the joined reads its pages show.
 
+use super::conn::{Conn, OptionalExtension};
+use rusqlite::params;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, Value, ValueRef};
-use rusqlite::{params, Connection, OptionalExtension};
 
 use super::db::db_error;
 use super::query::exec;
@@ -89,7 +90,7 @@ pub fn insert_link(tx: &Tx<'_>, link: &ConsoleLink) -> Result<()> {
     .map(drop)
 }
 
-pub fn find_link(conn: &Connection, secret_hash: &str) -> Result<Option<ConsoleLink>> {
+pub fn find_link(conn: &Conn, secret_hash: &str) -> Result<Option<ConsoleLink>> {
     conn.prepare_cached(
         "SELECT id, secret_hash, role, user_id, platform_id, created_seq, created_at, expires_at, used_at
          FROM console_links WHERE secret_hash = ?1",
@@ -162,7 +163,7 @@ pub fn insert_session(tx: &Tx<'_>, s: &ConsoleSession, secret_hash: &str) -> Res
     .map(drop)
 }
 
-pub fn find_session(conn: &Connection, secret_hash: &str) -> Result<Option<ConsoleSession>> {
+pub fn find_session(conn: &Conn, secret_hash: &str) -> Result<Option<ConsoleSession>> {
     conn.prepare_cached(
         "SELECT id, link_id, credential_id, role, user_id, platform_id, created_at, last_used_at, expires_at, ended_at
          FROM console_sessions WHERE secret_hash = ?1",
@@ -211,7 +212,7 @@ pub fn end_session(tx: &Tx<'_>, id: ConsoleSessionId, at: Timestamp, reason: &st
 
 /// Whether a platform has ever had a delegation from this user: the condition for the platform
 /// to mint the user a console link.
-pub fn platform_knows_user(conn: &Connection, platform: PlatformId, user: UserId) -> Result<bool> {
+pub fn platform_knows_user(conn: &Conn, platform: PlatformId, user: UserId) -> Result<bool> {
     conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM delegations WHERE user_id = ?1 AND +platform_id = ?2)")
         .and_then(|mut st| st.query_row(params![user.to_string(), platform.to_string()], |r| r.get(0)))
         .map_err(db_error)
@@ -230,7 +231,7 @@ pub struct ConnectedDelegation {
 /// The user's delegations (every status, newest first), limited to one platform when asked: the
 /// person's own rows only, whatever `vis` reaches beyond them.
 pub fn connected(
-    conn: &Connection,
+    conn: &Conn,
     vis: Visibility,
     user: UserId,
     platform: Option<PlatformId>,
@@ -262,7 +263,7 @@ pub fn connected(
             })
         })
         .map_err(db_error)?;
-    found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    found.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
 
 /// Per delegation of the user: active sessions in all, top-level ones, and the distinct scope sets
@@ -275,7 +276,7 @@ pub struct SessionSummary {
 }
 
 pub fn session_summary(
-    conn: &Connection,
+    conn: &Conn,
     vis: Visibility,
     user: UserId,
     platform: Option<PlatformId>,
@@ -312,7 +313,7 @@ pub fn session_summary(
 
 /// A delegation's newest active top-level sessions, at most `limit` (the user's own only).
 pub fn top_sessions(
-    conn: &Connection,
+    conn: &Conn,
     vis: Visibility,
     user: UserId,
     delegation: DelegationId,
@@ -333,12 +334,12 @@ pub fn top_sessions(
             rows::session(r, now)
         })
         .map_err(db_error)?;
-    found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    found.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
 
 /// A session's active sub-agent sessions (the user's own only).
 pub fn child_sessions(
-    conn: &Connection,
+    conn: &Conn,
     vis: Visibility,
     user: UserId,
     parent: SessionId,
@@ -356,11 +357,11 @@ pub fn child_sessions(
     let found = st
         .query_map(params![parent.to_string(), user.to_string(), now.millis()], |r| rows::session(r, now))
         .map_err(db_error)?;
-    found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    found.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
 
 /// Sessions by id, as `vis` may see them (ids outside it are left out).
-pub fn sessions_by_id(conn: &Connection, vis: Visibility, ids: &[SessionId], now: Timestamp) -> Result<Vec<Session>> {
+pub fn sessions_by_id(conn: &Conn, vis: Visibility, ids: &[SessionId], now: Timestamp) -> Result<Vec<Session>> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         match super::sessions::get_session(conn, vis, *id, now) {
@@ -388,7 +389,7 @@ pub struct DeliveryRow {
 /// The webhook deliveries of the events with seq in `from..=to` (at most `limit`). Webhooks are
 /// few and deliveries many: `CROSS JOIN` keeps SQLite walking webhooks first, each one's
 /// deliveries found by the (webhook_id, event_seq) index.
-pub fn deliveries_between(conn: &Connection, from: i64, to: i64, limit: usize) -> Result<Vec<DeliveryRow>> {
+pub fn deliveries_between(conn: &Conn, from: i64, to: i64, limit: usize) -> Result<Vec<DeliveryRow>> {
     let mut st = conn
         .prepare_cached(
             "SELECT d.webhook_id, w.url, d.event_seq, d.status, d.attempts, d.last_attempt_at, d.acknowledged_at,
@@ -412,11 +413,11 @@ pub fn deliveries_between(conn: &Connection, from: i64, to: i64, limit: usize) -
             })
         })
         .map_err(db_error)?;
-    found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    found.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
 
 /// The last event a trigger led to (its cascade's end), or the trigger itself.
-pub fn cascade_end(conn: &Connection, trigger: i64) -> Result<i64> {
+pub fn cascade_end(conn: &Conn, trigger: i64) -> Result<i64> {
     let last: Option<i64> = conn
         .prepare_cached("SELECT max(seq) FROM audit_events WHERE seq >= ?1 AND (seq = ?1 OR cause_seq = ?1)")
         .and_then(|mut st| st.query_row([trigger], |r| r.get(0)))
@@ -432,8 +433,9 @@ pub struct Overview {
     pub failing_webhooks: Vec<(WebhookId, String, i64, Option<String>)>,
 }
 
-pub fn overview(conn: &Connection, now: Timestamp) -> Result<Overview> {
-    let users: i64 = conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0)).map_err(db_error)?;
+pub fn overview(conn: &Conn, now: Timestamp) -> Result<Overview> {
+    let users: i64 =
+        conn.query_row("SELECT count(*) FROM users", rusqlite::params![], |r| r.get(0)).map_err(db_error)?;
     let mut st = conn
         .prepare_cached(
             "SELECT p.id, p.name, p.status,
@@ -445,7 +447,7 @@ pub fn overview(conn: &Connection, now: Timestamp) -> Result<Overview> {
     let platforms = st
         .query_map([now.millis()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .map_err(db_error)?
-        .collect::<rusqlite::Result<Vec<_>>>()
+        .collect::<super::conn::DbResult<Vec<_>>>()
         .map_err(db_error)?;
     // A webhook is failing when a delivery gave up, or one is still being retried.
     let mut st = conn
@@ -457,15 +459,15 @@ pub fn overview(conn: &Connection, now: Timestamp) -> Result<Overview> {
         )
         .map_err(db_error)?;
     let failing_webhooks = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_map(rusqlite::params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .map_err(db_error)?
-        .collect::<rusqlite::Result<Vec<_>>>()
+        .collect::<super::conn::DbResult<Vec<_>>>()
         .map_err(db_error)?;
     Ok(Overview { users, platforms, failing_webhooks })
 }
 
 /// The newest revocation triggers (events that start a cascade), newest first.
-pub fn recent_triggers(conn: &Connection, limit: usize) -> Result<Vec<crate::audit::AuditEvent>> {
+pub fn recent_triggers(conn: &Conn, limit: usize) -> Result<Vec<crate::audit::AuditEvent>> {
     let sql = format!(
         "SELECT {} FROM audit_events WHERE seq IN (
              SELECT seq FROM audit_events WHERE cause_seq IS NULL AND action IN ({}) ORDER BY seq DESC LIMIT ?1)
@@ -475,7 +477,7 @@ pub fn recent_triggers(conn: &Connection, limit: usize) -> Result<Vec<crate::aud
     );
     let mut st = conn.prepare_cached(&sql).map_err(db_error)?;
     let found = st.query_map([Value::Integer(limit as i64)], rows::audit_event).map_err(db_error)?;
-    found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    found.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
 
 /// The actions a coverage report accepts as a trigger (see `store::coverage`).

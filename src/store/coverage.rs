@@ -1,7 +1,7 @@
 //! Coverage reports: for a trigger event, every session that depended on its subject and was
 //! active at that moment, and what revoked each. A complete report lists no survivors.
 
-use rusqlite::Connection;
+use super::conn::Conn;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -73,19 +73,19 @@ pub(super) const CANDIDATE_COLUMNS: &str = "s.id, s.scopes, s.revoked_by_seq, a.
      LEFT JOIN audit_events a ON a.seq = s.revoked_by_seq \
      WHERE s.created_seq < ?1 AND s.expires_at > ?2 AND (s.revoked_by_seq IS NULL OR s.revoked_by_seq >= ?1)";
 
-fn candidates(conn: &Connection, sql: &str, event: &AuditEvent, keys: &[String]) -> Result<Vec<Candidate>> {
+fn candidates(conn: &Conn, sql: &str, event: &AuditEvent, keys: &[String]) -> Result<Vec<Candidate>> {
     let mut st = conn.prepare_cached(sql).map_err(db_error)?;
     let mut values: Vec<rusqlite::types::Value> = vec![event.seq.into(), event.at.millis().into()];
     values.extend(keys.iter().cloned().map(rusqlite::types::Value::Text));
     let rows = st
-        .query_map(rusqlite::params_from_iter(values), |r| {
+        .query_map(&values, |r| {
             Ok(Candidate { id: r.get(0)?, scopes: r.get(1)?, revoked_by: r.get(2)?, revoking_cause: r.get(3)? })
         })
         .map_err(db_error)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    rows.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
 
-pub fn report(conn: &Connection, seq: i64) -> Result<Coverage> {
+pub fn report(conn: &Conn, seq: i64) -> Result<Coverage> {
     let event = audit::get_audit_event(conn, seq)?;
     let (clause, keys) = base_clause(&event)?;
     let sql = format!("SELECT {CANDIDATE_COLUMNS} AND {clause} ORDER BY s.id");

@@ -1,6 +1,7 @@
 //! API credentials: rows, whether one may still act, the view's load at start-up, revocation.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::conn::{Conn, OptionalExtension};
+use rusqlite::params;
 
 use super::db::db_error;
 use super::query::{exec, text, Page, PageRequest, Select};
@@ -8,13 +9,13 @@ use super::rows;
 use super::tx::Tx;
 use crate::domain::*;
 
-pub fn get_credential(conn: &Connection, id: CredentialId) -> Result<Credential> {
+pub fn get_credential(conn: &Conn, id: CredentialId) -> Result<Credential> {
     let mut q = Select::new(rows::CREDENTIAL_COLUMNS, "credentials");
     q.and("id = ?", text(id));
     q.one(conn, rows::credential)?.ok_or(Error::NotFound("credential"))
 }
 
-pub fn list_credentials(conn: &Connection, page: &PageRequest) -> Result<Page<Credential>> {
+pub fn list_credentials(conn: &Conn, page: &PageRequest) -> Result<Page<Credential>> {
     Select::new(rows::CREDENTIAL_COLUMNS, "credentials").page(conn, page, rows::credential, |c| c.id.to_string())
 }
 
@@ -28,7 +29,7 @@ pub(super) const CREDENTIAL_IS_LIVE: &str = "(c.revoked_at IS NULL AND (c.expire
      AND k.status IS NOT 'retired')";
 
 /// Whether the credential may still act at `now` (`CREDENTIAL_IS_LIVE`); false if unknown.
-pub fn credential_is_live(conn: &Connection, id: CredentialId, now: Timestamp) -> Result<bool> {
+pub fn credential_is_live(conn: &Conn, id: CredentialId, now: Timestamp) -> Result<bool> {
     let sql = format!("SELECT {CREDENTIAL_IS_LIVE} FROM credentials c {CREDENTIAL_KEY_JOIN} WHERE c.id = ?2");
     conn.prepare_cached(&sql)
         .and_then(|mut st| st.query_row(rusqlite::params![now.millis(), id.to_string()], |r| r.get(0)).optional())
@@ -37,13 +38,13 @@ pub fn credential_is_live(conn: &Connection, id: CredentialId, now: Timestamp) -
 }
 
 /// Every credential, for the in-memory credential view at start-up.
-pub fn all_credentials(conn: &Connection) -> Result<Vec<Credential>> {
+pub fn all_credentials(conn: &Conn) -> Result<Vec<Credential>> {
     Select::new(rows::CREDENTIAL_COLUMNS, "credentials").rows(conn, rows::credential)
 }
 
 /// How many credentials exist (zero only before the first start's bootstrap).
-pub fn credential_count(conn: &Connection) -> Result<i64> {
-    conn.query_row("SELECT count(*) FROM credentials", [], |r| r.get(0)).map_err(db_error)
+pub fn credential_count(conn: &Conn) -> Result<i64> {
+    conn.query_row("SELECT count(*) FROM credentials", rusqlite::params![], |r| r.get(0)).map_err(db_error)
 }
 
 /// Records a credential and the API key (`kid`) that signed it.
@@ -77,7 +78,7 @@ pub fn revoke_credential(tx: &Tx<'_>, id: CredentialId) -> Result<()> {
 
 /// A platform's credentials not revoked yet, with their expiry.
 pub fn live_credentials_of_platform(
-    conn: &Connection,
+    conn: &Conn,
     platform: PlatformId,
 ) -> Result<Vec<(CredentialId, Option<Timestamp>)>> {
     let mut st = conn
@@ -90,5 +91,5 @@ pub fn live_credentials_of_platform(
             Ok((r.get::<_, CredentialId>(0)?, r.get::<_, Option<Timestamp>>(1)?))
         })
         .map_err(db_error)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    rows.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }

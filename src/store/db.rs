@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
+use super::conn::{Conn, DbError};
+
 use crate::domain::{Error, Result};
 
 /// The page size of a new database. Twice SQLite's default: a large cascade writes half as many
@@ -43,13 +45,25 @@ pub fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
 
 /// Maps a database fault: a violation of a constraint tether knows by name becomes the error it
 /// stands for (a client error, mostly); anything else is internal and keeps the fault as its cause.
-pub fn db_error(e: rusqlite::Error) -> Error {
-    if let Some((kind, name)) = violated_constraint(&e) {
-        if let Some((_, _, known)) = KNOWN_CONSTRAINTS.iter().find(|(k, n, _)| *k == kind && *n == name) {
-            return known();
+pub fn db_error(e: impl Into<DbError>) -> Error {
+    let e = e.into();
+    if let DbError::Postgres(pg) = &e {
+        if super::postgres::is_unreachable(pg) {
+            return Error::Unavailable("the database is unreachable".into());
         }
     }
-    Error::internal_from("database", e)
+    let known = match &e {
+        DbError::Sqlite(e) => violated_constraint(e)
+            .and_then(|(kind, name)| KNOWN_CONSTRAINTS.iter().find(|(k, n, _)| *k == kind && *n == name))
+            .map(|(_, _, known)| known),
+        DbError::Postgres(e) => super::postgres::violated_constraint(e)
+            .and_then(|name| KNOWN_CONSTRAINTS.iter().find(|(_, n, _)| *n == name))
+            .map(|(_, _, known)| known),
+    };
+    match known {
+        Some(known) => known(),
+        None => Error::internal_from("database", e),
+    }
 }
 
 /// The constraints [`db_error`] maps, by kind (SQLite's extended result code) and name: the
@@ -86,9 +100,9 @@ fn violated_constraint(e: &rusqlite::Error) -> Option<(std::ffi::c_int, &str)> {
 
 /// A few read-only connections, handed out round-robin to blocking tasks.
 pub struct ReadPool {
-    conns: Vec<Mutex<Connection>>,
+    conns: Vec<Mutex<Conn>>,
     next: AtomicUsize,
-    path: PathBuf,
+    database: Database,
     /// Whole-log reads at once: each holds a connection, its cache and a blocking thread.
     long_reads: tokio::sync::Semaphore,
 }
@@ -97,13 +111,13 @@ pub struct ReadPool {
 const LONG_READS: usize = 2;
 
 impl ReadPool {
-    pub fn open(path: &Path, size: usize) -> Result<Self> {
-        let conns =
-            (0..size.max(1)).map(|_| open_connection(path, true).map(Mutex::new)).collect::<Result<Vec<_>>>()?;
+    /// Opens `size` connections. Blocking (PostgreSQL connects here): not on an async worker.
+    pub fn open(database: &Database, size: usize) -> Result<Self> {
+        let conns = (0..size.max(1)).map(|_| database.reader().map(Mutex::new)).collect::<Result<Vec<_>>>()?;
         Ok(ReadPool {
             conns,
             next: AtomicUsize::new(0),
-            path: path.to_owned(),
+            database: database.clone(),
             long_reads: tokio::sync::Semaphore::new(LONG_READS),
         })
     }
@@ -111,8 +125,8 @@ impl ReadPool {
     /// Runs a read on a connection of its own, opened for it and closed after, on the calling
     /// thread: for a read whose pace a client sets (an export streamed to a slow reader), which
     /// must never hold a pooled connection that every other request may be waiting for.
-    pub fn read_own<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = open_connection(&self.path, true)?;
+    pub fn read_own<T>(&self, f: impl FnOnce(&Conn) -> Result<T>) -> Result<T> {
+        let conn = self.database.reader()?;
         f(&conn)
     }
 
@@ -122,7 +136,7 @@ impl ReadPool {
     pub async fn read_long<T, F>(self: &Arc<Self>, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T> + Send + 'static,
     {
         let _turn = self.long_reads.acquire().await.map_err(|_| Error::internal("read pool closed"))?;
         self.blocking(move |pool| pool.read_own(f)).await
@@ -132,7 +146,7 @@ impl ReadPool {
     pub async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T> + Send + 'static,
     {
         self.blocking(move |pool| pool.read_now(f)).await
     }
@@ -146,10 +160,43 @@ impl ReadPool {
     }
 
     /// Runs a read on the calling thread (for CLI commands and start-up).
-    pub fn read_now<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub fn read_now<T>(&self, f: impl FnOnce(&Conn) -> Result<T>) -> Result<T> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
-        let conn = self.conns[i].lock().map_err(|_| Error::internal("read connection poisoned"))?;
+        let mut conn = self.conns[i].lock().map_err(|_| Error::internal("read connection poisoned"))?;
+        // A PostgreSQL connection the server closed (a restart, a failover) is replaced.
+        if conn.postgres().is_some_and(|pg| pg.is_closed()) {
+            *conn = self.database.reader()?;
+        }
         f(&conn)
+    }
+}
+
+/// The database tether runs on: a SQLite file (one node) or PostgreSQL (several).
+#[derive(Debug, Clone)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(super::postgres::PgTarget),
+}
+
+impl Database {
+    /// A connection for reads (read-only on SQLite).
+    pub fn reader(&self) -> Result<Conn> {
+        match self {
+            Database::Sqlite(path) => open_connection(path, true).map(Conn::Sqlite),
+            Database::Postgres(target) => target.connect(),
+        }
+    }
+
+    /// The writer's connection.
+    pub fn writer(&self) -> Result<Conn> {
+        match self {
+            Database::Sqlite(path) => open_connection(path, false).map(Conn::Sqlite),
+            Database::Postgres(target) => target.connect(),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Database::Postgres(_))
     }
 }
 
@@ -166,7 +213,7 @@ mod tests {
     use crate::store::migrate;
 
     fn page_size(conn: &Connection) -> u32 {
-        conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap()
+        conn.query_row("PRAGMA page_size", rusqlite::params![], |r| r.get(0)).unwrap()
     }
 
     #[test]

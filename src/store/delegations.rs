@@ -1,7 +1,7 @@
 //! Delegations: rows, reads by visibility, the active ones a cascade ends, revocation and narrowing.
 
+use super::conn::Conn;
 use rusqlite::params;
-use rusqlite::Connection;
 
 use super::db::db_error;
 use super::query::{exec, scope_tenant, text, Page, PageRequest, Select};
@@ -17,7 +17,7 @@ pub struct DelegationFilter {
     pub status: Option<DelegationStatus>,
 }
 
-pub fn get_delegation(conn: &Connection, vis: Visibility, id: DelegationId) -> Result<Delegation> {
+pub fn get_delegation(conn: &Conn, vis: Visibility, id: DelegationId) -> Result<Delegation> {
     let mut q = Select::new(rows::DELEGATION_COLUMNS, "delegations");
     q.and("id = ?", text(id));
     scope_tenant(&mut q, vis);
@@ -25,7 +25,7 @@ pub fn get_delegation(conn: &Connection, vis: Visibility, id: DelegationId) -> R
 }
 
 pub fn list_delegations(
-    conn: &Connection,
+    conn: &Conn,
     vis: Visibility,
     filter: &DelegationFilter,
     page: &PageRequest,
@@ -82,7 +82,7 @@ pub enum DelegationsOf {
     UserIntegration(UserId, IntegrationId),
 }
 
-pub fn active_delegations(conn: &Connection, of: DelegationsOf) -> Result<Vec<Delegation>> {
+pub fn active_delegations(conn: &Conn, of: DelegationsOf) -> Result<Vec<Delegation>> {
     let (clause, a, b) = match of {
         DelegationsOf::User(u) => ("user_id = ?1", u.to_string(), None),
         DelegationsOf::Agent(a) => ("agent_id = ?1", a.to_string(), None),
@@ -103,11 +103,11 @@ pub fn active_delegations(conn: &Connection, of: DelegationsOf) -> Result<Vec<De
         Some(b) => st.query_map(params![a, b], rows::delegation),
     }
     .map_err(db_error)?;
-    found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    found.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
 
 /// Whether the user ever delegated to this agent or through this integration (any status).
-pub fn ever_delegated(conn: &Connection, of: DelegationsOf) -> Result<bool> {
+pub fn ever_delegated(conn: &Conn, of: DelegationsOf) -> Result<bool> {
     let (sql, user, other) = match of {
         DelegationsOf::UserAgent(u, a) => {
             ("SELECT EXISTS(SELECT 1 FROM delegations WHERE user_id = ?1 AND agent_id = ?2)", u, a.to_string())

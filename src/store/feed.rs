@@ -1,6 +1,7 @@
 //! The revocation feed: revoked sessions' token revocation ids for offline verifiers, and its purge.
 
-use rusqlite::{params, Connection};
+use super::conn::Conn;
+use rusqlite::params;
 
 use super::db::db_error;
 use super::query::{exec, Page};
@@ -10,7 +11,7 @@ use crate::domain::*;
 /// One page of the revocation feed after `after`: (cursor, revocation id, session, expiry).
 pub type FeedRow = (i64, String, SessionId, Timestamp);
 
-pub fn revocation_feed(conn: &Connection, after: i64, limit: usize, now: Timestamp) -> Result<Page<FeedRow>> {
+pub fn revocation_feed(conn: &Conn, after: i64, limit: usize, now: Timestamp) -> Result<Page<FeedRow>> {
     let mut st = conn
         .prepare_cached(
             "SELECT cursor, revocation_id, session_id, expires_at FROM revocation_feed
@@ -22,7 +23,7 @@ pub fn revocation_feed(conn: &Connection, after: i64, limit: usize, now: Timesta
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .map_err(db_error)?;
-    let mut items = rows.collect::<rusqlite::Result<Vec<FeedRow>>>().map_err(db_error)?;
+    let mut items = rows.collect::<super::conn::DbResult<Vec<FeedRow>>>().map_err(db_error)?;
     let next_cursor = if items.len() > limit {
         items.truncate(limit);
         items.last().map(|r| r.0.to_string())

@@ -1,6 +1,7 @@
 //! Groups: rows, members, and the permissions a user holds through them.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::conn::{Conn, OptionalExtension};
+use rusqlite::params;
 
 use super::db::db_error;
 use super::matching::{Column, Match};
@@ -10,7 +11,7 @@ use crate::domain::*;
 
 const GROUP_COLUMNS: &str = "id, display_name, external_id, permissions, created_at, modified_at";
 
-fn group_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Group> {
+fn group_row(r: &super::conn::Row<'_>) -> rusqlite::Result<Group> {
     Ok(Group {
         id: r.get(0)?,
         display_name: r.get(1)?,
@@ -23,7 +24,7 @@ fn group_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Group> {
 }
 
 /// Fills each group's members.
-fn with_members(conn: &Connection, mut groups: Vec<Group>) -> Result<Vec<Group>> {
+fn with_members(conn: &Conn, mut groups: Vec<Group>) -> Result<Vec<Group>> {
     let mut st = conn
         .prepare_cached("SELECT user_id FROM group_members WHERE group_id = ?1 ORDER BY user_id")
         .map_err(db_error)?;
@@ -31,13 +32,13 @@ fn with_members(conn: &Connection, mut groups: Vec<Group>) -> Result<Vec<Group>>
         g.members = st
             .query_map([g.id.to_string()], |r| r.get(0))
             .map_err(db_error)?
-            .collect::<rusqlite::Result<Vec<UserId>>>()
+            .collect::<super::conn::DbResult<Vec<UserId>>>()
             .map_err(db_error)?;
     }
     Ok(groups)
 }
 
-pub fn get_group(conn: &Connection, id: GroupId) -> Result<Group> {
+pub fn get_group(conn: &Conn, id: GroupId) -> Result<Group> {
     let group = conn
         .prepare_cached(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE id = ?1"))
         .and_then(|mut st| st.query_row([id.to_string()], group_row).optional())
@@ -46,12 +47,13 @@ pub fn get_group(conn: &Connection, id: GroupId) -> Result<Group> {
     Ok(with_members(conn, vec![group])?.remove(0))
 }
 
-pub fn list_groups(conn: &Connection, page: &PageRequest) -> Result<Page<Group>> {
+pub fn list_groups(conn: &Conn, page: &PageRequest) -> Result<Page<Group>> {
     let cursor = page.cursor.clone().unwrap_or_default();
     let mut groups = conn
         .prepare_cached(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE id > ?1 ORDER BY id LIMIT ?2"))
         .and_then(|mut st| {
-            st.query_map(params![cursor, (page.limit + 1) as i64], group_row)?.collect::<rusqlite::Result<Vec<_>>>()
+            st.query_map(params![cursor, (page.limit + 1) as i64], group_row)?
+                .collect::<super::conn::DbResult<Vec<_>>>()
         })
         .map_err(db_error)?;
     let next_cursor = if groups.len() > page.limit {
@@ -88,7 +90,7 @@ impl Column for GroupColumn {
 
 /// One window of the groups matching a filter, oldest first, and how many match in all.
 pub fn find_groups(
-    conn: &Connection,
+    conn: &Conn,
     filter: &Match<GroupColumn>,
     offset: usize,
     count: usize,
@@ -98,15 +100,13 @@ pub fn find_groups(
     filter.write(&mut clause, &mut values);
     let total: i64 = conn
         .prepare(&format!("SELECT count(*) FROM groups WHERE {clause}"))
-        .and_then(|mut st| st.query_row(rusqlite::params_from_iter(values.iter()), |r| r.get(0)))
+        .and_then(|mut st| st.query_row(&values, |r| r.get(0)))
         .map_err(db_error)?;
     values.push(rusqlite::types::Value::Integer(count as i64));
     values.push(rusqlite::types::Value::Integer(i64::try_from(offset).unwrap_or(i64::MAX)));
     let groups = conn
         .prepare(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE {clause} ORDER BY id LIMIT ? OFFSET ?"))
-        .and_then(|mut st| {
-            st.query_map(rusqlite::params_from_iter(values.iter()), group_row)?.collect::<rusqlite::Result<Vec<_>>>()
-        })
+        .and_then(|mut st| st.query_map(&values, group_row)?.collect::<super::conn::DbResult<Vec<_>>>())
         .map_err(db_error)?;
     Ok((usize::try_from(total).unwrap_or(0), with_members(conn, groups)?))
 }
@@ -122,7 +122,7 @@ pub fn insert_group(tx: &Tx<'_>, g: &Group) -> Result<()> {
 
 /// The group with this externalId (compared exactly), if any: the writer checks it before a
 /// write, so a taken externalId is a 409, and the UNIQUE constraint only a safety net.
-pub fn group_by_external_id(conn: &Connection, external_id: &str) -> Result<Option<GroupId>> {
+pub fn group_by_external_id(conn: &Conn, external_id: &str) -> Result<Option<GroupId>> {
     conn.prepare_cached("SELECT id FROM groups WHERE external_id = ?1")
         .and_then(|mut st| st.query_row([external_id], |r| r.get(0)).optional())
         .map_err(db_error)
@@ -174,33 +174,33 @@ pub fn delete_group(tx: &Tx<'_>, id: GroupId) -> Result<()> {
 }
 
 /// The groups a user is in, by name.
-pub fn groups_of(conn: &Connection, user: UserId) -> Result<Vec<GroupRef>> {
+pub fn groups_of(conn: &Conn, user: UserId) -> Result<Vec<GroupRef>> {
     conn.prepare_cached(
         "SELECT g.id, g.display_name FROM group_members m JOIN groups g ON g.id = m.group_id
          WHERE m.user_id = ?1 ORDER BY g.id",
     )
     .and_then(|mut st| {
         st.query_map([user.to_string()], |r| Ok(GroupRef { id: r.get(0)?, display_name: r.get(1)? }))?
-            .collect::<rusqlite::Result<Vec<_>>>()
+            .collect::<super::conn::DbResult<Vec<_>>>()
     })
     .map_err(db_error)
 }
 
 /// The union of the permissions of the user's groups.
-pub fn permissions_through_groups(conn: &Connection, user: UserId) -> Result<ScopeSet> {
+pub fn permissions_through_groups(conn: &Conn, user: UserId) -> Result<ScopeSet> {
     let sets = conn
         .prepare_cached(
             "SELECT g.permissions FROM group_members m JOIN groups g ON g.id = m.group_id WHERE m.user_id = ?1",
         )
         .and_then(|mut st| {
-            st.query_map([user.to_string()], |r| r.get::<_, ScopeSet>(0))?.collect::<rusqlite::Result<Vec<_>>>()
+            st.query_map([user.to_string()], |r| r.get::<_, ScopeSet>(0))?.collect::<super::conn::DbResult<Vec<_>>>()
         })
         .map_err(db_error)?;
     Ok(sets.iter().flat_map(ScopeSet::iter).cloned().collect())
 }
 
 /// Fills a user's groups and effective permissions (own ∪ their groups').
-pub fn fill_membership(conn: &Connection, user: &mut User) -> Result<()> {
+pub fn fill_membership(conn: &Conn, user: &mut User) -> Result<()> {
     let rows = conn
         .prepare_cached(
             "SELECT g.id, g.display_name, g.permissions FROM group_members m JOIN groups g ON g.id = m.group_id
@@ -210,7 +210,7 @@ pub fn fill_membership(conn: &Connection, user: &mut User) -> Result<()> {
             st.query_map([user.id.to_string()], |r| {
                 Ok((GroupRef { id: r.get(0)?, display_name: r.get(1)? }, r.get::<_, ScopeSet>(2)?))
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()
+            .collect::<super::conn::DbResult<Vec<_>>>()
         })
         .map_err(db_error)?;
     if rows.is_empty() {

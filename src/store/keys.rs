@@ -1,6 +1,7 @@
 //! Signing keys as the audit log last recorded them (`signing_keys` rows).
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::conn::{Conn, OptionalExtension};
+use rusqlite::params;
 
 use super::db::db_error;
 use super::query::exec;
@@ -9,14 +10,14 @@ use crate::domain::*;
 
 /// The signing keys of `purpose` ("agent" or "api") as the audit log last recorded them:
 /// (kid, "active" | "retired"), by kid.
-pub fn recorded_signing_keys(conn: &Connection, purpose: &str) -> Result<Vec<(u32, String)>> {
+pub fn recorded_signing_keys(conn: &Conn, purpose: &str) -> Result<Vec<(u32, String)>> {
     conn.prepare_cached("SELECT kid, status FROM signing_keys WHERE purpose = ?1 ORDER BY kid")
         .and_then(|mut st| st.query_map([purpose], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .map_err(db_error)
 }
 
 /// The last recorded status of a signing key, if it was ever recorded.
-pub fn signing_key_status(conn: &Connection, purpose: &str, kid: u32) -> Result<Option<String>> {
+pub fn signing_key_status(conn: &Conn, purpose: &str, kid: u32) -> Result<Option<String>> {
     conn.prepare_cached("SELECT status FROM signing_keys WHERE purpose = ?1 AND kid = ?2")
         .and_then(|mut st| st.query_row(params![purpose, kid], |r| r.get(0)).optional())
         .map_err(db_error)

@@ -60,15 +60,16 @@ fn refuse_newer(conn: &Connection) -> Result<()> {
     let has_table: bool = conn
         .query_row(
             "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')",
-            [],
+            rusqlite::params![],
             |r| r.get(0),
         )
         .map_err(db_error)?;
     if !has_table {
         return Ok(());
     }
-    let newest: Option<i64> =
-        conn.query_row("SELECT max(version) FROM schema_migrations", [], |r| r.get(0)).map_err(db_error)?;
+    let newest: Option<i64> = conn
+        .query_row("SELECT max(version) FROM schema_migrations", rusqlite::params![], |r| r.get(0))
+        .map_err(db_error)?;
     match newest {
         Some(newest) if newest > known => Err(crate::domain::Error::Unavailable(format!(
             "the database was migrated by a newer tether (schema {newest}; this binary knows up to {known}): \
@@ -82,15 +83,16 @@ pub(super) fn apply(conn: &mut Connection, migrations: &[(i64, &str, &str)]) -> 
     // A migration that rebuilds a table (SQLite cannot drop NOT NULL or widen a CHECK in place)
     // drops a table others reference: SQLite's procedure turns foreign keys off around it, which
     // only works outside a transaction, and checks them all once it is done.
-    let enforced: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).map_err(db_error)?;
+    let enforced: bool = conn.query_row("PRAGMA foreign_keys", rusqlite::params![], |r| r.get(0)).map_err(db_error)?;
     conn.execute_batch("PRAGMA foreign_keys = OFF").map_err(db_error)?;
     let applied = apply_each(conn, migrations);
     if enforced {
         conn.execute_batch("PRAGMA foreign_keys = ON").map_err(db_error)?;
     }
     let applied = applied?;
-    let dangling: i64 =
-        conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).map_err(db_error)?;
+    let dangling: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", rusqlite::params![], |r| r.get(0))
+        .map_err(db_error)?;
     if dangling > 0 {
         return Err(crate::domain::Error::Unavailable(format!(
             "after the migrations, {dangling} rows reference rows that do not exist"
@@ -139,9 +141,11 @@ mod tests {
         assert_eq!(run(&mut conn).expect("first run"), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]);
         assert!(run(&mut conn).expect("second run").is_empty());
         let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'",
+                rusqlite::params![],
+                |r| r.get(0),
+            )
             .expect("query");
         assert_eq!(tables, 1);
     }
@@ -164,13 +168,17 @@ mod tests {
         .expect("a session written under the old schema");
         assert_eq!(run(&mut conn).expect("0005 and later"), vec![5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]);
         let (status, scopes, expires_at): (String, String, i64) = conn
-            .query_row("SELECT status, scopes, expires_at FROM sessions WHERE id = 's'", [], |r| {
+            .query_row("SELECT status, scopes, expires_at FROM sessions WHERE id = 's'", rusqlite::params![], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .expect("the session survives");
         assert_eq!((status.as_str(), scopes.as_str(), expires_at), ("active", "[\"mail:read\"]", 9));
         let still_active: i64 = conn
-            .query_row("SELECT count(*) FROM sessions WHERE user_id = 'u' AND status = 'active'", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM sessions WHERE user_id = 'u' AND status = 'active'",
+                rusqlite::params![],
+                |r| r.get(0),
+            )
             .expect("the cascade index still answers");
         assert_eq!(still_active, 1);
         assert!(conn.prepare("SELECT revocation_id FROM sessions").is_err(), "the column is gone");
@@ -195,14 +203,16 @@ mod tests {
         let user: (String, Option<String>, String, String, i64) = conn
             .query_row(
                 "SELECT external_id, user_name, display_name, status, created_at FROM users WHERE id = 'u'",
-                [],
+                rusqlite::params![],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .expect("the user survives");
         assert_eq!(user, ("ext".into(), None, "Ada".into(), "disabled".into(), 7));
-        let kid: i64 = conn.query_row("SELECT kid FROM credentials WHERE id = 'c'", [], |r| r.get(0)).expect("kept");
+        let kid: i64 = conn
+            .query_row("SELECT kid FROM credentials WHERE id = 'c'", rusqlite::params![], |r| r.get(0))
+            .expect("kept");
         assert_eq!(kid, 2);
-        let enforced: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).expect("pragma");
+        let enforced: bool = conn.query_row("PRAGMA foreign_keys", rusqlite::params![], |r| r.get(0)).expect("pragma");
         assert!(enforced, "foreign keys are enforced again after the migrations");
         let dangling = conn.execute(
             "INSERT INTO delegations (id, user_id, agent_id, integration_id, platform_id, scopes, status, created_at)
@@ -324,7 +334,8 @@ mod tests {
         conn.execute("INSERT INTO schema_migrations VALUES (?1, 'from_the_future', 0)", [newer]).expect("record");
         let refused = run(&mut conn).expect_err("refused");
         assert!(refused.to_string().contains("newer tether"), "{refused}");
-        let recorded: i64 = conn.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0)).expect("count");
+        let recorded: i64 =
+            conn.query_row("SELECT count(*) FROM schema_migrations", rusqlite::params![], |r| r.get(0)).expect("count");
         assert_eq!(recorded, MIGRATIONS.len() as i64 + 1);
     }
 

@@ -4,13 +4,14 @@
 //! Only this module talks to the database. Writes are closures over a [`Tx`] run by the writer
 //! thread; reads run on a small pool of read-only connections off the async executor.
 //!
-//! Each module of a thing reads on a `&Connection` (a read inside the write transaction passes
+//! Each module of a thing reads on a `&Conn` (a read inside the write transaction passes
 //! `tx.conn()`) and writes on a `&Tx`; appending to the audit log, which moves the transaction's
 //! chain head, takes `&mut Tx`. Modules refer to each other by their own paths, never through the
 //! re-exports below, so the module graph has no cycle (tests/module_graph.rs).
 
 pub mod audit;
 pub mod audit_listing;
+pub mod conn;
 pub mod console;
 pub mod coverage;
 pub mod credentials;
@@ -22,6 +23,7 @@ pub mod keys;
 pub mod matching;
 pub mod migrate;
 pub mod platforms;
+pub mod postgres;
 pub mod query;
 pub mod rows;
 pub mod sessions;
@@ -32,7 +34,8 @@ pub mod users;
 pub mod webhooks;
 pub mod writer;
 
-pub use db::{database_path, db_error, open_connection, ReadPool, PAGE_SIZE};
+pub use conn::{Conn, DbError, Dialect};
+pub use db::{database_path, db_error, open_connection, Database, ReadPool, PAGE_SIZE};
 pub use query::{Page, PageRequest};
 pub use tx::{Effect, Tx, Withdrawn};
 pub use writer::{Writer, WriterStats};
@@ -40,16 +43,18 @@ pub use writer::{Writer, WriterStats};
 /// Query-plan checks for tests: which index a statement searches on a fully migrated database.
 #[cfg(test)]
 pub(crate) mod query_plan {
+    use super::conn::Conn;
     use rusqlite::Connection;
 
-    pub fn migrated() -> Connection {
+    pub fn migrated() -> Conn {
         let mut conn = Connection::open_in_memory().expect("in-memory db");
         super::migrate::run(&mut conn).expect("migrate");
-        conn
+        Conn::Sqlite(conn)
     }
 
     /// SQLite's plan steps for `sql` bound to `params`.
-    pub fn plan(conn: &Connection, sql: &str, params: &[rusqlite::types::Value]) -> Vec<String> {
+    pub fn plan(conn: &Conn, sql: &str, params: &[rusqlite::types::Value]) -> Vec<String> {
+        let conn = conn.sqlite().expect("query plans are SQLite's");
         conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .and_then(|mut st| st.query_map(rusqlite::params_from_iter(params), |r| r.get::<_, String>(3))?.collect())
             .expect("plan")
@@ -61,9 +66,10 @@ pub(crate) mod query_plan {
     }
 
     /// Every `audit_causes` row: (cause, last event), by cause.
-    pub fn audit_causes(conn: &Connection) -> Vec<(i64, i64)> {
+    pub fn audit_causes(conn: &Conn) -> Vec<(i64, i64)> {
+        let conn = conn.sqlite().expect("a SQLite test database");
         conn.prepare("SELECT cause_seq, last_seq FROM audit_causes ORDER BY cause_seq")
-            .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .and_then(|mut st| st.query_map(rusqlite::params![], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .expect("audit_causes rows")
     }
 }

@@ -1,14 +1,14 @@
 //! Platforms and what they own, agents and integrations: rows, reads by visibility, status changes.
 
+use super::conn::Conn;
 use rusqlite::params;
-use rusqlite::Connection;
 
 use super::query::{exec, scope_platform_owned, text, Page, PageRequest, Select};
 use super::rows;
 use super::tx::Tx;
 use crate::domain::*;
 
-pub fn get_platform(conn: &Connection, vis: Visibility, id: PlatformId) -> Result<Platform> {
+pub fn get_platform(conn: &Conn, vis: Visibility, id: PlatformId) -> Result<Platform> {
     let mut q = Select::new(rows::PLATFORM_COLUMNS, "platforms");
     q.and("id = ?", text(id));
     match vis.reach() {
@@ -23,7 +23,7 @@ pub fn get_platform(conn: &Connection, vis: Visibility, id: PlatformId) -> Resul
     q.one(conn, rows::platform)?.ok_or(Error::NotFound("platform"))
 }
 
-pub fn list_platforms(conn: &Connection, vis: Visibility, page: &PageRequest) -> Result<Page<Platform>> {
+pub fn list_platforms(conn: &Conn, vis: Visibility, page: &PageRequest) -> Result<Page<Platform>> {
     let mut q = Select::new(rows::PLATFORM_COLUMNS, "platforms");
     match vis.reach() {
         Reach::All => {}
@@ -46,14 +46,14 @@ pub fn insert_platform(tx: &Tx<'_>, p: &Platform) -> Result<()> {
     .map(drop)
 }
 
-pub fn get_agent(conn: &Connection, vis: Visibility, id: AgentId) -> Result<Agent> {
+pub fn get_agent(conn: &Conn, vis: Visibility, id: AgentId) -> Result<Agent> {
     let mut q = Select::new(rows::AGENT_COLUMNS, "agents");
     q.and("id = ?", text(id));
     scope_platform_owned(&mut q, vis);
     q.one(conn, rows::agent)?.ok_or(Error::NotFound("agent"))
 }
 
-pub fn list_agents(conn: &Connection, vis: Visibility, page: &PageRequest) -> Result<Page<Agent>> {
+pub fn list_agents(conn: &Conn, vis: Visibility, page: &PageRequest) -> Result<Page<Agent>> {
     let mut q = Select::new(rows::AGENT_COLUMNS, "agents");
     scope_platform_owned(&mut q, vis);
     q.page(conn, page, rows::agent, |a| a.id.to_string())
@@ -75,14 +75,14 @@ pub fn insert_agent(tx: &Tx<'_>, a: &Agent) -> Result<()> {
     .map(drop)
 }
 
-pub fn get_integration(conn: &Connection, vis: Visibility, id: IntegrationId) -> Result<Integration> {
+pub fn get_integration(conn: &Conn, vis: Visibility, id: IntegrationId) -> Result<Integration> {
     let mut q = Select::new(rows::INTEGRATION_COLUMNS, "integrations");
     q.and("id = ?", text(id));
     scope_platform_owned(&mut q, vis);
     q.one(conn, rows::integration)?.ok_or(Error::NotFound("integration"))
 }
 
-pub fn list_integrations(conn: &Connection, vis: Visibility, page: &PageRequest) -> Result<Page<Integration>> {
+pub fn list_integrations(conn: &Conn, vis: Visibility, page: &PageRequest) -> Result<Page<Integration>> {
     let mut q = Select::new(rows::INTEGRATION_COLUMNS, "integrations");
     scope_platform_owned(&mut q, vis);
     q.page(conn, page, rows::integration, |i| i.id.to_string())

@@ -1,8 +1,8 @@
 //! The query builder and what every listing shares: `Select`, `Page`/`PageRequest`, the tenancy
 //! filters that turn a caller's `Visibility` into a `WHERE` clause, and the statement helper of writes.
 
+use super::conn::{Conn, OptionalExtension, Row};
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::db::db_error;
@@ -55,20 +55,16 @@ impl Select {
         self
     }
 
-    pub(super) fn rows<T>(
-        &self,
-        conn: &Connection,
-        map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>> {
+    pub(super) fn rows<T>(&self, conn: &Conn, map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>) -> Result<Vec<T>> {
         let mut st = conn.prepare_cached(&self.sql).map_err(db_error)?;
-        let rows = st.query_map(rusqlite::params_from_iter(self.params.iter()), map).map_err(db_error)?;
-        rows.collect::<rusqlite::Result<Vec<T>>>().map_err(db_error)
+        let rows = st.query_map(&self.params, map).map_err(db_error)?;
+        rows.collect::<super::conn::DbResult<Vec<T>>>().map_err(db_error)
     }
 
     /// Pages by the text primary key `id` (UUIDv7 ids sort by creation time).
     pub(super) fn page<T>(
         mut self,
-        conn: &Connection,
+        conn: &Conn,
         page: &PageRequest,
         map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
         id_of: impl Fn(&T) -> String,
@@ -88,13 +84,9 @@ impl Select {
         Ok(Page { items, next_cursor })
     }
 
-    pub(super) fn one<T>(
-        &self,
-        conn: &Connection,
-        map: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Option<T>> {
+    pub(super) fn one<T>(&self, conn: &Conn, map: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>) -> Result<Option<T>> {
         let mut st = conn.prepare_cached(&self.sql).map_err(db_error)?;
-        st.query_row(rusqlite::params_from_iter(self.params.iter()), map).optional().map_err(db_error)
+        st.query_row(&self.params, map).optional().map_err(db_error)
     }
 }
 
@@ -131,6 +123,6 @@ pub(super) fn scope_platform_owned(q: &mut Select, vis: Visibility) {
     }
 }
 
-pub(super) fn exec(tx: &Tx<'_>, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+pub(super) fn exec(tx: &Tx<'_>, sql: &str, params: impl super::conn::Params) -> Result<usize> {
     tx.conn().prepare_cached(sql).and_then(|mut st| st.execute(params)).map_err(db_error)
 }

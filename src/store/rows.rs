@@ -1,7 +1,7 @@
 //! Row → domain mapping: every column read from SQLite is parsed into its domain type here.
 
+use super::conn::Row;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
-use rusqlite::Row;
 
 use crate::audit::{Actor, ActorKind, AuditEvent, Subject};
 use crate::domain::*;

@@ -1,8 +1,9 @@
 //! Sessions: rows, reads by visibility, the active ones a cascade revokes, ancestry, last-seen,
 //! the live rows loaded at start-up, and their access- and refresh-token rows.
 
+use super::conn::{Conn, OptionalExtension};
+use rusqlite::params;
 use rusqlite::types::Value;
-use rusqlite::{params, Connection, OptionalExtension};
 
 use super::db::db_error;
 use super::query::{exec, scope_tenant, text, Page, PageRequest, Select};
@@ -19,7 +20,7 @@ pub struct SessionFilter {
     pub status: Option<SessionStatus>,
 }
 
-pub fn get_session(conn: &Connection, vis: Visibility, id: SessionId, now: Timestamp) -> Result<Session> {
+pub fn get_session(conn: &Conn, vis: Visibility, id: SessionId, now: Timestamp) -> Result<Session> {
     let mut q = Select::new(rows::SESSION_COLUMNS, "sessions");
     q.and("id = ?", text(id));
     scope_tenant(&mut q, vis);
@@ -27,7 +28,7 @@ pub fn get_session(conn: &Connection, vis: Visibility, id: SessionId, now: Times
 }
 
 pub fn list_sessions(
-    conn: &Connection,
+    conn: &Conn,
     vis: Visibility,
     filter: &SessionFilter,
     page: &PageRequest,
@@ -135,7 +136,7 @@ impl ActiveSession {
 const ACTIVE_SESSION_COLUMNS: &str =
     "s.rowid, s.id, s.user_id, s.agent_id, s.integration_id, s.delegation_id, s.scopes, s.expires_at, s.platform_id";
 
-fn active_session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActiveSession> {
+fn active_session_row(r: &super::conn::Row<'_>) -> rusqlite::Result<ActiveSession> {
     Ok(ActiveSession {
         row: r.get(0)?,
         id: r.get(1)?,
@@ -160,7 +161,7 @@ pub enum SessionsOf {
 
 /// Active, unexpired sessions (an expired session is already not active; revoking it would
 /// write an event that changes nothing), oldest first; a user's delegation by delegation.
-pub fn active_sessions(conn: &Connection, now: Timestamp, of: SessionsOf) -> Result<Vec<ActiveSession>> {
+pub fn active_sessions(conn: &Conn, now: Timestamp, of: SessionsOf) -> Result<Vec<ActiveSession>> {
     let (column, key) = match of {
         SessionsOf::User(user) => return active_sessions_of_user(conn, now, user),
         SessionsOf::Delegation(d) => ("delegation_id", d.to_string()),
@@ -169,12 +170,12 @@ pub fn active_sessions(conn: &Connection, now: Timestamp, of: SessionsOf) -> Res
     };
     let mut st = conn.prepare_cached(&active_sessions_query(column)).map_err(db_error)?;
     let found = st.query_map(params![key, now.millis()], active_session_row).map_err(db_error)?;
-    found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    found.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
 
 /// A session's user is its delegation's: the user's delegations lead to every one of them
 /// through the only "active" index a revocation has to update (migration 0009).
-fn active_sessions_of_user(conn: &Connection, now: Timestamp, user: UserId) -> Result<Vec<ActiveSession>> {
+fn active_sessions_of_user(conn: &Conn, now: Timestamp, user: UserId) -> Result<Vec<ActiveSession>> {
     let delegations: Vec<DelegationId> = conn
         .prepare_cached("SELECT id FROM delegations WHERE user_id = ?1 ORDER BY id")
         .and_then(|mut st| st.query_map([user.to_string()], |r| r.get(0))?.collect())
@@ -199,14 +200,14 @@ pub(super) fn active_sessions_query(column: &'static str) -> String {
 /// `session.revoked` event revokes its own subject in the same transaction, so the events of the
 /// range name the sessions it revoked: read in seq order, no index on `revoked_by_seq` needed.
 pub fn active_children_of_revoked(
-    conn: &Connection,
+    conn: &Conn,
     now: Timestamp,
     from_seq: i64,
     to_seq: i64,
 ) -> Result<Vec<ActiveSession>> {
     let mut st = conn.prepare_cached(&CHILDREN_OF_REVOKED).map_err(db_error)?;
     let found = st.query_map(params![from_seq, to_seq, now.millis()], active_session_row).map_err(db_error)?;
-    found.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    found.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
 
 pub(super) static CHILDREN_OF_REVOKED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -219,14 +220,14 @@ pub(super) static CHILDREN_OF_REVOKED: std::sync::LazyLock<String> = std::sync::
 });
 
 /// Depth of a session in its sub-agent tree (0 for a top-level session).
-pub fn session_depth(conn: &Connection, id: SessionId) -> Result<i64> {
+pub fn session_depth(conn: &Conn, id: SessionId) -> Result<i64> {
     conn.prepare_cached("SELECT depth FROM sessions WHERE id = ?1")
         .and_then(|mut st| st.query_row([id.to_string()], |r| r.get(0)))
         .map_err(db_error)
 }
 
 /// A session and its ancestors, nearest first: (session, agent) pairs for a token's chain.
-pub fn session_ancestry(conn: &Connection, id: SessionId) -> Result<Vec<(SessionId, AgentId)>> {
+pub fn session_ancestry(conn: &Conn, id: SessionId) -> Result<Vec<(SessionId, AgentId)>> {
     let mut chain = Vec::new();
     let mut next = Some(id);
     let mut st = conn.prepare_cached("SELECT agent_id, parent_id FROM sessions WHERE id = ?1").map_err(db_error)?;
@@ -270,7 +271,7 @@ pub struct LiveRow {
 }
 
 /// Every session whose tokens could still verify: unexpired ones, revoked or not.
-pub fn live_sessions(conn: &Connection, now: Timestamp, mut each: impl FnMut(LiveRow)) -> Result<()> {
+pub fn live_sessions(conn: &Conn, now: Timestamp, mut each: impl FnMut(LiveRow)) -> Result<()> {
     let mut st = conn.prepare("SELECT id, status, expires_at FROM sessions WHERE expires_at > ?1").map_err(db_error)?;
     let mut rows = st.query([now.millis()]).map_err(db_error)?;
     while let Some(r) = rows.next().map_err(db_error)? {
@@ -316,7 +317,7 @@ pub struct StoredRefreshToken {
     pub used: bool,
 }
 
-pub fn find_refresh_token(conn: &Connection, hash: &str) -> Result<Option<StoredRefreshToken>> {
+pub fn find_refresh_token(conn: &Conn, hash: &str) -> Result<Option<StoredRefreshToken>> {
     conn.prepare_cached("SELECT session_id, used_at IS NOT NULL FROM refresh_tokens WHERE hash = ?1")
         .and_then(|mut st| {
             st.query_row([hash], |r| Ok(StoredRefreshToken { session_id: r.get(0)?, used: r.get(1)? })).optional()

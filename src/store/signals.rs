@@ -1,6 +1,7 @@
 //! Signal sources (registered Shared Signals transmitters) and the SETs received from them.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::conn::{Conn, OptionalExtension, Row};
+use rusqlite::params;
 
 use super::db::db_error;
 use super::query::{exec, Page, PageRequest, Select};
@@ -66,25 +67,25 @@ pub fn insert_source(tx: &Tx<'_>, s: &SourceRow, push_auth_hash: &str) -> Result
     .map(drop)
 }
 
-pub fn get_source(conn: &Connection, id: SignalSourceId) -> Result<SourceRow> {
+pub fn get_source(conn: &Conn, id: SignalSourceId) -> Result<SourceRow> {
     let mut q = Select::new(COLUMNS, "signal_sources");
     q.and("id = ?", id.to_string());
     q.one(conn, source_row)?.ok_or(Error::NotFound("signal source"))
 }
 
 /// A source with the hash of its push authorization, for the push endpoint; `None` if absent.
-pub fn get_source_for_push(conn: &Connection, id: SignalSourceId) -> Result<Option<(SourceRow, String)>> {
+pub fn get_source_for_push(conn: &Conn, id: SignalSourceId) -> Result<Option<(SourceRow, String)>> {
     conn.prepare_cached(&format!("SELECT {COLUMNS}, push_auth_hash FROM signal_sources WHERE id = ?1"))
         .and_then(|mut st| st.query_row(params![id.to_string()], |r| Ok((source_row(r)?, r.get(10)?))).optional())
         .map_err(db_error)
 }
 
-pub fn list_sources(conn: &Connection, page: &PageRequest) -> Result<Page<SourceRow>> {
+pub fn list_sources(conn: &Conn, page: &PageRequest) -> Result<Page<SourceRow>> {
     Select::new(COLUMNS, "signal_sources").page(conn, page, source_row, |s| s.id.to_string())
 }
 
 /// Every active source, for checking a JWT signed by one of them (Global Token Revocation).
-pub fn active_sources(conn: &Connection) -> Result<Vec<SourceRow>> {
+pub fn active_sources(conn: &Conn) -> Result<Vec<SourceRow>> {
     let mut q = Select::new(COLUMNS, "signal_sources");
     q.and_static("status = 'active'");
     q.rows(conn, source_row)
@@ -100,7 +101,7 @@ pub fn disable_source(tx: &Tx<'_>, id: SignalSourceId) -> Result<()> {
 }
 
 /// The audit seq that recorded this SET if it was received before.
-pub fn received_before(conn: &Connection, source: SignalSourceId, jti: &str) -> Result<Option<i64>> {
+pub fn received_before(conn: &Conn, source: SignalSourceId, jti: &str) -> Result<Option<i64>> {
     conn.prepare_cached("SELECT event_seq FROM signals_received WHERE source_id = ?1 AND jti = ?2")
         .and_then(|mut st| st.query_row(params![source.to_string(), jti], |r| r.get(0)).optional())
         .map_err(db_error)

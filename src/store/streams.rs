@@ -1,7 +1,8 @@
 //! Shared Signals streams (SSF §8), the subjects added to or removed from them, and their SET
 //! outbox: one row per SET per stream, written in the transaction of the change it tells of.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::conn::{Conn, OptionalExtension, Row};
+use rusqlite::params;
 use serde::Serialize;
 
 use super::db::db_error;
@@ -54,7 +55,7 @@ fn stream_row(r: &Row<'_>) -> rusqlite::Result<StoredStream> {
 }
 
 /// A stream of this receiver, not deleted; another receiver's stream is "not found".
-pub fn get_stream(conn: &Connection, receiver: CredentialId, id: &str) -> Result<StoredStream> {
+pub fn get_stream(conn: &Conn, receiver: CredentialId, id: &str) -> Result<StoredStream> {
     conn.prepare_cached(&format!(
         "SELECT {STREAM_COLUMNS} FROM ssf_streams WHERE id = ?1 AND receiver_id = ?2 AND deleted_at IS NULL"
     ))
@@ -64,14 +65,14 @@ pub fn get_stream(conn: &Connection, receiver: CredentialId, id: &str) -> Result
 }
 
 /// Every live stream of this receiver, oldest first.
-pub fn list_streams(conn: &Connection, receiver: CredentialId) -> Result<Vec<StoredStream>> {
+pub fn list_streams(conn: &Conn, receiver: CredentialId) -> Result<Vec<StoredStream>> {
     let mut st = conn
         .prepare_cached(&format!(
             "SELECT {STREAM_COLUMNS} FROM ssf_streams WHERE receiver_id = ?1 AND deleted_at IS NULL ORDER BY id"
         ))
         .map_err(db_error)?;
     let rows = st.query_map(params![receiver.to_string()], stream_row).map_err(db_error)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    rows.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
 
 pub fn insert_stream(tx: &Tx<'_>, s: &StoredStream) -> Result<()> {
@@ -170,7 +171,7 @@ pub struct Target {
 }
 
 /// Streams that take new SETs (enabled or paused, not deleted), read once per command.
-pub fn live_targets(conn: &Connection) -> Result<Vec<Target>> {
+pub fn live_targets(conn: &Conn) -> Result<Vec<Target>> {
     let mut st = conn
         .prepare_cached(
             "SELECT s.id, s.platform_id, s.events_requested,
@@ -180,7 +181,7 @@ pub fn live_targets(conn: &Connection) -> Result<Vec<Target>> {
         )
         .map_err(db_error)?;
     let rows = st
-        .query_map([], |r| {
+        .query_map(rusqlite::params![], |r| {
             let platform: Option<String> = r.get(1)?;
             let events: String = r.get(2)?;
             let excluded: String = r.get(3)?;
@@ -192,7 +193,7 @@ pub fn live_targets(conn: &Connection) -> Result<Vec<Target>> {
             })
         })
         .map_err(db_error)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    rows.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
 
 /// One SET to queue for one stream.
@@ -253,7 +254,7 @@ fn queued_row(r: &Row<'_>) -> rusqlite::Result<QueuedSet> {
 /// Push streams that are enabled and have a SET pending.
 /// Push streams that are enabled and whose oldest pending SET is due at `now` (a stream waiting
 /// for a retry is not listed until then).
-pub fn push_streams_due(conn: &Connection, now: Timestamp) -> Result<Vec<String>> {
+pub fn push_streams_due(conn: &Conn, now: Timestamp) -> Result<Vec<String>> {
     conn.prepare_cached(
         "SELECT s.id FROM ssf_streams s
          WHERE s.deleted_at IS NULL AND s.status = 'enabled' AND s.delivery_method = 'urn:ietf:rfc:8935'
@@ -269,7 +270,7 @@ pub fn push_streams_due(conn: &Connection, now: Timestamp) -> Result<Vec<String>
 /// a SET waiting for its retry holds back those after it).
 ///
 /// Only SETs after `after` (a row id) are read: a batch being posted is pending too.
-pub fn due_batch(conn: &Connection, stream: &str, now: Timestamp, after: i64, max: usize) -> Result<Vec<QueuedSet>> {
+pub fn due_batch(conn: &Conn, stream: &str, now: Timestamp, after: i64, max: usize) -> Result<Vec<QueuedSet>> {
     let sql = format!(
         "SELECT {QUEUED_COLUMNS} WHERE o.stream_id = ?1 AND o.status = 'pending' AND o.id > ?3 ORDER BY o.id LIMIT ?2"
     );
@@ -277,7 +278,7 @@ pub fn due_batch(conn: &Connection, stream: &str, now: Timestamp, after: i64, ma
     let rows = st
         .query_map(params![stream, max as i64, after], |r| Ok((queued_row(r)?, r.get::<_, i64>(10)?)))
         .map_err(db_error)?
-        .collect::<rusqlite::Result<Vec<_>>>()
+        .collect::<super::conn::DbResult<Vec<_>>>()
         .map_err(db_error)?;
     Ok(rows.into_iter().take_while(|(_, due)| *due <= now.millis()).map(|(set, _)| set).collect())
 }
@@ -351,13 +352,13 @@ pub fn record_push(
 }
 
 /// Up to `max` pending SETs of a poll stream, oldest first, and whether more are pending.
-pub fn pending_for_poll(conn: &Connection, stream: &str, max: usize) -> Result<(Vec<QueuedSet>, bool)> {
+pub fn pending_for_poll(conn: &Conn, stream: &str, max: usize) -> Result<(Vec<QueuedSet>, bool)> {
     let sql = format!("SELECT {QUEUED_COLUMNS} WHERE o.stream_id = ?1 AND o.status = 'pending' ORDER BY o.id LIMIT ?2");
     let mut st = conn.prepare_cached(&sql).map_err(db_error)?;
     let mut sets = st
         .query_map(params![stream, (max + 1) as i64], queued_row)
         .map_err(db_error)?
-        .collect::<rusqlite::Result<Vec<_>>>()
+        .collect::<super::conn::DbResult<Vec<_>>>()
         .map_err(db_error)?;
     let more = sets.len() > max;
     sets.truncate(max);
@@ -410,7 +411,7 @@ pub struct ReceiverAck {
 }
 
 /// Every receiver told of the trigger `seq`, and whether and when it acknowledged.
-pub fn receivers_of(conn: &Connection, seq: i64) -> Result<Vec<ReceiverAck>> {
+pub fn receivers_of(conn: &Conn, seq: i64) -> Result<Vec<ReceiverAck>> {
     let row = |kind: &'static str| {
         move |r: &Row<'_>| -> rusqlite::Result<ReceiverAck> {
             let (queued, acknowledged): (i64, i64) = (r.get(1)?, r.get(2)?);
@@ -432,7 +433,7 @@ pub fn receivers_of(conn: &Connection, seq: i64) -> Result<Vec<ReceiverAck>> {
                     max(acknowledged_at)
              FROM ssf_outbox WHERE trigger_seq = ?1 GROUP BY stream_id ORDER BY stream_id",
         )
-        .and_then(|mut st| st.query_map(params![seq], row("ssf_stream"))?.collect::<rusqlite::Result<Vec<_>>>())
+        .and_then(|mut st| st.query_map(params![seq], row("ssf_stream"))?.collect::<super::conn::DbResult<Vec<_>>>())
         .map_err(db_error)?;
     // A trigger's caused events lie between it and the last it led to (`audit_causes`).
     let webhooks = conn
@@ -442,7 +443,7 @@ pub fn receivers_of(conn: &Connection, seq: i64) -> Result<Vec<ReceiverAck>> {
              WHERE event_seq BETWEEN ?1 AND coalesce((SELECT last_seq FROM audit_causes WHERE cause_seq = ?1), ?1)
              GROUP BY webhook_id ORDER BY webhook_id",
         )
-        .and_then(|mut st| st.query_map(params![seq], row("webhook"))?.collect::<rusqlite::Result<Vec<_>>>())
+        .and_then(|mut st| st.query_map(params![seq], row("webhook"))?.collect::<super::conn::DbResult<Vec<_>>>())
         .map_err(db_error)?;
     out.extend(webhooks);
     Ok(out)
@@ -450,21 +451,21 @@ pub fn receivers_of(conn: &Connection, seq: i64) -> Result<Vec<ReceiverAck>> {
 
 /// Whether the user has ever had a delegation on the platform: what makes them one of that
 /// platform's users for a platform-bound receiver.
-pub fn user_on_platform(conn: &Connection, user: UserId, platform: PlatformId) -> Result<bool> {
+pub fn user_on_platform(conn: &Conn, user: UserId, platform: PlatformId) -> Result<bool> {
     conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM delegations WHERE user_id = ?1 AND platform_id = ?2)")
         .and_then(|mut st| st.query_row(params![user.to_string(), platform.to_string()], |r| r.get(0)))
         .map_err(db_error)
 }
 
 /// The user with this email, if any.
-pub fn user_by_email(conn: &Connection, email: &str) -> Result<Option<UserId>> {
+pub fn user_by_email(conn: &Conn, email: &str) -> Result<Option<UserId>> {
     conn.prepare_cached("SELECT id FROM users WHERE email = ?1")
         .and_then(|mut st| st.query_row(params![email], |r| r.get(0)).optional())
         .map_err(db_error)
 }
 
 /// A user's email, where known.
-pub fn email_of(conn: &Connection, user: UserId) -> Result<Option<String>> {
+pub fn email_of(conn: &Conn, user: UserId) -> Result<Option<String>> {
     conn.prepare_cached("SELECT email FROM users WHERE id = ?1")
         .and_then(|mut st| st.query_row(params![user.to_string()], |r| r.get::<_, Option<String>>(0)).optional())
         .map(Option::flatten)
@@ -472,21 +473,21 @@ pub fn email_of(conn: &Connection, user: UserId) -> Result<Option<String>> {
 }
 
 /// The user and platform of a session, if it exists.
-pub fn session_owner(conn: &Connection, session: SessionId) -> Result<Option<(UserId, PlatformId)>> {
+pub fn session_owner(conn: &Conn, session: SessionId) -> Result<Option<(UserId, PlatformId)>> {
     conn.prepare_cached("SELECT user_id, platform_id FROM sessions WHERE id = ?1")
         .and_then(|mut st| st.query_row(params![session.to_string()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(db_error)
 }
 
 /// The platform of an integration, if it exists.
-pub fn integration_platform(conn: &Connection, integration: IntegrationId) -> Result<Option<PlatformId>> {
+pub fn integration_platform(conn: &Conn, integration: IntegrationId) -> Result<Option<PlatformId>> {
     conn.prepare_cached("SELECT platform_id FROM integrations WHERE id = ?1")
         .and_then(|mut st| st.query_row(params![integration.to_string()], |r| r.get(0)).optional())
         .map_err(db_error)
 }
 
 /// Whether the user exists.
-pub fn user_exists(conn: &Connection, user: UserId) -> Result<bool> {
+pub fn user_exists(conn: &Conn, user: UserId) -> Result<bool> {
     conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM users WHERE id = ?1)")
         .and_then(|mut st| st.query_row(params![user.to_string()], |r| r.get(0)))
         .map_err(db_error)

@@ -4,7 +4,7 @@
 //!
 //! This is the only module that writes transaction control statements.
 
-use rusqlite::Connection;
+use super::conn::{Conn, Dialect};
 
 use super::db::db_error;
 use crate::audit::AuditEvent;
@@ -48,7 +48,7 @@ pub struct ChainHead {
 
 /// One command's view of the open write transaction.
 pub struct Tx<'c> {
-    pub(super) conn: &'c Connection,
+    pub(super) conn: &'c Conn,
     pub(super) now: Timestamp,
     pub(super) head: ChainHead,
     effects: Vec<Effect>,
@@ -73,7 +73,7 @@ pub(super) struct Subscriber {
 }
 
 impl<'c> Tx<'c> {
-    pub(super) fn new(conn: &'c Connection, now: Timestamp, head: ChainHead) -> Self {
+    pub(super) fn new(conn: &'c Conn, now: Timestamp, head: ChainHead) -> Self {
         Tx {
             conn,
             now,
@@ -85,7 +85,7 @@ impl<'c> Tx<'c> {
         }
     }
 
-    pub fn conn(&self) -> &Connection {
+    pub fn conn(&self) -> &Conn {
         self.conn
     }
 
@@ -139,20 +139,32 @@ struct Mark {
 /// [`Batch::commit`] (a command alone in its batch failed, a step of the batch failed, the COMMIT
 /// failed), it rolls back.
 pub(super) struct Batch<'c> {
-    conn: &'c Connection,
+    conn: &'c Conn,
     open: bool,
 }
 
 impl<'c> Batch<'c> {
-    /// Begins the transaction. IMMEDIATE takes the write lock now, so the writer never fails with
-    /// `SQLITE_BUSY` upgrading a read transaction.
-    pub(super) fn begin(conn: &'c Connection) -> Result<Self> {
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?;
+    /// Begins the transaction. On SQLite, IMMEDIATE takes the write lock now, so the writer never
+    /// fails with `SQLITE_BUSY` upgrading a read transaction. On PostgreSQL, the audit chain's
+    /// lock row is taken now, for the same reason and one more: every node's appends then commit
+    /// one at a time, so seq order is commit order and a node tailing the log by seq never
+    /// passes a gap that a slower transaction fills later (docs/architecture.md).
+    pub(super) fn begin(conn: &'c Conn) -> Result<Self> {
+        match conn.dialect() {
+            Dialect::Sqlite => conn.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?,
+            Dialect::Postgres => conn
+                .execute_batch("BEGIN; SELECT id FROM audit_chain_lock WHERE id = 1 FOR UPDATE")
+                .map_err(db_error)?,
+        }
         Ok(Batch { conn, open: true })
     }
 
     /// Commits. If the COMMIT fails, the transaction is rolled back before this returns.
     pub(super) fn commit(mut self) -> Result<()> {
+        if self.conn.dialect() == Dialect::Postgres {
+            // Delivered when (and only if) the transaction commits: wakes every node's tailer.
+            self.conn.execute_batch("NOTIFY tether_audit").map_err(db_error)?;
+        }
         self.conn.execute_batch("COMMIT").map_err(db_error)?;
         self.open = false;
         Ok(())
@@ -207,7 +219,7 @@ impl<'t, 'c> CommandScope<'t, 'c> {
     pub(super) fn keep(mut self) -> Result<()> {
         self.tx.record_causes()?;
         if self.savepoint {
-            self.tx.conn.execute_batch("RELEASE command").map_err(db_error)?;
+            self.tx.conn.execute_batch("RELEASE SAVEPOINT command").map_err(db_error)?;
         }
         self.mark = None;
         Ok(())
@@ -222,7 +234,7 @@ impl<'t, 'c> CommandScope<'t, 'c> {
         let Some(mark) = self.mark.take() else { return Ok(()) };
         self.tx.rewind(mark);
         if self.savepoint {
-            self.tx.conn.execute_batch("ROLLBACK TO command; RELEASE command").map_err(db_error)?;
+            self.tx.conn.execute_batch("ROLLBACK TO SAVEPOINT command; RELEASE SAVEPOINT command").map_err(db_error)?;
         }
         Ok(())
     }

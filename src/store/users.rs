@@ -1,7 +1,7 @@
 //! Users: rows, reads by visibility, permissions (a user's status changes through `platforms::set_status`).
 
+use super::conn::{Conn, OptionalExtension};
 use rusqlite::params;
-use rusqlite::{Connection, OptionalExtension};
 
 use super::db::db_error;
 use super::matching::{Column, Match};
@@ -22,7 +22,7 @@ fn scope_users(q: &mut Select, vis: Visibility) {
     }
 }
 
-pub fn get_user(conn: &Connection, vis: Visibility, id: UserId) -> Result<User> {
+pub fn get_user(conn: &Conn, vis: Visibility, id: UserId) -> Result<User> {
     let mut q = Select::new(rows::USER_COLUMNS, "users");
     q.and("id = ?", text(id));
     scope_users(&mut q, vis);
@@ -31,7 +31,7 @@ pub fn get_user(conn: &Connection, vis: Visibility, id: UserId) -> Result<User> 
     Ok(user)
 }
 
-pub fn list_users(conn: &Connection, vis: Visibility, page: &PageRequest) -> Result<Page<User>> {
+pub fn list_users(conn: &Conn, vis: Visibility, page: &PageRequest) -> Result<Page<User>> {
     let mut q = Select::new(rows::USER_COLUMNS, "users");
     scope_users(&mut q, vis);
     let mut page = q.page(conn, page, rows::user, |u| u.id.to_string())?;
@@ -74,7 +74,7 @@ pub enum UserKey<'a> {
 
 /// The user an identity provider's identifier names, ended users included (the caller decides
 /// what an ended user means to it); `None` when no user, or more than one, has it.
-pub fn find_user(conn: &Connection, key: UserKey<'_>) -> Result<Option<User>> {
+pub fn find_user(conn: &Conn, key: UserKey<'_>) -> Result<Option<User>> {
     let mut q = Select::new(rows::USER_COLUMNS, "users");
     match key {
         UserKey::ExternalId(v) => q.and("external_id = ?", v.to_owned()),
@@ -151,18 +151,13 @@ impl Column for UserColumn {
 
 /// One window of the users a filter matches (ended users never), oldest first, and how many
 /// match in all.
-pub fn find_users(
-    conn: &Connection,
-    filter: &Match<UserColumn>,
-    offset: usize,
-    count: usize,
-) -> Result<(usize, Vec<User>)> {
+pub fn find_users(conn: &Conn, filter: &Match<UserColumn>, offset: usize, count: usize) -> Result<(usize, Vec<User>)> {
     let mut clause = String::new();
     let mut values = Vec::new();
     filter.write(&mut clause, &mut values);
     let total: i64 = conn
         .prepare(&format!("SELECT count(*) FROM users WHERE ended_at IS NULL AND {clause}"))
-        .and_then(|mut st| st.query_row(rusqlite::params_from_iter(values.iter()), |r| r.get(0)))
+        .and_then(|mut st| st.query_row(&values, |r| r.get(0)))
         .map_err(db_error)?;
     values.push(rusqlite::types::Value::Integer(count as i64));
     values.push(rusqlite::types::Value::Integer(i64::try_from(offset).unwrap_or(i64::MAX)));
@@ -171,9 +166,7 @@ pub fn find_users(
             "SELECT {} FROM users WHERE ended_at IS NULL AND {clause} ORDER BY id LIMIT ? OFFSET ?",
             rows::USER_COLUMNS
         ))
-        .and_then(|mut st| {
-            st.query_map(rusqlite::params_from_iter(values.iter()), rows::user)?.collect::<rusqlite::Result<Vec<_>>>()
-        })
+        .and_then(|mut st| st.query_map(&values, rows::user)?.collect::<super::conn::DbResult<Vec<_>>>())
         .map_err(db_error)?;
     for user in &mut found {
         super::groups::fill_membership(conn, user)?;
@@ -183,7 +176,7 @@ pub fn find_users(
 
 /// The SCIM attributes kept for a user only to give them back (JSON text), and when SCIM last
 /// changed the user.
-pub fn scim_attributes(conn: &Connection, id: UserId) -> Result<Option<(String, Timestamp)>> {
+pub fn scim_attributes(conn: &Conn, id: UserId) -> Result<Option<(String, Timestamp)>> {
     conn.prepare_cached("SELECT attributes, modified_at FROM user_scim_attributes WHERE user_id = ?1")
         .and_then(|mut st| st.query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(db_error)

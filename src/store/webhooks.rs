@@ -1,7 +1,8 @@
 //! Webhooks, their deliveries and the transactional outbox that queues a delivery with each event.
 
+use super::conn::{Conn, OptionalExtension, Row};
+use rusqlite::params;
 use rusqlite::types::Value;
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::db::db_error;
@@ -53,7 +54,7 @@ fn webhook_row(r: &Row<'_>) -> rusqlite::Result<Webhook> {
 }
 
 /// A webhook visible to its owner (same role and binding), not deleted.
-pub fn get_webhook(conn: &Connection, owner_role: &str, owner_id: &str, id: WebhookId) -> Result<Webhook> {
+pub fn get_webhook(conn: &Conn, owner_role: &str, owner_id: &str, id: WebhookId) -> Result<Webhook> {
     conn.prepare_cached(
         "SELECT id, url, events, created_at FROM webhooks
          WHERE id = ?1 AND owner_role = ?2 AND owner_id = ?3 AND deleted_at IS NULL",
@@ -63,7 +64,7 @@ pub fn get_webhook(conn: &Connection, owner_role: &str, owner_id: &str, id: Webh
     .ok_or(Error::NotFound("webhook"))
 }
 
-pub fn list_webhooks(conn: &Connection, owner_role: &str, owner_id: &str, page: &PageRequest) -> Result<Page<Webhook>> {
+pub fn list_webhooks(conn: &Conn, owner_role: &str, owner_id: &str, page: &PageRequest) -> Result<Page<Webhook>> {
     let mut q = Select::new("id, url, events, created_at", "webhooks");
     q.and("owner_role = ?", Value::Text(owner_role.to_owned()))
         .and("owner_id = ?", Value::Text(owner_id.to_owned()))
@@ -88,14 +89,14 @@ pub fn insert_webhook(tx: &Tx<'_>, webhook: &Webhook, owner_role: &str, owner_id
 }
 
 /// The live webhooks owned by `owner_role`/`owner_id`, as `(id, url)`.
-pub fn webhooks_owned_by(conn: &Connection, owner_role: &str, owner_id: &str) -> Result<Vec<(WebhookId, String)>> {
+pub fn webhooks_owned_by(conn: &Conn, owner_role: &str, owner_id: &str) -> Result<Vec<(WebhookId, String)>> {
     let mut st = conn
         .prepare_cached("SELECT id, url FROM webhooks WHERE owner_role = ?1 AND owner_id = ?2 AND deleted_at IS NULL")
         .map_err(db_error)?;
     let rows = st
         .query_map(params![owner_role, owner_id], |r| Ok((r.get::<_, WebhookId>(0)?, r.get::<_, String>(1)?)))
         .map_err(db_error)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    rows.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
 
 pub fn delete_webhook(tx: &Tx<'_>, id: WebhookId) -> Result<()> {
@@ -109,7 +110,7 @@ pub fn delete_webhook(tx: &Tx<'_>, id: WebhookId) -> Result<()> {
     .map(drop)
 }
 
-pub fn list_deliveries(conn: &Connection, webhook: WebhookId, after_seq: i64, limit: usize) -> Result<Page<Delivery>> {
+pub fn list_deliveries(conn: &Conn, webhook: WebhookId, after_seq: i64, limit: usize) -> Result<Page<Delivery>> {
     let mut st = conn
         .prepare_cached(
             "SELECT event_id, event_seq, status, attempts, last_attempt_at, acknowledged_at, last_status, last_error
@@ -130,7 +131,7 @@ pub fn list_deliveries(conn: &Connection, webhook: WebhookId, after_seq: i64, li
             })
         })
         .map_err(db_error)?;
-    let mut items = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)?;
+    let mut items = rows.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)?;
     let next_cursor = if items.len() > limit {
         items.truncate(limit);
         items.last().map(|d| d.seq.to_string())
@@ -156,7 +157,7 @@ pub struct DueDelivery {
 /// webhooks that wait. Each webhook's rows come from an index seek: a receiver's backlog costs
 /// nothing to the others.
 pub fn due_deliveries(
-    conn: &Connection,
+    conn: &Conn,
     now: Timestamp,
     total: usize,
     per_webhook: usize,
@@ -165,7 +166,7 @@ pub fn due_deliveries(
 ) -> Result<Vec<DueDelivery>> {
     let hooks: Vec<WebhookId> = conn
         .prepare_cached("SELECT id FROM webhooks WHERE deleted_at IS NULL ORDER BY id")
-        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .and_then(|mut st| st.query_map(rusqlite::params![], |r| r.get(0))?.collect())
         .map_err(db_error)?;
     let mut due = Vec::new();
     for i in 0..hooks.len() {
@@ -181,7 +182,7 @@ pub fn due_deliveries(
     Ok(due)
 }
 
-fn due_for_webhook(conn: &Connection, now: Timestamp, webhook: WebhookId, limit: usize) -> Result<Vec<DueDelivery>> {
+fn due_for_webhook(conn: &Conn, now: Timestamp, webhook: WebhookId, limit: usize) -> Result<Vec<DueDelivery>> {
     let sql = format!(
         "SELECT d.id, d.webhook_id, w.url, d.attempts, {} FROM webhook_deliveries d
          JOIN webhooks w ON w.id = d.webhook_id
@@ -209,7 +210,7 @@ fn due_for_webhook(conn: &Connection, now: Timestamp, webhook: WebhookId, limit:
             Ok(DueDelivery { id: r.get(0)?, webhook_id: r.get(1)?, url: r.get(2)?, attempts: r.get(3)?, event })
         })
         .map_err(db_error)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    rows.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
 
 /// Claims a due delivery for one attempt: true only if it is still pending, due, and has had
@@ -277,7 +278,7 @@ impl<'c> Tx<'c> {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
             })
             .map_err(db_error)?
-            .collect::<rusqlite::Result<Vec<_>>>()
+            .collect::<super::conn::DbResult<Vec<_>>>()
             .map_err(db_error)?;
         Ok(rows
             .into_iter()

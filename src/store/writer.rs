@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit::load_chain_head;
-use super::db::open_connection;
+use super::conn::Conn;
+use super::db::Database;
 use super::migrate;
 use super::tx::{Batch, ChainHead, CommandScope, Effect, Tx, Withdrawn};
 use crate::clock::Clock;
@@ -130,12 +130,26 @@ fn add_time(counter: &AtomicU64, since: Instant) {
 impl Writer {
     /// Opens the write connection, runs migrations and starts the writer thread.
     pub fn start(path: &Path, clock: Arc<Clock>, sink: Arc<dyn EffectSink>) -> Result<Writer> {
-        let mut conn = open_connection(path, false)?;
+        Writer::start_on(&Database::Sqlite(path.to_owned()), clock, sink)
+    }
+
+    /// Opens the write connection to `database`, runs migrations and starts the writer thread.
+    /// Blocking (PostgreSQL connects here): not on an async worker.
+    pub fn start_on(database: &Database, clock: Arc<Clock>, sink: Arc<dyn EffectSink>) -> Result<Writer> {
+        let mut conn = database.writer()?;
         // The writer keeps the connection's page cache size. SQLite scans the cache's whole hash
         // table at the end of every transaction, so a larger cache taxes every small commit, and
         // the large cascade it was once raised for was no faster with it (docs/performance.md).
-        migrate::run(&mut conn)?;
+        match &mut conn {
+            Conn::Sqlite(c) => {
+                migrate::run(c)?;
+            }
+            Conn::Postgres(_) => {
+                super::postgres::migrate(&conn)?;
+            }
+        }
         let head = load_chain_head(&conn)?;
+        let database = database.clone();
         let (queue, jobs) = mpsc::channel::<Job>(8192);
         let stats = Arc::new(Counters::default());
         let counters = stats.clone();
@@ -143,8 +157,10 @@ impl Writer {
             .name("tether-writer".into())
             .spawn(move || {
                 // Replaces SQLite's automatic checkpoint (see `checkpoint_if_due`).
-                conn.wal_hook(Some(record_wal_frames));
-                run(conn, head, jobs, clock, sink, &counters)
+                if let Some(c) = conn.sqlite() {
+                    c.wal_hook(Some(record_wal_frames));
+                }
+                run(conn, &database, head, jobs, clock, sink, &counters)
             })
             .map_err(|e| Error::internal(format!("spawn writer: {e}")))?;
         Ok(Writer { queue, stats })
@@ -210,18 +226,19 @@ fn record_wal_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusql
 /// Copies the WAL into the database file once it has grown past the threshold. Run after the
 /// batch's callers are answered, so no caller waits for it (SQLite's automatic checkpoint would
 /// run inside COMMIT). PASSIVE never waits for readers; what it cannot copy now it copies later.
-fn checkpoint_if_due(conn: &Connection) {
+fn checkpoint_if_due(conn: &Conn) {
     if WAL_FRAMES.with(|f| f.get()) < CHECKPOINT_AT_FRAMES {
         return;
     }
     WAL_FRAMES.with(|f| f.set(0));
-    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", rusqlite::params![], |_| Ok(())) {
         tracing::warn!(error = %e, "WAL checkpoint failed; retried after a later commit");
     }
 }
 
 fn run(
-    conn: Connection,
+    mut conn: Conn,
+    database: &Database,
     mut head: ChainHead,
     mut jobs: mpsc::Receiver<Job>,
     clock: Arc<Clock>,
@@ -238,6 +255,20 @@ fn run(
             }
         }
         stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if conn.postgres().is_some_and(|pg| pg.is_closed()) {
+            // The server closed the connection (a restart, a failover): a new one, or the batch
+            // is answered `unavailable` and the next batch tries again.
+            match database.writer() {
+                Ok(fresh) => conn = fresh,
+                Err(e) => {
+                    tracing::error!(error = %e, "the writer cannot reach the database");
+                    for job in batch.drain(..) {
+                        job.complete(Err(Error::Unavailable("the database is unreachable".into())));
+                    }
+                    continue;
+                }
+            }
+        }
         match commit_batch(&conn, &mut head, &mut batch, &clock, stats, sink.as_ref()) {
             Ok(effects) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -254,8 +285,13 @@ fn run(
                 if let Ok(reloaded) = load_chain_head(&conn) {
                     head = reloaded;
                 }
+                let unreachable = matches!(error, Error::Unavailable(_));
                 for job in batch.drain(..) {
-                    job.complete(Err(Error::internal("the write could not be committed")));
+                    job.complete(Err(if unreachable {
+                        Error::Unavailable("the database is unreachable".into())
+                    } else {
+                        Error::internal("the write could not be committed")
+                    }));
                 }
             }
         }
@@ -264,7 +300,7 @@ fn run(
 
 /// Runs every job of the batch in one transaction; on success returns the effects to apply.
 fn commit_batch(
-    conn: &Connection,
+    conn: &Conn,
     head: &mut ChainHead,
     batch: &mut [Job],
     clock: &Clock,

@@ -458,7 +458,7 @@ fn event_view(e: &AuditEvent, causes: Vec<(i64, String)>) -> EventView {
 }
 
 /// Each event's causes, nearest first (a cascade is rarely more than two deep; capped anyway).
-fn cause_chain(conn: &rusqlite::Connection, event: &AuditEvent) -> Result<Vec<(i64, String)>> {
+fn cause_chain(conn: &crate::store::Conn, event: &AuditEvent) -> Result<Vec<(i64, String)>> {
     let mut chain = Vec::new();
     let mut next = event.cause_seq;
     while let Some(seq) = next.filter(|_| chain.len() < 8) {

@@ -273,7 +273,7 @@ fn set_active(tx: &mut Tx<'_>, caller: &Provisioner, user: &User, active: Option
 }
 
 /// A user SCIM may see: not ended.
-fn live_user(conn: &rusqlite::Connection, caller: &Provisioner, id: UserId) -> Result<User> {
+fn live_user(conn: &crate::store::Conn, caller: &Provisioner, id: UserId) -> Result<User> {
     let user = users::get_user(conn, crate::domain::access::ManagesUsers::visibility(caller), id)?;
     if user.ended_at.is_some() {
         return Err(Error::NotFound("user"));
@@ -281,7 +281,7 @@ fn live_user(conn: &rusqlite::Connection, caller: &Provisioner, id: UserId) -> R
     Ok(user)
 }
 
-fn read_rendered(conn: &rusqlite::Connection, caller: &Provisioner, id: UserId, base: &str) -> Result<Value> {
+fn read_rendered(conn: &crate::store::Conn, caller: &Provisioner, id: UserId, base: &str) -> Result<Value> {
     let user = live_user(conn, caller, id)?;
     let kept = users::scim_attributes(conn, id)?;
     Ok(render(&user, kept.as_ref(), base))

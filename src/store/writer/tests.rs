@@ -6,6 +6,7 @@ use super::*;
 use crate::audit::NewEvent;
 use crate::domain::{Actor, Subject};
 use crate::store::db::db_error;
+use crate::store::Conn;
 
 struct NoViews;
 impl EffectSink for NoViews {
@@ -17,8 +18,8 @@ fn audited(tx: &mut Tx<'_>, what: &str) -> Result<i64> {
 }
 
 fn count_events(path: &Path) -> i64 {
-    let conn = open_connection(path, true).unwrap();
-    conn.query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0)).unwrap()
+    let conn = Conn::Sqlite(crate::store::open_connection(path, true).unwrap());
+    conn.query_row("SELECT count(*) FROM audit_events", rusqlite::params![], |r| r.get(0)).unwrap()
 }
 
 #[tokio::test]
@@ -62,18 +63,18 @@ async fn a_command_records_the_last_event_each_of_its_causes_led_to_and_a_failed
     };
     let trigger = writer.execute(cascade(false)).await.unwrap();
     assert!(writer.execute(cascade(true)).await.is_err());
-    let conn = open_connection(&path, true).unwrap();
+    let conn = Conn::Sqlite(crate::store::open_connection(&path, true).unwrap());
     let rows: Vec<(i64, i64)> = conn
         .prepare("SELECT cause_seq, last_seq FROM audit_causes")
         .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_map(rusqlite::params![], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
-        .collect::<rusqlite::Result<_>>()
+        .collect::<crate::store::conn::DbResult<_>>()
         .unwrap();
     assert_eq!(rows, [(trigger, trigger + 2)], "the failed command left no row");
-    let conn = open_connection(&path, false).unwrap();
+    let conn = Conn::Sqlite(crate::store::open_connection(&path, false).unwrap());
     for refused in ["DELETE FROM audit_causes", "UPDATE audit_causes SET last_seq = last_seq - 1"] {
-        assert!(conn.execute(refused, []).is_err(), "a range only grows: {refused}");
+        assert!(conn.execute(refused, rusqlite::params![]).is_err(), "a range only grows: {refused}");
     }
 }
 
@@ -103,7 +104,7 @@ async fn a_caused_event_must_follow_its_cause() {
         })
         .await
         .unwrap();
-    let conn = open_connection(&path, true).unwrap();
+    let conn = Conn::Sqlite(crate::store::open_connection(&path, true).unwrap());
     assert_eq!(crate::store::query_plan::audit_causes(&conn), [(earlier, before + 1)]);
     let filter = crate::store::audit_listing::AuditFilter { cause_seq: Some(earlier), ..Default::default() };
     let caused = crate::store::audit_listing::list_audit(&conn, &filter, 10).unwrap();
@@ -128,7 +129,8 @@ async fn a_failing_command_alone_in_its_batch_leaves_nothing_and_the_chain_conti
 
     let next = writer.execute(|tx| audited(tx, "two")).await.unwrap();
     assert_eq!(next, first + 1, "the chain continues from the last committed event");
-    let report = crate::store::audit::verify_audit(&open_connection(&path, true).unwrap()).unwrap();
+    let report =
+        crate::store::audit::verify_audit(&Conn::Sqlite(crate::store::open_connection(&path, true).unwrap())).unwrap();
     assert!(report.ok, "{report:?}");
 }
 
@@ -161,7 +163,7 @@ async fn a_commit_that_fails_puts_back_the_revocations_applied_before_it() {
             for id in [known, unknown] {
                 tx.effect(Effect::SessionRevoked { id, expires_at: Timestamp(i64::MAX) });
             }
-            tx.conn().execute("INSERT INTO child VALUES ('nobody')", []).map_err(db_error)?;
+            tx.conn().execute("INSERT INTO child VALUES ('nobody')", rusqlite::params![]).map_err(db_error)?;
             Ok(())
         })
         .await;
@@ -232,8 +234,8 @@ type Boxed = Box<dyn FnOnce(&mut Tx<'_>) -> Result<i64> + Send>;
 /// Runs `commands` as one batch, straight through `commit_batch` (so they surely share it), on
 /// the database at `path`: each command's answer and the effects the batch would apply.
 fn one_batch(path: &Path, commands: Vec<Boxed>) -> (Vec<Result<i64>>, Vec<Effect>) {
-    let mut conn = open_connection(path, false).unwrap();
-    migrate::run(&mut conn).unwrap();
+    let mut conn = Conn::Sqlite(crate::store::open_connection(path, false).unwrap());
+    migrate::run(conn.sqlite_mut().unwrap()).unwrap();
     let mut head = load_chain_head(&conn).unwrap();
     let mut answers = Vec::new();
     let mut batch: Vec<Job> = commands
@@ -285,7 +287,8 @@ fn a_failing_command_in_a_shared_batch_rolls_back_its_rows_effects_and_chain_hea
     assert_eq!((answers[0].as_ref().ok(), answers[2].as_ref().ok()), (Some(&1), Some(&2)), "no gap in the chain");
     assert_eq!(published(&effects), (vec![1, 2], 2), "the failed command's effects are gone");
     assert_eq!(count_events(&path), 2);
-    let report = crate::store::audit::verify_audit(&open_connection(&path, true).unwrap()).unwrap();
+    let report =
+        crate::store::audit::verify_audit(&Conn::Sqlite(crate::store::open_connection(&path, true).unwrap())).unwrap();
     assert!(report.ok, "{report:?}");
 }
 
@@ -312,7 +315,7 @@ fn a_panicking_command_in_a_shared_batch_rolls_back_only_itself() {
     assert_eq!((answers[0].as_ref().ok(), answers[2].as_ref().ok()), (Some(&1), Some(&2)));
     assert_eq!(published(&effects), (vec![1, 2], 2));
     assert_eq!(count_events(&path), 2);
-    let conn = open_connection(&path, true).unwrap();
+    let conn = Conn::Sqlite(crate::store::open_connection(&path, true).unwrap());
     assert!(crate::store::query_plan::audit_causes(&conn).is_empty(), "the panicked command's cause is not recorded");
 }
 

@@ -1,0 +1,153 @@
+//! PostgreSQL: connecting (TLS as the URL's `sslmode` asks, verified like every outbound
+//! connection), the schema's migrations, and a violated constraint's name in the form the SQLite
+//! side reports it (`users.external_id`), so one table maps both onto domain errors.
+
+use std::path::Path;
+
+use super::conn::{Conn, PgConn};
+use crate::domain::{Error, Result};
+
+/// Where a PostgreSQL database is and how to reach it.
+#[derive(Clone)]
+pub struct PgTarget {
+    url: String,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+}
+
+impl std::fmt::Debug for PgTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        f.write_str("PgTarget { .. }")
+    }
+}
+
+impl PgTarget {
+    /// `url`: a libpq-style URL (`postgres://user:pass@host:port/db?sslmode=require`).
+    /// `ca_file`: PEM certificates trusted besides the Mozilla roots for the database's TLS.
+    pub fn new(url: &str, ca_file: Option<&Path>) -> Result<PgTarget> {
+        url.parse::<postgres::Config>()
+            .map_err(|e| Error::invalid(format!("--database: not a PostgreSQL URL: {e}")))?;
+        let tls = crate::tls::client_config(ca_file).map_err(Error::invalid)?;
+        Ok(PgTarget { url: url.to_owned(), tls: tokio_postgres_rustls::MakeRustlsConnect::new(tls) })
+    }
+
+    /// A new connection. Blocking: never call it on an async worker thread (the client runs
+    /// its own small runtime, which cannot start inside another).
+    pub fn connect(&self) -> Result<Conn> {
+        let client = self.client()?;
+        Ok(Conn::Postgres(PgConn::new(client)))
+    }
+
+    pub fn client(&self) -> Result<postgres::Client> {
+        let mut config =
+            self.url.parse::<postgres::Config>().map_err(|e| Error::invalid(format!("--database: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(5));
+        }
+        config.application_name("tether");
+        config
+            .connect(self.tls.clone())
+            .map_err(|e| Error::Unavailable(format!("cannot reach the database: {}", without_secrets(&e))))
+    }
+}
+
+/// A connection error's text, which never holds the password (tokio-postgres does not echo the
+/// configuration); kept in one place so that stays checked.
+fn without_secrets(e: &postgres::Error) -> String {
+    e.to_string()
+}
+
+/// The PostgreSQL migrations, in order: (version, name, SQL).
+pub const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "schema", include_str!("../../migrations/postgres/0001_schema.sql"))];
+
+/// Key of the advisory lock nodes take around migrations and first-start bootstrap, so nodes
+/// started together migrate once.
+pub const SETUP_LOCK: i64 = 0x7465_7468_6572_0001;
+
+/// Applies the migrations this database lacks, each in its own transaction, under
+/// [`SETUP_LOCK`]. A database migrated by a newer tether is refused, as on SQLite.
+pub fn migrate(conn: &Conn) -> Result<Vec<i64>> {
+    let Conn::Postgres(pg) = conn else { return Err(Error::internal("PostgreSQL migrations on SQLite")) };
+    let mut client = pg.client();
+    let fail = |e: postgres::Error| Error::internal_from("database", e);
+    client.execute("SELECT pg_advisory_lock($1)", &[&SETUP_LOCK]).map_err(fail)?;
+    let applied = (|| {
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                     version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+            )
+            .map_err(fail)?;
+        let newest: Option<i64> =
+            client.query_one("SELECT max(version) FROM schema_migrations", &[]).map_err(fail)?.get(0);
+        let known = MIGRATIONS.last().map_or(0, |m| m.0);
+        if newest.is_some_and(|v| v > known) {
+            return Err(Error::internal(format!(
+                "the database was migrated by a newer tether (version {}, this one knows {known})",
+                newest.unwrap_or_default()
+            )));
+        }
+        let mut applied = Vec::new();
+        for (version, name, sql) in MIGRATIONS.iter().filter(|m| newest.is_none_or(|v| m.0 > v)) {
+            let mut tx = client.transaction().map_err(fail)?;
+            tx.batch_execute(sql).map_err(fail)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at)
+                 VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)",
+                &[version, name],
+            )
+            .map_err(fail)?;
+            tx.commit().map_err(fail)?;
+            applied.push(*version);
+        }
+        Ok(applied)
+    })();
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&SETUP_LOCK]).map_err(fail);
+    let applied = applied?;
+    unlocked?;
+    Ok(applied)
+}
+
+/// The name of the constraint a failed statement violated, as SQLite reports it: a UNIQUE
+/// constraint or index `T_C_key` as `T.C`, a trigger's exception by its message.
+pub(super) fn violated_constraint(e: &postgres::Error) -> Option<String> {
+    let db = e.as_db_error()?;
+    let code = db.code();
+    if *code == postgres::error::SqlState::UNIQUE_VIOLATION {
+        let table = db.table()?;
+        let column = db.constraint()?.strip_prefix(table)?.strip_prefix('_')?.strip_suffix("_key")?;
+        Some(format!("{table}.{column}"))
+    } else if *code == postgres::error::SqlState::RAISE_EXCEPTION {
+        Some(db.message().to_owned())
+    } else {
+        None
+    }
+}
+
+/// Whether a failure is the database being out of reach (the connection closed, the server
+/// shutting down or refusing connections) rather than a statement's fault: callers get 503.
+pub fn is_unreachable(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.as_db_error() {
+        // Class 08: connection exception; class 57: operator intervention (shutdown, crash).
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || code.starts_with("57")
+        }
+        // No server error: the client's kind of failure, which it shows only in its message.
+        None => {
+            let text = e.to_string();
+            [
+                "error communicating with the server",
+                "connection closed",
+                "error connecting to server",
+                "timeout waiting for server",
+            ]
+            .iter()
+            .any(|kind| text.starts_with(kind))
+        }
+    }
+}
