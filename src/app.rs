@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
+use crate::cluster::{self, Cluster};
 use crate::domain::{self, Actor, Error, PublicUrl, Result, Role};
 use crate::events::webhooks::{Deliverer, DeliveryPolicy};
 use crate::last_seen::LastSeen;
 use crate::ops::{self, Env, Limits};
+use crate::store::writer::EffectSink;
 use crate::store::{self, Database, ReadPool, Writer};
 use crate::tokens::{self, KeyPurpose, KeyRing, Policy};
 use crate::views::{self, CredentialState, LiveSession, Views};
@@ -108,13 +110,31 @@ impl App {
         let webhook_master = tokens::keys::load_or_create_secret(&keys_dir, "webhook.key")?;
         let env = Arc::new(Env { agent_keys: agent_keys.clone(), api_keys, limits: config.limits, webhook_master });
         // Blocking: the PostgreSQL client connects and runs on threads of its own making.
-        let (writer, readers) = {
+        let (writer, readers, cluster) = {
             let (views, clock, read_connections) = (views.clone(), clock.clone(), config.read_connections);
-            tokio::task::spawn_blocking(move || -> Result<(Writer, Arc<ReadPool>)> {
-                let writer = Writer::start_on(&database, clock.clone(), views.clone())?;
+            let address = config.public_url.to_string();
+            tokio::task::spawn_blocking(move || -> Result<(Writer, Arc<ReadPool>, Option<Arc<Cluster>>)> {
+                // On a cluster node the tailer publishes committed events, every node's alike.
+                let sink: Arc<dyn EffectSink> = match &database {
+                    Database::Sqlite(_) => views.clone(),
+                    Database::Postgres(_) => Arc::new(cluster::LocalEffects(views.clone())),
+                };
+                let writer = Writer::start_on(&database, clock.clone(), sink)?;
                 let readers = Arc::new(ReadPool::open(&database, read_connections)?);
+                // The head first: whatever commits after it is applied again by the tailer, which
+                // is harmless (revocation is terminal), and nothing before it is missed.
+                let head = readers.read_now(store::audit::chain_head)?.0;
                 load_views(&readers, &views, clock.now())?;
-                Ok((writer, readers))
+                let cluster = match &database {
+                    Database::Sqlite(_) => None,
+                    Database::Postgres(target) => {
+                        let cluster = Arc::new(Cluster::join(target, head, address, views.clone())?);
+                        let confirmer = cluster.confirmer.clone();
+                        writer.confirm_revocations_with(Arc::new(move |seq| confirmer.confirm(seq)));
+                        Some(cluster)
+                    }
+                };
+                Ok((writer, readers, cluster))
             })
             .await
             .map_err(|e| Error::internal(format!("start-up task: {e}")))??
@@ -148,6 +168,7 @@ impl App {
             public_url: config.public_url.clone(),
             set_keys,
             ssf_tokens: Default::default(),
+            cluster,
         };
         let services = Services {
             writer,
@@ -181,6 +202,10 @@ impl App {
         })
         .await;
         workers.stop().await;
+        if let Some(cluster) = self.services.api.cluster.clone() {
+            // Deletes this node's lease row: revokers stop waiting for it at once.
+            let _ = tokio::task::spawn_blocking(move || cluster.leave()).await;
+        }
         Ok(())
     }
 
@@ -348,17 +373,21 @@ fn load_views(readers: &ReadPool, views: &Views, now: domain::Timestamp) -> Resu
 /// `DIR/admin.credential` (mode 0600).
 async fn bootstrap_admin(
     data_dir: &Path,
-    readers: &ReadPool,
+    readers: &Arc<ReadPool>,
     writer: &Writer,
     env: &Arc<Env>,
 ) -> Result<Option<String>> {
-    let existing = readers.read_now(store::credentials::credential_count)?;
+    let existing = readers.read(store::credentials::credential_count).await?;
     if existing > 0 {
         return Ok(None);
     }
     let env = env.clone();
+    // Counted again inside the write: nodes starting together on an empty database mint one.
     let created = writer
         .execute(move |tx| {
+            if store::credentials::credential_count(tx.conn())? > 0 {
+                return Ok(None);
+            }
             ops::credentials::issue_credential(
                 tx,
                 &env,
@@ -367,8 +396,10 @@ async fn bootstrap_admin(
                 Some("bootstrap admin".into()),
                 None,
             )
+            .map(Some)
         })
         .await?;
+    let Some(created) = created else { return Ok(None) };
     write_private_file(&data_dir.join("admin.credential"), format!("{}\n", created.secret).as_bytes())?;
     Ok(Some(created.secret))
 }

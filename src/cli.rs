@@ -38,6 +38,12 @@ enum Command {
         /// trusts besides the Mozilla roots built into tether: an internal CA.
         #[arg(long, env = "TETHER_TLS_CA_FILE")]
         tls_ca_file: Option<PathBuf>,
+        /// A PostgreSQL URL (`postgres://user:password@host:5432/db?sslmode=require`): several
+        /// nodes share it (docs/architecture.md, "Running several nodes"). Default: SQLite in
+        /// the data directory. The data directory then holds the keys only, which every node
+        /// must share.
+        #[arg(long, env = "TETHER_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
         /// Directory holding agent.datalog (default: the policy built into the binary).
         #[arg(long, env = "TETHER_POLICY_DIR")]
         policy_dir: Option<PathBuf>,
@@ -199,6 +205,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             listen,
             public_url,
             tls_ca_file,
+            database,
             policy_dir,
             default_session_ttl,
             max_session_depth,
@@ -216,12 +223,18 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             config.limits.max_session_depth = max_session_depth;
             config.limits.access_token_ttl_seconds = token_ttl;
             config.token_cache_bytes = token_cache_mib as usize * 1024 * 1024;
-            let lock = match lock_data_dir(&config.data_dir, Duration::from_secs(wait_for_lock)).await {
-                Ok(lock) => lock,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Ok(ExitCode::from(DATA_DIR_IN_USE));
-                }
+            config.database_url = database;
+            // The lock keeps two processes off one SQLite file. On PostgreSQL nodes share the
+            // data directory's keys by design, and the database keeps them consistent.
+            let lock = match config.database_url {
+                Some(_) => None,
+                None => match lock_data_dir(&config.data_dir, Duration::from_secs(wait_for_lock)).await {
+                    Ok(lock) => Some(lock),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return Ok(ExitCode::from(DATA_DIR_IN_USE));
+                    }
+                },
             };
             serve(config, &listen, public_url, lock).await
         }
@@ -427,7 +440,7 @@ async fn serve(
     mut config: Config,
     listen: &str,
     public_url: Option<PublicUrl>,
-    mut lock: InstanceLock,
+    mut lock: Option<InstanceLock>,
 ) -> Result<ExitCode, Error> {
     let locked_at = Instant::now();
     // Bound before the app opens, so the default public URL can name the port the OS picked;
@@ -443,7 +456,9 @@ async fn serve(
         println!("Admin credential (shown once; also in {}):", config.data_dir.join("admin.credential").display());
         println!("{credential}");
     }
-    lock.set_listening(&addr.to_string()).map_err(Error::internal)?;
+    if let Some(lock) = lock.as_mut() {
+        lock.set_listening(&addr.to_string()).map_err(Error::internal)?;
+    }
     let ready_ms = locked_at.elapsed().as_millis();
     // On stdout, so scripts that start tether on port 0 can read where it listens.
     println!("tether listening on http://{addr}");

@@ -28,6 +28,7 @@ pub mod app;
 pub mod audit;
 pub mod authorize;
 pub mod clock;
+pub mod cluster;
 pub mod domain;
 pub mod events;
 pub mod instance_lock;

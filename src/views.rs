@@ -148,6 +148,11 @@ impl LiveView {
         self.sessions.insert(id.uuid().as_u128(), state);
     }
 
+    /// Sets `state` unless the view already holds the session (what it holds is newer).
+    pub fn insert_if_absent(&self, id: SessionId, state: LiveSession) {
+        self.sessions.insert_if_absent(id.uuid().as_u128(), state);
+    }
+
     pub fn remove(&self, id: SessionId) {
         self.sessions.remove(&id.uuid().as_u128());
     }

@@ -68,8 +68,26 @@ pub async fn authorize(
     if let Some(resource) = &req.resource {
         clean_text("resource", resource, 1024)?;
     }
-    let decision =
-        state.authorizer.authorize(&Request { token: &req.token, scope: &scope, resource: req.resource.as_deref() });
+    let request = Request { token: &req.token, scope: &scope, resource: req.resource.as_deref() };
+    let mut decision = state.authorizer.authorize(&request);
+    if let Some(cluster) = &state.cluster {
+        if decision.reason == crate::authorize::Reason::SessionUnknown {
+            // Created on another node: read once, then decided as usual (docs/architecture.md,
+            // "Every node learns every change").
+            if let Some(token) = &decision.token {
+                if state.learn_session(token.claims.session).await? {
+                    decision = state.authorizer.authorize(&request);
+                }
+            }
+        }
+        if decision.allowed() {
+            let standing = cluster.state.standing();
+            if standing != crate::cluster::Standing::Current {
+                state.metrics.count_decision(crate::authorize::Reason::SessionUnknown);
+                return Err(Error::Unavailable(standing.explain().into()).into());
+            }
+        }
+    }
     state.metrics.count_decision(decision.reason);
     let allowed = decision.allowed();
     let claims = decision.token.as_ref().map(|t| &t.claims);

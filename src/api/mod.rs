@@ -73,11 +73,28 @@ pub struct Context {
     pub set_keys: Arc<crate::tokens::SetKeyRing>,
     /// Access tokens issued at `POST /oauth2/token` to SSF receivers.
     pub ssf_tokens: oauth_token::AccessTokens,
+    /// This node's part in a cluster (PostgreSQL); `None` on SQLite.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Context {
     /// Opens a session: tokens are minted from a read of the chain on a blocking thread (in
     /// parallel with other requests), then the single writer checks the whole chain and commits.
+    /// Puts a session created on another node into the live view, read from the database; false
+    /// when there is no such session. Never replaces what the view holds (a revocation the tailer
+    /// applied meanwhile stays).
+    pub async fn learn_session(&self, id: crate::domain::SessionId) -> Result<bool> {
+        let row = self.readers.read(move |conn| crate::store::sessions::live_row(conn, id)).await?;
+        Ok(match row {
+            Some(row) => {
+                let state = crate::views::LiveSession { revoked: row.revoked, expires_at: row.expires_at };
+                self.views.sessions.insert_if_absent(row.id, state);
+                true
+            }
+            None => false,
+        })
+    }
+
     pub async fn open_session(&self, caller: PlatformScope, req: NewSession) -> Result<SessionCreated> {
         let now = self.clock.now();
         let preminted = {

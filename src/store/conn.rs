@@ -438,8 +438,40 @@ fn unreachable_dialect() -> ! {
 
 /// A PostgreSQL connection: the client and its prepared statements, by their SQLite text.
 pub struct PgConn {
-    pub(super) client: RefCell<postgres::Client>,
+    pub(super) client: RefCell<PgClient>,
     statements: RefCell<HashMap<String, postgres::Statement>>,
+}
+
+/// The blocking client, closed off the async executor: closing blocks on the client's own
+/// runtime, which cannot run inside another, and a pool or a connection can be dropped anywhere.
+pub struct PgClient(Option<postgres::Client>);
+
+impl std::ops::Deref for PgClient {
+    type Target = postgres::Client;
+    fn deref(&self) -> &postgres::Client {
+        self.0.as_ref().unwrap_or_else(|| unreachable_closed())
+    }
+}
+
+impl std::ops::DerefMut for PgClient {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        self.0.as_mut().unwrap_or_else(|| unreachable_closed())
+    }
+}
+
+impl Drop for PgClient {
+    fn drop(&mut self) {
+        let Some(client) = self.0.take() else { return };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::Builder::new().name("tether-pg-close".into()).spawn(move || drop(client));
+        }
+    }
+}
+
+#[track_caller]
+fn unreachable_closed() -> ! {
+    // The client is taken out only in drop.
+    panic!("a PostgreSQL client used after it was closed")
 }
 
 /// Most statements kept prepared per connection; the `Select` builder's combinations are few,
@@ -448,11 +480,11 @@ const MAX_STATEMENTS: usize = 512;
 
 impl PgConn {
     pub fn new(client: postgres::Client) -> Self {
-        PgConn { client: RefCell::new(client), statements: RefCell::new(HashMap::new()) }
+        PgConn { client: RefCell::new(PgClient(Some(client))), statements: RefCell::new(HashMap::new()) }
     }
 
     /// The client itself, for what only the PostgreSQL side does (LISTEN, leases).
-    pub fn client(&self) -> std::cell::RefMut<'_, postgres::Client> {
+    pub fn client(&self) -> std::cell::RefMut<'_, PgClient> {
         self.client.borrow_mut()
     }
 

@@ -26,7 +26,7 @@ pub(super) const CREDENTIAL_KEY_JOIN: &str = "LEFT JOIN signing_keys k ON k.purp
 /// A credential `c` that may still act at `?1` (milliseconds): not revoked, not expired, its
 /// signing key not retired. Shared by the writer's re-check of an API write and webhook fan-out.
 pub(super) const CREDENTIAL_IS_LIVE: &str = "(c.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > ?1) \
-     AND k.status IS NOT 'retired')";
+     AND k.status IS DISTINCT FROM 'retired')";
 
 /// Whether the credential may still act at `now` (`CREDENTIAL_IS_LIVE`); false if unknown.
 pub fn credential_is_live(conn: &Conn, id: CredentialId, now: Timestamp) -> Result<bool> {

@@ -97,14 +97,27 @@ pub fn insert_session(tx: &Tx<'_>, s: &Session, depth: i64, created_seq: i64) ->
 pub fn mark_session_revoked(tx: &Tx<'_>, session: &ActiveSession, reason: &str, by_seq: i64) -> Result<()> {
     exec(
         tx,
-        "UPDATE sessions SET status = 'revoked', revoked_at = ?2, revoked_reason = ?3, revoked_by_seq = ?4
-         WHERE rowid = ?1 AND id = ?5",
+        &by_row(
+            tx.conn(),
+            "UPDATE sessions SET status = 'revoked', revoked_at = ?2, revoked_reason = ?3, revoked_by_seq = ?4
+             WHERE rowid = ?1 AND id = ?5",
+        ),
         params![session.row, tx.now().millis(), reason, by_seq, session.id.to_string()],
     )
     .and_then(|changed| match changed {
         1 => Ok(()),
         _ => Err(Error::internal(format!("session {} was not at the row read for it", session.id))),
     })
+}
+
+/// A statement that names a session's row by SQLite's `rowid`, for `conn`'s database.
+/// PostgreSQL has no rowid; a session's `created_seq` (the seq of its own `session.created`
+/// event) is as unique, and in the same creation order.
+fn by_row<'s>(conn: &Conn, sql: &'s str) -> std::borrow::Cow<'s, str> {
+    match conn.dialect() {
+        super::conn::Dialect::Sqlite => sql.into(),
+        super::conn::Dialect::Postgres => sql.replace("rowid", "created_seq").into(),
+    }
 }
 
 /// What a cascade needs of an active session.
@@ -168,7 +181,7 @@ pub fn active_sessions(conn: &Conn, now: Timestamp, of: SessionsOf) -> Result<Ve
         SessionsOf::Parent(p) => ("parent_id", p.to_string()),
         SessionsOf::One(s) => ("id", s.to_string()),
     };
-    let mut st = conn.prepare_cached(&active_sessions_query(column)).map_err(db_error)?;
+    let mut st = conn.prepare_cached(&by_row(conn, &active_sessions_query(column))).map_err(db_error)?;
     let found = st.query_map(params![key, now.millis()], active_session_row).map_err(db_error)?;
     found.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
@@ -205,7 +218,7 @@ pub fn active_children_of_revoked(
     from_seq: i64,
     to_seq: i64,
 ) -> Result<Vec<ActiveSession>> {
-    let mut st = conn.prepare_cached(&CHILDREN_OF_REVOKED).map_err(db_error)?;
+    let mut st = conn.prepare_cached(&by_row(conn, &CHILDREN_OF_REVOKED)).map_err(db_error)?;
     let found = st.query_map(params![from_seq, to_seq, now.millis()], active_session_row).map_err(db_error)?;
     found.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
@@ -283,6 +296,19 @@ pub fn live_sessions(conn: &Conn, now: Timestamp, mut each: impl FnMut(LiveRow))
         });
     }
     Ok(())
+}
+
+/// One session's live-view entry, read for a node that has not seen it (created elsewhere).
+pub fn live_row(conn: &Conn, id: SessionId) -> Result<Option<LiveRow>> {
+    conn.prepare_cached("SELECT id, status, expires_at FROM sessions WHERE id = ?1")
+        .and_then(|mut st| {
+            st.query_row(params![id.to_string()], |r| {
+                let status: String = r.get(1)?;
+                Ok(LiveRow { id: r.get(0)?, revoked: status == "revoked", expires_at: r.get(2)? })
+            })
+            .optional()
+        })
+        .map_err(db_error)
 }
 
 pub fn insert_access_token(

@@ -33,13 +33,13 @@ trait Command: Send {
     /// Runs the command; false means it failed and its savepoint must be rolled back.
     fn run(&mut self, tx: &mut Tx<'_>) -> bool;
     /// Answers the caller once the batch's fate is known.
-    fn complete(self: Box<Self>, committed: Result<()>);
+    fn complete(self: Box<Self>, committed: Result<()>, revoked_at: Option<i64>);
 }
 
 struct Pending<T, F> {
     command: Option<F>,
     result: Option<Result<T>>,
-    answer: oneshot::Sender<Result<T>>,
+    answer: oneshot::Sender<(Result<T>, Option<i64>)>,
 }
 
 impl<T, F> Command for Pending<T, F>
@@ -58,13 +58,13 @@ where
         ok
     }
 
-    fn complete(self: Box<Self>, committed: Result<()>) {
+    fn complete(self: Box<Self>, committed: Result<()>, revoked_at: Option<i64>) {
         let result = match (committed, self.result) {
             (Err(e), _) => Err(e),
             (Ok(()), Some(result)) => result,
             (Ok(()), None) => Err(Error::internal("a write command was not run")),
         };
-        let _ = self.answer.send(result);
+        let _ = self.answer.send((result, revoked_at));
     }
 }
 
@@ -94,7 +94,13 @@ pub trait EffectSink: Send + Sync {
 pub struct Writer {
     queue: mpsc::Sender<Job>,
     stats: Arc<Counters>,
+    /// On a node of several: the wait a revoking write does for every other node before it
+    /// answers (`cluster::confirm`); set once the node has joined.
+    confirm: Arc<std::sync::OnceLock<ConfirmRevocation>>,
 }
+
+/// Resolves once every other node with a live lease has applied the revocation at the seq given.
+pub type ConfirmRevocation = Arc<dyn Fn(i64) -> oneshot::Receiver<Result<()>> + Send + Sync>;
 
 /// The writer's running totals (see [`WriterStats`]).
 #[derive(Default)]
@@ -163,7 +169,7 @@ impl Writer {
                 run(conn, &database, head, jobs, clock, sink, &counters)
             })
             .map_err(|e| Error::internal(format!("spawn writer: {e}")))?;
-        Ok(Writer { queue, stats })
+        Ok(Writer { queue, stats, confirm: Arc::new(std::sync::OnceLock::new()) })
     }
 
     /// [`Writer::execute`] on behalf of an API credential: the command runs only if the
@@ -203,10 +209,22 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
-        let (answer, answered) = oneshot::channel::<Result<T>>();
+        let (answer, answered) = oneshot::channel::<(Result<T>, Option<i64>)>();
         let job: Job = Box::new(Pending { command: Some(command), result: None, answer });
         self.queue.send(job).await.map_err(|_| Error::Unavailable("the writer has stopped".into()))?;
-        answered.await.map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?
+        let (result, revoked_at) =
+            answered.await.map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?;
+        if let (Some(seq), Some(confirm)) = (revoked_at, self.confirm.get()) {
+            confirm(seq)
+                .await
+                .map_err(|_| Error::Unavailable("this node stopped before every node confirmed".into()))??;
+        }
+        result
+    }
+
+    /// Makes every revoking write wait for the other nodes before it answers (set once).
+    pub fn confirm_revocations_with(&self, confirm: ConfirmRevocation) {
+        let _ = self.confirm.set(confirm);
     }
 }
 
@@ -263,7 +281,7 @@ fn run(
                 Err(e) => {
                     tracing::error!(error = %e, "the writer cannot reach the database");
                     for job in batch.drain(..) {
-                        job.complete(Err(Error::Unavailable("the database is unreachable".into())));
+                        job.complete(Err(Error::Unavailable("the database is unreachable".into())), None);
                     }
                     continue;
                 }
@@ -273,8 +291,12 @@ fn run(
             Ok(effects) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
                 sink.apply(&effects);
+                let revoked = effects
+                    .iter()
+                    .any(|e| matches!(e, Effect::SessionRevoked { .. } | Effect::Credential { revoked: true, .. }));
+                let revoked_at = revoked.then_some(head.seq);
                 for job in batch.drain(..) {
-                    job.complete(Ok(()));
+                    job.complete(Ok(()), revoked_at);
                 }
                 checkpoint_if_due(&conn);
             }
@@ -287,11 +309,14 @@ fn run(
                 }
                 let unreachable = matches!(error, Error::Unavailable(_));
                 for job in batch.drain(..) {
-                    job.complete(Err(if unreachable {
-                        Error::Unavailable("the database is unreachable".into())
-                    } else {
-                        Error::internal("the write could not be committed")
-                    }));
+                    job.complete(
+                        Err(if unreachable {
+                            Error::Unavailable("the database is unreachable".into())
+                        } else {
+                            Error::internal("the write could not be committed")
+                        }),
+                        None,
+                    );
                 }
             }
         }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 /// A `tether serve` child process, killed when the test ends however it ends.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     lines: mpsc::Receiver<String>,
     stderr: Arc<Mutex<String>>,
@@ -31,7 +31,7 @@ impl Drop for Server {
 
 impl Server {
     /// Starts `tether serve` on `dir` with `extra` flags; does not wait for it to listen.
-    fn start(dir: &Path, listen: &str, extra: &[&str]) -> Server {
+    pub(crate) fn start(dir: &Path, listen: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(dir)
@@ -72,7 +72,7 @@ impl Server {
     }
 
     /// Waits for the "tether listening on" line; returns the address.
-    fn wait_listening(&mut self, limit: Duration) -> String {
+    pub(crate) fn wait_listening(&mut self, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -88,11 +88,15 @@ impl Server {
         }
     }
 
-    fn address(&self) -> &str {
+    pub(crate) fn address(&self) -> &str {
         self.address.as_deref().expect("listening")
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
@@ -115,7 +119,7 @@ impl Server {
 }
 
 /// One HTTP/1.1 request on a new connection: `(status, body)`, or the connection's error.
-fn http(
+pub(crate) fn http(
     address: &str,
     method: &str,
     path: &str,
@@ -141,13 +145,13 @@ fn http(
 
 /// `http` that must succeed with a 2xx.
 #[track_caller]
-fn ok(address: &str, method: &str, path: &str, credential: &str, body: Value) -> Value {
+pub(crate) fn ok(address: &str, method: &str, path: &str, credential: &str, body: Value) -> Value {
     let (status, answer) = http(address, method, path, credential, Some(&body)).expect("request");
     assert!((200..300).contains(&status), "{method} {path}: {status} {answer}");
     answer
 }
 
-fn admin_credential(dir: &Path) -> String {
+pub(crate) fn admin_credential(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("admin.credential")).expect("admin.credential").trim().to_owned()
 }
 

@@ -10,6 +10,7 @@ mod access;
 mod audit_listing;
 mod authorize;
 mod cascades;
+mod cluster;
 mod console;
 mod contract;
 mod coverage;

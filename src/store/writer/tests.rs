@@ -249,9 +249,9 @@ fn one_batch(path: &Path, commands: Vec<Boxed>) -> (Vec<Result<i64>>, Vec<Effect
     let effects =
         commit_batch(&conn, &mut head, &mut batch, &Clock::default(), &Counters::default(), &NoViews).unwrap();
     for job in batch {
-        job.complete(Ok(()));
+        job.complete(Ok(()), None);
     }
-    (answers.into_iter().map(|mut a| a.try_recv().unwrap()).collect(), effects)
+    (answers.into_iter().map(|mut a| a.try_recv().unwrap().0).collect(), effects)
 }
 
 /// The seqs of the events a batch's effects would publish, and the sessions it would revoke.

@@ -1,0 +1,221 @@
+//! Several nodes on one PostgreSQL database (docs/architecture.md, "Running several nodes"):
+//! the lease that lets this node answer allow ([`lease`]), the tailer that applies every node's
+//! commits to the live view ([`tail`]), and the wait of a revoking write for every node that
+//! holds a live lease ([`confirm`]).
+
+pub mod confirm;
+pub mod lease;
+pub mod tail;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::store::postgres::PgTarget;
+use crate::store::writer::EffectSink;
+use crate::store::{Effect, Withdrawn};
+
+/// How long a renewed lease lasts in the database: the most a revoking call waits for a node
+/// that stopped answering.
+pub const LEASE: Duration = Duration::from_secs(2);
+/// How often a node renews its lease.
+pub const RENEW_EVERY: Duration = Duration::from_millis(250);
+/// Taken off the node's own count of its lease, for clocks that run at slightly different
+/// rates: the node stops allowing before PostgreSQL's record of its lease ends.
+pub const DRIFT_MARGIN: Duration = Duration::from_millis(100);
+
+/// What this node knows of its standing: the audit seq it has applied, its leases, and from
+/// them until when it may answer allow. Read on every allow (two atomic loads).
+pub struct NodeState {
+    base: Instant,
+    applied: AtomicI64,
+    /// Leases obtained and not yet over: (deadline, in nanoseconds after `base`; the chain head
+    /// the renewal read).
+    leases: Mutex<Vec<(u64, i64)>>,
+    /// The latest deadline among leases whose head has been applied (0: none).
+    allow_until: AtomicU64,
+    /// Set once the node is stopping: its threads end and it allows nothing more.
+    stopping: AtomicBool,
+}
+
+/// Why a node cannot vouch for an allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// It holds a live lease and has applied everything up to it.
+    Current,
+    /// Its leases have run out: it cannot reach the database, or it was paused.
+    NoLease,
+    /// It holds a lease but has not yet applied the log up to the head that lease was granted at.
+    Behind,
+    Stopping,
+}
+
+impl Standing {
+    pub fn explain(self) -> &'static str {
+        match self {
+            Standing::Current => "current",
+            Standing::NoLease => "this node holds no live lease on the database, so it cannot vouch for an allow",
+            Standing::Behind => "this node has not yet applied every committed change, so it cannot vouch for an allow",
+            Standing::Stopping => "this node is stopping",
+        }
+    }
+}
+
+impl NodeState {
+    pub fn new(applied: i64) -> Self {
+        NodeState {
+            base: Instant::now(),
+            applied: AtomicI64::new(applied),
+            leases: Mutex::new(Vec::new()),
+            allow_until: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    pub fn applied(&self) -> i64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// Whether this node may answer allow now.
+    pub fn standing(&self) -> Standing {
+        if self.stopping.load(Ordering::Acquire) {
+            return Standing::Stopping;
+        }
+        let now = self.nanos(Instant::now());
+        if now < self.allow_until.load(Ordering::Acquire) {
+            return Standing::Current;
+        }
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if leases.iter().any(|(deadline, _)| *deadline > now) {
+            Standing::Behind
+        } else {
+            Standing::NoLease
+        }
+    }
+
+    /// Records a lease granted at `head`, counted from `sent` (when the renewal was sent).
+    pub(crate) fn granted(&self, sent: Instant, head: i64) {
+        let deadline = self.nanos(sent + LEASE - DRIFT_MARGIN);
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        leases.push((deadline, head));
+        self.recompute(&mut leases);
+    }
+
+    /// Records that every event up to `seq` has been applied.
+    pub(crate) fn applied_through(&self, seq: i64) {
+        self.applied.fetch_max(seq, Ordering::AcqRel);
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        self.recompute(&mut leases);
+    }
+
+    fn recompute(&self, leases: &mut Vec<(u64, i64)>) {
+        let now = self.nanos(Instant::now());
+        leases.retain(|(deadline, _)| *deadline > now);
+        let applied = self.applied.load(Ordering::Acquire);
+        let until = leases.iter().filter(|(_, head)| *head <= applied).map(|(d, _)| *d).max().unwrap_or(0);
+        self.allow_until.store(until, Ordering::Release);
+    }
+
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}
+
+/// This node's part in a cluster: its id, its standing, and the threads that keep it.
+pub struct Cluster {
+    pub node_id: String,
+    pub state: Arc<NodeState>,
+    pub confirmer: confirm::Confirmer,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Cluster {
+    /// Joins the cluster: registers the node and starts its lease, tailer and confirmation
+    /// threads. `applied`: the chain head the node's views were loaded at. Blocking.
+    pub fn join(
+        target: &PgTarget,
+        applied: i64,
+        address: String,
+        sink: Arc<dyn EffectSink>,
+    ) -> crate::domain::Result<Cluster> {
+        let node_id = format!("node_{}", uuid::Uuid::now_v7().simple());
+        let state = Arc::new(NodeState::new(applied));
+        let mut threads = Vec::new();
+        threads.push(lease::start(target.clone(), node_id.clone(), address, state.clone())?);
+        threads.push(tail::start(target.clone(), node_id.clone(), state.clone(), sink)?);
+        let (confirmer, thread) = confirm::start(target.clone(), node_id.clone(), state.clone())?;
+        threads.push(thread);
+        Ok(Cluster { node_id, state, confirmer, threads: Mutex::new(threads) })
+    }
+
+    /// Leaves the cluster: stops allowing, ends the threads (the lease thread deletes the
+    /// node's row, so revokers stop waiting for it). Blocking.
+    pub fn leave(&self) {
+        self.state.stop();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // An App dropped without `serve` ending (tests): the threads see this and end.
+        self.state.stop();
+    }
+}
+
+/// The writer's effects on a cluster node: everything goes to the views at once, except the
+/// committed events, which the tailer publishes for every node's commits alike, in seq order.
+pub struct LocalEffects(pub Arc<dyn EffectSink>);
+
+impl EffectSink for LocalEffects {
+    fn apply(&self, effects: &[Effect]) {
+        let local: Vec<Effect> = effects.iter().filter(|e| !matches!(e, Effect::Audited(_))).cloned().collect();
+        self.0.apply(&local);
+    }
+
+    fn withdraw(&self, effects: &[Effect]) -> Withdrawn {
+        self.0.withdraw(effects)
+    }
+
+    fn restore(&self, withdrawn: Withdrawn) {
+        self.0.restore(withdrawn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_allows_only_under_a_live_lease_whose_head_it_has_applied() {
+        let state = NodeState::new(10);
+        assert_eq!(state.standing(), Standing::NoLease, "no lease yet");
+        state.granted(Instant::now(), 12);
+        assert_eq!(state.standing(), Standing::Behind, "the lease was granted at a head not yet applied");
+        state.applied_through(12);
+        assert_eq!(state.standing(), Standing::Current);
+        state.granted(Instant::now(), 20);
+        assert_eq!(state.standing(), Standing::Current, "the earlier lease still vouches while the node catches up");
+    }
+
+    #[test]
+    fn a_lease_counted_from_long_ago_has_run_out() {
+        let state = NodeState::new(0);
+        let long_ago = Instant::now().checked_sub(LEASE).unwrap_or_else(Instant::now);
+        state.granted(long_ago, 0);
+        assert_eq!(state.standing(), Standing::NoLease);
+        state.stop();
+        assert_eq!(state.standing(), Standing::Stopping);
+    }
+}

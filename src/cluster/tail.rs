@@ -1,0 +1,159 @@
+//! The tailer: applies every node's committed changes to this node's views, in seq order. Woken
+//! by `NOTIFY tether_audit` and, in any case, every [`POLL`]; it reads by seq after what it has
+//! applied, so a lost notification, a dropped connection or a restart loses nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use postgres::fallible_iterator::FallibleIterator;
+use rusqlite::params;
+
+use super::NodeState;
+use crate::domain::{CredentialId, Error, Result, SessionId, Timestamp};
+use crate::store::conn::{Conn, PgConn};
+use crate::store::postgres::PgTarget;
+use crate::store::writer::EffectSink;
+use crate::store::{rows, Effect};
+
+/// The longest a committed change waits for this node when a notification is lost.
+const POLL: Duration = Duration::from_millis(100);
+/// Most events read at once.
+const BATCH: i64 = 2000;
+
+pub(super) fn start(
+    target: PgTarget,
+    node_id: String,
+    state: Arc<NodeState>,
+    sink: Arc<dyn EffectSink>,
+) -> Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("tether-tail".into())
+        .spawn(move || run(&target, &node_id, &state, sink.as_ref()))
+        .map_err(|e| Error::internal(format!("spawn tail thread: {e}")))
+}
+
+fn run(target: &PgTarget, node_id: &str, state: &NodeState, sink: &dyn EffectSink) {
+    let mut conn: Option<Conn> = None;
+    let mut failing = false;
+    while !state.is_stopping() {
+        let step = match conn.as_ref() {
+            Some(c) => catch_up(c, node_id, state, sink),
+            None => target.connect().and_then(|c| {
+                let c = conn.insert(c);
+                listen(c)?;
+                catch_up(c, node_id, state, sink)
+            }),
+        };
+        match step {
+            Ok(()) => failing = false,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(node = node_id, error = %e, "tailing the audit log failed; retrying");
+                    failing = true;
+                }
+                conn = None;
+                std::thread::sleep(POLL);
+                continue;
+            }
+        }
+        if let Some(Conn::Postgres(pg)) = conn.as_ref() {
+            wait_for_notification(pg);
+        }
+    }
+}
+
+fn listen(conn: &Conn) -> Result<()> {
+    conn.execute_batch("LISTEN tether_audit").map_err(crate::store::db_error)
+}
+
+/// Blocks until a notification arrives or [`POLL`] passes, then drains any others.
+fn wait_for_notification(pg: &PgConn) {
+    let mut client = pg.client();
+    let mut notifications = client.notifications();
+    if let Err(e) = notifications.timeout_iter(POLL).next() {
+        tracing::debug!(error = %e, "waiting for a notification");
+        return;
+    }
+    while let Ok(Some(_)) = notifications.iter().next() {}
+}
+
+/// Applies every committed event after the last applied one.
+fn catch_up(conn: &Conn, node_id: &str, state: &NodeState, sink: &dyn EffectSink) -> Result<()> {
+    loop {
+        let after = state.applied();
+        let sql = format!("SELECT {} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2", rows::AUDIT_COLUMNS);
+        let events = conn
+            .prepare_cached(&sql)
+            .and_then(|mut st| {
+                st.query_map(params![after, BATCH], rows::audit_event)?
+                    .collect::<crate::store::conn::DbResult<Vec<_>>>()
+            })
+            .map_err(crate::store::db_error)?;
+        let Some(last) = events.last().map(|e| e.seq) else { return Ok(()) };
+        let mut sessions = Vec::new();
+        let mut credentials = Vec::new();
+        for event in &events {
+            match (event.action.as_str(), event.subject.kind.as_str()) {
+                ("session.revoked", "session") => sessions.push(event.subject.id.clone()),
+                ("credential.revoked", "credential") => credentials.push(event.subject.id.clone()),
+                _ => {}
+            }
+        }
+        let mut effects = revoked_sessions(conn, &sessions)?;
+        effects.extend(revoked_credentials(conn, &credentials)?);
+        let revoked_any = !effects.is_empty();
+        effects.extend(events.into_iter().map(|e| Effect::Audited(Arc::new(e))));
+        sink.apply(&effects);
+        state.applied_through(last);
+        if revoked_any {
+            // A revoker may be waiting for this node (confirm.rs): report at once rather than
+            // at the next renewal.
+            let Conn::Postgres(pg) = conn else { return Err(Error::internal("tailing SQLite")) };
+            pg.client()
+                .execute(
+                    "UPDATE tether_nodes SET applied_seq = greatest(applied_seq, $2) WHERE id = $1",
+                    &[&node_id, &last],
+                )
+                .map_err(crate::store::db_error)?;
+        }
+        if (last - after) < BATCH {
+            return Ok(());
+        }
+    }
+}
+
+fn revoked_sessions(conn: &Conn, ids: &[String]) -> Result<Vec<Effect>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Conn::Postgres(pg) = conn else { return Err(Error::internal("tailing SQLite")) };
+    let rows = pg
+        .client()
+        .query("SELECT id, expires_at FROM sessions WHERE id = ANY($1)", &[&ids])
+        .map_err(crate::store::db_error)?;
+    rows.iter()
+        .map(|r| {
+            let id = SessionId::parse(r.get::<_, &str>(0))
+                .map_err(|_| Error::internal("a stored session id is malformed"))?;
+            Ok(Effect::SessionRevoked { id, expires_at: Timestamp(r.get(1)) })
+        })
+        .collect()
+}
+
+fn revoked_credentials(conn: &Conn, ids: &[String]) -> Result<Vec<Effect>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Conn::Postgres(pg) = conn else { return Err(Error::internal("tailing SQLite")) };
+    let rows = pg
+        .client()
+        .query("SELECT id, expires_at FROM credentials WHERE id = ANY($1)", &[&ids])
+        .map_err(crate::store::db_error)?;
+    rows.iter()
+        .map(|r| {
+            let id = CredentialId::parse(r.get::<_, &str>(0))
+                .map_err(|_| Error::internal("a stored credential id is malformed"))?;
+            Ok(Effect::Credential { id, revoked: true, expires_at: r.get::<_, Option<i64>>(1).map(Timestamp) })
+        })
+        .collect()
+}
