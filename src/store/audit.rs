@@ -111,10 +111,12 @@ impl<'c> Tx<'c> {
     pub(super) fn record_causes(&mut self) -> Result<()> {
         for (cause, last) in std::mem::take(&mut self.last_caused) {
             self.conn
-                .prepare_cached(
+                .prepare_cached(self.conn.dialect().pick(
                     "INSERT INTO audit_causes (cause_seq, last_seq) VALUES (?1, ?2)
                      ON CONFLICT (cause_seq) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
-                )
+                    "INSERT INTO audit_causes (cause_seq, last_seq) VALUES (?1, ?2)
+                     ON CONFLICT (cause_seq) DO UPDATE SET last_seq = greatest(audit_causes.last_seq, excluded.last_seq)",
+                ))
                 .and_then(|mut st| st.execute([cause, last]))
                 .map_err(db_error)?;
         }

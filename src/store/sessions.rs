@@ -267,9 +267,14 @@ pub fn touch_session(
 ) -> Result<()> {
     exec(
         tx,
-        "UPDATE sessions SET last_seen_at = max(coalesce(last_seen_at, 0), ?2),
-                             last_ip = coalesce(?3, last_ip), last_user_agent = coalesce(?4, last_user_agent)
-         WHERE id = ?1",
+        tx.conn().dialect().pick(
+            "UPDATE sessions SET last_seen_at = max(coalesce(last_seen_at, 0), ?2),
+                                 last_ip = coalesce(?3, last_ip), last_user_agent = coalesce(?4, last_user_agent)
+             WHERE id = ?1",
+            "UPDATE sessions SET last_seen_at = greatest(coalesce(last_seen_at, 0), ?2::bigint),
+                                 last_ip = coalesce(?3::text, last_ip), last_user_agent = coalesce(?4::text, last_user_agent)
+             WHERE id = ?1",
+        ),
         params![id.to_string(), at.millis(), ip, user_agent],
     )
     .map(drop)

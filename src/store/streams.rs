@@ -173,12 +173,16 @@ pub struct Target {
 /// Streams that take new SETs (enabled or paused, not deleted), read once per command.
 pub fn live_targets(conn: &Conn) -> Result<Vec<Target>> {
     let mut st = conn
-        .prepare_cached(
+        .prepare_cached(conn.dialect().pick(
             "SELECT s.id, s.platform_id, s.events_requested,
                     (SELECT json_group_array(subject_key) FROM ssf_stream_subjects x
                       WHERE x.stream_id = s.id AND x.excluded = 1)
              FROM ssf_streams s WHERE s.deleted_at IS NULL AND s.status <> 'disabled'",
-        )
+            "SELECT s.id, s.platform_id, s.events_requested,
+                    (SELECT coalesce(json_agg(subject_key), '[]')::text FROM ssf_stream_subjects x
+                      WHERE x.stream_id = s.id AND x.excluded = 1)
+             FROM ssf_streams s WHERE s.deleted_at IS NULL AND s.status <> 'disabled'",
+        ))
         .map_err(db_error)?;
     let rows = st
         .query_map(rusqlite::params![], |r| {
