@@ -438,8 +438,36 @@ fn unreachable_dialect() -> ! {
 
 /// A PostgreSQL connection: the client and its prepared statements, by their SQLite text.
 pub struct PgConn {
-    pub(super) client: RefCell<postgres::Client>,
+    pub(super) client: RefCell<OwnedClient>,
     statements: RefCell<HashMap<String, postgres::Statement>>,
+}
+
+/// The synchronous client, closed on a thread of its own when dropped where a tokio runtime is
+/// current: closing blocks on the client's runtime, which panics on an async worker (an `App`
+/// dropped at the end of an async test or handler holds its read pool's connections).
+pub(super) struct OwnedClient(Option<postgres::Client>);
+
+impl std::ops::Deref for OwnedClient {
+    type Target = postgres::Client;
+    fn deref(&self) -> &postgres::Client {
+        self.0.as_ref().expect("a client until dropped")
+    }
+}
+
+impl std::ops::DerefMut for OwnedClient {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        self.0.as_mut().expect("a client until dropped")
+    }
+}
+
+impl Drop for OwnedClient {
+    fn drop(&mut self) {
+        let Some(client) = self.0.take() else { return };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // A failed spawn drops the client here, as without the thread.
+            let _ = std::thread::Builder::new().name("pg-close".into()).spawn(move || drop(client));
+        }
+    }
 }
 
 /// Most statements kept prepared per connection; the `Select` builder's combinations are few,
@@ -448,12 +476,12 @@ const MAX_STATEMENTS: usize = 512;
 
 impl PgConn {
     pub fn new(client: postgres::Client) -> Self {
-        PgConn { client: RefCell::new(client), statements: RefCell::new(HashMap::new()) }
+        PgConn { client: RefCell::new(OwnedClient(Some(client))), statements: RefCell::new(HashMap::new()) }
     }
 
     /// The client itself, for what only the PostgreSQL side does (LISTEN, leases).
     pub fn client(&self) -> std::cell::RefMut<'_, postgres::Client> {
-        self.client.borrow_mut()
+        std::cell::RefMut::map(self.client.borrow_mut(), |c| &mut **c)
     }
 
     fn prepare(&self, sql: &str) -> DbResult<postgres::Statement> {

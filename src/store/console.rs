@@ -194,7 +194,10 @@ pub fn find_session(conn: &Conn, secret_hash: &str) -> Result<Option<ConsoleSess
 pub fn touch_session(tx: &Tx<'_>, id: ConsoleSessionId, at: Timestamp) -> Result<()> {
     exec(
         tx,
-        "UPDATE console_sessions SET last_used_at = max(last_used_at, ?2) WHERE id = ?1 AND ended_at IS NULL",
+        tx.conn().dialect().pick(
+            "UPDATE console_sessions SET last_used_at = max(last_used_at, ?2) WHERE id = ?1 AND ended_at IS NULL",
+            "UPDATE console_sessions SET last_used_at = greatest(last_used_at, ?2) WHERE id = ?1 AND ended_at IS NULL",
+        ),
         params![id.to_string(), at.millis()],
     )
     .map(drop)
@@ -286,11 +289,14 @@ pub fn session_summary(
         return Ok(Vec::new());
     }
     let mut st = conn
-        .prepare_cached(
+        .prepare_cached(conn.dialect().pick(
             "SELECT delegation_id, count(*), sum(parent_id IS NULL), json_group_array(DISTINCT scopes)
              FROM sessions WHERE user_id = ?1 AND status = 'active' AND expires_at > ?2
              AND (?3 IS NULL OR +platform_id = ?3) GROUP BY delegation_id",
-        )
+            "SELECT delegation_id, count(*), count(*) FILTER (WHERE parent_id IS NULL), json_agg(DISTINCT scopes)::text
+             FROM sessions WHERE user_id = ?1 AND status = 'active' AND expires_at > ?2
+             AND (?3 IS NULL OR platform_id = ?3) GROUP BY delegation_id",
+        ))
         .map_err(db_error)?;
     let found = st
         .query_map(params![user.to_string(), now.millis(), platform.map(|p| p.to_string())], |r| {
@@ -391,13 +397,19 @@ pub struct DeliveryRow {
 /// deliveries found by the (webhook_id, event_seq) index.
 pub fn deliveries_between(conn: &Conn, from: i64, to: i64, limit: usize) -> Result<Vec<DeliveryRow>> {
     let mut st = conn
-        .prepare_cached(
+        .prepare_cached(conn.dialect().pick(
             "SELECT d.webhook_id, w.url, d.event_seq, d.status, d.attempts, d.last_attempt_at, d.acknowledged_at,
                     d.last_status
              FROM webhooks w CROSS JOIN webhook_deliveries d
              ON d.webhook_id = w.id AND d.event_seq BETWEEN ?1 AND ?2
              ORDER BY d.event_seq, d.webhook_id LIMIT ?3",
-        )
+            // PostgreSQL's CROSS JOIN takes no ON; its planner orders the join itself.
+            "SELECT d.webhook_id, w.url, d.event_seq, d.status, d.attempts, d.last_attempt_at, d.acknowledged_at,
+                    d.last_status
+             FROM webhooks w JOIN webhook_deliveries d
+             ON d.webhook_id = w.id AND d.event_seq BETWEEN ?1 AND ?2
+             ORDER BY d.event_seq, d.webhook_id LIMIT ?3",
+        ))
         .map_err(db_error)?;
     let found = st
         .query_map(params![from, to, limit as i64], |r| {

@@ -358,6 +358,7 @@ async fn open_with_policy(policy: &Path) -> (String, bool) {
     let data_dir = data.path().join("data");
     let mut config = Config::new(&data_dir);
     config.policy_dir = Some(policy.to_owned());
+    config.database_url = crate::helpers::fresh_database_url().await;
     let message = match App::open(&config).await {
         Ok(_) => panic!("tether started with the policy in {}", policy.display()),
         Err(e) => e.to_string(),
@@ -555,19 +556,25 @@ async fn a_new_instance_keeps_its_directory_database_and_admin_credential_to_its
     let elsewhere = parent.path().join("elsewhere");
     std::fs::write(&elsewhere, "untouched").expect("target");
     std::os::unix::fs::symlink(&elsewhere, data_dir.join("admin.credential")).expect("symlink");
-    let app = App::open(&Config::new(&data_dir)).await.expect("open");
+    let mut config = Config::new(&data_dir);
+    config.database_url = crate::helpers::fresh_database_url().await;
+    let app = App::open(&config).await.expect("open");
     let credential = app.first_admin_credential.clone().expect("first start");
 
     let mode = |name: &str| std::fs::symlink_metadata(data_dir.join(name)).expect(name).permissions().mode() & 0o777;
-    assert_eq!(mode("tether.db"), 0o600);
-    assert_eq!(mode("tether.db-wal"), 0o600);
+    if config.database_url.is_none() {
+        assert_eq!(mode("tether.db"), 0o600);
+        assert_eq!(mode("tether.db-wal"), 0o600);
+    }
     assert_eq!(mode("admin.credential"), 0o600);
     assert!(std::fs::symlink_metadata(data_dir.join("admin.credential")).expect("file").file_type().is_file());
     assert_eq!(std::fs::read_to_string(data_dir.join("admin.credential")).expect("read").trim(), credential);
     assert_eq!(std::fs::read_to_string(&elsewhere).expect("read"), "untouched", "the symlink was followed");
 
     let fresh = parent.path().join("created-by-tether");
-    drop(App::open(&Config::new(&fresh)).await.expect("open"));
+    let mut config = Config::new(&fresh);
+    config.database_url = crate::helpers::fresh_database_url().await;
+    drop(App::open(&config).await.expect("open"));
     assert_eq!(std::fs::metadata(&fresh).expect("dir").permissions().mode() & 0o777, 0o700);
     drop(app);
 }

@@ -47,6 +47,63 @@ impl Answer {
     }
 }
 
+/// A new, empty PostgreSQL database when `TETHER_TEST_DATABASE_URL` (an admin URL, see
+/// tests/pg/README.md) is set: its URL, for `Config::database_url`. `None` without the variable:
+/// the test runs on SQLite in its data directory.
+pub async fn fresh_database_url() -> Option<String> {
+    let admin_url = std::env::var("TETHER_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty())?;
+    let name = format!("tether_t_{}", uuid::Uuid::now_v7().simple());
+    // The synchronous client runs a runtime of its own, which cannot start on an async worker.
+    let url = tokio::task::spawn_blocking(move || {
+        let mut client = postgres::Client::connect(&admin_url, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("TETHER_TEST_DATABASE_URL: cannot connect: {e}"));
+        client.batch_execute(&format!("CREATE DATABASE {name}")).expect("create the test database");
+        database_url(&admin_url, &name)
+    })
+    .await
+    .expect("create the test database");
+    Some(url)
+}
+
+/// `admin_url` with its database (the path) replaced by `name`, its query kept.
+fn database_url(admin_url: &str, name: &str) -> String {
+    let (base, query) = admin_url.split_once('?').map_or((admin_url, None), |(b, q)| (b, Some(q)));
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// Whether the tests run on PostgreSQL (`TETHER_TEST_DATABASE_URL` set).
+pub fn on_postgres() -> bool {
+    std::env::var("TETHER_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty())
+}
+
+/// The database of each data directory a test opened (`TestApp::open`): reopening the same
+/// directory, as a restart does, finds the same database.
+fn databases() -> &'static std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Option<String>>> {
+    static DATABASES: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Option<String>>>,
+    > = std::sync::OnceLock::new();
+    DATABASES.get_or_init(Default::default)
+}
+
+/// The database for the data directory `dir`: the one it was first opened with, else a fresh one
+/// ([`fresh_database_url`]).
+pub async fn database_url_for(dir: &std::path::Path) -> Option<String> {
+    if let Some(url) = databases().lock().expect("databases").get(dir) {
+        return url.clone();
+    }
+    let url = fresh_database_url().await;
+    databases().lock().expect("databases").insert(dir.to_owned(), url.clone());
+    url
+}
+
 /// The default configuration, with webhooks allowed to deliver to the tests' receivers on
 /// 127.0.0.1 (a default configuration refuses private addresses).
 pub fn local_config(dir: std::path::PathBuf) -> Config {
@@ -63,7 +120,11 @@ impl TestApp {
 
     pub async fn open(dir: tempfile::TempDir, config: impl Fn(std::path::PathBuf) -> Config) -> TestApp {
         let clock = Arc::new(Clock::default());
-        let app = App::open_with_clock(&config(dir.path().to_owned()), clock.clone()).await.expect("open app");
+        let mut config = config(dir.path().to_owned());
+        if config.database_url.is_none() {
+            config.database_url = database_url_for(dir.path()).await;
+        }
+        let app = App::open_with_clock(&config, clock.clone()).await.expect("open app");
         let admin = match &app.first_admin_credential {
             Some(c) => c.clone(),
             None => std::fs::read_to_string(dir.path().join("admin.credential"))
