@@ -503,13 +503,13 @@ impl PgConn {
     }
 }
 
-/// Rewrites a statement written for SQLite into PostgreSQL's: `?N` becomes `$N` (a bare `?` the
-/// next number), and a unary `+` before a column (SQLite's way of keeping an index out of a
+/// Rewrites a statement written for SQLite into PostgreSQL's: `?N` becomes `$N` (a bare `?`, as
+/// SQLite numbers it, one more than the largest number so far), and a unary `+` before a column (SQLite's way of keeping an index out of a
 /// plan) is dropped. Quoted text and identifiers are copied as they are.
 pub fn to_postgres(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut chars = sql.chars().peekable();
-    let mut next_bare = 1;
+    let mut largest = 0u32;
     let mut previous = ' ';
     while let Some(c) = chars.next() {
         match c {
@@ -528,9 +528,12 @@ pub fn to_postgres(sql: &str) -> String {
                     digits.push(*d);
                     chars.next();
                 }
-                if digits.is_empty() {
-                    digits = next_bare.to_string();
-                    next_bare += 1;
+                match digits.parse::<u32>() {
+                    Ok(n) => largest = largest.max(n),
+                    Err(_) => {
+                        largest += 1;
+                        digits = largest.to_string();
+                    }
                 }
                 out.push('$');
                 out.push_str(&digits);
@@ -553,6 +556,11 @@ mod tests {
         assert_eq!(to_postgres("SELECT a FROM t WHERE a = ?1 AND b = ?12"), "SELECT a FROM t WHERE a = $1 AND b = $12");
         assert_eq!(to_postgres("WHERE a = ? AND b > ? LIMIT ?"), "WHERE a = $1 AND b > $2 LIMIT $3");
         assert_eq!(to_postgres("WHERE a = '?1' AND \"x?\" = ?1"), "WHERE a = '?1' AND \"x?\" = $1");
+        // As SQLite numbers them: a bare `?` after `?2` is the third.
+        assert_eq!(
+            to_postgres("WHERE a < ?1 AND b > ?2 AND c = ? AND d = ?"),
+            "WHERE a < $1 AND b > $2 AND c = $3 AND d = $4"
+        );
     }
 
     #[test]
