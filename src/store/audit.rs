@@ -195,7 +195,7 @@ pub(super) static LAST_DISCONNECT: std::sync::LazyLock<String> = std::sync::Lazy
 pub(super) static LAST_DISCONNECT_PG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "SELECT {} FROM audit_events WHERE subject_id = ?1 AND {} AND action = ?2
-           AND jsonb_path_query_first(CAST({} AS jsonb), CAST(?3 AS jsonpath)) #>> '{{}}' = ?4
+           AND jsonb_path_query_first(CAST({} AS jsonb), CAST(CAST(?3 AS TEXT) AS jsonpath)) #>> '{{}}' = ?4
          ORDER BY seq DESC LIMIT 1",
         rows::AUDIT_COLUMNS,
         rows::INDEXED_EVENT,

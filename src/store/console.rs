@@ -246,14 +246,18 @@ pub fn connected(
     } else if vis.reach() != Reach::All {
         return Ok(Vec::new());
     }
-    let sql = "SELECT d.id, d.user_id, d.agent_id, d.integration_id, d.platform_id, d.scopes, d.status, d.created_at,
-                      d.revoked_at, d.revoked_reason, a.name, a.status, i.name, p.name
-               FROM delegations d
-               JOIN agents a ON a.id = d.agent_id
-               JOIN integrations i ON i.id = d.integration_id
-               JOIN platforms p ON p.id = d.platform_id
-               WHERE d.user_id = ?1 AND (?2 IS NULL OR d.platform_id = ?2)
-               ORDER BY d.status = 'active' DESC, d.id DESC LIMIT 500";
+    // PostgreSQL infers no type for a parameter only tested for NULL: the cast gives it one.
+    let sql = conn.dialect().pick(
+        CONNECTED,
+        "SELECT d.id, d.user_id, d.agent_id, d.integration_id, d.platform_id, d.scopes, d.status, d.created_at,
+                d.revoked_at, d.revoked_reason, a.name, a.status, i.name, p.name
+         FROM delegations d
+         JOIN agents a ON a.id = d.agent_id
+         JOIN integrations i ON i.id = d.integration_id
+         JOIN platforms p ON p.id = d.platform_id
+         WHERE d.user_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR d.platform_id = ?2)
+         ORDER BY d.status = 'active' DESC, d.id DESC LIMIT 500",
+    );
     let mut st = conn.prepare_cached(sql).map_err(db_error)?;
     let found = st
         .query_map(params![user.to_string(), platform.map(|p| p.to_string())], |r| {
@@ -268,6 +272,17 @@ pub fn connected(
         .map_err(db_error)?;
     found.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
+
+/// [`connected`]'s statement on SQLite.
+const CONNECTED: &str =
+    "SELECT d.id, d.user_id, d.agent_id, d.integration_id, d.platform_id, d.scopes, d.status, d.created_at,
+                      d.revoked_at, d.revoked_reason, a.name, a.status, i.name, p.name
+               FROM delegations d
+               JOIN agents a ON a.id = d.agent_id
+               JOIN integrations i ON i.id = d.integration_id
+               JOIN platforms p ON p.id = d.platform_id
+               WHERE d.user_id = ?1 AND (?2 IS NULL OR d.platform_id = ?2)
+               ORDER BY d.status = 'active' DESC, d.id DESC LIMIT 500";
 
 /// Per delegation of the user: active sessions in all, top-level ones, and the distinct scope sets
 /// they hold (as stored) — the page's counts and "scopes in use" without reading every row.
@@ -295,7 +310,7 @@ pub fn session_summary(
              AND (?3 IS NULL OR +platform_id = ?3) GROUP BY delegation_id",
             "SELECT delegation_id, count(*), count(*) FILTER (WHERE parent_id IS NULL), json_agg(DISTINCT scopes)::text
              FROM sessions WHERE user_id = ?1 AND status = 'active' AND expires_at > ?2
-             AND (?3 IS NULL OR platform_id = ?3) GROUP BY delegation_id",
+             AND (CAST(?3 AS TEXT) IS NULL OR platform_id = ?3) GROUP BY delegation_id",
         ))
         .map_err(db_error)?;
     let found = st
