@@ -104,6 +104,71 @@ pub async fn database_url_for(dir: &std::path::Path) -> Option<String> {
     url
 }
 
+/// The test's database opened directly, as someone with write access to it could: the data
+/// directory's SQLite file, or the test's PostgreSQL database. Statements are SQLite's (`?N`
+/// parameters), rewritten for PostgreSQL; on PostgreSQL each runs on a thread of its own (the
+/// synchronous client cannot block on an async worker).
+pub enum RawDb {
+    Sqlite(rusqlite::Connection),
+    Postgres(tether::store::Conn),
+}
+
+impl RawDb {
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, RawDb::Postgres(_))
+    }
+
+    /// Runs `f` on the PostgreSQL connection on a scoped thread.
+    fn on_thread<T: Send>(conn: &mut tether::store::Conn, f: impl FnOnce(&mut tether::store::Conn) -> T + Send) -> T {
+        std::thread::scope(|s| s.spawn(move || f(conn)).join().expect("database thread"))
+    }
+
+    /// Statements without parameters.
+    pub fn execute_batch(&mut self, sql: &str) -> Result<(), String> {
+        match self {
+            RawDb::Sqlite(c) => c.execute_batch(sql).map_err(|e| e.to_string()),
+            RawDb::Postgres(c) => Self::on_thread(c, |c| c.execute_batch(sql)).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// One statement; the rows it changed.
+    pub fn execute(&mut self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<usize, String> {
+        match self {
+            RawDb::Sqlite(c) => c.execute(sql, params).map_err(|e| e.to_string()),
+            RawDb::Postgres(c) => {
+                let values = owned(params);
+                Self::on_thread(c, |c| c.execute(sql, &values)).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The first column of the first row.
+    pub fn query_one<T: rusqlite::types::FromSql + Send>(
+        &mut self,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<T, String> {
+        match self {
+            RawDb::Sqlite(c) => c.query_row(sql, params, |r| r.get(0)).map_err(|e| e.to_string()),
+            RawDb::Postgres(c) => {
+                let values = owned(params);
+                Self::on_thread(c, |c| c.query_row(sql, &values, |r| r.get(0))).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+fn owned(params: &[&dyn rusqlite::ToSql]) -> Vec<rusqlite::types::Value> {
+    params
+        .iter()
+        .map(|p| match p.to_sql().expect("a parameter") {
+            rusqlite::types::ToSqlOutput::Borrowed(v) => v.into(),
+            rusqlite::types::ToSqlOutput::Owned(v) => v,
+            _ => panic!("an unsupported parameter"),
+        })
+        .collect()
+}
+
 /// The default configuration, with webhooks allowed to deliver to the tests' receivers on
 /// 127.0.0.1 (a default configuration refuses private addresses).
 pub fn local_config(dir: std::path::PathBuf) -> Config {
@@ -134,6 +199,39 @@ impl TestApp {
         };
         let router = app.router();
         TestApp { dir, app, router, clock, admin }
+    }
+
+    /// The PostgreSQL database this instance runs on (`None` on SQLite).
+    pub fn database_url(&self) -> Option<String> {
+        databases().lock().expect("databases").get(self.dir.path()).cloned().flatten()
+    }
+
+    /// The database opened directly ([`RawDb`]).
+    pub fn raw_db(&self) -> RawDb {
+        match self.database_url() {
+            None => {
+                RawDb::Sqlite(rusqlite::Connection::open(self.dir.path().join("tether.db")).expect("open tether.db"))
+            }
+            Some(url) => {
+                let connect = move || {
+                    let target = tether::store::postgres::PgTarget::new(&url, None).expect("a PostgreSQL URL");
+                    tether::store::Database::Postgres(target).writer().expect("connect to the test database")
+                };
+                RawDb::Postgres(std::thread::spawn(connect).join().expect("connect"))
+            }
+        }
+    }
+
+    /// A `tether` command on this instance: `args`, then `--data-dir` and, on PostgreSQL, the
+    /// database in `TETHER_DATABASE_URL` (which `tether audit` reads).
+    pub fn tether_command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tether"));
+        command.args(args).arg("--data-dir").arg(self.dir.path());
+        match self.database_url() {
+            Some(url) => command.env("TETHER_DATABASE_URL", url),
+            None => command.env_remove("TETHER_DATABASE_URL"),
+        };
+        command
     }
 
     /// Stops this instance and opens a new one on the same data directory.
