@@ -157,6 +157,50 @@ async fn the_audit_chain_verifies_after_the_walkthrough() {
     assert!(ok, "`tether audit verify` on an intact chain exits 0; stderr: {stderr}");
 }
 
+/// On PostgreSQL the store's verify reads the shared database's chain, and `tether audit verify`
+/// and `export` read it given `--database` alone (no data directory).
+#[tokio::test]
+async fn a_postgresql_chain_verifies_through_the_store_and_the_cli_given_its_database() {
+    let app = TestApp::new().await;
+    let Some(url) = app.database_url() else {
+        eprintln!("skipped on SQLite: this test is about a PostgreSQL database (TETHER_TEST_DATABASE_URL)");
+        return;
+    };
+    let world = app.world(&["mail:read"], &["mail:read"]).await;
+    let (session, _) = app.session(&world.platform, &world.delegation, &["mail:read"]).await;
+    app.post(&format!("/v1/sessions/{session}/revoke"), &app.admin, json!({})).await.ok();
+    let api = verify(&app).await;
+    assert_eq!(api["ok"], true, "{api}");
+
+    let store_url = url.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let target = tether::store::postgres::PgTarget::new(&store_url, None)?;
+        let readers = tether::store::ReadPool::open(&tether::store::Database::Postgres(target), 1)?;
+        readers.read_now(tether::store::audit::verify_audit)
+    })
+    .await
+    .expect("verify task")
+    .expect("verify through the store");
+    let report = serde_json::to_value(&report).expect("report");
+    assert_eq!(report, api, "the store reads the chain the API verified");
+
+    let nowhere = tempfile::tempdir().expect("tempdir");
+    let cli = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tether"));
+        command.args(args).args(["--database", &url]).current_dir(nowhere.path()).env_remove("TETHER_DATABASE_URL");
+        run(command)
+    };
+    let (ok, stdout, stderr) = cli(&["audit", "verify"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(serde_json::from_str::<Value>(&stdout).expect("a JSON report"), api);
+    let (ok, stdout, stderr) = cli(&["audit", "export"]);
+    assert!(ok, "{stderr}");
+    let (_, exported) = export(&app, &app.admin).await;
+    let printed: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(printed.len() as i64, api["head_seq"].as_i64().expect("head_seq"));
+    assert_eq!(printed, exported);
+}
+
 #[tokio::test]
 async fn the_audit_table_refuses_updates_and_deletes() {
     let app = TestApp::new().await;
