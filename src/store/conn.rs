@@ -447,14 +447,17 @@ pub struct PgConn {
 /// dropped at the end of an async test or handler holds its read pool's connections).
 pub(super) struct OwnedClient(Option<postgres::Client>);
 
+// The client is taken out only by `drop`: until then it is always there.
 impl std::ops::Deref for OwnedClient {
     type Target = postgres::Client;
+    #[allow(clippy::expect_used)]
     fn deref(&self) -> &postgres::Client {
         self.0.as_ref().expect("a client until dropped")
     }
 }
 
 impl std::ops::DerefMut for OwnedClient {
+    #[allow(clippy::expect_used)]
     fn deref_mut(&mut self) -> &mut postgres::Client {
         self.0.as_mut().expect("a client until dropped")
     }
