@@ -112,11 +112,17 @@ enum AuditCommand {
     Verify {
         #[arg(long, default_value = "./tether-data")]
         data_dir: PathBuf,
+        /// The PostgreSQL database of a cluster (`postgres://…`) instead of the data directory's.
+        #[arg(long, env = "TETHER_DATABASE_URL", value_name = "URL")]
+        database: Option<String>,
     },
     /// Print every event as one JSON line, in seq order.
     Export {
         #[arg(long, default_value = "./tether-data")]
         data_dir: PathBuf,
+        /// The PostgreSQL database of a cluster (`postgres://…`) instead of the data directory's.
+        #[arg(long, env = "TETHER_DATABASE_URL", value_name = "URL")]
+        database: Option<String>,
     },
 }
 
@@ -238,52 +244,10 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             };
             serve(config, &listen, public_url, lock).await
         }
-        Command::Audit { command: AuditCommand::Verify { data_dir } } => {
-            let readers = open_readers(&data_dir)?;
-            let report = readers.read_now(tether::store::audit::verify_audit)?;
-            let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-            match writeln!(std::io::stdout(), "{text}") {
-                // A closed pipe (`| head`) is not a failure of verify: the exit code still says it.
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    eprintln!("audit verify could not print its report: {e}");
-                    return Ok(ExitCode::FAILURE);
-                }
-                _ => {}
-            }
-            if report.ok {
-                Ok(ExitCode::SUCCESS)
-            } else {
-                eprintln!("audit chain broken at seq {}", report.first_broken_seq.unwrap_or_default());
-                Ok(ExitCode::from(2))
-            }
-        }
-        Command::Audit { command: AuditCommand::Export { data_dir } } => {
-            let readers = open_readers(&data_dir)?;
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let mut failed: Option<std::io::Error> = None;
-            readers.read_now(|conn| {
-                tether::store::audit::each_stored_record(conn, |record| {
-                    let written = serde_json::to_writer(&mut out, &record)
-                        .map_err(std::io::Error::from)
-                        .and_then(|()| out.write_all(b"\n"));
-                    written.map_err(|e| failed = Some(e)).is_ok()
-                })
-            })?;
-            let outcome = match failed {
-                Some(e) => Err(e),
-                None => out.flush(),
-            };
-            match outcome {
-                Ok(()) => Ok(ExitCode::SUCCESS),
-                // A closed pipe (`| head`) ends the export quietly: the reader asked for no more.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-                // Anything else (a full disk) leaves a cut-off export: say so and fail.
-                Err(e) => {
-                    eprintln!("audit export failed: {e}; the output is incomplete");
-                    Ok(ExitCode::FAILURE)
-                }
-            }
-        }
+        // Blocking reads (PostgreSQL's client runs a runtime of its own): off the async workers.
+        Command::Audit { command } => tokio::task::spawn_blocking(move || audit(command))
+            .await
+            .map_err(|e| Error::internal(format!("audit task: {e}")))?,
         Command::Keys { command: KeysCommand::Rotate { data_dir, purpose: p } } if p == "sets" => {
             existing_instance(&data_dir)?;
             let kid = tether::tokens::SetKeyRing::open(&data_dir.join("keys"))?.rotate()?;
@@ -396,7 +360,66 @@ fn existing_instance(data_dir: &std::path::Path) -> Result<(), Error> {
     }
 }
 
-fn open_readers(data_dir: &std::path::Path) -> Result<tether::store::ReadPool, Error> {
+/// `tether audit …`: blocking (reads the database on the calling thread).
+fn audit(command: AuditCommand) -> Result<ExitCode, Error> {
+    match command {
+        AuditCommand::Verify { data_dir, database } => {
+            let readers = open_readers(&data_dir, database.as_deref())?;
+            let report = readers.read_now(tether::store::audit::verify_audit)?;
+            let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+            match writeln!(std::io::stdout(), "{text}") {
+                // A closed pipe (`| head`) is not a failure of verify: the exit code still says it.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("audit verify could not print its report: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+                _ => {}
+            }
+            if report.ok {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("audit chain broken at seq {}", report.first_broken_seq.unwrap_or_default());
+                Ok(ExitCode::from(2))
+            }
+        }
+        AuditCommand::Export { data_dir, database } => {
+            let readers = open_readers(&data_dir, database.as_deref())?;
+            // Unlocked: a PostgreSQL read may run on a thread of its own (ReadPool::read_now).
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+            let mut failed: Option<std::io::Error> = None;
+            readers.read_now(|conn| {
+                tether::store::audit::each_stored_record(conn, |record| {
+                    let written = serde_json::to_writer(&mut out, &record)
+                        .map_err(std::io::Error::from)
+                        .and_then(|()| out.write_all(b"\n"));
+                    written.map_err(|e| failed = Some(e)).is_ok()
+                })
+            })?;
+            let outcome = match failed {
+                Some(e) => Err(e),
+                None => out.flush(),
+            };
+            match outcome {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                // A closed pipe (`| head`) ends the export quietly: the reader asked for no more.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+                // Anything else (a full disk) leaves a cut-off export: say so and fail.
+                Err(e) => {
+                    eprintln!("audit export failed: {e}; the output is incomplete");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+/// A reader of the data directory's SQLite database, or of the PostgreSQL database at `url`.
+/// Blocking (PostgreSQL connects here).
+fn open_readers(data_dir: &std::path::Path, url: Option<&str>) -> Result<tether::store::ReadPool, Error> {
+    if let Some(url) = url {
+        let target = tether::store::postgres::PgTarget::new(url, None)?;
+        return tether::store::ReadPool::open(&tether::store::Database::Postgres(target), 1);
+    }
     let db = tether::store::database_path(data_dir);
     if !db.exists() {
         return Err(Error::invalid(format!("no tether database at {}", db.display())));

@@ -1,7 +1,7 @@
 //! The audit log's storage: the chain head, the append inside the write transaction, reading one
 //! event, the writer's lookups of earlier events, export (every stored row) and verification.
 
-use super::conn::{Conn, OptionalExtension};
+use super::conn::{Conn, Dialect, OptionalExtension};
 use rusqlite::params;
 
 use super::db::db_error;
@@ -190,6 +190,19 @@ pub(super) static LAST_DISCONNECT: std::sync::LazyLock<String> = std::sync::Lazy
     )
 });
 
+/// [`LAST_DISCONNECT`] for PostgreSQL: the details read as `jsonb`, the key (`$.agent_id`) as the
+/// JSON path it is.
+pub(super) static LAST_DISCONNECT_PG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM audit_events WHERE subject_id = ?1 AND {} AND action = ?2
+           AND jsonb_path_query_first(CAST({} AS jsonb), CAST(CAST(?3 AS TEXT) AS jsonpath)) #>> '{{}}' = ?4
+         ORDER BY seq DESC LIMIT 1",
+        rows::AUDIT_COLUMNS,
+        rows::INDEXED_EVENT,
+        rows::AUDIT_DETAILS
+    )
+});
+
 /// The latest disconnect of this very agent or integration by this user.
 pub fn last_disconnect_event(conn: &Conn, of: DelegationsOf) -> Result<Option<crate::audit::AuditEvent>> {
     let (action, key, user, other) = match of {
@@ -197,7 +210,7 @@ pub fn last_disconnect_event(conn: &Conn, of: DelegationsOf) -> Result<Option<cr
         DelegationsOf::UserIntegration(u, i) => ("user.integration_disconnected", "$.integration_id", u, i.to_string()),
         _ => return Ok(None),
     };
-    conn.prepare_cached(&LAST_DISCONNECT)
+    conn.prepare_cached(conn.dialect().pick(&LAST_DISCONNECT, &LAST_DISCONNECT_PG))
         .and_then(|mut st| st.query_row(params![user.to_string(), action, key, other], rows::audit_event).optional())
         .map_err(db_error)
 }
@@ -205,6 +218,9 @@ pub fn last_disconnect_event(conn: &Conn, of: DelegationsOf) -> Result<Option<cr
 /// Streams every audit row as stored, in seq order, to `each`; stops early when it returns false.
 /// Verification and export read rows this way: a row changed behind tether's back still reads.
 pub fn each_stored_record(conn: &Conn, mut each: impl FnMut(StoredRecord) -> bool) -> Result<()> {
+    if conn.dialect() == Dialect::Postgres {
+        return each_stored_record_paged(conn, each);
+    }
     let sql = format!("SELECT {} FROM audit_events ORDER BY seq", rows::AUDIT_COLUMNS);
     let mut st = conn.prepare(&sql).map_err(db_error)?;
     let mut rows = st.query(params![]).map_err(db_error)?;
@@ -214,6 +230,31 @@ pub fn each_stored_record(conn: &Conn, mut each: impl FnMut(StoredRecord) -> boo
         }
     }
     Ok(())
+}
+
+/// [`each_stored_record`] on PostgreSQL, whose rows arrive whole: the log is read a page at a
+/// time by seq. Seq order is commit order there (the chain lock), so a page read after another
+/// finds every event after the last one read, and no hole.
+fn each_stored_record_paged(conn: &Conn, mut each: impl FnMut(StoredRecord) -> bool) -> Result<()> {
+    const PAGE: i64 = 5_000;
+    let sql = format!("SELECT {} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2", rows::AUDIT_COLUMNS);
+    let mut after = i64::MIN;
+    loop {
+        let mut st = conn.prepare_cached(&sql).map_err(db_error)?;
+        let mut rows = st.query(params![after, PAGE]).map_err(db_error)?;
+        let mut read = 0;
+        while let Some(r) = rows.next().map_err(db_error)? {
+            let record = rows::stored_record(&r).map_err(db_error)?;
+            after = record.seq;
+            read += 1;
+            if !each(record) {
+                return Ok(());
+            }
+        }
+        if read < PAGE {
+            return Ok(());
+        }
+    }
 }
 
 /// Recomputes the chain from the stored rows, up to `through_seq` if given.

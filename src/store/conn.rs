@@ -438,40 +438,39 @@ fn unreachable_dialect() -> ! {
 
 /// A PostgreSQL connection: the client and its prepared statements, by their SQLite text.
 pub struct PgConn {
-    pub(super) client: RefCell<PgClient>,
+    pub(super) client: RefCell<OwnedClient>,
     statements: RefCell<HashMap<String, postgres::Statement>>,
 }
 
-/// The blocking client, closed off the async executor: closing blocks on the client's own
-/// runtime, which cannot run inside another, and a pool or a connection can be dropped anywhere.
-pub struct PgClient(Option<postgres::Client>);
+/// The synchronous client, closed on a thread of its own when dropped where a tokio runtime is
+/// current: closing blocks on the client's runtime, which panics on an async worker (an `App`
+/// dropped at the end of an async test or handler holds its read pool's connections).
+pub(super) struct OwnedClient(Option<postgres::Client>);
 
-impl std::ops::Deref for PgClient {
+// The client is taken out only by `drop`: until then it is always there.
+impl std::ops::Deref for OwnedClient {
     type Target = postgres::Client;
+    #[allow(clippy::expect_used)]
     fn deref(&self) -> &postgres::Client {
-        self.0.as_ref().unwrap_or_else(|| unreachable_closed())
+        self.0.as_ref().expect("a client until dropped")
     }
 }
 
-impl std::ops::DerefMut for PgClient {
+impl std::ops::DerefMut for OwnedClient {
+    #[allow(clippy::expect_used)]
     fn deref_mut(&mut self) -> &mut postgres::Client {
-        self.0.as_mut().unwrap_or_else(|| unreachable_closed())
+        self.0.as_mut().expect("a client until dropped")
     }
 }
 
-impl Drop for PgClient {
+impl Drop for OwnedClient {
     fn drop(&mut self) {
         let Some(client) = self.0.take() else { return };
         if tokio::runtime::Handle::try_current().is_ok() {
-            let _ = std::thread::Builder::new().name("tether-pg-close".into()).spawn(move || drop(client));
+            // A failed spawn drops the client here, as without the thread.
+            let _ = std::thread::Builder::new().name("pg-close".into()).spawn(move || drop(client));
         }
     }
-}
-
-#[track_caller]
-fn unreachable_closed() -> ! {
-    // The client is taken out only in drop.
-    panic!("a PostgreSQL client used after it was closed")
 }
 
 /// Most statements kept prepared per connection; the `Select` builder's combinations are few,
@@ -480,12 +479,12 @@ const MAX_STATEMENTS: usize = 512;
 
 impl PgConn {
     pub fn new(client: postgres::Client) -> Self {
-        PgConn { client: RefCell::new(PgClient(Some(client))), statements: RefCell::new(HashMap::new()) }
+        PgConn { client: RefCell::new(OwnedClient(Some(client))), statements: RefCell::new(HashMap::new()) }
     }
 
     /// The client itself, for what only the PostgreSQL side does (LISTEN, leases).
-    pub fn client(&self) -> std::cell::RefMut<'_, PgClient> {
-        self.client.borrow_mut()
+    pub fn client(&self) -> std::cell::RefMut<'_, postgres::Client> {
+        std::cell::RefMut::map(self.client.borrow_mut(), |c| &mut **c)
     }
 
     fn prepare(&self, sql: &str) -> DbResult<postgres::Statement> {
@@ -507,13 +506,13 @@ impl PgConn {
     }
 }
 
-/// Rewrites a statement written for SQLite into PostgreSQL's: `?N` becomes `$N` (a bare `?` the
-/// next number), and a unary `+` before a column (SQLite's way of keeping an index out of a
+/// Rewrites a statement written for SQLite into PostgreSQL's: `?N` becomes `$N` (a bare `?`, as
+/// SQLite numbers it, one more than the largest number so far), and a unary `+` before a column (SQLite's way of keeping an index out of a
 /// plan) is dropped. Quoted text and identifiers are copied as they are.
 pub fn to_postgres(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut chars = sql.chars().peekable();
-    let mut next_bare = 1;
+    let mut largest = 0u32;
     let mut previous = ' ';
     while let Some(c) = chars.next() {
         match c {
@@ -532,9 +531,12 @@ pub fn to_postgres(sql: &str) -> String {
                     digits.push(*d);
                     chars.next();
                 }
-                if digits.is_empty() {
-                    digits = next_bare.to_string();
-                    next_bare += 1;
+                match digits.parse::<u32>() {
+                    Ok(n) => largest = largest.max(n),
+                    Err(_) => {
+                        largest += 1;
+                        digits = largest.to_string();
+                    }
                 }
                 out.push('$');
                 out.push_str(&digits);
@@ -557,6 +559,11 @@ mod tests {
         assert_eq!(to_postgres("SELECT a FROM t WHERE a = ?1 AND b = ?12"), "SELECT a FROM t WHERE a = $1 AND b = $12");
         assert_eq!(to_postgres("WHERE a = ? AND b > ? LIMIT ?"), "WHERE a = $1 AND b > $2 LIMIT $3");
         assert_eq!(to_postgres("WHERE a = '?1' AND \"x?\" = ?1"), "WHERE a = '?1' AND \"x?\" = $1");
+        // As SQLite numbers them: a bare `?` after `?2` is the third.
+        assert_eq!(
+            to_postgres("WHERE a < ?1 AND b > ?2 AND c = ? AND d = ?"),
+            "WHERE a < $1 AND b > $2 AND c = $3 AND d = $4"
+        );
     }
 
     #[test]

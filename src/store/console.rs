@@ -194,7 +194,10 @@ pub fn find_session(conn: &Conn, secret_hash: &str) -> Result<Option<ConsoleSess
 pub fn touch_session(tx: &Tx<'_>, id: ConsoleSessionId, at: Timestamp) -> Result<()> {
     exec(
         tx,
-        "UPDATE console_sessions SET last_used_at = max(last_used_at, ?2) WHERE id = ?1 AND ended_at IS NULL",
+        tx.conn().dialect().pick(
+            "UPDATE console_sessions SET last_used_at = max(last_used_at, ?2) WHERE id = ?1 AND ended_at IS NULL",
+            "UPDATE console_sessions SET last_used_at = greatest(last_used_at, ?2) WHERE id = ?1 AND ended_at IS NULL",
+        ),
         params![id.to_string(), at.millis()],
     )
     .map(drop)
@@ -243,14 +246,18 @@ pub fn connected(
     } else if vis.reach() != Reach::All {
         return Ok(Vec::new());
     }
-    let sql = "SELECT d.id, d.user_id, d.agent_id, d.integration_id, d.platform_id, d.scopes, d.status, d.created_at,
-                      d.revoked_at, d.revoked_reason, a.name, a.status, i.name, p.name
-               FROM delegations d
-               JOIN agents a ON a.id = d.agent_id
-               JOIN integrations i ON i.id = d.integration_id
-               JOIN platforms p ON p.id = d.platform_id
-               WHERE d.user_id = ?1 AND (?2 IS NULL OR d.platform_id = ?2)
-               ORDER BY d.status = 'active' DESC, d.id DESC LIMIT 500";
+    // PostgreSQL infers no type for a parameter only tested for NULL: the cast gives it one.
+    let sql = conn.dialect().pick(
+        CONNECTED,
+        "SELECT d.id, d.user_id, d.agent_id, d.integration_id, d.platform_id, d.scopes, d.status, d.created_at,
+                d.revoked_at, d.revoked_reason, a.name, a.status, i.name, p.name
+         FROM delegations d
+         JOIN agents a ON a.id = d.agent_id
+         JOIN integrations i ON i.id = d.integration_id
+         JOIN platforms p ON p.id = d.platform_id
+         WHERE d.user_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR d.platform_id = ?2)
+         ORDER BY d.status = 'active' DESC, d.id DESC LIMIT 500",
+    );
     let mut st = conn.prepare_cached(sql).map_err(db_error)?;
     let found = st
         .query_map(params![user.to_string(), platform.map(|p| p.to_string())], |r| {
@@ -265,6 +272,17 @@ pub fn connected(
         .map_err(db_error)?;
     found.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
+
+/// [`connected`]'s statement on SQLite.
+const CONNECTED: &str =
+    "SELECT d.id, d.user_id, d.agent_id, d.integration_id, d.platform_id, d.scopes, d.status, d.created_at,
+                      d.revoked_at, d.revoked_reason, a.name, a.status, i.name, p.name
+               FROM delegations d
+               JOIN agents a ON a.id = d.agent_id
+               JOIN integrations i ON i.id = d.integration_id
+               JOIN platforms p ON p.id = d.platform_id
+               WHERE d.user_id = ?1 AND (?2 IS NULL OR d.platform_id = ?2)
+               ORDER BY d.status = 'active' DESC, d.id DESC LIMIT 500";
 
 /// Per delegation of the user: active sessions in all, top-level ones, and the distinct scope sets
 /// they hold (as stored) — the page's counts and "scopes in use" without reading every row.
@@ -286,11 +304,14 @@ pub fn session_summary(
         return Ok(Vec::new());
     }
     let mut st = conn
-        .prepare_cached(
+        .prepare_cached(conn.dialect().pick(
             "SELECT delegation_id, count(*), sum(parent_id IS NULL), json_group_array(DISTINCT scopes)
              FROM sessions WHERE user_id = ?1 AND status = 'active' AND expires_at > ?2
              AND (?3 IS NULL OR +platform_id = ?3) GROUP BY delegation_id",
-        )
+            "SELECT delegation_id, count(*), count(*) FILTER (WHERE parent_id IS NULL), json_agg(DISTINCT scopes)::text
+             FROM sessions WHERE user_id = ?1 AND status = 'active' AND expires_at > ?2
+             AND (CAST(?3 AS TEXT) IS NULL OR platform_id = ?3) GROUP BY delegation_id",
+        ))
         .map_err(db_error)?;
     let found = st
         .query_map(params![user.to_string(), now.millis(), platform.map(|p| p.to_string())], |r| {
@@ -391,13 +412,19 @@ pub struct DeliveryRow {
 /// deliveries found by the (webhook_id, event_seq) index.
 pub fn deliveries_between(conn: &Conn, from: i64, to: i64, limit: usize) -> Result<Vec<DeliveryRow>> {
     let mut st = conn
-        .prepare_cached(
+        .prepare_cached(conn.dialect().pick(
             "SELECT d.webhook_id, w.url, d.event_seq, d.status, d.attempts, d.last_attempt_at, d.acknowledged_at,
                     d.last_status
              FROM webhooks w CROSS JOIN webhook_deliveries d
              ON d.webhook_id = w.id AND d.event_seq BETWEEN ?1 AND ?2
              ORDER BY d.event_seq, d.webhook_id LIMIT ?3",
-        )
+            // PostgreSQL's CROSS JOIN takes no ON; its planner orders the join itself.
+            "SELECT d.webhook_id, w.url, d.event_seq, d.status, d.attempts, d.last_attempt_at, d.acknowledged_at,
+                    d.last_status
+             FROM webhooks w JOIN webhook_deliveries d
+             ON d.webhook_id = w.id AND d.event_seq BETWEEN ?1 AND ?2
+             ORDER BY d.event_seq, d.webhook_id LIMIT ?3",
+        ))
         .map_err(db_error)?;
     let found = st
         .query_map(params![from, to, limit as i64], |r| {

@@ -99,8 +99,12 @@ pub fn report(conn: &Conn, seq: i64) -> Result<Coverage> {
     // Sub-agent sessions depend on their parents, whatever their own chain: one query per level
     // of the tree (at most the session depth limit), each seeking the parent index for every
     // parent of the level, rather than one query per session.
-    let child_sql =
-        format!("SELECT {CANDIDATE_COLUMNS} AND s.parent_id IN (SELECT value FROM json_each(?3)) ORDER BY s.id");
+    // The parents of a level, bound as one JSON array of ids.
+    let parents_in = conn.dialect().pick(
+        "s.parent_id IN (SELECT value FROM json_each(?3))",
+        "s.parent_id IN (SELECT jsonb_array_elements_text(CAST(?3 AS jsonb)))",
+    );
+    let child_sql = format!("SELECT {CANDIDATE_COLUMNS} AND {parents_in} ORDER BY s.id");
     let mut seen: std::collections::HashSet<SessionId> = found.iter().map(|c| c.id).collect();
     let mut level: Vec<String> = found.iter().map(|c| c.id.to_string()).collect();
     while !level.is_empty() {

@@ -28,9 +28,19 @@ pub(super) const CREDENTIAL_KEY_JOIN: &str = "LEFT JOIN signing_keys k ON k.purp
 pub(super) const CREDENTIAL_IS_LIVE: &str = "(c.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > ?1) \
      AND k.status IS DISTINCT FROM 'retired')";
 
+/// [`CREDENTIAL_IS_LIVE`] for PostgreSQL, whose `IS NOT` takes only NULL and truth values.
+pub(super) const CREDENTIAL_IS_LIVE_PG: &str = "(c.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > ?1) \
+     AND k.status IS DISTINCT FROM 'retired')";
+
+/// [`CREDENTIAL_IS_LIVE`] in the connection's dialect.
+pub(super) fn credential_is_live_sql(conn: &Conn) -> &'static str {
+    conn.dialect().pick(CREDENTIAL_IS_LIVE, CREDENTIAL_IS_LIVE_PG)
+}
+
 /// Whether the credential may still act at `now` (`CREDENTIAL_IS_LIVE`); false if unknown.
 pub fn credential_is_live(conn: &Conn, id: CredentialId, now: Timestamp) -> Result<bool> {
-    let sql = format!("SELECT {CREDENTIAL_IS_LIVE} FROM credentials c {CREDENTIAL_KEY_JOIN} WHERE c.id = ?2");
+    let live = credential_is_live_sql(conn);
+    let sql = format!("SELECT {live} FROM credentials c {CREDENTIAL_KEY_JOIN} WHERE c.id = ?2");
     conn.prepare_cached(&sql)
         .and_then(|mut st| st.query_row(rusqlite::params![now.millis(), id.to_string()], |r| r.get(0)).optional())
         .map(|live| live.unwrap_or(false))

@@ -148,7 +148,7 @@ impl ReadPool {
         T: Send + 'static,
         F: FnOnce(&Conn) -> Result<T> + Send + 'static,
     {
-        self.blocking(move |pool| pool.read_now(f)).await
+        self.blocking(move |pool| pool.read_here(f)).await
     }
 
     async fn blocking<T: Send + 'static>(
@@ -159,8 +159,20 @@ impl ReadPool {
         tokio::task::spawn_blocking(move || f(&pool)).await.map_err(|e| Error::internal(format!("read task: {e}")))?
     }
 
-    /// Runs a read on the calling thread (for CLI commands and start-up).
-    pub fn read_now<T>(&self, f: impl FnOnce(&Conn) -> Result<T>) -> Result<T> {
+    /// Runs a read now, blocking the caller (for CLI commands and start-up). PostgreSQL's client
+    /// blocks on a runtime of its own, which cannot start on an async worker: where a tokio
+    /// runtime is current (start-up runs on one) the read runs on a thread of its own, waited for.
+    pub fn read_now<T: Send>(&self, f: impl FnOnce(&Conn) -> Result<T> + Send) -> Result<T> {
+        if matches!(self.database, Database::Postgres(_)) && tokio::runtime::Handle::try_current().is_ok() {
+            return std::thread::scope(|s| {
+                s.spawn(|| self.read_here(f)).join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+        }
+        self.read_here(f)
+    }
+
+    /// Runs a read on a pooled connection, on the calling thread.
+    fn read_here<T>(&self, f: impl FnOnce(&Conn) -> Result<T>) -> Result<T> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
         let mut conn = self.conns[i].lock().map_err(|_| Error::internal("read connection poisoned"))?;
         // A PostgreSQL connection the server closed (a restart, a failover) is replaced.

@@ -97,7 +97,7 @@ pub fn find_groups(
 ) -> Result<(usize, Vec<Group>)> {
     let mut clause = String::new();
     let mut values = Vec::new();
-    filter.write(&mut clause, &mut values);
+    filter.write(conn.dialect(), &mut clause, &mut values);
     let total: i64 = conn
         .prepare(&format!("SELECT count(*) FROM groups WHERE {clause}"))
         .and_then(|mut st| st.query_row(&values, |r| r.get(0)))
@@ -149,7 +149,7 @@ pub fn set_group_permissions(tx: &Tx<'_>, id: GroupId, permissions: &ScopeSet) -
 pub fn add_member(tx: &Tx<'_>, group: GroupId, user: UserId) -> Result<()> {
     exec(
         tx,
-        "INSERT OR IGNORE INTO group_members (group_id, user_id) VALUES (?1, ?2)",
+        "INSERT INTO group_members (group_id, user_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
         params![group.to_string(), user.to_string()],
     )
     .map(drop)

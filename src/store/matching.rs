@@ -4,6 +4,8 @@
 
 use rusqlite::types::Value;
 
+use super::conn::Dialect;
+
 /// A comparison (RFC 7644 §3.4.2.2's operators other than `pr`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cmp {
@@ -40,15 +42,17 @@ pub enum Match<C> {
 }
 
 impl<C: Column> Match<C> {
-    /// Appends this condition's SQL to `sql` and its values to `params`, in order.
-    pub fn write(&self, sql: &mut String, params: &mut Vec<Value>) {
+    /// Appends this condition's SQL, in `dialect`, to `sql` and its values to `params`, in order.
+    pub fn write(&self, dialect: Dialect, sql: &mut String, params: &mut Vec<Value>) {
+        // PostgreSQL has no integer truth values.
+        let (yes, no) = (dialect.pick("1", "(1 = 1)"), dialect.pick("0", "(1 = 0)"));
         match self {
-            Match::Everything => sql.push('1'),
-            Match::Nothing => sql.push('0'),
+            Match::Everything => sql.push_str(yes),
+            Match::Nothing => sql.push_str(no),
             Match::All(parts) | Match::Any(parts) => {
                 let joint = if matches!(self, Match::All(_)) { " AND " } else { " OR " };
                 if parts.is_empty() {
-                    sql.push_str(if matches!(self, Match::All(_)) { "1" } else { "0" });
+                    sql.push_str(if matches!(self, Match::All(_)) { yes } else { no });
                     return;
                 }
                 sql.push('(');
@@ -56,7 +60,7 @@ impl<C: Column> Match<C> {
                     if i > 0 {
                         sql.push_str(joint);
                     }
-                    part.write(sql, params);
+                    part.write(dialect, sql, params);
                 }
                 sql.push(')');
             }
@@ -64,8 +68,8 @@ impl<C: Column> Match<C> {
                 // A NULL column makes a comparison NULL, and NOT NULL is NULL: `IS NOT 1` makes
                 // "not (x eq v)" true for a user without x, as SCIM means it.
                 sql.push_str("((");
-                inner.write(sql, params);
-                sql.push_str(") IS NOT 1)");
+                inner.write(dialect, sql, params);
+                sql.push_str(dialect.pick(") IS NOT 1)", ") IS NOT TRUE)"));
             }
             Match::Present(c) => {
                 sql.push('(');
@@ -74,7 +78,10 @@ impl<C: Column> Match<C> {
                 sql.push_str(c.sql());
                 sql.push_str(" <> '')");
             }
-            Match::Cmp(c, op, value) => write_cmp(*c, *op, value, sql, params),
+            Match::Cmp(c, op, value) => match dialect {
+                Dialect::Sqlite => write_cmp(*c, *op, value, sql, params),
+                Dialect::Postgres => write_cmp_postgres(*c, *op, value, sql, params),
+            },
         }
     }
 }
@@ -137,6 +144,58 @@ fn write_cmp<C: Column>(c: C, op: Cmp, value: &str, sql: &mut String, params: &m
     }
 }
 
+/// [`write_cmp`] for PostgreSQL, whose columns compare in the "C" collation: a comparison that
+/// ignores case compares `lower()` of both sides (ASCII letters only, as SQLite's NOCASE, in
+/// that collation; the schema indexes `lower()` of those columns), `strpos` stands for `instr`,
+/// and `right` for a `substr` from the end. Values bind in the same order as on SQLite.
+fn write_cmp_postgres<C: Column>(c: C, op: Cmp, value: &str, sql: &mut String, params: &mut Vec<Value>) {
+    let col = c.sql();
+    let v = || Value::Text(value.to_owned());
+    if value.is_empty() && matches!(op, Cmp::Co | Cmp::Sw | Cmp::Ew) {
+        sql.push_str(&format!("({col} IS NOT NULL)"));
+        return;
+    }
+    let (lhs, rhs) = if c.case_exact() {
+        (col.to_owned(), "CAST(? AS TEXT)")
+    } else {
+        (format!("lower({col})"), "lower(CAST(? AS TEXT) COLLATE \"C\")")
+    };
+    match op {
+        Cmp::Eq | Cmp::Gt | Cmp::Ge | Cmp::Lt | Cmp::Le => {
+            let symbol = match op {
+                Cmp::Eq => "=",
+                Cmp::Gt => ">",
+                Cmp::Ge => ">=",
+                Cmp::Lt => "<",
+                _ => "<=",
+            };
+            sql.push_str(&format!("({lhs} {symbol} {rhs})"));
+            params.push(v());
+        }
+        Cmp::Ne => {
+            sql.push_str(&format!("({col} IS NULL OR {lhs} <> {rhs})"));
+            params.push(v());
+        }
+        Cmp::Co => {
+            sql.push_str(&format!("(strpos({lhs}, {rhs}) > 0)"));
+            params.push(v());
+        }
+        Cmp::Sw => {
+            sql.push_str(&format!("(substr({lhs}, 1, length(CAST(? AS TEXT))) = {rhs})"));
+            params.push(v());
+            params.push(v());
+        }
+        Cmp::Ew => {
+            sql.push_str(&format!(
+                "(length({col}) >= length(CAST(? AS TEXT)) AND right({lhs}, length(CAST(? AS TEXT))) = {rhs})"
+            ));
+            params.push(v());
+            params.push(v());
+            params.push(v());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,7 +226,7 @@ mod tests {
         )
         .expect("rows");
         let (mut sql, mut params) = ("SELECT id FROM t WHERE ".to_owned(), Vec::new());
-        m.write(&mut sql, &mut params);
+        m.write(Dialect::Sqlite, &mut sql, &mut params);
         sql.push_str(" ORDER BY id");
         let mut st = conn.prepare(&sql).expect("prepare");
         st.query_map(rusqlite::params_from_iter(params), |r| r.get(0))

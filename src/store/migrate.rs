@@ -262,7 +262,7 @@ mod tests {
         use crate::store::sessions::active_sessions_query;
         for (column, index) in [("delegation_id", "sessions_active_by_delegation"), ("parent_id", "sessions_by_parent")]
         {
-            let plan = plan(&active_sessions_query(column));
+            let plan = plan(&active_sessions_query(crate::store::conn::Dialect::Sqlite, column));
             assert!(seeks(&plan, index), "{column}: {plan:?}");
             assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:?}");
         }

@@ -17,7 +17,7 @@ pub fn get_platform(conn: &Conn, vis: Visibility, id: PlatformId) -> Result<Plat
             q.and("id = ?", text(p));
         }
         Reach::User(_) | Reach::Nothing => {
-            q.and_static("0");
+            q.and_static("1 = 0");
         }
     }
     q.one(conn, rows::platform)?.ok_or(Error::NotFound("platform"))
@@ -31,7 +31,7 @@ pub fn list_platforms(conn: &Conn, vis: Visibility, page: &PageRequest) -> Resul
             q.and("id = ?", text(p));
         }
         Reach::User(_) | Reach::Nothing => {
-            q.and_static("0");
+            q.and_static("1 = 0");
         }
     }
     q.page(conn, page, rows::platform, |p| p.id.to_string())

@@ -105,7 +105,7 @@ pub(super) fn scope_tenant(q: &mut Select, vis: Visibility) {
             q.and("user_id = ?", text(u));
         }
         Reach::Nothing => {
-            q.and_static("0");
+            q.and_static("1 = 0");
         }
     }
 }
@@ -118,7 +118,7 @@ pub(super) fn scope_platform_owned(q: &mut Select, vis: Visibility) {
             q.and("platform_id = ?", text(p));
         }
         Reach::User(_) | Reach::Nothing => {
-            q.and_static("0");
+            q.and_static("1 = 0");
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Sessions: rows, reads by visibility, the active ones a cascade revokes, ancestry, last-seen,
 //! the live rows loaded at start-up, and their access- and refresh-token rows.
 
-use super::conn::{Conn, OptionalExtension};
+use super::conn::{Conn, Dialect, OptionalExtension};
 use rusqlite::params;
 use rusqlite::types::Value;
 
@@ -95,36 +95,34 @@ pub fn insert_session(tx: &Tx<'_>, s: &Session, depth: i64, created_seq: i64) ->
 }
 
 pub fn mark_session_revoked(tx: &Tx<'_>, session: &ActiveSession, reason: &str, by_seq: i64) -> Result<()> {
-    exec(
-        tx,
-        &by_row(
-            tx.conn(),
+    let (now, id) = (tx.now().millis(), session.id.to_string());
+    match tx.conn().dialect() {
+        Dialect::Sqlite => exec(
+            tx,
             "UPDATE sessions SET status = 'revoked', revoked_at = ?2, revoked_reason = ?3, revoked_by_seq = ?4
              WHERE rowid = ?1 AND id = ?5",
+            params![session.row, now, reason, by_seq, id],
         ),
-        params![session.row, tx.now().millis(), reason, by_seq, session.id.to_string()],
-    )
+        // No rowid: the primary key.
+        Dialect::Postgres => exec(
+            tx,
+            "UPDATE sessions SET status = 'revoked', revoked_at = ?2, revoked_reason = ?3, revoked_by_seq = ?4
+             WHERE id = ?1",
+            params![id, now, reason, by_seq],
+        ),
+    }
     .and_then(|changed| match changed {
         1 => Ok(()),
         _ => Err(Error::internal(format!("session {} was not at the row read for it", session.id))),
     })
 }
 
-/// A statement that names a session's row by SQLite's `rowid`, for `conn`'s database.
-/// PostgreSQL has no rowid; a session's `created_seq` (the seq of its own `session.created`
-/// event) is as unique, and in the same creation order.
-fn by_row<'s>(conn: &Conn, sql: &'s str) -> std::borrow::Cow<'s, str> {
-    match conn.dialect() {
-        super::conn::Dialect::Sqlite => sql.into(),
-        super::conn::Dialect::Postgres => sql.replace("rowid", "created_seq").into(),
-    }
-}
-
 /// What a cascade needs of an active session.
 #[derive(Debug, Clone)]
 pub struct ActiveSession {
     /// The row's rowid, valid only inside the write transaction that read it: the revocation
-    /// updates the row through it instead of seeking the id index again.
+    /// updates the row through it instead of seeking the id index again (0 on PostgreSQL, which
+    /// updates by id).
     row: i64,
     pub id: SessionId,
     pub user_id: UserId,
@@ -148,6 +146,10 @@ impl ActiveSession {
 /// The columns [`active_session_row`] maps, from a `sessions` table aliased `s`.
 const ACTIVE_SESSION_COLUMNS: &str =
     "s.rowid, s.id, s.user_id, s.agent_id, s.integration_id, s.delegation_id, s.scopes, s.expires_at, s.platform_id";
+
+/// [`ACTIVE_SESSION_COLUMNS`] on PostgreSQL, which has no rowid.
+const ACTIVE_SESSION_COLUMNS_PG: &str =
+    "0, s.id, s.user_id, s.agent_id, s.integration_id, s.delegation_id, s.scopes, s.expires_at, s.platform_id";
 
 fn active_session_row(r: &super::conn::Row<'_>) -> rusqlite::Result<ActiveSession> {
     Ok(ActiveSession {
@@ -181,7 +183,7 @@ pub fn active_sessions(conn: &Conn, now: Timestamp, of: SessionsOf) -> Result<Ve
         SessionsOf::Parent(p) => ("parent_id", p.to_string()),
         SessionsOf::One(s) => ("id", s.to_string()),
     };
-    let mut st = conn.prepare_cached(&by_row(conn, &active_sessions_query(column))).map_err(db_error)?;
+    let mut st = conn.prepare_cached(&active_sessions_query(conn.dialect(), column)).map_err(db_error)?;
     let found = st.query_map(params![key, now.millis()], active_session_row).map_err(db_error)?;
     found.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
@@ -201,12 +203,18 @@ fn active_sessions_of_user(conn: &Conn, now: Timestamp, user: UserId) -> Result<
 }
 
 /// The SQL of [`active_sessions`] by `column` = `?1` at time `?2`. Rows come in rowid (creation)
-/// order straight from the index: no sort.
-pub(super) fn active_sessions_query(column: &'static str) -> String {
-    format!(
-        "SELECT {ACTIVE_SESSION_COLUMNS} FROM sessions s
-         WHERE s.{column} = ?1 AND s.status = 'active' AND s.expires_at > ?2 ORDER BY s.rowid"
-    )
+/// order straight from the index: no sort. PostgreSQL orders by the seq of each one's creation.
+pub(super) fn active_sessions_query(dialect: Dialect, column: &'static str) -> String {
+    match dialect {
+        Dialect::Sqlite => format!(
+            "SELECT {ACTIVE_SESSION_COLUMNS} FROM sessions s
+             WHERE s.{column} = ?1 AND s.status = 'active' AND s.expires_at > ?2 ORDER BY s.rowid"
+        ),
+        Dialect::Postgres => format!(
+            "SELECT {ACTIVE_SESSION_COLUMNS_PG} FROM sessions s
+             WHERE s.{column} = ?1 AND s.status = 'active' AND s.expires_at > ?2 ORDER BY s.created_seq, s.id"
+        ),
+    }
 }
 
 /// Active, unexpired sessions whose parent was revoked by an event in `from_seq..=to_seq`. A
@@ -218,19 +226,27 @@ pub fn active_children_of_revoked(
     from_seq: i64,
     to_seq: i64,
 ) -> Result<Vec<ActiveSession>> {
-    let mut st = conn.prepare_cached(&by_row(conn, &CHILDREN_OF_REVOKED)).map_err(db_error)?;
+    let mut st =
+        conn.prepare_cached(conn.dialect().pick(&CHILDREN_OF_REVOKED, &CHILDREN_OF_REVOKED_PG)).map_err(db_error)?;
     let found = st.query_map(params![from_seq, to_seq, now.millis()], active_session_row).map_err(db_error)?;
     found.collect::<super::conn::DbResult<Vec<_>>>().map_err(db_error)
 }
 
-pub(super) static CHILDREN_OF_REVOKED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+pub(super) static CHILDREN_OF_REVOKED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| children_of_revoked(ACTIVE_SESSION_COLUMNS));
+
+/// [`CHILDREN_OF_REVOKED`] on PostgreSQL.
+static CHILDREN_OF_REVOKED_PG: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| children_of_revoked(ACTIVE_SESSION_COLUMNS_PG));
+
+fn children_of_revoked(columns: &str) -> String {
     format!(
-        "SELECT {ACTIVE_SESSION_COLUMNS} FROM sessions s
+        "SELECT {columns} FROM sessions s
          WHERE s.status = 'active' AND s.expires_at > ?3 AND s.parent_id IS NOT NULL AND s.parent_id IN
                (SELECT subject_id FROM audit_events WHERE seq BETWEEN ?1 AND ?2 AND action = 'session.revoked')
          ORDER BY s.id"
     )
-});
+}
 
 /// Depth of a session in its sub-agent tree (0 for a top-level session).
 pub fn session_depth(conn: &Conn, id: SessionId) -> Result<i64> {
@@ -269,11 +285,11 @@ pub fn touch_session(
         tx,
         tx.conn().dialect().pick(
             "UPDATE sessions SET last_seen_at = max(coalesce(last_seen_at, 0), ?2),
-                                 last_ip = coalesce(?3, last_ip), last_user_agent = coalesce(?4, last_user_agent)
-             WHERE id = ?1",
-            "UPDATE sessions SET last_seen_at = greatest(coalesce(last_seen_at, 0), ?2::bigint),
-                                 last_ip = coalesce(?3::text, last_ip), last_user_agent = coalesce(?4::text, last_user_agent)
-             WHERE id = ?1",
+                             last_ip = coalesce(?3, last_ip), last_user_agent = coalesce(?4, last_user_agent)
+         WHERE id = ?1",
+            "UPDATE sessions SET last_seen_at = greatest(coalesce(last_seen_at, 0), ?2),
+                             last_ip = coalesce(?3, last_ip), last_user_agent = coalesce(?4, last_user_agent)
+         WHERE id = ?1",
         ),
         params![id.to_string(), at.millis(), ip, user_agent],
     )

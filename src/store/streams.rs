@@ -431,22 +431,32 @@ pub fn receivers_of(conn: &Conn, seq: i64) -> Result<Vec<ReceiverAck>> {
             })
         }
     };
+    // PostgreSQL sums no booleans: it counts the rows of each status instead.
     let mut out = conn
-        .prepare_cached(
+        .prepare_cached(conn.dialect().pick(
             "SELECT stream_id, count(*), sum(status = 'acknowledged'), sum(status = 'failed'), sum(status = 'dropped'),
                     max(acknowledged_at)
              FROM ssf_outbox WHERE trigger_seq = ?1 GROUP BY stream_id ORDER BY stream_id",
-        )
+            "SELECT stream_id, count(*), count(*) FILTER (WHERE status = 'acknowledged'),
+                    count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'dropped'),
+                    max(acknowledged_at)
+             FROM ssf_outbox WHERE trigger_seq = ?1 GROUP BY stream_id ORDER BY stream_id",
+        ))
         .and_then(|mut st| st.query_map(params![seq], row("ssf_stream"))?.collect::<super::conn::DbResult<Vec<_>>>())
         .map_err(db_error)?;
     // A trigger's caused events lie between it and the last it led to (`audit_causes`).
     let webhooks = conn
-        .prepare_cached(
+        .prepare_cached(conn.dialect().pick(
             "SELECT webhook_id, count(*), sum(status = 'delivered'), sum(status = 'failed'), 0, max(acknowledged_at)
              FROM webhook_deliveries
              WHERE event_seq BETWEEN ?1 AND coalesce((SELECT last_seq FROM audit_causes WHERE cause_seq = ?1), ?1)
              GROUP BY webhook_id ORDER BY webhook_id",
-        )
+            "SELECT webhook_id, count(*), count(*) FILTER (WHERE status = 'delivered'),
+                    count(*) FILTER (WHERE status = 'failed'), 0, max(acknowledged_at)
+             FROM webhook_deliveries
+             WHERE event_seq BETWEEN ?1 AND coalesce((SELECT last_seq FROM audit_causes WHERE cause_seq = ?1), ?1)
+             GROUP BY webhook_id ORDER BY webhook_id",
+        ))
         .and_then(|mut st| st.query_map(params![seq], row("webhook"))?.collect::<super::conn::DbResult<Vec<_>>>())
         .map_err(db_error)?;
     out.extend(webhooks);
@@ -463,9 +473,12 @@ pub fn user_on_platform(conn: &Conn, user: UserId, platform: PlatformId) -> Resu
 
 /// The user with this email, if any.
 pub fn user_by_email(conn: &Conn, email: &str) -> Result<Option<UserId>> {
-    conn.prepare_cached("SELECT id FROM users WHERE email = ?1")
-        .and_then(|mut st| st.query_row(params![email], |r| r.get(0)).optional())
-        .map_err(db_error)
+    // SQLite's column compares with NOCASE; PostgreSQL's index holds lower(email).
+    let sql = conn.dialect().pick(
+        "SELECT id FROM users WHERE email = ?1",
+        "SELECT id FROM users WHERE lower(email) = lower(?1 COLLATE \"C\")",
+    );
+    conn.prepare_cached(sql).and_then(|mut st| st.query_row(params![email], |r| r.get(0)).optional()).map_err(db_error)
 }
 
 /// A user's email, where known.

@@ -17,7 +17,7 @@ fn scope_users(q: &mut Select, vis: Visibility) {
             q.and("id = ?", text(u));
         }
         Reach::Platform(_) | Reach::Nothing => {
-            q.and_static("0");
+            q.and_static("1 = 0");
         }
     }
 }
@@ -78,8 +78,13 @@ pub fn find_user(conn: &Conn, key: UserKey<'_>) -> Result<Option<User>> {
     let mut q = Select::new(rows::USER_COLUMNS, "users");
     match key {
         UserKey::ExternalId(v) => q.and("external_id = ?", v.to_owned()),
-        UserKey::UserName(v) => q.and("user_name = ?", v.to_owned()),
-        UserKey::Email(v) => q.and("email = ?", v.to_owned()),
+        // SQLite's columns compare with NOCASE; PostgreSQL's indexes hold lower() of them.
+        UserKey::UserName(v) => {
+            q.and(conn.dialect().pick("user_name = ?", "lower(user_name) = lower(? COLLATE \"C\")"), v.to_owned())
+        }
+        UserKey::Email(v) => {
+            q.and(conn.dialect().pick("email = ?", "lower(email) = lower(? COLLATE \"C\")"), v.to_owned())
+        }
     };
     q.sql.push_str(" LIMIT 2");
     let mut found = q.rows(conn, rows::user)?;
@@ -154,7 +159,7 @@ impl Column for UserColumn {
 pub fn find_users(conn: &Conn, filter: &Match<UserColumn>, offset: usize, count: usize) -> Result<(usize, Vec<User>)> {
     let mut clause = String::new();
     let mut values = Vec::new();
-    filter.write(&mut clause, &mut values);
+    filter.write(conn.dialect(), &mut clause, &mut values);
     let total: i64 = conn
         .prepare(&format!("SELECT count(*) FROM users WHERE ended_at IS NULL AND {clause}"))
         .and_then(|mut st| st.query_row(&values, |r| r.get(0)))

@@ -271,7 +271,7 @@ impl<'c> Tx<'c> {
             // A webhook owned by a credential (admin, auditor, verifier) stops once that
             // credential has expired or its API key is retired. Revoking a credential deletes its
             // webhooks; the liveness test also covers those revoked before that rule existed.
-            .prepare_cached(&LIVE_WEBHOOKS)
+            .prepare_cached(self.conn.dialect().pick(&LIVE_WEBHOOKS, &LIVE_WEBHOOKS_PG))
             .map_err(db_error)?;
         let rows = st
             .query_map([self.now.millis()], |r| {
@@ -317,12 +317,18 @@ impl<'c> Tx<'c> {
 }
 
 /// Webhooks not deleted whose owner may still act (see [`Tx::live_subscribers`]).
-static LIVE_WEBHOOKS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+static LIVE_WEBHOOKS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| live_webhooks(super::credentials::CREDENTIAL_IS_LIVE));
+
+/// [`LIVE_WEBHOOKS`] for PostgreSQL.
+static LIVE_WEBHOOKS_PG: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| live_webhooks(super::credentials::CREDENTIAL_IS_LIVE_PG));
+
+fn live_webhooks(credential_is_live: &str) -> String {
     format!(
         "SELECT w.id, w.events, w.owner_role, w.owner_id FROM webhooks w
          LEFT JOIN credentials c ON c.id = w.owner_id {}
-         WHERE w.deleted_at IS NULL AND (c.id IS NULL OR {})",
+         WHERE w.deleted_at IS NULL AND (c.id IS NULL OR {credential_is_live})",
         super::credentials::CREDENTIAL_KEY_JOIN,
-        super::credentials::CREDENTIAL_IS_LIVE
     )
-});
+}

@@ -512,7 +512,12 @@ async fn a_credential_is_bound_only_to_a_platform_or_user_that_exists_and_never_
     let refused = bind(json!({"role": "platform", "platform_id": platform.id})).await;
     assert!(refused.problem(409, "conflict").contains("disabled"), "{}", refused.text);
 
-    // `tether credential mint` goes through the same check.
+    // `tether credential mint` goes through the same check (on SQLite: the CLI mints into the
+    // data directory's database only).
+    if app.database_url().is_some() {
+        eprintln!("the CLI part skipped on PostgreSQL: `tether credential mint` writes to the SQLite database");
+        return;
+    }
     let minted = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
         .args(["credential", "mint", "--role", "platform", "--platform-id", &platform.id, "--data-dir"])
         .arg(app.dir.path())

@@ -47,6 +47,140 @@ impl Answer {
     }
 }
 
+/// A new, empty PostgreSQL database when the suite runs on PostgreSQL ([`on_postgres`]): its
+/// URL, for `Config::database_url`. `None` otherwise: the test runs on SQLite in its data
+/// directory.
+pub async fn fresh_database_url() -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    let admin_url = std::env::var("TETHER_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty())?;
+    let name = format!("tether_t_{}", uuid::Uuid::now_v7().simple());
+    // The synchronous client runs a runtime of its own, which cannot start on an async worker.
+    let url = tokio::task::spawn_blocking(move || {
+        let mut client = postgres::Client::connect(&admin_url, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("TETHER_TEST_DATABASE_URL: cannot connect: {e}"));
+        client.batch_execute(&format!("CREATE DATABASE {name}")).expect("create the test database");
+        database_url(&admin_url, &name)
+    })
+    .await
+    .expect("create the test database");
+    Some(url)
+}
+
+/// `admin_url` with its database (the path) replaced by `name`, its query kept.
+fn database_url(admin_url: &str, name: &str) -> String {
+    let (base, query) = admin_url.split_once('?').map_or((admin_url, None), |(b, q)| (b, Some(q)));
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// Whether the suite runs on PostgreSQL: `TETHER_TEST_BACKEND=postgres`, with the server at
+/// `TETHER_TEST_DATABASE_URL` (an admin URL, see tests/pg/README.md). The server alone is not
+/// enough: `.ci/run` starts one for the cluster tests while the README's `cargo test` stays on
+/// SQLite.
+pub fn on_postgres() -> bool {
+    let chosen = std::env::var("TETHER_TEST_BACKEND").is_ok_and(|b| b == "postgres");
+    let server = std::env::var("TETHER_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty());
+    assert!(
+        !chosen || server,
+        "TETHER_TEST_BACKEND=postgres needs TETHER_TEST_DATABASE_URL (source tests/pg/start.sh)"
+    );
+    chosen
+}
+
+/// The database of each data directory a test opened (`TestApp::open`): reopening the same
+/// directory, as a restart does, finds the same database.
+fn databases() -> &'static std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Option<String>>> {
+    static DATABASES: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Option<String>>>,
+    > = std::sync::OnceLock::new();
+    DATABASES.get_or_init(Default::default)
+}
+
+/// The database for the data directory `dir`: the one it was first opened with, else a fresh one
+/// ([`fresh_database_url`]).
+pub async fn database_url_for(dir: &std::path::Path) -> Option<String> {
+    if let Some(url) = databases().lock().expect("databases").get(dir) {
+        return url.clone();
+    }
+    let url = fresh_database_url().await;
+    databases().lock().expect("databases").insert(dir.to_owned(), url.clone());
+    url
+}
+
+/// The test's database opened directly, as someone with write access to it could: the data
+/// directory's SQLite file, or the test's PostgreSQL database. Statements are SQLite's (`?N`
+/// parameters), rewritten for PostgreSQL; on PostgreSQL each runs on a thread of its own (the
+/// synchronous client cannot block on an async worker).
+pub enum RawDb {
+    Sqlite(rusqlite::Connection),
+    Postgres(tether::store::Conn),
+}
+
+impl RawDb {
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, RawDb::Postgres(_))
+    }
+
+    /// Runs `f` on the PostgreSQL connection on a scoped thread.
+    fn on_thread<T: Send>(conn: &mut tether::store::Conn, f: impl FnOnce(&mut tether::store::Conn) -> T + Send) -> T {
+        std::thread::scope(|s| s.spawn(move || f(conn)).join().expect("database thread"))
+    }
+
+    /// Statements without parameters.
+    pub fn execute_batch(&mut self, sql: &str) -> Result<(), String> {
+        match self {
+            RawDb::Sqlite(c) => c.execute_batch(sql).map_err(|e| e.to_string()),
+            RawDb::Postgres(c) => Self::on_thread(c, |c| c.execute_batch(sql)).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// One statement; the rows it changed.
+    pub fn execute(&mut self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<usize, String> {
+        match self {
+            RawDb::Sqlite(c) => c.execute(sql, params).map_err(|e| e.to_string()),
+            RawDb::Postgres(c) => {
+                let values = owned(params);
+                Self::on_thread(c, |c| c.execute(sql, &values)).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The first column of the first row.
+    pub fn query_one<T: rusqlite::types::FromSql + Send>(
+        &mut self,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<T, String> {
+        match self {
+            RawDb::Sqlite(c) => c.query_row(sql, params, |r| r.get(0)).map_err(|e| e.to_string()),
+            RawDb::Postgres(c) => {
+                let values = owned(params);
+                Self::on_thread(c, |c| c.query_row(sql, &values, |r| r.get(0))).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+fn owned(params: &[&dyn rusqlite::ToSql]) -> Vec<rusqlite::types::Value> {
+    params
+        .iter()
+        .map(|p| match p.to_sql().expect("a parameter") {
+            rusqlite::types::ToSqlOutput::Borrowed(v) => v.into(),
+            rusqlite::types::ToSqlOutput::Owned(v) => v,
+            _ => panic!("an unsupported parameter"),
+        })
+        .collect()
+}
+
 /// The default configuration, with webhooks allowed to deliver to the tests' receivers on
 /// 127.0.0.1 (a default configuration refuses private addresses).
 pub fn local_config(dir: std::path::PathBuf) -> Config {
@@ -63,7 +197,11 @@ impl TestApp {
 
     pub async fn open(dir: tempfile::TempDir, config: impl Fn(std::path::PathBuf) -> Config) -> TestApp {
         let clock = Arc::new(Clock::default());
-        let app = App::open_with_clock(&config(dir.path().to_owned()), clock.clone()).await.expect("open app");
+        let mut config = config(dir.path().to_owned());
+        if config.database_url.is_none() {
+            config.database_url = database_url_for(dir.path()).await;
+        }
+        let app = App::open_with_clock(&config, clock.clone()).await.expect("open app");
         let admin = match &app.first_admin_credential {
             Some(c) => c.clone(),
             None => std::fs::read_to_string(dir.path().join("admin.credential"))
@@ -73,6 +211,39 @@ impl TestApp {
         };
         let router = app.router();
         TestApp { dir, app, router, clock, admin }
+    }
+
+    /// The PostgreSQL database this instance runs on (`None` on SQLite).
+    pub fn database_url(&self) -> Option<String> {
+        databases().lock().expect("databases").get(self.dir.path()).cloned().flatten()
+    }
+
+    /// The database opened directly ([`RawDb`]).
+    pub fn raw_db(&self) -> RawDb {
+        match self.database_url() {
+            None => {
+                RawDb::Sqlite(rusqlite::Connection::open(self.dir.path().join("tether.db")).expect("open tether.db"))
+            }
+            Some(url) => {
+                let connect = move || {
+                    let target = tether::store::postgres::PgTarget::new(&url, None).expect("a PostgreSQL URL");
+                    tether::store::Database::Postgres(target).writer().expect("connect to the test database")
+                };
+                RawDb::Postgres(std::thread::spawn(connect).join().expect("connect"))
+            }
+        }
+    }
+
+    /// A `tether` command on this instance: `args`, then `--data-dir` and, on PostgreSQL, the
+    /// database in `TETHER_DATABASE_URL` (which `tether audit` reads).
+    pub fn tether_command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tether"));
+        command.args(args).arg("--data-dir").arg(self.dir.path());
+        match self.database_url() {
+            Some(url) => command.env("TETHER_DATABASE_URL", url),
+            None => command.env_remove("TETHER_DATABASE_URL"),
+        };
+        command
     }
 
     /// Stops this instance and opens a new one on the same data directory.

@@ -574,8 +574,8 @@ async fn the_invariant_check_catches_an_active_session_of_a_disabled_user() {
     use futures_util::FutureExt;
 
     let case = Case::new().await;
-    let db = rusqlite::Connection::open(case.app.dir.path().join("tether.db")).expect("open db");
-    let changed = db.execute("UPDATE users SET status = 'disabled' WHERE id = ?1", [&case.users[0]]).expect("tamper");
+    let mut db = case.app.raw_db();
+    let changed = db.execute("UPDATE users SET status = 'disabled' WHERE id = ?1", &[&case.users[0]]).expect("tamper");
     assert_eq!(changed, 1);
     let outcome = std::panic::AssertUnwindSafe(case.check(1, &Op::DisableUser { u: 0 })).catch_unwind().await;
     let message = match outcome {
