@@ -244,27 +244,68 @@ impl App {
                 }
             })
         };
-        let services = &self.services;
-        let deliverer = Deliverer {
-            writer: services.writer.clone(),
-            readers: services.readers.clone(),
-            outbox: services.views.outbox.clone(),
-            clock: services.clock.clone(),
-            webhook_master: services.env.webhook_master,
+        let outgoing = match self.services.api.cluster.as_ref().map(|c| c.leading.clone()) {
+            None => tokio::spawn(send_outgoing(self.services.clone(), stop_rx)),
+            // Several nodes: only the one holding the background-work lock sends.
+            Some(leading) => tokio::spawn(send_outgoing_while_leading(self.services.clone(), leading, stop_rx)),
         };
-        let client = services.outbound.client.clone();
-        let deliveries = tokio::spawn(events::webhooks::run(deliverer, services.delivery, client, stop_rx.clone()));
-        let pusher = crate::ssf::push::Pusher {
-            writer: services.writer.clone(),
-            readers: services.readers.clone(),
-            clock: services.clock.clone(),
-            keys: services.api.set_keys.clone(),
-            public_url: services.api.public_url.clone(),
-            master: services.env.webhook_master,
+        Workers { stop, tasks: vec![flusher, maintenance, outgoing] }
+    }
+}
+
+/// Webhook deliveries and Shared Signals pushes, until `stop`.
+async fn send_outgoing(services: Arc<Services>, stop: tokio::sync::watch::Receiver<bool>) {
+    let deliverer = Deliverer {
+        writer: services.writer.clone(),
+        readers: services.readers.clone(),
+        outbox: services.views.outbox.clone(),
+        clock: services.clock.clone(),
+        webhook_master: services.env.webhook_master,
+    };
+    let client = services.outbound.client.clone();
+    let deliveries = tokio::spawn(events::webhooks::run(deliverer, services.delivery, client, stop.clone()));
+    let pusher = crate::ssf::push::Pusher {
+        writer: services.writer.clone(),
+        readers: services.readers.clone(),
+        clock: services.clock.clone(),
+        keys: services.api.set_keys.clone(),
+        public_url: services.api.public_url.clone(),
+        master: services.env.webhook_master,
+    };
+    let pushes = tokio::spawn(crate::ssf::push::run(pusher, services.delivery, services.outbound.client.clone(), stop));
+    let _ = deliveries.await;
+    let _ = pushes.await;
+}
+
+/// [`send_outgoing`] while this node holds the background-work lock (`cluster::leader`): started
+/// when it takes the lock, stopped when it loses it, so one node sends at a time.
+async fn send_outgoing_while_leading(
+    services: Arc<Services>,
+    leading: Arc<std::sync::atomic::AtomicBool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let is_leading = || leading.load(std::sync::atomic::Ordering::Acquire);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        while !is_leading() {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+        let (stop_sending, sending_stop) = tokio::sync::watch::channel(false);
+        let sending = tokio::spawn(send_outgoing(services.clone(), sending_stop));
+        let stopping = loop {
+            tokio::select! {
+                _ = tick.tick() => if !is_leading() { break false },
+                _ = stop.wait_for(|s| *s) => break true,
+            }
         };
-        let pushes =
-            tokio::spawn(crate::ssf::push::run(pusher, services.delivery, services.outbound.client.clone(), stop_rx));
-        Workers { stop, tasks: vec![flusher, maintenance, deliveries, pushes] }
+        let _ = stop_sending.send(true);
+        let _ = sending.await;
+        if stopping {
+            return;
+        }
     }
 }
 

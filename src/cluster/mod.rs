@@ -1,9 +1,10 @@
 //! Several nodes on one PostgreSQL database (docs/architecture.md, "Running several nodes"):
 //! the lease that lets this node answer allow ([`lease`]), the tailer that applies every node's
 //! commits to the live view ([`tail`]), and the wait of a revoking write for every node that
-//! holds a live lease ([`confirm`]).
+//! holds a live lease ([`confirm`]), and which node runs the background work ([`leader`]).
 
 pub mod confirm;
+pub mod leader;
 pub mod lease;
 pub mod tail;
 
@@ -134,6 +135,8 @@ pub struct Cluster {
     pub node_id: String,
     pub state: Arc<NodeState>,
     pub confirmer: confirm::Confirmer,
+    /// Whether this node runs webhook deliveries and Shared Signals pushes ([`leader`]).
+    pub leading: Arc<AtomicBool>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
@@ -153,7 +156,9 @@ impl Cluster {
         threads.push(tail::start(target.clone(), node_id.clone(), state.clone(), sink)?);
         let (confirmer, thread) = confirm::start(target.clone(), node_id.clone(), state.clone())?;
         threads.push(thread);
-        Ok(Cluster { node_id, state, confirmer, threads: Mutex::new(threads) })
+        let leading = Arc::new(AtomicBool::new(false));
+        threads.push(leader::start(target.clone(), node_id.clone(), state.clone(), leading.clone())?);
+        Ok(Cluster { node_id, state, confirmer, leading, threads: Mutex::new(threads) })
     }
 
     /// Leaves the cluster: stops allowing, ends the threads (the lease thread deletes the

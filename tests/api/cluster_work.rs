@@ -1,0 +1,96 @@
+//! Background work on several nodes (docs/architecture.md, "Running several nodes"): an event
+//! reaches a webhook receiver once however many nodes serve the database, even when the
+//! receiver is slow enough for every node's delivery poll to find the pending delivery (one node
+//! sends, the holder of the background-work lock, and each attempt is claimed by a conditional
+//! write besides).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::instance::{admin_credential, ok, Server};
+
+/// A fresh database on the test server, or `None` (outside CI) when there is none.
+fn fresh_database() -> Option<String> {
+    let Ok(admin_url) = std::env::var("TETHER_TEST_DATABASE_URL") else {
+        assert!(std::env::var("CI").is_err(), "CI must run the cluster tests: TETHER_TEST_DATABASE_URL is not set");
+        eprintln!("skipped: TETHER_TEST_DATABASE_URL is not set (source tests/pg/start.sh)");
+        return None;
+    };
+    let name = format!("tether_work_{}", uuid::Uuid::now_v7().simple());
+    let mut client = postgres::Client::connect(&admin_url, postgres::NoTls).expect("connect to the test server");
+    client.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
+    let (base, _) = admin_url.rsplit_once('/').expect("a database in the URL");
+    Some(format!("{base}/{name}"))
+}
+
+/// Counts the deliveries of each `webhook-id` a receiver on loopback gets, answering 204 after
+/// a pause.
+fn receiver() -> (String, Arc<Mutex<HashMap<String, usize>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+    let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let counts = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let counts = counts.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let (mut id, mut length) = (String::new(), 0usize);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("webhook-id:") {
+                        id = v.trim().to_owned();
+                    }
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    line.clear();
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                *counts.lock().expect("counts").entry(id).or_default() += 1;
+                // A slow receiver: the delivery stays pending for a while, long enough for
+                // every node's delivery poll (200 ms) to find it if every node sent.
+                std::thread::sleep(Duration::from_millis(700));
+                let _ = (&stream).write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn three_nodes_deliver_each_webhook_event_once() {
+    let Some(database) = fresh_database() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = || {
+        let mut server =
+            Server::start(dir.path(), "127.0.0.1:0", &["--database", &database, "--webhooks-allow-private"]);
+        server.wait_listening(Duration::from_secs(60));
+        server
+    };
+    let first = start();
+    let nodes = [first, start(), start()];
+    let admin = admin_credential(dir.path());
+    let (url, seen) = receiver();
+    ok(nodes[0].address(), "POST", "/v1/webhooks", &admin, json!({"url": url, "events": ["platform.created"]}));
+    let events = 30;
+    for i in 0..events {
+        ok(nodes[i % 3].address(), "POST", "/v1/platforms", &admin, json!({"name": format!("p{i}")}));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().expect("counts").len() < events && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Time for a second node's copy, if one were coming: several of its delivery polls.
+    std::thread::sleep(Duration::from_secs(2));
+    let seen = seen.lock().expect("counts").clone();
+    assert_eq!(seen.len(), events, "every event was delivered: {seen:?}");
+    assert!(seen.values().all(|n| *n == 1), "each event was delivered once, not once per node: {seen:?}");
+}
