@@ -167,7 +167,7 @@ impl App {
             closing: tokio::sync::watch::channel(false).0,
             public_url: config.public_url.clone(),
             set_keys,
-            ssf_tokens: Default::default(),
+            ssf_tokens: api::oauth_token::AccessTokens::new(&env.webhook_master),
             cluster,
         };
         let services = Services {

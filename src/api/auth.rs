@@ -78,7 +78,10 @@ pub(super) async fn credential_caller(state: &AppState, token: &str) -> Result<(
 
 /// A credential minted by another process (`tether credential mint`) is not in this process's
 /// view yet: look it up once and remember it.
-async fn known_credential(state: &AppState, id: crate::domain::CredentialId) -> Result<CredentialState, ApiError> {
+pub(super) async fn known_credential(
+    state: &AppState,
+    id: crate::domain::CredentialId,
+) -> Result<CredentialState, ApiError> {
     let record = state
         .readers
         .read(move |conn| crate::store::credentials::get_credential(conn, id))

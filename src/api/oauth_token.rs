@@ -3,20 +3,19 @@
 //! `client_secret_post`), gets a short-lived access token with the scopes `ssf.manage` and/or
 //! `ssf.read`, which the SSF routes take as a Bearer token.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use axum::extract::{rejection::FormRejection, Form, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use sha2::{Digest, Sha256};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use super::client_auth::{authenticate_client, oauth_error, single_param, ClientAuthError};
 use super::problem::ApiError;
 use super::AppState;
-use crate::domain::{Caller, Error, Role, Timestamp};
+use crate::domain::{Caller, CredentialId, Error, PlatformId, Role, Timestamp};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/oauth2/token", post(token))
@@ -26,8 +25,6 @@ pub fn router() -> Router<AppState> {
 pub const ACCESS_TOKEN_SECONDS: i64 = 3600;
 /// The prefix that tells an access token from an API credential on the SSF routes.
 pub const ACCESS_TOKEN_PREFIX: &str = "ssfat_";
-/// Access tokens held at once; past it, expired ones are dropped, then the oldest.
-const MAX_TOKENS: usize = 10_000;
 
 /// The SSF scopes (SSF §7.1.1 names them for the OAuth authorization scheme).
 pub const SCOPE_MANAGE: &str = "ssf.manage";
@@ -41,12 +38,12 @@ pub struct Grant {
     pub expires_at: Timestamp,
 }
 
-/// Access tokens issued by this process, by the SHA-256 of the token (the token itself is not
-/// kept). They live in memory only: a restart ends them and receivers ask for new ones, which
-/// RFC 6749 clients do on a 401.
-#[derive(Default)]
+/// Access tokens: `ssfat_` + the grant (credential id, whether it may manage, expiry) + an
+/// HMAC-SHA256 of it under a key derived from the data directory's master key. Nothing is held in
+/// memory or stored, so every node that shares the keys honours a token another node issued, and
+/// a restart ends none; revoking the receiver's credential ends its tokens (checked at each use).
 pub struct AccessTokens {
-    grants: Mutex<HashMap<[u8; 32], Grant>>,
+    key: [u8; 32],
 }
 
 impl std::fmt::Debug for AccessTokens {
@@ -55,32 +52,54 @@ impl std::fmt::Debug for AccessTokens {
     }
 }
 
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+fn mac(key: &[u8]) -> Hmac<Sha256> {
+    // HMAC takes a key of any length.
+    <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
 }
 
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 impl AccessTokens {
-    fn issue(&self, grant: Grant, now: Timestamp) -> String {
-        let mut bytes = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
-        let token = format!("{ACCESS_TOKEN_PREFIX}{}", hex::encode(bytes));
-        let mut grants = self.grants.lock().unwrap_or_else(|p| p.into_inner());
-        if grants.len() >= MAX_TOKENS {
-            grants.retain(|_, g| g.expires_at > now);
-            if grants.len() >= MAX_TOKENS {
-                if let Some(oldest) = grants.iter().min_by_key(|(_, g)| g.expires_at).map(|(k, _)| *k) {
-                    grants.remove(&oldest);
-                }
-            }
-        }
-        grants.insert(digest(&token), grant);
-        token
+    /// `master`: the data directory's master key (`keys/webhook.key`), which every node shares.
+    pub fn new(master: &[u8; 32]) -> Self {
+        let mut derive = mac(master);
+        derive.update(b"tether: Shared Signals access tokens, v1");
+        AccessTokens { key: derive.finalize().into_bytes().into() }
     }
 
-    /// The live grant of a token.
+    fn issue(&self, grant: Grant) -> String {
+        // Only receivers are granted tokens (`token` below); their platform binding rides along.
+        let platform = match grant.caller.role {
+            Role::Receiver(Some(platform)) => platform.to_string(),
+            _ => "-".to_owned(),
+        };
+        let grant =
+            format!("{}.{platform}.{}.{}", grant.caller.credential, u8::from(grant.manage), grant.expires_at.millis());
+        let mut signature = mac(&self.key);
+        signature.update(grant.as_bytes());
+        format!("{ACCESS_TOKEN_PREFIX}{}.{}", B64.encode(&grant), B64.encode(signature.finalize().into_bytes()))
+    }
+
+    /// The grant of a token this tether issued and that has not expired.
     pub fn get(&self, token: &str, now: Timestamp) -> Option<Grant> {
-        let grants = self.grants.lock().unwrap_or_else(|p| p.into_inner());
-        grants.get(&digest(token)).copied().filter(|g| g.expires_at > now)
+        let (grant, signature) = token.strip_prefix(ACCESS_TOKEN_PREFIX)?.split_once('.')?;
+        let grant = B64.decode(grant).ok()?;
+        let mut expected = mac(&self.key);
+        expected.update(&grant);
+        expected.verify_slice(&B64.decode(signature).ok()?).ok()?;
+        let text = std::str::from_utf8(&grant).ok()?;
+        let mut fields = text.split('.');
+        let (credential, platform, manage, expires) = (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
+        let platform = match platform {
+            "-" => None,
+            id => Some(PlatformId::parse(id).ok()?),
+        };
+        let grant = Grant {
+            caller: Caller { credential: CredentialId::parse(credential).ok()?, role: Role::Receiver(platform) },
+            manage: manage == "1",
+            expires_at: Timestamp(expires.parse().ok()?),
+        };
+        (fields.next().is_none() && grant.expires_at > now).then_some(grant)
     }
 }
 
@@ -154,7 +173,7 @@ pub async fn token(
     let manage = requested.contains(&SCOPE_MANAGE);
     let now = state.clock.now();
     let grant = Grant { caller, manage, expires_at: now.plus_seconds(ACCESS_TOKEN_SECONDS) };
-    let access_token = state.ssf_tokens.issue(grant, now);
+    let access_token = state.ssf_tokens.issue(grant);
     let mut scopes: Vec<&str> = requested;
     scopes.sort_unstable();
     scopes.dedup();
@@ -165,4 +184,53 @@ pub async fn token(
         "scope": scopes.join(" "),
     });
     (StatusCode::OK, [("cache-control", "no-store"), ("pragma", "no-cache")], axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(manage: bool, expires_at: i64) -> Grant {
+        let credential = CredentialId::parse("cred_01a24c1a470d778881e0b904ccb50d68").expect("id");
+        Grant { caller: Caller { credential, role: Role::Receiver(None) }, manage, expires_at: Timestamp(expires_at) }
+    }
+
+    #[test]
+    fn a_token_carries_its_grant_to_any_node_with_the_same_master_key_until_it_expires() {
+        let (here, elsewhere) = (AccessTokens::new(&[7; 32]), AccessTokens::new(&[7; 32]));
+        let token = here.issue(grant(true, 2_000));
+        let read = elsewhere.get(&token, Timestamp(1_000)).expect("honoured by another node");
+        assert_eq!(
+            (read.caller.credential, read.manage, read.expires_at),
+            (grant(true, 0).caller.credential, true, Timestamp(2_000))
+        );
+        assert!(!here.get(&here.issue(grant(false, 2_000)), Timestamp(1_000)).expect("read").manage);
+        let platform = PlatformId::parse("plt_01a24c1a470d778881e0b904ccb50d68").expect("id");
+        let bound = Grant {
+            caller: Caller { role: Role::Receiver(Some(platform)), ..grant(false, 0).caller },
+            ..grant(false, 2_000)
+        };
+        assert_eq!(
+            here.get(&here.issue(bound), Timestamp(1_000)).expect("read").caller.role,
+            Role::Receiver(Some(platform))
+        );
+        assert!(here.get(&token, Timestamp(2_000)).is_none(), "expired");
+    }
+
+    #[test]
+    fn a_token_under_another_key_or_altered_is_refused() {
+        let tokens = AccessTokens::new(&[7; 32]);
+        let token = tokens.issue(grant(false, 2_000));
+        assert!(AccessTokens::new(&[8; 32]).get(&token, Timestamp(0)).is_none(), "another tether's key");
+        // The same signature over a grant that says it may manage, or lives longer.
+        let (_, signature) = token.rsplit_once('.').expect("two parts");
+        for forged in
+            ["cred_01a24c1a470d778881e0b904ccb50d68.-.1.2000", "cred_01a24c1a470d778881e0b904ccb50d68.-.0.9000"]
+        {
+            let forged = format!("{ACCESS_TOKEN_PREFIX}{}.{signature}", B64.encode(forged));
+            assert!(tokens.get(&forged, Timestamp(0)).is_none(), "{forged}");
+        }
+        assert!(tokens.get("ssfat_", Timestamp(0)).is_none());
+        assert!(tokens.get("ssfat_.", Timestamp(0)).is_none());
+    }
 }

@@ -73,8 +73,12 @@ impl FromRequestParts<AppState> for SsfCaller {
                     .ssf_tokens
                     .get(token, now)
                     .ok_or_else(|| unauthenticated("the access token is not valid or has expired"))?;
-                // The token lives no longer than the credential it was issued to.
-                let live = state.views.credentials.get(&grant.caller.credential);
+                // The token lives no longer than the credential it was issued to (which another
+                // node may have minted: read once when this one has not seen it).
+                let live = match state.views.credentials.get(&grant.caller.credential) {
+                    Some(live) => Some(live),
+                    None => super::auth::known_credential(state, grant.caller.credential).await.ok(),
+                };
                 if !live.is_some_and(|c| !c.revoked && c.expires_at.is_none_or(|t| t > now)) {
                     return Err(unauthenticated("the credential behind the access token is no longer valid"));
                 }

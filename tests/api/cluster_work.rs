@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::instance::{admin_credential, ok, Server};
+use crate::instance::{admin_credential, http, ok, Server};
 
 /// A fresh database on the test server, or `None` (outside CI) when there is none.
 fn fresh_database() -> Option<String> {
@@ -93,4 +93,49 @@ fn three_nodes_deliver_each_webhook_event_once() {
     let seen = seen.lock().expect("counts").clone();
     assert_eq!(seen.len(), events, "every event was delivered: {seen:?}");
     assert!(seen.values().all(|n| *n == 1), "each event was delivered once, not once per node: {seen:?}");
+}
+
+/// `POST /oauth2/token` (client_credentials, client_secret_basic) on `address`: the access token.
+fn access_token(address: &str, client_id: &str, secret: &str) -> String {
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}"));
+    let form = "grant_type=client_credentials";
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    let request = format!(
+        "POST /oauth2/token HTTP/1.1\r\nHost: tether\r\nConnection: close\r\nAuthorization: Basic {basic}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let (_, body) = answer.split_once("\r\n\r\n").expect("a response");
+    let body: serde_json::Value = serde_json::from_str(body).expect("json");
+    body["access_token"].as_str().unwrap_or_else(|| panic!("no token: {body}")).to_owned()
+}
+
+#[test]
+fn a_shared_signals_access_token_from_one_node_works_on_every_node_until_its_credential_is_revoked() {
+    let Some(database) = fresh_database() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = || {
+        let mut server = Server::start(dir.path(), "127.0.0.1:0", &["--database", &database]);
+        server.wait_listening(Duration::from_secs(60));
+        server
+    };
+    let first = start();
+    let nodes = [first, start(), start()];
+    let admin = admin_credential(dir.path());
+    let receiver = ok(nodes[1].address(), "POST", "/v1/credentials", &admin, json!({"role": "receiver"}));
+    let (id, secret) = (receiver["id"].as_str().expect("id"), receiver["credential"].as_str().expect("secret"));
+    let token = access_token(nodes[0].address(), id, secret);
+    for node in &nodes {
+        let (status, streams) = http(node.address(), "GET", "/ssf/streams", &token, None).expect("streams");
+        assert_eq!(status, 200, "a token issued on one node works on {}: {streams}", node.address());
+    }
+    ok(nodes[2].address(), "POST", &format!("/v1/credentials/{id}/revoke"), &admin, json!({}));
+    for node in &nodes {
+        let (status, _) = http(node.address(), "GET", "/ssf/streams", &token, None).expect("streams");
+        assert_eq!(status, 401, "the revoked credential's token is refused on {}", node.address());
+    }
 }
