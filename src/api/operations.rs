@@ -17,12 +17,39 @@ pub fn router() -> Router<AppState> {
 pub struct Health {
     /// Always `ok`: the process is up and serving.
     pub status: &'static str,
+    /// On a node of several (PostgreSQL): whether it may answer allow, and why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<NodeHealth>,
+}
+
+/// A cluster node's standing (docs/architecture.md, "Leases").
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct NodeHealth {
+    pub node: String,
+    /// `current` (it holds a live lease and has applied the log up to it), `no_lease`, `behind`
+    /// or `stopping`; anything but `current` answers an allow with 503.
+    pub standing: &'static str,
+    /// The last audit seq this node has applied.
+    pub applied_seq: i64,
+    /// Whether this node sends webhook deliveries and Shared Signals pushes.
+    pub sends_outgoing: bool,
 }
 
 /// Liveness: answers while the process serves requests. No credential.
 #[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, body = Health)))]
-pub async fn healthz() -> axum::Json<Health> {
-    axum::Json(Health { status: "ok" })
+pub async fn healthz(State(state): State<AppState>) -> axum::Json<Health> {
+    let cluster = state.cluster.as_ref().map(|c| NodeHealth {
+        node: c.node_id.clone(),
+        standing: match c.state.standing() {
+            crate::cluster::Standing::Current => "current",
+            crate::cluster::Standing::NoLease => "no_lease",
+            crate::cluster::Standing::Behind => "behind",
+            crate::cluster::Standing::Stopping => "stopping",
+        },
+        applied_seq: c.state.applied(),
+        sends_outgoing: c.leading.load(std::sync::atomic::Ordering::Acquire),
+    });
+    axum::Json(Health { status: "ok", cluster })
 }
 
 /// Prometheus text exposition of tether's counters (README lists them). No credential.

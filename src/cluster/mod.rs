@@ -158,6 +158,15 @@ impl Cluster {
         threads.push(thread);
         let leading = Arc::new(AtomicBool::new(false));
         threads.push(leader::start(target.clone(), node_id.clone(), state.clone(), leading.clone())?);
+        // A node starts listening able to vouch for an allow: its first lease granted and the log
+        // applied up to it. Bounded: a node that cannot renew still starts, answering 503.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state.standing() != Standing::Current && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if state.standing() != Standing::Current {
+            tracing::warn!(node = %node_id, "no current lease at start-up; allows answer 503 until there is one");
+        }
         Ok(Cluster { node_id, state, confirmer, leading, threads: Mutex::new(threads) })
     }
 

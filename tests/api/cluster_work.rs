@@ -126,6 +126,19 @@ fn a_shared_signals_access_token_from_one_node_works_on_every_node_until_its_cre
     let first = start();
     let nodes = [first, start(), start()];
     let admin = admin_credential(dir.path());
+    // Each node reports its standing; exactly one sends the outgoing work.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        let health: Vec<serde_json::Value> =
+            nodes.iter().map(|n| http(n.address(), "GET", "/healthz", "", None).expect("healthz").1).collect();
+        let senders = health.iter().filter(|h| h["cluster"]["sends_outgoing"] == json!(true)).count();
+        if senders == 1 || std::time::Instant::now() > deadline {
+            break health;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(health.iter().all(|h| h["cluster"]["standing"] == "current"), "{health:?}");
+    assert_eq!(health.iter().filter(|h| h["cluster"]["sends_outgoing"] == json!(true)).count(), 1, "{health:?}");
     let receiver = ok(nodes[1].address(), "POST", "/v1/credentials", &admin, json!({"role": "receiver"}));
     let (id, secret) = (receiver["id"].as_str().expect("id"), receiver["credential"].as_str().expect("secret"));
     let token = access_token(nodes[0].address(), id, secret);
