@@ -109,16 +109,28 @@ fn extract(pending: &mut Vec<Waiting>, take: impl Fn(&Waiting) -> bool) -> Vec<W
     out
 }
 
-/// The highest seq every other node with a live lease has applied (`i64::MAX` when none holds
-/// one). `FOR SHARE` waits for a renewal that holds a node's row and reads its new lease.
+/// The highest seq no other node can still allow against. A node allows only under a live lease
+/// whose head it has applied, so it vouches for every seq up to the seq it has applied, or up to
+/// the lowest head among its live leases, whichever is higher (without bound once none is live).
+/// `FOR SHARE` waits for a renewal that holds a node's row, and the leases are read from the row
+/// the renewal left (they are in the row itself, so the read sees them).
 fn confirmed_through(client: &mut postgres::Client, node_id: &str) -> std::result::Result<i64, String> {
     let rows = client
         .query(
-            "SELECT applied_seq, lease_until > clock_timestamp() FROM tether_nodes WHERE id <> $1 FOR SHARE",
+            "SELECT applied_seq,
+                    (SELECT min(x.h) FROM unnest(lease_heads, lease_untils) AS x(h, u) WHERE x.u > clock_timestamp())
+             FROM tether_nodes WHERE id <> $1 FOR SHARE",
             &[&node_id],
         )
         .map_err(|e| e.to_string())?;
-    Ok(rows.iter().filter(|r| r.get::<_, bool>(1)).map(|r| r.get::<_, i64>(0)).min().unwrap_or(i64::MAX))
+    Ok(rows
+        .iter()
+        .map(|r| match r.get::<_, Option<i64>>(1) {
+            None => i64::MAX,
+            Some(lowest_live_head) => r.get::<_, i64>(0).max(lowest_live_head),
+        })
+        .min()
+        .unwrap_or(i64::MAX))
 }
 
 /// The longest a revoking call waits for nodes that have stopped answering.

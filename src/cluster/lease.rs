@@ -82,10 +82,17 @@ fn renew(
     )?;
     tx.query("SELECT id FROM tether_nodes WHERE id = $1 FOR UPDATE", &[&node_id])?;
     let head: i64 = tx.query_one("SELECT coalesce(max(seq), 0)::bigint FROM audit_events", &[])?.get(0);
+    // The new lease joins the node's live ones (those not yet run out), all by the database's clock.
     tx.execute(
-        "UPDATE tether_nodes
-         SET lease_until = clock_timestamp() + $2::float8 * interval '1 second',
-             renewed_head = $3, applied_seq = greatest(applied_seq, $4)
+        "WITH lease AS (SELECT clock_timestamp() + $2::float8 * interval '1 second' AS until),
+              live AS (SELECT coalesce(array_agg(x.h ORDER BY x.u), '{}') AS heads,
+                              coalesce(array_agg(x.u ORDER BY x.u), '{}') AS untils
+                       FROM tether_nodes n, unnest(n.lease_heads, n.lease_untils) AS x(h, u)
+                       WHERE n.id = $1 AND x.u > clock_timestamp())
+         UPDATE tether_nodes
+         SET lease_until = lease.until, renewed_head = $3, applied_seq = greatest(applied_seq, $4),
+             lease_heads = live.heads || $3::bigint, lease_untils = live.untils || lease.until
+         FROM lease, live
          WHERE id = $1",
         &[&node_id, &LEASE.as_secs_f64(), &head, &applied],
     )?;

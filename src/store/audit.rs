@@ -69,32 +69,53 @@ impl<'c> Tx<'c> {
             }
         }
         record.hash = event_hash_with_details(&record, &text);
-        self.conn
-            .prepare_cached(
-                "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
+        // Shared details are read through `details_id` (rows::AUDIT_DETAILS).
+        let stored_details = if details_id.is_some() { "" } else { &*text };
+        if self.conn.dialect() == super::conn::Dialect::Postgres {
+            // Held back and written with the command's next statement (store::deferred).
+            self.deferred.get_mut().audit(super::deferred::AuditRow {
+                seq: record.seq,
+                id: &record.id,
+                at: record.at.millis(),
+                actor_kind: record.actor.kind.as_str(),
+                actor_id: &record.actor.id,
+                action: &record.action,
+                subject_kind: &record.subject.kind,
+                subject_id: &record.subject.id,
+                cause_seq: record.cause_seq,
+                reason: record.reason.as_deref(),
+                details: stored_details,
+                prev_hash: &record.prev_hash,
+                hash: &record.hash,
+                details_id,
+            });
+        } else {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
                                            cause_seq, reason, details, prev_hash, hash, details_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    record.seq,
-                    record.id,
-                    record.at.millis(),
-                    record.actor.kind.as_str(),
-                    record.actor.id,
-                    record.action,
-                    record.subject.kind,
-                    record.subject.id,
-                    record.cause_seq,
-                    record.reason,
-                    // Shared details are read through `details_id` (rows::AUDIT_DETAILS).
-                    if details_id.is_some() { "" } else { &*text },
-                    record.prev_hash,
-                    record.hash,
-                    details_id,
-                ])
-            })
-            .map_err(db_error)?;
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        record.seq,
+                        record.id,
+                        record.at.millis(),
+                        record.actor.kind.as_str(),
+                        record.actor.id,
+                        record.action,
+                        record.subject.kind,
+                        record.subject.id,
+                        record.cause_seq,
+                        record.reason,
+                        stored_details,
+                        record.prev_hash,
+                        record.hash,
+                        details_id,
+                    ])
+                })
+                .map_err(db_error)?;
+        }
         if let Some(cause) = record.cause_seq {
             self.last_caused.insert(cause, record.seq);
         }

@@ -16,6 +16,7 @@ pub mod console;
 pub mod coverage;
 pub mod credentials;
 pub mod db;
+pub mod deferred;
 pub mod delegations;
 pub mod feed;
 pub mod groups;

@@ -58,8 +58,14 @@ fn without_secrets(e: &postgres::Error) -> String {
 }
 
 /// The PostgreSQL migrations, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "schema", include_str!("../../migrations/postgres/0001_schema.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "schema", include_str!("../../migrations/postgres/0001_schema.sql")),
+    (
+        2,
+        "leases_and_revocation_updates",
+        include_str!("../../migrations/postgres/0002_leases_and_revocation_updates.sql"),
+    ),
+];
 
 /// Key of the advisory lock nodes take around migrations and first-start bootstrap, so nodes
 /// started together migrate once.

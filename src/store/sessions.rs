@@ -96,25 +96,24 @@ pub fn insert_session(tx: &Tx<'_>, s: &Session, depth: i64, created_seq: i64) ->
 
 pub fn mark_session_revoked(tx: &Tx<'_>, session: &ActiveSession, reason: &str, by_seq: i64) -> Result<()> {
     let (now, id) = (tx.now().millis(), session.id.to_string());
-    match tx.conn().dialect() {
+    match tx.conn.dialect() {
         Dialect::Sqlite => exec(
             tx,
             "UPDATE sessions SET status = 'revoked', revoked_at = ?2, revoked_reason = ?3, revoked_by_seq = ?4
              WHERE rowid = ?1 AND id = ?5",
             params![session.row, now, reason, by_seq, id],
-        ),
-        // No rowid: the primary key.
-        Dialect::Postgres => exec(
-            tx,
-            "UPDATE sessions SET status = 'revoked', revoked_at = ?2, revoked_reason = ?3, revoked_by_seq = ?4
-             WHERE id = ?1",
-            params![id, now, reason, by_seq],
-        ),
+        )
+        .and_then(|changed| match changed {
+            1 => Ok(()),
+            _ => Err(Error::internal(format!("session {} was not at the row read for it", session.id))),
+        }),
+        // No rowid; held back and written with the cascade's other revocations in one statement
+        // (store::deferred), which checks that every session was found.
+        Dialect::Postgres => {
+            tx.deferred.borrow_mut().session_revoked(now, id, reason, by_seq);
+            Ok(())
+        }
     }
-    .and_then(|changed| match changed {
-        1 => Ok(()),
-        _ => Err(Error::internal(format!("session {} was not at the row read for it", session.id))),
-    })
 }
 
 /// What a cascade needs of an active session.

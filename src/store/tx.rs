@@ -61,6 +61,12 @@ pub struct Tx<'c> {
     /// the command ends ([`Tx::record_causes`]): one row per trigger instead of one index entry
     /// per caused event.
     pub(super) last_caused: std::collections::BTreeMap<i64, i64>,
+    /// PostgreSQL: audit rows and session revocations held back and written together at the
+    /// command's next statement ([`super::deferred`]).
+    pub(super) deferred: std::cell::RefCell<super::deferred::Deferred>,
+    /// A failed write of the held rows, reported when the command ends ([`Tx::conn`] cannot
+    /// return it; the transaction fails its next statement anyway).
+    deferred_failed: std::cell::RefCell<Option<crate::domain::Error>>,
 }
 
 /// A live webhook as the outbox matches events against it.
@@ -81,12 +87,36 @@ impl<'c> Tx<'c> {
             outbox_written: false,
             subscribers: None,
             last_caused: Default::default(),
+            deferred: Default::default(),
+            deferred_failed: Default::default(),
             head,
         }
     }
 
+    /// The connection, for a statement of the command: the rows held back are written first,
+    /// so the statement sees them.
     pub fn conn(&self) -> &Conn {
+        self.write_deferred_or_remember();
         self.conn
+    }
+
+    fn write_deferred_or_remember(&self) {
+        let mut deferred = self.deferred.borrow_mut();
+        if deferred.is_empty() {
+            return;
+        }
+        if let Err(e) = deferred.write(self.conn) {
+            self.deferred_failed.borrow_mut().get_or_insert(e);
+        }
+    }
+
+    /// Writes the rows held back; the first failure of any earlier write is the error.
+    pub(super) fn write_deferred(&self) -> Result<()> {
+        self.write_deferred_or_remember();
+        match self.deferred_failed.borrow_mut().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// The time of this batch: every change in it is stamped with the same instant.
@@ -119,7 +149,10 @@ impl<'c> Tx<'c> {
     /// and forgets what only that command held. Every field a command can change is named here,
     /// and only here: a new one must be added (the compiler asks for it).
     fn rewind(&mut self, mark: Mark) {
-        let Tx { conn: _, now: _, head, effects, outbox_written, subscribers, last_caused } = self;
+        let Tx { conn: _, now: _, head, effects, outbox_written, subscribers, last_caused, deferred, deferred_failed } =
+            self;
+        deferred.get_mut().clear();
+        *deferred_failed.get_mut() = None;
         *head = mark.head;
         effects.truncate(mark.effects);
         *outbox_written = mark.outbox_written;
@@ -217,6 +250,7 @@ impl<'t, 'c> CommandScope<'t, 'c> {
     /// Keeps what the command did: records its causes' ranges and releases its savepoint. If
     /// either fails, the command is undone as it drops.
     pub(super) fn keep(mut self) -> Result<()> {
+        self.tx.write_deferred()?;
         self.tx.record_causes()?;
         if self.savepoint {
             self.tx.conn.execute_batch("RELEASE SAVEPOINT command").map_err(db_error)?;
