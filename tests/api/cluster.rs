@@ -5,11 +5,19 @@
 //! pass only outside CI.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::instance::{admin_credential, http, ok, Server};
+
+/// One cluster test at a time. One of them stops the shared PostgreSQL server, which would fail
+/// whatever another was doing on it; and on a small machine two clusters at once starve each
+/// other's lease renewals, which the tests' time bounds are not meant to absorb. (Under
+/// `TETHER_TEST_BACKEND=postgres` the rest of the API suite uses the server too: the test that
+/// stops it does not run there, see `postgres_down`.)
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// A fresh database on the test server, or `None` (outside CI) when there is no server.
 fn fresh_database() -> Option<String> {
@@ -25,130 +33,198 @@ fn fresh_database() -> Option<String> {
     Some(format!("{base}/{name}"))
 }
 
-/// Starts a node on `database` sharing the keys in `dir`.
-fn node(dir: &Path, database: &str) -> Server {
-    let mut server = Server::start(dir, "127.0.0.1:0", &["--database", database]);
-    server.wait_listening(Duration::from_secs(60));
-    server
+/// Starts a node on `database` sharing the keys in `dir`, listening on `listen`; does not wait.
+fn start_node(dir: &Path, database: &str, listen: &str) -> Server {
+    Server::start(dir, listen, &["--database", database])
 }
 
 fn credential(address: &str, admin: &str, body: Value) -> String {
     ok(address, "POST", "/v1/credentials", admin, body)["credential"].as_str().expect("credential").to_owned()
 }
 
-fn decision(address: &str, verifier: &str, token: &str) -> (u16, String) {
+/// `(status, decision)` of authorizing `token` for `mail:read`, or the connection's error.
+fn try_decision(address: &str, verifier: &str, token: &str) -> std::io::Result<(u16, String)> {
     let body = json!({"token": token, "scope": "mail:read"});
-    let (status, answer) = http(address, "POST", "/v1/authorize", verifier, Some(&body)).expect("authorize");
-    (status, answer["decision"].as_str().unwrap_or("none").to_owned())
+    let (status, answer) = http(address, "POST", "/v1/authorize", verifier, Some(&body))?;
+    Ok((status, answer["decision"].as_str().unwrap_or("none").to_owned()))
+}
+
+fn decision(address: &str, verifier: &str, token: &str) -> (u16, String) {
+    try_decision(address, verifier, token).expect("authorize")
+}
+
+/// Nodes on one database and one keys directory, with what every test needs: an admin, a
+/// platform and a verifier credential, and a user with a delegation (agent, integration) that
+/// sessions are opened under. Each setup call goes to another node, so every node serves some.
+struct Cluster {
+    /// Killed when the test ends, however it ends (before `dir` is deleted).
+    nodes: Vec<Server>,
+    /// Each node's address, by index.
+    at: Vec<String>,
+    admin: String,
+    platform: String,
+    verifier: String,
+    agent: Value,
+    integration: Value,
+    delegation: Value,
+    _dir: tempfile::TempDir,
+    _turn: MutexGuard<'static, ()>,
+}
+
+const SCOPES: &str = "mail:read";
+
+/// A cluster of `size` nodes on a fresh database, or `None` (outside CI) without a server.
+fn cluster(size: usize) -> Option<Cluster> {
+    let turn = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let database = fresh_database()?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The first node creates the schema, the keys and the admin credential; the others share
+    // the keys directory, as nodes must, and start together.
+    let mut first = start_node(dir.path(), &database, "127.0.0.1:0");
+    first.wait_listening(Duration::from_secs(60));
+    let mut nodes = vec![first];
+    nodes.extend((1..size).map(|_| start_node(dir.path(), &database, "127.0.0.1:0")));
+    for others in &mut nodes[1..] {
+        others.wait_listening(Duration::from_secs(60));
+    }
+    let at: Vec<String> = nodes.iter().map(|n| n.address().to_owned()).collect();
+    let admin = admin_credential(dir.path());
+    let on = |i: usize| at[i % size].as_str();
+
+    let platform_id = ok(on(0), "POST", "/v1/platforms", &admin, json!({"name": "p"}))["id"].clone();
+    let platform = credential(on(1), &admin, json!({"role": "platform", "platform_id": platform_id}));
+    let verifier = credential(on(2), &admin, json!({"role": "verifier"}));
+    let scopes = json!([SCOPES]);
+    let agent = ok(on(0), "POST", "/v1/agents", &platform, json!({"name": "a", "scopes": scopes}))["id"].clone();
+    let integration =
+        ok(on(1), "POST", "/v1/integrations", &platform, json!({"name": "i", "scopes": scopes}))["id"].clone();
+    let mut cluster = Cluster {
+        nodes,
+        at,
+        admin,
+        platform,
+        verifier,
+        agent,
+        integration,
+        delegation: Value::Null,
+        _dir: dir,
+        _turn: turn,
+    };
+    (_, cluster.delegation) = cluster.user_with_delegation(2, "idp|1");
+    Some(cluster)
+}
+
+impl Cluster {
+    fn size(&self) -> usize {
+        self.at.len()
+    }
+
+    /// The address of node `i` (modulo the size).
+    fn on(&self, i: usize) -> &str {
+        &self.at[i % self.size()]
+    }
+
+    /// A new user and its delegation to the cluster's agent and integration, made through node
+    /// `i`: `(user id, delegation id)`.
+    fn user_with_delegation(&self, i: usize, external_id: &str) -> (Value, Value) {
+        let scopes = json!([SCOPES]);
+        let body = json!({"external_id": external_id, "permissions": scopes});
+        let user = ok(self.on(i), "POST", "/v1/users", &self.admin, body)["id"].clone();
+        let body =
+            json!({"user_id": user, "agent_id": self.agent, "integration_id": self.integration, "scopes": scopes});
+        let delegation = ok(self.on(i + 1), "POST", "/v1/delegations", &self.platform, body)["id"].clone();
+        (user, delegation)
+    }
+
+    /// Opens a session of the cluster's delegation through node `i`: `(id, token)`.
+    fn open(&self, i: usize) -> (String, String) {
+        open_session(self.on(i), &self.platform, &self.delegation).expect("open a session")
+    }
+
+    fn revoke(&self, i: usize, id: &str) {
+        ok(self.on(i), "POST", &format!("/v1/sessions/{id}/revoke"), &self.platform, json!({"reason": "test"}));
+    }
+
+    fn decision(&self, i: usize, token: &str) -> (u16, String) {
+        decision(self.on(i), &self.verifier, token)
+    }
+
+    /// Node `i`'s answer for `token` once it is not 503 (a node without a current lease, for a
+    /// moment on a loaded machine), waiting up to `limit`: `(status, decision)`.
+    fn settled_decision(&self, i: usize, token: &str, limit: Duration) -> (u16, String) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let answer = self.decision(i, token);
+            if answer.0 != 503 || Instant::now() >= deadline {
+                return answer;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn verify_audit(&self, i: usize) {
+        let report = ok(self.on(i), "GET", "/v1/audit/verify", &self.admin, Value::Null);
+        assert_eq!(report["ok"], json!(true), "one chain across the nodes: {report}");
+    }
+}
+
+/// Opens a session of `delegation` through `address`: `(id, token)`, or why not.
+fn open_session(address: &str, platform: &str, delegation: &Value) -> Result<(String, String), String> {
+    let body = json!({"delegation_id": delegation, "scopes": [SCOPES]});
+    match http(address, "POST", "/v1/sessions", platform, Some(&body)) {
+        Ok((status, session)) if (200..300).contains(&status) => Ok((
+            session["session"]["id"].as_str().expect("session id").to_owned(),
+            session["token"].as_str().expect("token").to_owned(),
+        )),
+        Ok((status, answer)) => Err(format!("{status} {answer}")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[test]
 fn a_session_revoked_on_one_node_is_denied_by_every_other_node_once_the_revoke_returns() {
-    let Some(database) = fresh_database() else { return };
-    let dir = tempfile::tempdir().expect("tempdir");
-    // The first node creates the schema, the keys and the admin credential; the others share
-    // the keys directory, as nodes must.
-    let first = node(dir.path(), &database);
-    let nodes = [first, node(dir.path(), &database), node(dir.path(), &database)];
-    let at: Vec<String> = nodes.iter().map(|n| n.address().to_owned()).collect();
-    let admin = admin_credential(dir.path());
-
-    let platform_id = ok(&at[0], "POST", "/v1/platforms", &admin, json!({"name": "p"}))["id"].clone();
-    let platform = credential(&at[1], &admin, json!({"role": "platform", "platform_id": platform_id}));
-    let verifier = credential(&at[2], &admin, json!({"role": "verifier"}));
-    let scopes = json!(["mail:read"]);
-    let user = ok(&at[0], "POST", "/v1/users", &admin, json!({"external_id": "idp|1", "permissions": scopes}));
-    let agent = ok(&at[1], "POST", "/v1/agents", &platform, json!({"name": "a", "scopes": scopes}));
-    let integration = ok(&at[2], "POST", "/v1/integrations", &platform, json!({"name": "i", "scopes": scopes}));
-    let delegation = ok(
-        &at[0],
-        "POST",
-        "/v1/delegations",
-        &platform,
-        json!({"user_id": user["id"], "agent_id": agent["id"], "integration_id": integration["id"], "scopes": scopes}),
-    );
-
+    let Some(c) = cluster(3) else { return };
     let rounds: usize = std::env::var("TETHER_CLUSTER_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(300);
     let (mut stale_allows, mut allows_before) = (0, 0);
     for round in 0..rounds {
         let (opener, revoker) = (round % 3, (round + 1) % 3);
-        let session = ok(
-            &at[opener],
-            "POST",
-            "/v1/sessions",
-            &platform,
-            json!({"delegation_id": delegation["id"], "scopes": scopes}),
-        );
-        let (id, token) = (session["session"]["id"].as_str().unwrap(), session["token"].as_str().unwrap());
+        let (id, token) = c.open(opener);
         // A session made on one node is usable on every node at once.
-        for address in &at {
+        for node in 0..3 {
             // A node may answer 503 for a moment (its lease renewal was slow on a loaded
             // machine); it must allow within a few seconds.
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                let (status, answer) = decision(address, &verifier, token);
-                if (status, answer.as_str()) == (200, "allow") {
-                    break;
-                }
-                assert!(
-                    status == 503 && std::time::Instant::now() < deadline,
-                    "round {round}: {address}: {status} {answer}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let (status, answer) = c.settled_decision(node, &token, Duration::from_secs(5));
+            assert_eq!((status, answer.as_str()), (200, "allow"), "round {round}: {}", c.on(node));
             allows_before += 1;
         }
-        ok(&at[revoker], "POST", &format!("/v1/sessions/{id}/revoke"), &platform, json!({"reason": "test"}));
-        for address in &at {
-            let (status, answer) = decision(address, &verifier, token);
+        c.revoke(revoker, &id);
+        for node in 0..3 {
+            let (status, answer) = c.decision(node, &token);
             if answer == "allow" {
                 stale_allows += 1;
-                eprintln!("round {round}: {address} allowed a session revoked at {}", at[revoker]);
+                eprintln!("round {round}: {} allowed a session revoked at {}", c.on(node), c.on(revoker));
             }
-            assert!(status == 200 || status == 503, "round {round}: {address}: {status}");
+            assert!(status == 200 || status == 503, "round {round}: {}: {status}", c.on(node));
         }
     }
     assert_eq!(allows_before, rounds * 3);
     assert_eq!(stale_allows, 0, "no node allowed a session after its revocation had returned");
-
-    let report = ok(&at[1], "GET", "/v1/audit/verify", &admin, Value::Null);
-    assert_eq!(report["ok"], json!(true), "one chain across the nodes: {report}");
+    c.verify_audit(1);
 }
 
 #[test]
 fn a_paused_node_delays_a_revocation_by_at_most_its_lease_and_denies_until_it_catches_up() {
-    let Some(database) = fresh_database() else { return };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let first = node(dir.path(), &database);
-    let nodes = [first, node(dir.path(), &database)];
-    let at: Vec<String> = nodes.iter().map(|n| n.address().to_owned()).collect();
-    let admin = admin_credential(dir.path());
-    let platform_id = ok(&at[0], "POST", "/v1/platforms", &admin, json!({"name": "p"}))["id"].clone();
-    let platform = credential(&at[0], &admin, json!({"role": "platform", "platform_id": platform_id}));
-    let verifier = credential(&at[0], &admin, json!({"role": "verifier"}));
-    let scopes = json!(["mail:read"]);
-    let user = ok(&at[0], "POST", "/v1/users", &admin, json!({"external_id": "idp|1", "permissions": scopes}));
-    let agent = ok(&at[0], "POST", "/v1/agents", &platform, json!({"name": "a", "scopes": scopes}));
-    let integration = ok(&at[0], "POST", "/v1/integrations", &platform, json!({"name": "i", "scopes": scopes}));
-    let delegation = ok(
-        &at[0],
-        "POST",
-        "/v1/delegations",
-        &platform,
-        json!({"user_id": user["id"], "agent_id": agent["id"], "integration_id": integration["id"], "scopes": scopes}),
-    );
-    let session =
-        ok(&at[0], "POST", "/v1/sessions", &platform, json!({"delegation_id": delegation["id"], "scopes": scopes}));
-    let (id, token) = (session["session"]["id"].as_str().unwrap(), session["token"].as_str().unwrap());
-    assert_eq!(decision(&at[1], &verifier, token), (200, "allow".to_owned()));
+    let Some(c) = cluster(2) else { return };
+    let (id, token) = c.open(0);
+    assert_eq!(c.decision(1, &token), (200, "allow".to_owned()));
 
-    let paused = nodes[1].pid().to_string();
+    let paused = c.nodes[1].pid().to_string();
     let signal = |name: &str| {
         assert!(std::process::Command::new("kill").args([name, &paused]).status().expect("kill").success());
     };
     signal("-STOP");
-    let started = std::time::Instant::now();
-    ok(&at[0], "POST", &format!("/v1/sessions/{id}/revoke"), &platform, json!({"reason": "test"}));
+    let started = Instant::now();
+    c.revoke(0, &id);
     let waited = started.elapsed();
     signal("-CONT");
     // The bound is the lease (2 s); the margin is for a loaded machine, not for tether.
@@ -156,7 +232,7 @@ fn a_paused_node_delays_a_revocation_by_at_most_its_lease_and_denies_until_it_ca
     // Continued, the paused node has no live lease and has not applied the revocation: it may
     // answer 503 for a moment, and then deny; it never allows.
     for _ in 0..50 {
-        let (status, answer) = decision(&at[1], &verifier, token);
+        let (status, answer) = c.decision(1, &token);
         assert_ne!(answer, "allow", "the continued node allowed a revoked session (status {status})");
         if status == 200 {
             return;
