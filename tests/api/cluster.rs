@@ -67,7 +67,8 @@ struct Cluster {
     agent: Value,
     integration: Value,
     delegation: Value,
-    _dir: tempfile::TempDir,
+    database: String,
+    dir: tempfile::TempDir,
     _turn: MutexGuard<'static, ()>,
 }
 
@@ -107,7 +108,8 @@ fn cluster(size: usize) -> Option<Cluster> {
         agent,
         integration,
         delegation: Value::Null,
-        _dir: dir,
+        database,
+        dir,
         _turn: turn,
     };
     (_, cluster.delegation) = cluster.user_with_delegation(2, "idp|1");
@@ -160,6 +162,44 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Opens `count` sessions of `delegation`, spread over the nodes (one thread per node).
+    fn open_many(&self, delegation: &Value, count: usize) -> Vec<(String, String)> {
+        let (size, platform) = (self.size(), self.platform.as_str());
+        std::thread::scope(|s| {
+            let openers: Vec<_> = (0..size)
+                .map(|i| {
+                    let (address, share) = (self.on(i), count / size + usize::from(i < count % size));
+                    s.spawn(move || {
+                        (0..share)
+                            .map(|_| open_session(address, platform, delegation).expect("open a session"))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            openers.into_iter().flat_map(|o| o.join().expect("opener")).collect()
+        })
+    }
+
+    /// `GET` through node `i`, as admin.
+    fn get(&self, i: usize, path: &str) -> Value {
+        ok(self.on(i), "GET", path, &self.admin, Value::Null)
+    }
+
+    /// SIGKILL to node `i`, and waits until it is gone.
+    fn kill(&mut self, i: usize) {
+        let pid = self.nodes[i].pid().to_string();
+        assert!(std::process::Command::new("kill").args(["-KILL", &pid]).status().expect("kill").success());
+        self.nodes[i].wait_exit(Duration::from_secs(10));
+    }
+
+    /// Starts node `i` again (after [`kill`](Self::kill) or a SIGTERM) on the same database and
+    /// data directory, listening on `listen`, and waits until it listens.
+    fn start_again(&mut self, i: usize, listen: &str) {
+        let mut node = start_node(self.dir.path(), &self.database, listen);
+        self.at[i] = node.wait_listening(Duration::from_secs(60));
+        self.nodes[i] = node;
     }
 
     fn verify_audit(&self, i: usize) {
@@ -241,3 +281,108 @@ fn a_paused_node_delays_a_revocation_by_at_most_its_lease_and_denies_until_it_ca
     }
     panic!("the continued node never caught up");
 }
+
+#[test]
+fn a_node_killed_during_a_cascade_leaves_all_of_it_or_none_and_the_others_agree_with_the_database() {
+    let Some(mut c) = cluster(3) else { return };
+    // A first disable runs to its end: how long a whole cascade takes here.
+    let whole = cascade_killed_after(&mut c, 0, None).expect("the disable answered");
+    // Then node 0 is SIGKILLed that long into the request: early (before the writer has it or
+    // while its batch runs), about halfway, and near the end (around the COMMIT).
+    let ms = Duration::from_millis;
+    for (round, delay) in [ms(0), ms(5), ms(30), whole / 2, whole * 9 / 10].into_iter().enumerate() {
+        cascade_killed_after(&mut c, round + 1, Some(delay));
+    }
+}
+
+/// A user with [`CASCADE`] sessions opened across the nodes is disabled through node 0, which is
+/// SIGKILLed `kill` into the request (never, with `None`); then checks, through the survivors,
+/// that the cascade happened whole or not at all and that every node agrees with the database.
+/// Returns how long the disable took when it was answered.
+fn cascade_killed_after(c: &mut Cluster, round: usize, kill: Option<Duration>) -> Option<Duration> {
+    let started = Instant::now();
+    let (user, delegation) = c.user_with_delegation(round, &format!("idp|cascade{round}"));
+    let user = user.as_str().expect("user id").to_owned();
+    let sessions = c.open_many(&delegation, CASCADE);
+    let opened = started.elapsed();
+
+    let (victim, admin, path) = (c.at[0].clone(), c.admin.clone(), format!("/v1/users/{user}/disable"));
+    let request = std::thread::spawn(move || {
+        let sent = Instant::now();
+        let answer = http(&victim, "POST", &path, &admin, Some(&json!({"reason": "test"})));
+        (answer, sent.elapsed())
+    });
+    if let Some(delay) = kill {
+        std::thread::sleep(delay);
+        c.kill(0);
+    }
+    let (answered, took) = request.join().expect("the disable request");
+    let acknowledged = matches!(answered, Ok((status, _)) if (200..300).contains(&status));
+    assert!(kill.is_some() || acknowledged, "round {round}: {answered:?}");
+
+    // A barrier: a revocation made through a survivor returns only once every node with a live
+    // lease has applied its seq, and so everything committed before it: the killed node's
+    // cascade if it committed (before the kill, or never).
+    let barrier = Instant::now();
+    let (canary, _) = c.open(1);
+    c.revoke(2, &canary);
+    let barrier = barrier.elapsed();
+    let checks = Instant::now();
+
+    // Through the survivors: every session revoked and the user disabled, or nothing.
+    let revoked: Vec<bool> = sessions
+        .iter()
+        .enumerate()
+        .map(|(n, (id, _))| c.get(1 + n % 2, &format!("/v1/sessions/{id}"))["status"] == "revoked")
+        .collect();
+    let count = revoked.iter().filter(|r| **r).count();
+    let status = c.get(2, &format!("/v1/users/{user}"))["status"].clone();
+    eprintln!(
+        "round {round}: killed {kill:?} into the disable, answered {:?} after {took:?}: {count} of {CASCADE} \
+         sessions revoked, user {status} ({CASCADE} sessions opened in {opened:?})",
+        answered.as_ref().map(|(code, _)| code)
+    );
+    assert!(count == 0 || count == CASCADE, "round {round}: {count} of {CASCADE} sessions revoked");
+    assert_eq!(status == "disabled", count == CASCADE, "round {round}: user {status}, {count} sessions revoked");
+    if acknowledged {
+        assert_eq!(count, CASCADE, "round {round}: the disable was acknowledged");
+    }
+    // The database says the same.
+    let mut db = postgres::Client::connect(&c.database, postgres::NoTls).expect("connect");
+    let row = db
+        .query_one(
+            "SELECT count(*) FILTER (WHERE status = 'revoked'), count(*) FROM sessions WHERE user_id = $1",
+            &[&user],
+        )
+        .expect("count sessions");
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (count as i64, CASCADE as i64));
+
+    // Every surviving node agrees with the database on a sample of the tokens.
+    let expected = |n: usize| if revoked[n] { "deny" } else { "allow" };
+    for (n, (id, token)) in sessions.iter().enumerate().step_by(10) {
+        for node in [1, 2] {
+            let (code, answer) = c.settled_decision(node, token, Duration::from_secs(5));
+            assert_eq!((code, answer.as_str()), (200, expected(n)), "round {round}: session {id} on {}", c.on(node));
+        }
+    }
+    c.verify_audit(1);
+    let checks = checks.elapsed();
+    let restart = Instant::now();
+
+    if kill.is_some() {
+        // The killed node comes back on the same database and data directory, and agrees too.
+        c.start_again(0, "127.0.0.1:0");
+        for (n, (_, token)) in sessions.iter().enumerate().step_by(30) {
+            assert_eq!(c.settled_decision(0, token, Duration::from_secs(5)), (200, expected(n).to_owned()));
+        }
+    }
+    eprintln!(
+        "round {round}: {:?} (barrier {barrier:?}, checks {checks:?}, restart {:?})",
+        started.elapsed(),
+        restart.elapsed()
+    );
+    acknowledged.then_some(took)
+}
+
+/// Sessions of the user a cascade test disables.
+const CASCADE: usize = 300;
