@@ -386,3 +386,221 @@ fn cascade_killed_after(c: &mut Cluster, round: usize, kill: Option<Duration>) -
 
 /// Sessions of the user a cascade test disables.
 const CASCADE: usize = 300;
+
+/// The test server's data directory and programs (tests/pg/start.sh), to stop and start it.
+struct PgServer {
+    pg_ctl: std::path::PathBuf,
+    data: String,
+    /// Who runs `pg_ctl` (`postgres` when the tests run as root), or empty: ourselves.
+    run_as: String,
+}
+
+impl PgServer {
+    fn from_env() -> Option<PgServer> {
+        let bin = std::env::var("TETHER_TEST_PG_BIN").ok().filter(|b| !b.is_empty())?;
+        let data = std::env::var("TETHER_TEST_PG_DATA").ok().filter(|d| !d.is_empty())?;
+        let run_as = std::env::var("TETHER_TEST_PG_RUNAS").unwrap_or_default();
+        Some(PgServer { pg_ctl: Path::new(&bin).join("pg_ctl"), data, run_as })
+    }
+
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        let mut command = if self.run_as.is_empty() {
+            std::process::Command::new(&self.pg_ctl)
+        } else {
+            let mut runuser = std::process::Command::new("runuser");
+            runuser.args(["-u", &self.run_as, "--"]).arg(&self.pg_ctl);
+            runuser
+        };
+        // From `/`: the owner may not be allowed into the test's working directory.
+        command.arg("-D").arg(&self.data).args(args).current_dir("/");
+        command.stdin(std::process::Stdio::null()).output().expect("run pg_ctl")
+    }
+
+    fn stop(&self) {
+        let output = self.ctl(&["-m", "fast", "-w", "stop"]);
+        assert!(output.status.success(), "pg_ctl stop: {output:?}");
+    }
+
+    fn start(&self) {
+        let log = format!("{}/log", self.data);
+        let output = self.ctl(&["-w", "-l", &log, "start"]);
+        assert!(output.status.success(), "pg_ctl start: {output:?}");
+    }
+
+    fn running(&self) -> bool {
+        self.ctl(&["status"]).status.success()
+    }
+}
+
+/// Starts the server again when dropped, if it is down: a test that fails while the server is
+/// stopped must not leave it stopped for the tests after it.
+struct StartsAgain<'a>(&'a PgServer);
+
+impl Drop for StartsAgain<'_> {
+    fn drop(&mut self) {
+        if !self.0.running() {
+            self.0.start();
+        }
+    }
+}
+
+/// What the load of [`nodes_fail_closed_while_postgresql_is_down_and_recover_with_every_acknowledged_write`]
+/// saw: every revocation acknowledged (when, session id, token) and every allow of one of them.
+#[derive(Default)]
+struct RevokingLoad {
+    stop: std::sync::atomic::AtomicBool,
+    acknowledged: Mutex<Vec<(Instant, String, String)>>,
+    stale_allows: Mutex<Vec<String>>,
+}
+
+impl RevokingLoad {
+    fn acknowledged(&self) -> Vec<(Instant, String, String)> {
+        self.acknowledged.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Round-robin over the nodes until told to stop: authorize `live`, open a session, revoke
+    /// it on another node and, once the revoke is acknowledged, authorize its token on every
+    /// node (none may allow it). Failures (the database is down) are expected, and retried with
+    /// the next round.
+    fn run(&self, at: &[String], platform: &str, verifier: &str, delegation: &Value, live: &str) {
+        let on = |i: usize| at[i % at.len()].as_str();
+        let mut round = 0;
+        while !self.stop.load(std::sync::atomic::Ordering::Acquire) {
+            round += 1;
+            std::thread::sleep(Duration::from_millis(10));
+            let _ = try_decision(on(round), verifier, live);
+            let Ok((id, token)) = open_session(on(round + 1), platform, delegation) else { continue };
+            let path = format!("/v1/sessions/{id}/revoke");
+            let revoked = http(on(round + 2), "POST", &path, platform, Some(&json!({"reason": "test"})));
+            if !matches!(revoked, Ok((status, _)) if (200..300).contains(&status)) {
+                continue;
+            }
+            let acknowledged_at = Instant::now();
+            for address in at {
+                if let Ok((status, answer)) = try_decision(address, verifier, &token) {
+                    if answer == "allow" {
+                        let revoker = on(round + 2);
+                        self.stale_allows
+                            .lock()
+                            .unwrap()
+                            .push(format!("{address} ({status}) allowed {id} revoked at {revoker}"));
+                    }
+                }
+            }
+            self.acknowledged.lock().unwrap().push((acknowledged_at, id, token));
+        }
+    }
+}
+
+#[test]
+fn nodes_fail_closed_while_postgresql_is_down_and_recover_with_every_acknowledged_write() {
+    if crate::helpers::on_postgres() {
+        // The whole API suite uses the server at the same time then; stopping it would fail
+        // those tests. The plain `cargo test` run (the cluster tests alone on the server, one
+        // at a time) runs this one.
+        eprintln!("skipped under TETHER_TEST_BACKEND=postgres: other tests share the server");
+        return;
+    }
+    let Some(c) = cluster(3) else { return };
+    let Some(server) = PgServer::from_env() else {
+        eprintln!("skipped: TETHER_TEST_PG_BIN and TETHER_TEST_PG_DATA are not set (source tests/pg/start.sh)");
+        return;
+    };
+    let (_, live) = c.open(0);
+    let load = RevokingLoad::default();
+    std::thread::scope(|s| {
+        let loader = s.spawn(|| load.run(&c.at, &c.platform, &c.verifier, &c.delegation, &live));
+        let wait_for = |what: &str, limit: Duration, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + limit;
+            while !done() {
+                assert!(Instant::now() < deadline && !loader.is_finished(), "{what}: not within {limit:?}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        wait_for("revocations under load", Duration::from_secs(20), &|| load.acknowledged().len() >= 30);
+
+        let restarts = StartsAgain(&server);
+        let stopping = Instant::now();
+        server.stop();
+        let stopped = stopping.elapsed();
+        let before = load.acknowledged();
+        // Fail closed: every node answers 503 for the live token within 3 s of the stop (its
+        // lease runs out at most 2 s after its last renewal), allows nothing from then on, and
+        // never allows a session revoked before.
+        let revoked_before: Vec<&String> = before.iter().rev().take(10).map(|(_, _, token)| token).collect();
+        let mut closed: Vec<Option<Duration>> = vec![None; c.size()];
+        let mut hold_until: Option<Instant> = None;
+        while hold_until.is_none_or(|until| Instant::now() < until) {
+            for (node, closed) in closed.iter_mut().enumerate() {
+                let (status, answer) = c.decision(node, &live);
+                match (status, answer.as_str(), *closed) {
+                    (503, _, None) => *closed = Some(stopping.elapsed()),
+                    (503, _, Some(_)) | (200, "allow", None) => {}
+                    _ => panic!("{} answered {status} {answer} for a live token, closed {closed:?}", c.on(node)),
+                }
+                for token in &revoked_before {
+                    let (status, answer) = c.decision(node, token);
+                    assert_ne!(answer, "allow", "{} allowed a session revoked before the stop ({status})", c.on(node));
+                }
+            }
+            if hold_until.is_none() && closed.iter().all(Option::is_some) {
+                // Closed everywhere; stays closed while the server is down.
+                hold_until = Some(Instant::now() + Duration::from_secs(1));
+            }
+            assert!(stopping.elapsed() < Duration::from_secs(6), "not every node failed closed: {closed:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("pg_ctl stop took {stopped:?}; nodes answered 503 after {closed:?}");
+        for (node, closed) in closed.iter().enumerate() {
+            let closed = closed.expect("closed");
+            assert!(closed < Duration::from_secs(3), "{} allowed for {closed:?} after the stop", c.on(node));
+        }
+
+        let starting = Instant::now();
+        server.start();
+        drop(restarts);
+        let started = starting.elapsed();
+        // Recovery: every node allows the live token again, and writes (the load's revocations)
+        // are acknowledged again.
+        let mut recovered = Vec::new();
+        for node in 0..c.size() {
+            wait_for("allow again", Duration::from_secs(15), &|| c.decision(node, &live) == (200, "allow".to_owned()));
+            recovered.push(starting.elapsed());
+        }
+        let after_restart = || load.acknowledged().iter().filter(|(at, ..)| *at > starting).count();
+        wait_for("revocations after the restart", Duration::from_secs(15), &|| after_restart() >= 10);
+        eprintln!(
+            "pg_ctl start took {started:?}; nodes allowed again after {recovered:?}; {} revocations before the \
+             stop, {} after the restart",
+            before.len(),
+            after_restart()
+        );
+        load.stop.store(true, std::sync::atomic::Ordering::Release);
+        loader.join().expect("the load");
+    });
+    let stale = load.stale_allows.lock().unwrap().clone();
+    assert!(stale.is_empty(), "allows of acknowledged revocations: {stale:#?}");
+
+    // Every acknowledged revocation, before the stop or after the restart, is still there: in
+    // the database, through the API, and in every node's answers.
+    let acknowledged = load.acknowledged();
+    let mut db = postgres::Client::connect(&c.database, postgres::NoTls).expect("connect");
+    for (n, (_, id, token)) in acknowledged.iter().enumerate() {
+        let row = db.query_one("SELECT status FROM sessions WHERE id = $1", &[id]).expect("the session's row");
+        assert_eq!(row.get::<_, &str>(0), "revoked", "session {id} in the database");
+        assert_eq!(c.get(n, &format!("/v1/sessions/{id}"))["status"], "revoked", "session {id}");
+        for node in 0..c.size() {
+            assert_eq!(c.settled_decision(node, token, Duration::from_secs(5)), (200, "deny".to_owned()), "{id}");
+        }
+    }
+    // And a write made now is seen by every node.
+    let (id, token) = c.open(2);
+    for node in 0..c.size() {
+        assert_eq!(c.settled_decision(node, &token, Duration::from_secs(5)), (200, "allow".to_owned()));
+    }
+    c.revoke(0, &id);
+    for node in 0..c.size() {
+        assert_ne!(c.decision(node, &token).1, "allow");
+    }
+    c.verify_audit(1);
+}
