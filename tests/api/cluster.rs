@@ -604,3 +604,180 @@ fn nodes_fail_closed_while_postgresql_is_down_and_recover_with_every_acknowledge
     }
     c.verify_audit(1);
 }
+
+/// What the load of [`a_rolling_restart_fails_no_retried_request_and_allows_no_revoked_session`]
+/// saw.
+#[derive(Default)]
+struct RoundRobinLoad {
+    stop: std::sync::atomic::AtomicBool,
+    /// Requests answered as they should be (after retries).
+    served: std::sync::atomic::AtomicUsize,
+    /// Attempts that failed over to the next node (503 or no connection).
+    failed_over: std::sync::atomic::AtomicUsize,
+    /// Requests that failed after every retry, or were answered wrongly.
+    failures: Mutex<Vec<String>>,
+    /// Sessions revoked (acknowledged): (id, token).
+    revoked: Mutex<Vec<(String, String)>>,
+    stale_allows: Mutex<Vec<String>>,
+}
+
+/// Attempts per request: three rounds over three nodes.
+const ATTEMPTS: usize = 9;
+
+impl RoundRobinLoad {
+    fn fail(&self, failure: String) {
+        self.failures.lock().unwrap().push(failure);
+    }
+
+    /// Sends a request to node `first`; a 503 or a connection error sends it to the next node,
+    /// pausing after each round over the nodes, [`ATTEMPTS`] times at most. The answer, or
+    /// `None` (recorded as a failure).
+    fn with_retries(
+        &self,
+        at: &[String],
+        first: usize,
+        what: &str,
+        request: impl Fn(&str) -> std::io::Result<(u16, Value)>,
+    ) -> Option<(u16, Value)> {
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 && attempt % at.len() == 0 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let address = &at[(first + attempt) % at.len()];
+            match request(address) {
+                Ok((503, answer)) => last = format!("{address}: 503 {answer}"),
+                Err(e) => last = format!("{address}: {e}"),
+                Ok(answer) => return Some(answer),
+            }
+            self.failed_over.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.fail(format!("{what}: failed {ATTEMPTS} times, the last on {last}"));
+        None
+    }
+
+    /// Until told to stop, round-robin over the nodes: authorize `live` (must allow), open a
+    /// session and, every fourth round, revoke one opened earlier and authorize its token on
+    /// every node (none may allow it).
+    fn run(&self, at: &[String], platform: &str, verifier: &str, delegation: &Value, live: &str) {
+        let served = || {
+            self.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        };
+        let authorize = |token: &str| json!({"token": token, "scope": SCOPES});
+        let mut opened = Vec::new();
+        let mut round = 0;
+        while !self.stop.load(std::sync::atomic::Ordering::Acquire) {
+            round += 1;
+            let body = authorize(live);
+            let send = |a: &str| http(a, "POST", "/v1/authorize", verifier, Some(&body));
+            if let Some((status, answer)) = self.with_retries(at, round, "authorize", send) {
+                match (status, answer["decision"].as_str()) {
+                    (200, Some("allow")) => served(),
+                    _ => self.fail(format!("authorize of the live token: {status} {answer}")),
+                };
+            }
+            let body = json!({"delegation_id": delegation, "scopes": [SCOPES]});
+            let send = |a: &str| http(a, "POST", "/v1/sessions", platform, Some(&body));
+            if let Some((status, session)) = self.with_retries(at, round + 1, "open a session", send) {
+                match (status, session["session"]["id"].as_str(), session["token"].as_str()) {
+                    (200..300, Some(id), Some(token)) => {
+                        opened.push((id.to_owned(), token.to_owned()));
+                        served();
+                    }
+                    _ => self.fail(format!("open a session: {status} {session}")),
+                }
+            }
+            if round % 4 != 0 {
+                continue;
+            }
+            let Some((id, token)) = opened.pop() else { continue };
+            let (path, body) = (format!("/v1/sessions/{id}/revoke"), json!({"reason": "test"}));
+            let send = |a: &str| http(a, "POST", &path, platform, Some(&body));
+            match self.with_retries(at, round + 2, "revoke", send) {
+                Some((200..300, _)) => served(),
+                Some((status, answer)) => {
+                    self.fail(format!("revoke: {status} {answer}"));
+                    continue;
+                }
+                None => continue,
+            };
+            let body = authorize(&token);
+            for address in at {
+                if let Ok((status, answer)) = http(address, "POST", "/v1/authorize", verifier, Some(&body)) {
+                    if answer["decision"] == "allow" {
+                        self.stale_allows.lock().unwrap().push(format!("{address} ({status}) allowed {id}"));
+                    }
+                }
+            }
+            self.revoked.lock().unwrap().push((id, token));
+        }
+    }
+}
+
+#[test]
+fn a_rolling_restart_fails_no_retried_request_and_allows_no_revoked_session() {
+    let Some(mut c) = cluster(3) else { return };
+    let (_, live) = c.open(0);
+    let load = RoundRobinLoad::default();
+    let (at, platform, verifier, delegation) =
+        (c.at.clone(), c.platform.clone(), c.verifier.clone(), c.delegation.clone());
+    let served = || load.served.load(std::sync::atomic::Ordering::Relaxed);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        // Two clients, so requests are in flight on a node when it is told to stop.
+        let loaders: Vec<_> =
+            (0..2).map(|_| s.spawn(|| load.run(&at, &platform, &verifier, &delegation, &live))).collect();
+        let wait_for = |what: &str, limit: Duration, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + limit;
+            while !done() {
+                assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+                assert!(!loaders.iter().any(|l| l.is_finished()), "a load thread ended early");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        wait_for("requests under load", Duration::from_secs(20), &|| served() >= 100);
+        // One node at a time: SIGTERM, wait for it to exit, start it again on the same address,
+        // database and data directory, and wait until it listens and allows again.
+        for (node, address) in at.iter().enumerate() {
+            let restarting = Instant::now();
+            c.nodes[node].terminate();
+            let status = c.nodes[node].wait_exit(Duration::from_secs(30));
+            assert!(status.success(), "{address} exited with {status}");
+            let stopped = restarting.elapsed();
+            c.start_again(node, address);
+            assert_eq!(&c.at[node], address, "started again on the same address");
+            let listening = restarting.elapsed();
+            wait_for("allow again", Duration::from_secs(10), &|| c.decision(node, &live) == (200, "allow".to_owned()));
+            let before = served();
+            wait_for("requests after the restart", Duration::from_secs(10), &|| served() >= before + 100);
+            eprintln!(
+                "{address}: exited after {stopped:?}, listening after {listening:?}, allowing after {:?}",
+                restarting.elapsed()
+            );
+        }
+        load.stop.store(true, std::sync::atomic::Ordering::Release);
+        for loader in loaders {
+            loader.join().expect("the load");
+        }
+    });
+    let failed_over = load.failed_over.load(std::sync::atomic::Ordering::Relaxed);
+    let revoked = load.revoked.lock().unwrap().clone();
+    eprintln!(
+        "{} requests served, {failed_over} attempts failed over, {} sessions revoked, in {:?}",
+        served(),
+        revoked.len(),
+        started.elapsed()
+    );
+    let failures = load.failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "requests failed after retries: {failures:#?}");
+    let stale = load.stale_allows.lock().unwrap().clone();
+    assert!(stale.is_empty(), "allows of acknowledged revocations: {stale:#?}");
+    assert!(!revoked.is_empty());
+    // Every node, restarted, denies every session revoked under the load.
+    for (id, token) in &revoked {
+        for node in 0..c.size() {
+            assert_eq!(c.settled_decision(node, token, Duration::from_secs(5)), (200, "deny".to_owned()), "{id}");
+        }
+    }
+    c.verify_audit(2);
+}
