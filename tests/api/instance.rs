@@ -101,7 +101,7 @@ impl Server {
     }
 
     /// Waits for the process to exit (up to `limit`).
-    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -112,7 +112,7 @@ impl Server {
         }
     }
 
-    fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill");
         assert!(sent.success());
     }
