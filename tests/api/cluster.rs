@@ -19,8 +19,13 @@ use crate::instance::{admin_credential, http, ok, Server};
 /// stops it does not run there, see `postgres_down`.)
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// A turn on the shared server for a test that runs nodes of its own (`cluster_work.rs`).
+pub(crate) fn one_cluster_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A fresh database on the test server, or `None` (outside CI) when there is no server.
-fn fresh_database() -> Option<String> {
+pub(crate) fn fresh_database() -> Option<String> {
     let Ok(admin_url) = std::env::var("TETHER_TEST_DATABASE_URL") else {
         assert!(std::env::var("CI").is_err(), "CI must run the cluster tests: TETHER_TEST_DATABASE_URL is not set");
         eprintln!("skipped: TETHER_TEST_DATABASE_URL is not set (source tests/pg/start.sh)");

@@ -12,21 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::cluster::{fresh_database, one_cluster_at_a_time};
 use crate::instance::{admin_credential, http, ok, Server};
-
-/// A fresh database on the test server, or `None` (outside CI) when there is none.
-fn fresh_database() -> Option<String> {
-    let Ok(admin_url) = std::env::var("TETHER_TEST_DATABASE_URL") else {
-        assert!(std::env::var("CI").is_err(), "CI must run the cluster tests: TETHER_TEST_DATABASE_URL is not set");
-        eprintln!("skipped: TETHER_TEST_DATABASE_URL is not set (source tests/pg/start.sh)");
-        return None;
-    };
-    let name = format!("tether_work_{}", uuid::Uuid::now_v7().simple());
-    let mut client = postgres::Client::connect(&admin_url, postgres::NoTls).expect("connect to the test server");
-    client.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
-    let (base, _) = admin_url.rsplit_once('/').expect("a database in the URL");
-    Some(format!("{base}/{name}"))
-}
 
 /// Counts the deliveries of each `webhook-id` a receiver on loopback gets, answering 204 after
 /// a pause.
@@ -67,6 +54,7 @@ fn receiver() -> (String, Arc<Mutex<HashMap<String, usize>>>) {
 
 #[test]
 fn three_nodes_deliver_each_webhook_event_once() {
+    let _turn = one_cluster_at_a_time();
     let Some(database) = fresh_database() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let start = || {
@@ -116,6 +104,7 @@ fn access_token(address: &str, client_id: &str, secret: &str) -> String {
 
 #[test]
 fn a_shared_signals_access_token_from_one_node_works_on_every_node_until_its_credential_is_revoked() {
+    let _turn = one_cluster_at_a_time();
     let Some(database) = fresh_database() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let start = || {
