@@ -444,6 +444,16 @@ impl Drop for StartsAgain<'_> {
     }
 }
 
+/// Sets its flag when dropped: a test that fails while its load threads run stops them, so the
+/// scope joining them ends and the failure is reported (rather than waiting forever).
+struct StopsOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopsOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// What the load of [`nodes_fail_closed_while_postgresql_is_down_and_recover_with_every_acknowledged_write`]
 /// saw: every revocation acknowledged (when, session id, token) and every allow of one of them.
 #[derive(Default)]
@@ -510,6 +520,7 @@ fn nodes_fail_closed_while_postgresql_is_down_and_recover_with_every_acknowledge
     let load = RevokingLoad::default();
     std::thread::scope(|s| {
         let loader = s.spawn(|| load.run(&c.at, &c.platform, &c.verifier, &c.delegation, &live));
+        let _stops = StopsOnDrop(&load.stop);
         let wait_for = |what: &str, limit: Duration, done: &dyn Fn() -> bool| {
             let deadline = Instant::now() + limit;
             while !done() {
@@ -520,39 +531,54 @@ fn nodes_fail_closed_while_postgresql_is_down_and_recover_with_every_acknowledge
         wait_for("revocations under load", Duration::from_secs(20), &|| load.acknowledged().len() >= 30);
 
         let restarts = StartsAgain(&server);
+        // Stopped on a thread of its own: a fast stop signals at once but waits for the
+        // shutdown checkpoint, which takes seconds on a busy disk; the nodes are watched from
+        // the signal on.
         let stopping = Instant::now();
-        server.stop();
-        let stopped = stopping.elapsed();
-        let before = load.acknowledged();
+        let revoked_before = load.acknowledged();
+        let server = &server;
+        let stopper = s.spawn(move || {
+            server.stop();
+            stopping.elapsed()
+        });
         // Fail closed: every node answers 503 for the live token within 3 s of the stop (its
         // lease runs out at most 2 s after its last renewal), allows nothing from then on, and
-        // never allows a session revoked before.
-        let revoked_before: Vec<&String> = before.iter().rev().take(10).map(|(_, _, token)| token).collect();
+        // never allows a session revoked before. What is wrong is collected, so the server has
+        // stopped (and `restarts` can start it) before the test fails.
+        let sample: Vec<&String> = revoked_before.iter().rev().take(5).map(|(_, _, token)| token).collect();
         let mut closed: Vec<Option<Duration>> = vec![None; c.size()];
+        let mut wrong = Vec::new();
         let mut hold_until: Option<Instant> = None;
-        while hold_until.is_none_or(|until| Instant::now() < until) {
+        while hold_until.is_none_or(|until| Instant::now() < until) && stopping.elapsed() < Duration::from_secs(8) {
             for (node, closed) in closed.iter_mut().enumerate() {
-                let (status, answer) = c.decision(node, &live);
-                match (status, answer.as_str(), *closed) {
-                    (503, _, None) => *closed = Some(stopping.elapsed()),
-                    (503, _, Some(_)) | (200, "allow", None) => {}
-                    _ => panic!("{} answered {status} {answer} for a live token, closed {closed:?}", c.on(node)),
+                let answer = try_decision(c.on(node), &c.verifier, &live);
+                match (&answer, *closed) {
+                    (Ok((503, _)), None) => *closed = Some(stopping.elapsed()),
+                    (Ok((503, _)), Some(_)) => {}
+                    (Ok((200, decision)), None) if decision == "allow" => {}
+                    _ => {
+                        wrong.push(format!("{} answered {answer:?} for the live token, closed {closed:?}", c.on(node)))
+                    }
                 }
-                for token in &revoked_before {
-                    let (status, answer) = c.decision(node, token);
-                    assert_ne!(answer, "allow", "{} allowed a session revoked before the stop ({status})", c.on(node));
+                for token in &sample {
+                    if let Ok((status, decision)) = try_decision(c.on(node), &c.verifier, token) {
+                        if decision == "allow" {
+                            wrong.push(format!("{} allowed a session revoked before the stop ({status})", c.on(node)));
+                        }
+                    }
                 }
             }
             if hold_until.is_none() && closed.iter().all(Option::is_some) {
                 // Closed everywhere; stays closed while the server is down.
                 hold_until = Some(Instant::now() + Duration::from_secs(1));
             }
-            assert!(stopping.elapsed() < Duration::from_secs(6), "not every node failed closed: {closed:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
+        let stopped = stopper.join().expect("pg_ctl stop");
         eprintln!("pg_ctl stop took {stopped:?}; nodes answered 503 after {closed:?}");
+        assert!(wrong.is_empty(), "while the server was down: {wrong:#?}");
         for (node, closed) in closed.iter().enumerate() {
-            let closed = closed.expect("closed");
+            let closed = closed.unwrap_or_else(|| panic!("{} never failed closed", c.on(node)));
             assert!(closed < Duration::from_secs(3), "{} allowed for {closed:?} after the stop", c.on(node));
         }
 
@@ -572,7 +598,7 @@ fn nodes_fail_closed_while_postgresql_is_down_and_recover_with_every_acknowledge
         eprintln!(
             "pg_ctl start took {started:?}; nodes allowed again after {recovered:?}; {} revocations before the \
              stop, {} after the restart",
-            before.len(),
+            revoked_before.len(),
             after_restart()
         );
         load.stop.store(true, std::sync::atomic::Ordering::Release);
@@ -727,6 +753,7 @@ fn a_rolling_restart_fails_no_retried_request_and_allows_no_revoked_session() {
         // Two clients, so requests are in flight on a node when it is told to stop.
         let loaders: Vec<_> =
             (0..2).map(|_| s.spawn(|| load.run(&at, &platform, &verifier, &delegation, &live))).collect();
+        let _stops = StopsOnDrop(&load.stop);
         let wait_for = |what: &str, limit: Duration, done: &dyn Fn() -> bool| {
             let deadline = Instant::now() + limit;
             while !done() {
