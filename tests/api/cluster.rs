@@ -286,26 +286,49 @@ fn a_paused_node_delays_a_revocation_by_at_most_its_lease_and_denies_until_it_ca
 fn a_node_killed_during_a_cascade_leaves_all_of_it_or_none_and_the_others_agree_with_the_database() {
     let Some(mut c) = cluster(3) else { return };
     // A first disable runs to its end: how long a whole cascade takes here.
-    let whole = cascade_killed_after(&mut c, 0, None).expect("the disable answered");
+    let user = c.user_with_sessions(0);
+    let (whole, _) = cascade_killed_after(&mut c, 0, &user, None);
+    let whole = whole.expect("the disable answered");
     // Then node 0 is SIGKILLed that long into the request: early (before the writer has it or
-    // while its batch runs), about halfway, and near the end (around the COMMIT).
+    // while its batch runs), about halfway, and near the end (around the COMMIT). A user whose
+    // disable did not happen is disabled again in the next round.
     let ms = Duration::from_millis;
+    let mut user = None;
     for (round, delay) in [ms(0), ms(5), ms(30), whole / 2, whole * 9 / 10].into_iter().enumerate() {
-        cascade_killed_after(&mut c, round + 1, Some(delay));
+        let round = round + 1;
+        let victim = user.take().unwrap_or_else(|| c.user_with_sessions(round));
+        let (_, disabled) = cascade_killed_after(&mut c, round, &victim, Some(delay));
+        user = (!disabled).then_some(victim);
     }
 }
 
-/// A user with [`CASCADE`] sessions opened across the nodes is disabled through node 0, which is
-/// SIGKILLed `kill` into the request (never, with `None`); then checks, through the survivors,
-/// that the cascade happened whole or not at all and that every node agrees with the database.
-/// Returns how long the disable took when it was answered.
-fn cascade_killed_after(c: &mut Cluster, round: usize, kill: Option<Duration>) -> Option<Duration> {
-    let started = Instant::now();
-    let (user, delegation) = c.user_with_delegation(round, &format!("idp|cascade{round}"));
-    let user = user.as_str().expect("user id").to_owned();
-    let sessions = c.open_many(&delegation, CASCADE);
-    let opened = started.elapsed();
+/// A user with [`CASCADE`] sessions, and those sessions: (id, token).
+struct UserWithSessions {
+    id: String,
+    sessions: Vec<(String, String)>,
+}
 
+impl Cluster {
+    /// A new user with [`CASCADE`] sessions opened across the nodes.
+    fn user_with_sessions(&self, round: usize) -> UserWithSessions {
+        let (user, delegation) = self.user_with_delegation(round, &format!("idp|cascade{round}"));
+        let sessions = self.open_many(&delegation, CASCADE);
+        UserWithSessions { id: user.as_str().expect("user id").to_owned(), sessions }
+    }
+}
+
+/// `user` is disabled through node 0, which is SIGKILLed `kill` into the request (never, with
+/// `None`); then checks, through the survivors, that the cascade happened whole or not at all
+/// and that every node agrees with the database. Returns how long the disable took when it was
+/// answered, and whether the user is now disabled.
+fn cascade_killed_after(
+    c: &mut Cluster,
+    round: usize,
+    user: &UserWithSessions,
+    kill: Option<Duration>,
+) -> (Option<Duration>, bool) {
+    let started = Instant::now();
+    let (sessions, user) = (&user.sessions, &user.id);
     let (victim, admin, path) = (c.at[0].clone(), c.admin.clone(), format!("/v1/users/{user}/disable"));
     let request = std::thread::spawn(move || {
         let sent = Instant::now();
@@ -339,7 +362,7 @@ fn cascade_killed_after(c: &mut Cluster, round: usize, kill: Option<Duration>) -
     let status = c.get(2, &format!("/v1/users/{user}"))["status"].clone();
     eprintln!(
         "round {round}: killed {kill:?} into the disable, answered {:?} after {took:?}: {count} of {CASCADE} \
-         sessions revoked, user {status} ({CASCADE} sessions opened in {opened:?})",
+         sessions revoked, user {status}",
         answered.as_ref().map(|(code, _)| code)
     );
     assert!(count == 0 || count == CASCADE, "round {round}: {count} of {CASCADE} sessions revoked");
@@ -381,7 +404,7 @@ fn cascade_killed_after(c: &mut Cluster, round: usize, kill: Option<Duration>) -
         started.elapsed(),
         restart.elapsed()
     );
-    acknowledged.then_some(took)
+    (acknowledged.then_some(took), count == CASCADE)
 }
 
 /// Sessions of the user a cascade test disables.
