@@ -291,26 +291,49 @@ fn a_paused_node_delays_a_revocation_by_at_most_its_lease_and_denies_until_it_ca
 fn a_node_killed_during_a_cascade_leaves_all_of_it_or_none_and_the_others_agree_with_the_database() {
     let Some(mut c) = cluster(3) else { return };
     // A first disable runs to its end: how long a whole cascade takes here.
-    let whole = cascade_killed_after(&mut c, 0, None).expect("the disable answered");
+    let user = c.user_with_sessions(0);
+    let (whole, _) = cascade_killed_after(&mut c, 0, &user, None);
+    let whole = whole.expect("the disable answered");
     // Then node 0 is SIGKILLed that long into the request: early (before the writer has it or
-    // while its batch runs), about halfway, and near the end (around the COMMIT).
+    // while its batch runs), about halfway, and near the end (around the COMMIT). A user whose
+    // disable did not happen is disabled again in the next round.
     let ms = Duration::from_millis;
+    let mut user = None;
     for (round, delay) in [ms(0), ms(5), ms(30), whole / 2, whole * 9 / 10].into_iter().enumerate() {
-        cascade_killed_after(&mut c, round + 1, Some(delay));
+        let round = round + 1;
+        let victim = user.take().unwrap_or_else(|| c.user_with_sessions(round));
+        let (_, disabled) = cascade_killed_after(&mut c, round, &victim, Some(delay));
+        user = (!disabled).then_some(victim);
     }
 }
 
-/// A user with [`CASCADE`] sessions opened across the nodes is disabled through node 0, which is
-/// SIGKILLed `kill` into the request (never, with `None`); then checks, through the survivors,
-/// that the cascade happened whole or not at all and that every node agrees with the database.
-/// Returns how long the disable took when it was answered.
-fn cascade_killed_after(c: &mut Cluster, round: usize, kill: Option<Duration>) -> Option<Duration> {
-    let started = Instant::now();
-    let (user, delegation) = c.user_with_delegation(round, &format!("idp|cascade{round}"));
-    let user = user.as_str().expect("user id").to_owned();
-    let sessions = c.open_many(&delegation, CASCADE);
-    let opened = started.elapsed();
+/// A user with [`CASCADE`] sessions, and those sessions: (id, token).
+struct UserWithSessions {
+    id: String,
+    sessions: Vec<(String, String)>,
+}
 
+impl Cluster {
+    /// A new user with [`CASCADE`] sessions opened across the nodes.
+    fn user_with_sessions(&self, round: usize) -> UserWithSessions {
+        let (user, delegation) = self.user_with_delegation(round, &format!("idp|cascade{round}"));
+        let sessions = self.open_many(&delegation, CASCADE);
+        UserWithSessions { id: user.as_str().expect("user id").to_owned(), sessions }
+    }
+}
+
+/// `user` is disabled through node 0, which is SIGKILLed `kill` into the request (never, with
+/// `None`); then checks, through the survivors, that the cascade happened whole or not at all
+/// and that every node agrees with the database. Returns how long the disable took when it was
+/// answered, and whether the user is now disabled.
+fn cascade_killed_after(
+    c: &mut Cluster,
+    round: usize,
+    user: &UserWithSessions,
+    kill: Option<Duration>,
+) -> (Option<Duration>, bool) {
+    let started = Instant::now();
+    let (sessions, user) = (&user.sessions, &user.id);
     let (victim, admin, path) = (c.at[0].clone(), c.admin.clone(), format!("/v1/users/{user}/disable"));
     let request = std::thread::spawn(move || {
         let sent = Instant::now();
@@ -344,7 +367,7 @@ fn cascade_killed_after(c: &mut Cluster, round: usize, kill: Option<Duration>) -
     let status = c.get(2, &format!("/v1/users/{user}"))["status"].clone();
     eprintln!(
         "round {round}: killed {kill:?} into the disable, answered {:?} after {took:?}: {count} of {CASCADE} \
-         sessions revoked, user {status} ({CASCADE} sessions opened in {opened:?})",
+         sessions revoked, user {status}",
         answered.as_ref().map(|(code, _)| code)
     );
     assert!(count == 0 || count == CASCADE, "round {round}: {count} of {CASCADE} sessions revoked");
@@ -386,7 +409,7 @@ fn cascade_killed_after(c: &mut Cluster, round: usize, kill: Option<Duration>) -
         started.elapsed(),
         restart.elapsed()
     );
-    acknowledged.then_some(took)
+    (acknowledged.then_some(took), count == CASCADE)
 }
 
 /// Sessions of the user a cascade test disables.
@@ -446,6 +469,16 @@ impl Drop for StartsAgain<'_> {
         if !self.0.running() {
             self.0.start();
         }
+    }
+}
+
+/// Sets its flag when dropped: a test that fails while its load threads run stops them, so the
+/// scope joining them ends and the failure is reported (rather than waiting forever).
+struct StopsOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopsOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -515,6 +548,7 @@ fn nodes_fail_closed_while_postgresql_is_down_and_recover_with_every_acknowledge
     let load = RevokingLoad::default();
     std::thread::scope(|s| {
         let loader = s.spawn(|| load.run(&c.at, &c.platform, &c.verifier, &c.delegation, &live));
+        let _stops = StopsOnDrop(&load.stop);
         let wait_for = |what: &str, limit: Duration, done: &dyn Fn() -> bool| {
             let deadline = Instant::now() + limit;
             while !done() {
@@ -525,39 +559,54 @@ fn nodes_fail_closed_while_postgresql_is_down_and_recover_with_every_acknowledge
         wait_for("revocations under load", Duration::from_secs(20), &|| load.acknowledged().len() >= 30);
 
         let restarts = StartsAgain(&server);
+        // Stopped on a thread of its own: a fast stop signals at once but waits for the
+        // shutdown checkpoint, which takes seconds on a busy disk; the nodes are watched from
+        // the signal on.
         let stopping = Instant::now();
-        server.stop();
-        let stopped = stopping.elapsed();
-        let before = load.acknowledged();
+        let revoked_before = load.acknowledged();
+        let server = &server;
+        let stopper = s.spawn(move || {
+            server.stop();
+            stopping.elapsed()
+        });
         // Fail closed: every node answers 503 for the live token within 3 s of the stop (its
         // lease runs out at most 2 s after its last renewal), allows nothing from then on, and
-        // never allows a session revoked before.
-        let revoked_before: Vec<&String> = before.iter().rev().take(10).map(|(_, _, token)| token).collect();
+        // never allows a session revoked before. What is wrong is collected, so the server has
+        // stopped (and `restarts` can start it) before the test fails.
+        let sample: Vec<&String> = revoked_before.iter().rev().take(5).map(|(_, _, token)| token).collect();
         let mut closed: Vec<Option<Duration>> = vec![None; c.size()];
+        let mut wrong = Vec::new();
         let mut hold_until: Option<Instant> = None;
-        while hold_until.is_none_or(|until| Instant::now() < until) {
+        while hold_until.is_none_or(|until| Instant::now() < until) && stopping.elapsed() < Duration::from_secs(8) {
             for (node, closed) in closed.iter_mut().enumerate() {
-                let (status, answer) = c.decision(node, &live);
-                match (status, answer.as_str(), *closed) {
-                    (503, _, None) => *closed = Some(stopping.elapsed()),
-                    (503, _, Some(_)) | (200, "allow", None) => {}
-                    _ => panic!("{} answered {status} {answer} for a live token, closed {closed:?}", c.on(node)),
+                let answer = try_decision(c.on(node), &c.verifier, &live);
+                match (&answer, *closed) {
+                    (Ok((503, _)), None) => *closed = Some(stopping.elapsed()),
+                    (Ok((503, _)), Some(_)) => {}
+                    (Ok((200, decision)), None) if decision == "allow" => {}
+                    _ => {
+                        wrong.push(format!("{} answered {answer:?} for the live token, closed {closed:?}", c.on(node)))
+                    }
                 }
-                for token in &revoked_before {
-                    let (status, answer) = c.decision(node, token);
-                    assert_ne!(answer, "allow", "{} allowed a session revoked before the stop ({status})", c.on(node));
+                for token in &sample {
+                    if let Ok((status, decision)) = try_decision(c.on(node), &c.verifier, token) {
+                        if decision == "allow" {
+                            wrong.push(format!("{} allowed a session revoked before the stop ({status})", c.on(node)));
+                        }
+                    }
                 }
             }
             if hold_until.is_none() && closed.iter().all(Option::is_some) {
                 // Closed everywhere; stays closed while the server is down.
                 hold_until = Some(Instant::now() + Duration::from_secs(1));
             }
-            assert!(stopping.elapsed() < Duration::from_secs(6), "not every node failed closed: {closed:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
+        let stopped = stopper.join().expect("pg_ctl stop");
         eprintln!("pg_ctl stop took {stopped:?}; nodes answered 503 after {closed:?}");
+        assert!(wrong.is_empty(), "while the server was down: {wrong:#?}");
         for (node, closed) in closed.iter().enumerate() {
-            let closed = closed.expect("closed");
+            let closed = closed.unwrap_or_else(|| panic!("{} never failed closed", c.on(node)));
             assert!(closed < Duration::from_secs(3), "{} allowed for {closed:?} after the stop", c.on(node));
         }
 
@@ -577,7 +626,7 @@ fn nodes_fail_closed_while_postgresql_is_down_and_recover_with_every_acknowledge
         eprintln!(
             "pg_ctl start took {started:?}; nodes allowed again after {recovered:?}; {} revocations before the \
              stop, {} after the restart",
-            before.len(),
+            revoked_before.len(),
             after_restart()
         );
         load.stop.store(true, std::sync::atomic::Ordering::Release);
@@ -732,6 +781,7 @@ fn a_rolling_restart_fails_no_retried_request_and_allows_no_revoked_session() {
         // Two clients, so requests are in flight on a node when it is told to stop.
         let loaders: Vec<_> =
             (0..2).map(|_| s.spawn(|| load.run(&at, &platform, &verifier, &delegation, &live))).collect();
+        let _stops = StopsOnDrop(&load.stop);
         let wait_for = |what: &str, limit: Duration, done: &dyn Fn() -> bool| {
             let deadline = Instant::now() + limit;
             while !done() {
