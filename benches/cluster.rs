@@ -167,14 +167,14 @@ impl Node {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let line = lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("tether serve did not listen; its log is in {}", dir.display()));
+        while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             if let Some(address) = line.strip_prefix("tether listening on http://") {
                 return Node { child, address: address.to_owned() };
             }
         }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("tether serve did not listen; its log is in {}", dir.display());
     }
 
     fn address(&self) -> &str {
@@ -218,9 +218,8 @@ fn cluster_of(n: usize, bin: &Path, dir: &Path, database: &str) -> Vec<Node> {
 
 /// The warnings and errors the nodes on `dir` logged (TETHER_LOG=warn), for the record.
 fn node_warnings(dir: &Path) {
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let mut logs: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
     logs.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("serve-")));
     logs.sort();
     for (i, log) in logs.iter().enumerate() {
@@ -230,7 +229,11 @@ fn node_warnings(dir: &Path) {
         let answers = lines.iter().filter(|l| l.contains("tower_http")).count();
         let others: Vec<&&str> = lines.iter().filter(|l| !l.contains("tower_http")).collect();
         if !lines.is_empty() {
-            println!("  node log {}: {answers} answers logged as failed (5xx), {} other warnings/errors", i + 1, others.len());
+            println!(
+                "  node log {}: {answers} answers logged as failed (5xx), {} other warnings/errors",
+                i + 1,
+                others.len()
+            );
             for line in others.iter().take(6) {
                 println!("    {}", line.chars().take(240).collect::<String>());
             }
@@ -423,8 +426,13 @@ fn closed_loop(
     let failures = Arc::new(AtomicUsize::new(0));
     let threads: Vec<_> = (0..connections)
         .map(|i| {
-            let (address, barrier, measuring, stop, failures) =
-                (targets[i % targets.len()].clone(), barrier.clone(), measuring.clone(), stop.clone(), failures.clone());
+            let (address, barrier, measuring, stop, failures) = (
+                targets[i % targets.len()].clone(),
+                barrier.clone(),
+                measuring.clone(),
+                stop.clone(),
+                failures.clone(),
+            );
             let (method, path, credential, body, expect) =
                 (method.to_owned(), path.to_owned(), credential.to_owned(), body.to_owned(), expect.to_vec());
             std::thread::spawn(move || {
@@ -528,11 +536,7 @@ impl Cpu {
         let total = (busy + steal + self.idle.saturating_sub(before.idle) as f64).max(1.0);
         let postgres: u64 =
             self.postgres.iter().map(|(pid, t)| t.saturating_sub(before.postgres.get(pid).copied().unwrap_or(0))).sum();
-        let parts = [
-            self.tether.saturating_sub(before.tether),
-            postgres,
-            self.client.saturating_sub(before.client),
-        ];
+        let parts = [self.tether.saturating_sub(before.tether), postgres, self.client.saturating_sub(before.client)];
         let share = |t: u64| t as f64 / busy.max(1.0) * 100.0;
         format!(
             "CPU: host {:.0}% busy, {:.0}% stolen; of the busy time tether {:.0}%, postgres {:.0}%, this client {:.0}%, other {:.0}%",
@@ -700,7 +704,11 @@ fn cascades(bin: &Path, admin_url: &str, sizes: &[usize]) {
                 let (template, _) = one.session(&mut c);
                 let start = Instant::now();
                 bulk_copies(&mut pg, &template, n - 1);
-                println!("  {n} sessions for {user}: 1 through the API, {} bulk-inserted in {:.1} s", n - 1, start.elapsed().as_secs_f64());
+                println!(
+                    "  {n} sessions for {user}: 1 through the API, {} bulk-inserted in {:.1} s",
+                    n - 1,
+                    start.elapsed().as_secs_f64()
+                );
                 (n, user)
             })
             .collect()
@@ -878,7 +886,7 @@ fn snapshot(pg: &mut postgres::Client) -> Snapshot {
 fn print_statements(title: &str, rows: &Snapshot, top: usize, by_calls: bool) {
     let mut rows: Vec<&(i64, i64, f64, i64, String)> = rows.iter().collect();
     if by_calls {
-        rows.sort_by(|a, b| b.1.cmp(&a.1));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1));
     } else {
         rows.sort_by(|a, b| b.2.total_cmp(&a.2));
     }
@@ -907,9 +915,8 @@ impl LeaseWatch {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || {
-            let read = pg
-                .prepare("SELECT id, extract(epoch FROM lease_until)::float8 FROM tether_nodes ORDER BY id")
-                .unwrap();
+            let read =
+                pg.prepare("SELECT id, extract(epoch FROM lease_until)::float8 FROM tether_nodes ORDER BY id").unwrap();
             // Per node: last lease_until seen, longest gap, renewals seen.
             let mut seen: Vec<(String, f64, f64, usize)> = Vec::new();
             while !stopping.load(Ordering::Relaxed) {
@@ -937,7 +944,10 @@ impl LeaseWatch {
         let nodes = self.thread.join().expect("lease watch");
         let gaps: Vec<String> =
             nodes.iter().map(|(_, gap, count)| format!("{:.0} ms ({count} renewals)", gap * 1e3)).collect();
-        format!("longest gap between lease renewals, per node: {} (renewed every 250 ms; allows stop after 1.9 s)", gaps.join(", "))
+        format!(
+            "longest gap between lease renewals, per node: {} (renewed every 250 ms; allows stop after 1.9 s)",
+            gaps.join(", ")
+        )
     }
 }
 
@@ -966,7 +976,8 @@ impl Watch {
             // past them in the index, which would load the server.
             let status = pg.prepare("SELECT status FROM sessions WHERE id = $1").unwrap();
             let nodes = pg.prepare("SELECT id, applied_seq FROM tether_nodes").unwrap();
-            let (mut committed, mut head, mut applied, mut at_commit) = (None, 0i64, Vec::<(String, Instant)>::new(), None);
+            let (mut committed, mut head, mut applied, mut at_commit) =
+                (None, 0i64, Vec::<(String, Instant)>::new(), None);
             loop {
                 match committed {
                     None if stopping.load(Ordering::Relaxed) => break,
