@@ -20,9 +20,13 @@
 //!    `pg_stat_statements` loaded (benches/cluster.sh loads it), the statements every node ran
 //!    are counted, until the commit and after it.
 //!
-//! Each part starts its nodes on a fresh database (`CREATE DATABASE` on the admin URL
-//! `TETHER_TEST_DATABASE_URL`), the first alone, then the other two on the same data directory.
-//! The `tether` binary: `TETHER_BIN`, else the release binary `cargo bench` builds with this bench. `TETHER_BENCH_SECONDS` (5) is each throughput
+//! Parts 1–3 share one cluster, part 4 has its own: each on a fresh database (`CREATE DATABASE`
+//! on the admin URL `TETHER_TEST_DATABASE_URL`), the first node started alone, then the other
+//! two on the same data directory (`TETHER_BENCH_CASCADE_NODES` sets part 4's count). Part 1
+//! also loads all three nodes at once (a line of its own, not a target). Each part prints the
+//! CPU split (host, tether, PostgreSQL, this client, other processes) and the longest gap
+//! between each node's lease renewals. The `tether` binary: `TETHER_BIN`, else the release
+//! binary `cargo bench` builds with this bench. `TETHER_BENCH_SECONDS` (5) is each throughput
 //! run, after a warm-up second; `TETHER_BENCH_WORKERS` passes `--workers` to every node.
 //!
 //! `bash benches/cluster.sh` (starts PostgreSQL, builds, runs); by hand, with PostgreSQL started:
