@@ -63,7 +63,9 @@ fn run(target: &PgTarget, node_id: &str, state: &NodeState, sink: &dyn EffectSin
 }
 
 fn listen(conn: &Conn) -> Result<()> {
-    conn.execute_batch("LISTEN tether_audit").map_err(crate::store::db_error)
+    // A plan made per execution: a generic plan cached while the log was nearly empty (a scan
+    // and a sort) would otherwise read the whole log for each batch once it is large.
+    conn.execute_batch("SET plan_cache_mode = force_custom_plan; LISTEN tether_audit").map_err(crate::store::db_error)
 }
 
 /// Blocks until a notification arrives or [`POLL`] passes, then drains any others.
