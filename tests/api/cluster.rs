@@ -54,10 +54,6 @@ fn try_decision(address: &str, verifier: &str, token: &str) -> std::io::Result<(
     Ok((status, answer["decision"].as_str().unwrap_or("none").to_owned()))
 }
 
-fn decision(address: &str, verifier: &str, token: &str) -> (u16, String) {
-    try_decision(address, verifier, token).expect("authorize")
-}
-
 /// Nodes on one database and one keys directory, with what every test needs: an admin, a
 /// platform and a verifier credential, and a user with a delegation (agent, integration) that
 /// sessions are opened under. Each setup call goes to another node, so every node serves some.
@@ -153,7 +149,17 @@ impl Cluster {
     }
 
     fn decision(&self, i: usize, token: &str) -> (u16, String) {
-        decision(self.on(i), &self.verifier, token)
+        try_decision(self.on(i), &self.verifier, token)
+            .unwrap_or_else(|e| panic!("authorize on {}: {e}\n{}", self.on(i), self.log_tail(i)))
+    }
+
+    /// The end of node `i`'s log (its stderr), for a failure's report.
+    fn log_tail(&self, i: usize) -> String {
+        let log = self.nodes[i % self.size()].stderr();
+        let start = log.len().saturating_sub(3000);
+        let start = (start..log.len()).find(|&at| log.is_char_boundary(at)).unwrap_or(log.len());
+        let pid = self.nodes[i % self.size()].pid();
+        format!("node {i} (pid {pid}, {}), the end of its log:\n{}", process_state(pid), &log[start..])
     }
 
     /// Node `i`'s answer for `token` once it is not 503 (a node without a current lease, for a
@@ -210,6 +216,22 @@ impl Cluster {
     fn verify_audit(&self, i: usize) {
         let report = ok(self.on(i), "GET", "/v1/audit/verify", &self.admin, Value::Null);
         assert_eq!(report["ok"], json!(true), "one chain across the nodes: {report}");
+    }
+}
+
+/// Whether a child process runs, or how it ended while not yet reaped (a zombie): its state and,
+/// for a zombie, its wait status, from `/proc/PID/stat` (Linux).
+fn process_state(pid: u32) -> String {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return "gone".into() };
+    // After the command name, which is in parentheses and may hold spaces: field 3 on.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    match (fields.first(), fields.last()) {
+        (Some(&"Z"), Some(status)) => {
+            let status: i32 = status.parse().unwrap_or(-1);
+            format!("exited: code {}, signal {}", (status >> 8) & 0xff, status & 0x7f)
+        }
+        (Some(state), _) => format!("state {state}"),
+        _ => "unknown".into(),
     }
 }
 
@@ -604,7 +626,8 @@ fn nodes_fail_closed_while_postgresql_is_down_and_recover_with_every_acknowledge
         }
         let stopped = stopper.join().expect("pg_ctl stop");
         eprintln!("pg_ctl stop took {stopped:?}; nodes answered 503 after {closed:?}");
-        assert!(wrong.is_empty(), "while the server was down: {wrong:#?}");
+        let logs: Vec<String> = (0..c.size()).map(|i| c.log_tail(i)).collect();
+        assert!(wrong.is_empty(), "while the server was down: {wrong:#?}\n{}", logs.join("\n"));
         for (node, closed) in closed.iter().enumerate() {
             let closed = closed.unwrap_or_else(|| panic!("{} never failed closed", c.on(node)));
             assert!(closed < Duration::from_secs(3), "{} allowed for {closed:?} after the stop", c.on(node));
