@@ -15,8 +15,8 @@ use crate::instance::{admin_credential, http, ok, Server};
 /// One cluster test at a time. One of them stops the shared PostgreSQL server, which would fail
 /// whatever another was doing on it; and on a small machine two clusters at once starve each
 /// other's lease renewals, which the tests' time bounds are not meant to absorb. (Under
-/// `TETHER_TEST_BACKEND=postgres` the rest of the API suite uses the server too: the test that
-/// stops it does not run there, see `postgres_down`.)
+/// `TETHER_TEST_BACKEND=postgres` the rest of the API suite uses the server too, so the test that
+/// stops it does not run there: `nodes_fail_closed_while_postgresql_is_down_and_recover_…`.)
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// A turn on the shared server for a test that runs nodes of its own (`cluster_work.rs`).
