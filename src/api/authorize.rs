@@ -83,7 +83,6 @@ pub async fn authorize(
         if decision.allowed() {
             let standing = cluster.state.standing();
             if standing != crate::cluster::Standing::Current {
-                state.metrics.count_decision(crate::authorize::Reason::SessionUnknown);
                 return Err(Error::Unavailable(standing.explain().into()).into());
             }
         }

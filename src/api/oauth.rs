@@ -171,7 +171,21 @@ pub async fn introspect(
     let Ok(verified) = state.authorizer.verified(&token) else { return inactive() };
     let claims = &verified.claims;
     let now = state.clock.now();
-    let live = state.views.sessions.get(claims.session);
+    let mut live = state.views.sessions.get(claims.session);
+    if let Some(cluster) = &state.cluster {
+        // As authorize does on a node of several: a session made elsewhere is read once, and an
+        // active answer needs a node that can vouch for it (docs/architecture.md, "Leases").
+        if live.is_none() {
+            match state.learn_session(claims.session).await {
+                Ok(_) => live = state.views.sessions.get(claims.session),
+                Err(e) => return ApiError(e).into_response(),
+            }
+        }
+        let standing = cluster.state.standing();
+        if live.is_some_and(|s| !s.revoked) && standing != crate::cluster::Standing::Current {
+            return ApiError(Error::Unavailable(standing.explain().into())).into_response();
+        }
+    }
     let active = live.is_some_and(|s| !s.revoked && s.expires_at > now) && claims.expires_at > now;
     if !active {
         return inactive();

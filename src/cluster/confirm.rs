@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::{NodeState, LEASE};
+use super::NodeState;
 use crate::domain::{Error, Result};
 use crate::store::postgres::PgTarget;
 
@@ -132,6 +132,3 @@ fn confirmed_through(client: &mut postgres::Client, node_id: &str) -> std::resul
         .min()
         .unwrap_or(i64::MAX))
 }
-
-/// The longest a revoking call waits for nodes that have stopped answering.
-pub const WAIT_BOUND: Duration = LEASE;

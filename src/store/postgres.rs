@@ -47,14 +47,9 @@ impl PgTarget {
         config.application_name("tether");
         config
             .connect(self.tls.clone())
-            .map_err(|e| Error::Unavailable(format!("cannot reach the database: {}", without_secrets(&e))))
+            // tokio-postgres's errors never echo the configuration, so the password stays out.
+            .map_err(|e| Error::Unavailable(format!("cannot reach the database: {e}")))
     }
-}
-
-/// A connection error's text, which never holds the password (tokio-postgres does not echo the
-/// configuration); kept in one place so that stays checked.
-fn without_secrets(e: &postgres::Error) -> String {
-    e.to_string()
 }
 
 /// The PostgreSQL migrations, in order: (version, name, SQL).

@@ -83,14 +83,11 @@ fn three_nodes_deliver_each_webhook_event_once() {
     assert!(seen.values().all(|n| *n == 1), "each event was delivered once, not once per node: {seen:?}");
 }
 
-/// `POST /oauth2/token` (client_credentials, client_secret_basic) on `address`: the access token.
-fn access_token(address: &str, client_id: &str, secret: &str) -> String {
-    use base64::Engine;
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}"));
-    let form = "grant_type=client_credentials";
+/// A form POST with an `Authorization` header: the JSON answer.
+fn form_post(address: &str, path: &str, authorization: &str, form: &str) -> serde_json::Value {
     let mut stream = std::net::TcpStream::connect(address).expect("connect");
     let request = format!(
-        "POST /oauth2/token HTTP/1.1\r\nHost: tether\r\nConnection: close\r\nAuthorization: Basic {basic}\r\n\
+        "POST {path} HTTP/1.1\r\nHost: tether\r\nConnection: close\r\nAuthorization: {authorization}\r\n\
          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
         form.len()
     );
@@ -98,8 +95,64 @@ fn access_token(address: &str, client_id: &str, secret: &str) -> String {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).expect("read");
     let (_, body) = answer.split_once("\r\n\r\n").expect("a response");
-    let body: serde_json::Value = serde_json::from_str(body).expect("json");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// `POST /oauth2/token` (client_credentials, client_secret_basic) on `address`: the access token.
+fn access_token(address: &str, client_id: &str, secret: &str) -> String {
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}"));
+    let body = form_post(address, "/oauth2/token", &format!("Basic {basic}"), "grant_type=client_credentials");
     body["access_token"].as_str().unwrap_or_else(|| panic!("no token: {body}")).to_owned()
+}
+
+#[test]
+fn introspection_on_any_node_sees_a_session_made_on_another_and_its_revocation_by_a_third() {
+    let _turn = one_cluster_at_a_time();
+    let Some(database) = fresh_database() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = || {
+        let mut server = Server::start(dir.path(), "127.0.0.1:0", &["--database", &database]);
+        server.wait_listening(Duration::from_secs(60));
+        server
+    };
+    let first = start();
+    let nodes = [first, start(), start()];
+    let at: Vec<&str> = nodes.iter().map(|n| n.address()).collect();
+    let admin = admin_credential(dir.path());
+    let platform_id = ok(at[0], "POST", "/v1/platforms", &admin, json!({"name": "p"}))["id"].clone();
+    let platform =
+        ok(at[0], "POST", "/v1/credentials", &admin, json!({"role": "platform", "platform_id": platform_id}))
+            ["credential"]
+            .as_str()
+            .expect("credential")
+            .to_owned();
+    let verifier = ok(at[0], "POST", "/v1/credentials", &admin, json!({"role": "verifier"}))["credential"]
+        .as_str()
+        .expect("v")
+        .to_owned();
+    let scopes = json!(["mail:read"]);
+    let user = ok(at[0], "POST", "/v1/users", &admin, json!({"external_id": "idp|1", "permissions": scopes}));
+    let agent = ok(at[0], "POST", "/v1/agents", &platform, json!({"name": "a", "scopes": scopes}));
+    let integration = ok(at[0], "POST", "/v1/integrations", &platform, json!({"name": "i", "scopes": scopes}));
+    let delegation = ok(
+        at[0],
+        "POST",
+        "/v1/delegations",
+        &platform,
+        json!({"user_id": user["id"], "agent_id": agent["id"], "integration_id": integration["id"], "scopes": scopes}),
+    );
+    let session =
+        ok(at[0], "POST", "/v1/sessions", &platform, json!({"delegation_id": delegation["id"], "scopes": scopes}));
+    let (id, token) = (session["session"]["id"].as_str().expect("id"), session["token"].as_str().expect("token"));
+    let introspect = |address: &str| {
+        form_post(address, "/oauth2/introspect", &format!("Bearer {verifier}"), &format!("token={token}"))
+    };
+    assert_eq!(introspect(at[1])["active"], json!(true), "a node that did not make the session reads it");
+    ok(at[2], "POST", &format!("/v1/sessions/{id}/revoke"), &platform, json!({"reason": "test"}));
+    for address in &at {
+        assert_eq!(introspect(address)["active"], json!(false), "{address} after the revoke returned");
+    }
 }
 
 #[test]
