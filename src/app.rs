@@ -34,6 +34,10 @@ pub struct Config {
     pub tls_ca_file: Option<PathBuf>,
     /// A PostgreSQL URL (`--database`): several nodes share it. Absent: SQLite in the data dir.
     pub database_url: Option<String>,
+    /// On PostgreSQL, whether this process joins the cluster as a node (leases, tailing,
+    /// confirming revocations). `serve` does; a one-shot command (`tether credential mint
+    /// --database`) only writes and leaves, so it must not hold a lease revokers would wait for.
+    pub join_cluster: bool,
 }
 
 impl Config {
@@ -49,6 +53,7 @@ impl Config {
             public_url: PublicUrl::default(),
             tls_ca_file: None,
             database_url: None,
+            join_cluster: true,
         }
     }
 }
@@ -113,6 +118,7 @@ impl App {
         let (writer, readers, cluster) = {
             let (views, clock, read_connections) = (views.clone(), clock.clone(), config.read_connections);
             let address = config.public_url.to_string();
+            let join_cluster = config.join_cluster;
             tokio::task::spawn_blocking(move || -> Result<(Writer, Arc<ReadPool>, Option<Arc<Cluster>>)> {
                 // On a cluster node the tailer publishes committed events, every node's alike.
                 let sink: Arc<dyn EffectSink> = match &database {
@@ -127,6 +133,7 @@ impl App {
                 load_views(&readers, &views, clock.now())?;
                 let cluster = match &database {
                     Database::Sqlite(_) => None,
+                    Database::Postgres(_) if !join_cluster => None,
                     Database::Postgres(target) => {
                         let cluster = Arc::new(Cluster::join(target, head, address, views.clone())?);
                         let confirmer = cluster.confirmer.clone();

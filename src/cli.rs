@@ -95,6 +95,13 @@ enum Command {
     ConsoleLink {
         #[arg(long, default_value = "./tether-data")]
         data_dir: PathBuf,
+        /// The PostgreSQL database of a cluster (`postgres://…`) instead of the data directory's;
+        /// the data directory then names the keys the nodes share.
+        #[arg(long, env = "TETHER_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+        database: Option<String>,
+        /// PEM certificates trusted for TLS to the database besides the Mozilla roots.
+        #[arg(long, env = "TETHER_TLS_CA_FILE")]
+        tls_ca_file: Option<PathBuf>,
         /// `admin` or `auditor`.
         #[arg(long)]
         role: String,
@@ -152,6 +159,13 @@ enum CredentialCommand {
     Mint {
         #[arg(long, default_value = "./tether-data")]
         data_dir: PathBuf,
+        /// The PostgreSQL database of a cluster (`postgres://…`) instead of the data directory's;
+        /// the data directory then names the keys the nodes share.
+        #[arg(long, env = "TETHER_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+        database: Option<String>,
+        /// PEM certificates trusted for TLS to the database besides the Mozilla roots.
+        #[arg(long, env = "TETHER_TLS_CA_FILE")]
+        tls_ca_file: Option<PathBuf>,
         #[arg(long)]
         role: String,
         #[arg(long)]
@@ -278,7 +292,9 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             println!("retired {p} key {kid}; a running instance refuses tokens under it within a second");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Credential { command: CredentialCommand::Mint { data_dir, role, platform_id, user_id, label } } => {
+        Command::Credential {
+            command: CredentialCommand::Mint { data_dir, database, tls_ca_file, role, platform_id, user_id, label },
+        } => {
             let role = RoleKind::parse(&role).ok_or_else(|| {
                 Error::invalid("--role must be admin, platform, user, auditor, verifier, provisioner or receiver")
             })?;
@@ -304,8 +320,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                         .map_err(|e| Error::invalid(format!("--platform-id: {e}")))?,
                 ),
             };
-            existing_instance(&data_dir)?;
-            let app = App::open(&Config::new(data_dir)).await?;
+            let app = one_shot_app(data_dir, database, tls_ca_file).await?;
             let env = app.services.env.clone();
             let created = app
                 .services
@@ -318,14 +333,13 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             println!("{}", created.secret);
             Ok(ExitCode::SUCCESS)
         }
-        Command::ConsoleLink { data_dir, role, public_url } => {
+        Command::ConsoleLink { data_dir, database, tls_ca_file, role, public_url } => {
             let role = match role.as_str() {
                 "admin" => tether::store::console::ConsoleRole::Admin,
                 "auditor" => tether::store::console::ConsoleRole::Auditor,
                 _ => return Err(Error::invalid("--role must be `admin` or `auditor`")),
             };
-            existing_instance(&data_dir)?;
-            let app = App::open(&Config::new(data_dir)).await?;
+            let app = one_shot_app(data_dir, database, tls_ca_file).await?;
             let minted = app
                 .services
                 .writer
@@ -345,19 +359,47 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
 
 /// Commands that act on an instance (`keys`, `credential mint`) refuse a directory that holds
 /// none: a mistyped `--data-dir` would otherwise create a new instance and a key or credential
-/// that works nowhere.
+/// that works nowhere. The nodes of a cluster keep only their keys in the data directory.
 fn existing_instance(data_dir: &std::path::Path) -> Result<(), Error> {
     let db = tether::store::database_path(data_dir);
-    if db.exists() {
+    if db.exists() || data_dir.join("keys").is_dir() {
         Ok(())
     } else {
         Err(Error::invalid(format!(
-            "no tether instance at {} (no {}); start one with `tether serve --data-dir {}` first",
+            "no tether instance at {} (no {} and no keys/); start one with `tether serve --data-dir {}` first",
             data_dir.display(),
             db.display(),
             data_dir.display()
         )))
     }
+}
+
+/// Opens the instance a one-shot command writes to: the data directory's SQLite database, or
+/// the cluster's PostgreSQL database with the data directory's keys. It does not join the
+/// cluster: it holds no lease, so no revoker waits for it.
+async fn one_shot_app(data_dir: PathBuf, database: Option<String>, tls_ca_file: Option<PathBuf>) -> Result<App, Error> {
+    match &database {
+        None if !tether::store::database_path(&data_dir).exists() => {
+            existing_instance(&data_dir)?;
+            return Err(Error::invalid(format!(
+                "{} holds keys but no database: name the cluster's with --database (TETHER_DATABASE_URL)",
+                data_dir.display()
+            )));
+        }
+        None => {}
+        Some(_) if !data_dir.join("keys").is_dir() => {
+            return Err(Error::invalid(format!(
+                "no keys at {}: --data-dir must name the directory the nodes share",
+                data_dir.join("keys").display()
+            )));
+        }
+        Some(_) => {}
+    }
+    let mut config = Config::new(data_dir);
+    config.database_url = database;
+    config.tls_ca_file = tls_ca_file;
+    config.join_cluster = false;
+    App::open(&config).await
 }
 
 /// `tether audit …`: blocking (reads the database on the calling thread).

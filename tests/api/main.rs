@@ -11,6 +11,7 @@ mod audit_listing;
 mod authorize;
 mod cascades;
 mod cluster;
+mod cluster_cli;
 mod cluster_work;
 mod console;
 mod contract;
