@@ -7,11 +7,11 @@ use utoipa::ToSchema;
 use super::cascade::{noop_receipt, Cascade};
 use super::WithReason;
 use crate::audit::NewEvent;
-use crate::domain::access::{Capability, Owner, PlatformScope, Unscoped};
+use crate::domain::access::{Capability, Owner, PlatformScope};
 use crate::domain::*;
 use crate::store::sessions::{self, SessionsOf};
 use crate::store::Tx;
-use crate::store::{audit, delegations, platforms, users};
+use crate::store::{audit, delegations, platforms};
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -29,8 +29,9 @@ pub(super) struct Chain {
     pub(super) integration: Integration,
 }
 
-pub(super) fn active_chain(tx: &Tx<'_>, user: UserId, agent: &Agent, integration: &Integration) -> Result<Chain> {
-    let user = users::get_user(tx.conn(), Unscoped::for_system().visibility(), user)?;
+pub(super) fn active_chain(tx: &Tx<'_>, user: UserId, agent: AgentId, integration: IntegrationId) -> Result<Chain> {
+    let delegations::ChainRows { user, agent, integration, platform } =
+        delegations::chain_rows(tx.conn(), user, agent, integration)?;
     if user.status != UserStatus::Active {
         return Err(Error::conflict(format!("user {} is disabled", user.id)));
     }
@@ -42,11 +43,10 @@ pub(super) fn active_chain(tx: &Tx<'_>, user: UserId, agent: &Agent, integration
     if integration.status != IntegrationStatus::Active {
         return Err(Error::conflict(format!("integration {} is disabled", integration.id)));
     }
-    let platform = platforms::get_platform(tx.conn(), Unscoped::for_system().visibility(), agent.platform_id)?;
     if platform.status != PlatformStatus::Active {
         return Err(Error::conflict(format!("platform {} is disabled", platform.id)));
     }
-    Ok(Chain { user, agent: agent.clone(), integration: integration.clone() })
+    Ok(Chain { user, agent, integration })
 }
 
 pub(super) fn refuse_ungrantable(asked: &ScopeSet, grantable: &ScopeSet) -> Result<()> {
@@ -68,7 +68,7 @@ pub fn create_delegation(tx: &mut Tx<'_>, caller: &PlatformScope, req: NewDelega
     if agent.platform_id != integration.platform_id {
         return Err(Error::conflict("the agent and the integration belong to different platforms"));
     }
-    let chain = active_chain(tx, req.user_id, &agent, &integration)?;
+    let chain = active_chain(tx, req.user_id, agent.id, integration.id)?;
     let grantable =
         chain.user.effective_permissions.intersection(&chain.agent.scopes).intersection(&chain.integration.scopes);
     refuse_ungrantable(&req.scopes, &grantable)?;

@@ -8,10 +8,10 @@ use super::cascade::{noop_receipt, Cascade};
 use super::delegations::{active_chain, refuse_ungrantable};
 use super::{Env, WithReason};
 use crate::audit::NewEvent;
-use crate::domain::access::{Capability, Held, HeldToken, Owner, PlatformScope, Unscoped};
+use crate::domain::access::{Capability, Held, HeldToken, Owner, PlatformScope};
 use crate::domain::*;
 use crate::store::sessions::{self, SessionsOf};
-use crate::store::{audit, delegations, platforms};
+use crate::store::{audit, delegations};
 use crate::store::{Effect, Tx};
 use crate::tokens::{self, AgentClaims};
 
@@ -90,10 +90,8 @@ pub fn create_session(
     }
     // The delegation was read through the caller's visibility; what it stands on is read past
     // it: the chain check must see a disabled user or platform the caller cannot read.
-    let unscoped = Unscoped::for_system().visibility();
-    let agent = platforms::get_agent(tx.conn(), unscoped, delegation.agent_id)?;
-    let integration = platforms::get_integration(tx.conn(), unscoped, delegation.integration_id)?;
-    let chain = active_chain(tx, delegation.user_id, &agent, &integration)?;
+    let chain = active_chain(tx, delegation.user_id, delegation.agent_id, delegation.integration_id)?;
+    let (agent, integration) = (&chain.agent, &chain.integration);
     let mut grantable = chain
         .user
         .effective_permissions

@@ -243,11 +243,11 @@ impl<'c> Statement<'c> {
     ) -> DbResult<T> {
         let params = params.bind();
         if let Some(s) = self.sqlite() {
-            return Ok(s.query_row(params.as_slice(), |r| f(&Row::Sqlite(r)))?);
+            return Ok(s.query_row(params.as_slice(), |r| f(&Row::sqlite(r)))?);
         }
         let rows = self.postgres_rows(&params)?;
         let first = rows.first().ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-        Ok(f(&Row::Postgres(first))?)
+        Ok(f(&Row::postgres(first))?)
     }
 
     /// Every row, mapped (read whole: the store's lists are bounded pages).
@@ -259,13 +259,13 @@ impl<'c> Statement<'c> {
         let params = params.bind();
         if let Some(s) = self.sqlite() {
             let mapped = s
-                .query_map(params.as_slice(), |r| f(&Row::Sqlite(r)))?
+                .query_map(params.as_slice(), |r| f(&Row::sqlite(r)))?
                 .map(|r| r.map_err(DbError::from))
                 .collect::<Vec<_>>();
             return Ok(mapped.into_iter());
         }
         let rows = self.postgres_rows(&params)?;
-        Ok(rows.iter().map(|r| f(&Row::Postgres(r)).map_err(DbError::from)).collect::<Vec<_>>().into_iter())
+        Ok(rows.iter().map(|r| f(&Row::postgres(r)).map_err(DbError::from)).collect::<Vec<_>>().into_iter())
     }
 
     /// Rows one at a time: SQLite steps through them as they are read (a whole-log walk never
@@ -291,17 +291,25 @@ impl Rows<'_> {
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> DbResult<Option<Row<'_>>> {
         match self {
-            Rows::Sqlite(rows) => Ok(rows.next()?.map(Row::Sqlite)),
+            Rows::Sqlite(rows) => Ok(rows.next()?.map(Row::sqlite)),
             Rows::Postgres { rows, current } => {
                 *current = rows.next();
-                Ok(current.as_ref().map(Row::Postgres))
+                Ok(current.as_ref().map(Row::postgres))
             }
         }
     }
 }
 
 /// One row of a result.
-pub enum Row<'r> {
+#[derive(Clone, Copy)]
+pub struct Row<'r> {
+    source: Source<'r>,
+    /// The source's column that is this row's column 0 ([`Row::from_column`]).
+    first: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Source<'r> {
     Sqlite(&'r rusqlite::Row<'r>),
     Postgres(&'r postgres::Row),
 }
@@ -317,20 +325,35 @@ impl RowIndex for usize {
     }
 }
 
-impl Row<'_> {
+impl<'r> Row<'r> {
+    fn sqlite(row: &'r rusqlite::Row<'r>) -> Self {
+        Row { source: Source::Sqlite(row), first: 0 }
+    }
+
+    fn postgres(row: &'r postgres::Row) -> Self {
+        Row { source: Source::Postgres(row), first: 0 }
+    }
+
+    /// The columns from `first` on, numbered from 0: one table's part of a row that joins
+    /// several, read by that table's row function.
+    pub fn from_column(&self, first: usize) -> Row<'r> {
+        Row { source: self.source, first: self.first + first }
+    }
+
     /// A column as SQLite's value kinds.
     pub fn get_ref(&self, idx: usize) -> rusqlite::Result<ValueRef<'_>> {
-        match self {
-            Row::Sqlite(r) => r.get_ref(idx),
-            Row::Postgres(r) => pg_value(r, idx),
+        let idx = self.first + idx;
+        match self.source {
+            Source::Sqlite(r) => r.get_ref(idx),
+            Source::Postgres(r) => pg_value(r, idx),
         }
     }
 
     pub fn get<I: RowIndex, T: FromSql>(&self, idx: I) -> rusqlite::Result<T> {
-        let idx = idx.index();
-        match self {
-            Row::Sqlite(r) => r.get(idx),
-            Row::Postgres(r) => {
+        let idx = self.first + idx.index();
+        match self.source {
+            Source::Sqlite(r) => r.get(idx),
+            Source::Postgres(r) => {
                 let value = pg_value(r, idx)?;
                 T::column_result(value).map_err(|e| match e {
                     FromSqlError::InvalidType => rusqlite::Error::InvalidColumnType(
@@ -487,7 +510,7 @@ impl PgConn {
         std::cell::RefMut::map(self.client.borrow_mut(), |c| &mut **c)
     }
 
-    fn prepare(&self, sql: &str) -> DbResult<postgres::Statement> {
+    pub(super) fn prepare(&self, sql: &str) -> DbResult<postgres::Statement> {
         if let Some(statement) = self.statements.borrow().get(sql) {
             return Ok(statement.clone());
         }

@@ -1,13 +1,16 @@
-//! Writes a PostgreSQL transaction holds back and sends together: a cascade's audit rows and
-//! session revocations, one multi-row statement each (arrays through `unnest`) at the command's
-//! next statement, instead of two round trips per revoked session. SQLite writes them at once,
-//! as a statement there costs no round trip.
+//! Writes a PostgreSQL transaction holds back and sends together: audit rows, new sessions and
+//! their tokens, and session revocations, written by one statement (arrays through `unnest`, one
+//! data-modifying `WITH` part per kind) at the command's next statement or its end, instead of a
+//! round trip per row. Opening a session is then one round trip for its four rows, and a cascade
+//! one for all of its rows. SQLite writes them at once, as a statement there costs no round trip.
 //!
 //! Every statement the command issues through [`super::Tx::conn`] writes what is held first, so
 //! nothing it reads can miss a held row; a command that fails drops what it held with its
 //! savepoint ([`super::Tx`]'s rewind).
 
-use super::conn::Conn;
+use postgres::types::ToSql;
+
+use super::conn::{Conn, PgConn};
 use super::db::db_error;
 use crate::domain::{Error, Result};
 
@@ -15,6 +18,9 @@ use crate::domain::{Error, Result};
 #[derive(Debug, Default)]
 pub struct Deferred {
     audit: AuditRows,
+    sessions: SessionRows,
+    access_tokens: AccessTokenRows,
+    refresh_tokens: RefreshTokenRows,
     revoked: RevokedRows,
 }
 
@@ -35,6 +41,44 @@ struct AuditRows {
     prev_hash: Vec<String>,
     hash: Vec<String>,
     details_id: Vec<Option<i64>>,
+}
+
+/// New `sessions` rows (status `active`), column by column.
+#[derive(Debug, Default)]
+struct SessionRows {
+    id: Vec<String>,
+    delegation_id: Vec<String>,
+    user_id: Vec<String>,
+    agent_id: Vec<String>,
+    integration_id: Vec<String>,
+    platform_id: Vec<String>,
+    parent_id: Vec<Option<String>>,
+    depth: Vec<i64>,
+    created_seq: Vec<i64>,
+    scopes: Vec<String>,
+    created_at: Vec<i64>,
+    expires_at: Vec<i64>,
+    ip: Vec<Option<String>>,
+    user_agent: Vec<Option<String>>,
+    device: Vec<Option<String>>,
+}
+
+/// New `access_tokens` rows.
+#[derive(Debug, Default)]
+struct AccessTokenRows {
+    revocation_id: Vec<String>,
+    session_id: Vec<String>,
+    kid: Vec<i64>,
+    issued_at: Vec<i64>,
+    expires_at: Vec<i64>,
+}
+
+/// New `refresh_tokens` rows.
+#[derive(Debug, Default)]
+struct RefreshTokenRows {
+    hash: Vec<String>,
+    session_id: Vec<String>,
+    created_at: Vec<i64>,
 }
 
 /// Sessions to mark revoked: id, reason, the seq of the event that revoked each.
@@ -64,12 +108,53 @@ pub struct AuditRow<'a> {
     pub details_id: Option<i64>,
 }
 
-/// Rows written per statement: bounds a statement's size without costing round trips.
+/// One new session row, as `sessions::insert_session` writes it.
+pub struct SessionRow {
+    pub id: String,
+    pub delegation_id: String,
+    pub user_id: String,
+    pub agent_id: String,
+    pub integration_id: String,
+    pub platform_id: String,
+    pub parent_id: Option<String>,
+    pub depth: i64,
+    pub created_seq: i64,
+    pub scopes: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub device: Option<String>,
+}
+
+/// Rows of a kind written per statement: bounds a statement's size without costing round trips.
 const CHUNK: usize = 10_000;
+
+/// A column's values for one statement, bound as a PostgreSQL array.
+type Column<'a> = Box<dyn ToSql + Sync + 'a>;
+
+fn column<'a, T>(values: &'a [T], rows: &std::ops::Range<usize>) -> Column<'a>
+where
+    &'a [T]: ToSql + Sync,
+{
+    Box::new(&values[rows.clone()])
+}
+
+/// One kind's part of the statement: the `WITH` entry (its parameters numbered from `$first`)
+/// and its columns.
+struct Part<'a> {
+    name: &'static str,
+    sql: fn(first: usize) -> String,
+    columns: Vec<Column<'a>>,
+}
 
 impl Deferred {
     pub fn is_empty(&self) -> bool {
-        self.audit.seq.is_empty() && self.revoked.id.is_empty()
+        self.audit.seq.is_empty()
+            && self.sessions.id.is_empty()
+            && self.access_tokens.revocation_id.is_empty()
+            && self.refresh_tokens.hash.is_empty()
+            && self.revoked.id.is_empty()
     }
 
     pub fn clear(&mut self) {
@@ -94,6 +179,41 @@ impl Deferred {
         a.details_id.push(row.details_id);
     }
 
+    pub fn session_created(&mut self, row: SessionRow) {
+        let s = &mut self.sessions;
+        s.id.push(row.id);
+        s.delegation_id.push(row.delegation_id);
+        s.user_id.push(row.user_id);
+        s.agent_id.push(row.agent_id);
+        s.integration_id.push(row.integration_id);
+        s.platform_id.push(row.platform_id);
+        s.parent_id.push(row.parent_id);
+        s.depth.push(row.depth);
+        s.created_seq.push(row.created_seq);
+        s.scopes.push(row.scopes);
+        s.created_at.push(row.created_at);
+        s.expires_at.push(row.expires_at);
+        s.ip.push(row.ip);
+        s.user_agent.push(row.user_agent);
+        s.device.push(row.device);
+    }
+
+    pub fn access_token(&mut self, revocation_id: &str, session_id: String, kid: u32, issued_at: i64, expires_at: i64) {
+        let t = &mut self.access_tokens;
+        t.revocation_id.push(revocation_id.to_owned());
+        t.session_id.push(session_id);
+        t.kid.push(i64::from(kid));
+        t.issued_at.push(issued_at);
+        t.expires_at.push(expires_at);
+    }
+
+    pub fn refresh_token(&mut self, hash: &str, session_id: String, created_at: i64) {
+        let t = &mut self.refresh_tokens;
+        t.hash.push(hash.to_owned());
+        t.session_id.push(session_id);
+        t.created_at.push(created_at);
+    }
+
     /// A session marked revoked at `at` (the batch's time: the same for every session).
     pub fn session_revoked(&mut self, at: i64, id: String, reason: &str, by_seq: i64) {
         self.revoked.at = at;
@@ -102,63 +222,222 @@ impl Deferred {
         self.revoked.by_seq.push(by_seq);
     }
 
-    /// Writes what is held, audit rows first, and empties it.
+    /// Writes what is held and empties it: one statement for every `CHUNK` rows of a kind.
     pub fn write(&mut self, conn: &Conn) -> Result<()> {
         if self.is_empty() {
             return Ok(());
         }
         let Some(pg) = conn.postgres() else { return Err(Error::internal("deferred writes on SQLite")) };
         let taken = std::mem::take(self);
-        let mut client = pg.client();
-        let a = &taken.audit;
-        for start in (0..a.seq.len()).step_by(CHUNK) {
-            let r = start..(start + CHUNK).min(a.seq.len());
-            client
-                .execute(
-                    "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
-                                               cause_seq, reason, details, prev_hash, hash, details_id)
-                     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-                                          $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[],
-                                          $13::text[], $14::bigint[])",
-                    &[
-                        &&a.seq[r.clone()],
-                        &&a.id[r.clone()],
-                        &&a.at[r.clone()],
-                        &&a.actor_kind[r.clone()],
-                        &&a.actor_id[r.clone()],
-                        &&a.action[r.clone()],
-                        &&a.subject_kind[r.clone()],
-                        &&a.subject_id[r.clone()],
-                        &&a.cause_seq[r.clone()],
-                        &&a.reason[r.clone()],
-                        &&a.details[r.clone()],
-                        &&a.prev_hash[r.clone()],
-                        &&a.hash[r.clone()],
-                        &&a.details_id[r.clone()],
-                    ],
-                )
-                .map_err(db_error)?;
+        // The parts of one statement see none of each other's rows: a session opened and revoked
+        // while held is revoked by a statement after the one that inserts it.
+        let revoke_apart = !taken.sessions.id.is_empty() && !taken.revoked.id.is_empty();
+        let rows = taken.rows(!revoke_apart);
+        for start in (0..rows).step_by(CHUNK) {
+            let chunk = start..start + CHUNK;
+            taken.write_chunk(pg, &chunk, !revoke_apart)?;
         }
-        let s = &taken.revoked;
-        for start in (0..s.id.len()).step_by(CHUNK) {
-            let r = start..(start + CHUNK).min(s.id.len());
-            let changed = client
-                .execute(
-                    "UPDATE sessions SET status = 'revoked', revoked_at = $1, revoked_reason = r.reason,
-                                         revoked_by_seq = r.by_seq
-                     FROM unnest($2::text[], $3::text[], $4::bigint[]) AS r(id, reason, by_seq)
-                     WHERE sessions.id = r.id",
-                    &[&s.at, &&s.id[r.clone()], &&s.reason[r.clone()], &&s.by_seq[r.clone()]],
-                )
-                .map_err(db_error)?;
-            if changed != r.len() as u64 {
-                return Err(Error::internal(format!(
-                    "{} of {} sessions marked revoked were not found",
-                    r.len() as u64 - changed.min(r.len() as u64),
-                    r.len()
-                )));
+        if revoke_apart {
+            let only_revoked = Deferred { revoked: taken.revoked, ..Deferred::default() };
+            for start in (0..only_revoked.revoked.id.len()).step_by(CHUNK) {
+                only_revoked.write_chunk(pg, &(start..start + CHUNK), true)?;
             }
         }
         Ok(())
     }
+
+    /// The most rows any kind holds (revocations counted only with `revocations`).
+    fn rows(&self, revocations: bool) -> usize {
+        let mut most = self.audit.seq.len();
+        most = most.max(self.sessions.id.len());
+        most = most.max(self.access_tokens.revocation_id.len());
+        most = most.max(self.refresh_tokens.hash.len());
+        if revocations {
+            most = most.max(self.revoked.id.len());
+        }
+        most
+    }
+
+    /// Writes the rows of each kind in `chunk` (clipped to what the kind holds) in one statement.
+    fn write_chunk(&self, pg: &PgConn, chunk: &std::ops::Range<usize>, revocations: bool) -> Result<()> {
+        let clip = |len: usize| chunk.start.min(len)..chunk.end.min(len);
+        let mut parts: Vec<Part<'_>> = Vec::new();
+        let a = &self.audit;
+        let r = clip(a.seq.len());
+        if !r.is_empty() {
+            parts.push(Part {
+                name: "audit",
+                sql: |n| {
+                    format!(
+                        "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
+                                                   cause_seq, reason, details, prev_hash, hash, details_id)
+                         SELECT * FROM unnest(${}::bigint[], ${}::text[], ${}::bigint[], ${}::text[], ${}::text[],
+                                              ${}::text[], ${}::text[], ${}::text[], ${}::bigint[], ${}::text[],
+                                              ${}::text[], ${}::text[], ${}::text[], ${}::bigint[])",
+                        n,
+                        n + 1,
+                        n + 2,
+                        n + 3,
+                        n + 4,
+                        n + 5,
+                        n + 6,
+                        n + 7,
+                        n + 8,
+                        n + 9,
+                        n + 10,
+                        n + 11,
+                        n + 12,
+                        n + 13
+                    )
+                },
+                columns: vec![
+                    column(&a.seq, &r),
+                    column(&a.id, &r),
+                    column(&a.at, &r),
+                    column(&a.actor_kind, &r),
+                    column(&a.actor_id, &r),
+                    column(&a.action, &r),
+                    column(&a.subject_kind, &r),
+                    column(&a.subject_id, &r),
+                    column(&a.cause_seq, &r),
+                    column(&a.reason, &r),
+                    column(&a.details, &r),
+                    column(&a.prev_hash, &r),
+                    column(&a.hash, &r),
+                    column(&a.details_id, &r),
+                ],
+            });
+        }
+        let s = &self.sessions;
+        let r = clip(s.id.len());
+        if !r.is_empty() {
+            parts.push(Part {
+                name: "opened",
+                sql: |n| {
+                    let p: Vec<String> = (n..n + 15).map(|i| format!("${i}")).collect();
+                    format!(
+                        "INSERT INTO sessions (id, delegation_id, user_id, agent_id, integration_id, platform_id,
+                                               parent_id, depth, created_seq, scopes, status, created_at, expires_at,
+                                               ip, user_agent, device)
+                         SELECT id, delegation_id, user_id, agent_id, integration_id, platform_id, parent_id, depth,
+                                created_seq, scopes, 'active', created_at, expires_at, ip, user_agent, device
+                         FROM unnest({}::text[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[],
+                                     {}::text[], {}::bigint[], {}::bigint[], {}::text[], {}::bigint[], {}::bigint[],
+                                     {}::text[], {}::text[], {}::text[])
+                              AS r(id, delegation_id, user_id, agent_id, integration_id, platform_id, parent_id,
+                                   depth, created_seq, scopes, created_at, expires_at, ip, user_agent, device)",
+                        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14]
+                    )
+                },
+                columns: vec![
+                    column(&s.id, &r),
+                    column(&s.delegation_id, &r),
+                    column(&s.user_id, &r),
+                    column(&s.agent_id, &r),
+                    column(&s.integration_id, &r),
+                    column(&s.platform_id, &r),
+                    column(&s.parent_id, &r),
+                    column(&s.depth, &r),
+                    column(&s.created_seq, &r),
+                    column(&s.scopes, &r),
+                    column(&s.created_at, &r),
+                    column(&s.expires_at, &r),
+                    column(&s.ip, &r),
+                    column(&s.user_agent, &r),
+                    column(&s.device, &r),
+                ],
+            });
+        }
+        let t = &self.access_tokens;
+        let r = clip(t.revocation_id.len());
+        if !r.is_empty() {
+            parts.push(Part {
+                name: "access",
+                sql: |n| {
+                    format!(
+                        "INSERT INTO access_tokens (revocation_id, session_id, kid, issued_at, expires_at)
+                         SELECT * FROM unnest(${}::text[], ${}::text[], ${}::bigint[], ${}::bigint[], ${}::bigint[])",
+                        n,
+                        n + 1,
+                        n + 2,
+                        n + 3,
+                        n + 4
+                    )
+                },
+                columns: vec![
+                    column(&t.revocation_id, &r),
+                    column(&t.session_id, &r),
+                    column(&t.kid, &r),
+                    column(&t.issued_at, &r),
+                    column(&t.expires_at, &r),
+                ],
+            });
+        }
+        let t = &self.refresh_tokens;
+        let r = clip(t.hash.len());
+        if !r.is_empty() {
+            parts.push(Part {
+                name: "refresh",
+                sql: |n| {
+                    format!(
+                        "INSERT INTO refresh_tokens (hash, session_id, created_at)
+                         SELECT * FROM unnest(${}::text[], ${}::text[], ${}::bigint[])",
+                        n,
+                        n + 1,
+                        n + 2
+                    )
+                },
+                columns: vec![column(&t.hash, &r), column(&t.session_id, &r), column(&t.created_at, &r)],
+            });
+        }
+        let v = &self.revoked;
+        let r = if revocations { clip(v.id.len()) } else { 0..0 };
+        let revoking = r.len();
+        if revoking > 0 {
+            parts.push(Part {
+                name: "revoked",
+                sql: |n| {
+                    format!(
+                        "UPDATE sessions SET status = 'revoked', revoked_at = ${n}, revoked_reason = r.reason,
+                                             revoked_by_seq = r.by_seq
+                         FROM unnest(${}::text[], ${}::text[], ${}::bigint[]) AS r(id, reason, by_seq)
+                         WHERE sessions.id = r.id RETURNING 1",
+                        n + 1,
+                        n + 2,
+                        n + 3
+                    )
+                },
+                columns: vec![Box::new(v.at), column(&v.id, &r), column(&v.reason, &r), column(&v.by_seq, &r)],
+            });
+        }
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let (sql, params) = statement(&parts, revoking > 0);
+        let statement = pg.prepare(&sql).map_err(db_error)?;
+        let changed: i64 = pg.client().query_one(&statement, &params).map_err(db_error)?.get(0);
+        if changed != revoking as i64 {
+            return Err(Error::internal(format!(
+                "{} of {revoking} sessions marked revoked were not found",
+                revoking as i64 - changed.min(revoking as i64)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One statement of `parts`: each a `WITH` entry (PostgreSQL runs every data-modifying one,
+/// read or not), answering how many sessions the `revoked` part changed.
+fn statement<'p>(parts: &'p [Part<'_>], revoking: bool) -> (String, Vec<&'p (dyn ToSql + Sync)>) {
+    let mut sql = String::from("WITH ");
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("{} AS ({})", part.name, (part.sql)(params.len() + 1)));
+        params.extend(part.columns.iter().map(|c| c.as_ref() as &(dyn ToSql + Sync)));
+    }
+    sql.push_str(if revoking { " SELECT count(*) FROM revoked" } else { " SELECT 0::bigint" });
+    (sql, params)
 }

@@ -1,6 +1,6 @@
 //! Delegations: rows, reads by visibility, the active ones a cascade ends, revocation and narrowing.
 
-use super::conn::Conn;
+use super::conn::{Conn, OptionalExtension};
 use rusqlite::params;
 
 use super::db::db_error;
@@ -120,4 +120,70 @@ pub fn ever_delegated(conn: &Conn, of: DelegationsOf) -> Result<bool> {
     conn.prepare_cached(sql)
         .and_then(|mut st| st.query_row(params![user.to_string(), other], |r| r.get(0)))
         .map_err(db_error)
+}
+
+/// What a delegation or session stands on, read in one statement.
+pub struct ChainRows {
+    pub user: User,
+    pub agent: Agent,
+    pub integration: Integration,
+    pub platform: Platform,
+}
+
+/// `columns` (a row function's list) qualified by `alias`.
+fn qualified(alias: &str, columns: &str) -> String {
+    columns.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
+}
+
+/// One statement for the user, agent, integration and the agent's platform, read past any
+/// caller's visibility (the chain check must see what the caller cannot), plus the user's
+/// groups when the user is in any: each link a statement apart cost a round trip on PostgreSQL,
+/// inside the write batch's lock.
+pub fn chain_rows(conn: &Conn, user: UserId, agent: AgentId, integration: IntegrationId) -> Result<ChainRows> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {}, {}, {}, {},
+                    EXISTS (SELECT 1 FROM group_members m WHERE m.user_id = u.id)
+             FROM users u, agents a, integrations i, platforms p
+             WHERE u.id = ?1 AND a.id = ?2 AND i.id = ?3 AND p.id = a.platform_id",
+            qualified("u", rows::USER_COLUMNS),
+            qualified("a", rows::AGENT_COLUMNS),
+            qualified("i", rows::INTEGRATION_COLUMNS),
+            qualified("p", rows::PLATFORM_COLUMNS),
+        )
+    });
+    let width = |columns: &str| columns.split(',').count();
+    let (at_agent, at_integration) =
+        (width(rows::USER_COLUMNS), width(rows::USER_COLUMNS) + width(rows::AGENT_COLUMNS));
+    let at_platform = at_integration + width(rows::INTEGRATION_COLUMNS);
+    let at_groups = at_platform + width(rows::PLATFORM_COLUMNS);
+    let read = conn
+        .prepare_cached(&SQL)
+        .and_then(|mut st| {
+            st.query_row(params![user.to_string(), agent.to_string(), integration.to_string()], |r| {
+                Ok((
+                    ChainRows {
+                        user: rows::user(r)?,
+                        agent: rows::agent(&r.from_column(at_agent))?,
+                        integration: rows::integration(&r.from_column(at_integration))?,
+                        platform: rows::platform(&r.from_column(at_platform))?,
+                    },
+                    r.get::<_, bool>(at_groups)?,
+                ))
+            })
+        })
+        .optional()
+        .map_err(db_error)?;
+    let Some((mut chain, in_groups)) = read else {
+        // Which link is missing, as the reads one by one would have said.
+        let unscoped = crate::domain::access::Unscoped::for_system().visibility();
+        super::users::get_user(conn, unscoped, user)?;
+        super::platforms::get_agent(conn, unscoped, agent)?;
+        super::platforms::get_integration(conn, unscoped, integration)?;
+        return Err(Error::NotFound("platform"));
+    };
+    if in_groups {
+        super::groups::fill_membership(conn, &mut chain.user)?;
+    }
+    Ok(chain)
 }

@@ -68,6 +68,27 @@ fn sessions_listing(vis: Visibility, filter: &SessionFilter, now: Timestamp) -> 
 }
 
 pub fn insert_session(tx: &Tx<'_>, s: &Session, depth: i64, created_seq: i64) -> Result<()> {
+    if tx.conn.dialect() == Dialect::Postgres {
+        // Held back and written with the command's other rows in one statement (store::deferred).
+        tx.deferred.borrow_mut().session_created(super::deferred::SessionRow {
+            id: s.id.to_string(),
+            delegation_id: s.delegation_id.to_string(),
+            user_id: s.user_id.to_string(),
+            agent_id: s.agent_id.to_string(),
+            integration_id: s.integration_id.to_string(),
+            platform_id: s.platform_id.to_string(),
+            parent_id: s.parent_session_id.map(|p| p.to_string()),
+            depth,
+            created_seq,
+            scopes: s.scopes.to_json(),
+            created_at: s.created_at.millis(),
+            expires_at: s.expires_at.millis(),
+            ip: s.metadata.ip.clone(),
+            user_agent: s.metadata.user_agent.clone(),
+            device: s.metadata.device.clone(),
+        });
+        return Ok(());
+    }
     exec(
         tx,
         "INSERT INTO sessions (id, delegation_id, user_id, agent_id, integration_id, platform_id, parent_id, depth,
@@ -339,6 +360,12 @@ pub fn insert_access_token(
     issued_at: Timestamp,
     expires_at: Timestamp,
 ) -> Result<()> {
+    if tx.conn.dialect() == Dialect::Postgres {
+        // Held back (store::deferred).
+        let (issued_at, expires_at) = (issued_at.millis(), expires_at.millis());
+        tx.deferred.borrow_mut().access_token(revocation_id, session.to_string(), kid, issued_at, expires_at);
+        return Ok(());
+    }
     exec(
         tx,
         "INSERT INTO access_tokens (revocation_id, session_id, kid, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -348,6 +375,11 @@ pub fn insert_access_token(
 }
 
 pub fn insert_refresh_token(tx: &Tx<'_>, session: SessionId, hash: &str) -> Result<()> {
+    if tx.conn.dialect() == Dialect::Postgres {
+        // Held back (store::deferred).
+        tx.deferred.borrow_mut().refresh_token(hash, session.to_string(), tx.now().millis());
+        return Ok(());
+    }
     exec(
         tx,
         "INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES (?1, ?2, ?3)",

@@ -67,6 +67,9 @@ pub struct Tx<'c> {
     /// A failed write of the held rows, reported when the command ends ([`Tx::conn`] cannot
     /// return it; the transaction fails its next statement anyway).
     deferred_failed: std::cell::RefCell<Option<crate::domain::Error>>,
+    /// A kept command's savepoint not yet released: released by the same round trip that opens
+    /// the next command's ([`CommandScope::begin`]), or by COMMIT. Batch state, not a command's.
+    savepoint_to_release: bool,
 }
 
 /// A live webhook as the outbox matches events against it.
@@ -89,6 +92,7 @@ impl<'c> Tx<'c> {
             last_caused: Default::default(),
             deferred: Default::default(),
             deferred_failed: Default::default(),
+            savepoint_to_release: false,
             head,
         }
     }
@@ -149,8 +153,18 @@ impl<'c> Tx<'c> {
     /// and forgets what only that command held. Every field a command can change is named here,
     /// and only here: a new one must be added (the compiler asks for it).
     fn rewind(&mut self, mark: Mark) {
-        let Tx { conn: _, now: _, head, effects, outbox_written, subscribers, last_caused, deferred, deferred_failed } =
-            self;
+        let Tx {
+            conn: _,
+            now: _,
+            head,
+            effects,
+            outbox_written,
+            subscribers,
+            last_caused,
+            deferred,
+            deferred_failed,
+            savepoint_to_release: _,
+        } = self;
         deferred.get_mut().clear();
         *deferred_failed.get_mut() = None;
         *head = mark.head;
@@ -196,9 +210,11 @@ impl<'c> Batch<'c> {
     pub(super) fn commit(mut self) -> Result<()> {
         if self.conn.dialect() == Dialect::Postgres {
             // Delivered when (and only if) the transaction commits: wakes every node's tailer.
-            self.conn.execute_batch("NOTIFY tether_audit").map_err(db_error)?;
+            // One round trip for both.
+            self.conn.execute_batch("NOTIFY tether_audit; COMMIT").map_err(db_error)?;
+        } else {
+            self.conn.execute_batch("COMMIT").map_err(db_error)?;
         }
-        self.conn.execute_batch("COMMIT").map_err(db_error)?;
         self.open = false;
         Ok(())
     }
@@ -236,7 +252,11 @@ pub(super) struct CommandScope<'t, 'c> {
 impl<'t, 'c> CommandScope<'t, 'c> {
     pub(super) fn begin(tx: &'t mut Tx<'c>, savepoint: bool) -> Result<Self> {
         if savepoint {
-            tx.conn.execute_batch("SAVEPOINT command").map_err(db_error)?;
+            let sql = match std::mem::take(&mut tx.savepoint_to_release) {
+                true => "RELEASE SAVEPOINT command; SAVEPOINT command",
+                false => "SAVEPOINT command",
+            };
+            tx.conn.execute_batch(sql).map_err(db_error)?;
         }
         let mark = Mark { head: tx.head.clone(), effects: tx.effects.len(), outbox_written: tx.outbox_written };
         Ok(CommandScope { tx, mark: Some(mark), savepoint })
@@ -247,14 +267,13 @@ impl<'t, 'c> CommandScope<'t, 'c> {
         self.tx
     }
 
-    /// Keeps what the command did: records its causes' ranges and releases its savepoint. If
-    /// either fails, the command is undone as it drops.
+    /// Keeps what the command did: writes what it held and records its causes' ranges; its
+    /// savepoint is released with the next command's opening or by COMMIT, which saves a round
+    /// trip per command on PostgreSQL. If a write fails, the command is undone as it drops.
     pub(super) fn keep(mut self) -> Result<()> {
         self.tx.write_deferred()?;
         self.tx.record_causes()?;
-        if self.savepoint {
-            self.tx.conn.execute_batch("RELEASE SAVEPOINT command").map_err(db_error)?;
-        }
+        self.tx.savepoint_to_release = self.savepoint;
         self.mark = None;
         Ok(())
     }
