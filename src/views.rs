@@ -228,6 +228,10 @@ impl EffectSink for Views {
         }
     }
 
+    fn wants_events(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
     fn withdraw(&self, effects: &[Effect]) -> Withdrawn {
         let mut withdrawn = Withdrawn::default();
         for effect in effects {

@@ -18,7 +18,7 @@ use crate::store::{rows, Effect};
 /// The longest a committed change waits for this node when a notification is lost.
 const POLL: Duration = Duration::from_millis(100);
 /// Most events read at once.
-const BATCH: i64 = 2000;
+const BATCH: i64 = 10_000;
 
 pub(super) fn start(
     target: PgTarget,
@@ -83,21 +83,26 @@ fn wait_for_notification(pg: &PgConn) {
 fn catch_up(conn: &Conn, node_id: &str, state: &NodeState, sink: &dyn EffectSink) -> Result<()> {
     loop {
         let after = state.applied();
-        let sql = format!("SELECT {} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2", rows::AUDIT_COLUMNS);
-        let events = conn
-            .prepare_cached(&sql)
-            .and_then(|mut st| {
-                st.query_map(params![after, BATCH], rows::audit_event)?
-                    .collect::<crate::store::conn::DbResult<Vec<_>>>()
-            })
-            .map_err(crate::store::db_error)?;
-        let Some(last) = events.last().map(|e| e.seq) else { return Ok(()) };
+        // Whole events only for a listener (the event stream); otherwise what a revocation
+        // needs, which spares reading every event's details after a large cascade.
+        let (subjects, events) = match sink.wants_events() {
+            true => {
+                let events = read_events(conn, after)?;
+                let subjects = events
+                    .iter()
+                    .map(|e| (e.seq, e.action.clone(), e.subject.kind.clone(), e.subject.id.clone()))
+                    .collect();
+                (subjects, events)
+            }
+            false => (read_subjects(conn, after)?, Vec::new()),
+        };
+        let Some(last) = subjects.last().map(|s| s.0) else { return Ok(()) };
         let mut sessions = Vec::new();
         let mut credentials = Vec::new();
-        for event in &events {
-            match (event.action.as_str(), event.subject.kind.as_str()) {
-                ("session.revoked", "session") => sessions.push(event.subject.id.clone()),
-                ("credential.revoked", "credential") => credentials.push(event.subject.id.clone()),
+        for (_, action, kind, id) in subjects.iter() {
+            match (action.as_str(), kind.as_str()) {
+                ("session.revoked", "session") => sessions.push(id.clone()),
+                ("credential.revoked", "credential") => credentials.push(id.clone()),
                 _ => {}
             }
         }
@@ -118,10 +123,33 @@ fn catch_up(conn: &Conn, node_id: &str, state: &NodeState, sink: &dyn EffectSink
                 )
                 .map_err(crate::store::db_error)?;
         }
-        if (last - after) < BATCH {
+        if (subjects.len() as i64) < BATCH {
             return Ok(());
         }
     }
+}
+
+/// The next [`BATCH`] events after `after`, whole.
+fn read_events(conn: &Conn, after: i64) -> Result<Vec<crate::audit::AuditEvent>> {
+    let sql = format!("SELECT {} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2", rows::AUDIT_COLUMNS);
+    conn.prepare_cached(&sql)
+        .and_then(|mut st| {
+            st.query_map(params![after, BATCH], rows::audit_event)?.collect::<crate::store::conn::DbResult<Vec<_>>>()
+        })
+        .map_err(crate::store::db_error)
+}
+
+/// What happened to what, for the next [`BATCH`] events after `after`: (seq, action, subject
+/// kind, subject id).
+fn read_subjects(conn: &Conn, after: i64) -> Result<Vec<(i64, String, String, String)>> {
+    conn.prepare_cached(
+        "SELECT seq, action, subject_kind, subject_id FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )
+    .and_then(|mut st| {
+        st.query_map(params![after, BATCH], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<crate::store::conn::DbResult<Vec<_>>>()
+    })
+    .map_err(crate::store::db_error)
 }
 
 fn revoked_sessions(conn: &Conn, ids: &[String]) -> Result<Vec<Effect>> {

@@ -84,6 +84,12 @@ pub trait EffectSink: Send + Sync {
 
     /// Puts back what [`EffectSink::withdraw`] replaced, after a failed COMMIT.
     fn restore(&self, _withdrawn: Withdrawn) {}
+
+    /// Whether anyone listens for [`Effect::Audited`] now. A node's tailer reads whole events
+    /// only then; a listener that joins later finds what it missed by the gap in seqs.
+    fn wants_events(&self) -> bool {
+        true
+    }
 }
 
 /// Handle to the writer thread; cheap to clone.
