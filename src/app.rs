@@ -34,6 +34,8 @@ pub struct Config {
     pub tls_ca_file: Option<PathBuf>,
     /// A PostgreSQL URL (`--database`): several nodes share it. Absent: SQLite in the data dir.
     pub database_url: Option<String>,
+    /// A PostgreSQL streaming replica of `database_url` (`--read-database`) for listings.
+    pub read_database_url: Option<String>,
 }
 
 impl Config {
@@ -49,6 +51,7 @@ impl Config {
             public_url: PublicUrl::default(),
             tls_ca_file: None,
             database_url: None,
+            read_database_url: None,
         }
     }
 }
@@ -83,6 +86,7 @@ impl App {
     }
 
     pub async fn open_with_clock(config: &Config, clock: Arc<Clock>) -> Result<App> {
+        store::replica::check(config.database_url.as_deref(), config.read_database_url.as_deref())?;
         // The policy first: a bad policy stops start-up before anything is created.
         let policy = match &config.policy_dir {
             Some(dir) => Policy::load_dir(dir)?,
@@ -143,6 +147,14 @@ impl App {
             let keys = ring.public_keys();
             writer.execute(move |tx| ops::keys::sync(tx, Actor::system(), purpose, &keys)).await?;
         }
+        let replica = match config.read_database_url.clone() {
+            None => None,
+            Some(url) => {
+                let (ca, size) = (config.tls_ca_file.clone(), config.read_connections);
+                let open = move || store::replica::open(&url, ca.as_deref(), size).map(Arc::new);
+                Some(tokio::task::spawn_blocking(open).await.map_err(|e| Error::internal(format!("replica: {e}")))??)
+            }
+        };
         let first_admin_credential = bootstrap_admin(&config.data_dir, &readers, &writer, &env).await?;
 
         let authorizer =
@@ -154,6 +166,7 @@ impl App {
         let api = api::Context {
             writer: writer.clone(),
             readers: readers.clone(),
+            replica,
             views: views.clone(),
             authorizer,
             env: env.clone(),

@@ -51,6 +51,8 @@ use problem::ApiError;
 pub struct Context {
     pub writer: Writer,
     pub readers: Arc<ReadPool>,
+    /// The read replica's pool (`--read-database`), for listings only.
+    pub replica: Option<Arc<ReadPool>>,
     pub views: Arc<Views>,
     pub authorizer: Authorizer,
     pub env: Arc<Env>,
