@@ -24,6 +24,7 @@ mod invariant;
 mod oauth_clients;
 mod propagation;
 mod races;
+mod replica;
 mod roles;
 mod scim;
 mod serve;
