@@ -170,6 +170,10 @@ fn listings_come_from_the_replica_and_what_follows_a_write_from_the_primary_whil
     // Replay paused: whatever is written from now on is on the primary only.
     let (fresh, fresh_token) = open_session(writer, &platform, &delegation);
     let (revoked, revoked_token) = &opened[0];
+    let late_verifier = ok(writer, "POST", "/v1/credentials", &admin, json!({"role": "verifier"}))["credential"]
+        .as_str()
+        .expect("credential")
+        .to_owned();
     ok(writer, "POST", &format!("/v1/sessions/{revoked}/revoke"), &platform, json!({"reason": "test"}));
 
     // What decides access, and a single object read right after its write, are the primary's.
@@ -180,6 +184,8 @@ fn listings_come_from_the_replica_and_what_follows_a_write_from_the_primary_whil
     assert_eq!(got["status"], json!("revoked"), "a revocation reads back: {got}");
     assert_eq!(decision(reader, &verifier, revoked_token), "deny", "a revoked session is refused at once");
     assert_eq!(decision(reader, &verifier, &opened[1].1), "allow");
+    // A credential minted on the other node is looked up on the primary the first time it is used.
+    assert_eq!(decision(reader, &late_verifier, &opened[1].1), "allow", "a credential just minted works at once");
 
     // The listings are the replica's: as they were when replay stopped, on either node, for as
     // long as it stays stopped.
