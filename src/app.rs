@@ -86,6 +86,7 @@ impl App {
     }
 
     pub async fn open_with_clock(config: &Config, clock: Arc<Clock>) -> Result<App> {
+        // A replica without a primary is a configuration error: refused before anything is created.
         store::replica::check(config.database_url.as_deref(), config.read_database_url.as_deref())?;
         // The policy first: a bad policy stops start-up before anything is created.
         let policy = match &config.policy_dir {
