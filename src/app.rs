@@ -38,6 +38,8 @@ pub struct Config {
     /// confirming revocations). `serve` does; a one-shot command (`tether credential mint
     /// --database`) only writes and leaves, so it must not hold a lease revokers would wait for.
     pub join_cluster: bool,
+    /// A PostgreSQL streaming replica of `database_url` (`--read-database`) for listings.
+    pub read_database_url: Option<String>,
 }
 
 impl Config {
@@ -54,6 +56,7 @@ impl Config {
             tls_ca_file: None,
             database_url: None,
             join_cluster: true,
+            read_database_url: None,
         }
     }
 }
@@ -88,6 +91,8 @@ impl App {
     }
 
     pub async fn open_with_clock(config: &Config, clock: Arc<Clock>) -> Result<App> {
+        // A replica without a primary is a configuration error: refused before anything is created.
+        store::replica::check(config.database_url.as_deref(), config.read_database_url.as_deref())?;
         // The policy first: a bad policy stops start-up before anything is created.
         let policy = match &config.policy_dir {
             Some(dir) => Policy::load_dir(dir)?,
@@ -150,6 +155,14 @@ impl App {
             let keys = ring.public_keys();
             writer.execute(move |tx| ops::keys::sync(tx, Actor::system(), purpose, &keys)).await?;
         }
+        let replica = match config.read_database_url.clone() {
+            None => None,
+            Some(url) => {
+                let (ca, size) = (config.tls_ca_file.clone(), config.read_connections);
+                let open = move || store::replica::open(&url, ca.as_deref(), size).map(Arc::new);
+                Some(tokio::task::spawn_blocking(open).await.map_err(|e| Error::internal(format!("replica: {e}")))??)
+            }
+        };
         let first_admin_credential = bootstrap_admin(&config.data_dir, &readers, &writer, &env).await?;
 
         let authorizer =
@@ -161,6 +174,7 @@ impl App {
         let api = api::Context {
             writer: writer.clone(),
             readers: readers.clone(),
+            replica,
             views: views.clone(),
             authorizer,
             env: env.clone(),

@@ -44,6 +44,11 @@ enum Command {
         /// must share.
         #[arg(long, env = "TETHER_DATABASE_URL", hide_env_values = true)]
         database: Option<String>,
+        /// A PostgreSQL streaming replica of `--database` (`postgres://…`, same TLS options):
+        /// listings may be answered from it, a replay delay old; everything that decides
+        /// access or follows a write stays on the primary (docs/architecture.md, "Read replica").
+        #[arg(long, env = "TETHER_READ_DATABASE_URL", hide_env_values = true, requires = "database")]
+        read_database: Option<String>,
         /// Directory holding agent.datalog (default: the policy built into the binary).
         #[arg(long, env = "TETHER_POLICY_DIR")]
         policy_dir: Option<PathBuf>,
@@ -226,6 +231,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             public_url,
             tls_ca_file,
             database,
+            read_database,
             policy_dir,
             default_session_ttl,
             max_session_depth,
@@ -244,6 +250,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             config.limits.access_token_ttl_seconds = token_ttl;
             config.token_cache_bytes = token_cache_mib as usize * 1024 * 1024;
             config.database_url = database;
+            config.read_database_url = read_database;
             // The lock keeps two processes off one SQLite file. On PostgreSQL nodes share the
             // data directory's keys by design, and the database keeps them consistent.
             let lock = match config.database_url {

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::auth::Allowed;
 use super::problem::{ApiResult, Query};
-use super::{read, AppState};
+use super::{read, read_stale, AppState};
 use crate::audit::{AuditEvent, VerifyReport};
 use crate::domain::access::Auditor;
 use crate::domain::*;
@@ -169,7 +169,7 @@ pub async fn list(
         since: time("since", &q.since)?,
         until: time("until", &q.until)?,
     };
-    read(&state, move |conn| audit_listing::list_audit(conn, &filter, limit)).await
+    read_stale(&state, move |conn| audit_listing::list_audit(conn, &filter, limit)).await
 }
 
 #[utoipa::path(get, path = "/v1/audit/verify", operation_id = "verify_audit_log", tag = "audit", responses((status = 200, body = VerifyReport)))]

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::auth::Allowed;
 use super::problem::{ApiResult, Json, Path, Query};
-use super::{page, read, write, AppState, RawPage};
+use super::{page, read_stale, write, AppState, RawPage};
 use crate::domain::access::Admin;
 use crate::domain::*;
 use crate::ops::credentials::{self as ops, NewCredential};
@@ -62,7 +62,7 @@ pub async fn list(
     Query(q): Query<RawPage>,
 ) -> ApiResult<axum::Json<Page<Credential>>> {
     let page = page(&q.limit, &q.cursor, CredentialId::parse)?;
-    read(&state, move |conn| credentials::list_credentials(conn, &page)).await
+    read_stale(&state, move |conn| credentials::list_credentials(conn, &page)).await
 }
 
 #[utoipa::path(post, operation_id = "revoke_credential", path = "/v1/credentials/{id}/revoke", params(("id" = inline(CredentialId), Path, description = "credential id")), tag = "credentials", responses((status = 200, body = Credential)))]

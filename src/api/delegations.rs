@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::auth::Allowed;
 use super::problem::{ApiResult, Json, OptionalJson, Path, Query};
-use super::{page, read, write, AppState};
+use super::{page, read, read_stale, write, AppState};
 use crate::domain::access::{Owner, PlatformScope, TenantReader};
 use crate::domain::*;
 use crate::ops::delegations::{self as ops, NewDelegation};
@@ -67,7 +67,7 @@ pub async fn list(
         .transpose()?;
     let filter =
         DelegationFilter { user_id: q.user_id, agent_id: q.agent_id, integration_id: q.integration_id, status };
-    read(&state, move |conn| delegations::list_delegations(conn, vis, &filter, &page)).await
+    read_stale(&state, move |conn| delegations::list_delegations(conn, vis, &filter, &page)).await
 }
 
 #[utoipa::path(get, operation_id = "get_delegation", path = "/v1/delegations/{id}", params(("id" = inline(DelegationId), Path, description = "delegation id")), tag = "delegations", responses((status = 200, body = Delegation)))]

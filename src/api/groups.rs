@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::auth::Allowed;
 use super::problem::{ApiResult, Json, Path, Query};
-use super::{page, read, write, AppState, RawPage};
+use super::{page, read, read_stale, write, AppState, RawPage};
 use crate::domain::access::{Admin, Auditor};
 use crate::domain::*;
 use crate::ops::groups::{self as ops, SetGroupPermissions};
@@ -29,7 +29,7 @@ pub async fn list(
     Query(q): Query<RawPage>,
 ) -> ApiResult<axum::Json<Page<Group>>> {
     let page = page(&q.limit, &q.cursor, GroupId::parse)?;
-    read(&state, move |conn| groups::list_groups(conn, &page)).await
+    read_stale(&state, move |conn| groups::list_groups(conn, &page)).await
 }
 
 #[utoipa::path(get, operation_id = "get_group", path = "/v1/groups/{id}", params(("id" = inline(GroupId), Path, description = "group id")), tag = "groups", responses((status = 200, body = Group)))]

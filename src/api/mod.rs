@@ -51,6 +51,8 @@ use problem::ApiError;
 pub struct Context {
     pub writer: Writer,
     pub readers: Arc<ReadPool>,
+    /// The read replica's pool (`--read-database`), for [`Context::read_stale`] only.
+    pub replica: Option<Arc<ReadPool>>,
     pub views: Arc<Views>,
     pub authorizer: Authorizer,
     pub env: Arc<Env>,
@@ -110,6 +112,30 @@ impl Context {
     /// The seq of the newest committed audit event.
     pub async fn writer_head_seq(&self) -> Result<i64> {
         self.readers.read(|conn| store::audit::chain_head(conn).map(|(seq, _)| seq)).await
+    }
+
+    /// Runs a read whose answer may be as old as the read replica's replay (listings; the list
+    /// of which is in docs/architecture.md, "Read replica"): on the replica when one is
+    /// configured, else on the primary's pool. Whatever the replica fails (out of reach, a query
+    /// cancelled by replay, an object it has not replayed yet) is read again on the primary, so
+    /// a replica can make an answer older, never an error.
+    pub async fn read_stale<T, F>(&self, command: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&store::Conn) -> Result<T> + Clone + Send + 'static,
+    {
+        let Some(replica) = &self.replica else { return self.readers.read(command).await };
+        match replica.read(command.clone()).await {
+            Ok(answer) => Ok(answer),
+            Err(e) => {
+                // Not found is the replica being behind, which is expected; anything else is
+                // worth an operator's look (the primary carries the replica's load meanwhile).
+                if !matches!(e, Error::NotFound(_)) {
+                    tracing::warn!(error = %e, "the read replica failed a read; read on the primary");
+                }
+                self.readers.read(command).await
+            }
+        }
     }
 }
 
@@ -216,6 +242,15 @@ where
     F: FnOnce(&crate::store::Conn) -> Result<T> + Send + 'static,
 {
     Ok(axum::Json(state.readers.read(command).await?))
+}
+
+/// [`read`], for a listing whose staleness is harmless: see [`Context::read_stale`].
+pub async fn read_stale<T, F>(state: &AppState, command: F) -> std::result::Result<axum::Json<T>, ApiError>
+where
+    T: serde::Serialize + Send + 'static,
+    F: Fn(&crate::store::Conn) -> Result<T> + Clone + Send + 'static,
+{
+    Ok(axum::Json(state.read_stale(command).await?))
 }
 
 impl IntoResponse for Error {

@@ -6,7 +6,7 @@ use axum::Router;
 
 use super::auth::Allowed;
 use super::problem::{ApiResult, Json, OptionalJson, Path, Query};
-use super::{page, read, write, AppState, RawPage};
+use super::{page, read, read_stale, write, AppState, RawPage};
 use crate::domain::access::{Admin, PlatformScope, TenantReader};
 use crate::domain::*;
 use crate::ops::platforms::{self as ops, NewAgent, NewIntegration, NewPlatform};
@@ -46,7 +46,7 @@ pub async fn list_platforms(
 ) -> ApiResult<axum::Json<Page<Platform>>> {
     let vis = caller.visibility();
     let page = page(&q.limit, &q.cursor, PlatformId::parse)?;
-    read(&state, move |conn| platforms::list_platforms(conn, vis, &page)).await
+    read_stale(&state, move |conn| platforms::list_platforms(conn, vis, &page)).await
 }
 
 #[utoipa::path(get, path = "/v1/platforms/{id}", params(("id" = inline(PlatformId), Path, description = "platform id")), tag = "platforms", responses((status = 200, body = Platform)))]
@@ -86,7 +86,7 @@ pub async fn list_agents(
 ) -> ApiResult<axum::Json<Page<Agent>>> {
     let vis = caller.visibility();
     let page = page(&q.limit, &q.cursor, AgentId::parse)?;
-    read(&state, move |conn| platforms::list_agents(conn, vis, &page)).await
+    read_stale(&state, move |conn| platforms::list_agents(conn, vis, &page)).await
 }
 
 #[utoipa::path(get, path = "/v1/agents/{id}", params(("id" = inline(AgentId), Path, description = "agent id")), tag = "agents", responses((status = 200, body = Agent)))]
@@ -146,7 +146,7 @@ pub async fn list_integrations(
 ) -> ApiResult<axum::Json<Page<Integration>>> {
     let vis = caller.visibility();
     let page = page(&q.limit, &q.cursor, IntegrationId::parse)?;
-    read(&state, move |conn| platforms::list_integrations(conn, vis, &page)).await
+    read_stale(&state, move |conn| platforms::list_integrations(conn, vis, &page)).await
 }
 
 #[utoipa::path(get, path = "/v1/integrations/{id}", params(("id" = inline(IntegrationId), Path, description = "integration id")), tag = "integrations", responses((status = 200, body = Integration)))]

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::auth::Allowed;
 use super::problem::{ApiResult, Json, OptionalJson, Path, Query};
-use super::{page, read, write, AppState};
+use super::{page, read, read_stale, write, AppState};
 use crate::domain::access::{Capability, Owner, PlatformScope, TenantReader};
 use crate::domain::*;
 use crate::ops::sessions::{self as ops, NewSession, RefreshOutcome, Refreshed, SessionCreated};
@@ -77,7 +77,7 @@ pub async fn list(
         status,
     };
     let now = state.clock.now();
-    read(&state, move |conn| sessions::list_sessions(conn, vis, &filter, &page, now)).await
+    read_stale(&state, move |conn| sessions::list_sessions(conn, vis, &filter, &page, now)).await
 }
 
 #[utoipa::path(get, operation_id = "get_session", path = "/v1/sessions/{id}", params(("id" = inline(SessionId), Path, description = "session id")), tag = "sessions", responses((status = 200, body = Session)))]

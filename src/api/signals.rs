@@ -126,7 +126,7 @@ pub async fn list(
     Query(q): Query<RawPage>,
 ) -> ApiResult<axum::Json<Page<SignalSource>>> {
     let page = page(&q.limit, &q.cursor, SignalSourceId::parse)?;
-    let rows = state.readers.read(move |conn| store::list_sources(conn, &page)).await?;
+    let rows = state.read_stale(move |conn| store::list_sources(conn, &page)).await?;
     Ok(axum::Json(Page {
         items: rows.items.into_iter().map(|r| view(r, &state.public_url)).collect(),
         next_cursor: rows.next_cursor,

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::auth::Allowed;
 use super::problem::{ApiResult, Json, OptionalJson, Path, Query};
-use super::{page, read, write, AppState, RawPage};
+use super::{page, read, read_stale, write, AppState, RawPage};
 use crate::domain::access::{Admin, Auditor, TenantReader, UserScope};
 use crate::domain::*;
 use crate::ops::users::{self as ops, Disconnect, LifecycleEvent, NewUser, SetPermissions};
@@ -46,7 +46,7 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Page<User>>> {
     let vis = caller.visibility();
     let page = page(&q.limit, &q.cursor, UserId::parse)?;
-    read(&state, move |conn| users::list_users(conn, vis, &page)).await
+    read_stale(&state, move |conn| users::list_users(conn, vis, &page)).await
 }
 
 #[utoipa::path(get, operation_id = "get_user", path = "/v1/users/{id}", params(("id" = inline(UserId), Path, description = "user id")), tag = "users", responses((status = 200, body = User)))]

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::auth::Allowed;
 use super::problem::{ApiResult, Json, Path, Query};
-use super::{page, read, write, AppState, RawPage};
+use super::{page, read_stale, write, AppState, RawPage};
 use crate::domain::access::{AnyRole, WebhookOwner, WebhookOwnerOf};
 use crate::domain::*;
 use crate::events::webhooks::secret;
@@ -60,7 +60,7 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Page<Webhook>>> {
     let page = page(&q.limit, &q.cursor, WebhookId::parse)?;
     let (role, owner) = caller.owner();
-    read(&state, move |conn| webhooks::list_webhooks(conn, role, &owner, &page)).await
+    read_stale(&state, move |conn| webhooks::list_webhooks(conn, role, &owner, &page)).await
 }
 
 #[utoipa::path(delete, operation_id = "delete_webhook", path = "/v1/webhooks/{id}", params(("id" = inline(WebhookId), Path, description = "webhook id")), tag = "webhooks", responses((status = 200, body = Webhook)))]
@@ -101,7 +101,7 @@ pub async fn deliveries(
             .ok_or_else(|| Error::invalid("`cursor` must be a non-negative integer"))?,
     };
     let (role, owner) = caller.owner();
-    read(&state, move |conn| {
+    read_stale(&state, move |conn| {
         webhooks::get_webhook(conn, role, &owner, id)?;
         webhooks::list_deliveries(conn, id, after, limit)
     })

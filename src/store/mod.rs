@@ -26,6 +26,7 @@ pub mod migrate;
 pub mod platforms;
 pub mod postgres;
 pub mod query;
+pub mod replica;
 pub mod rows;
 pub mod sessions;
 pub mod signals;

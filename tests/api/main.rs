@@ -26,6 +26,7 @@ mod invariant;
 mod oauth_clients;
 mod propagation;
 mod races;
+mod replica;
 mod roles;
 mod scim;
 mod serve;

@@ -60,3 +60,24 @@ fn serve_refuses_zero_worker_threads_naming_the_flag() {
     assert_eq!(output.status.code(), Some(2), "a usage error");
     assert!(String::from_utf8_lossy(&output.stderr).contains("--workers"), "{output:?}");
 }
+
+#[test]
+fn serve_refuses_a_read_replica_without_a_postgresql_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flags, env) in [
+        (vec!["--read-database", "postgres://tether@127.0.0.1:1/replica"], None),
+        (vec![], Some("postgres://tether@127.0.0.1:1/replica")),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+        command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path()).args(&flags);
+        command.env_remove("TETHER_DATABASE_URL").env_remove("TETHER_READ_DATABASE_URL");
+        if let Some(url) = env {
+            command.env("TETHER_READ_DATABASE_URL", url);
+        }
+        let output = command.output().expect("run tether serve");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "a usage error: {stderr}");
+        assert!(stderr.contains("--database"), "names the flag it needs: {stderr}");
+    }
+    assert!(!tether::store::database_path(dir.path()).exists(), "nothing was created");
+}

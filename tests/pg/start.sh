@@ -12,6 +12,13 @@
 #                             pg_ctl with `runuser -u postgres --`), empty otherwise
 # An EXIT trap (chained before any existing one) stops the server and removes the directory;
 # `tether_pg_stop` does the same on demand.
+#
+# Opt-in, after sourcing: `tether_pg_start_replica` makes a streaming standby of that server
+# (pg_basebackup -R), starts it on another free loopback port and exports:
+#   TETHER_TEST_REPLICA_URL   postgres://tether@127.0.0.1:PORT/postgres (read-only; a database
+#                             created on the primary appears on it once replayed)
+#   TETHER_TEST_REPLICA_DATA  its data directory
+# Its own EXIT trap, chained before the primary's, stops and removes it first.
 
 if ! (return 0 2>/dev/null); then
     echo "tests/pg/start.sh: source it (source tests/pg/start.sh), do not run it" >&2
@@ -123,6 +130,79 @@ EOF
     # shellcheck disable=SC2064 # expanded now: this server's directory and bin dir
     trap "_tether_pg_rc=\$?; tether_pg_stop '$dir' '$bin'; (exit \$_tether_pg_rc) && :${previous:+; $previous}" EXIT
     echo "PostgreSQL $("$bin/pg_ctl" --version | awk '{print $3}') on $TETHER_TEST_DATABASE_URL (data $dir)" >&2
+}
+
+# Makes a streaming standby of the server `_tether_pg_start` started (see the top of this file).
+tether_pg_start_replica() {
+    local bin=${TETHER_TEST_PG_BIN:-} primary=${TETHER_TEST_PG_DATA:-} url=${TETHER_TEST_DATABASE_URL:-}
+    local dir port primary_port started=""
+    if [ -z "$bin" ] || [ -z "$primary" ] || [ -z "$url" ]; then
+        echo "tests/pg/start.sh: tether_pg_start_replica needs the server this script starts" >&2
+        return 1
+    fi
+    primary_port=${url##*:}
+    primary_port=${primary_port%%/*}
+    # initdb's pg_hba.conf already lets loopback replicate with the cluster's auth (trust); a
+    # server set up otherwise gets the line. wal_level=replica and max_wal_senders are defaults.
+    if ! grep -Eq '^host[[:space:]]+replication[[:space:]]+all[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' \
+        "$primary/pg_hba.conf"; then
+        echo "host replication all 127.0.0.1/32 trust" >>"$primary/pg_hba.conf"
+        _tether_pg_as_owner "$bin/pg_ctl" -D "$primary" reload >/dev/null || return 1
+    fi
+
+    dir=$(mktemp -d /tmp/tether-pg-replica.XXXXXX) || return 1
+    if [ "$(id -u)" = 0 ]; then
+        chown postgres: "$dir" || { rm -rf -- "$dir"; return 1; }
+    fi
+    # -R writes standby.signal and primary_conninfo: the copy starts as a standby streaming from
+    # the primary. -X stream copies the WAL written meanwhile; -c fast checkpoints at once.
+    if ! _tether_pg_as_owner "$bin/pg_basebackup" -h 127.0.0.1 -p "$primary_port" -U tether -D "$dir" \
+        -R -X stream -c fast >"$dir.basebackup.log" 2>&1; then
+        cat "$dir.basebackup.log" >&2
+        rm -rf -- "$dir" "$dir.basebackup.log"
+        return 1
+    fi
+    rm -f -- "$dir.basebackup.log"
+    # The copy holds the primary's log; the standby's starts empty.
+    rm -f -- "$dir/log"
+
+    # A free port, as for the primary (another process may take it in between: try a few).
+    local attempt
+    for attempt in 1 2 3; do
+        port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') \
+            || break
+        # After the primary's lines, copied with its postgresql.conf: the last setting wins.
+        cat >>"$dir/postgresql.conf" <<EOF
+port = $port
+unix_socket_directories = '$dir'
+EOF
+        if _tether_pg_as_owner "$bin/pg_ctl" -w -D "$dir" -o "-h 127.0.0.1 -p $port -k $dir" \
+            -l "$dir/log" start >/dev/null; then
+            started=1
+            break
+        fi
+    done
+    if [ -z "$started" ]; then
+        echo "tests/pg/start.sh: the replica did not start; its log:" >&2
+        cat "$dir/log" >&2 2>/dev/null
+        tether_pg_stop "$dir" "$bin"
+        return 1
+    fi
+
+    export TETHER_TEST_REPLICA_URL="postgres://tether@127.0.0.1:$port/postgres"
+    export TETHER_TEST_REPLICA_DATA="$dir"
+
+    # Chained as the primary's is: stop the standby, then the trap that was there before (the
+    # primary's, so the standby goes first).
+    local previous
+    previous=$(trap -p EXIT)
+    if [ -n "$previous" ]; then
+        eval "set -- $previous" # trap -- 'command' EXIT
+        previous=$3
+    fi
+    # shellcheck disable=SC2064 # expanded now: this standby's directory and bin dir
+    trap "_tether_pg_rc=\$?; tether_pg_stop '$dir' '$bin'; (exit \$_tether_pg_rc) && :${previous:+; $previous}" EXIT
+    echo "PostgreSQL replica on $TETHER_TEST_REPLICA_URL (data $dir), streaming from port $primary_port" >&2
 }
 
 _tether_pg_start || return 1

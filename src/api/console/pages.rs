@@ -546,9 +546,9 @@ pub async fn timeline(
         since: form_time("since", &q.since)?,
         until: form_time("until", &q.until)?,
     };
+    // A listing: the replica's, when there is one (the head shown is then the replica's too).
     let (events, next_cursor, head) = state
-        .readers
-        .read(move |conn| {
+        .read_stale(move |conn| {
             let page = audit_listing::list_audit(conn, &filter, TIMELINE_PAGE)?;
             let mut events = Vec::with_capacity(page.items.len());
             for e in &page.items {
@@ -713,7 +713,7 @@ pub async fn admin(State(state): State<AppState>, console: Console) -> Result<Re
         .map_err(|_| ConsoleError::new(StatusCode::FORBIDDEN, "Not your page", "The overview is for admins."))?;
     let now = state.clock.now();
     let (overview, triggers) =
-        state.readers.read(move |conn| Ok((rows::overview(conn, now)?, rows::recent_triggers(conn, 20)?))).await?;
+        state.read_stale(move |conn| Ok((rows::overview(conn, now)?, rows::recent_triggers(conn, 20)?))).await?;
     let page = AdminPage {
         frame: Frame::of(&console),
         users: overview.users,
