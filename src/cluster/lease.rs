@@ -81,7 +81,9 @@ fn renew(
         &[&node_id, &address],
     )?;
     tx.query("SELECT id FROM tether_nodes WHERE id = $1 FOR UPDATE", &[&node_id])?;
-    let head: i64 = tx.query_one("SELECT coalesce(max(seq), 0)::bigint FROM audit_events", &[])?.get(0);
+    // The committed head (migration 0003): the same value as the committed `max(seq)`, without
+    // walking the entries a transaction in progress is adding.
+    let head: i64 = tx.query_one("SELECT head FROM audit_chain_lock WHERE id = 1", &[])?.get(0);
     // The new lease joins the node's live ones (those not yet run out), all by the database's clock.
     tx.execute(
         "WITH lease AS (SELECT clock_timestamp() + $2::float8 * interval '1 second' AS until),

@@ -83,20 +83,32 @@ fn wait_for_notification(pg: &PgConn) {
 fn catch_up(conn: &Conn, node_id: &str, state: &NodeState, sink: &dyn EffectSink) -> Result<()> {
     loop {
         let after = state.applied();
+        // Everything up to the committed head is committed (appends commit in seq order), and
+        // reading no further than it never walks a transaction in progress's new entries.
+        let head: i64 = conn
+            .query_row("SELECT head FROM audit_chain_lock WHERE id = 1", params![], |r| r.get(0))
+            .map_err(crate::store::db_error)?;
+        if head <= after {
+            return Ok(());
+        }
         // Whole events only for a listener (the event stream); otherwise what a revocation
         // needs, which spares reading every event's details after a large cascade.
         let (subjects, events) = match sink.wants_events() {
             true => {
-                let events = read_events(conn, after)?;
+                let events = read_events(conn, after, head)?;
                 let subjects = events
                     .iter()
                     .map(|e| (e.seq, e.action.clone(), e.subject.kind.clone(), e.subject.id.clone()))
                     .collect();
                 (subjects, events)
             }
-            false => (read_subjects(conn, after)?, Vec::new()),
+            false => (read_subjects(conn, after, head)?, Vec::new()),
         };
-        let Some(last) = subjects.last().map(|s| s.0) else { return Ok(()) };
+        let Some(last) = subjects.last().map(|s| s.0) else {
+            // Nothing committed in (after, head]: no seq is missing, the head is applied.
+            state.applied_through(head);
+            return Ok(());
+        };
         let mut sessions = Vec::new();
         let mut credentials = Vec::new();
         for (_, action, kind, id) in subjects.iter() {
@@ -129,24 +141,29 @@ fn catch_up(conn: &Conn, node_id: &str, state: &NodeState, sink: &dyn EffectSink
     }
 }
 
-/// The next [`BATCH`] events after `after`, whole.
-fn read_events(conn: &Conn, after: i64) -> Result<Vec<crate::audit::AuditEvent>> {
-    let sql = format!("SELECT {} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2", rows::AUDIT_COLUMNS);
+/// The next [`BATCH`] events after `after`, up to `head`, whole.
+fn read_events(conn: &Conn, after: i64, head: i64) -> Result<Vec<crate::audit::AuditEvent>> {
+    let sql = format!(
+        "SELECT {} FROM audit_events WHERE seq > ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2",
+        rows::AUDIT_COLUMNS
+    );
     conn.prepare_cached(&sql)
         .and_then(|mut st| {
-            st.query_map(params![after, BATCH], rows::audit_event)?.collect::<crate::store::conn::DbResult<Vec<_>>>()
+            st.query_map(params![after, BATCH, head], rows::audit_event)?
+                .collect::<crate::store::conn::DbResult<Vec<_>>>()
         })
         .map_err(crate::store::db_error)
 }
 
-/// What happened to what, for the next [`BATCH`] events after `after`: (seq, action, subject
-/// kind, subject id).
-fn read_subjects(conn: &Conn, after: i64) -> Result<Vec<(i64, String, String, String)>> {
+/// What happened to what, for the next [`BATCH`] events after `after`, up to `head`: (seq,
+/// action, subject kind, subject id).
+fn read_subjects(conn: &Conn, after: i64, head: i64) -> Result<Vec<(i64, String, String, String)>> {
     conn.prepare_cached(
-        "SELECT seq, action, subject_kind, subject_id FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        "SELECT seq, action, subject_kind, subject_id FROM audit_events
+         WHERE seq > ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2",
     )
     .and_then(|mut st| {
-        st.query_map(params![after, BATCH], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        st.query_map(params![after, BATCH, head], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<crate::store::conn::DbResult<Vec<_>>>()
     })
     .map_err(crate::store::db_error)

@@ -73,6 +73,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "leases_and_revocation_updates",
         include_str!("../../migrations/postgres/0002_leases_and_revocation_updates.sql"),
     ),
+    (3, "committed_head", include_str!("../../migrations/postgres/0003_committed_head.sql")),
 ];
 
 /// Key of the advisory lock nodes take around migrations and first-start bootstrap, so nodes
