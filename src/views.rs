@@ -232,6 +232,10 @@ impl EffectSink for Views {
         self.events.receiver_count() > 0
     }
 
+    fn session_expiry(&self, id: crate::domain::SessionId) -> Option<crate::domain::Timestamp> {
+        self.sessions.get(id).map(|s| s.expires_at)
+    }
+
     fn withdraw(&self, effects: &[Effect]) -> Withdrawn {
         let mut withdrawn = Withdrawn::default();
         for effect in effects {

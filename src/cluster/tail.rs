@@ -118,7 +118,7 @@ fn catch_up(conn: &Conn, node_id: &str, state: &NodeState, sink: &dyn EffectSink
                 _ => {}
             }
         }
-        let mut effects = revoked_sessions(conn, &sessions)?;
+        let mut effects = revoked_sessions(conn, sink, &sessions)?;
         effects.extend(revoked_credentials(conn, &credentials)?);
         let revoked_any = !effects.is_empty();
         effects.extend(events.into_iter().map(|e| Effect::Audited(Arc::new(e))));
@@ -169,22 +169,32 @@ fn read_subjects(conn: &Conn, after: i64, head: i64) -> Result<Vec<(i64, String,
     .map_err(crate::store::db_error)
 }
 
-fn revoked_sessions(conn: &Conn, ids: &[String]) -> Result<Vec<Effect>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
+/// The revocations of `ids`: each with its expiry, from the views when they hold the session,
+/// else read from the database.
+fn revoked_sessions(conn: &Conn, sink: &dyn EffectSink, ids: &[String]) -> Result<Vec<Effect>> {
+    let mut effects = Vec::with_capacity(ids.len());
+    let mut unknown = Vec::new();
+    for text in ids {
+        let id = SessionId::parse(text).map_err(|_| Error::internal("a revoked session's id is malformed"))?;
+        match sink.session_expiry(id) {
+            Some(expires_at) => effects.push(Effect::SessionRevoked { id, expires_at }),
+            None => unknown.push(text.as_str()),
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(effects);
     }
     let Conn::Postgres(pg) = conn else { return Err(Error::internal("tailing SQLite")) };
     let rows = pg
         .client()
-        .query("SELECT id, expires_at FROM sessions WHERE id = ANY($1)", &[&ids])
+        .query("SELECT id, expires_at FROM sessions WHERE id = ANY($1)", &[&unknown])
         .map_err(crate::store::db_error)?;
-    rows.iter()
-        .map(|r| {
-            let id = SessionId::parse(r.get::<_, &str>(0))
-                .map_err(|_| Error::internal("a stored session id is malformed"))?;
-            Ok(Effect::SessionRevoked { id, expires_at: Timestamp(r.get(1)) })
-        })
-        .collect()
+    for r in &rows {
+        let id =
+            SessionId::parse(r.get::<_, &str>(0)).map_err(|_| Error::internal("a stored session id is malformed"))?;
+        effects.push(Effect::SessionRevoked { id, expires_at: Timestamp(r.get(1)) });
+    }
+    Ok(effects)
 }
 
 fn revoked_credentials(conn: &Conn, ids: &[String]) -> Result<Vec<Effect>> {

@@ -90,6 +90,12 @@ pub trait EffectSink: Send + Sync {
     fn wants_events(&self) -> bool {
         true
     }
+
+    /// When a session this sink already holds expires (a session's expiry never changes), so a
+    /// node's tailer applying its revocation need not read it from the database.
+    fn session_expiry(&self, _id: crate::domain::SessionId) -> Option<crate::domain::Timestamp> {
+        None
+    }
 }
 
 /// Handle to the writer thread; cheap to clone.
