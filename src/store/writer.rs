@@ -284,7 +284,6 @@ fn run(
                 Err(_) => break,
             }
         }
-        stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
         if conn.postgres().is_some_and(|pg| pg.is_closed()) {
             // The server closed the connection (a restart, a failover): a new one, or the batch
             // is answered `unavailable` and the next batch tries again.
@@ -292,6 +291,7 @@ fn run(
                 Ok(fresh) => conn = fresh,
                 Err(e) => {
                     tracing::error!(error = %e, "the writer cannot reach the database");
+                    stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     for job in batch.drain(..) {
                         job.complete(Err(Error::Unavailable("the database is unreachable".into())), None);
                     }
@@ -299,7 +299,9 @@ fn run(
                 }
             }
         }
-        match commit_batch(&conn, &mut head, &mut batch, &clock, stats, sink.as_ref()) {
+        let committed = commit_batch(&conn, &mut head, &mut batch, &mut jobs, &clock, stats, sink.as_ref());
+        stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        match committed {
             Ok(effects) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
                 sink.apply(&effects);
@@ -339,13 +341,22 @@ fn run(
 fn commit_batch(
     conn: &Conn,
     head: &mut ChainHead,
-    batch: &mut [Job],
+    batch: &mut Vec<Job>,
+    jobs: &mut mpsc::Receiver<Job>,
     clock: &Clock,
     stats: &Counters,
     sink: &dyn EffectSink,
 ) -> Result<Vec<Effect>> {
     let started = Instant::now();
     let transaction = Batch::begin(conn)?;
+    // On PostgreSQL, BEGIN waited for the cluster's chain lock while other nodes committed:
+    // what was queued meanwhile joins this batch instead of waiting for the lock again.
+    while batch.len() < MAX_BATCH {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
     // Another process (`tether credential mint`) may have appended to the chain since our last
     // batch; under the write lock we now hold, the database's head is the truth.
     let current = load_chain_head(conn)?;
