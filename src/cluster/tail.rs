@@ -143,10 +143,8 @@ fn catch_up(conn: &Conn, node_id: &str, state: &NodeState, sink: &dyn EffectSink
 
 /// The next [`BATCH`] events after `after`, up to `head`, whole.
 fn read_events(conn: &Conn, after: i64, head: i64) -> Result<Vec<crate::audit::AuditEvent>> {
-    let sql = format!(
-        "SELECT {} FROM audit_events WHERE seq > ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2",
-        rows::AUDIT_COLUMNS
-    );
+    let sql =
+        format!("SELECT {} FROM audit_events WHERE seq > ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2", rows::AUDIT_COLUMNS);
     conn.prepare_cached(&sql)
         .and_then(|mut st| {
             st.query_map(params![after, BATCH, head], rows::audit_event)?

@@ -246,12 +246,50 @@ fn one_batch(path: &Path, commands: Vec<Boxed>) -> (Vec<Result<i64>>, Vec<Effect
             Box::new(Pending { command: Some(command), result: None, answer }) as Job
         })
         .collect();
+    let (_queue, mut jobs) = mpsc::channel::<Job>(1);
     let effects =
-        commit_batch(&conn, &mut head, &mut batch, &Clock::default(), &Counters::default(), &NoViews).unwrap();
+        commit_batch(&conn, &mut head, &mut batch, &mut jobs, &Clock::default(), &Counters::default(), &NoViews)
+            .unwrap();
     for job in batch {
         job.complete(Ok(()), None);
     }
     (answers.into_iter().map(|mut a| a.try_recv().unwrap().0).collect(), effects)
+}
+
+#[test]
+fn commands_queued_while_begin_waited_join_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let conn = Conn::Sqlite(crate::store::open_connection(&path, false).unwrap());
+    let mut head = {
+        let mut c = Conn::Sqlite(crate::store::open_connection(&path, false).unwrap());
+        migrate::run(c.sqlite_mut().unwrap()).unwrap();
+        load_chain_head(&c).unwrap()
+    };
+    let job = |n: i64| {
+        let (answer, answered) = oneshot::channel();
+        let command = move |_: &mut Tx<'_>| -> Result<i64> { Ok(n) };
+        (Box::new(Pending { command: Some(command), result: None, answer }) as Job, answered)
+    };
+    let (first, mut first_answer) = job(1);
+    let mut batch = vec![first];
+    let (queue, mut jobs) = mpsc::channel::<Job>(8);
+    let mut queued_answers = Vec::new();
+    for n in 2..=3 {
+        let (queued, answered) = job(n);
+        queue.try_send(queued).unwrap_or_else(|_| panic!("queue a command"));
+        queued_answers.push(answered);
+    }
+
+    commit_batch(&conn, &mut head, &mut batch, &mut jobs, &Clock::default(), &Counters::default(), &NoViews).unwrap();
+
+    assert_eq!(batch.len(), 3, "the two queued commands ran in the batch that was open");
+    for job in batch {
+        job.complete(Ok(()), None);
+    }
+    assert_eq!(first_answer.try_recv().unwrap().0.unwrap(), 1);
+    let queued: Vec<i64> = queued_answers.into_iter().map(|mut a| a.try_recv().unwrap().0.unwrap()).collect();
+    assert_eq!(queued, vec![2, 3]);
 }
 
 /// The seqs of the events a batch's effects would publish, and the sessions it would revoke.
