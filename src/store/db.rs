@@ -203,7 +203,12 @@ impl Database {
     pub fn writer(&self) -> Result<Conn> {
         match self {
             Database::Sqlite(path) => open_connection(path, false).map(Conn::Sqlite),
-            Database::Postgres(target) => target.connect(),
+            Database::Postgres(target) => {
+                let conn = target.connect()?;
+                // This connection's batches set the committed head themselves (migration 0003).
+                conn.execute_batch("SET tether.keeps_head = on").map_err(db_error)?;
+                Ok(conn)
+            }
         }
     }
 

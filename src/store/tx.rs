@@ -206,12 +206,17 @@ impl<'c> Batch<'c> {
         Ok(Batch { conn, open: true })
     }
 
-    /// Commits. If the COMMIT fails, the transaction is rolled back before this returns.
-    pub(super) fn commit(mut self) -> Result<()> {
+    /// Commits, with the chain's head now at `head`. If the COMMIT fails, the transaction is
+    /// rolled back before this returns.
+    pub(super) fn commit(mut self, head: i64) -> Result<()> {
         if self.conn.dialect() == Dialect::Postgres {
-            // Delivered when (and only if) the transaction commits: wakes every node's tailer.
-            // One round trip for both.
-            self.conn.execute_batch("NOTIFY tether_audit; COMMIT").map_err(db_error)?;
+            // The committed head for the nodes' tailers and leases (migration 0003), and the
+            // notification, delivered when (and only if) the transaction commits, that wakes
+            // every node's tailer: one round trip for all three.
+            let commit = format!(
+                "UPDATE audit_chain_lock SET head = {head} WHERE id = 1 AND head < {head}; NOTIFY tether_audit; COMMIT"
+            );
+            self.conn.execute_batch(&commit).map_err(db_error)?;
         } else {
             self.conn.execute_batch("COMMIT").map_err(db_error)?;
         }

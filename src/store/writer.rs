@@ -383,7 +383,7 @@ fn commit_batch(
     add_time(&stats.running_nanos, started);
     let withdrawn = sink.withdraw(tx.effects());
     let committing = Instant::now();
-    let committed = transaction.commit();
+    let committed = transaction.commit(tx.head().seq);
     add_time(&stats.commit_nanos, committing);
     if let Err(e) = committed {
         sink.restore(withdrawn);

@@ -12,6 +12,7 @@ mod authorize;
 mod cascades;
 mod cluster;
 mod cluster_cli;
+mod cluster_head;
 mod cluster_tls;
 mod cluster_work;
 mod console;
