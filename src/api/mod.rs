@@ -52,7 +52,7 @@ pub struct Context {
     pub writer: Writer,
     pub readers: Arc<ReadPool>,
     /// The read replica's pool (`--read-database`), for [`Context::read_stale`] only.
-    pub replica: Option<Arc<ReadPool>>,
+    pub replica: Option<Arc<store::replica::Replica>>,
     pub views: Arc<Views>,
     pub authorizer: Authorizer,
     pub env: Arc<Env>,
@@ -124,17 +124,23 @@ impl Context {
         T: Send + 'static,
         F: Fn(&store::Conn) -> Result<T> + Clone + Send + 'static,
     {
-        let Some(replica) = &self.replica else { return self.readers.read(command).await };
-        match replica.read(command.clone()).await {
+        let Some(replica) = self.replica.as_ref().and_then(|r| r.usable().map(|pool| (r, pool))) else {
+            return self.readers.read(command).await;
+        };
+        match replica.1.read(command.clone()).await {
             Ok(answer) => Ok(answer),
-            Err(e) => {
-                // Not found is the replica being behind, which is expected; anything else is
-                // worth an operator's look (the primary carries the replica's load meanwhile).
-                if !matches!(e, Error::NotFound(_)) {
-                    tracing::warn!(error = %e, "the read replica failed a read; read on the primary");
+            // Not found is the replica being behind, which is expected: the primary has it.
+            Err(Error::NotFound(_)) => self.readers.read(command).await,
+            Err(e @ (Error::Unavailable(_) | Error::Internal(_))) => {
+                // Worth an operator's look: the primary carries the replica's load meanwhile.
+                tracing::warn!(error = %e, "the read replica failed a read; read on the primary");
+                if matches!(e, Error::Unavailable(_)) {
+                    replica.0.unreachable();
                 }
                 self.readers.read(command).await
             }
+            // The request's own fault (a bad cursor): the primary would say the same.
+            Err(e) => Err(e),
         }
     }
 }

@@ -2,6 +2,8 @@
 //! of the primary, for the reads whose staleness is harmless (docs/architecture.md, "Read replica").
 
 use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::db::{Database, ReadPool};
 use super::postgres::PgTarget;
@@ -32,11 +34,53 @@ pub fn open(url: &str, ca_file: Option<&Path>, size: usize) -> Result<ReadPool> 
     })
 }
 
+/// How long listings skip a replica a read found out of reach: a host that does not answer
+/// would otherwise cost each listing the connect timeout before it falls back to the primary.
+const REST_AFTER_UNREACHABLE: Duration = Duration::from_secs(5);
+
+/// The replica's pool, and when a read last found it out of reach.
+pub struct Replica {
+    pool: std::sync::Arc<ReadPool>,
+    resting_until: Mutex<Option<Instant>>,
+}
+
+impl Replica {
+    pub fn new(pool: ReadPool) -> Self {
+        Replica { pool: std::sync::Arc::new(pool), resting_until: Mutex::new(None) }
+    }
+
+    /// The pool, unless a read found the replica out of reach in the last
+    /// [`REST_AFTER_UNREACHABLE`].
+    pub fn usable(&self) -> Option<&std::sync::Arc<ReadPool>> {
+        let resting = self.resting_until.lock().unwrap_or_else(|p| p.into_inner());
+        match *resting {
+            Some(until) if Instant::now() < until => None,
+            _ => Some(&self.pool),
+        }
+    }
+
+    /// A read found the replica out of reach: the primary answers listings for a while.
+    pub fn unreachable(&self) {
+        *self.resting_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + REST_AFTER_UNREACHABLE);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    #[test]
+    fn listings_skip_a_replica_a_read_found_out_of_reach_for_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replica.db");
+        crate::store::open_connection(&path, false).unwrap();
+        let replica = Replica::new(ReadPool::open(&Database::Sqlite(path), 1).unwrap());
+        assert!(replica.usable().is_some(), "a replica is used until a read finds it out of reach");
+        replica.unreachable();
+        assert!(replica.usable().is_none(), "then the primary answers listings for {REST_AFTER_UNREACHABLE:?}");
+    }
 
     #[test]
     fn a_replica_needs_a_postgresql_primary() {
