@@ -160,7 +160,8 @@ impl App {
             Some(url) => {
                 let (ca, size) = (config.tls_ca_file.clone(), config.read_connections);
                 let open = move || {
-                    store::replica::open(&url, ca.as_deref(), size).map(|pool| Arc::new(store::replica::Replica::new(pool)))
+                    store::replica::open(&url, ca.as_deref(), size)
+                        .map(|pool| Arc::new(store::replica::Replica::new(pool)))
                 };
                 Some(tokio::task::spawn_blocking(open).await.map_err(|e| Error::internal(format!("replica: {e}")))??)
             }

@@ -117,6 +117,19 @@ impl std::fmt::Display for InternalError {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error and each error that caused it, `outer: inner: …`: a client library's own message
+/// often hides why ("error performing TLS handshake", "client error (Connect)").
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

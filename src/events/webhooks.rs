@@ -110,19 +110,6 @@ fn refused_literal(url: &str, allow_private: bool) -> Option<String> {
     (!allow_private && !is_public(ip)).then(|| format!("{ip} is not a public address"))
 }
 
-/// An error and its causes, `outer: inner: …`: the client's own message ("client error
-/// (Connect)") hides why, such as a host that resolves to no public address.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
-}
-
 /// Posts one signed delivery.
 async fn post(
     client: &HttpClient,
@@ -142,7 +129,9 @@ async fn post(
     };
     match tokio::time::timeout(timeout, client.request(request)).await {
         Err(_) => Attempt::Failed { status: None, error: "timed out".into() },
-        Ok(Err(e)) => Attempt::Failed { status: None, error: format!("connection: {}", with_causes(&e)) },
+        Ok(Err(e)) => {
+            Attempt::Failed { status: None, error: format!("connection: {}", crate::domain::error::with_causes(&e)) }
+        }
         Ok(Ok(response)) => {
             let status = response.status().as_u16();
             if response.status().is_success() {

@@ -49,20 +49,10 @@ impl PgTarget {
             .connect(self.tls.clone())
             // tokio-postgres's errors never echo the configuration, so the password stays out;
             // the causes say why (a refused connection, an unknown certificate).
-            .map_err(|e| Error::Unavailable(format!("cannot reach the database: {}", with_causes(&e))))
+            .map_err(|e| {
+                Error::Unavailable(format!("cannot reach the database: {}", crate::domain::error::with_causes(&e)))
+            })
     }
-}
-
-/// `error` and each error that caused it, outermost first.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
 }
 
 /// The PostgreSQL migrations, in order: (version, name, SQL).

@@ -38,6 +38,20 @@ pub(crate) fn fresh_database() -> Option<String> {
     Some(format!("{base}/{name}"))
 }
 
+/// `count` nodes on `database` sharing the keys in `dir`, each with the `extra` flags, started
+/// one after another, each once the one before listens (the first creates the schema, the keys
+/// and the admin credential).
+pub(crate) fn listening_nodes(dir: &Path, database: &str, count: usize, extra: &[&str]) -> Vec<Server> {
+    let flags: Vec<&str> = ["--database", database].into_iter().chain(extra.iter().copied()).collect();
+    (0..count)
+        .map(|_| {
+            let mut server = Server::start(dir, "127.0.0.1:0", &flags);
+            server.wait_listening(Duration::from_secs(60));
+            server
+        })
+        .collect()
+}
+
 /// Starts a node on `database` sharing the keys in `dir`, listening on `listen`; does not wait.
 fn start_node(dir: &Path, database: &str, listen: &str) -> Server {
     Server::start(dir, listen, &["--database", database])

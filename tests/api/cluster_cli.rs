@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::cluster::{fresh_database, one_cluster_at_a_time};
+use crate::cluster::{fresh_database, listening_nodes, one_cluster_at_a_time};
 use crate::instance::{admin_credential, http, Server};
 
 /// `tether ARGS --data-dir DIR`: (succeeded, stdout, stderr).
@@ -36,13 +36,7 @@ fn a_credential_minted_on_the_cluster_database_works_on_every_node_and_the_mint_
     let _turn = one_cluster_at_a_time();
     let Some(database) = fresh_database() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let start = || {
-        let mut server = Server::start(dir.path(), "127.0.0.1:0", &["--database", &database]);
-        server.wait_listening(Duration::from_secs(60));
-        server
-    };
-    let first = start();
-    let nodes = [first, start()];
+    let nodes = listening_nodes(dir.path(), &database, 2, &[]);
     assert_eq!(node_rows(&database), 2);
 
     // A node's data directory holds keys only: without --database there is nothing to write to.

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::cluster::{fresh_database, one_cluster_at_a_time};
-use crate::instance::{admin_credential, http, ok, Server};
+use crate::cluster::{fresh_database, listening_nodes, one_cluster_at_a_time};
+use crate::instance::{admin_credential, http, ok};
 
 /// Counts the deliveries of each `webhook-id` a receiver on loopback gets, answering 204 after
 /// a pause.
@@ -57,14 +57,7 @@ fn three_nodes_deliver_each_webhook_event_once() {
     let _turn = one_cluster_at_a_time();
     let Some(database) = fresh_database() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let start = || {
-        let mut server =
-            Server::start(dir.path(), "127.0.0.1:0", &["--database", &database, "--webhooks-allow-private"]);
-        server.wait_listening(Duration::from_secs(60));
-        server
-    };
-    let first = start();
-    let nodes = [first, start(), start()];
+    let nodes = listening_nodes(dir.path(), &database, 3, &["--webhooks-allow-private"]);
     let admin = admin_credential(dir.path());
     let (url, seen) = receiver();
     ok(nodes[0].address(), "POST", "/v1/webhooks", &admin, json!({"url": url, "events": ["platform.created"]}));
@@ -111,13 +104,7 @@ fn introspection_on_any_node_sees_a_session_made_on_another_and_its_revocation_b
     let _turn = one_cluster_at_a_time();
     let Some(database) = fresh_database() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let start = || {
-        let mut server = Server::start(dir.path(), "127.0.0.1:0", &["--database", &database]);
-        server.wait_listening(Duration::from_secs(60));
-        server
-    };
-    let first = start();
-    let nodes = [first, start(), start()];
+    let nodes = listening_nodes(dir.path(), &database, 3, &[]);
     let at: Vec<&str> = nodes.iter().map(|n| n.address()).collect();
     let admin = admin_credential(dir.path());
     let platform_id = ok(at[0], "POST", "/v1/platforms", &admin, json!({"name": "p"}))["id"].clone();
@@ -160,13 +147,7 @@ fn a_shared_signals_access_token_from_one_node_works_on_every_node_until_its_cre
     let _turn = one_cluster_at_a_time();
     let Some(database) = fresh_database() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let start = || {
-        let mut server = Server::start(dir.path(), "127.0.0.1:0", &["--database", &database]);
-        server.wait_listening(Duration::from_secs(60));
-        server
-    };
-    let first = start();
-    let nodes = [first, start(), start()];
+    let nodes = listening_nodes(dir.path(), &database, 3, &[]);
     let admin = admin_credential(dir.path());
     // Each node reports its standing; exactly one sends the outgoing work.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
