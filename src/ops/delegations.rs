@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use super::cascade::{noop_receipt, Cascade};
 use super::WithReason;
 use crate::audit::NewEvent;
-use crate::domain::access::{Capability, Owner, PlatformScope};
+use crate::domain::access::{Capability, Owner, PlatformScope, Unscoped};
 use crate::domain::*;
 use crate::store::sessions::{self, SessionsOf};
 use crate::store::Tx;
@@ -31,7 +31,7 @@ pub(super) struct Chain {
 
 pub(super) fn active_chain(tx: &Tx<'_>, user: UserId, agent: AgentId, integration: IntegrationId) -> Result<Chain> {
     let delegations::ChainRows { user, agent, integration, platform } =
-        delegations::chain_rows(tx.conn(), user, agent, integration)?;
+        delegations::chain_rows(tx.conn(), Unscoped::for_system().visibility(), user, agent, integration)?;
     if user.status != UserStatus::Active {
         return Err(Error::conflict(format!("user {} is disabled", user.id)));
     }

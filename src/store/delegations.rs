@@ -139,7 +139,18 @@ fn qualified(alias: &str, columns: &str) -> String {
 /// caller's visibility (the chain check must see what the caller cannot), plus the user's
 /// groups when the user is in any: each link a statement apart cost a round trip on PostgreSQL,
 /// inside the write batch's lock.
-pub fn chain_rows(conn: &Conn, user: UserId, agent: AgentId, integration: IntegrationId) -> Result<ChainRows> {
+///
+/// `unscoped` is the proof that the caller may read past visibility (`Unscoped::for_system`).
+pub fn chain_rows(
+    conn: &Conn,
+    unscoped: Visibility,
+    user: UserId,
+    agent: AgentId,
+    integration: IntegrationId,
+) -> Result<ChainRows> {
+    if !matches!(unscoped.reach(), Reach::All) {
+        return Err(Error::internal("the chain check must read past the caller's visibility"));
+    }
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "SELECT {}, {}, {}, {},
@@ -174,16 +185,29 @@ pub fn chain_rows(conn: &Conn, user: UserId, agent: AgentId, integration: Integr
         })
         .optional()
         .map_err(db_error)?;
-    let Some((mut chain, in_groups)) = read else {
-        // Which link is missing, as the reads one by one would have said.
-        let unscoped = crate::domain::access::Unscoped::for_system().visibility();
-        super::users::get_user(conn, unscoped, user)?;
-        super::platforms::get_agent(conn, unscoped, agent)?;
-        super::platforms::get_integration(conn, unscoped, integration)?;
-        return Err(Error::NotFound("platform"));
-    };
+    let Some((mut chain, in_groups)) = read else { return Err(missing_link(conn, user, agent, integration)) };
     if in_groups {
         super::groups::fill_membership(conn, &mut chain.user)?;
     }
     Ok(chain)
+}
+
+/// Which link of a chain that did not read is missing, as the reads one by one would have said.
+fn missing_link(conn: &Conn, user: UserId, agent: AgentId, integration: IntegrationId) -> Error {
+    let found = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1), EXISTS (SELECT 1 FROM agents WHERE id = ?2),
+                    EXISTS (SELECT 1 FROM integrations WHERE id = ?3)",
+            params![user.to_string(), agent.to_string(), integration.to_string()],
+            |r| Ok((r.get::<_, bool>(0)?, r.get::<_, bool>(1)?, r.get::<_, bool>(2)?)),
+        )
+        .map_err(db_error);
+    match found {
+        Err(e) => e,
+        Ok((false, _, _)) => Error::NotFound("user"),
+        Ok((_, false, _)) => Error::NotFound("agent"),
+        Ok((_, _, false)) => Error::NotFound("integration"),
+        // Every link is there but the agent's platform, which its foreign key forbids.
+        Ok(_) => Error::NotFound("platform"),
+    }
 }
