@@ -1,8 +1,9 @@
-//! Writes a PostgreSQL transaction holds back and sends together: audit rows, new sessions and
-//! their tokens, and session revocations, written by one statement (arrays through `unnest`, one
-//! data-modifying `WITH` part per kind) at the command's next statement or its end, instead of a
-//! round trip per row. Opening a session is then one round trip for its four rows, and a cascade
-//! one for all of its rows. SQLite writes them at once, as a statement there costs no round trip.
+//! Writes a PostgreSQL transaction holds back and sends together at the command's next statement
+//! or its end, instead of a round trip per row: the new rows (audit events, sessions and their
+//! tokens) by one statement (arrays through `unnest`, one data-modifying `WITH` part per kind),
+//! then the session revocations by another. Opening a session is one round trip for its four
+//! rows, a cascade two for all of its rows (per 10,000). SQLite writes them at once, as a
+//! statement there costs no round trip.
 //!
 //! Every statement the command issues through [`super::Tx::conn`] writes what is held first, so
 //! nothing it reads can miss a held row; a command that fails drops what it held with its
@@ -222,44 +223,33 @@ impl Deferred {
         self.revoked.by_seq.push(by_seq);
     }
 
-    /// Writes what is held and empties it: one statement for every `CHUNK` rows of a kind.
+    /// Writes what is held and empties it: one statement of every kind of new row for each
+    /// `CHUNK` rows of a kind, then the revocations. The parts of one statement see none of each
+    /// other's rows, so a session inserted and revoked while held is revoked by a later one.
     pub fn write(&mut self, conn: &Conn) -> Result<()> {
         if self.is_empty() {
             return Ok(());
         }
         let Some(pg) = conn.postgres() else { return Err(Error::internal("deferred writes on SQLite")) };
         let taken = std::mem::take(self);
-        // The parts of one statement see none of each other's rows: a session opened and revoked
-        // while held is revoked by a statement after the one that inserts it.
-        let revoke_apart = !taken.sessions.id.is_empty() && !taken.revoked.id.is_empty();
-        let rows = taken.rows(!revoke_apart);
-        for start in (0..rows).step_by(CHUNK) {
-            let chunk = start..start + CHUNK;
-            taken.write_chunk(pg, &chunk, !revoke_apart)?;
+        let inserted = [
+            taken.audit.seq.len(),
+            taken.sessions.id.len(),
+            taken.access_tokens.revocation_id.len(),
+            taken.refresh_tokens.hash.len(),
+        ];
+        for start in (0..inserted.into_iter().max().unwrap_or(0)).step_by(CHUNK) {
+            taken.insert_chunk(pg, &(start..start + CHUNK))?;
         }
-        if revoke_apart {
-            let only_revoked = Deferred { revoked: taken.revoked, ..Deferred::default() };
-            for start in (0..only_revoked.revoked.id.len()).step_by(CHUNK) {
-                only_revoked.write_chunk(pg, &(start..start + CHUNK), true)?;
-            }
+        for start in (0..taken.revoked.id.len()).step_by(CHUNK) {
+            taken.revoke_chunk(pg, start..(start + CHUNK).min(taken.revoked.id.len()))?;
         }
         Ok(())
     }
 
-    /// The most rows any kind holds (revocations counted only with `revocations`).
-    fn rows(&self, revocations: bool) -> usize {
-        let mut most = self.audit.seq.len();
-        most = most.max(self.sessions.id.len());
-        most = most.max(self.access_tokens.revocation_id.len());
-        most = most.max(self.refresh_tokens.hash.len());
-        if revocations {
-            most = most.max(self.revoked.id.len());
-        }
-        most
-    }
-
-    /// Writes the rows of each kind in `chunk` (clipped to what the kind holds) in one statement.
-    fn write_chunk(&self, pg: &PgConn, chunk: &std::ops::Range<usize>, revocations: bool) -> Result<()> {
+    /// Inserts the new rows of each kind in `chunk` (clipped to what the kind holds) with one
+    /// statement.
+    fn insert_chunk(&self, pg: &PgConn, chunk: &std::ops::Range<usize>) -> Result<()> {
         let clip = |len: usize| chunk.start.min(len)..chunk.end.min(len);
         let mut parts: Vec<Part<'_>> = Vec::new();
         let a = &self.audit;
@@ -390,54 +380,52 @@ impl Deferred {
                 columns: vec![column(&t.hash, &r), column(&t.session_id, &r), column(&t.created_at, &r)],
             });
         }
-        let v = &self.revoked;
-        let r = if revocations { clip(v.id.len()) } else { 0..0 };
-        let revoking = r.len();
-        if revoking > 0 {
-            parts.push(Part {
-                name: "revoked",
-                sql: |n| {
-                    format!(
-                        "UPDATE sessions SET status = 'revoked', revoked_at = ${n}, revoked_reason = r.reason,
-                                             revoked_by_seq = r.by_seq
-                         FROM unnest(${}::text[], ${}::text[], ${}::bigint[]) AS r(id, reason, by_seq)
-                         WHERE sessions.id = r.id RETURNING 1",
-                        n + 1,
-                        n + 2,
-                        n + 3
-                    )
-                },
-                columns: vec![Box::new(v.at), column(&v.id, &r), column(&v.reason, &r), column(&v.by_seq, &r)],
-            });
-        }
-        if parts.is_empty() {
-            return Ok(());
-        }
-        let (sql, params) = statement(&parts, revoking > 0);
+        let Some((sql, params)) = statement(&parts) else { return Ok(()) };
         let statement = pg.prepare(&sql).map_err(db_error)?;
-        let changed: i64 = pg.client().query_one(&statement, &params).map_err(db_error)?.get(0);
-        if changed != revoking as i64 {
+        pg.client().execute(&statement, &params).map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Marks the sessions in `rows` revoked, checking that each was found.
+    fn revoke_chunk(&self, pg: &PgConn, rows: std::ops::Range<usize>) -> Result<()> {
+        let v = &self.revoked;
+        let statement = pg
+            .prepare(
+                "UPDATE sessions SET status = 'revoked', revoked_at = $1, revoked_reason = r.reason,
+                                     revoked_by_seq = r.by_seq
+                 FROM unnest($2::text[], $3::text[], $4::bigint[]) AS r(id, reason, by_seq)
+                 WHERE sessions.id = r.id",
+            )
+            .map_err(db_error)?;
+        let changed = pg
+            .client()
+            .execute(&statement, &[&v.at, &&v.id[rows.clone()], &&v.reason[rows.clone()], &&v.by_seq[rows.clone()]])
+            .map_err(db_error)?;
+        if changed != rows.len() as u64 {
             return Err(Error::internal(format!(
-                "{} of {revoking} sessions marked revoked were not found",
-                revoking as i64 - changed.min(revoking as i64)
+                "{} of {} sessions marked revoked were not found",
+                rows.len() as u64 - changed.min(rows.len() as u64),
+                rows.len()
             )));
         }
         Ok(())
     }
 }
 
-/// One statement of `parts`: each a `WITH` entry (PostgreSQL runs every data-modifying one,
-/// read or not), answering how many sessions the `revoked` part changed.
-fn statement<'p>(parts: &'p [Part<'_>], revoking: bool) -> (String, Vec<&'p (dyn ToSql + Sync)>) {
-    let mut sql = String::from("WITH ");
+/// One statement of `parts`: all but the last as `WITH` entries (PostgreSQL runs every
+/// data-modifying one, read or not), the last as the statement itself.
+/// `None` without parts.
+fn statement<'p>(parts: &'p [Part<'_>]) -> Option<(String, Vec<&'p (dyn ToSql + Sync)>)> {
+    let mut sql = String::new();
     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
+    let (last, with) = parts.split_last()?;
+    for (i, part) in with.iter().enumerate() {
+        sql.push_str(if i == 0 { "WITH " } else { ", " });
         sql.push_str(&format!("{} AS ({})", part.name, (part.sql)(params.len() + 1)));
         params.extend(part.columns.iter().map(|c| c.as_ref() as &(dyn ToSql + Sync)));
     }
-    sql.push_str(if revoking { " SELECT count(*) FROM revoked" } else { " SELECT 0::bigint" });
-    (sql, params)
+    sql.push(' ');
+    sql.push_str(&(last.sql)(params.len() + 1));
+    params.extend(last.columns.iter().map(|c| c.as_ref() as &(dyn ToSql + Sync)));
+    Some((sql, params))
 }
