@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use tether::domain::{Error, PublicUrl, Role, RoleKind};
 use tether::instance_lock::{InstanceLock, LockError};
@@ -100,13 +100,8 @@ enum Command {
     ConsoleLink {
         #[arg(long, default_value = "./tether-data")]
         data_dir: PathBuf,
-        /// The PostgreSQL database of a cluster (`postgres://…`) instead of the data directory's;
-        /// the data directory then names the keys the nodes share.
-        #[arg(long, env = "TETHER_DATABASE_URL", value_name = "URL", hide_env_values = true)]
-        database: Option<String>,
-        /// PEM certificates trusted for TLS to the database besides the Mozilla roots.
-        #[arg(long, env = "TETHER_TLS_CA_FILE")]
-        tls_ca_file: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterDatabase,
         /// `admin` or `auditor`.
         #[arg(long)]
         role: String,
@@ -116,6 +111,18 @@ enum Command {
     },
     /// Walk through the whole story on a throw-away data directory.
     Demo,
+}
+
+/// Where a one-shot command finds a cluster's database (by default, the data directory's SQLite).
+#[derive(Args)]
+struct ClusterDatabase {
+    /// The PostgreSQL database of a cluster (`postgres://…`) instead of the data directory's;
+    /// the data directory then names the keys the nodes share.
+    #[arg(long, env = "TETHER_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    database: Option<String>,
+    /// PEM certificates trusted for TLS to the database besides the Mozilla roots.
+    #[arg(long, env = "TETHER_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -164,13 +171,8 @@ enum CredentialCommand {
     Mint {
         #[arg(long, default_value = "./tether-data")]
         data_dir: PathBuf,
-        /// The PostgreSQL database of a cluster (`postgres://…`) instead of the data directory's;
-        /// the data directory then names the keys the nodes share.
-        #[arg(long, env = "TETHER_DATABASE_URL", value_name = "URL", hide_env_values = true)]
-        database: Option<String>,
-        /// PEM certificates trusted for TLS to the database besides the Mozilla roots.
-        #[arg(long, env = "TETHER_TLS_CA_FILE")]
-        tls_ca_file: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterDatabase,
         #[arg(long)]
         role: String,
         #[arg(long)]
@@ -300,7 +302,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Credential {
-            command: CredentialCommand::Mint { data_dir, database, tls_ca_file, role, platform_id, user_id, label },
+            command: CredentialCommand::Mint { data_dir, cluster, role, platform_id, user_id, label },
         } => {
             let role = RoleKind::parse(&role).ok_or_else(|| {
                 Error::invalid("--role must be admin, platform, user, auditor, verifier, provisioner or receiver")
@@ -327,7 +329,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                         .map_err(|e| Error::invalid(format!("--platform-id: {e}")))?,
                 ),
             };
-            let app = one_shot_app(data_dir, database, tls_ca_file).await?;
+            let app = one_shot_app(data_dir, cluster).await?;
             let env = app.services.env.clone();
             let created = app
                 .services
@@ -340,13 +342,13 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             println!("{}", created.secret);
             Ok(ExitCode::SUCCESS)
         }
-        Command::ConsoleLink { data_dir, database, tls_ca_file, role, public_url } => {
+        Command::ConsoleLink { data_dir, cluster, role, public_url } => {
             let role = match role.as_str() {
                 "admin" => tether::store::console::ConsoleRole::Admin,
                 "auditor" => tether::store::console::ConsoleRole::Auditor,
                 _ => return Err(Error::invalid("--role must be `admin` or `auditor`")),
             };
-            let app = one_shot_app(data_dir, database, tls_ca_file).await?;
+            let app = one_shot_app(data_dir, cluster).await?;
             let minted = app
                 .services
                 .writer
@@ -384,7 +386,8 @@ fn existing_instance(data_dir: &std::path::Path) -> Result<(), Error> {
 /// Opens the instance a one-shot command writes to: the data directory's SQLite database, or
 /// the cluster's PostgreSQL database with the data directory's keys. It does not join the
 /// cluster: it holds no lease, so no revoker waits for it.
-async fn one_shot_app(data_dir: PathBuf, database: Option<String>, tls_ca_file: Option<PathBuf>) -> Result<App, Error> {
+async fn one_shot_app(data_dir: PathBuf, cluster: ClusterDatabase) -> Result<App, Error> {
+    let ClusterDatabase { database, tls_ca_file } = cluster;
     match &database {
         None if !tether::store::database_path(&data_dir).exists() => {
             existing_instance(&data_dir)?;

@@ -118,16 +118,16 @@ impl Context {
     /// of which is in docs/architecture.md, "Read replica"): on the replica when one is
     /// configured, else on the primary's pool. Whatever the replica fails (out of reach, a query
     /// cancelled by replay, an object it has not replayed yet) is read again on the primary, so
-    /// a replica can make an answer older, never an error.
+    /// a replica can make an answer older, never an error; a request's own fault is answered.
     pub async fn read_stale<T, F>(&self, command: F) -> Result<T>
     where
         T: Send + 'static,
         F: Fn(&store::Conn) -> Result<T> + Clone + Send + 'static,
     {
-        let Some(replica) = self.replica.as_ref().and_then(|r| r.usable().map(|pool| (r, pool))) else {
+        let Some((replica, pool)) = self.replica.as_ref().and_then(|r| Some((r, r.usable()?))) else {
             return self.readers.read(command).await;
         };
-        match replica.1.read(command.clone()).await {
+        match pool.read(command.clone()).await {
             Ok(answer) => Ok(answer),
             // Not found is the replica being behind, which is expected: the primary has it.
             Err(Error::NotFound(_)) => self.readers.read(command).await,
@@ -135,7 +135,7 @@ impl Context {
                 // Worth an operator's look: the primary carries the replica's load meanwhile.
                 tracing::warn!(error = %e, "the read replica failed a read; read on the primary");
                 if matches!(e, Error::Unavailable(_)) {
-                    replica.0.unreachable();
+                    replica.unreachable();
                 }
                 self.readers.read(command).await
             }
