@@ -105,7 +105,9 @@ impl Context {
         };
         let env = self.env.clone();
         self.writer
-            .execute_as(caller.caller(), move |tx| ops::sessions::create_session(tx, &env, &caller, req, preminted))
+            .execute_appending_as(caller.caller(), move |tx| {
+                ops::sessions::create_session(tx, &env, &caller, req, preminted)
+            })
             .await
     }
 

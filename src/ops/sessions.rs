@@ -84,7 +84,7 @@ pub fn create_session(
     };
     let vis = caller.visibility();
     let now = tx.now();
-    let delegation = delegations::get_delegation(tx.conn(), vis, req.delegation_id)?;
+    let delegation = tx.delegation(vis, req.delegation_id)?;
     if delegation.status != DelegationStatus::Active {
         return Err(Error::conflict(format!("delegation {} is revoked", delegation.id)));
     }

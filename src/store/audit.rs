@@ -90,7 +90,7 @@ impl<'c> Tx<'c> {
                 details_id,
             });
         } else {
-            self.conn
+            self.write_conn()
                 .prepare_cached(
                     "INSERT INTO audit_events (seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id,
                                            cause_seq, reason, details, prev_hash, hash, details_id)
@@ -131,7 +131,7 @@ impl<'c> Tx<'c> {
     /// find them (there is no index on `cause_seq`, migration 0010).
     pub(super) fn record_causes(&mut self) -> Result<()> {
         for (cause, last) in std::mem::take(&mut self.last_caused) {
-            self.conn
+            self.write_conn()
                 .prepare_cached(self.conn.dialect().pick(
                     "INSERT INTO audit_causes (cause_seq, last_seq) VALUES (?1, ?2)
                      ON CONFLICT (cause_seq) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
@@ -151,7 +151,7 @@ impl<'c> Tx<'c> {
             return Ok(*id);
         }
         let id = self
-            .conn
+            .write_conn()
             .prepare_cached("INSERT INTO audit_details (text) VALUES (?1) RETURNING id")
             .and_then(|mut st| st.query_row([text], |r| r.get(0)))
             .map_err(db_error)?;

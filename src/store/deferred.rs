@@ -91,6 +91,40 @@ struct RevokedRows {
     by_seq: Vec<i64>,
 }
 
+/// Row counts of what a [`Deferred`] held at a point: where a command's own rows begin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mark([usize; 5]);
+
+/// `len`, `truncate` and `split_off` over every column of a columnar row set.
+macro_rules! columns {
+    ($rows:ident: $first:ident $(, $column:ident)*) => {
+        impl $rows {
+            fn len(&self) -> usize {
+                self.$first.len()
+            }
+
+            fn truncate(&mut self, len: usize) {
+                self.$first.truncate(len);
+                $(self.$column.truncate(len);)*
+            }
+
+            // `..Default::default()` fills what is not a column (the revocations' time).
+            #[allow(clippy::needless_update)]
+            fn split_off(&mut self, at: usize) -> Self {
+                Self { $first: self.$first.split_off(at), $($column: self.$column.split_off(at),)* ..Default::default() }
+            }
+        }
+    };
+}
+
+columns!(AuditRows: seq, id, at, actor_kind, actor_id, action, subject_kind, subject_id, cause_seq, reason, details,
+    prev_hash, hash, details_id);
+columns!(SessionRows: id, delegation_id, user_id, agent_id, integration_id, platform_id, parent_id, depth, created_seq,
+    scopes, created_at, expires_at, ip, user_agent, device);
+columns!(AccessTokenRows: revocation_id, session_id, kid, issued_at, expires_at);
+columns!(RefreshTokenRows: hash, session_id, created_at);
+columns!(RevokedRows: id, reason, by_seq);
+
 /// One audit row, as `Tx::audit` writes it.
 pub struct AuditRow<'a> {
     pub seq: i64,
@@ -158,8 +192,39 @@ impl Deferred {
             && self.revoked.id.is_empty()
     }
 
-    pub fn clear(&mut self) {
-        *self = Deferred::default();
+    /// Where the rows held now end.
+    pub fn mark(&self) -> Mark {
+        Mark([
+            self.audit.len(),
+            self.sessions.len(),
+            self.access_tokens.len(),
+            self.refresh_tokens.len(),
+            self.revoked.len(),
+        ])
+    }
+
+    /// Drops the rows held since `mark` (a failed command's).
+    pub fn truncate(&mut self, mark: Mark) {
+        let [audit, sessions, access, refresh, revoked] = mark.0;
+        self.audit.truncate(audit);
+        self.sessions.truncate(sessions);
+        self.access_tokens.truncate(access);
+        self.refresh_tokens.truncate(refresh);
+        self.revoked.truncate(revoked);
+    }
+
+    /// Takes out the rows held since `mark`, leaving those before it.
+    pub fn split_off(&mut self, mark: Mark) -> Deferred {
+        let [audit, sessions, access, refresh, revoked] = mark.0;
+        let mut later = Deferred {
+            audit: self.audit.split_off(audit),
+            sessions: self.sessions.split_off(sessions),
+            access_tokens: self.access_tokens.split_off(access),
+            refresh_tokens: self.refresh_tokens.split_off(refresh),
+            revoked: self.revoked.split_off(revoked),
+        };
+        later.revoked.at = self.revoked.at;
+        later
     }
 
     pub fn audit(&mut self, row: AuditRow<'_>) {

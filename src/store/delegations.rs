@@ -123,6 +123,7 @@ pub fn ever_delegated(conn: &Conn, of: DelegationsOf) -> Result<bool> {
 }
 
 /// What a delegation or session stands on, read in one statement.
+#[derive(Clone)]
 pub struct ChainRows {
     pub user: User,
     pub agent: Agent,

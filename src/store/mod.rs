@@ -22,6 +22,7 @@ pub mod feed;
 pub mod groups;
 pub mod keys;
 pub mod matching;
+mod memo;
 pub mod migrate;
 pub mod platforms;
 pub mod postgres;

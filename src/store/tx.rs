@@ -4,6 +4,8 @@
 //!
 //! This is the only module that writes transaction control statements.
 
+use std::cell::Cell;
+
 use super::conn::{Conn, Dialect};
 
 use super::db::db_error;
@@ -64,12 +66,32 @@ pub struct Tx<'c> {
     /// PostgreSQL: audit rows and session revocations held back and written together at the
     /// command's next statement ([`super::deferred`]).
     pub(super) deferred: std::cell::RefCell<super::deferred::Deferred>,
-    /// A failed write of the held rows, reported when the command ends ([`Tx::conn`] cannot
-    /// return it; the transaction fails its next statement anyway).
+    /// A failed write of the held rows, or of a savepoint, reported when the command ends
+    /// ([`Tx::conn`] cannot return it; the transaction fails its next statement anyway).
     deferred_failed: std::cell::RefCell<Option<crate::domain::Error>>,
+    /// Where the running command's held rows begin: those before are earlier commands'.
+    command_rows: Cell<super::deferred::Mark>,
+    /// The running command's savepoint.
+    savepoint: Cell<Savepoint>,
     /// A kept command's savepoint not yet released: released by the same round trip that opens
-    /// the next command's ([`CommandScope::begin`]), or by COMMIT. Batch state, not a command's.
-    savepoint_to_release: bool,
+    /// the next one ([`Tx::open_savepoint`]), or by COMMIT. Batch state, not a command's.
+    savepoint_to_release: Cell<bool>,
+    /// PostgreSQL: reads the batch's commands share while every command so far only appended
+    /// ([`super::memo`]); `None` once any other command has run.
+    pub(super) memo: std::cell::RefCell<Option<super::memo::Memo>>,
+}
+
+/// A command's savepoint. On PostgreSQL it is opened at the command's first statement, not at
+/// its start: a command that only holds rows back ([`super::deferred`]) and reads what the batch
+/// remembered ([`super::memo`]) sends nothing and needs none, and its rows are written with the
+/// rest of the batch's. On SQLite, where a statement costs no round trip, it opens at the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Savepoint {
+    /// Alone in its batch (its failure rolls the transaction back), or between commands.
+    None,
+    /// To be opened before the command's first statement.
+    Wanted,
+    Open,
 }
 
 /// A live webhook as the outbox matches events against it.
@@ -92,16 +114,67 @@ impl<'c> Tx<'c> {
             last_caused: Default::default(),
             deferred: Default::default(),
             deferred_failed: Default::default(),
-            savepoint_to_release: false,
+            command_rows: Default::default(),
+            savepoint: Cell::new(Savepoint::None),
+            savepoint_to_release: Cell::new(false),
+            memo: std::cell::RefCell::new((conn.dialect() == Dialect::Postgres).then(Default::default)),
             head,
         }
     }
 
-    /// The connection, for a statement of the command: the rows held back are written first,
-    /// so the statement sees them.
+    /// The connection, for a statement of the command: its savepoint is opened and the rows
+    /// held back are written first, so the statement sees them.
     pub fn conn(&self) -> &Conn {
+        self.open_savepoint();
         self.write_deferred_or_remember();
         self.conn
+    }
+
+    /// The connection for a write the store makes for the command and that must not write the
+    /// rows held back first (an outbox row per event of a cascade): the savepoint is opened.
+    pub(super) fn write_conn(&self) -> &Conn {
+        self.open_savepoint();
+        self.conn
+    }
+
+    /// The connection for a read of tables no row is held back for (credentials, delegations,
+    /// users, agents, integrations, platforms, webhooks): neither a savepoint nor a write.
+    pub(super) fn read_conn(&self) -> &Conn {
+        self.conn
+    }
+
+    /// Opens the command's savepoint if it wants one and has none yet. The rows earlier commands
+    /// of the batch hold are theirs: they are written first, outside it, so that undoing this
+    /// command cannot undo them.
+    fn open_savepoint(&self) {
+        if self.savepoint.get() != Savepoint::Wanted {
+            return;
+        }
+        self.savepoint.set(Savepoint::Open);
+        let opened = (|| {
+            let mut deferred = self.deferred.borrow_mut();
+            let own = deferred.split_off(self.command_rows.get());
+            let written = deferred.write(self.conn);
+            *deferred = own;
+            self.command_rows.set(Default::default());
+            written?;
+            let sql = match self.savepoint_to_release.replace(false) {
+                true => "RELEASE SAVEPOINT command; SAVEPOINT command",
+                false => "SAVEPOINT command",
+            };
+            self.conn.execute_batch(sql).map_err(db_error)
+        })();
+        if let Err(e) = opened {
+            self.deferred_failed.borrow_mut().get_or_insert(e);
+        }
+    }
+
+    /// The first failure of a write made for the command since the last call.
+    pub(super) fn take_failure(&self) -> Result<()> {
+        match self.deferred_failed.borrow_mut().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn write_deferred_or_remember(&self) {
@@ -114,13 +187,11 @@ impl<'c> Tx<'c> {
         }
     }
 
-    /// Writes the rows held back; the first failure of any earlier write is the error.
+    /// Writes every row the batch still holds (before COMMIT); the first failure of any earlier
+    /// write is the error.
     pub(super) fn write_deferred(&self) -> Result<()> {
         self.write_deferred_or_remember();
-        match self.deferred_failed.borrow_mut().take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.take_failure()
     }
 
     /// The time of this batch: every change in it is stamped with the same instant.
@@ -163,9 +234,12 @@ impl<'c> Tx<'c> {
             last_caused,
             deferred,
             deferred_failed,
+            command_rows,
+            savepoint: _,
             savepoint_to_release: _,
+            memo: _,
         } = self;
-        deferred.get_mut().clear();
+        deferred.get_mut().truncate(command_rows.get());
         *deferred_failed.get_mut() = None;
         *head = mark.head;
         effects.truncate(mark.effects);
@@ -251,20 +325,23 @@ pub(super) struct CommandScope<'t, 'c> {
     tx: &'t mut Tx<'c>,
     /// Present until the command is kept or undone.
     mark: Option<Mark>,
-    savepoint: bool,
 }
 
 impl<'t, 'c> CommandScope<'t, 'c> {
-    pub(super) fn begin(tx: &'t mut Tx<'c>, savepoint: bool) -> Result<Self> {
-        if savepoint {
-            let sql = match std::mem::take(&mut tx.savepoint_to_release) {
-                true => "RELEASE SAVEPOINT command; SAVEPOINT command",
-                false => "SAVEPOINT command",
-            };
-            tx.conn.execute_batch(sql).map_err(db_error)?;
+    /// `appending`: the command only adds rows and changes nothing another command's reads
+    /// depend on (opening a session), so the reads the batch remembered stay true for it.
+    pub(super) fn begin(tx: &'t mut Tx<'c>, savepoint: bool, appending: bool) -> Result<Self> {
+        if !appending {
+            *tx.memo.get_mut() = None;
+        }
+        tx.command_rows.set(tx.deferred.get_mut().mark());
+        tx.savepoint.set(if savepoint { Savepoint::Wanted } else { Savepoint::None });
+        if savepoint && tx.conn.dialect() == Dialect::Sqlite {
+            tx.open_savepoint();
+            tx.take_failure()?;
         }
         let mark = Mark { head: tx.head.clone(), effects: tx.effects.len(), outbox_written: tx.outbox_written };
-        Ok(CommandScope { tx, mark: Some(mark), savepoint })
+        Ok(CommandScope { tx, mark: Some(mark) })
     }
 
     /// The transaction, for the command to run on.
@@ -272,13 +349,17 @@ impl<'t, 'c> CommandScope<'t, 'c> {
         self.tx
     }
 
-    /// Keeps what the command did: writes what it held and records its causes' ranges; its
-    /// savepoint is released with the next command's opening or by COMMIT, which saves a round
-    /// trip per command on PostgreSQL. If a write fails, the command is undone as it drops.
+    /// Keeps what the command did: records its causes' ranges; the rows it held stay held for
+    /// the batch's next statement or its end. Its savepoint, if it opened one, is released with
+    /// the next one's opening or by COMMIT, which saves a round trip per command on PostgreSQL.
+    /// If a write made for it failed, the command is undone as it drops.
     pub(super) fn keep(mut self) -> Result<()> {
-        self.tx.write_deferred()?;
+        self.tx.take_failure()?;
         self.tx.record_causes()?;
-        self.tx.savepoint_to_release = self.savepoint;
+        self.tx.take_failure()?;
+        if self.tx.savepoint.replace(Savepoint::None) == Savepoint::Open {
+            self.tx.savepoint_to_release.set(true);
+        }
         self.mark = None;
         Ok(())
     }
@@ -290,8 +371,9 @@ impl<'t, 'c> CommandScope<'t, 'c> {
 
     fn rewind(&mut self) -> Result<()> {
         let Some(mark) = self.mark.take() else { return Ok(()) };
+        let opened = self.tx.savepoint.replace(Savepoint::None) == Savepoint::Open;
         self.tx.rewind(mark);
-        if self.savepoint {
+        if opened {
             self.tx.conn.execute_batch("ROLLBACK TO SAVEPOINT command; RELEASE SAVEPOINT command").map_err(db_error)?;
         }
         Ok(())

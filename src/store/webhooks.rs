@@ -265,9 +265,9 @@ impl<'c> Tx<'c> {
         outcome
     }
 
-    fn live_subscribers(&self) -> Result<Vec<Subscriber>> {
+    pub(super) fn live_subscribers(&self) -> Result<Vec<Subscriber>> {
         let mut st = self
-            .conn
+            .read_conn()
             // A webhook owned by a credential (admin, auditor, verifier) stops once that
             // credential has expired or its API key is retired. Revoking a credential deletes its
             // webhooks; the liveness test also covers those revoked before that rule existed.
@@ -294,7 +294,7 @@ impl<'c> Tx<'c> {
     pub(super) fn enqueue_webhooks(&mut self, record: &AuditEvent) -> Result<()> {
         let subscribers = match &self.subscribers {
             Some(held) => held.clone(),
-            None => std::sync::Arc::new(self.live_subscribers()?),
+            None => self.remembered_subscribers()?,
         };
         for hook in subscribers.iter() {
             if !hook.wanted.is_empty() && !hook.wanted.contains(&record.action) {
@@ -303,7 +303,7 @@ impl<'c> Tx<'c> {
             if !crate::audit::visible_to(&hook.owner, record) {
                 continue;
             }
-            self.conn
+            self.write_conn()
                 .prepare_cached(
                     "INSERT INTO webhook_deliveries (webhook_id, event_seq, event_id, status, next_attempt_at)
                      VALUES (?1, ?2, ?3, 'pending', ?4)",

@@ -32,12 +32,15 @@ const MAX_BATCH: usize = 512;
 trait Command: Send {
     /// Runs the command; false means it failed and its savepoint must be rolled back.
     fn run(&mut self, tx: &mut Tx<'_>) -> bool;
+    /// Whether the command only appends (see [`Writer::execute_appending_as`]).
+    fn appending(&self) -> bool;
     /// Answers the caller once the batch's fate is known.
     fn complete(self: Box<Self>, committed: Result<()>, revoked_at: Option<i64>);
 }
 
 struct Pending<T, F> {
     command: Option<F>,
+    appending: bool,
     result: Option<Result<T>>,
     answer: oneshot::Sender<(Result<T>, Option<i64>)>,
 }
@@ -56,6 +59,10 @@ where
         let ok = result.is_ok();
         self.result = Some(result);
         ok
+    }
+
+    fn appending(&self) -> bool {
+        self.appending
     }
 
     fn complete(self: Box<Self>, committed: Result<()>, revoked_at: Option<i64>) {
@@ -193,9 +200,28 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
+        self.queue_as(caller, false, command).await
+    }
+
+    /// [`Writer::execute_as`] for a command that only appends: it adds rows and changes nothing
+    /// that any command's reads depend on (opening a session). On PostgreSQL, consecutive such
+    /// commands in a batch share their reads and write their rows together ([`super::memo`]).
+    pub async fn execute_appending_as<T, F>(&self, caller: &Caller, command: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
+    {
+        self.queue_as(caller, true, command).await
+    }
+
+    async fn queue_as<T, F>(&self, caller: &Caller, appending: bool, command: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
+    {
         let credential = caller.credential;
-        self.execute(move |tx| {
-            if !super::credentials::credential_is_live(tx.conn(), credential, tx.now())? {
+        self.queue(appending, move |tx| {
+            if !tx.credential_is_live(credential)? {
                 return Err(Error::Unauthenticated("credential has been revoked or has expired".into()));
             }
             command(tx)
@@ -221,8 +247,16 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
+        self.queue(false, command).await
+    }
+
+    async fn queue<T, F>(&self, appending: bool, command: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
+    {
         let (answer, answered) = oneshot::channel::<(Result<T>, Option<i64>)>();
-        let job: Job = Box::new(Pending { command: Some(command), result: None, answer });
+        let job: Job = Box::new(Pending { command: Some(command), appending, result: None, answer });
         self.queue.send(job).await.map_err(|_| Error::Unavailable("the writer has stopped".into()))?;
         let (result, revoked_at) =
             answered.await.map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?;
@@ -368,7 +402,7 @@ fn commit_batch(
     // is rolled back.
     let alone = batch.len() == 1;
     for job in batch.iter_mut() {
-        let mut command = CommandScope::begin(&mut tx, !alone)?;
+        let mut command = CommandScope::begin(&mut tx, !alone, job.appending())?;
         if job.run(command.tx()) {
             command.keep()?;
         } else if alone {
@@ -380,6 +414,10 @@ fn commit_batch(
             command.undo()?;
         }
     }
+    // What the batch's commands still hold (PostgreSQL): a failure here fails the whole batch,
+    // as a failed COMMIT would. The rows were checked by the commands that made them, so this
+    // fails only when the database does.
+    tx.write_deferred()?;
     add_time(&stats.running_nanos, started);
     let withdrawn = sink.withdraw(tx.effects());
     let committing = Instant::now();
@@ -394,5 +432,7 @@ fn commit_batch(
     Ok(effects)
 }
 
+#[cfg(test)]
+mod pg_tests;
 #[cfg(test)]
 mod tests;

@@ -243,7 +243,7 @@ fn one_batch(path: &Path, commands: Vec<Boxed>) -> (Vec<Result<i64>>, Vec<Effect
         .map(|command| {
             let (answer, answered) = oneshot::channel();
             answers.push(answered);
-            Box::new(Pending { command: Some(command), result: None, answer }) as Job
+            Box::new(Pending { command: Some(command), appending: false, result: None, answer }) as Job
         })
         .collect();
     let (_queue, mut jobs) = mpsc::channel::<Job>(1);
@@ -269,7 +269,7 @@ fn commands_queued_while_begin_waited_join_the_batch() {
     let job = |n: i64| {
         let (answer, answered) = oneshot::channel();
         let command = move |_: &mut Tx<'_>| -> Result<i64> { Ok(n) };
-        (Box::new(Pending { command: Some(command), result: None, answer }) as Job, answered)
+        (Box::new(Pending { command: Some(command), appending: false, result: None, answer }) as Job, answered)
     };
     let (first, mut first_answer) = job(1);
     let mut batch = vec![first];

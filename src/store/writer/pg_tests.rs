@@ -1,0 +1,170 @@
+//! The writer's batches on PostgreSQL, where commands hold their rows back and open their
+//! savepoints at their first statement: a failed command takes back only its own rows, and the
+//! reads appending commands share end at the first command of another kind. They run against
+//! the server at `TETHER_TEST_DATABASE_URL` (tests/pg/start.sh; `.ci/run` always starts one),
+//! each on a database of its own, and say so and pass where none is configured.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::audit::NewEvent;
+use crate::domain::{Actor, CredentialId, Subject};
+use crate::store::db::db_error;
+use crate::store::postgres::PgTarget;
+
+struct NoViews;
+impl EffectSink for NoViews {
+    fn apply(&self, _: &[Effect]) {}
+}
+
+/// A fresh migrated database on the test server, or `None` (and a note) without one.
+fn fresh_database(test: &str) -> Option<Conn> {
+    let Ok(admin_url) = std::env::var("TETHER_TEST_DATABASE_URL") else {
+        eprintln!("{test}: TETHER_TEST_DATABASE_URL is not set; not run here (.ci/run sets it)");
+        return None;
+    };
+    let name = format!("writer_{}", uuid::Uuid::now_v7().simple());
+    let admin = PgTarget::new(&admin_url, None).unwrap().connect().unwrap();
+    admin.execute_batch(&format!("CREATE DATABASE {name}")).unwrap();
+    let url = match admin_url.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("no database name in {admin_url}"),
+    };
+    let conn = Database::Postgres(PgTarget::new(&url, None).unwrap()).writer().unwrap();
+    crate::store::postgres::migrate(&conn).unwrap();
+    Some(conn)
+}
+
+type Boxed = Box<dyn FnOnce(&mut Tx<'_>) -> Result<i64> + Send>;
+
+/// Runs `commands` (each with whether it only appends) as one batch through `commit_batch`.
+fn one_batch(conn: &Conn, commands: Vec<(bool, Boxed)>) -> Vec<Result<i64>> {
+    let mut head = load_chain_head(conn).unwrap();
+    let mut answers = Vec::new();
+    let mut batch: Vec<Job> = commands
+        .into_iter()
+        .map(|(appending, command)| {
+            let (answer, answered) = oneshot::channel();
+            answers.push(answered);
+            Box::new(Pending { command: Some(command), appending, result: None, answer }) as Job
+        })
+        .collect();
+    let (_queue, mut jobs) = mpsc::channel::<Job>(1);
+    commit_batch(conn, &mut head, &mut batch, &mut jobs, &Clock::default(), &Counters::default(), &NoViews).unwrap();
+    for job in batch {
+        job.complete(Ok(()), None);
+    }
+    answers.into_iter().map(|mut a| a.try_recv().unwrap().0).collect()
+}
+
+fn audited(tx: &mut Tx<'_>, what: &str) -> Result<i64> {
+    tx.audit(NewEvent::new(Actor::system(), "test.event", Subject::new("test", what))).map(|e| e.seq)
+}
+
+fn subjects(conn: &Conn) -> Vec<String> {
+    let mut st = conn.prepare("SELECT subject_id FROM audit_events ORDER BY seq").unwrap();
+    st.query_map(rusqlite::params![], |r| r.get(0)).unwrap().collect::<std::result::Result<_, _>>().unwrap()
+}
+
+#[test]
+fn a_command_that_fails_after_its_first_statement_takes_back_only_its_own_rows() {
+    let Some(conn) = fresh_database("a_command_that_fails_after_its_first_statement") else { return };
+    let answers = one_batch(
+        &conn,
+        vec![
+            (false, Box::new(|tx| audited(tx, "kept before"))),
+            (
+                false,
+                Box::new(|tx| {
+                    audited(tx, "held, then undone")?;
+                    // Its first statement: the rows the command before it held are written
+                    // outside this command's savepoint, its own inside.
+                    tx.conn().execute_batch("SELECT 1").map_err(db_error)?;
+                    audited(tx, "held after the statement, undone")?;
+                    Err(Error::conflict("changed its mind"))
+                }),
+            ),
+            (false, Box::new(|tx| audited(tx, "kept after"))),
+        ],
+    );
+    assert!(matches!(answers[1], Err(Error::Conflict(_))), "{answers:?}");
+    assert_eq!((answers[0].as_ref().ok(), answers[2].as_ref().ok()), (Some(&1), Some(&2)), "no gap in the chain");
+    assert_eq!(subjects(&conn), ["kept before", "kept after"]);
+    assert!(crate::store::audit::verify_audit(&conn).unwrap().ok);
+}
+
+#[test]
+fn a_command_that_fails_before_any_statement_drops_only_its_own_held_rows() {
+    let Some(conn) = fresh_database("a_command_that_fails_before_any_statement") else { return };
+    let answers = one_batch(
+        &conn,
+        vec![
+            (true, Box::new(|tx| audited(tx, "one"))),
+            (
+                true,
+                Box::new(|tx| {
+                    audited(tx, "dropped")?;
+                    Err(Error::conflict("no"))
+                }),
+            ),
+            (true, Box::new(|tx| audited(tx, "two"))),
+        ],
+    );
+    assert_eq!((answers[0].as_ref().ok(), answers[2].as_ref().ok()), (Some(&1), Some(&2)), "{answers:?}");
+    assert_eq!(subjects(&conn), ["one", "two"]);
+    assert!(crate::store::audit::verify_audit(&conn).unwrap().ok);
+}
+
+/// Records a live credential with `id`, as a command of some other kind would (a mint).
+fn credential_appears(tx: &mut Tx<'_>, id: CredentialId) -> Result<i64> {
+    let credential = crate::domain::Credential {
+        id,
+        role: crate::domain::RoleKind::Admin,
+        label: None,
+        platform_id: None,
+        user_id: None,
+        created_at: tx.now(),
+        expires_at: None,
+        revoked_at: None,
+    };
+    crate::store::credentials::insert_credential(tx, &credential, 1)?;
+    audited(tx, "credential")
+}
+
+fn live(tx: &mut Tx<'_>, id: CredentialId) -> Result<i64> {
+    tx.credential_is_live(id).map(i64::from)
+}
+
+#[test]
+fn appending_commands_share_reads_until_a_command_of_another_kind_runs() {
+    let Some(conn) = fresh_database("appending_commands_share_reads") else { return };
+    let id = CredentialId::generate();
+    // Between two appending commands, a change made behind the batch's back (only possible in a
+    // test: the batch holds the chain lock) is not seen: the second read is the memo's.
+    let answers = one_batch(
+        &conn,
+        vec![
+            (true, Box::new(move |tx| live(tx, id))),
+            (
+                true,
+                Box::new(move |tx| {
+                    let answer = credential_appears(tx, id);
+                    answer.and_then(|_| live(tx, id))
+                }),
+            ),
+        ],
+    );
+    assert_eq!(answers.iter().map(|a| *a.as_ref().unwrap()).collect::<Vec<_>>(), [0, 0], "the memo answered");
+    // A command of another kind ends the memo: the appending command after it reads again.
+    let other = CredentialId::generate();
+    let answers = one_batch(
+        &conn,
+        vec![
+            (true, Box::new(move |tx| live(tx, other))),
+            (false, Box::new(move |tx| credential_appears(tx, other))),
+            (true, Box::new(move |tx| live(tx, other))),
+        ],
+    );
+    assert_eq!(answers[0].as_ref().ok(), Some(&0), "{answers:?}");
+    assert_eq!(answers[2].as_ref().ok(), Some(&1), "read again after a command of another kind: {answers:?}");
+}
