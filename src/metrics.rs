@@ -59,7 +59,7 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE tether_verified_tokens_cached gauge");
         let _ = writeln!(out, "tether_verified_tokens_cached {}", gauges.cached_tokens);
         let writer = gauges.writer;
-        let counters: [(&str, &str, String); 5] = [
+        let counters: [(&str, &str, String); 6] = [
             (
                 "tether_writer_batches_total",
                 "Write batches run to their end (one transaction each).",
@@ -80,6 +80,11 @@ impl Metrics {
                 "tether_writer_commit_seconds_total",
                 "Time the writer spent in COMMIT (WAL write and fsync).",
                 writer.committing.as_secs_f64().to_string(),
+            ),
+            (
+                "tether_writer_locked_seconds_total",
+                "Time the writer held the write lock (on PostgreSQL the chain lock all nodes share), BEGIN's return to the end of COMMIT.",
+                writer.locked.as_secs_f64().to_string(),
             ),
         ];
         for (name, help, value) in counters {

@@ -129,6 +129,7 @@ struct Counters {
     commands: AtomicU64,
     running_nanos: AtomicU64,
     commit_nanos: AtomicU64,
+    locked_nanos: AtomicU64,
 }
 
 /// What the writer has done since it started, for `/metrics` and the benches: where a write's
@@ -146,6 +147,10 @@ pub struct WriterStats {
     pub running: Duration,
     /// Time spent in COMMIT.
     pub committing: Duration,
+    /// Time the write lock was held: from BEGIN's return (SQLite's write lock, or the chain lock
+    /// all nodes share on PostgreSQL) to the end of COMMIT or ROLLBACK. On several nodes, what
+    /// bounds the cluster's writes: one batch holds it at a time.
+    pub locked: Duration,
 }
 
 fn add_time(counter: &AtomicU64, since: Instant) {
@@ -237,6 +242,7 @@ impl Writer {
             commands: load(&self.stats.commands),
             running: Duration::from_nanos(load(&self.stats.running_nanos)),
             committing: Duration::from_nanos(load(&self.stats.commit_nanos)),
+            locked: Duration::from_nanos(load(&self.stats.locked_nanos)),
         }
     }
 
@@ -383,6 +389,25 @@ fn commit_batch(
 ) -> Result<Vec<Effect>> {
     let started = Instant::now();
     let transaction = Batch::begin(conn)?;
+    let locked = Instant::now();
+    let outcome = run_batch(conn, transaction, head, batch, jobs, clock, stats, sink, started);
+    add_time(&stats.locked_nanos, locked);
+    outcome
+}
+
+/// [`commit_batch`] once BEGIN has taken the write lock.
+#[allow(clippy::too_many_arguments)]
+fn run_batch(
+    conn: &Conn,
+    transaction: Batch<'_>,
+    head: &mut ChainHead,
+    batch: &mut Vec<Job>,
+    jobs: &mut mpsc::Receiver<Job>,
+    clock: &Clock,
+    stats: &Counters,
+    sink: &dyn EffectSink,
+    started: Instant,
+) -> Result<Vec<Effect>> {
     // On PostgreSQL, BEGIN waited for the cluster's chain lock while other nodes committed:
     // what was queued meanwhile joins this batch instead of waiting for the lock again.
     while batch.len() < MAX_BATCH {

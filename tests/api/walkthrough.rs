@@ -267,12 +267,15 @@ async fn metrics_count_the_writers_commands_and_where_its_time_went() {
     assert!((1.0..=commands).contains(&batches), "{batches} batches for {commands} commands");
     assert!(before("tether_writer_commit_seconds_total") > 0.0);
     assert!(before("tether_writer_running_seconds_total") > 0.0);
+    // The lock is held from BEGIN's return to the end of COMMIT: at least COMMIT's time.
+    assert!(before("tether_writer_locked_seconds_total") >= before("tether_writer_commit_seconds_total"));
     assert_eq!(before("tether_writer_failed_batches_total"), 0.0);
 
     app.session(&world.platform, &world.delegation, &["mail:read"]).await;
     let after = metric(&app).await;
     assert!(after("tether_writer_commands_total") > commands, "opening a session is a write");
     assert!(after("tether_writer_commit_seconds_total") >= before("tether_writer_commit_seconds_total"));
+    assert!(after("tether_writer_locked_seconds_total") > before("tether_writer_locked_seconds_total"));
 }
 
 #[tokio::test]
