@@ -719,6 +719,11 @@ fn creation(sqlite: &Node, lone: &Setup, at: &[String], pids: &[u32], setup: &Se
 // ---------------------------------------------------------------------------------------------
 // 3. Cascades
 
+/// Bytes of WAL and full-page images the server has written (`pg_stat_wal`, PostgreSQL 14+).
+fn wal_written(pg: &mut postgres::Client) -> (i64, i64) {
+    pg.query_one("SELECT wal_bytes::bigint, wal_fpi FROM pg_stat_wal", &[]).map(|r| (r.get(0), r.get(1))).unwrap_or((0, 0))
+}
+
 fn cascades(bin: &Path, admin_url: &str, sizes: &[usize]) {
     let count = env_usize("TETHER_BENCH_CASCADE_NODES", 3).max(1);
     println!("\n== cascade: disable a user with N active sessions, {count} node(s)");
@@ -768,6 +773,7 @@ fn cascades(bin: &Path, admin_url: &str, sizes: &[usize]) {
         stats.reset();
         let watch = Watch::start(&database, template_of(&mut pg, user), stats.loaded);
         let (cpu, leases) = (Cpu::now(&pids), LeaseWatch::start(&database));
+        let wal_before = wal_written(&mut pg);
         let start = Instant::now();
         let status = c.request("POST", &format!("/v1/users/{user}/disable"), &admin, r#"{"reason":"bench"}"#);
         // The answer: 200 with the receipt, or 503 when the other nodes took longer than the
@@ -787,6 +793,12 @@ fn cascades(bin: &Path, admin_url: &str, sizes: &[usize]) {
         if !(200..300).contains(&status) {
             println!("  answer: {}", String::from_utf8_lossy(&c.body[..c.body.len().min(400)]));
         }
+        let wal_after = wal_written(&mut pg);
+        println!(
+            "  WAL written by the server meanwhile: {:.1} MiB, {} full-page images",
+            (wal_after.0 - wal_before.0) as f64 / (1 << 20) as f64,
+            wal_after.1 - wal_before.1
+        );
         let at_commit = watch.report(start);
         println!("  {}\n  {}", Cpu::now(&pids).since(&cpu), leases.report());
         match at_commit {
