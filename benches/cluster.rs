@@ -721,7 +721,9 @@ fn creation(sqlite: &Node, lone: &Setup, at: &[String], pids: &[u32], setup: &Se
 
 /// Bytes of WAL and full-page images the server has written (`pg_stat_wal`, PostgreSQL 14+).
 fn wal_written(pg: &mut postgres::Client) -> (i64, i64) {
-    pg.query_one("SELECT wal_bytes::bigint, wal_fpi FROM pg_stat_wal", &[]).map(|r| (r.get(0), r.get(1))).unwrap_or((0, 0))
+    pg.query_one("SELECT wal_bytes::bigint, wal_fpi FROM pg_stat_wal", &[])
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap_or((0, 0))
 }
 
 fn cascades(bin: &Path, admin_url: &str, sizes: &[usize]) {

@@ -24,18 +24,15 @@ pub(super) fn start(
 }
 
 fn run(target: &PgTarget, node_id: &str, address: &str, state: &NodeState) {
-    let mut client: Option<postgres::Client> = None;
+    let mut renewer: Option<Renewer> = None;
     let mut failing = false;
     while !state.is_stopping() {
         let sent = Instant::now();
-        let renewed = match client.as_mut() {
-            Some(c) => renew(c, node_id, address, state.applied()).map_err(|e| e.to_string()),
-            None => match target.client() {
-                Ok(c) => {
-                    let c = client.insert(c);
-                    renew(c, node_id, address, state.applied()).map_err(|e| e.to_string())
-                }
-                Err(e) => Err(e.to_string()),
+        let renewed = match renewer.as_mut() {
+            Some(r) => r.renew(node_id, address, state.applied()).map_err(|e| e.to_string()),
+            None => match Renewer::connect(target) {
+                Ok(r) => renewer.insert(r).renew(node_id, address, state.applied()).map_err(|e| e.to_string()),
+                Err(e) => Err(e),
             },
         };
         match renewed {
@@ -51,57 +48,41 @@ fn run(target: &PgTarget, node_id: &str, address: &str, state: &NodeState) {
                     tracing::warn!(node = node_id, error = %e, "lease renewal failed; allows stop when the lease runs out");
                     failing = true;
                 }
-                client = None;
+                renewer = None;
             }
         }
         std::thread::sleep(RENEW_EVERY.saturating_sub(sent.elapsed()).max(Duration::from_millis(10)));
     }
     // Leaving: revokers need not wait out this node's lease.
-    let left = client
-        .map_or_else(|| target.client().map_err(|e| e.to_string()), Ok)
+    let left = renewer
+        .map_or_else(|| target.client().map_err(|e| e.to_string()), |r| Ok(r.client))
         .and_then(|mut c| c.execute("DELETE FROM tether_nodes WHERE id = $1", &[&node_id]).map_err(|e| e.to_string()));
     if let Err(e) = left {
         tracing::warn!(node = node_id, error = %e, "could not remove this node's lease row; it runs out by itself");
     }
 }
 
-/// One renewal, as docs/architecture.md argues it: the node's row locked first, then the head
-/// read in a statement of its own (so it sees every commit before the lock was granted), then
-/// the lease written with the database's clock. Returns the head.
-fn renew(
-    client: &mut postgres::Client,
-    node_id: &str,
-    address: &str,
-    applied: i64,
-) -> std::result::Result<i64, postgres::Error> {
-    let mut tx = client.transaction()?;
-    tx.execute(
-        "INSERT INTO tether_nodes (id, address, lease_until) VALUES ($1, $2, clock_timestamp())
-         ON CONFLICT (id) DO NOTHING",
-        &[&node_id, &address],
-    )?;
-    tx.query("SELECT id FROM tether_nodes WHERE id = $1 FOR UPDATE", &[&node_id])?;
-    // The committed head (migration 0003): the same value as the committed `max(seq)`, without
-    // walking the entries a transaction in progress is adding.
-    let head: i64 = tx.query_one("SELECT head FROM audit_chain_lock WHERE id = 1", &[])?.get(0);
-    // The new lease joins the node's live ones (those not yet run out), all by the database's clock.
-    tx.execute(
-        "WITH lease AS (SELECT clock_timestamp() + $2::float8 * interval '1 second' AS until),
-              live AS (SELECT coalesce(array_agg(x.h ORDER BY x.u), '{}') AS heads,
-                              coalesce(array_agg(x.u ORDER BY x.u), '{}') AS untils
-                       FROM tether_nodes n, unnest(n.lease_heads, n.lease_untils) AS x(h, u)
-                       WHERE n.id = $1 AND x.u > clock_timestamp())
-         UPDATE tether_nodes
-         SET lease_until = lease.until, renewed_head = $3, applied_seq = greatest(applied_seq, $4),
-             lease_heads = live.heads || $3::bigint, lease_untils = live.untils || lease.until
-         FROM lease, live
-         WHERE id = $1",
-        &[&node_id, &LEASE.as_secs_f64(), &head, &applied],
-    )?;
-    tx.execute(
-        "DELETE FROM tether_nodes WHERE lease_until < clock_timestamp() - $1::float8 * interval '1 second'",
-        &[&FORGET_AFTER_SECONDS],
-    )?;
-    tx.commit()?;
-    Ok(head)
+/// The lease thread's connection and its renewal, prepared once.
+struct Renewer {
+    client: postgres::Client,
+    renewal: postgres::Statement,
+}
+
+impl Renewer {
+    fn connect(target: &PgTarget) -> std::result::Result<Renewer, String> {
+        let mut client = target.client().map_err(|e| e.to_string())?;
+        let renewal = client.prepare("SELECT tether_renew_lease($1, $2, $3, $4, $5)").map_err(|e| e.to_string())?;
+        Ok(Renewer { client, renewal })
+    }
+
+    /// One renewal, as docs/architecture.md argues it: the node's row locked first, then the
+    /// head read in a statement of its own (so it sees every commit before the lock was
+    /// granted), then the lease written with the database's clock. One round trip: migration
+    /// 0004's function runs those statements in that order. Returns the head.
+    fn renew(&mut self, node_id: &str, address: &str, applied: i64) -> std::result::Result<i64, postgres::Error> {
+        let lease = LEASE.as_secs_f64();
+        let row =
+            self.client.query_one(&self.renewal, &[&node_id, &address, &lease, &applied, &FORGET_AFTER_SECONDS])?;
+        Ok(row.get(0))
+    }
 }

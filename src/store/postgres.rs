@@ -64,6 +64,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0002_leases_and_revocation_updates.sql"),
     ),
     (3, "committed_head", include_str!("../../migrations/postgres/0003_committed_head.sql")),
+    (4, "lease_renewal", include_str!("../../migrations/postgres/0004_lease_renewal.sql")),
 ];
 
 /// Key of the advisory lock nodes take around migrations and first-start bootstrap, so nodes
