@@ -55,7 +55,7 @@ class Echo:
                 if self.command != "HEAD":
                     self.wfile.write(body)
 
-            do_GET = do_POST = do_HEAD = do_DELETE = _answer  # noqa: N815
+            do_GET = do_POST = do_HEAD = do_DELETE = do_TRACE = _answer  # noqa: N815
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -126,6 +126,9 @@ def test_a_chunked_request_body_and_head_and_a_stream(proxied):
 
     client.request("GET", "/after-the-stream")  # the connection is still good
     assert json.loads(client.getresponse().read())["path"] == "/after-the-stream"
+
+    client.request("TRACE", "/any-method")  # which methods are allowed is the node's to say
+    assert json.loads(client.getresponse().read())["method"] == "TRACE"
     client.close()
 
 
