@@ -1,5 +1,7 @@
 """The console in a real browser: Debian's headless Chromium driven by Playwright against a real
-`tether serve` on loopback (issue 19, "Tested in a real browser").
+`tether serve` on loopback (issue 19, "Tested in a real browser"), then against three nodes on
+one PostgreSQL database behind a proxy that sends each request to the next node (conftest.py):
+the sign-in, the cookie, the form posts and their receipts must work whichever node answers.
 
 A person opens a platform's sign-in link, sees their agents, revokes a session and disconnects
 an agent, and reads the receipt; /v1/authorize then denies those tokens; a last session is
@@ -8,8 +10,9 @@ refused; a name holding `<script>` renders as text; a form posted from another s
 An auditor opens the revocation and sees its tree with zero survivors; an admin signs in with a
 link from `tether console-link`. No page logs an error or a CSP violation.
 
-Screenshots go to tests/browser/artifacts/ (ignored by git); with UPDATE_DOCS_SCREENSHOTS=1 the
-two the README shows are also written to docs/.
+Screenshots go to tests/browser/artifacts/ (ignored by git; the cluster's with the prefix
+`three-nodes-`); with UPDATE_DOCS_SCREENSHOTS=1 the two the README shows are also written to
+docs/, from the one-node run.
 """
 
 from __future__ import annotations
@@ -48,15 +51,15 @@ def watch(page: Page, problems: list[str]) -> None:
     page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
 
 
-def shoot(page: Page, name: str) -> pathlib.Path:
+def screenshot(page: Page, name: str, prefix: str) -> pathlib.Path:
     ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
+    path = ARTIFACTS / f"{prefix}{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
 
 
 def to_docs(shot: pathlib.Path, name: str) -> None:
-    if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
+    if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1" and not shot.name.startswith("three-nodes-"):
         shutil.copyfile(shot, REPO / "docs" / name)
 
 
@@ -130,6 +133,10 @@ class Attacker:
 
 def test_the_console_in_chromium(tether):
     base, admin = tether.base, tether.admin
+
+    def shoot(page: Page, name: str) -> pathlib.Path:
+        return screenshot(page, name, tether.artifact_prefix)
+
     verifier = api(base, "POST", "/v1/credentials", admin, {"role": "verifier"})["credential"]
     world = scene(base, admin)
     link = api(base, "POST", "/v1/console-links", world["platform"], {"user_id": world["user"]})["url"]
@@ -240,8 +247,7 @@ def test_the_console_in_chromium(tether):
 
             # An admin signs in with a link printed by the CLI.
             cli = subprocess.run(
-                [str(TETHER_BIN), "console-link", "--role", "admin", "--data-dir", str(tether.data_dir),
-                 "--public-url", base],
+                [str(TETHER_BIN), "console-link", "--role", "admin", *tether.cli_args, "--public-url", base],
                 capture_output=True, text=True, timeout=60, check=True,
             )
             admin_page = browser.new_context().new_page()

@@ -11,11 +11,22 @@ the address from its `tether listening on http://ADDR` line and the admin creden
    run with (credential revocation, key rotation and retirement) run last, each pass with a
    fresh admin credential.
 
-Exits non-zero on any failure. Usage: `python tests/contract/run.py [--max-examples N]`, with
-the tools installed from tests/contract/requirements.txt in the same Python environment.
+With `--cluster`, the same against three nodes on one PostgreSQL database instead: a fresh
+database on the server at TETHER_TEST_DATABASE_URL (`source tests/pg/start.sh`), three
+`tether serve --database URL` sharing one data dir (the interop harness's `Cluster`,
+tests/interop/conftest.py), and in front of them a proxy that sends each request to the next
+node (tests/interop/round_robin.py), so schemathesis's reads after its writes, and its checks
+that a created resource can be read and a deleted one cannot, cross nodes all the time.
+
+Exits non-zero on any failure. Usage:
+`python tests/contract/run.py [--max-examples N] [--cluster]`, with the tools installed from
+tests/contract/requirements.txt (and, for `--cluster`, tests/interop/requirements.txt, for the
+harness's pytest) in the same Python environment.
 """
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -132,67 +143,107 @@ def schemathesis(base, credential, max_examples, extra, report, config=None):
     return status
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--max-examples", type=int, default=20)
-    parser.add_argument("--only", choices=["platform", "admin", "credentials", "keys"], action="append")
-    args = parser.parse_args()
-    passes = args.only or ["platform", "admin", "credentials", "keys"]
+def interop_harness():
+    """tests/interop/conftest.py, loaded by its path (as tests/browser/conftest.py loads it)."""
+    spec = importlib.util.spec_from_file_location("interop_harness", ROOT / "tests" / "interop" / "conftest.py")
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    return harness
 
-    data_dir = Path(tempfile.mkdtemp(prefix="tether-contract-"))
-    reports = Path(tempfile.mkdtemp(prefix="tether-contract-reports-"))
-    server, base = start_server(data_dir / "data")
-    failed = []
+
+@contextlib.contextmanager
+def single_node(work):
+    """One `tether serve` on SQLite in WORK/data: (base URL, admin credential, `--data-dir` args)."""
+    data_dir = work / "data"
+    server, base = start_server(data_dir)
     try:
-        admin = (data_dir / "data" / "admin.credential").read_text().strip()
-        platform = request(base, "POST", "/v1/platforms", admin, {"name": "contract"})
-        platform_credential = request(
-            base, "POST", "/v1/credentials", admin, {"role": "platform", "platform_id": platform["id"]}
-        )["credential"]
-
-        document = data_dir / "openapi.json"
-        with urllib.request.urlopen(f"{base}/openapi.json", timeout=30) as answer:
-            document.write_bytes(answer.read())
-        print("+ openapi-spec-validator openapi.json", flush=True)
-        if subprocess.run([str(BIN_DIR / "openapi-spec-validator"), str(document)]).returncode != 0:
-            failed.append("openapi-spec-validator")
-
-        binary = ROOT / "target" / "debug" / "tether"
-
-        def fresh_admin():
-            minted = subprocess.run(
-                [str(binary), "credential", "mint", "--role", "admin", "--data-dir", str(data_dir / "data")],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            return minted.stdout.strip().splitlines()[-1]
-
-        # One regex per option: schemathesis keeps only the last of a repeated option.
-        everyday = f"^({EXCLUDED_PATH_REGEX}|{KEYS_PATH_REGEX}|{CREDENTIAL_REVOKE_REGEX})$"
-        runs = {
-            "platform": (lambda: platform_credential, ["--exclude-path-regex", everyday], HERE / "platform.toml"),
-            "admin": (lambda: admin, ["--exclude-path-regex", everyday], HERE / "admin.toml"),
-            "credentials": (fresh_admin, ["--include-path-regex", f"^{CREDENTIAL_REVOKE_REGEX}$"], None),
-            "keys": (fresh_admin, ["--include-path-regex", f"^{KEYS_PATH_REGEX}$"], None),
-        }
-        for name in [p for p in runs if p in passes]:
-            credential, extra, config = runs[name]
-            report = reports / f"{name}.ndjson"
-            if schemathesis(base, credential(), args.max_examples, extra, report, config) != 0:
-                failed.append(f"schemathesis ({name})")
+        yield base, (data_dir / "admin.credential").read_text().strip(), ["--data-dir", str(data_dir)]
     finally:
         server.terminate()
         try:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def three_nodes(work, reports):
+    """Three nodes on a fresh PostgreSQL database behind the round-robin proxy: (the proxy's URL,
+    the admin credential, the `--database --data-dir` args of the CLI). Each node's stderr is
+    copied to the reports directory."""
+    harness = interop_harness()
+    with harness.cluster_behind_proxy(work / "data") as (cluster, proxy):
+        print(f"+ three nodes ({', '.join(n.base for n in cluster.nodes)}) behind {proxy.url}", flush=True)
+        try:
+            yield proxy.url, cluster.admin, ["--database", cluster.database, "--data-dir", str(cluster.data_dir)]
+        finally:
+            spread = ", ".join(f"{n.name} {proxy.counts.get(n.base, 0)}" for n in cluster.nodes)
+            print(f"+ requests per node: {spread}", flush=True)
+            for node in cluster.nodes:
+                shutil.copyfile(node.stderr_path, reports / node.stderr_path.name)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--max-examples", type=int, default=20)
+    parser.add_argument("--only", choices=["platform", "admin", "credentials", "keys"], action="append")
+    parser.add_argument("--cluster", action="store_true",
+                        help="three PostgreSQL nodes behind a per-request round-robin proxy")
+    args = parser.parse_args()
+    passes = args.only or ["platform", "admin", "credentials", "keys"]
+    if args.cluster and not os.environ.get("TETHER_TEST_DATABASE_URL"):
+        sys.exit("--cluster needs a PostgreSQL server: source tests/pg/start.sh (TETHER_TEST_DATABASE_URL)")
+
+    work = Path(tempfile.mkdtemp(prefix="tether-contract-"))
+    reports = Path(tempfile.mkdtemp(prefix="tether-contract-reports-"))
+    deployment = three_nodes(work, reports) if args.cluster else single_node(work)
+    failed = []
+    try:
+        with deployment as (base, admin, cli_args):
+            platform = request(base, "POST", "/v1/platforms", admin, {"name": "contract"})
+            platform_credential = request(
+                base, "POST", "/v1/credentials", admin, {"role": "platform", "platform_id": platform["id"]}
+            )["credential"]
+
+            document = work / "openapi.json"
+            with urllib.request.urlopen(f"{base}/openapi.json", timeout=30) as answer:
+                document.write_bytes(answer.read())
+            print("+ openapi-spec-validator openapi.json", flush=True)
+            if subprocess.run([str(BIN_DIR / "openapi-spec-validator"), str(document)]).returncode != 0:
+                failed.append("openapi-spec-validator")
+
+            binary = ROOT / "target" / "debug" / "tether"
+
+            def fresh_admin():
+                minted = subprocess.run(
+                    [str(binary), "credential", "mint", "--role", "admin", *cli_args],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                return minted.stdout.strip().splitlines()[-1]
+
+            # One regex per option: schemathesis keeps only the last of a repeated option.
+            everyday = f"^({EXCLUDED_PATH_REGEX}|{KEYS_PATH_REGEX}|{CREDENTIAL_REVOKE_REGEX})$"
+            runs = {
+                "platform": (lambda: platform_credential, ["--exclude-path-regex", everyday], HERE / "platform.toml"),
+                "admin": (lambda: admin, ["--exclude-path-regex", everyday], HERE / "admin.toml"),
+                "credentials": (fresh_admin, ["--include-path-regex", f"^{CREDENTIAL_REVOKE_REGEX}$"], None),
+                "keys": (fresh_admin, ["--include-path-regex", f"^{KEYS_PATH_REGEX}$"], None),
+            }
+            for name in [p for p in runs if p in passes]:
+                credential, extra, config = runs[name]
+                report = reports / f"{name}.ndjson"
+                if schemathesis(base, credential(), args.max_examples, extra, report, config) != 0:
+                    failed.append(f"schemathesis ({name})")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    where = "three nodes" if args.cluster else "one node"
     if failed:
-        print(f"contract: FAILED: {', '.join(failed)} (reports in {reports})", file=sys.stderr)
+        print(f"contract ({where}): FAILED: {', '.join(failed)} (reports in {reports})", file=sys.stderr)
         return 1
     shutil.rmtree(reports, ignore_errors=True)
-    print("contract: ok")
+    print(f"contract ({where}): ok")
     return 0
 
 

@@ -1,25 +1,35 @@
 """The interop tests' harness: a real `tether serve` on a temporary data dir and port 0, and a
 plain JSON client of its API (standard library only, so it proves nothing about tether itself).
-For the multi-node tests, three nodes on a fresh PostgreSQL database (`cluster`).
+For the multi-node tests, three nodes on a fresh PostgreSQL database (`cluster`); for the
+contract and browser suites' second run, the same behind a per-request round-robin proxy
+(`cluster_behind_proxy`, round_robin.py).
 
 TETHER_BIN overrides the binary (default: target/debug/tether).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import queue
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Iterator
 
 import pytest
+
+# The proxy beside this file, also when another suite loads this harness by its path.
+if str(pathlib.Path(__file__).resolve().parent) not in sys.path:
+    sys.path.append(str(pathlib.Path(__file__).resolve().parent))
+from round_robin import RoundRobinProxy  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 POLICY_DIR = REPO / "policies"
@@ -170,12 +180,13 @@ class Cluster:
     (docs/architecture.md, "Running several nodes"). A starts first and creates the schema, the
     keys and the first admin credential; B and C then start together. Ready once every node's
     /healthz says `standing: current`: it holds a lease and has applied the log up to it, so it
-    may answer allow (before that, an active answer is 503)."""
+    may answer allow (before that, an active answer is 503). `extra_args` go to every node."""
 
-    def __init__(self, data_dir: pathlib.Path, database: str, names: tuple[str, ...] = ("A", "B", "C")):
-        self.database = database
+    def __init__(self, data_dir: pathlib.Path, database: str, names: tuple[str, ...] = ("A", "B", "C"),
+                 extra_args: tuple[str, ...] = ()):
+        self.database, self.data_dir = database, data_dir
         self.nodes: list[Tether] = []
-        args = ("--database", database)
+        args = ("--database", database, *extra_args)
         try:
             self.nodes.append(Tether(data_dir, args, name=f"node-{names[0]}"))
             others = [Tether(data_dir, args, name=f"node-{name}", wait=False) for name in names[1:]]
@@ -209,10 +220,10 @@ class Cluster:
             node.stop()
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    """Three nodes on a database of their own, created on the server at TETHER_TEST_DATABASE_URL
-    and dropped afterwards. Without that server: skipped, except under CI, where it fails."""
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    """The URL of a database of its own, created on the server at TETHER_TEST_DATABASE_URL and
+    dropped afterwards. Without that server: skipped, except under CI, where it fails."""
     admin_url = os.environ.get(DATABASE_URL_VARIABLE)
     if not admin_url:
         why = f"{DATABASE_URL_VARIABLE} is not set: the multi-node tests need PostgreSQL (source tests/pg/start.sh)"
@@ -222,13 +233,40 @@ def cluster(tmp_path):
     name = f"tether_interop_{uuid.uuid4().hex}"
     psql(admin_url, f"CREATE DATABASE {name}")
     try:
-        nodes = Cluster(tmp_path / "data", with_database(admin_url, name))
+        yield with_database(admin_url, name)
+    finally:
+        psql(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """Three nodes on a database of their own (`fresh_database`)."""
+    with fresh_database() as database:
+        nodes = Cluster(tmp_path / "data", database)
         try:
             yield nodes
         finally:
             nodes.stop()
+
+
+@contextlib.contextmanager
+def cluster_behind_proxy(data_dir: pathlib.Path) -> Iterator[tuple[Cluster, RoundRobinProxy]]:
+    """Three nodes on a fresh database (`fresh_database`) behind one round-robin proxy
+    (round_robin.py) that sends each request to the next node: the deployment the contract and
+    browser suites run against a second time. Every node is given the proxy's URL as
+    `--public-url`, as nodes behind a load balancer are, so the URLs they write (console links,
+    metadata) and the console's same-origin check name the proxy."""
+    proxy = RoundRobinProxy()
+    try:
+        with fresh_database() as database:
+            nodes = Cluster(data_dir, database, extra_args=("--public-url", proxy.url))
+            try:
+                proxy.backends = [node.base for node in nodes.nodes]
+                yield nodes, proxy
+            finally:
+                nodes.stop()
     finally:
-        psql(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        proxy.close()
 
 
 @pytest.hookimpl(wrapper=True)
