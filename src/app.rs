@@ -125,10 +125,15 @@ impl App {
             let address = config.public_url.to_string();
             let join_cluster = config.join_cluster;
             tokio::task::spawn_blocking(move || -> Result<(Writer, Arc<ReadPool>, Option<Arc<Cluster>>)> {
+                // The node's standing, once it has joined: its writer's batches are recorded there
+                // as applied, so its tailer does not read them again.
+                let joined = Arc::new(std::sync::OnceLock::new());
                 // On a cluster node the tailer publishes committed events, every node's alike.
                 let sink: Arc<dyn EffectSink> = match &database {
                     Database::Sqlite(_) => views.clone(),
-                    Database::Postgres(_) => Arc::new(cluster::LocalEffects(views.clone())),
+                    Database::Postgres(_) => {
+                        Arc::new(cluster::LocalEffects { views: views.clone(), node: joined.clone() })
+                    }
                 };
                 let writer = Writer::start_on(&database, clock.clone(), sink)?;
                 let readers = Arc::new(ReadPool::open(&database, read_connections)?);
@@ -141,6 +146,7 @@ impl App {
                     Database::Postgres(_) if !join_cluster => None,
                     Database::Postgres(target) => {
                         let cluster = Arc::new(Cluster::join(target, head, address, views.clone())?);
+                        let _ = joined.set(cluster.state.clone());
                         let confirmer = cluster.confirmer.clone();
                         writer.confirm_revocations_with(Arc::new(move |seq| confirmer.confirm(seq)));
                         Some(cluster)

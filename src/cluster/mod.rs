@@ -37,6 +37,19 @@ pub struct NodeState {
     allow_until: AtomicU64,
     /// Set once the node is stopping: its threads end and it allows nothing more.
     stopping: AtomicBool,
+    /// Seq ranges `(after, through]` this node's writer committed and applied to its views, in
+    /// order: the tailer need not read them again ([`NodeState::own_batch`]).
+    own: Mutex<std::collections::VecDeque<(i64, i64)>>,
+}
+
+/// Where the next events after a seq stand with respect to this node's own commits.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum OwnBatch {
+    /// They are this node's own, through this seq: applied already.
+    Through(i64),
+    /// This node's next own batch starts after this seq: read no further than it.
+    Before(i64),
+    None,
 }
 
 /// Why a node cannot vouch for an allow.
@@ -70,6 +83,28 @@ impl NodeState {
             leases: Mutex::new(Vec::new()),
             allow_until: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            own: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Records that this node's writer committed `(after, through]` and applied it to the views.
+    pub(crate) fn committed_here(&self, after: i64, through: i64) {
+        let applied = self.applied();
+        let mut own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        own.retain(|(_, end)| *end > applied);
+        own.push_back((after, through));
+    }
+
+    /// What follows `after` ([`OwnBatch`]); forgets the own batches already passed.
+    pub(crate) fn own_batch(&self, after: i64) -> OwnBatch {
+        let mut own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        while own.front().is_some_and(|(_, end)| *end <= after) {
+            own.pop_front();
+        }
+        match own.front() {
+            Some((start, end)) if *start <= after => OwnBatch::Through(*end),
+            Some((start, _)) => OwnBatch::Before(*start),
+            None => OwnBatch::None,
         }
     }
 
@@ -190,26 +225,52 @@ impl Drop for Cluster {
 
 /// The writer's effects on a cluster node: everything goes to the views at once, except the
 /// committed events, which the tailer publishes for every node's commits alike, in seq order.
-pub struct LocalEffects(pub Arc<dyn EffectSink>);
+/// Once the node has joined, each batch's seq range is recorded as applied here
+/// ([`NodeState::committed_here`]).
+pub struct LocalEffects {
+    pub views: Arc<dyn EffectSink>,
+    pub node: Arc<std::sync::OnceLock<Arc<NodeState>>>,
+}
 
 impl EffectSink for LocalEffects {
     fn apply(&self, effects: &[Effect]) {
         let local: Vec<Effect> = effects.iter().filter(|e| !matches!(e, Effect::Audited(_))).cloned().collect();
-        self.0.apply(&local);
+        self.views.apply(&local);
+        // A batch's events are consecutive: it appended them under the chain lock.
+        let mut seqs = effects.iter().filter_map(|e| if let Effect::Audited(a) = e { Some(a.seq) } else { None });
+        if let (Some(node), Some(first)) = (self.node.get(), seqs.next()) {
+            node.committed_here(first - 1, seqs.last().unwrap_or(first));
+        }
     }
 
     fn withdraw(&self, effects: &[Effect]) -> Withdrawn {
-        self.0.withdraw(effects)
+        self.views.withdraw(effects)
     }
 
     fn restore(&self, withdrawn: Withdrawn) {
-        self.0.restore(withdrawn)
+        self.views.restore(withdrawn)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tailer_skips_this_nodes_own_batches_and_reads_up_to_the_next() {
+        let state = NodeState::new(10);
+        assert_eq!(state.own_batch(10), OwnBatch::None);
+        state.committed_here(12, 15);
+        state.committed_here(15, 16);
+        assert_eq!(state.own_batch(10), OwnBatch::Before(12), "events 11 and 12 are another node's");
+        assert_eq!(state.own_batch(12), OwnBatch::Through(15));
+        assert_eq!(state.own_batch(13), OwnBatch::Through(15), "a read that stopped inside one skips the rest");
+        assert_eq!(state.own_batch(15), OwnBatch::Through(16));
+        assert_eq!(state.own_batch(16), OwnBatch::None, "passed batches are forgotten");
+        state.applied_through(16);
+        state.committed_here(20, 21);
+        assert_eq!(state.own.lock().unwrap().len(), 1);
+    }
 
     #[test]
     fn a_node_allows_only_under_a_live_lease_whose_head_it_has_applied() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use postgres::fallible_iterator::FallibleIterator;
 use rusqlite::params;
 
-use super::NodeState;
+use super::{NodeState, OwnBatch};
 use crate::domain::{CredentialId, Error, Result, SessionId, Timestamp};
 use crate::store::conn::{Conn, PgConn};
 use crate::store::postgres::PgTarget;
@@ -91,8 +91,21 @@ fn catch_up(conn: &Conn, node_id: &str, state: &NodeState, sink: &dyn EffectSink
         if head <= after {
             return Ok(());
         }
-        // Whole events only for a listener (the event stream); otherwise what a revocation
-        // needs, which spares reading every event's details after a large cascade.
+        // This node's own batches are in its views already; only a listener (the event stream,
+        // which this thread feeds in seq order) needs them read.
+        let mut until = head;
+        if !sink.wants_events() {
+            match state.own_batch(after) {
+                OwnBatch::Through(end) => {
+                    state.applied_through(end.min(head));
+                    continue;
+                }
+                OwnBatch::Before(start) => until = start.min(head),
+                OwnBatch::None => {}
+            }
+        }
+        // Whole events only for a listener; otherwise what a revocation needs, which spares
+        // reading every event's details after a large cascade.
         let (subjects, events) = match sink.wants_events() {
             true => {
                 let events = read_events(conn, after, head)?;
@@ -102,12 +115,15 @@ fn catch_up(conn: &Conn, node_id: &str, state: &NodeState, sink: &dyn EffectSink
                     .collect();
                 (subjects, events)
             }
-            false => (read_subjects(conn, after, head)?, Vec::new()),
+            false => (read_subjects(conn, after, until)?, Vec::new()),
         };
         let Some(last) = subjects.last().map(|s| s.0) else {
-            // Nothing committed in (after, head]: no seq is missing, the head is applied.
-            state.applied_through(head);
-            return Ok(());
+            // Nothing committed in (after, until]: no seq is missing, `until` is applied.
+            state.applied_through(until);
+            if until == head {
+                return Ok(());
+            }
+            continue;
         };
         let mut sessions = Vec::new();
         let mut credentials = Vec::new();
@@ -135,7 +151,7 @@ fn catch_up(conn: &Conn, node_id: &str, state: &NodeState, sink: &dyn EffectSink
                 )
                 .map_err(crate::store::db_error)?;
         }
-        if (subjects.len() as i64) < BATCH {
+        if (subjects.len() as i64) < BATCH && until == head {
             return Ok(());
         }
     }
