@@ -239,7 +239,7 @@ impl EffectSink for LocalEffects {
         // A batch's events are consecutive: it appended them under the chain lock.
         let mut seqs = effects.iter().filter_map(|e| if let Effect::Audited(a) = e { Some(a.seq) } else { None });
         if let (Some(node), Some(first)) = (self.node.get(), seqs.next()) {
-            node.committed_here(first - 1, seqs.last().unwrap_or(first));
+            node.committed_here(first - 1, seqs.next_back().unwrap_or(first));
         }
     }
 
