@@ -72,7 +72,7 @@ impl<'c> Tx<'c> {
         // Shared details are read through `details_id` (rows::AUDIT_DETAILS).
         let stored_details = if details_id.is_some() { "" } else { &*text };
         if self.conn.dialect() == super::conn::Dialect::Postgres {
-            // Held back and written with the command's next statement (store::deferred).
+            // Held back and written with the next statement or at the batch's end (store::deferred).
             self.deferred.get_mut().audit(super::deferred::AuditRow {
                 seq: record.seq,
                 id: &record.id,

@@ -1,13 +1,14 @@
-//! Writes a PostgreSQL transaction holds back and sends together at the command's next statement
-//! or its end, instead of a round trip per row: the new rows (audit events, sessions and their
-//! tokens) by one statement (arrays through `unnest`, one data-modifying `WITH` part per kind),
-//! then the session revocations by another. Opening a session is one round trip for its four
-//! rows, a cascade two for all of its rows (per 10,000). SQLite writes them at once, as a
+//! Writes a PostgreSQL transaction holds back and sends together at the next statement of a
+//! command or the batch's end, instead of a round trip per row: the new rows (audit events,
+//! sessions and their tokens) by one statement (arrays through `unnest`, one data-modifying `WITH`
+//! part per kind), then the session revocations by another. A batch of session openings is one
+//! round trip for all of their rows, a cascade two (per 10,000). SQLite writes them at once, as a
 //! statement there costs no round trip.
 //!
-//! Every statement the command issues through [`super::Tx::conn`] writes what is held first, so
-//! nothing it reads can miss a held row; a command that fails drops what it held with its
-//! savepoint ([`super::Tx`]'s rewind).
+//! Every statement a command issues through [`super::Tx::conn`] writes what is held first, so
+//! nothing it reads can miss a held row. A command that fails drops the rows it held since its
+//! [`Mark`] ([`super::Tx`]'s rewind); those it had written already go with its savepoint, which
+//! it opened before writing them.
 
 use postgres::types::ToSql;
 

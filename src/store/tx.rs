@@ -64,7 +64,7 @@ pub struct Tx<'c> {
     /// per caused event.
     pub(super) last_caused: std::collections::BTreeMap<i64, i64>,
     /// PostgreSQL: audit rows and session revocations held back and written together at the
-    /// command's next statement ([`super::deferred`]).
+    /// next statement or at the batch's end ([`super::deferred`]).
     pub(super) deferred: std::cell::RefCell<super::deferred::Deferred>,
     /// A failed write of the held rows, or of a savepoint, reported when the command ends
     /// ([`Tx::conn`] cannot return it; the transaction fails its next statement anyway).
