@@ -301,6 +301,7 @@ async fn send_outgoing(services: Arc<Services>, stop: tokio::sync::watch::Receiv
         keys: services.api.set_keys.clone(),
         public_url: services.api.public_url.clone(),
         master: services.env.webhook_master,
+        queued: services.views.sets.clone(),
     };
     let pushes = tokio::spawn(crate::ssf::push::run(pusher, services.delivery, services.outbound.client.clone(), stop));
     let _ = deliveries.await;

@@ -193,6 +193,8 @@ pub struct Views {
     pub events: broadcast::Sender<std::sync::Arc<AuditEvent>>,
     /// Signalled when webhook deliveries were committed.
     pub outbox: std::sync::Arc<tokio::sync::Notify>,
+    /// Signalled when Shared Signals SETs were committed.
+    pub sets: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Default for Views {
@@ -202,6 +204,7 @@ impl Default for Views {
             credentials: Sharded::new(8),
             events: broadcast::channel(4096).0,
             outbox: std::sync::Arc::new(tokio::sync::Notify::new()),
+            sets: std::sync::Arc::new(tokio::sync::Notify::new()),
         }
     }
 }
@@ -219,7 +222,10 @@ impl EffectSink for Views {
                 Effect::Credential { id, revoked, expires_at } => {
                     self.credentials.insert(*id, CredentialState { revoked: *revoked, expires_at: *expires_at })
                 }
-                Effect::OutboxWritten => self.outbox.notify_one(),
+                Effect::OutboxWritten => {
+                    self.outbox.notify_one();
+                    self.sets.notify_one();
+                }
                 Effect::Audited(event) => {
                     // No subscriber is fine; a lagging one is told it lagged and resumes from the store.
                     let _ = self.events.send(event.clone());

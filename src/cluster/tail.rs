@@ -138,6 +138,9 @@ fn catch_up(conn: &Conn, node_id: &str, state: &NodeState, sink: &dyn EffectSink
         effects.extend(revoked_credentials(conn, &credentials)?);
         let revoked_any = !effects.is_empty();
         effects.extend(events.into_iter().map(|e| Effect::Audited(Arc::new(e))));
+        // Another node's batch may have queued webhook deliveries or SETs, which the leader's
+        // workers send: a look for what is due costs them one read.
+        effects.push(Effect::OutboxWritten);
         sink.apply(&effects);
         state.applied_through(last);
         if revoked_any {

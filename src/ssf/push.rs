@@ -26,6 +26,8 @@ pub struct Pusher {
     pub public_url: PublicUrl,
     /// Opens the sealed authorization headers.
     pub master: [u8; 32],
+    /// Signalled when SETs were queued ([`crate::store::Effect::OutboxWritten`]).
+    pub queued: Arc<tokio::sync::Notify>,
 }
 
 type HttpClient = crate::events::outbound::OutboundClient;
@@ -33,9 +35,10 @@ type HttpClient = crate::events::outbound::OutboundClient;
 /// SETs of one stream claimed, signed and posted together.
 const BATCH: usize = 64;
 
-/// How often the worker looks for pending SETs: the outbox is a table, and a look is an index
-/// seek, so a short interval costs little and bounds the delay from commit to first attempt.
-const LOOK_EVERY: Duration = Duration::from_millis(10);
+/// How often the worker looks for pending SETs when nothing wakes it: SETs queued are signalled
+/// once their batch commits (on another node, once this node's tailer applied it), so this
+/// bounds only how late a retry that came due is sent.
+const LOOK_EVERY: Duration = Duration::from_millis(200);
 
 /// Delivers pending push SETs until `stop` resolves; one task per stream with SETs due.
 pub async fn run(
@@ -68,6 +71,7 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "reading pending SETs failed"),
         }
         tokio::select! {
+            _ = pusher.queued.notified() => {}
             _ = tokio::time::sleep(LOOK_EVERY) => {}
             _ = stop.wait_for(|s| *s) => break,
         }

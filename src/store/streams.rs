@@ -209,8 +209,9 @@ pub struct NewSet<'a> {
     pub payload: &'a str,
 }
 
-/// Queues a SET: pending, due now. Answers its `jti`.
-pub fn insert_set(tx: &Tx<'_>, set: &NewSet<'_>) -> Result<String> {
+/// Queues a SET: pending, due now (the push worker is woken once the batch commits). Answers
+/// its `jti`.
+pub fn insert_set(tx: &mut Tx<'_>, set: &NewSet<'_>) -> Result<String> {
     let jti = uuid::Uuid::now_v7().simple().to_string();
     exec(
         tx,
@@ -218,6 +219,7 @@ pub fn insert_set(tx: &Tx<'_>, set: &NewSet<'_>) -> Result<String> {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?7)",
         params![set.stream_id, jti, set.txn, set.trigger_seq, set.event_type, set.payload, tx.now().millis()],
     )?;
+    tx.outbox_written = true;
     Ok(jti)
 }
 

@@ -21,7 +21,8 @@ pub enum Effect {
     SessionRevoked { id: SessionId, expires_at: Timestamp },
     /// A credential was created or revoked.
     Credential { id: CredentialId, revoked: bool, expires_at: Option<Timestamp> },
-    /// Webhook deliveries were queued (wakes the delivery worker).
+    /// Webhook deliveries or Shared Signals SETs were queued, here or (from a node's tailer) on
+    /// another node: wakes the delivery and push workers, which look for what is due.
     OutboxWritten,
     /// An audit event was committed (for the event stream).
     Audited(std::sync::Arc<AuditEvent>),
