@@ -157,6 +157,15 @@ fn add_time(counter: &AtomicU64, since: Instant) {
     counter.fetch_add(u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
 }
 
+/// Adds the time from its start to its drop to a counter.
+struct Timed<'a>(&'a AtomicU64, Instant);
+
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        add_time(self.0, self.1);
+    }
+}
+
 impl Writer {
     /// Opens the write connection, runs migrations and starts the writer thread.
     pub fn start(path: &Path, clock: Arc<Clock>, sink: Arc<dyn EffectSink>) -> Result<Writer> {
@@ -389,25 +398,8 @@ fn commit_batch(
 ) -> Result<Vec<Effect>> {
     let started = Instant::now();
     let transaction = Batch::begin(conn)?;
-    let locked = Instant::now();
-    let outcome = run_batch(conn, transaction, head, batch, jobs, clock, stats, sink, started);
-    add_time(&stats.locked_nanos, locked);
-    outcome
-}
-
-/// [`commit_batch`] once BEGIN has taken the write lock.
-#[allow(clippy::too_many_arguments)]
-fn run_batch(
-    conn: &Conn,
-    transaction: Batch<'_>,
-    head: &mut ChainHead,
-    batch: &mut Vec<Job>,
-    jobs: &mut mpsc::Receiver<Job>,
-    clock: &Clock,
-    stats: &Counters,
-    sink: &dyn EffectSink,
-    started: Instant,
-) -> Result<Vec<Effect>> {
+    // Counts until this function returns: the COMMIT, or the early return that rolls back.
+    let _locked = Timed(&stats.locked_nanos, Instant::now());
     // On PostgreSQL, BEGIN waited for the cluster's chain lock while other nodes committed:
     // what was queued meanwhile joins this batch instead of waiting for the lock again.
     while batch.len() < MAX_BATCH {
