@@ -1,188 +1,23 @@
-//! Command-line parsing and the commands that do not need the HTTP server.
+//! The `tether` command: dispatch to each subcommand, and those that need no HTTP server (audit,
+//! keys, credential mint, console-link).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 
-use tether::domain::{Error, PublicUrl, Role, RoleKind};
-use tether::instance_lock::{InstanceLock, LockError};
+use tether::domain::{Error, Role, RoleKind};
 use tether::tokens::{KeyPurpose, KeyRing};
 use tether::{App, Config};
 
+mod args;
 mod demo;
+mod serve;
 
-#[derive(Parser)]
-#[command(name = "tether", version, about = "Delegated-session governor for AI agents")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the service (creates the data directory, keys and first admin credential on first start).
-    Serve {
-        #[arg(long, default_value = "./tether-data", env = "TETHER_DATA_DIR")]
-        data_dir: PathBuf,
-        #[arg(long, default_value = "127.0.0.1:8700", env = "TETHER_LISTEN")]
-        listen: String,
-        /// The URL clients reach tether at (behind a proxy, or on another host than the
-        /// listening address names): every advertised URL is built from it. Default: the
-        /// listening address, as http.
-        #[arg(long, env = "TETHER_PUBLIC_URL", value_parser = parse_public_url)]
-        public_url: Option<PublicUrl>,
-        /// PEM certificates that outbound https (webhooks, Shared Signals pushes, JWKS fetches)
-        /// trusts besides the Mozilla roots built into tether: an internal CA.
-        #[arg(long, env = "TETHER_TLS_CA_FILE")]
-        tls_ca_file: Option<PathBuf>,
-        /// A PostgreSQL URL (`postgres://user:password@host:5432/db?sslmode=require`): several
-        /// nodes share it (docs/architecture.md, "Running several nodes"). Default: SQLite in
-        /// the data directory. The data directory then holds the keys only, which every node
-        /// must share.
-        #[arg(long, env = "TETHER_DATABASE_URL", hide_env_values = true)]
-        database: Option<String>,
-        /// A PostgreSQL streaming replica of `--database` (`postgres://…`, same TLS options):
-        /// listings may be answered from it, a replay delay old; everything that decides
-        /// access or follows a write stays on the primary (docs/architecture.md, "Read replica").
-        #[arg(long, env = "TETHER_READ_DATABASE_URL", hide_env_values = true, requires = "database")]
-        read_database: Option<String>,
-        /// Directory holding agent.datalog (default: the policy built into the binary).
-        #[arg(long, env = "TETHER_POLICY_DIR")]
-        policy_dir: Option<PathBuf>,
-        /// Session lifetime when a request names none, in seconds.
-        #[arg(long, default_value_t = 3600)]
-        default_session_ttl: i64,
-        /// Deepest chain of sub-agent sessions.
-        #[arg(long, default_value_t = 4)]
-        max_session_depth: i64,
-        /// Lifetime of an access token, in seconds (never beyond its session's expiry).
-        #[arg(long, default_value_t = 900)]
-        token_ttl: i64,
-        /// Let webhooks deliver to private, loopback and link-local addresses (refused by default,
-        /// so a tenant cannot aim tether at the internal network).
-        #[arg(long, env = "TETHER_WEBHOOKS_ALLOW_PRIVATE")]
-        webhooks_allow_private: bool,
-        /// Threads answering requests (default: one per CPU). Fewer leaves cores to processes
-        /// sharing the host, which keeps them from preempting tether mid-request.
-        #[arg(long, env = "TETHER_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
-        workers: Option<u16>,
-        /// Memory for verified tokens, in MiB: about 1 KiB per token decided from its claims
-        /// (1,000 tokens per MiB), more for tokens a holder attenuated.
-        #[arg(long, env = "TETHER_TOKEN_CACHE_MIB", default_value_t = 128,
-              value_parser = clap::value_parser!(u32).range(1..=65_536))]
-        token_cache_mib: u32,
-        /// When another `tether serve` holds the data directory, wait up to this many seconds
-        /// for it to exit and take over at once (for deploys: start the new process, then
-        /// SIGTERM the old one). Without it, a held directory stops this process.
-        #[arg(long, env = "TETHER_WAIT_FOR_LOCK", value_name = "SECONDS", default_value_t = 0,
-              value_parser = clap::value_parser!(u64).range(0..=86_400))]
-        wait_for_lock: u64,
-    },
-    /// Read and check the audit log of a (possibly stopped) instance.
-    Audit {
-        #[command(subcommand)]
-        command: AuditCommand,
-    },
-    /// Manage signing keys.
-    Keys {
-        #[command(subcommand)]
-        command: KeysCommand,
-    },
-    /// Mint API credentials.
-    Credential {
-        #[command(subcommand)]
-        command: CredentialCommand,
-    },
-    /// Print a single-use console sign-in link (five minutes) for an admin or an auditor.
-    ConsoleLink {
-        #[arg(long, default_value = "./tether-data")]
-        data_dir: PathBuf,
-        #[command(flatten)]
-        cluster: ClusterDatabase,
-        /// `admin` or `auditor`.
-        #[arg(long)]
-        role: String,
-        /// The URL the running tether is reached at (as given to `serve --public-url`).
-        #[arg(long, env = "TETHER_PUBLIC_URL", value_parser = parse_public_url)]
-        public_url: Option<PublicUrl>,
-    },
-    /// Walk through the whole story on a throw-away data directory.
-    Demo,
-}
-
-/// Where a one-shot command finds a cluster's database (by default, the data directory's SQLite).
-#[derive(Args)]
-struct ClusterDatabase {
-    /// The PostgreSQL database of a cluster (`postgres://…`) instead of the data directory's;
-    /// the data directory then names the keys the nodes share.
-    #[arg(long, env = "TETHER_DATABASE_URL", value_name = "URL", hide_env_values = true)]
-    database: Option<String>,
-    /// PEM certificates trusted for TLS to the database besides the Mozilla roots.
-    #[arg(long, env = "TETHER_TLS_CA_FILE")]
-    tls_ca_file: Option<PathBuf>,
-}
-
-#[derive(Subcommand)]
-enum AuditCommand {
-    /// Recompute the hash chain; exits non-zero naming the first broken seq.
-    Verify {
-        #[arg(long, default_value = "./tether-data")]
-        data_dir: PathBuf,
-        /// The PostgreSQL database of a cluster (`postgres://…`) instead of the data directory's.
-        #[arg(long, env = "TETHER_DATABASE_URL", value_name = "URL")]
-        database: Option<String>,
-    },
-    /// Print every event as one JSON line, in seq order.
-    Export {
-        #[arg(long, default_value = "./tether-data")]
-        data_dir: PathBuf,
-        /// The PostgreSQL database of a cluster (`postgres://…`) instead of the data directory's.
-        #[arg(long, env = "TETHER_DATABASE_URL", value_name = "URL")]
-        database: Option<String>,
-    },
-}
-
-#[derive(Subcommand)]
-enum KeysCommand {
-    /// Add a new signing key (new tokens use it; old tokens stay valid). A running instance picks it up within a second.
-    Rotate {
-        #[arg(long, default_value = "./tether-data")]
-        data_dir: PathBuf,
-        /// `agent` (agent tokens), `api` (API credentials) or `sets` (Shared Signals SETs, RSA).
-        #[arg(long, default_value = "agent")]
-        purpose: String,
-    },
-    /// Retire a key: every token under it is refused. A running instance picks it up within a second.
-    Retire {
-        kid: u32,
-        #[arg(long, default_value = "./tether-data")]
-        data_dir: PathBuf,
-        #[arg(long, default_value = "agent")]
-        purpose: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum CredentialCommand {
-    /// Mint a credential and print it once.
-    Mint {
-        #[arg(long, default_value = "./tether-data")]
-        data_dir: PathBuf,
-        #[command(flatten)]
-        cluster: ClusterDatabase,
-        #[arg(long)]
-        role: String,
-        #[arg(long)]
-        platform_id: Option<String>,
-        #[arg(long)]
-        user_id: Option<String>,
-        #[arg(long)]
-        label: Option<String>,
-    },
-}
+use args::{AuditCommand, Cli, ClusterDatabase, Command, CredentialCommand, KeysCommand};
+use serve::{lock_data_dir, serve, DATA_DIR_IN_USE};
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -219,10 +54,6 @@ fn purpose(text: &str) -> Result<KeyPurpose, Error> {
         "api" => Ok(KeyPurpose::Api),
         _ => Err(Error::invalid("--purpose must be `agent`, `api` or `sets`")),
     }
-}
-
-fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
-    PublicUrl::parse(text)
 }
 
 async fn run(command: Command) -> Result<ExitCode, Error> {
@@ -477,92 +308,4 @@ fn open_readers(data_dir: &std::path::Path, url: Option<&str>) -> Result<tether:
         return Err(Error::invalid(format!("no tether database at {}", db.display())));
     }
     tether::store::ReadPool::open(&tether::store::Database::Sqlite(db), 1)
-}
-
-/// The exit code of a `serve` that did not get its data directory (another instance holds it).
-const DATA_DIR_IN_USE: u8 = 3;
-
-/// Takes the data directory for this process, waiting up to `wait` for a running instance to
-/// exit, with progress on stderr.
-async fn lock_data_dir(dir: &std::path::Path, wait: Duration) -> Result<InstanceLock, LockError> {
-    let dir = dir.to_owned();
-    let waiting = move || {
-        if wait.is_zero() {
-            return InstanceLock::acquire(&dir);
-        }
-        let mut told = false;
-        let lock = InstanceLock::acquire_waiting(&dir, wait, Duration::from_secs(5), |w| {
-            let holder = w.holder.as_ref().map_or_else(|| "its holder".to_owned(), |h| h.to_string());
-            if told {
-                eprintln!("still waiting for {} ({:.0?} of {:.0?})", w.dir.display(), w.waited, w.limit);
-            } else {
-                eprintln!("waiting up to {:.0?} for {} to be released by {holder}", w.limit, w.dir.display());
-                told = true;
-            }
-        })?;
-        if told {
-            eprintln!("took over {}", dir.display());
-        }
-        Ok(lock)
-    };
-    match tokio::task::spawn_blocking(waiting).await {
-        Ok(outcome) => outcome,
-        Err(e) => Err(LockError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) }),
-    }
-}
-
-async fn serve(
-    mut config: Config,
-    listen: &str,
-    public_url: Option<PublicUrl>,
-    mut lock: Option<InstanceLock>,
-) -> Result<ExitCode, Error> {
-    let locked_at = Instant::now();
-    // Bound before the app opens, so the default public URL can name the port the OS picked;
-    // connections wait in the backlog until the app serves them.
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::invalid(format!("cannot listen on {listen}: {e}")))?;
-    let addr = listener.local_addr().map_err(Error::internal)?;
-    config.public_url = public_url.unwrap_or_else(|| PublicUrl::for_listener(addr));
-    let app = App::open(&config).await?;
-    if let Some(credential) = &app.first_admin_credential {
-        println!("First start: created {} with an admin credential.", config.data_dir.display());
-        println!("Admin credential (shown once; also in {}):", config.data_dir.join("admin.credential").display());
-        println!("{credential}");
-    }
-    if let Some(lock) = lock.as_mut() {
-        lock.set_listening(&addr.to_string()).map_err(Error::internal)?;
-    }
-    let ready_ms = locked_at.elapsed().as_millis();
-    // On stdout, so scripts that start tether on port 0 can read where it listens.
-    println!("tether listening on http://{addr}");
-    let _ = std::io::Write::flush(&mut std::io::stdout());
-    let workers = tokio::runtime::Handle::current().metrics().num_workers();
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), workers, ready_ms, "tether listening");
-    app.serve(listener, shutdown_signal()).await.map_err(Error::internal)?;
-    tracing::info!("tether stopped");
-    // Held until here: the directory is released only once nothing more is answered or written.
-    drop(app);
-    drop(lock);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }
