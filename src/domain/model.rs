@@ -109,6 +109,15 @@ pub struct GroupRef {
     pub display_name: String,
 }
 
+/// What a delegation or session stands on: its user, agent, integration and the agent's platform.
+#[derive(Debug, Clone)]
+pub struct ChainLinks {
+    pub user: User,
+    pub agent: Agent,
+    pub integration: Integration,
+    pub platform: Platform,
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Delegation {
     pub id: DelegationId,

@@ -30,7 +30,7 @@ pub(super) struct Chain {
 }
 
 pub(super) fn active_chain(tx: &Tx<'_>, user: UserId, agent: AgentId, integration: IntegrationId) -> Result<Chain> {
-    let delegations::ChainRows { user, agent, integration, platform } =
+    let ChainLinks { user, agent, integration, platform } =
         tx.chain_rows(Unscoped::for_system().visibility(), user, agent, integration)?;
     if user.status != UserStatus::Active {
         return Err(Error::conflict(format!("user {} is disabled", user.id)));

@@ -122,15 +122,6 @@ pub fn ever_delegated(conn: &Conn, of: DelegationsOf) -> Result<bool> {
         .map_err(db_error)
 }
 
-/// What a delegation or session stands on, read in one statement.
-#[derive(Clone)]
-pub struct ChainRows {
-    pub user: User,
-    pub agent: Agent,
-    pub integration: Integration,
-    pub platform: Platform,
-}
-
 /// `columns` (a row function's list) qualified by `alias`.
 fn qualified(alias: &str, columns: &str) -> String {
     columns.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
@@ -148,7 +139,7 @@ pub fn chain_rows(
     user: UserId,
     agent: AgentId,
     integration: IntegrationId,
-) -> Result<ChainRows> {
+) -> Result<ChainLinks> {
     if !matches!(unscoped.reach(), Reach::All) {
         return Err(Error::internal("the chain check must read past the caller's visibility"));
     }
@@ -174,7 +165,7 @@ pub fn chain_rows(
         .and_then(|mut st| {
             st.query_row(params![user.to_string(), agent.to_string(), integration.to_string()], |r| {
                 Ok((
-                    ChainRows {
+                    ChainLinks {
                         user: rows::user(r)?,
                         agent: rows::agent(&r.from_column(at_agent))?,
                         integration: rows::integration(&r.from_column(at_integration))?,

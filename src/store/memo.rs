@@ -6,22 +6,12 @@
 //! the batch ([`super::tx::CommandScope::begin`]). On SQLite, where a read costs no round trip,
 //! every read goes to the database.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::delegations::ChainRows;
 use super::tx::{Subscriber, Tx};
-use crate::domain::{AgentId, CredentialId, Delegation, DelegationId, IntegrationId, Result, UserId, Visibility};
-
-/// What the batch has read so far.
-#[derive(Default)]
-pub struct Memo {
-    credentials: HashMap<CredentialId, bool>,
-    /// Each delegation as the visibility it was read through found it.
-    delegations: HashMap<DelegationId, (Visibility, Delegation)>,
-    chains: HashMap<(UserId, AgentId, IntegrationId), ChainRows>,
-    subscribers: Option<Arc<Vec<Subscriber>>>,
-}
+use crate::domain::{
+    AgentId, ChainLinks, CredentialId, Delegation, DelegationId, IntegrationId, Result, UserId, Visibility,
+};
 
 impl Tx<'_> {
     /// Whether the credential may still act now ([`super::credentials::credential_is_live`]).
@@ -60,7 +50,7 @@ impl Tx<'_> {
         user: UserId,
         agent: AgentId,
         integration: IntegrationId,
-    ) -> Result<ChainRows> {
+    ) -> Result<ChainLinks> {
         let key = (user, agent, integration);
         if let Some(found) = self.memo.borrow().as_ref().and_then(|m| m.chains.get(&key).cloned()) {
             return Ok(found);

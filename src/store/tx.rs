@@ -79,7 +79,21 @@ pub struct Tx<'c> {
     savepoint_to_release: Cell<bool>,
     /// PostgreSQL: reads the batch's commands share while every command so far only appended
     /// ([`super::memo`]); `None` once any other command has run.
-    pub(super) memo: std::cell::RefCell<Option<super::memo::Memo>>,
+    pub(super) memo: std::cell::RefCell<Option<Memo>>,
+}
+
+/// What a batch has read so far for its appending commands (read and kept by `store/memo.rs`).
+#[derive(Default)]
+pub(super) struct Memo {
+    pub(super) credentials: std::collections::HashMap<CredentialId, bool>,
+    /// Each delegation as the visibility it was read through found it.
+    pub(super) delegations:
+        std::collections::HashMap<crate::domain::DelegationId, (crate::domain::Visibility, crate::domain::Delegation)>,
+    pub(super) chains: std::collections::HashMap<
+        (crate::domain::UserId, crate::domain::AgentId, crate::domain::IntegrationId),
+        crate::domain::ChainLinks,
+    >,
+    pub(super) subscribers: Option<std::sync::Arc<Vec<Subscriber>>>,
 }
 
 /// A command's savepoint. On PostgreSQL it is opened at the command's first statement, not at
