@@ -1280,7 +1280,14 @@ async fn an_event_stream_ends_when_the_api_key_that_signed_its_credential_is_ret
     while let Some(event) = stream.next_within(WAIT).await {
         delivered.push(event.event.unwrap_or_default());
     }
-    assert_eq!(delivered, ["key.added"], "a stream under a retired key must end, not deliver");
+    if crate::helpers::on_postgres() {
+        // The node's writer puts the retirement into its credential view at once, while events
+        // reach the stream through its tailer: the stream may end before the announcement is
+        // sent (docs/api.md, "Event stream"), but never sends what came after the retirement.
+        assert!(delivered.is_empty() || delivered == ["key.added"], "{delivered:?}");
+    } else {
+        assert_eq!(delivered, ["key.added"], "a stream under a retired key must end, not deliver");
+    }
 }
 
 #[tokio::test]
