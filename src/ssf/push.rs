@@ -65,6 +65,9 @@ pub async fn run(
                         if let Ok(mut b) = busy.lock() {
                             b.remove(&stream);
                         }
+                        // A SET queued while this stream was busy was passed over by the look it
+                        // woke: look again now, not at the next interval.
+                        pusher.queued.notify_one();
                     });
                 }
             }
