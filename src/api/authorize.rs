@@ -69,8 +69,13 @@ pub async fn authorize(
         clean_text("resource", resource, 1024)?;
     }
     let request = Request { token: &req.token, scope: &scope, resource: req.resource.as_deref() };
+    // On a node of several, the standing is read before the live view: an allow then rests on a
+    // view read while the node could vouch for everything up to its lease's head. Read after
+    // the view, it could vouch for a lease granted, and a revocation applied, after the view was
+    // read (docs/architecture.md, "Leases").
+    let standing = state.cluster.as_ref().map(|c| c.state.standing());
     let mut decision = state.authorizer.authorize(&request);
-    if let Some(cluster) = &state.cluster {
+    if let Some(standing) = standing {
         if decision.reason == crate::authorize::Reason::SessionUnknown {
             // Created on another node: read once, then decided as usual (docs/architecture.md,
             // "Every node learns every change").
@@ -80,11 +85,8 @@ pub async fn authorize(
                 }
             }
         }
-        if decision.allowed() {
-            let standing = cluster.state.standing();
-            if standing != crate::cluster::Standing::Current {
-                return Err(Error::Unavailable(standing.explain().into()).into());
-            }
+        if decision.allowed() && standing != crate::cluster::Standing::Current {
+            return Err(Error::Unavailable(standing.explain().into()).into());
         }
     }
     state.metrics.count_decision(decision.reason);

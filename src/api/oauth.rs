@@ -171,8 +171,11 @@ pub async fn introspect(
     let Ok(verified) = state.authorizer.verified(&token) else { return inactive() };
     let claims = &verified.claims;
     let now = state.clock.now();
+    // Read before the live view, as authorize does: the view then holds every revocation up to
+    // the head of the lease this standing rests on.
+    let standing = state.cluster.as_ref().map(|c| c.state.standing());
     let mut live = state.views.sessions.get(claims.session);
-    if let Some(cluster) = &state.cluster {
+    if let Some(standing) = standing {
         // As authorize does on a node of several: a session made elsewhere is read once, and an
         // active answer needs a node that can vouch for it (docs/architecture.md, "Leases").
         if live.is_none() {
@@ -181,7 +184,6 @@ pub async fn introspect(
                 Err(e) => return ApiError(e).into_response(),
             }
         }
-        let standing = cluster.state.standing();
         if live.is_some_and(|s| !s.revoked) && standing != crate::cluster::Standing::Current {
             return ApiError(Error::Unavailable(standing.explain().into())).into_response();
         }
