@@ -37,6 +37,9 @@ impl<'c> Tx<'c> {
     /// Appends an event to the audit chain in this transaction. The record is shared with the
     /// event stream's effect rather than copied: a cascade writes one per revoked session.
     pub fn audit(&mut self, event: NewEvent) -> Result<std::sync::Arc<AuditEvent>> {
+        if self.deferred.get_mut().audit_rows() >= super::deferred::CHUNK {
+            self.send_ahead();
+        }
         let details_id = match &event.details.stored {
             Some(slot) => Some(self.shared_details_id(slot, event.details.text())?),
             None => None,

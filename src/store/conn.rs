@@ -47,6 +47,10 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
     Postgres(#[from] postgres::Error),
+    /// A write sent ahead on its own thread failed ([`super::behind`]): the statement after it
+    /// reports it and is not run.
+    #[error("a write sent ahead failed: {0}")]
+    WrittenAhead(Box<crate::domain::Error>),
 }
 
 impl From<FromSqlError> for DbError {
@@ -170,7 +174,10 @@ impl Conn {
     pub fn execute_batch(&self, sql: &str) -> DbResult<()> {
         match self {
             Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Conn::Postgres(c) => Ok(c.client.borrow_mut().batch_execute(sql)?),
+            Conn::Postgres(c) => {
+                c.settle()?;
+                Ok(c.client.borrow_mut().batch_execute(sql)?)
+            }
         }
     }
 
@@ -180,6 +187,7 @@ impl Conn {
         match self {
             Conn::Sqlite(c) => c.execute_batch("BEGIN DEFERRED")?,
             Conn::Postgres(c) => {
+                c.settle()?;
                 c.client.borrow_mut().batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?
             }
         }
@@ -220,6 +228,7 @@ impl<'c> Statement<'c> {
         let Statement::Postgres { conn, statement } = self else { unreachable_dialect() };
         let args = pg_args(params)?;
         let refs: Vec<&(dyn PgToSql + Sync)> = args.iter().map(|a| a as &(dyn PgToSql + Sync)).collect();
+        conn.settle()?;
         Ok(conn.client.borrow_mut().query(statement, &refs)?)
     }
 
@@ -231,6 +240,7 @@ impl<'c> Statement<'c> {
         let Statement::Postgres { conn, statement } = self else { unreachable_dialect() };
         let args = pg_args(&params)?;
         let refs: Vec<&(dyn PgToSql + Sync)> = args.iter().map(|a| a as &(dyn PgToSql + Sync)).collect();
+        conn.settle()?;
         let changed = conn.client.borrow_mut().execute(statement, &refs)?;
         Ok(usize::try_from(changed).unwrap_or(usize::MAX))
     }
@@ -461,16 +471,19 @@ fn unreachable_dialect() -> ! {
 
 /// A PostgreSQL connection: the client and its prepared statements, by their SQLite text.
 pub struct PgConn {
+    /// Empty only while a write sent ahead holds the client ([`super::behind`]).
     pub(super) client: RefCell<OwnedClient>,
     statements: RefCell<HashMap<String, postgres::Statement>>,
+    pub(super) behind: RefCell<Option<super::behind::Behind>>,
 }
 
 /// The synchronous client, closed on a thread of its own when dropped where a tokio runtime is
 /// current: closing blocks on the client's runtime, which panics on an async worker (an `App`
 /// dropped at the end of an async test or handler holds its read pool's connections).
-pub(super) struct OwnedClient(Option<postgres::Client>);
+pub(super) struct OwnedClient(pub(super) Option<postgres::Client>);
 
-// The client is taken out only by `drop`: until then it is always there.
+// The client is taken out by `drop`, and by a write sent ahead until it is settled
+// ([`PgConn::settle`] runs before every use).
 impl std::ops::Deref for OwnedClient {
     type Target = postgres::Client;
     #[allow(clippy::expect_used)]
@@ -502,19 +515,42 @@ const MAX_STATEMENTS: usize = 512;
 
 impl PgConn {
     pub fn new(client: postgres::Client) -> Self {
-        PgConn { client: RefCell::new(OwnedClient(Some(client))), statements: RefCell::new(HashMap::new()) }
+        PgConn {
+            client: RefCell::new(OwnedClient(Some(client))),
+            statements: RefCell::new(HashMap::new()),
+            behind: RefCell::new(None),
+        }
     }
 
-    /// The client itself, for what only the PostgreSQL side does (LISTEN, leases).
+    /// The client itself, for what only the PostgreSQL side does (LISTEN, leases). A write sent
+    /// ahead is waited for first; only the writer's connection sends any, and it takes the
+    /// client through [`PgConn::settled_client`].
     pub fn client(&self) -> std::cell::RefMut<'_, postgres::Client> {
+        if let Err(e) = self.settle() {
+            tracing::error!(error = %e, "a write sent ahead failed where nothing could report it");
+        }
         std::cell::RefMut::map(self.client.borrow_mut(), |c| &mut **c)
+    }
+
+    /// The client once any write sent ahead is done, or that write's failure.
+    pub(super) fn settled_client(&self) -> DbResult<std::cell::RefMut<'_, postgres::Client>> {
+        self.settle()?;
+        Ok(std::cell::RefMut::map(self.client.borrow_mut(), |c| &mut **c))
     }
 
     pub(super) fn prepare(&self, sql: &str) -> DbResult<postgres::Statement> {
         if let Some(statement) = self.statements.borrow().get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.client.borrow_mut().prepare(&to_postgres(sql))?;
+        self.prepare_on(&mut *self.settled_client()?, sql)
+    }
+
+    /// [`PgConn::prepare`] for a caller already holding the client.
+    pub(super) fn prepare_on(&self, client: &mut postgres::Client, sql: &str) -> DbResult<postgres::Statement> {
+        if let Some(statement) = self.statements.borrow().get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = client.prepare(&to_postgres(sql))?;
         let mut cache = self.statements.borrow_mut();
         if cache.len() >= MAX_STATEMENTS {
             cache.clear();
@@ -525,7 +561,10 @@ impl PgConn {
 
     /// Whether the connection has failed for good (the server went away): the pool replaces it.
     pub fn is_closed(&self) -> bool {
-        self.client.borrow().is_closed()
+        if self.settle().is_err() {
+            return true;
+        }
+        self.client.borrow().0.as_ref().is_none_or(postgres::Client::is_closed)
     }
 }
 

@@ -46,7 +46,10 @@ pub fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
 /// Maps a database fault: a violation of a constraint tether knows by name becomes the error it
 /// stands for (a client error, mostly); anything else is internal and keeps the fault as its cause.
 pub fn db_error(e: impl Into<DbError>) -> Error {
-    let e = e.into();
+    let e = match e.into() {
+        DbError::WrittenAhead(e) => return *e,
+        e => e,
+    };
     if let DbError::Postgres(pg) = &e {
         if super::postgres::is_unreachable(pg) {
             return Error::Unavailable("the database is unreachable".into());
@@ -59,6 +62,7 @@ pub fn db_error(e: impl Into<DbError>) -> Error {
         DbError::Postgres(e) => super::postgres::violated_constraint(e)
             .and_then(|name| KNOWN_CONSTRAINTS.iter().find(|(_, n, _)| *n == name))
             .map(|(_, _, known)| known),
+        DbError::WrittenAhead(_) => None,
     };
     match known {
         Some(known) => known(),

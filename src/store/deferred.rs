@@ -12,7 +12,7 @@
 
 use postgres::types::ToSql;
 
-use super::conn::{Conn, PgConn};
+use super::conn::{Conn, DbResult};
 use super::db::db_error;
 use crate::domain::{Error, Result};
 
@@ -164,7 +164,7 @@ pub struct SessionRow {
 }
 
 /// Rows of a kind written per statement: bounds a statement's size without costing round trips.
-const CHUNK: usize = 10_000;
+pub const CHUNK: usize = 10_000;
 
 /// A column's values for one statement, bound as a PostgreSQL array.
 type Column<'a> = Box<dyn ToSql + Sync + 'a>;
@@ -298,24 +298,54 @@ impl Deferred {
         }
         let Some(pg) = conn.postgres() else { return Err(Error::internal("deferred writes on SQLite")) };
         let taken = std::mem::take(self);
+        let mut client = pg.settled_client().map_err(db_error)?;
+        taken.write_to(&mut client, |client, sql| pg.prepare_on(client, sql))
+    }
+
+    /// Writes what is held on a thread of its own ([`super::behind`]) and empties it: the next
+    /// statement on `conn` waits for the write and fails if it did.
+    pub fn send_ahead(&mut self, conn: &Conn) -> Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let Some(pg) = conn.postgres() else { return Err(Error::internal("deferred writes on SQLite")) };
+        pg.send_ahead(std::mem::take(self))
+    }
+
+    /// Held audit rows: a command holding many sends them ahead ([`super::Tx::audit`]).
+    pub fn audit_rows(&self) -> usize {
+        self.audit.len()
+    }
+
+    /// [`Deferred::write`] with a client and a way to prepare statements on it.
+    pub(super) fn write_to(
+        &self,
+        client: &mut postgres::Client,
+        mut prepare: impl FnMut(&mut postgres::Client, &str) -> DbResult<postgres::Statement>,
+    ) -> Result<()> {
         let inserted = [
-            taken.audit.seq.len(),
-            taken.sessions.id.len(),
-            taken.access_tokens.revocation_id.len(),
-            taken.refresh_tokens.hash.len(),
+            self.audit.seq.len(),
+            self.sessions.id.len(),
+            self.access_tokens.revocation_id.len(),
+            self.refresh_tokens.hash.len(),
         ];
         for start in (0..inserted.into_iter().max().unwrap_or(0)).step_by(CHUNK) {
-            taken.insert_chunk(pg, &(start..start + CHUNK))?;
+            self.insert_chunk(client, &mut prepare, &(start..start + CHUNK))?;
         }
-        for start in (0..taken.revoked.id.len()).step_by(CHUNK) {
-            taken.revoke_chunk(pg, start..(start + CHUNK).min(taken.revoked.id.len()))?;
+        for start in (0..self.revoked.id.len()).step_by(CHUNK) {
+            self.revoke_chunk(client, &mut prepare, start..(start + CHUNK).min(self.revoked.id.len()))?;
         }
         Ok(())
     }
 
     /// Inserts the new rows of each kind in `chunk` (clipped to what the kind holds) with one
     /// statement.
-    fn insert_chunk(&self, pg: &PgConn, chunk: &std::ops::Range<usize>) -> Result<()> {
+    fn insert_chunk(
+        &self,
+        client: &mut postgres::Client,
+        prepare: &mut impl FnMut(&mut postgres::Client, &str) -> DbResult<postgres::Statement>,
+        chunk: &std::ops::Range<usize>,
+    ) -> Result<()> {
         let clip = |len: usize| chunk.start.min(len)..chunk.end.min(len);
         let mut parts: Vec<Part<'_>> = Vec::new();
         let a = &self.audit;
@@ -447,24 +477,28 @@ impl Deferred {
             });
         }
         let Some((sql, params)) = statement(&parts) else { return Ok(()) };
-        let statement = pg.prepare(&sql).map_err(db_error)?;
-        pg.client().execute(&statement, &params).map_err(db_error)?;
+        let statement = prepare(client, &sql).map_err(db_error)?;
+        client.execute(&statement, &params).map_err(db_error)?;
         Ok(())
     }
 
     /// Marks the sessions in `rows` revoked, checking that each was found.
-    fn revoke_chunk(&self, pg: &PgConn, rows: std::ops::Range<usize>) -> Result<()> {
+    fn revoke_chunk(
+        &self,
+        client: &mut postgres::Client,
+        prepare: &mut impl FnMut(&mut postgres::Client, &str) -> DbResult<postgres::Statement>,
+        rows: std::ops::Range<usize>,
+    ) -> Result<()> {
         let v = &self.revoked;
-        let statement = pg
-            .prepare(
-                "UPDATE sessions SET status = 'revoked', revoked_at = $1, revoked_reason = r.reason,
+        let statement = prepare(
+            client,
+            "UPDATE sessions SET status = 'revoked', revoked_at = $1, revoked_reason = r.reason,
                                      revoked_by_seq = r.by_seq
                  FROM unnest($2::text[], $3::text[], $4::bigint[]) AS r(id, reason, by_seq)
                  WHERE sessions.id = r.id",
-            )
-            .map_err(db_error)?;
-        let changed = pg
-            .client()
+        )
+        .map_err(db_error)?;
+        let changed = client
             .execute(&statement, &[&v.at, &&v.id[rows.clone()], &&v.reason[rows.clone()], &&v.by_seq[rows.clone()]])
             .map_err(db_error)?;
         if changed != rows.len() as u64 {

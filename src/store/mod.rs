@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod audit_listing;
+mod behind;
 pub mod conn;
 pub mod console;
 pub mod coverage;

@@ -184,8 +184,28 @@ impl<'c> Tx<'c> {
         }
     }
 
-    /// The first failure of a write made for the command since the last call.
+    /// Sends the rows held ahead, to be written on a thread of their own while the command
+    /// builds the next ones ([`super::behind`]): for a command holding many (a cascade). Its
+    /// savepoint is opened first, so that undoing the command undoes them.
+    pub(super) fn send_ahead(&self) {
+        self.open_savepoint();
+        if self.deferred_failed.borrow().is_some() {
+            return;
+        }
+        let sent = self.deferred.borrow_mut().send_ahead(self.conn);
+        // Every row held was the command's (its savepoint's opening wrote the others').
+        self.command_rows.set(Default::default());
+        if let Err(e) = sent {
+            self.deferred_failed.borrow_mut().get_or_insert(e);
+        }
+    }
+
+    /// The first failure of a write made for the command since the last call, a write sent
+    /// ahead included (waited for here).
     pub(super) fn take_failure(&self) -> Result<()> {
+        if let Err(e) = settle(self.conn) {
+            self.deferred_failed.borrow_mut().get_or_insert(e);
+        }
         match self.deferred_failed.borrow_mut().take() {
             Some(e) => Err(e),
             None => Ok(()),
@@ -240,7 +260,7 @@ impl<'c> Tx<'c> {
     /// and only here: a new one must be added (the compiler asks for it).
     fn rewind(&mut self, mark: Mark) {
         let Tx {
-            conn: _,
+            conn,
             now: _,
             head,
             effects,
@@ -254,6 +274,8 @@ impl<'c> Tx<'c> {
             savepoint_to_release: _,
             memo: _,
         } = self;
+        // A write sent ahead is the command's: its failure goes with the command.
+        let _ = settle(conn);
         deferred.get_mut().truncate(command_rows.get());
         *deferred_failed.get_mut() = None;
         *head = mark.head;
@@ -316,6 +338,7 @@ impl<'c> Batch<'c> {
     /// Rolls the whole transaction back.
     pub(super) fn rollback(mut self) -> Result<()> {
         self.open = false;
+        let _ = settle(self.conn);
         self.conn.execute_batch("ROLLBACK").map_err(db_error)
     }
 }
@@ -323,6 +346,7 @@ impl<'c> Batch<'c> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         if self.open {
+            let _ = settle(self.conn);
             // Fails only when SQLite has already rolled back (some COMMIT failures do).
             if let Err(e) = self.conn.execute_batch("ROLLBACK") {
                 tracing::debug!(error = %e, "rollback of a failed write batch");
@@ -401,5 +425,14 @@ impl Drop for CommandScope<'_, '_> {
             // The batch fails with the error that dropped this scope; its Batch then rolls back.
             tracing::error!(error = %e, "rolling back a failed write command");
         }
+    }
+}
+
+/// Waits for a write sent ahead on `conn` ([`super::behind`]); its failure is the error. A
+/// statement does the same, but fails without running when the write failed: a ROLLBACK must run.
+fn settle(conn: &Conn) -> Result<()> {
+    match conn.postgres() {
+        Some(pg) => pg.settle().map_err(db_error),
+        None => Ok(()),
     }
 }

@@ -39,6 +39,11 @@ type Boxed = Box<dyn FnOnce(&mut Tx<'_>) -> Result<i64> + Send>;
 
 /// Runs `commands` (each with whether it only appends) as one batch through `commit_batch`.
 fn one_batch(conn: &Conn, commands: Vec<(bool, Boxed)>) -> Vec<Result<i64>> {
+    try_batch(conn, commands).unwrap()
+}
+
+/// [`one_batch`], or the batch's failure.
+fn try_batch(conn: &Conn, commands: Vec<(bool, Boxed)>) -> Result<Vec<Result<i64>>> {
     let mut head = load_chain_head(conn).unwrap();
     let mut answers = Vec::new();
     let mut batch: Vec<Job> = commands
@@ -50,11 +55,11 @@ fn one_batch(conn: &Conn, commands: Vec<(bool, Boxed)>) -> Vec<Result<i64>> {
         })
         .collect();
     let (_queue, mut jobs) = mpsc::channel::<Job>(1);
-    commit_batch(conn, &mut head, &mut batch, &mut jobs, &Clock::default(), &Counters::default(), &NoViews).unwrap();
+    commit_batch(conn, &mut head, &mut batch, &mut jobs, &Clock::default(), &Counters::default(), &NoViews)?;
     for job in batch {
         job.complete(Ok(()), None);
     }
-    answers.into_iter().map(|mut a| a.try_recv().unwrap().0).collect()
+    Ok(answers.into_iter().map(|mut a| a.try_recv().unwrap().0).collect())
 }
 
 fn audited(tx: &mut Tx<'_>, what: &str) -> Result<i64> {
@@ -167,4 +172,99 @@ fn appending_commands_share_reads_until_a_command_of_another_kind_runs() {
     );
     assert_eq!(answers[0].as_ref().ok(), Some(&0), "{answers:?}");
     assert_eq!(answers[2].as_ref().ok(), Some(&1), "read again after a command of another kind: {answers:?}");
+}
+
+use crate::store::deferred::CHUNK;
+
+/// Audits `count` events named `what N`, as a cascade does (the live webhooks read once);
+/// asserts, once more than a chunk is held, that a write was sent ahead.
+fn audited_many(tx: &mut Tx<'_>, what: &str, count: usize) -> Result<i64> {
+    tx.holding_subscribers(|tx| {
+        let mut last = 0;
+        for i in 0..count {
+            last = audited(tx, &format!("{what} {i}"))?;
+            if i == CHUNK + 1 {
+                let pg = tx.conn.postgres().unwrap();
+                assert!(pg.behind.borrow().is_some(), "the first chunk was sent ahead");
+            }
+        }
+        Ok(last)
+    })
+}
+
+#[test]
+fn a_command_holding_more_than_a_chunk_sends_it_ahead_and_commits_every_row_in_order() {
+    let Some(conn) = fresh_database("a_command_holding_more_than_a_chunk") else { return };
+    let many = 2 * CHUNK + 5;
+    let answers = one_batch(
+        &conn,
+        vec![
+            (false, Box::new(|tx| audited(tx, "before"))),
+            (false, Box::new(move |tx| audited_many(tx, "many", many))),
+            (false, Box::new(|tx| audited(tx, "after"))),
+        ],
+    );
+    let last = i64::try_from(many).unwrap() + 2;
+    assert_eq!(answers.iter().map(|a| *a.as_ref().unwrap()).collect::<Vec<_>>(), [1, last - 1, last]);
+    let subjects = subjects(&conn);
+    assert_eq!(subjects.len(), many + 2);
+    assert_eq!((subjects[0].as_str(), subjects[many + 1].as_str()), ("before", "after"));
+    assert!(subjects[1..=many].iter().enumerate().all(|(i, s)| *s == format!("many {i}")), "in seq order");
+    assert!(crate::store::audit::verify_audit(&conn).unwrap().ok);
+}
+
+#[test]
+fn a_command_that_fails_after_sending_rows_ahead_takes_them_back() {
+    let Some(conn) = fresh_database("a_command_that_fails_after_sending_rows_ahead") else { return };
+    let answers = one_batch(
+        &conn,
+        vec![
+            (false, Box::new(|tx| audited(tx, "kept before"))),
+            (
+                false,
+                Box::new(|tx| {
+                    audited_many(tx, "undone", 2 * CHUNK + 1)?;
+                    Err(Error::conflict("changed its mind"))
+                }),
+            ),
+            (false, Box::new(|tx| audited(tx, "kept after"))),
+        ],
+    );
+    assert!(matches!(answers[1], Err(Error::Conflict(_))), "{answers:?}");
+    assert_eq!((answers[0].as_ref().ok(), answers[2].as_ref().ok()), (Some(&1), Some(&2)), "no gap in the chain");
+    assert_eq!(subjects(&conn), ["kept before", "kept after"]);
+    assert!(crate::store::audit::verify_audit(&conn).unwrap().ok);
+}
+
+#[test]
+fn a_write_sent_ahead_that_fails_fails_the_batch_and_leaves_the_connection_usable() {
+    let Some(conn) = fresh_database("a_write_sent_ahead_that_fails") else { return };
+    let failed = try_batch(
+        &conn,
+        vec![
+            (false, Box::new(|tx| audited(tx, "before"))),
+            (
+                false,
+                Box::new(|tx| {
+                    // A revocation of a session that does not exist fails the write it goes in:
+                    // the one sent ahead once a chunk of events is held. Held rows were checked
+                    // by their commands, so such a failure is the database's and, as a failed
+                    // COMMIT, fails the whole batch.
+                    let now = tx.now().millis();
+                    tx.deferred.borrow_mut().session_revoked(now, "no such session".into(), "test", 1);
+                    audited_many(tx, "many", CHUNK + 2)
+                }),
+            ),
+            (false, Box::new(|tx| audited(tx, "after"))),
+        ],
+    );
+    match failed {
+        Err(Error::Internal(e)) => assert!(e.to_string().contains("were not found"), "{e}"),
+        other => panic!("the failed write is the batch's error: {other:?}"),
+    }
+    assert!(subjects(&conn).is_empty(), "nothing of the batch was committed");
+    // The client came back from the write's thread and the transaction was rolled back.
+    assert_eq!(one_batch(&conn, vec![(false, Box::new(|tx| audited(tx, "next")))])[0].as_ref().ok(), Some(&1));
+    assert_eq!(subjects(&conn), ["next"]);
+    assert!(crate::store::audit::verify_audit(&conn).unwrap().ok);
 }
