@@ -482,7 +482,9 @@ impl Deferred {
         Ok(())
     }
 
-    /// Marks the sessions in `rows` revoked, checking that each was found.
+    /// Marks the sessions in `rows` revoked, checking that each was found. `id = ANY` has
+    /// PostgreSQL find them by the primary key: joined on `id` alone, a chunk's custom plan
+    /// hashed the whole table, chunk after chunk.
     fn revoke_chunk(
         &self,
         client: &mut postgres::Client,
@@ -495,7 +497,7 @@ impl Deferred {
             "UPDATE sessions SET status = 'revoked', revoked_at = $1, revoked_reason = r.reason,
                                      revoked_by_seq = r.by_seq
                  FROM unnest($2::text[], $3::text[], $4::bigint[]) AS r(id, reason, by_seq)
-                 WHERE sessions.id = r.id",
+                 WHERE sessions.id = r.id AND sessions.id = ANY($2)",
         )
         .map_err(db_error)?;
         let changed = client

@@ -65,6 +65,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (3, "committed_head", include_str!("../../migrations/postgres/0003_committed_head.sql")),
     (4, "lease_renewal", include_str!("../../migrations/postgres/0004_lease_renewal.sql")),
+    (5, "room_for_revocation", include_str!("../../migrations/postgres/0005_room_for_revocation.sql")),
 ];
 
 /// Key of the advisory lock nodes take around migrations and first-start bootstrap, so nodes
