@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::auth::Allowed;
 use super::problem::{ApiResult, Json, OptionalJson, Path, Query};
-use super::{page, read, read_stale, write, AppState};
+use super::{page, read, read_stale, write, write_serialized, AppState, SerializedJson};
 use crate::domain::access::{Owner, PlatformScope, TenantReader};
 use crate::domain::*;
 use crate::ops::delegations::{self as ops, NewDelegation};
@@ -86,6 +86,6 @@ pub async fn revoke(
     Allowed(caller): Allowed<Owner>,
     Path(id): Path<DelegationId>,
     OptionalJson(req): OptionalJson<WithReason>,
-) -> ApiResult<axum::Json<Receipt>> {
-    write(&state, caller, move |tx| ops::revoke_delegation(tx, &caller, id, req)).await
+) -> ApiResult<SerializedJson> {
+    write_serialized(&state, caller, move |tx| ops::revoke_delegation(tx, &caller, id, req)).await
 }

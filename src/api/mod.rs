@@ -243,6 +243,31 @@ where
     Ok(axum::Json(state.writer.execute_as(capability.caller(), command).await?))
 }
 
+/// [`write`] for an answer that can be large (a cascade's receipt): it is serialized while the
+/// other nodes confirm the revocation, not after.
+pub async fn write_serialized<T, F>(
+    state: &AppState,
+    capability: impl Capability,
+    command: F,
+) -> std::result::Result<SerializedJson, ApiError>
+where
+    T: serde::Serialize + Send + 'static,
+    F: FnOnce(&mut crate::store::Tx<'_>) -> Result<T> + Send + 'static,
+{
+    let serialize =
+        |answer: T| serde_json::to_vec(&answer).map_err(|e| Error::internal_from("serializing an answer", e));
+    Ok(SerializedJson(state.writer.execute_as_then(capability.caller(), command, serialize).await??))
+}
+
+/// A JSON answer serialized ahead of its response ([`write_serialized`]).
+pub struct SerializedJson(Vec<u8>);
+
+impl IntoResponse for SerializedJson {
+    fn into_response(self) -> Response {
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], self.0).into_response()
+    }
+}
+
 /// Runs a read with the caller's visibility and answers with its result as JSON.
 pub async fn read<T, F>(state: &AppState, command: F) -> std::result::Result<axum::Json<T>, ApiError>
 where

@@ -6,7 +6,7 @@ use axum::Router;
 
 use super::auth::Allowed;
 use super::problem::{ApiResult, Json, OptionalJson, Path, Query};
-use super::{page, read, read_stale, write, AppState, RawPage};
+use super::{page, read, read_stale, write, write_serialized, AppState, RawPage, SerializedJson};
 use crate::domain::access::{Admin, PlatformScope, TenantReader};
 use crate::domain::*;
 use crate::ops::platforms::{self as ops, NewAgent, NewIntegration, NewPlatform};
@@ -65,8 +65,8 @@ pub async fn disable_platform(
     Allowed(caller): Allowed<Admin>,
     Path(id): Path<PlatformId>,
     OptionalJson(req): OptionalJson<WithReason>,
-) -> ApiResult<axum::Json<Receipt>> {
-    write(&state, caller, move |tx| ops::disable_platform(tx, &caller, id, req)).await
+) -> ApiResult<SerializedJson> {
+    write_serialized(&state, caller, move |tx| ops::disable_platform(tx, &caller, id, req)).await
 }
 
 #[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = NewAgent, responses((status = 200, body = Agent)))]
@@ -105,8 +105,8 @@ pub async fn suspend_agent(
     Allowed(caller): Allowed<PlatformScope>,
     Path(id): Path<AgentId>,
     OptionalJson(req): OptionalJson<WithReason>,
-) -> ApiResult<axum::Json<Receipt>> {
-    write(&state, caller, move |tx| ops::end_agent(tx, &caller, id, AgentStatus::Suspended, req)).await
+) -> ApiResult<SerializedJson> {
+    write_serialized(&state, caller, move |tx| ops::end_agent(tx, &caller, id, AgentStatus::Suspended, req)).await
 }
 
 #[utoipa::path(post, path = "/v1/agents/{id}/deregister", params(("id" = inline(AgentId), Path, description = "agent id")), tag = "agents", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
@@ -115,8 +115,8 @@ pub async fn deregister_agent(
     Allowed(caller): Allowed<PlatformScope>,
     Path(id): Path<AgentId>,
     OptionalJson(req): OptionalJson<WithReason>,
-) -> ApiResult<axum::Json<Receipt>> {
-    write(&state, caller, move |tx| ops::end_agent(tx, &caller, id, AgentStatus::Deregistered, req)).await
+) -> ApiResult<SerializedJson> {
+    write_serialized(&state, caller, move |tx| ops::end_agent(tx, &caller, id, AgentStatus::Deregistered, req)).await
 }
 
 #[utoipa::path(post, path = "/v1/agents/{id}/resume", params(("id" = inline(AgentId), Path, description = "agent id")), tag = "agents", request_body = Option<WithReason>, responses((status = 200, body = Agent)))]
@@ -165,6 +165,6 @@ pub async fn disable_integration(
     Allowed(caller): Allowed<PlatformScope>,
     Path(id): Path<IntegrationId>,
     OptionalJson(req): OptionalJson<WithReason>,
-) -> ApiResult<axum::Json<Receipt>> {
-    write(&state, caller, move |tx| ops::disable_integration(tx, &caller, id, req)).await
+) -> ApiResult<SerializedJson> {
+    write_serialized(&state, caller, move |tx| ops::disable_integration(tx, &caller, id, req)).await
 }

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::auth::Allowed;
 use super::problem::{ApiResult, Json, OptionalJson, Path, Query};
-use super::{page, read, read_stale, write, AppState};
+use super::{page, read, read_stale, write_serialized, AppState, SerializedJson};
 use crate::domain::access::{Capability, Owner, PlatformScope, TenantReader};
 use crate::domain::*;
 use crate::ops::sessions::{self as ops, NewSession, RefreshOutcome, Refreshed, SessionCreated};
@@ -97,8 +97,8 @@ pub async fn revoke(
     Allowed(caller): Allowed<Owner>,
     Path(id): Path<SessionId>,
     OptionalJson(req): OptionalJson<WithReason>,
-) -> ApiResult<axum::Json<Receipt>> {
-    write(&state, caller, move |tx| ops::revoke_session(tx, &caller, id, req)).await
+) -> ApiResult<SerializedJson> {
+    write_serialized(&state, caller, move |tx| ops::revoke_session(tx, &caller, id, req)).await
 }
 
 #[derive(Deserialize, ToSchema)]

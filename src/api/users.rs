@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::auth::Allowed;
 use super::problem::{ApiResult, Json, OptionalJson, Path, Query};
-use super::{page, read, read_stale, write, AppState, RawPage};
+use super::{page, read, read_stale, write, write_serialized, AppState, RawPage, SerializedJson};
 use crate::domain::access::{Admin, Auditor, TenantReader, UserScope};
 use crate::domain::*;
 use crate::ops::users::{self as ops, Disconnect, LifecycleEvent, NewUser, SetPermissions};
@@ -85,8 +85,8 @@ pub async fn disable(
     Allowed(caller): Allowed<Admin>,
     Path(id): Path<UserId>,
     OptionalJson(req): OptionalJson<WithReason>,
-) -> ApiResult<axum::Json<Receipt>> {
-    write(&state, caller, move |tx| ops::disable_user(tx, &caller, id, req)).await
+) -> ApiResult<SerializedJson> {
+    write_serialized(&state, caller, move |tx| ops::disable_user(tx, &caller, id, req)).await
 }
 
 #[utoipa::path(post, operation_id = "enable_user", path = "/v1/users/{id}/enable", params(("id" = inline(UserId), Path, description = "user id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = User)))]
@@ -105,8 +105,8 @@ pub async fn lifecycle_event(
     Allowed(caller): Allowed<Admin>,
     Path(id): Path<UserId>,
     Json(req): Json<LifecycleEvent>,
-) -> ApiResult<axum::Json<Receipt>> {
-    write(&state, caller, move |tx| ops::user_lifecycle_event(tx, &caller, id, req)).await
+) -> ApiResult<SerializedJson> {
+    write_serialized(&state, caller, move |tx| ops::user_lifecycle_event(tx, &caller, id, req)).await
 }
 
 #[utoipa::path(post, operation_id = "sign_user_out_everywhere", path = "/v1/users/{id}/sign-out-all", params(("id" = inline(UserId), Path, description = "user id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
@@ -115,8 +115,8 @@ pub async fn sign_out_all(
     Allowed(caller): Allowed<UserScope>,
     Path(id): Path<UserId>,
     OptionalJson(req): OptionalJson<WithReason>,
-) -> ApiResult<axum::Json<Receipt>> {
-    write(&state, caller, move |tx| ops::sign_out_all(tx, &caller, id, req)).await
+) -> ApiResult<SerializedJson> {
+    write_serialized(&state, caller, move |tx| ops::sign_out_all(tx, &caller, id, req)).await
 }
 
 #[utoipa::path(post, operation_id = "disconnect_user_agent", path = "/v1/users/{id}/agents/{agent_id}/disconnect", params(("id" = inline(UserId), Path, description = "user id"), ("agent_id" = inline(AgentId), Path, description = "agent id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
@@ -125,8 +125,8 @@ pub async fn disconnect_agent(
     Allowed(caller): Allowed<UserScope>,
     Path((id, agent)): Path<(UserId, AgentId)>,
     OptionalJson(req): OptionalJson<WithReason>,
-) -> ApiResult<axum::Json<Receipt>> {
-    write(&state, caller, move |tx| ops::disconnect(tx, &caller, id, Disconnect::Agent(agent), req)).await
+) -> ApiResult<SerializedJson> {
+    write_serialized(&state, caller, move |tx| ops::disconnect(tx, &caller, id, Disconnect::Agent(agent), req)).await
 }
 
 #[utoipa::path(post, operation_id = "disconnect_user_integration", path = "/v1/users/{id}/integrations/{integration_id}/disconnect", params(("id" = inline(UserId), Path, description = "user id"), ("integration_id" = inline(IntegrationId), Path, description = "integration id")), tag = "users", request_body = Option<WithReason>, responses((status = 200, body = Receipt)))]
@@ -135,6 +135,9 @@ pub async fn disconnect_integration(
     Allowed(caller): Allowed<UserScope>,
     Path((id, integration)): Path<(UserId, IntegrationId)>,
     OptionalJson(req): OptionalJson<WithReason>,
-) -> ApiResult<axum::Json<Receipt>> {
-    write(&state, caller, move |tx| ops::disconnect(tx, &caller, id, Disconnect::Integration(integration), req)).await
+) -> ApiResult<SerializedJson> {
+    write_serialized(&state, caller, move |tx| {
+        ops::disconnect(tx, &caller, id, Disconnect::Integration(integration), req)
+    })
+    .await
 }

@@ -17,8 +17,11 @@ use super::deferred::Deferred;
 use crate::domain::{Error, Result};
 
 /// The write ahead: its thread gives the client back with the outcome (`None` if it was never
-/// handed the client).
-pub struct Behind(JoinHandle<Option<(postgres::Client, Result<()>)>>);
+/// handed the client). Boxed: a connection holds one only while a cascade writes.
+pub struct Behind(Box<JoinHandle<Option<Written>>>);
+
+/// The client, given back, and how the write went.
+type Written = (postgres::Client, Result<()>);
 
 impl PgConn {
     /// Writes `rows` on a thread of their own; the next use of the client waits for it. If no
@@ -41,7 +44,7 @@ impl PgConn {
         match started {
             Ok(thread) => match hand_over.send((client, rows)) {
                 Ok(()) => {
-                    *self.behind.borrow_mut() = Some(Behind(thread));
+                    *self.behind.borrow_mut() = Some(Behind(Box::new(thread)));
                     Ok(())
                 }
                 Err(mpsc::SendError((client, rows))) => self.write_here(client, rows),

@@ -214,7 +214,17 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
-        self.queue_as(caller, false, command).await
+        self.queue_as(caller, false, command, |answer| answer).await
+    }
+
+    /// [`Writer::execute_as`], with `prepare` run on the answer while the other nodes confirm a
+    /// revocation rather than after (serializing a large receipt).
+    pub async fn execute_as_then<T, U, F>(&self, caller: &Caller, command: F, prepare: impl FnOnce(T) -> U) -> Result<U>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
+    {
+        self.queue_as(caller, false, command, prepare).await
     }
 
     /// [`Writer::execute_as`] for a command that only appends: it adds rows and changes nothing
@@ -225,22 +235,28 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
-        self.queue_as(caller, true, command).await
+        self.queue_as(caller, true, command, |answer| answer).await
     }
 
-    async fn queue_as<T, F>(&self, caller: &Caller, appending: bool, command: F) -> Result<T>
+    async fn queue_as<T, U, F>(
+        &self,
+        caller: &Caller,
+        appending: bool,
+        command: F,
+        prepare: impl FnOnce(T) -> U,
+    ) -> Result<U>
     where
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
         let credential = caller.credential;
-        self.queue(appending, move |tx| {
+        let checked = move |tx: &mut Tx<'_>| {
             if !tx.credential_is_live(credential)? {
                 return Err(Error::Unauthenticated("credential has been revoked or has expired".into()));
             }
             command(tx)
-        })
-        .await
+        };
+        self.queue_then(appending, checked, prepare).await
     }
 
     pub fn stats(&self) -> WriterStats {
@@ -270,17 +286,33 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
+        self.queue_then(appending, command, |answer| answer).await
+    }
+
+    /// Queues `command`; once its batch committed, asks the other nodes to confirm what it
+    /// revoked (if anything), runs `prepare` on the command's answer meanwhile, and answers once
+    /// they did.
+    async fn queue_then<T, U, F>(&self, appending: bool, command: F, prepare: impl FnOnce(T) -> U) -> Result<U>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
+    {
         let (answer, answered) = oneshot::channel::<(Result<T>, Option<i64>)>();
         let job: Job = Box::new(Pending { command: Some(command), appending, result: None, answer });
         self.queue.send(job).await.map_err(|_| Error::Unavailable("the writer has stopped".into()))?;
         let (result, revoked_at) =
             answered.await.map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?;
-        if let (Some(seq), Some(confirm)) = (revoked_at, self.confirm.get()) {
-            confirm(seq)
+        let confirmed = match (revoked_at, self.confirm.get()) {
+            (Some(seq), Some(confirm)) => Some(confirm(seq)),
+            _ => None,
+        };
+        let prepared = result.map(prepare);
+        if let Some(confirmed) = confirmed {
+            confirmed
                 .await
                 .map_err(|_| Error::Unavailable("this node stopped before every node confirmed".into()))??;
         }
-        result
+        prepared
     }
 
     /// Makes every revoking write wait for the other nodes before it answers (set once).
