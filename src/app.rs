@@ -119,12 +119,15 @@ impl App {
         let views = Arc::new(Views::default());
         let webhook_master = tokens::keys::load_or_create_secret(&keys_dir, "webhook.key")?;
         let env = Arc::new(Env { agent_keys: agent_keys.clone(), api_keys, limits: config.limits, webhook_master });
-        // Blocking: the PostgreSQL client connects and runs on threads of its own making.
+        // Blocking: the PostgreSQL client connects and runs on threads of its own making. On a
+        // thread of its own rather than the runtime's blocking pool, whose threads answer
+        // requests at a lower priority: the writer, tailer, lease and confirmation threads
+        // started here inherit its priority (src/priority.rs).
         let (writer, readers, cluster) = {
             let (views, clock, read_connections) = (views.clone(), clock.clone(), config.read_connections);
             let address = config.public_url.to_string();
             let join_cluster = config.join_cluster;
-            tokio::task::spawn_blocking(move || -> Result<(Writer, Arc<ReadPool>, Option<Arc<Cluster>>)> {
+            on_start_up_thread(move || -> Result<(Writer, Arc<ReadPool>, Option<Arc<Cluster>>)> {
                 // The node's standing, once it has joined: its writer's batches are recorded there
                 // as applied, so its tailer does not read them again.
                 let joined = Arc::new(std::sync::OnceLock::new());
@@ -154,8 +157,7 @@ impl App {
                 };
                 Ok((writer, readers, cluster))
             })
-            .await
-            .map_err(|e| Error::internal(format!("start-up task: {e}")))??
+            .await?
         };
         for (purpose, ring) in [(KeyPurpose::Agent, &agent_keys), (KeyPurpose::Api, &env.api_keys)] {
             let keys = ring.public_keys();
@@ -496,4 +498,20 @@ fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Runs `start` on a thread of its own, started from the calling thread (so at its priority),
+/// and waits for it without blocking the runtime.
+async fn on_start_up_thread<T: Send + 'static>(start: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    if crate::priority::lowered() {
+        tracing::warn!("the node starts from a request thread: its lease renewals run at the requests' priority");
+    }
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("tether-start".into())
+        .spawn(move || {
+            let _ = answer.send(start());
+        })
+        .map_err(|e| Error::internal(format!("spawn start-up thread: {e}")))?;
+    answered.await.map_err(|_| Error::internal("the start-up thread stopped without an answer"))?
 }

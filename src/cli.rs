@@ -26,6 +26,11 @@ pub fn main() -> ExitCode {
     if let Command::Serve { workers: Some(n), .. } = &cli.command {
         builder.worker_threads(usize::from(*n));
     }
+    if let Command::Serve { database: Some(_), .. } = &cli.command {
+        // A node of several: its lease renewal must not wait behind the requests it vouches for.
+        tether::priority::remember_base_priority();
+        builder.on_thread_start(tether::priority::lower_this_request_thread);
+    }
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

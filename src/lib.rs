@@ -36,6 +36,7 @@ pub mod last_seen;
 pub mod logging;
 pub mod metrics;
 pub mod ops;
+pub mod priority;
 pub mod server;
 pub mod signals;
 pub mod ssf;
