@@ -12,7 +12,7 @@
 
 use postgres::types::ToSql;
 
-use super::conn::{Conn, DbResult};
+use super::conn::{Conn, DbError, DbResult};
 use super::db::db_error;
 use crate::domain::{Error, Result};
 
@@ -302,14 +302,18 @@ impl Deferred {
         taken.write_to(&mut client, |client, sql| pg.prepare_on(client, sql))
     }
 
-    /// Writes what is held on a thread of its own ([`super::behind`]) and empties it: the next
-    /// statement on `conn` waits for the write and fails if it did.
+    /// Writes what is held on a thread of its own ([`super::conn::PgConn::send_ahead`]) and empties it: the
+    /// next statement on `conn` waits for the write and fails if it did.
     pub fn send_ahead(&mut self, conn: &Conn) -> Result<()> {
         if self.is_empty() {
             return Ok(());
         }
         let Some(pg) = conn.postgres() else { return Err(Error::internal("deferred writes on SQLite")) };
-        pg.send_ahead(std::mem::take(self))
+        let rows = std::mem::take(self);
+        pg.send_ahead(Box::new(move |client: &mut postgres::Client| {
+            rows.write_to(client, |client, sql| client.prepare(sql).map_err(DbError::from))
+        }))
+        .map_err(db_error)
     }
 
     /// Held audit rows: a command holding many sends them ahead ([`super::Tx::audit`]).

@@ -11,7 +11,6 @@
 
 pub mod audit;
 pub mod audit_listing;
-mod behind;
 pub mod conn;
 pub mod console;
 pub mod coverage;

@@ -185,7 +185,7 @@ impl<'c> Tx<'c> {
     }
 
     /// Sends the rows held ahead, to be written on a thread of their own while the command
-    /// builds the next ones ([`super::behind`]): for a command holding many (a cascade). Its
+    /// builds the next ones ([`super::conn::PgConn::send_ahead`]): for a command holding many (a cascade). Its
     /// savepoint is opened first, so that undoing the command undoes them.
     pub(super) fn send_ahead(&self) {
         self.open_savepoint();
@@ -428,7 +428,7 @@ impl Drop for CommandScope<'_, '_> {
     }
 }
 
-/// Waits for a write sent ahead on `conn` ([`super::behind`]); its failure is the error. A
+/// Waits for a write sent ahead on `conn` ([`super::conn::PgConn::send_ahead`]); its failure is the error. A
 /// statement does the same, but fails without running when the write failed: a ROLLBACK must run.
 fn settle(conn: &Conn) -> Result<()> {
     match conn.postgres() {
