@@ -19,12 +19,12 @@ use super::model::{Actor, ActorKind};
 /// The slice of tenant data a caller may see. Store reads take it as an argument, so an object
 /// outside it is "not found" by construction, never by a check a handler could forget. Built
 /// only in this module; the store reads it through [`Visibility::reach`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Visibility(Reach);
 
 /// What a [`Visibility`] reaches: the store turns it into a `WHERE` clause. A `Reach` cannot be
 /// turned back into a `Visibility`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reach {
     /// Admin and auditor (and the system, through [`Unscoped`]): everything.
     All,

@@ -6,9 +6,12 @@
 //! the batch ([`super::tx::CommandScope::begin`]). On SQLite, where a read costs no round trip,
 //! every read goes to the database.
 
+use std::collections::hash_map::{Entry, HashMap};
+use std::hash::Hash;
 use std::sync::Arc;
 
-use super::tx::{Subscriber, Tx};
+use super::conn::Conn;
+use super::tx::{Memo, Subscriber, Tx};
 use crate::domain::{
     AgentId, ChainLinks, CredentialId, Delegation, DelegationId, IntegrationId, Result, UserId, Visibility,
 };
@@ -16,30 +19,12 @@ use crate::domain::{
 impl Tx<'_> {
     /// Whether the credential may still act now ([`super::credentials::credential_is_live`]).
     pub fn credential_is_live(&self, id: CredentialId) -> Result<bool> {
-        if let Some(live) = self.memo.borrow().as_ref().and_then(|m| m.credentials.get(&id).copied()) {
-            return Ok(live);
-        }
-        let Some(memo) = &mut *self.memo.borrow_mut() else {
-            return super::credentials::credential_is_live(self.conn(), id, self.now());
-        };
-        let live = super::credentials::credential_is_live(self.read_conn(), id, self.now())?;
-        memo.credentials.insert(id, live);
-        Ok(live)
+        self.remembered(|m| &mut m.credentials, id, |conn| super::credentials::credential_is_live(conn, id, self.now()))
     }
 
     /// A delegation through the caller's visibility ([`super::delegations::get_delegation`]).
     pub fn delegation(&self, vis: Visibility, id: DelegationId) -> Result<Delegation> {
-        if let Some(Some((_, found))) =
-            self.memo.borrow().as_ref().map(|m| m.delegations.get(&id).filter(|(read_as, _)| *read_as == vis))
-        {
-            return Ok(found.clone());
-        }
-        let Some(memo) = &mut *self.memo.borrow_mut() else {
-            return super::delegations::get_delegation(self.conn(), vis, id);
-        };
-        let found = super::delegations::get_delegation(self.read_conn(), vis, id)?;
-        memo.delegations.insert(id, (vis, found.clone()));
-        Ok(found)
+        self.remembered(|m| &mut m.delegations, (id, vis), |conn| super::delegations::get_delegation(conn, vis, id))
     }
 
     /// The user, agent, integration and platform a chain stands on, read past every caller's
@@ -51,16 +36,32 @@ impl Tx<'_> {
         agent: AgentId,
         integration: IntegrationId,
     ) -> Result<ChainLinks> {
-        let key = (user, agent, integration);
-        if let Some(found) = self.memo.borrow().as_ref().and_then(|m| m.chains.get(&key).cloned()) {
-            return Ok(found);
-        }
-        let Some(memo) = &mut *self.memo.borrow_mut() else {
-            return super::delegations::chain_rows(self.conn(), unscoped, user, agent, integration);
+        self.remembered(
+            |m| &mut m.chains,
+            (user, agent, integration),
+            |conn| super::delegations::chain_rows(conn, unscoped, user, agent, integration),
+        )
+    }
+
+    /// What `read` finds for `key`: the memo's answer, else read and kept in the memo's `field`
+    /// (a failed read is not kept). With a memo the read goes out alone ([`Tx::read_conn`]):
+    /// the command's held rows wait for the batch's end and it opens no savepoint for a read.
+    /// Without one it is a statement of the command like any other ([`Tx::conn`]).
+    fn remembered<K: Eq + Hash, V: Clone>(
+        &self,
+        field: impl FnOnce(&mut Memo) -> &mut HashMap<K, V>,
+        key: K,
+        read: impl FnOnce(&Conn) -> Result<V>,
+    ) -> Result<V> {
+        let mut memo = self.memo.borrow_mut();
+        let Some(kept) = memo.as_mut() else {
+            drop(memo);
+            return read(self.conn());
         };
-        let found = super::delegations::chain_rows(self.read_conn(), unscoped, user, agent, integration)?;
-        memo.chains.insert(key, found.clone());
-        Ok(found)
+        match field(kept).entry(key) {
+            Entry::Occupied(found) => Ok(found.get().clone()),
+            Entry::Vacant(place) => Ok(place.insert(read(self.read_conn())?).clone()),
+        }
     }
 
     /// The live webhooks an event is matched against.

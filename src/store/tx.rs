@@ -86,9 +86,9 @@ pub struct Tx<'c> {
 #[derive(Default)]
 pub(super) struct Memo {
     pub(super) credentials: std::collections::HashMap<CredentialId, bool>,
-    /// Each delegation as the visibility it was read through found it.
+    /// Each delegation as each visibility it was read through found it.
     pub(super) delegations:
-        std::collections::HashMap<crate::domain::DelegationId, (crate::domain::Visibility, crate::domain::Delegation)>,
+        std::collections::HashMap<(crate::domain::DelegationId, crate::domain::Visibility), crate::domain::Delegation>,
     pub(super) chains: std::collections::HashMap<
         (crate::domain::UserId, crate::domain::AgentId, crate::domain::IntegrationId),
         crate::domain::ChainLinks,
