@@ -64,7 +64,7 @@ impl Tx<'_> {
         }
     }
 
-    /// The live webhooks an event is matched against.
+    /// The live webhooks: the memo's, else read (and kept while there is a memo).
     pub(super) fn remembered_subscribers(&self) -> Result<Arc<Vec<Subscriber>>> {
         if let Some(held) = self.memo.borrow().as_ref().and_then(|m| m.subscribers.clone()) {
             return Ok(held);

@@ -58,7 +58,11 @@ pub struct Tx<'c> {
     /// Whether this batch queued webhook deliveries (the delivery worker is woken after commit).
     pub(super) outbox_written: bool,
     /// The webhooks that may receive events, held while a cascade writes many events and changes
-    /// no webhook ([`Tx::holding_subscribers`]); read per event otherwise.
+    /// no webhook ([`Tx::holding_subscribers`]). Kept apart from the memo's list
+    /// ([`Memo::subscribers`]) because each ends at its own point (this one with the cascade or
+    /// its failed command, the memo's when a command of another kind begins): one slot for both
+    /// would need clearing at both, and a missed clearing would match later events against a
+    /// webhook deleted since.
     pub(super) subscribers: Option<std::sync::Arc<Vec<Subscriber>>>,
     /// The last event each cause led to in the running command, written to `audit_causes` when
     /// the command ends ([`Tx::record_causes`]): one row per trigger instead of one index entry

@@ -259,10 +259,19 @@ impl<'c> Tx<'c> {
     /// webhooks or their owners' credentials: a cascade, which writes one event per revoked
     /// session and nothing else of the kind.
     pub fn holding_subscribers<T>(&mut self, f: impl FnOnce(&mut Tx<'c>) -> Result<T>) -> Result<T> {
-        self.subscribers = Some(std::sync::Arc::new(self.live_subscribers()?));
+        self.subscribers = Some(self.current_subscribers()?);
         let outcome = f(self);
         self.subscribers = None;
         outcome
+    }
+
+    /// The live webhooks an event is matched against: those a cascade holds, else the batch's
+    /// ([`Tx::remembered_subscribers`]).
+    fn current_subscribers(&self) -> Result<std::sync::Arc<Vec<Subscriber>>> {
+        match &self.subscribers {
+            Some(held) => Ok(held.clone()),
+            None => self.remembered_subscribers(),
+        }
     }
 
     pub(super) fn live_subscribers(&self) -> Result<Vec<Subscriber>> {
@@ -292,10 +301,7 @@ impl<'c> Tx<'c> {
     /// The transactional outbox: one pending delivery per webhook that subscribed to this event
     /// and whose owner may see it, written with the event itself.
     pub(super) fn enqueue_webhooks(&mut self, record: &AuditEvent) -> Result<()> {
-        let subscribers = match &self.subscribers {
-            Some(held) => held.clone(),
-            None => self.remembered_subscribers()?,
-        };
+        let subscribers = self.current_subscribers()?;
         for hook in subscribers.iter() {
             if !hook.wanted.is_empty() && !hook.wanted.contains(&record.action) {
                 continue;

@@ -8,7 +8,7 @@
 
 use super::*;
 use crate::audit::NewEvent;
-use crate::domain::{Actor, CredentialId, Subject};
+use crate::domain::{Actor, CredentialId, Subject, WebhookId};
 use crate::store::db::db_error;
 use crate::store::postgres::PgTarget;
 
@@ -190,6 +190,58 @@ fn audited_many(tx: &mut Tx<'_>, what: &str, count: usize) -> Result<i64> {
         }
         Ok(last)
     })
+}
+
+/// Creates (or deletes) a webhook for every event, owned by an admin credential.
+fn webhook_changes(tx: &mut Tx<'_>, id: WebhookId, create: bool) -> Result<i64> {
+    if !create {
+        return crate::store::webhooks::delete_webhook(tx, id).map(|()| 0);
+    }
+    let webhook = crate::store::webhooks::Webhook {
+        id,
+        url: "https://receiver.example/hook".into(),
+        events: Vec::new(),
+        created_at: tx.now(),
+    };
+    crate::store::webhooks::insert_webhook(tx, &webhook, "admin", &CredentialId::generate().to_string()).map(|()| 0)
+}
+
+/// The subjects of the events a delivery was queued for, in seq order.
+fn delivered(conn: &Conn) -> Vec<String> {
+    let mut st = conn
+        .prepare(
+            "SELECT e.subject_id FROM webhook_deliveries d JOIN audit_events e ON e.seq = d.event_seq ORDER BY e.seq",
+        )
+        .unwrap();
+    st.query_map(rusqlite::params![], |r| r.get(0)).unwrap().collect::<std::result::Result<_, _>>().unwrap()
+}
+
+/// The live webhooks are kept twice over: by the batch's memo while every command appends, and
+/// by a cascade while it writes. Neither outlives a command that changes a webhook.
+#[test]
+fn a_webhook_created_or_deleted_in_a_batch_is_matched_from_the_next_command_on() {
+    let Some(conn) = fresh_database("a_webhook_created_or_deleted_in_a_batch") else { return };
+    let hook = WebhookId::generate();
+    let created = one_batch(
+        &conn,
+        vec![
+            (true, Box::new(|tx| audited(tx, "before creation"))),
+            (false, Box::new(move |tx| webhook_changes(tx, hook, true))),
+            (true, Box::new(|tx| audited(tx, "after creation"))),
+        ],
+    );
+    let deleted = one_batch(
+        &conn,
+        vec![
+            (true, Box::new(|tx| audited(tx, "remembered"))),
+            (false, Box::new(|tx| audited_many(tx, "held", 2))),
+            (false, Box::new(move |tx| webhook_changes(tx, hook, false))),
+            (true, Box::new(|tx| audited(tx, "after deletion"))),
+            (false, Box::new(|tx| audited_many(tx, "held after deletion", 2))),
+        ],
+    );
+    assert!(created.iter().chain(&deleted).all(Result::is_ok), "{created:?} {deleted:?}");
+    assert_eq!(delivered(&conn), ["after creation", "remembered", "held 0", "held 1"]);
 }
 
 #[test]
