@@ -484,4 +484,6 @@ fn commit_batch(
 #[cfg(test)]
 mod pg_tests;
 #[cfg(test)]
+mod test_batches;
+#[cfg(test)]
 mod tests;

@@ -6,16 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use super::test_batches::{audited, try_batch, Boxed};
 use super::*;
-use crate::audit::NewEvent;
-use crate::domain::{Actor, CredentialId, Subject, WebhookId};
+use crate::domain::{CredentialId, WebhookId};
 use crate::store::db::db_error;
 use crate::store::postgres::PgTarget;
-
-struct NoViews;
-impl EffectSink for NoViews {
-    fn apply(&self, _: &[Effect]) {}
-}
 
 /// A fresh migrated database on the test server, or `None` (and a note) without one.
 fn fresh_database(test: &str) -> Option<Conn> {
@@ -35,35 +30,10 @@ fn fresh_database(test: &str) -> Option<Conn> {
     Some(conn)
 }
 
-type Boxed = Box<dyn FnOnce(&mut Tx<'_>) -> Result<i64> + Send>;
-
-/// Runs `commands` (each with whether it only appends) as one batch through `commit_batch`.
+/// Runs `commands` (each with whether it only appends) as one batch ([`try_batch`]), which
+/// must commit: each command's answer.
 fn one_batch(conn: &Conn, commands: Vec<(bool, Boxed)>) -> Vec<Result<i64>> {
-    try_batch(conn, commands).unwrap()
-}
-
-/// [`one_batch`], or the batch's failure.
-fn try_batch(conn: &Conn, commands: Vec<(bool, Boxed)>) -> Result<Vec<Result<i64>>> {
-    let mut head = load_chain_head(conn).unwrap();
-    let mut answers = Vec::new();
-    let mut batch: Vec<Job> = commands
-        .into_iter()
-        .map(|(appending, command)| {
-            let (answer, answered) = oneshot::channel();
-            answers.push(answered);
-            Box::new(Pending { command: Some(command), appending, result: None, answer }) as Job
-        })
-        .collect();
-    let (_queue, mut jobs) = mpsc::channel::<Job>(1);
-    commit_batch(conn, &mut head, &mut batch, &mut jobs, &Clock::default(), &Counters::default(), &NoViews)?;
-    for job in batch {
-        job.complete(Ok(()), None);
-    }
-    Ok(answers.into_iter().map(|mut a| a.try_recv().unwrap().0).collect())
-}
-
-fn audited(tx: &mut Tx<'_>, what: &str) -> Result<i64> {
-    tx.audit(NewEvent::new(Actor::system(), "test.event", Subject::new("test", what))).map(|e| e.seq)
+    try_batch(conn, commands).unwrap().0
 }
 
 fn subjects(conn: &Conn) -> Vec<String> {

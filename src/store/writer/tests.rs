@@ -2,20 +2,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use super::test_batches::{audited, try_batch, Boxed, NoViews};
 use super::*;
 use crate::audit::NewEvent;
 use crate::domain::{Actor, Subject};
 use crate::store::db::db_error;
 use crate::store::Conn;
-
-struct NoViews;
-impl EffectSink for NoViews {
-    fn apply(&self, _: &[Effect]) {}
-}
-
-fn audited(tx: &mut Tx<'_>, what: &str) -> Result<i64> {
-    tx.audit(NewEvent::new(Actor::system(), "test.event", Subject::new("test", what))).map(|e| e.seq)
-}
 
 fn count_events(path: &Path) -> i64 {
     let conn = Conn::Sqlite(crate::store::open_connection(path, true).unwrap());
@@ -229,31 +221,12 @@ async fn a_failing_command_in_a_batch_rolls_back_only_itself() {
     assert_eq!(count_events(&path), 2);
 }
 
-type Boxed = Box<dyn FnOnce(&mut Tx<'_>) -> Result<i64> + Send>;
-
-/// Runs `commands` as one batch, straight through `commit_batch` (so they surely share it), on
-/// the database at `path`: each command's answer and the effects the batch would apply.
+/// Runs `commands` (none marked as only appending) as one batch ([`try_batch`]) on the database
+/// at `path`, which must commit: each command's answer and the effects the batch would apply.
 fn one_batch(path: &Path, commands: Vec<Boxed>) -> (Vec<Result<i64>>, Vec<Effect>) {
     let mut conn = Conn::Sqlite(crate::store::open_connection(path, false).unwrap());
     migrate::run(conn.sqlite_mut().unwrap()).unwrap();
-    let mut head = load_chain_head(&conn).unwrap();
-    let mut answers = Vec::new();
-    let mut batch: Vec<Job> = commands
-        .into_iter()
-        .map(|command| {
-            let (answer, answered) = oneshot::channel();
-            answers.push(answered);
-            Box::new(Pending { command: Some(command), appending: false, result: None, answer }) as Job
-        })
-        .collect();
-    let (_queue, mut jobs) = mpsc::channel::<Job>(1);
-    let effects =
-        commit_batch(&conn, &mut head, &mut batch, &mut jobs, &Clock::default(), &Counters::default(), &NoViews)
-            .unwrap();
-    for job in batch {
-        job.complete(Ok(()), None);
-    }
-    (answers.into_iter().map(|mut a| a.try_recv().unwrap().0).collect(), effects)
+    try_batch(&conn, commands.into_iter().map(|command| (false, command)).collect()).unwrap()
 }
 
 #[test]

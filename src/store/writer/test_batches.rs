@@ -1,0 +1,53 @@
+//! What the writer's SQLite and PostgreSQL tests share: a batch of commands run straight through
+//! `commit_batch`, on a connection the test opened.
+//!
+//! Its imports name their modules: this is not a `*_tests.rs` file, so tests/module_graph.rs reads
+//! it, and `super::*` there would count as an edge from `store::writer` to `store`, a cycle.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::audit::NewEvent;
+use crate::clock::Clock;
+use crate::domain::{Actor, Result, Subject};
+use crate::store::audit::load_chain_head;
+use crate::store::conn::Conn;
+use crate::store::tx::{Effect, Tx};
+use crate::store::writer::{commit_batch, Counters, EffectSink, Job, Pending};
+
+/// Takes a batch's effects and applies none.
+pub(super) struct NoViews;
+impl EffectSink for NoViews {
+    fn apply(&self, _: &[Effect]) {}
+}
+
+pub(super) type Boxed = Box<dyn FnOnce(&mut Tx<'_>) -> Result<i64> + Send>;
+
+/// Runs `commands` (each with whether it only appends) as one batch, straight through
+/// `commit_batch` so they surely share it: each command's answer and the effects the batch
+/// would apply, or the batch's own failure.
+pub(super) fn try_batch(conn: &Conn, commands: Vec<(bool, Boxed)>) -> Result<(Vec<Result<i64>>, Vec<Effect>)> {
+    let mut head = load_chain_head(conn).unwrap();
+    let mut answers = Vec::new();
+    let mut batch: Vec<Job> = commands
+        .into_iter()
+        .map(|(appending, command)| {
+            let (answer, answered) = oneshot::channel();
+            answers.push(answered);
+            Box::new(Pending { command: Some(command), appending, result: None, answer }) as Job
+        })
+        .collect();
+    let (_queue, mut jobs) = mpsc::channel::<Job>(1);
+    let effects =
+        commit_batch(conn, &mut head, &mut batch, &mut jobs, &Clock::default(), &Counters::default(), &NoViews)?;
+    for job in batch {
+        job.complete(Ok(()), None);
+    }
+    Ok((answers.into_iter().map(|mut a| a.try_recv().unwrap().0).collect(), effects))
+}
+
+/// Audits an event about `what`; its seq.
+pub(super) fn audited(tx: &mut Tx<'_>, what: &str) -> Result<i64> {
+    tx.audit(NewEvent::new(Actor::system(), "test.event", Subject::new("test", what))).map(|e| e.seq)
+}
