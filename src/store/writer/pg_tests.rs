@@ -41,31 +41,37 @@ fn subjects(conn: &Conn) -> Vec<String> {
     st.query_map(rusqlite::params![], |r| r.get(0)).unwrap().collect::<std::result::Result<_, _>>().unwrap()
 }
 
-#[test]
-fn a_command_that_fails_after_its_first_statement_takes_back_only_its_own_rows() {
-    let Some(conn) = fresh_database("a_command_that_fails_after_its_first_statement") else { return };
+/// Runs `failing` between two commands that each audit one event, in one batch; asserts that it
+/// failed with a conflict and that only its own rows were taken back.
+fn only_the_failed_command_is_undone(conn: &Conn, failing: Boxed) {
     let answers = one_batch(
-        &conn,
+        conn,
         vec![
             (false, Box::new(|tx| audited(tx, "kept before"))),
-            (
-                false,
-                Box::new(|tx| {
-                    audited(tx, "held, then undone")?;
-                    // Its first statement: the rows the command before it held are written
-                    // outside this command's savepoint, its own inside.
-                    tx.conn().execute_batch("SELECT 1").map_err(db_error)?;
-                    audited(tx, "held after the statement, undone")?;
-                    Err(Error::conflict("changed its mind"))
-                }),
-            ),
+            (false, failing),
             (false, Box::new(|tx| audited(tx, "kept after"))),
         ],
     );
     assert!(matches!(answers[1], Err(Error::Conflict(_))), "{answers:?}");
     assert_eq!((answers[0].as_ref().ok(), answers[2].as_ref().ok()), (Some(&1), Some(&2)), "no gap in the chain");
-    assert_eq!(subjects(&conn), ["kept before", "kept after"]);
-    assert!(crate::store::audit::verify_audit(&conn).unwrap().ok);
+    assert_eq!(subjects(conn), ["kept before", "kept after"]);
+    assert!(crate::store::audit::verify_audit(conn).unwrap().ok);
+}
+
+#[test]
+fn a_command_that_fails_after_its_first_statement_takes_back_only_its_own_rows() {
+    let Some(conn) = fresh_database("a_command_that_fails_after_its_first_statement") else { return };
+    only_the_failed_command_is_undone(
+        &conn,
+        Box::new(|tx| {
+            audited(tx, "held, then undone")?;
+            // Its first statement: the rows the command before it held are written outside this
+            // command's savepoint, its own inside.
+            tx.conn().execute_batch("SELECT 1").map_err(db_error)?;
+            audited(tx, "held after the statement, undone")?;
+            Err(Error::conflict("changed its mind"))
+        }),
+    );
 }
 
 #[test]
@@ -238,24 +244,13 @@ fn a_command_holding_more_than_a_chunk_sends_it_ahead_and_commits_every_row_in_o
 #[test]
 fn a_command_that_fails_after_sending_rows_ahead_takes_them_back() {
     let Some(conn) = fresh_database("a_command_that_fails_after_sending_rows_ahead") else { return };
-    let answers = one_batch(
+    only_the_failed_command_is_undone(
         &conn,
-        vec![
-            (false, Box::new(|tx| audited(tx, "kept before"))),
-            (
-                false,
-                Box::new(|tx| {
-                    audited_many(tx, "undone", 2 * CHUNK + 1)?;
-                    Err(Error::conflict("changed its mind"))
-                }),
-            ),
-            (false, Box::new(|tx| audited(tx, "kept after"))),
-        ],
+        Box::new(|tx| {
+            audited_many(tx, "undone", 2 * CHUNK + 1)?;
+            Err(Error::conflict("changed its mind"))
+        }),
     );
-    assert!(matches!(answers[1], Err(Error::Conflict(_))), "{answers:?}");
-    assert_eq!((answers[0].as_ref().ok(), answers[2].as_ref().ok()), (Some(&1), Some(&2)), "no gap in the chain");
-    assert_eq!(subjects(&conn), ["kept before", "kept after"]);
-    assert!(crate::store::audit::verify_audit(&conn).unwrap().ok);
 }
 
 #[test]
