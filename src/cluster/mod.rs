@@ -26,7 +26,7 @@ pub const RENEW_EVERY: Duration = Duration::from_millis(250);
 pub const DRIFT_MARGIN: Duration = Duration::from_millis(100);
 
 /// What this node knows of its standing: the audit seq it has applied, its leases, and from
-/// them until when it may answer allow. Read on every allow (two atomic loads).
+/// them until when it may answer allow. Read on every request without a lock (atomic loads).
 pub struct NodeState {
     base: Instant,
     applied: AtomicI64,
@@ -35,6 +35,11 @@ pub struct NodeState {
     leases: Mutex<Vec<(u64, i64)>>,
     /// The latest deadline among leases whose head has been applied (0: none).
     allow_until: AtomicU64,
+    /// The latest deadline among all leases (0: none): whether a node that may not allow is
+    /// behind or without a lease, read without the lock. Once a node's lease lapsed, every
+    /// request took the lock to tell, and the renewal that would end the lapse queued behind
+    /// them for it.
+    lease_until: AtomicU64,
     /// Set once the node is stopping: its threads end and it allows nothing more.
     stopping: AtomicBool,
     /// Seq ranges `(after, through]` this node's writer committed and applied to its views, in
@@ -82,6 +87,7 @@ impl NodeState {
             applied: AtomicI64::new(applied),
             leases: Mutex::new(Vec::new()),
             allow_until: AtomicU64::new(0),
+            lease_until: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             own: Mutex::new(Default::default()),
         }
@@ -125,8 +131,7 @@ impl NodeState {
         if now < self.allow_until.load(Ordering::Acquire) {
             return Standing::Current;
         }
-        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        if leases.iter().any(|(deadline, _)| *deadline > now) {
+        if now < self.lease_until.load(Ordering::Acquire) {
             Standing::Behind
         } else {
             Standing::NoLease
@@ -153,6 +158,7 @@ impl NodeState {
         leases.retain(|(deadline, _)| *deadline > now);
         let applied = self.applied.load(Ordering::Acquire);
         let until = leases.iter().filter(|(_, head)| *head <= applied).map(|(d, _)| *d).max().unwrap_or(0);
+        self.lease_until.store(leases.iter().map(|(d, _)| *d).max().unwrap_or(0), Ordering::Release);
         self.allow_until.store(until, Ordering::Release);
     }
 
