@@ -180,17 +180,40 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response_with_state(state.clone(), metadata::challenge_unauthenticated))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            // Only method and path: query strings and headers may hold tokens.
-            tracing::info_span!(
-                "request",
-                id = %uuid::Uuid::now_v7().simple(),
-                method = %request.method(),
-                path = %request.uri().path(),
-                caller = tracing::field::Empty,
-            )
-        }))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    // Only method and path: query strings and headers may hold tokens.
+                    tracing::info_span!(
+                        "request",
+                        id = %uuid::Uuid::now_v7().simple(),
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        caller = tracing::field::Empty,
+                    )
+                })
+                .on_failure(log_failure),
+        )
         .with_state(state)
+}
+
+/// Logs an answer that failed: a 5xx as an error, except 503. A 503 is a state the node is in
+/// (no lease, behind the log, stopping, the database out of reach), logged once where it begins
+/// (`cluster/lease.rs`, the store); as an error per answer, a node without a lease wrote a line
+/// for each of tens of thousands of requests a second, and the disk that writing kept busy
+/// delayed the WAL flush its lease renewal waited for.
+fn log_failure(
+    failure: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass;
+    match failure {
+        ServerErrorsFailureClass::StatusCode(axum::http::StatusCode::SERVICE_UNAVAILABLE) => {
+            tracing::debug!(latency_ms = latency.as_millis() as u64, "answered 503")
+        }
+        failure => tracing::error!(%failure, latency_ms = latency.as_millis() as u64, "response failed"),
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -8,6 +8,9 @@ use super::{NodeState, LEASE, RENEW_EVERY};
 use crate::domain::{Error, Result};
 use crate::store::postgres::PgTarget;
 
+/// A renewal that takes longer is logged: the node may have stopped allowing meanwhile.
+const LATE: Duration = Duration::from_secs(1);
+
 /// Rows of nodes whose lease ended this long ago are removed by whichever node renews.
 const FORGET_AFTER_SECONDS: f64 = 3600.0;
 
@@ -37,6 +40,12 @@ fn run(target: &PgTarget, node_id: &str, address: &str, state: &NodeState) {
         };
         match renewed {
             Ok(head) => {
+                let took = sent.elapsed();
+                if took > LATE {
+                    // The lease counts from when the renewal was sent: one this late leaves the
+                    // node little or no time to allow before the next.
+                    tracing::warn!(node = node_id, took_ms = took.as_millis() as u64, "a lease renewal was late");
+                }
                 state.granted(sent, head);
                 if failing {
                     tracing::info!(node = node_id, "lease renewed again");
