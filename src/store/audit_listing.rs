@@ -1,6 +1,6 @@
 //! Listing the audit log by subject, actor, action, cause and time window, a page at a time.
 
-use super::conn::{Conn, OptionalExtension};
+use super::conn::{Conn, Dialect, OptionalExtension};
 use rusqlite::types::Value;
 
 use super::db::db_error;
@@ -39,8 +39,9 @@ pub fn list_audit(conn: &Conn, filter: &AuditFilter, limit: usize) -> Result<Pag
         from_seq,
         before_seq,
     });
-    let page = AuditPage { filter, after, before, limit };
+    let page = AuditPage { filter, after, before, limit, dialect: conn.dialect() };
     let mut items = page.select().rows(conn, rows::audit_event)?;
+    items = merged_by_seq(items, page.cascaded_revocations(conn)?);
     if let Some(subject) = &filter.subject {
         // The subject's one event the index leaves out, if it has one (see rows::INDEXED_EVENT).
         let mut revoked = Select::new(rows::AUDIT_COLUMNS, "audit_events");
@@ -61,23 +62,109 @@ pub fn list_audit(conn: &Conn, filter: &AuditFilter, limit: usize) -> Result<Pag
     Ok(Page { items, next_cursor })
 }
 
+/// The query of a page's indexed events, for a test of its plan: (SQL, parameters).
+#[cfg(test)]
+pub(crate) fn indexed_page_query(filter: &AuditFilter, limit: usize, dialect: Dialect) -> (String, Vec<Value>) {
+    let (after, before) = seq_range(SeqBounds { after_seq: filter.after_seq, ..Default::default() });
+    let q = AuditPage { filter, after, before, limit, dialect }.select();
+    (q.sql, q.params)
+}
+
 /// One page of a listing: its filter and the seq bounds worked out for it.
 struct AuditPage<'f> {
     filter: &'f AuditFilter,
     after: Option<i64>,
     before: Option<i64>,
     limit: usize,
+    dialect: Dialect,
 }
 
 impl AuditPage<'_> {
-    /// The page's query; by subject, of the events the subject index holds.
+    /// The page's query; by subject, of the events the subject index holds; on PostgreSQL, by
+    /// actor or action, of the events those indexes hold ([`AuditPage::cascaded_revocations`]
+    /// reads the others).
     fn select(&self) -> Select {
         let mut q = Select::new(rows::AUDIT_COLUMNS, "audit_events");
         if let Some(subject) = &self.filter.subject {
             q.and(SUBJECT_IN_INDEX, subject.clone());
         }
-        self.terms(&mut q);
+        match self.driver() {
+            Some(driver) => {
+                q.and_static(rows::INDEXED_EVENT);
+                self.indexed_terms(&mut q, driver);
+            }
+            None => self.terms(&mut q),
+        }
         q
+    }
+
+    /// On PostgreSQL, the partial index (migration 0006) that drives a page by actor or action:
+    /// the actor's if the filter names one. Those indexes leave a cascade's revocations out.
+    fn driver(&self) -> Option<Driver> {
+        if self.dialect != Dialect::Postgres || self.filter.subject.is_some() {
+            return None;
+        }
+        match (&self.filter.actor, &self.filter.action) {
+            (Some(actor), _) => Some(Driver::Actor(actor.clone())),
+            (None, Some(action)) => Some(Driver::Action(action.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// The page's events that [`AuditPage::select`] left out: a cascade's revocations, when the
+    /// filter can match them. By action alone they are read through the index of cascaded
+    /// revocations; by actor, through the actor's runs ([`AuditPage::actors_cascaded`]).
+    fn cascaded_revocations(&self, conn: &Conn) -> Result<Vec<AuditEvent>> {
+        let Some(driver) = self.driver() else { return Ok(Vec::new()) };
+        if self.filter.action.as_deref().is_some_and(|a| a != "session.revoked") {
+            return Ok(Vec::new());
+        }
+        let mut events = Select::new(rows::AUDIT_COLUMNS, "audit_events");
+        events.and_static(CASCADED_REVOCATION);
+        match driver {
+            Driver::Action(_) => {
+                self.terms(&mut events);
+                events.rows(conn, rows::audit_event)
+            }
+            Driver::Actor(actor) => self.actors_cascaded(conn, &actor, events),
+        }
+    }
+
+    /// An actor's cascaded revocations, read [`RUNS_AT_ONCE`] runs at a time until the page is
+    /// full. One actor's runs do not overlap, so reading them in order of `first_seq`, and the
+    /// events of each by seq, reads the events in seq order; the sort orders within a run only.
+    fn actors_cascaded(&self, conn: &Conn, actor: &str, mut events: Select) -> Result<Vec<AuditEvent>> {
+        events.and_static("seq BETWEEN r.first_seq AND r.last_seq");
+        self.terms(&mut events);
+        let wanted = self.limit + 1;
+        let mut found = Vec::new();
+        let mut runs_after = i64::MIN;
+        loop {
+            let mut runs = Select::new("first_seq", "audit_revocation_runs");
+            runs.and("actor_id = ?", actor.to_owned()).and("first_seq > ?", runs_after);
+            runs.and_if("last_seq > ?", self.after).and_if("first_seq < ?", self.before);
+            runs.sql.push_str(" ORDER BY first_seq LIMIT ?");
+            runs.params.push(Value::Integer(RUNS_AT_ONCE));
+            let firsts = runs.rows(conn, |r| r.get::<_, i64>(0))?;
+            let (Some(&first), Some(&last)) = (firsts.first(), firsts.last()) else { break };
+            let mut q = Select {
+                sql: format!(
+                    "SELECT e.* FROM audit_revocation_runs r CROSS JOIN LATERAL ({}) e
+                     WHERE r.actor_id = ? AND r.first_seq BETWEEN ? AND ?
+                     ORDER BY r.first_seq, e.seq LIMIT ?",
+                    events.sql
+                ),
+                params: events.params.clone(),
+            };
+            q.params.extend([text(actor), Value::Integer(first), Value::Integer(last)]);
+            q.params.push(Value::Integer((wanted - found.len()) as i64));
+            found.extend(q.rows(conn, rows::audit_event)?);
+            if found.len() >= wanted || firsts.len() < RUNS_AT_ONCE as usize {
+                break;
+            }
+            runs_after = last;
+        }
+        Ok(found)
     }
 
     /// The page's filter terms, order and limit, added to `q`.
@@ -90,17 +177,54 @@ impl AuditPage<'_> {
             (None, Some(_)) => ("actor_id = ?", "+action = ?"),
             (None, None) => ("actor_id = ?", "action = ?"),
         };
-        q.and_if("seq > ?", self.after)
-            .and_if("seq < ?", self.before)
-            .and_if(actor_term, self.filter.actor.clone())
-            .and_if(action_term, self.filter.action.clone())
-            .and_if("cause_seq = ?", self.filter.cause_seq)
-            .and_if("at >= ?", self.filter.since.map(|t| t.millis()))
-            .and_if("at < ?", self.filter.until.map(|t| t.millis()));
+        q.and_if("seq > ?", self.after).and_if("seq < ?", self.before);
+        q.and_if(actor_term, self.filter.actor.clone()).and_if(action_term, self.filter.action.clone());
+        self.other_terms(q);
         q.sql.push_str(" ORDER BY seq LIMIT ?");
         q.params.push(Value::Integer((self.limit + 1) as i64));
     }
+
+    /// [`AuditPage::terms`] for a page `driver`'s index drives. The driving value and the seq
+    /// bounds are one row comparison each way, and the order is the index's: PostgreSQL then
+    /// has no other index that gives the order, and reads the page from the index. With an
+    /// equality and `ORDER BY seq`, it may walk the log by seq instead, expecting the matches
+    /// soon (it estimates the actor or action alone, not that most of its events are cascaded
+    /// revocations the index leaves out), and read to the end when they are not there.
+    fn indexed_terms(&self, q: &mut Select, driver: Driver) {
+        let ([after, before], order, value) = match driver {
+            Driver::Actor(actor) => {
+                (["(actor_id, seq) > (?, ?)", "(actor_id, seq) < (?, ?)"], " ORDER BY actor_id, seq LIMIT ?", actor)
+            }
+            Driver::Action(action) => {
+                (["(action, seq) > (?, ?)", "(action, seq) < (?, ?)"], " ORDER BY action, seq LIMIT ?", action)
+            }
+        };
+        q.and_static(after).params.extend([text(&value), Value::Integer(self.after.unwrap_or(0))]);
+        q.and_static(before).params.extend([text(&value), Value::Integer(self.before.unwrap_or(i64::MAX))]);
+        if self.filter.actor.is_some() {
+            q.and_if("action = ?", self.filter.action.clone());
+        }
+        self.other_terms(q);
+        q.sql.push_str(order);
+        q.params.push(Value::Integer((self.limit + 1) as i64));
+    }
+
+    /// The terms every query of the page shares: the cause and the time window.
+    fn other_terms(&self, q: &mut Select) {
+        q.and_if("cause_seq = ?", self.filter.cause_seq)
+            .and_if("at >= ?", self.filter.since.map(|t| t.millis()))
+            .and_if("at < ?", self.filter.until.map(|t| t.millis()));
+    }
 }
+
+/// The column, and its value, whose partial index drives a page on PostgreSQL.
+enum Driver {
+    Actor(String),
+    Action(String),
+}
+
+/// Runs of an actor's cascaded revocations read per statement.
+const RUNS_AT_ONCE: i64 = 64;
 
 /// The seq range that holds the events from `since` (inclusive) to `until` (exclusive), as
 /// bounds to add to the same filter on `at`: `at` does not decrease along the chain from
@@ -175,6 +299,26 @@ fn seq_range(b: SeqBounds) -> (Option<i64>, Option<i64>) {
     (after, before)
 }
 
+/// Two lists of events in seq order as one (no event is in both).
+fn merged_by_seq(a: Vec<AuditEvent>, b: Vec<AuditEvent>) -> Vec<AuditEvent> {
+    if b.is_empty() {
+        return a;
+    }
+    let mut merged = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+        let next = if x.seq < y.seq { a.next() } else { b.next() };
+        merged.extend(next);
+    }
+    merged.extend(a);
+    merged.extend(b);
+    merged
+}
+
+/// A revocation a cascade wrote: the events the subject index leaves out, and on PostgreSQL
+/// the indexes by actor and by action too.
+const CASCADED_REVOCATION: &str = "cause_seq IS NOT NULL AND action = 'session.revoked'";
+
 /// A subject's events as `audit_by_subject` holds them ([`rows::INDEXED_EVENT`]).
 const SUBJECT_IN_INDEX: &str = concat!("subject_id = ? AND ", rows::indexed_event!());
 
@@ -247,7 +391,8 @@ mod tests {
             (AuditFilter { actor: text("x"), ..Default::default() }, "audit_by_actor"),
             (AuditFilter { action: text("a"), ..Default::default() }, "audit_by_action"),
         ] {
-            let q = AuditPage { filter: &filter, after: Some(5), before: None, limit: 10 }.select();
+            let q = AuditPage { filter: &filter, after: Some(5), before: None, limit: 10, dialect: Dialect::Sqlite }
+                .select();
             let steps = plan(&conn, &q.sql, &q.params);
             assert!(seeks(&steps, index), "{filter:?}: {steps:?}");
             assert!(!steps.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {steps:?}");

@@ -45,6 +45,39 @@ struct AuditRows {
     details_id: Vec<Option<i64>>,
 }
 
+/// Where each actor's cascaded revocations among some audit rows lie (migration 0006), column by
+/// column.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct RevocationRuns {
+    actor_id: Vec<String>,
+    first_seq: Vec<i64>,
+    last_seq: Vec<i64>,
+}
+
+impl AuditRows {
+    /// One run per actor, from its first cascaded revocation here to its last. The rows one
+    /// write holds have seqs no other write's surviving rows have (an undone command's written
+    /// rows go with its savepoint, its held ones are dropped before any later write), so one
+    /// actor's runs never overlap, as listings by actor need.
+    fn revocation_runs(&self) -> RevocationRuns {
+        let mut runs = std::collections::BTreeMap::<&str, (i64, i64)>::new();
+        for i in 0..self.len() {
+            if self.cause_seq[i].is_some() && self.action[i] == "session.revoked" {
+                let seq = self.seq[i];
+                let run = runs.entry(&self.actor_id[i]).or_insert((seq, seq));
+                *run = (run.0.min(seq), run.1.max(seq));
+            }
+        }
+        let mut columns = RevocationRuns::default();
+        for (actor, (first, last)) in runs {
+            columns.actor_id.push(actor.to_owned());
+            columns.first_seq.push(first);
+            columns.last_seq.push(last);
+        }
+        columns
+    }
+}
+
 /// New `sessions` rows (status `active`), column by column.
 #[derive(Debug, Default)]
 struct SessionRows {
@@ -335,6 +368,16 @@ impl Deferred {
         ];
         for start in (0..inserted.into_iter().max().unwrap_or(0)).step_by(CHUNK) {
             self.insert_chunk(client, &mut prepare, &(start..start + CHUNK))?;
+        }
+        let runs = self.audit.revocation_runs();
+        if !runs.actor_id.is_empty() {
+            let statement = prepare(
+                client,
+                "INSERT INTO audit_revocation_runs (actor_id, first_seq, last_seq)
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])",
+            )
+            .map_err(db_error)?;
+            client.execute(&statement, &[&runs.actor_id, &runs.first_seq, &runs.last_seq]).map_err(db_error)?;
         }
         for start in (0..self.revoked.id.len()).step_by(CHUNK) {
             self.revoke_chunk(client, &mut prepare, start..(start + CHUNK).min(self.revoked.id.len()))?;

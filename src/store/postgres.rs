@@ -66,6 +66,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "committed_head", include_str!("../../migrations/postgres/0003_committed_head.sql")),
     (4, "lease_renewal", include_str!("../../migrations/postgres/0004_lease_renewal.sql")),
     (5, "room_for_revocation", include_str!("../../migrations/postgres/0005_room_for_revocation.sql")),
+    (
+        6,
+        "cascade_revocations_leave_actor_and_action_indexes",
+        include_str!("../../migrations/postgres/0006_cascade_revocations_leave_actor_and_action_indexes.sql"),
+    ),
 ];
 
 /// Key of the advisory lock nodes take around migrations and first-start bootstrap, so nodes
@@ -75,6 +80,11 @@ pub const SETUP_LOCK: i64 = 0x7465_7468_6572_0001;
 /// Applies the migrations this database lacks, each in its own transaction, under
 /// [`SETUP_LOCK`]. A database migrated by a newer tether is refused, as on SQLite.
 pub fn migrate(conn: &Conn) -> Result<Vec<i64>> {
+    migrate_through(conn, i64::MAX)
+}
+
+/// [`migrate`], stopping after version `last`: a test's database as an older tether left it.
+pub(crate) fn migrate_through(conn: &Conn, last: i64) -> Result<Vec<i64>> {
     let Conn::Postgres(pg) = conn else { return Err(Error::internal("PostgreSQL migrations on SQLite")) };
     let mut client = pg.client();
     let fail = |e: postgres::Error| Error::internal_from("database", e);
@@ -96,7 +106,7 @@ pub fn migrate(conn: &Conn) -> Result<Vec<i64>> {
             )));
         }
         let mut applied = Vec::new();
-        for (version, name, sql) in MIGRATIONS.iter().filter(|m| newest.is_none_or(|v| m.0 > v)) {
+        for (version, name, sql) in MIGRATIONS.iter().filter(|m| newest.is_none_or(|v| m.0 > v) && m.0 <= last) {
             let mut tx = client.transaction().map_err(fail)?;
             tx.batch_execute(sql).map_err(fail)?;
             tx.execute(

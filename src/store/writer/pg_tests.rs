@@ -13,7 +13,7 @@ use crate::store::db::db_error;
 use crate::store::postgres::PgTarget;
 
 /// A fresh migrated database on the test server, or `None` (and a note) without one.
-fn fresh_database(test: &str) -> Option<Conn> {
+pub(super) fn fresh_database(test: &str) -> Option<Conn> {
     let Ok(admin_url) = std::env::var("TETHER_TEST_DATABASE_URL") else {
         eprintln!("{test}: TETHER_TEST_DATABASE_URL is not set; not run here (.ci/run sets it)");
         return None;
