@@ -15,7 +15,7 @@ use crate::domain::*;
 /// The end of the audit chain as the database holds it (seq 0 and the genesis hash when empty).
 pub fn load_chain_head(conn: &Conn) -> Result<ChainHead> {
     let head = conn
-        .query_row("SELECT seq, hash, at FROM audit_events ORDER BY seq DESC LIMIT 1", rusqlite::params![], |r| {
+        .query_row(rows::CHAIN_HEAD, rusqlite::params![], |r| {
             Ok(ChainHead { seq: r.get(0)?, hash: r.get(1)?, at: r.get(2)? })
         })
         .map(Some)
@@ -24,7 +24,7 @@ pub fn load_chain_head(conn: &Conn) -> Result<ChainHead> {
             e => Err(e),
         })
         .map_err(db_error)?;
-    Ok(head.unwrap_or(ChainHead { seq: 0, hash: crate::audit::GENESIS_HASH.to_owned(), at: Timestamp(i64::MIN) }))
+    Ok(head.unwrap_or_else(ChainHead::genesis))
 }
 
 /// The newest event's seq and hash (seq 0 and the genesis hash for an empty log).

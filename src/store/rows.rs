@@ -178,6 +178,9 @@ pub(crate) use indexed_event;
 
 pub const INDEXED_EVENT: &str = indexed_event!();
 
+/// The newest event's seq, hash and time: the chain's head.
+pub const CHAIN_HEAD: &str = "SELECT seq, hash, at FROM audit_events ORDER BY seq DESC LIMIT 1";
+
 /// The columns of an audit row, of the `audit_events` named by the prefix (`""` or `"e."`). The
 /// details are the event's own `details`, or the shared text its `details_id` points to
 /// (migration 0010).

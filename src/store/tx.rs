@@ -49,6 +49,22 @@ pub struct ChainHead {
     pub at: Timestamp,
 }
 
+impl ChainHead {
+    /// The head of an empty log.
+    pub fn genesis() -> ChainHead {
+        ChainHead { seq: 0, hash: crate::audit::GENESIS_HASH.to_owned(), at: Timestamp(i64::MIN) }
+    }
+}
+
+/// The head from a simple query's text columns (seq, hash, at).
+fn chain_head_from_text(seq: Option<&str>, hash: Option<&str>, at: Option<&str>) -> Result<ChainHead> {
+    let number = |text: Option<&str>| text.and_then(|t| t.parse::<i64>().ok());
+    match (number(seq), hash, number(at)) {
+        (Some(seq), Some(hash), Some(at)) => Ok(ChainHead { seq, hash: hash.to_owned(), at: Timestamp(at) }),
+        _ => Err(crate::domain::Error::internal("the chain's head row is malformed")),
+    }
+}
+
 /// One command's view of the open write transaction.
 pub struct Tx<'c> {
     pub(super) conn: &'c Conn,
@@ -311,14 +327,35 @@ impl<'c> Batch<'c> {
     /// lock row is taken now, for the same reason and one more: every node's appends then commit
     /// one at a time, so seq order is commit order and a node tailing the log by seq never
     /// passes a gap that a slower transaction fills later (docs/architecture.md).
-    pub(super) fn begin(conn: &'c Conn) -> Result<Self> {
-        match conn.dialect() {
-            Dialect::Sqlite => conn.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?,
-            Dialect::Postgres => conn
-                .execute_batch("BEGIN; SELECT id FROM audit_chain_lock WHERE id = 1 FOR UPDATE")
-                .map_err(db_error)?,
-        }
-        Ok(Batch { conn, open: true })
+    /// On PostgreSQL the chain's head is read in the same round trip, by a statement of its own
+    /// after the lock's (so its snapshot is taken once the lock is held, and sees every append
+    /// committed before), and returned; on SQLite it is read by the caller, as a statement there
+    /// costs no round trip.
+    pub(super) fn begin(conn: &'c Conn) -> Result<(Self, Option<ChainHead>)> {
+        let head = match conn.postgres() {
+            None => {
+                conn.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?;
+                None
+            }
+            Some(pg) => {
+                let sql = format!(
+                    "BEGIN; SELECT id FROM audit_chain_lock WHERE id = 1 FOR UPDATE; {}",
+                    super::rows::CHAIN_HEAD
+                );
+                // A failure from here on rolls back whatever began (`Drop`).
+                let batch = Batch { conn, open: true };
+                let answers = pg.settled_client().and_then(|mut c| Ok(c.simple_query(&sql)?)).map_err(db_error)?;
+                let head = match answers.iter().rev().find_map(|m| match m {
+                    postgres::SimpleQueryMessage::Row(row) if row.len() == 3 => Some(row),
+                    _ => None,
+                }) {
+                    Some(row) => chain_head_from_text(row.get(0), row.get(1), row.get(2))?,
+                    None => ChainHead::genesis(),
+                };
+                return Ok((batch, Some(head)));
+            }
+        };
+        Ok((Batch { conn, open: true }, head))
     }
 
     /// Commits, with the chain's head now at `head`. If the COMMIT fails, the transaction is

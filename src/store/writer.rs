@@ -429,7 +429,7 @@ fn commit_batch(
     sink: &dyn EffectSink,
 ) -> Result<Vec<Effect>> {
     let started = Instant::now();
-    let transaction = Batch::begin(conn)?;
+    let (transaction, head_read) = Batch::begin(conn)?;
     // Counts until this function returns: the COMMIT, or the early return that rolls back.
     let _locked = Timed(&stats.locked_nanos, Instant::now());
     // On PostgreSQL, BEGIN waited for the cluster's chain lock while other nodes committed:
@@ -442,7 +442,10 @@ fn commit_batch(
     }
     // Another process (`tether credential mint`) may have appended to the chain since our last
     // batch; under the write lock we now hold, the database's head is the truth.
-    let current = load_chain_head(conn)?;
+    let current = match head_read {
+        Some(read) => read,
+        None => load_chain_head(conn)?,
+    };
     if current != *head {
         *head = current;
     }
