@@ -381,6 +381,12 @@ impl Setup {
         json!({"delegation_id": self.delegation, "scopes": ["mail:read"]}).to_string()
     }
 
+    /// Bodies opening sessions on `n` delegations of `n` new users, made on `address`.
+    fn session_bodies(&self, address: &str, n: usize) -> Vec<String> {
+        let mut c = Client::connect(address);
+        (0..n).map(|_| Setup { delegation: self.user(&mut c).1, ..self.clone() }.session_body()).collect()
+    }
+
     /// A session opened on `address`: (id, token).
     fn session(&self, c: &mut Client) -> (String, String) {
         let status = c.request("POST", "/v1/sessions", &self.platform, &self.session_body());
@@ -439,7 +445,7 @@ impl Run {
 fn closed_loop(
     targets: &[String],
     per_target: usize,
-    (method, path, credential, body): (&str, &str, &str, &str),
+    (method, path, credential, bodies): (&str, &str, &str, &[String]),
     expect: &[u8],
 ) -> Run {
     let connections = targets.len() * per_target;
@@ -456,8 +462,13 @@ fn closed_loop(
                 stop.clone(),
                 failures.clone(),
             );
-            let (method, path, credential, body, expect) =
-                (method.to_owned(), path.to_owned(), credential.to_owned(), body.to_owned(), expect.to_vec());
+            let (method, path, credential, body, expect) = (
+                method.to_owned(),
+                path.to_owned(),
+                credential.to_owned(),
+                bodies[i % bodies.len()].clone(),
+                expect.to_vec(),
+            );
             std::thread::spawn(move || {
                 let mut client = Client::connect(&address);
                 let mut latencies = Vec::with_capacity(1 << 16);
@@ -593,7 +604,7 @@ fn authorize(sqlite: &Node, lone: &Setup, at: &[String], pids: &[u32], setup: &S
     let all_pids = pids;
     let run = |label: &str, targets: &[String], verifier: &str, token: &str| {
         let (cpu, leases) = (Cpu::now(all_pids), LeaseWatch::start(database));
-        let run = closed_loop(targets, connections, ("POST", "/v1/authorize", verifier, &body(token)), b"\"allow\"");
+        let run = closed_loop(targets, connections, ("POST", "/v1/authorize", verifier, &[body(token)]), b"\"allow\"");
         println!("{label:<23}{}\n  {}\n  {}", run.describe(), Cpu::now(all_pids).since(&cpu), leases.report());
         run
     };
@@ -678,7 +689,10 @@ fn creation(sqlite: &Node, lone: &Setup, at: &[String], pids: &[u32], setup: &Se
     stats.reset();
     let locked_before = chain_lock_held(at);
     let (started, cpu, leases) = (Instant::now(), Cpu::now(pids), LeaseWatch::start(&stats.database));
-    let pg = closed_loop(at, per_node, ("POST", "/v1/sessions", &setup.platform, &setup.session_body()), b"\"token\"");
+    // Each connection opens sessions on a delegation of its own, as many users' agents would:
+    // a batch then reads a delegation and a chain per session, not one for all.
+    let bodies = setup.session_bodies(&at[0], creators);
+    let pg = closed_loop(at, per_node, ("POST", "/v1/sessions", &setup.platform, &bodies), b"\"token\"");
     let wall = started.elapsed();
     let locked = chain_lock_held(at) - locked_before;
     println!("postgres, 3 nodes      {} (target >= 5000/s)", pg.describe());
@@ -710,8 +724,12 @@ fn creation(sqlite: &Node, lone: &Setup, at: &[String], pids: &[u32], setup: &Se
     stats.report(wall, 16, true);
     let sqlite_at = [sqlite.address().to_owned()];
     let cpu = Cpu::now(pids);
-    let lite =
-        closed_loop(&sqlite_at, creators, ("POST", "/v1/sessions", &lone.platform, &lone.session_body()), b"\"token\"");
+    let lite = closed_loop(
+        &sqlite_at,
+        creators,
+        ("POST", "/v1/sessions", &lone.platform, &lone.session_bodies(&sqlite_at[0], creators)),
+        b"\"token\"",
+    );
     println!("sqlite node            {}", lite.describe());
     println!("  {}", Cpu::now(pids).since(&cpu));
 }

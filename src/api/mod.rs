@@ -104,8 +104,9 @@ impl Context {
             self.readers.read(move |conn| Ok(ops::sessions::premint(conn, &env, &caller, &req, now))).await?
         };
         let env = self.env.clone();
+        let delegation = Some((caller.visibility(), req.delegation_id));
         self.writer
-            .execute_appending_as(caller.caller(), move |tx| {
+            .execute_appending_as(caller.caller(), delegation, move |tx| {
                 ops::sessions::create_session(tx, &env, &caller, req, preminted)
             })
             .await

@@ -24,6 +24,17 @@ pub fn get_delegation(conn: &Conn, vis: Visibility, id: DelegationId) -> Result<
     q.one(conn, rows::delegation)?.ok_or(Error::NotFound("delegation"))
 }
 
+/// The delegations of `ids` the caller's visibility sees, in one statement (an `IN` list of
+/// placeholders: the ids are parameters).
+pub fn get_delegations(conn: &Conn, vis: Visibility, ids: &[DelegationId]) -> Result<Vec<Delegation>> {
+    let mut q = Select::new(rows::DELEGATION_COLUMNS, "delegations");
+    let placeholders = vec!["?"; ids.len()].join(", ");
+    q.sql.push_str(&format!(" AND id IN ({placeholders})"));
+    q.params.extend(ids.iter().map(|id| text(*id)));
+    scope_tenant(&mut q, vis);
+    q.rows(conn, rows::delegation)
+}
+
 pub fn list_delegations(
     conn: &Conn,
     vis: Visibility,
@@ -145,35 +156,15 @@ pub fn chain_rows(
     }
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
-            "SELECT {}, {}, {}, {},
-                    EXISTS (SELECT 1 FROM group_members m WHERE m.user_id = u.id)
-             FROM users u, agents a, integrations i, platforms p
+            "SELECT {} FROM users u, agents a, integrations i, platforms p
              WHERE u.id = ?1 AND a.id = ?2 AND i.id = ?3 AND p.id = a.platform_id",
-            qualified("u", rows::USER_COLUMNS),
-            qualified("a", rows::AGENT_COLUMNS),
-            qualified("i", rows::INTEGRATION_COLUMNS),
-            qualified("p", rows::PLATFORM_COLUMNS),
+            *CHAIN_COLUMNS
         )
     });
-    let width = |columns: &str| columns.split(',').count();
-    let (at_agent, at_integration) =
-        (width(rows::USER_COLUMNS), width(rows::USER_COLUMNS) + width(rows::AGENT_COLUMNS));
-    let at_platform = at_integration + width(rows::INTEGRATION_COLUMNS);
-    let at_groups = at_platform + width(rows::PLATFORM_COLUMNS);
     let read = conn
         .prepare_cached(&SQL)
         .and_then(|mut st| {
-            st.query_row(params![user.to_string(), agent.to_string(), integration.to_string()], |r| {
-                Ok((
-                    ChainLinks {
-                        user: rows::user(r)?,
-                        agent: rows::agent(&r.from_column(at_agent))?,
-                        integration: rows::integration(&r.from_column(at_integration))?,
-                        platform: rows::platform(&r.from_column(at_platform))?,
-                    },
-                    r.get::<_, bool>(at_groups)?,
-                ))
-            })
+            st.query_row(params![user.to_string(), agent.to_string(), integration.to_string()], chain_links)
         })
         .optional()
         .map_err(db_error)?;
@@ -182,6 +173,62 @@ pub fn chain_rows(
         super::groups::fill_membership(conn, &mut chain.user)?;
     }
     Ok(chain)
+}
+
+/// The chains of `keys` (user, agent, integration) that read whole, in one statement, past every
+/// caller's visibility as [`chain_rows`] reads them: for the writer's memo only, whose commands
+/// ask it through [`chain_rows`]'s door. A chain with a missing link is left out (its own read
+/// says which link).
+pub(super) fn chains_rows(conn: &Conn, keys: &[(UserId, AgentId, IntegrationId)]) -> Result<Vec<ChainLinks>> {
+    let mut q = Select {
+        sql: format!(
+            "SELECT {} FROM (VALUES {}) AS k(u, a, i), users u, agents a, integrations i, platforms p
+             WHERE u.id = k.u AND a.id = k.a AND i.id = k.i AND p.id = a.platform_id",
+            *CHAIN_COLUMNS,
+            vec!["(?, ?, ?)"; keys.len()].join(", ")
+        ),
+        params: Vec::new(),
+    };
+    for (user, agent, integration) in keys {
+        q.params.extend([text(*user), text(*agent), text(*integration)]);
+    }
+    let mut chains = Vec::with_capacity(keys.len());
+    for (mut chain, in_groups) in q.rows(conn, chain_links)? {
+        if in_groups {
+            super::groups::fill_membership(conn, &mut chain.user)?;
+        }
+        chains.push(chain);
+    }
+    Ok(chains)
+}
+
+/// The columns of a chain's four rows (`u`, `a`, `i`, `p`), then whether its user is in a group.
+static CHAIN_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{}, {}, {}, {}, EXISTS (SELECT 1 FROM group_members m WHERE m.user_id = u.id)",
+        qualified("u", rows::USER_COLUMNS),
+        qualified("a", rows::AGENT_COLUMNS),
+        qualified("i", rows::INTEGRATION_COLUMNS),
+        qualified("p", rows::PLATFORM_COLUMNS),
+    )
+});
+
+/// A chain read as [`CHAIN_COLUMNS`]: its links, and whether its user's groups are to be read.
+fn chain_links(r: &super::conn::Row<'_>) -> rusqlite::Result<(ChainLinks, bool)> {
+    let width = |columns: &str| columns.split(',').count();
+    let at_agent = width(rows::USER_COLUMNS);
+    let at_integration = at_agent + width(rows::AGENT_COLUMNS);
+    let at_platform = at_integration + width(rows::INTEGRATION_COLUMNS);
+    let at_groups = at_platform + width(rows::PLATFORM_COLUMNS);
+    Ok((
+        ChainLinks {
+            user: rows::user(r)?,
+            agent: rows::agent(&r.from_column(at_agent))?,
+            integration: rows::integration(&r.from_column(at_integration))?,
+            platform: rows::platform(&r.from_column(at_platform))?,
+        },
+        r.get::<_, bool>(at_groups)?,
+    ))
 }
 
 /// Which link of a chain that did not read is missing, as the reads one by one would have said.

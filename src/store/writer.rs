@@ -23,7 +23,7 @@ use super::db::Database;
 use super::migrate;
 use super::tx::{Batch, ChainHead, CommandScope, Effect, Tx, Withdrawn};
 use crate::clock::Clock;
-use crate::domain::{Caller, Error, Result};
+use crate::domain::{Caller, DelegationId, Error, Result, Visibility};
 
 /// Most commands folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -34,13 +34,29 @@ trait Command: Send {
     fn run(&mut self, tx: &mut Tx<'_>) -> bool;
     /// Whether the command only appends (see [`Writer::execute_appending_as`]).
     fn appending(&self) -> bool;
+    /// The delegation an appending command will read, and through which visibility, if known
+    /// before it runs: the batch reads those of its commands in one statement ([`super::memo`]).
+    fn delegation(&self) -> Option<DelegationRead>;
     /// Answers the caller once the batch's fate is known.
     fn complete(self: Box<Self>, committed: Result<()>, revoked_at: Option<i64>);
+}
+
+/// A delegation a command will read, and through which visibility ([`Command::delegation`]).
+pub type DelegationRead = (Visibility, DelegationId);
+
+/// What the writer knows of a command before running it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Shape {
+    /// It only appends ([`Writer::execute_appending_as`]).
+    appending: bool,
+    /// The delegation it reads, through which visibility ([`Command::delegation`]).
+    delegation: Option<DelegationRead>,
 }
 
 struct Pending<T, F> {
     command: Option<F>,
     appending: bool,
+    delegation: Option<DelegationRead>,
     result: Option<Result<T>>,
     answer: oneshot::Sender<(Result<T>, Option<i64>)>,
 }
@@ -63,6 +79,10 @@ where
 
     fn appending(&self) -> bool {
         self.appending
+    }
+
+    fn delegation(&self) -> Option<DelegationRead> {
+        self.delegation
     }
 
     fn complete(self: Box<Self>, committed: Result<()>, revoked_at: Option<i64>) {
@@ -214,7 +234,7 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
-        self.queue_as(caller, false, command, |answer| answer).await
+        self.queue_as(caller, Shape::default(), command, |answer| answer).await
     }
 
     /// [`Writer::execute_as`], with `prepare` run on the answer while the other nodes confirm a
@@ -224,24 +244,31 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
-        self.queue_as(caller, false, command, prepare).await
+        self.queue_as(caller, Shape::default(), command, prepare).await
     }
 
     /// [`Writer::execute_as`] for a command that only appends: it adds rows and changes nothing
     /// that any command's reads depend on (opening a session). On PostgreSQL, consecutive such
-    /// commands in a batch share their reads and write their rows together ([`super::memo`]).
-    pub async fn execute_appending_as<T, F>(&self, caller: &Caller, command: F) -> Result<T>
+    /// commands in a batch share their reads and write their rows together ([`super::memo`]);
+    /// `delegation` names the delegation the command reads, if any, for the batch to read with
+    /// the others'.
+    pub async fn execute_appending_as<T, F>(
+        &self,
+        caller: &Caller,
+        delegation: Option<DelegationRead>,
+        command: F,
+    ) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
-        self.queue_as(caller, true, command, |answer| answer).await
+        self.queue_as(caller, Shape { appending: true, delegation }, command, |answer| answer).await
     }
 
     async fn queue_as<T, U, F>(
         &self,
         caller: &Caller,
-        appending: bool,
+        shape: Shape,
         command: F,
         prepare: impl FnOnce(T) -> U,
     ) -> Result<U>
@@ -256,7 +283,7 @@ impl Writer {
             }
             command(tx)
         };
-        self.queue_then(appending, checked, prepare).await
+        self.queue_then(shape, checked, prepare).await
     }
 
     pub fn stats(&self) -> WriterStats {
@@ -286,19 +313,20 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
-        self.queue_then(appending, command, |answer| answer).await
+        self.queue_then(Shape { appending, delegation: None }, command, |answer| answer).await
     }
 
     /// Queues `command`; once its batch committed, asks the other nodes to confirm what it
     /// revoked (if anything), runs `prepare` on the command's answer meanwhile, and answers once
     /// they did.
-    async fn queue_then<T, U, F>(&self, appending: bool, command: F, prepare: impl FnOnce(T) -> U) -> Result<U>
+    async fn queue_then<T, U, F>(&self, shape: Shape, command: F, prepare: impl FnOnce(T) -> U) -> Result<U>
     where
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel::<(Result<T>, Option<i64>)>();
-        let job: Job = Box::new(Pending { command: Some(command), appending, result: None, answer });
+        let Shape { appending, delegation } = shape;
+        let job: Job = Box::new(Pending { command: Some(command), appending, delegation, result: None, answer });
         self.queue.send(job).await.map_err(|_| Error::Unavailable("the writer has stopped".into()))?;
         let (result, revoked_at) =
             answered.await.map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?;
@@ -450,6 +478,11 @@ fn commit_batch(
         *head = current;
     }
     let mut tx = Tx::new(conn, clock.now(), head.clone());
+    // The delegations the leading appending commands read, in one statement rather than one
+    // round trip each under the lock (the memo ends at the first command of another kind).
+    let delegations: Vec<_> =
+        batch.iter().take_while(|job| job.appending()).filter_map(|job| job.delegation()).collect();
+    tx.read_delegations_ahead(&delegations)?;
     // Alone in its batch, a command runs without a savepoint: if it fails, the whole transaction
     // is rolled back.
     let alone = batch.len() == 1;

@@ -6,9 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use super::test_batches::{audited, try_batch, Boxed};
+use super::test_batches::{audited, try_batch, try_batch_reading, Boxed};
 use super::*;
-use crate::domain::{CredentialId, WebhookId};
+use crate::domain::{AgentId, CredentialId, DelegationId, IntegrationId, PlatformId, UserId, Visibility, WebhookId};
 use crate::store::db::db_error;
 use crate::store::postgres::PgTarget;
 
@@ -284,4 +284,86 @@ fn a_write_sent_ahead_that_fails_fails_the_batch_and_leaves_the_connection_usabl
     assert_eq!(one_batch(&conn, vec![(false, Box::new(|tx| audited(tx, "next")))])[0].as_ref().ok(), Some(&1));
     assert_eq!(subjects(&conn), ["next"]);
     assert!(crate::store::audit::verify_audit(&conn).unwrap().ok);
+}
+
+/// Two delegations on platform `a` and one on platform `b`: (a, [delegations]).
+fn three_delegations(conn: &Conn) -> (PlatformId, [DelegationId; 3]) {
+    let (a, b) = (PlatformId::generate(), PlatformId::generate());
+    let ids = [DelegationId::generate(), DelegationId::generate(), DelegationId::generate()];
+    for platform in [a, b] {
+        conn.execute(
+            "INSERT INTO platforms (id, name, status, created_at) VALUES (?1, 'p', 'active', 0)",
+            rusqlite::params![platform.to_string()],
+        )
+        .unwrap();
+    }
+    let (user, agent, integration) =
+        (UserId::generate().to_string(), AgentId::generate().to_string(), IntegrationId::generate().to_string());
+    conn.execute(
+        "INSERT INTO users (id, permissions, status, created_at) VALUES (?1, '[]', 'active', 0)",
+        rusqlite::params![user],
+    )
+    .unwrap();
+    for (table, id) in [("agents", &agent), ("integrations", &integration)] {
+        let sql = format!("INSERT INTO {table} (id, platform_id, name, scopes, status, created_at) VALUES (?1, ?2, 'x', '[]', 'active', 0)");
+        conn.execute(&sql, rusqlite::params![id, a.to_string()]).unwrap();
+    }
+    for (id, platform) in ids.iter().zip([a, a, b]) {
+        conn.execute(
+            "INSERT INTO delegations (id, user_id, agent_id, integration_id, platform_id, scopes, status, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, '[]', 'active', 0)",
+            rusqlite::params![id.to_string(), user, agent, integration, platform.to_string()],
+        )
+        .unwrap();
+    }
+    (a, ids)
+}
+
+#[test]
+fn a_batch_reads_its_appending_commands_delegations_and_chains_ahead_each_through_its_visibility() {
+    let Some(conn) = fresh_database("a_batch_reads_its_appending_commands_delegations_ahead") else { return };
+    let (a, [first, second, elsewhere]) = three_delegations(&conn);
+    let plt_a = Visibility::for_test(crate::domain::Reach::Platform(a));
+    // A delegation and the chain it stands on, as opening a session reads them.
+    let read = move |id: DelegationId| -> Boxed {
+        Box::new(move |tx| {
+            let d = tx.delegation(plt_a, id)?;
+            let unscoped = Visibility::for_test(crate::domain::Reach::All);
+            let chain = tx.chain_rows(unscoped, d.user_id, d.agent_id, d.integration_id)?;
+            Ok(i64::from(d.id == id && chain.user.id == d.user_id))
+        })
+    };
+    let renamed = |suffix_from: &'static str, suffix_to: &'static str| -> Boxed {
+        Box::new(move |tx| {
+            for table in ["delegations", "users"] {
+                let sql = format!("ALTER TABLE {table}{suffix_from} RENAME TO {table}{suffix_to}");
+                tx.conn().execute_batch(&sql).map_err(db_error)?;
+            }
+            Ok(1)
+        })
+    };
+    // The tables are taken away before the commands reading them run, and put back after: they
+    // find what the batch read before any command ran.
+    let answers = try_batch_reading(
+        &conn,
+        vec![
+            (true, None, renamed("", "_gone")),
+            (true, Some((plt_a, first)), read(first)),
+            (true, Some((plt_a, second)), read(second)),
+            (true, None, renamed("_gone", "")),
+        ],
+    )
+    .unwrap()
+    .0;
+    assert!(answers.iter().all(|a| a.as_ref().ok() == Some(&1)), "read ahead: {answers:?}");
+    // Another platform's delegation named through plt_a's visibility is not read ahead: its
+    // command reads it itself and does not find it.
+    let answers = try_batch_reading(
+        &conn,
+        vec![(true, Some((plt_a, elsewhere)), read(elsewhere)), (true, Some((plt_a, first)), read(first))],
+    )
+    .unwrap()
+    .0;
+    assert!(matches!(answers[0], Err(Error::NotFound("delegation"))), "{answers:?}");
+    assert_eq!(answers[1].as_ref().ok(), Some(&1), "{answers:?}");
 }

@@ -14,7 +14,7 @@ use crate::domain::{Actor, Result, Subject};
 use crate::store::audit::load_chain_head;
 use crate::store::conn::Conn;
 use crate::store::tx::{Effect, Tx};
-use crate::store::writer::{commit_batch, Counters, EffectSink, Job, Pending};
+use crate::store::writer::{commit_batch, Counters, DelegationRead, EffectSink, Job, Pending};
 
 /// Takes a batch's effects and applies none.
 pub(super) struct NoViews;
@@ -28,14 +28,22 @@ pub(super) type Boxed = Box<dyn FnOnce(&mut Tx<'_>) -> Result<i64> + Send>;
 /// `commit_batch` so they surely share it: each command's answer and the effects the batch
 /// would apply, or the batch's own failure.
 pub(super) fn try_batch(conn: &Conn, commands: Vec<(bool, Boxed)>) -> Result<(Vec<Result<i64>>, Vec<Effect>)> {
+    try_batch_reading(conn, commands.into_iter().map(|(appending, command)| (appending, None, command)).collect())
+}
+
+/// [`try_batch`] with the delegation each command will read, if it says.
+pub(super) fn try_batch_reading(
+    conn: &Conn,
+    commands: Vec<(bool, Option<DelegationRead>, Boxed)>,
+) -> Result<(Vec<Result<i64>>, Vec<Effect>)> {
     let mut head = load_chain_head(conn).unwrap();
     let mut answers = Vec::new();
     let mut batch: Vec<Job> = commands
         .into_iter()
-        .map(|(appending, command)| {
+        .map(|(appending, delegation, command)| {
             let (answer, answered) = oneshot::channel();
             answers.push(answered);
-            Box::new(Pending { command: Some(command), appending, result: None, answer }) as Job
+            Box::new(Pending { command: Some(command), appending, delegation, result: None, answer }) as Job
         })
         .collect();
     let (_queue, mut jobs) = mpsc::channel::<Job>(1);
