@@ -201,6 +201,7 @@ impl App {
             set_keys,
             ssf_tokens: api::oauth_token::AccessTokens::new(&env.webhook_master),
             cluster,
+            delegation_links: Default::default(),
         };
         let services = Services {
             writer,

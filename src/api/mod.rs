@@ -12,6 +12,7 @@ pub mod events;
 pub mod global_revocation;
 pub mod groups;
 pub mod keys;
+pub mod links;
 pub mod metadata;
 pub mod oauth;
 pub mod oauth_token;
@@ -77,6 +78,8 @@ pub struct Context {
     pub ssf_tokens: oauth_token::AccessTokens,
     /// This node's part in a cluster (PostgreSQL); `None` on SQLite.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// What this node remembers of the delegations it opened sessions on (`open_session`).
+    pub delegation_links: Arc<links::DelegationLinks>,
 }
 
 impl Context {
@@ -99,9 +102,20 @@ impl Context {
 
     pub async fn open_session(&self, caller: PlatformScope, req: NewSession) -> Result<SessionCreated> {
         let now = self.clock.now();
-        let preminted = {
-            let (env, req) = (self.env.clone(), req.clone());
-            self.readers.read(move |conn| Ok(ops::sessions::premint(conn, &env, &caller, &req, now))).await?
+        // A delegation this node has opened sessions on needs no read to mint from.
+        let known = self.delegation_links.get(req.delegation_id, caller.visibility());
+        let preminted = match known.and_then(|links| ops::sessions::premint_known(&self.env, &req, links, now)) {
+            Some(preminted) => Some(preminted),
+            None => {
+                let (env, req) = (self.env.clone(), req.clone());
+                let preminted =
+                    self.readers.read(move |conn| Ok(ops::sessions::premint(conn, &env, &caller, &req, now))).await?;
+                if let Some(p) = &preminted {
+                    let (id, links) = p.links();
+                    self.delegation_links.remember(id, links);
+                }
+                preminted
+            }
         };
         let env = self.env.clone();
         let delegation = Some((caller.visibility(), req.delegation_id));

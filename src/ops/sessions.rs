@@ -258,6 +258,23 @@ pub struct PreMinted {
     tokens: IssuedTokens,
 }
 
+/// What a session's tokens name of its delegation: fixed for the delegation's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Links {
+    pub user: UserId,
+    pub agent: AgentId,
+    pub integration: IntegrationId,
+    pub platform: PlatformId,
+}
+
+impl PreMinted {
+    /// The delegation the tokens were minted on, and what they name of it.
+    pub fn links(&self) -> (DelegationId, Links) {
+        let c = &self.claims;
+        (c.delegation, Links { user: c.user, agent: c.agent, integration: c.integration, platform: c.platform })
+    }
+}
+
 /// Best effort: `None` whenever the read cannot say (the transaction then reports the problem).
 pub fn premint(
     conn: &crate::store::Conn,
@@ -268,24 +285,54 @@ pub fn premint(
 ) -> Option<PreMinted> {
     let vis = caller.visibility();
     let delegation = delegations::get_delegation(conn, vis, req.delegation_id).ok()?;
+    let links = Links {
+        user: delegation.user_id,
+        agent: delegation.agent_id,
+        integration: delegation.integration_id,
+        platform: delegation.platform_id,
+    };
+    let mut chain = Vec::new();
+    let mut parent_expires_at = None;
+    if let Some(parent) = req.parent_session_id {
+        let parent = sessions::get_session(conn, vis, parent, now).ok()?;
+        parent_expires_at = Some(parent.expires_at);
+        chain = sessions::session_ancestry(conn, parent.id).ok()?;
+    }
+    premint_on(env, req, links, chain, parent_expires_at, now)
+}
+
+/// [`premint`] for a session with no parent on a delegation whose links the node remembers: no
+/// read at all.
+pub fn premint_known(env: &Env, req: &NewSession, links: Links, now: Timestamp) -> Option<PreMinted> {
+    if req.parent_session_id.is_some() {
+        return None;
+    }
+    premint_on(env, req, links, Vec::new(), None, now)
+}
+
+fn premint_on(
+    env: &Env,
+    req: &NewSession,
+    links: Links,
+    chain: Vec<(SessionId, AgentId)>,
+    parent_expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<PreMinted> {
     let ttl = req.ttl_seconds.map_or(env.limits.default_session_ttl_seconds, SessionTtl::seconds);
     if req.scopes.is_empty() || !(1..=env.limits.max_session_ttl_seconds).contains(&ttl) {
         return None;
     }
     let mut session_expires_at = Timestamp(now.plus_seconds(ttl).seconds() * 1000);
-    let mut chain = Vec::new();
-    if let Some(parent) = req.parent_session_id {
-        let parent = sessions::get_session(conn, vis, parent, now).ok()?;
-        session_expires_at = session_expires_at.min(parent.expires_at);
-        chain = sessions::session_ancestry(conn, parent.id).ok()?;
+    if let Some(parent) = parent_expires_at {
+        session_expires_at = session_expires_at.min(parent);
     }
     let claims = AgentClaims {
         session: SessionId::generate(),
-        user: delegation.user_id,
-        agent: delegation.agent_id,
-        integration: delegation.integration_id,
-        delegation: delegation.id,
-        platform: delegation.platform_id,
+        user: links.user,
+        agent: links.agent,
+        integration: links.integration,
+        delegation: req.delegation_id,
+        platform: links.platform,
         scopes: req.scopes.clone(),
         issued_at: now,
         expires_at: token_expiry(env, now, session_expires_at),
