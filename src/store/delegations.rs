@@ -24,17 +24,6 @@ pub fn get_delegation(conn: &Conn, vis: Visibility, id: DelegationId) -> Result<
     q.one(conn, rows::delegation)?.ok_or(Error::NotFound("delegation"))
 }
 
-/// The delegations of `ids` the caller's visibility sees, in one statement (an `IN` list of
-/// placeholders: the ids are parameters).
-pub fn get_delegations(conn: &Conn, vis: Visibility, ids: &[DelegationId]) -> Result<Vec<Delegation>> {
-    let mut q = Select::new(rows::DELEGATION_COLUMNS, "delegations");
-    let placeholders = vec!["?"; ids.len()].join(", ");
-    q.sql.push_str(&format!(" AND id IN ({placeholders})"));
-    q.params.extend(ids.iter().map(|id| text(*id)));
-    scope_tenant(&mut q, vis);
-    q.rows(conn, rows::delegation)
-}
-
 pub fn list_delegations(
     conn: &Conn,
     vis: Visibility,
@@ -175,31 +164,40 @@ pub fn chain_rows(
     Ok(chain)
 }
 
-/// The chains of `keys` (user, agent, integration) that read whole, in one statement, past every
-/// caller's visibility as [`chain_rows`] reads them: for the writer's memo only, whose commands
-/// ask it through [`chain_rows`]'s door. A chain with a missing link is left out (its own read
-/// says which link).
-pub(super) fn chains_rows(conn: &Conn, keys: &[(UserId, AgentId, IntegrationId)]) -> Result<Vec<ChainLinks>> {
-    let mut q = Select {
+/// The delegations of `ids` the caller's visibility sees, each with the chain it stands on read
+/// past every visibility as [`chain_rows`] reads it, in one statement (an `IN` list of
+/// placeholders: the ids are parameters). For the writer's memo only, whose commands ask for a
+/// chain through [`chain_rows`]'s door. A delegation whose chain does not read whole is left out
+/// (its command's own reads say what is missing).
+pub(super) fn delegations_with_chains(
+    conn: &Conn,
+    vis: Visibility,
+    ids: &[DelegationId],
+) -> Result<Vec<(Delegation, ChainLinks)>> {
+    let mut visible = Select::new(rows::DELEGATION_COLUMNS, "delegations");
+    visible.sql.push_str(&format!(" AND id IN ({})", vec!["?"; ids.len()].join(", ")));
+    visible.params.extend(ids.iter().map(|id| text(*id)));
+    scope_tenant(&mut visible, vis);
+    let q = Select {
         sql: format!(
-            "SELECT {} FROM (VALUES {}) AS k(u, a, i), users u, agents a, integrations i, platforms p
-             WHERE u.id = k.u AND a.id = k.a AND i.id = k.i AND p.id = a.platform_id",
+            "SELECT {}, {} FROM ({}) d, users u, agents a, integrations i, platforms p
+             WHERE u.id = d.user_id AND a.id = d.agent_id AND i.id = d.integration_id AND p.id = a.platform_id",
+            qualified("d", rows::DELEGATION_COLUMNS),
             *CHAIN_COLUMNS,
-            vec!["(?, ?, ?)"; keys.len()].join(", ")
+            visible.sql
         ),
-        params: Vec::new(),
+        params: visible.params,
     };
-    for (user, agent, integration) in keys {
-        q.params.extend([text(*user), text(*agent), text(*integration)]);
-    }
-    let mut chains = Vec::with_capacity(keys.len());
-    for (mut chain, in_groups) in q.rows(conn, chain_links)? {
+    let at_chain = rows::DELEGATION_COLUMNS.split(',').count();
+    let read = q.rows(conn, |r| Ok((rows::delegation(r)?, chain_links(&r.from_column(at_chain))?)))?;
+    let mut found = Vec::with_capacity(read.len());
+    for (delegation, (mut chain, in_groups)) in read {
         if in_groups {
             super::groups::fill_membership(conn, &mut chain.user)?;
         }
-        chains.push(chain);
+        found.push((delegation, chain));
     }
-    Ok(chains)
+    Ok(found)
 }
 
 /// The columns of a chain's four rows (`u`, `a`, `i`, `p`), then whether its user is in a group.

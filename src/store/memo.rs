@@ -64,11 +64,10 @@ impl Tx<'_> {
         }
     }
 
-    /// Reads the delegations `wanted` into the memo (each through its visibility), one statement
-    /// per visibility, and the chains they stand on in one more, before the batch's commands
-    /// run: those commands then find them there.
-    /// One alone is left to its command's read; what is not found is left out, and the command
-    /// reading it then finds nothing either, by its own read.
+    /// Reads the delegations `wanted` into the memo (each through its visibility) with the chains
+    /// they stand on, one statement per visibility, before the batch's commands run: those
+    /// commands then find them there. One alone is left to its command's reads; what is not found
+    /// is left out, and the command reading it then finds nothing either, by its own read.
     pub(super) fn read_delegations_ahead(&self, wanted: &[(Visibility, DelegationId)]) -> Result<()> {
         if wanted.len() < 2 {
             return Ok(());
@@ -82,20 +81,10 @@ impl Tx<'_> {
                 ids.push(id);
             }
         }
-        let mut chains = Vec::new();
         for (vis, ids) in by_visibility {
-            for delegation in super::delegations::get_delegations(self.read_conn(), vis, &ids)? {
-                let chain = (delegation.user_id, delegation.agent_id, delegation.integration_id);
-                if !chains.contains(&chain) && !kept.chains.contains_key(&chain) {
-                    chains.push(chain);
-                }
-                kept.delegations.insert((delegation.id, vis), delegation);
-            }
-        }
-        // And the chains those delegations stand on, which each command then checks.
-        if !chains.is_empty() {
-            for chain in super::delegations::chains_rows(self.read_conn(), &chains)? {
+            for (delegation, chain) in super::delegations::delegations_with_chains(self.read_conn(), vis, &ids)? {
                 kept.chains.insert((chain.user.id, chain.agent.id, chain.integration.id), chain);
+                kept.delegations.insert((delegation.id, vis), delegation);
             }
         }
         Ok(())
