@@ -2,7 +2,7 @@
 //! a database fault becomes a domain error.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
@@ -52,6 +52,7 @@ pub fn db_error(e: impl Into<DbError>) -> Error {
     };
     if let DbError::Postgres(pg) = &e {
         if super::postgres::is_unreachable(pg) {
+            UNREACHABLE_SEEN.fetch_add(1, Ordering::AcqRel);
             return Error::Unavailable("the database is unreachable".into());
         }
     }
@@ -102,9 +103,20 @@ fn violated_constraint(e: &rusqlite::Error) -> Option<(std::ffi::c_int, &str)> {
     Some((kind, name))
 }
 
+/// How many times a statement has found the database unreachable, in this process. A pooled
+/// reader connection made before the latest is replaced before its next use: once the server
+/// restarts (or fails over), every connection made before is closed, and each would otherwise
+/// fail one request to find out. The lease and tail threads, which talk to the database every
+/// 250 ms, count an outage before requests meet it.
+static UNREACHABLE_SEEN: AtomicU64 = AtomicU64::new(0);
+
+/// A pooled connection, and how many times the database had been found unreachable when it was
+/// made ([`UNREACHABLE_SEEN`]).
+type Pooled = (Conn, u64);
+
 /// A few read-only connections, handed out round-robin to blocking tasks.
 pub struct ReadPool {
-    conns: Vec<Mutex<Conn>>,
+    conns: Vec<Mutex<Pooled>>,
     next: AtomicUsize,
     database: Database,
     /// Whole-log reads at once: each holds a connection, its cache and a blocking thread.
@@ -117,7 +129,9 @@ const LONG_READS: usize = 2;
 impl ReadPool {
     /// Opens `size` connections. Blocking (PostgreSQL connects here): not on an async worker.
     pub fn open(database: &Database, size: usize) -> Result<Self> {
-        let conns = (0..size.max(1)).map(|_| database.reader().map(Mutex::new)).collect::<Result<Vec<_>>>()?;
+        let conns = (0..size.max(1))
+            .map(|_| Ok(Mutex::new((database.reader()?, UNREACHABLE_SEEN.load(Ordering::Acquire)))))
+            .collect::<Result<Vec<_>>>()?;
         Ok(ReadPool {
             conns,
             next: AtomicUsize::new(0),
@@ -178,12 +192,15 @@ impl ReadPool {
     /// Runs a read on a pooled connection, on the calling thread.
     fn read_here<T>(&self, f: impl FnOnce(&Conn) -> Result<T>) -> Result<T> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
-        let mut conn = self.conns[i].lock().map_err(|_| Error::internal("read connection poisoned"))?;
-        // A PostgreSQL connection the server closed (a restart, a failover) is replaced.
-        if conn.postgres().is_some_and(|pg| pg.is_closed()) {
-            *conn = self.database.reader()?;
+        let mut pooled = self.conns[i].lock().map_err(|_| Error::internal("read connection poisoned"))?;
+        // A PostgreSQL connection the server closed (a restart, a failover), or made before the
+        // database was last found unreachable, is replaced.
+        let seen = UNREACHABLE_SEEN.load(Ordering::Acquire);
+        let (conn, made_at) = &*pooled;
+        if conn.postgres().is_some_and(|pg| pg.is_closed() || *made_at < seen) {
+            *pooled = (self.database.reader()?, seen);
         }
-        f(&conn)
+        f(&pooled.0)
     }
 }
 
