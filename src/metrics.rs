@@ -59,7 +59,7 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE tether_verified_tokens_cached gauge");
         let _ = writeln!(out, "tether_verified_tokens_cached {}", gauges.cached_tokens);
         let writer = gauges.writer;
-        let counters: [(&str, &str, String); 6] = [
+        let counters: [(&str, &str, String); 8] = [
             (
                 "tether_writer_batches_total",
                 "Write batches run to their end (one transaction each).",
@@ -85,6 +85,16 @@ impl Metrics {
                 "tether_writer_locked_seconds_total",
                 "Time the writer held the write lock (on PostgreSQL the chain lock all nodes share), BEGIN's return to the end of COMMIT.",
                 writer.locked.as_secs_f64().to_string(),
+            ),
+            (
+                "tether_writer_reads_ahead_kept_total",
+                "PostgreSQL write batches whose openings' reads, made before the chain lock, held under it.",
+                writer.reads_ahead_kept.to_string(),
+            ),
+            (
+                "tether_writer_reads_ahead_dropped_total",
+                "PostgreSQL write batches whose openings' reads were made again under the chain lock (a change came first).",
+                writer.reads_ahead_dropped.to_string(),
             ),
         ];
         for (name, help, value) in counters {

@@ -71,6 +71,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "cascade_revocations_leave_actor_and_action_indexes",
         include_str!("../../migrations/postgres/0006_cascade_revocations_leave_actor_and_action_indexes.sql"),
     ),
+    (
+        7,
+        "openings_read_ahead_of_the_chain_lock",
+        include_str!("../../migrations/postgres/0007_openings_read_ahead_of_the_chain_lock.sql"),
+    ),
 ];
 
 /// Key of the advisory lock nodes take around migrations and first-start bootstrap, so nodes

@@ -313,6 +313,15 @@ struct Mark {
     pub(super) outbox_written: bool,
 }
 
+/// What a PostgreSQL batch found as it took the chain lock ([`Batch::begin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Locked {
+    /// The chain's head: every append committed before the lock was granted.
+    pub(super) head: ChainHead,
+    /// How many changes to what openings read had committed by then (migration 0007).
+    pub(super) changes: i64,
+}
+
 /// The one write transaction of a batch, from `BEGIN IMMEDIATE` to `COMMIT`. Dropped without
 /// [`Batch::commit`] (a command alone in its batch failed, a step of the batch failed, the COMMIT
 /// failed), it rolls back.
@@ -329,30 +338,41 @@ impl<'c> Batch<'c> {
     /// passes a gap that a slower transaction fills later (docs/architecture.md).
     /// On PostgreSQL the chain's head is read in the same round trip, by a statement of its own
     /// after the lock's (so its snapshot is taken once the lock is held, and sees every append
-    /// committed before), and returned; on SQLite it is read by the caller, as a statement there
-    /// costs no round trip.
-    pub(super) fn begin(conn: &'c Conn) -> Result<(Self, Option<ChainHead>)> {
+    /// committed before), and returned with the lock row's count of changes (migration 0007,
+    /// [`super::memo::ReadAhead`]); on SQLite the head is read by the caller, as a statement
+    /// there costs no round trip.
+    pub(super) fn begin(conn: &'c Conn) -> Result<(Self, Option<Locked>)> {
         let head = match conn.postgres() {
             None => {
                 conn.execute_batch("BEGIN IMMEDIATE").map_err(db_error)?;
                 None
             }
             Some(pg) => {
+                // FOR UPDATE answers the row as the transaction that last held the lock left it,
+                // even when this one waited for it: `changes` counts every change committed
+                // before the lock was granted.
                 let sql = format!(
-                    "BEGIN; SELECT id FROM audit_chain_lock WHERE id = 1 FOR UPDATE; {}",
+                    "BEGIN; SELECT changes FROM audit_chain_lock WHERE id = 1 FOR UPDATE; {}",
                     super::rows::CHAIN_HEAD
                 );
                 // A failure from here on rolls back whatever began (`Drop`).
                 let batch = Batch { conn, open: true };
                 let answers = pg.settled_client().and_then(|mut c| Ok(c.simple_query(&sql)?)).map_err(db_error)?;
-                let head = match answers.iter().rev().find_map(|m| match m {
-                    postgres::SimpleQueryMessage::Row(row) if row.len() == 3 => Some(row),
-                    _ => None,
-                }) {
+                let rows = || {
+                    answers.iter().filter_map(|m| match m {
+                        postgres::SimpleQueryMessage::Row(row) => Some(row),
+                        _ => None,
+                    })
+                };
+                let changes = rows()
+                    .find(|row| row.len() == 1)
+                    .and_then(|row| row.get(0)?.parse::<i64>().ok())
+                    .ok_or_else(|| crate::domain::Error::internal("the chain lock's row is missing"))?;
+                let head = match rows().find(|row| row.len() == 3) {
                     Some(row) => chain_head_from_text(row.get(0), row.get(1), row.get(2))?,
                     None => ChainHead::genesis(),
                 };
-                return Ok((batch, Some(head)));
+                return Ok((batch, Some(Locked { head, changes })));
             }
         };
         Ok((Batch { conn, open: true }, head))

@@ -274,30 +274,6 @@ impl<'c> Tx<'c> {
         }
     }
 
-    pub(super) fn live_subscribers(&self) -> Result<Vec<Subscriber>> {
-        let mut st = self
-            .read_conn()
-            // A webhook owned by a credential (admin, auditor, verifier) stops once that
-            // credential has expired or its API key is retired. Revoking a credential deletes its
-            // webhooks; the liveness test also covers those revoked before that rule existed.
-            .prepare_cached(self.conn.dialect().pick(&LIVE_WEBHOOKS, &LIVE_WEBHOOKS_PG))
-            .map_err(db_error)?;
-        let rows = st
-            .query_map([self.now.millis()], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-            })
-            .map_err(db_error)?
-            .collect::<super::conn::DbResult<Vec<_>>>()
-            .map_err(db_error)?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, events, owner_role, owner_id)| {
-                let owner = crate::domain::Role::from_parts(&owner_role, &owner_id)?;
-                Some(Subscriber { id, wanted: serde_json::from_str(&events).unwrap_or_default(), owner })
-            })
-            .collect())
-    }
-
     /// The transactional outbox: one pending delivery per webhook that subscribed to this event
     /// and whose owner may see it, written with the event itself.
     pub(super) fn enqueue_webhooks(&mut self, record: &AuditEvent) -> Result<()> {
@@ -322,7 +298,31 @@ impl<'c> Tx<'c> {
     }
 }
 
-/// Webhooks not deleted whose owner may still act (see [`Tx::live_subscribers`]).
+/// The webhooks that may receive events at `now`.
+pub(super) fn live_subscribers(conn: &Conn, now: Timestamp) -> Result<Vec<Subscriber>> {
+    let mut st = conn
+        // A webhook owned by a credential (admin, auditor, verifier) stops once that
+        // credential has expired or its API key is retired. Revoking a credential deletes its
+        // webhooks; the liveness test also covers those revoked before that rule existed.
+        .prepare_cached(conn.dialect().pick(&LIVE_WEBHOOKS, &LIVE_WEBHOOKS_PG))
+        .map_err(db_error)?;
+    let rows = st
+        .query_map([now.millis()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        })
+        .map_err(db_error)?
+        .collect::<super::conn::DbResult<Vec<_>>>()
+        .map_err(db_error)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, events, owner_role, owner_id)| {
+            let owner = crate::domain::Role::from_parts(&owner_role, &owner_id)?;
+            Some(Subscriber { id, wanted: serde_json::from_str(&events).unwrap_or_default(), owner })
+        })
+        .collect())
+}
+
+/// Webhooks not deleted whose owner may still act (see [`live_subscribers`]).
 static LIVE_WEBHOOKS: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| live_webhooks(super::credentials::CREDENTIAL_IS_LIVE));
 

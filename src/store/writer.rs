@@ -20,10 +20,11 @@ use tokio::sync::{mpsc, oneshot};
 use super::audit::load_chain_head;
 use super::conn::Conn;
 use super::db::Database;
+use super::memo::ReadAhead;
 use super::migrate;
 use super::tx::{Batch, ChainHead, CommandScope, Effect, Tx, Withdrawn};
 use crate::clock::Clock;
-use crate::domain::{Caller, DelegationId, Error, Result, Visibility};
+use crate::domain::{Caller, CredentialId, DelegationId, Error, Result, Visibility};
 
 /// Most commands folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -37,6 +38,8 @@ trait Command: Send {
     /// The delegation an appending command will read, and through which visibility, if known
     /// before it runs: the batch reads those of its commands in one statement ([`super::memo`]).
     fn delegation(&self) -> Option<DelegationRead>;
+    /// The credential whose liveness it checks first, if any ([`Writer::execute_as`]).
+    fn credential(&self) -> Option<CredentialId>;
     /// Answers the caller once the batch's fate is known.
     fn complete(self: Box<Self>, committed: Result<()>, revoked_at: Option<i64>);
 }
@@ -51,12 +54,13 @@ struct Shape {
     appending: bool,
     /// The delegation it reads, through which visibility ([`Command::delegation`]).
     delegation: Option<DelegationRead>,
+    /// The caller's credential, checked before it runs ([`Command::credential`]).
+    credential: Option<CredentialId>,
 }
 
 struct Pending<T, F> {
     command: Option<F>,
-    appending: bool,
-    delegation: Option<DelegationRead>,
+    shape: Shape,
     result: Option<Result<T>>,
     answer: oneshot::Sender<(Result<T>, Option<i64>)>,
 }
@@ -78,11 +82,15 @@ where
     }
 
     fn appending(&self) -> bool {
-        self.appending
+        self.shape.appending
     }
 
     fn delegation(&self) -> Option<DelegationRead> {
-        self.delegation
+        self.shape.delegation
+    }
+
+    fn credential(&self) -> Option<CredentialId> {
+        self.shape.credential
     }
 
     fn complete(self: Box<Self>, committed: Result<()>, revoked_at: Option<i64>) {
@@ -150,6 +158,8 @@ struct Counters {
     running_nanos: AtomicU64,
     commit_nanos: AtomicU64,
     locked_nanos: AtomicU64,
+    reads_ahead_kept: AtomicU64,
+    reads_ahead_dropped: AtomicU64,
 }
 
 /// What the writer has done since it started, for `/metrics` and the benches: where a write's
@@ -171,6 +181,11 @@ pub struct WriterStats {
     /// all nodes share on PostgreSQL) to the end of COMMIT or ROLLBACK. On several nodes, what
     /// bounds the cluster's writes: one batch holds it at a time.
     pub locked: Duration,
+    /// PostgreSQL batches whose openings' reads, made before the chain lock, were still true
+    /// under it ([`super::memo::ReadAhead`]).
+    pub reads_ahead_kept: u64,
+    /// Those read again under the lock, because something they were read from changed first.
+    pub reads_ahead_dropped: u64,
 }
 
 fn add_time(counter: &AtomicU64, since: Instant) {
@@ -262,7 +277,7 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
-        self.queue_as(caller, Shape { appending: true, delegation }, command, |answer| answer).await
+        self.queue_as(caller, Shape { appending: true, delegation, credential: None }, command, |answer| answer).await
     }
 
     async fn queue_as<T, U, F>(
@@ -283,7 +298,7 @@ impl Writer {
             }
             command(tx)
         };
-        self.queue_then(shape, checked, prepare).await
+        self.queue_then(Shape { credential: Some(credential), ..shape }, checked, prepare).await
     }
 
     pub fn stats(&self) -> WriterStats {
@@ -295,6 +310,8 @@ impl Writer {
             running: Duration::from_nanos(load(&self.stats.running_nanos)),
             committing: Duration::from_nanos(load(&self.stats.commit_nanos)),
             locked: Duration::from_nanos(load(&self.stats.locked_nanos)),
+            reads_ahead_kept: load(&self.stats.reads_ahead_kept),
+            reads_ahead_dropped: load(&self.stats.reads_ahead_dropped),
         }
     }
 
@@ -313,7 +330,7 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
-        self.queue_then(Shape { appending, delegation: None }, command, |answer| answer).await
+        self.queue_then(Shape { appending, ..Shape::default() }, command, |answer| answer).await
     }
 
     /// Queues `command`; once its batch committed, asks the other nodes to confirm what it
@@ -325,8 +342,7 @@ impl Writer {
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel::<(Result<T>, Option<i64>)>();
-        let Shape { appending, delegation } = shape;
-        let job: Job = Box::new(Pending { command: Some(command), appending, delegation, result: None, answer });
+        let job: Job = Box::new(Pending { command: Some(command), shape, result: None, answer });
         self.queue.send(job).await.map_err(|_| Error::Unavailable("the writer has stopped".into()))?;
         let (result, revoked_at) =
             answered.await.map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?;
@@ -457,7 +473,21 @@ fn commit_batch(
     sink: &dyn EffectSink,
 ) -> Result<Vec<Effect>> {
     let started = Instant::now();
-    let (transaction, head_read) = Batch::begin(conn)?;
+    let postgres = conn.postgres().is_some();
+    // On PostgreSQL the batch's time is taken before its reads ahead of the lock, so that what
+    // they found live (a credential, a webhook's owner) is judged at the time the batch acts.
+    let now_ahead = postgres.then(|| clock.now());
+    let read_ahead = match now_ahead {
+        Some(now) => {
+            let leading = batch.iter().take_while(|job| job.appending());
+            let credentials: Vec<_> = leading.clone().filter_map(|job| job.credential()).collect();
+            let delegations: Vec<_> = leading.filter_map(|job| job.delegation()).collect();
+            let any = !credentials.is_empty() || !delegations.is_empty();
+            any.then(|| ReadAhead::read(conn, now, &credentials, &delegations)).transpose()?
+        }
+        None => None,
+    };
+    let (transaction, locked) = Batch::begin(conn)?;
     // Counts until this function returns: the COMMIT, or the early return that rolls back.
     let _locked = Timed(&stats.locked_nanos, Instant::now());
     // On PostgreSQL, BEGIN waited for the cluster's chain lock while other nodes committed:
@@ -470,16 +500,25 @@ fn commit_batch(
     }
     // Another process (`tether credential mint`) may have appended to the chain since our last
     // batch; under the write lock we now hold, the database's head is the truth.
-    let current = match head_read {
-        Some(read) => read,
+    let current = match &locked {
+        Some(locked) => locked.head.clone(),
         None => load_chain_head(conn)?,
     };
     if current != *head {
         *head = current;
     }
-    let mut tx = Tx::new(conn, clock.now(), head.clone());
-    // The delegations the leading appending commands read, in one statement rather than one
-    // round trip each under the lock (the memo ends at the first command of another kind).
+    let mut tx = Tx::new(conn, now_ahead.unwrap_or_else(|| clock.now()), head.clone());
+    if let (Some(ahead), Some(locked)) = (read_ahead, &locked) {
+        let counter = match tx.keep_read_ahead(ahead, locked.changes) {
+            true => &stats.reads_ahead_kept,
+            false => &stats.reads_ahead_dropped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    // The delegations the leading appending commands read and the memo lacks (those of commands
+    // that joined under the lock, or all of them if what was read ahead changed), in one
+    // statement rather than one round trip each (the memo ends at the first command of another
+    // kind).
     let delegations: Vec<_> =
         batch.iter().take_while(|job| job.appending()).filter_map(|job| job.delegation()).collect();
     tx.read_delegations_ahead(&delegations)?;

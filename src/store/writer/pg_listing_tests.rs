@@ -212,7 +212,7 @@ fn migration_0006_finds_the_runs_of_a_log_written_before_it() {
         .unwrap();
     }
     conn.execute_batch("INSERT INTO audit_causes (cause_seq, last_seq) VALUES (1, 7), (5, 8), (9, 11)").unwrap();
-    assert_eq!(crate::store::postgres::migrate(&conn).unwrap(), [6]);
+    assert_eq!(crate::store::postgres::migrate_through(&conn, 6).unwrap(), [6]);
     let mut st =
         conn.prepare("SELECT actor_id, first_seq, last_seq FROM audit_revocation_runs ORDER BY first_seq").unwrap();
     let runs: Vec<(String, i64, i64)> = st

@@ -14,6 +14,14 @@ use crate::store::postgres::PgTarget;
 
 /// A fresh migrated database on the test server, or `None` (and a note) without one.
 pub(super) fn fresh_database(test: &str) -> Option<Conn> {
+    let target = fresh_target(test)?;
+    let conn = Database::Postgres(target).writer().unwrap();
+    crate::store::postgres::migrate(&conn).unwrap();
+    Some(conn)
+}
+
+/// A fresh empty database on the test server, or `None` (and a note) without one.
+fn fresh_target(test: &str) -> Option<PgTarget> {
     let Ok(admin_url) = std::env::var("TETHER_TEST_DATABASE_URL") else {
         eprintln!("{test}: TETHER_TEST_DATABASE_URL is not set; not run here (.ci/run sets it)");
         return None;
@@ -25,9 +33,7 @@ pub(super) fn fresh_database(test: &str) -> Option<Conn> {
         Some((server, _)) => format!("{server}/{name}"),
         None => panic!("no database name in {admin_url}"),
     };
-    let conn = Database::Postgres(PgTarget::new(&url, None).unwrap()).writer().unwrap();
-    crate::store::postgres::migrate(&conn).unwrap();
-    Some(conn)
+    Some(PgTarget::new(&url, None).unwrap())
 }
 
 /// Runs `commands` (each with whether it only appends) as one batch ([`try_batch`]), which
@@ -366,4 +372,105 @@ fn a_batch_reads_its_appending_commands_delegations_and_chains_ahead_each_throug
     .0;
     assert!(matches!(answers[0], Err(Error::NotFound("delegation"))), "{answers:?}");
     assert_eq!(answers[1].as_ref().ok(), Some(&1), "{answers:?}");
+}
+
+/// The lock row's count of changes to what openings read ahead of the lock (migration 0007).
+fn changes(conn: &Conn) -> i64 {
+    conn.query_row("SELECT changes FROM audit_chain_lock WHERE id = 1", rusqlite::params![], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn every_write_to_a_table_openings_read_ahead_counts_a_change_and_an_openings_own_writes_do_not() {
+    let Some(conn) = fresh_database("every_write_to_a_table_openings_read_ahead_counts_a_change") else { return };
+    // Every table `ReadAhead::read` reads from: the credential (and its API key), the delegation,
+    // its chain (user, agent, integration, platform, groups), the webhooks.
+    let read_ahead = [
+        "credentials",
+        "signing_keys",
+        "delegations",
+        "users",
+        "agents",
+        "integrations",
+        "platforms",
+        "groups",
+        "group_members",
+        "webhooks",
+    ];
+    for table in read_ahead {
+        let column = match table {
+            "group_members" => "user_id",
+            "signing_keys" => "kid",
+            _ => "id",
+        };
+        for statement in
+            [format!("DELETE FROM {table} WHERE false"), format!("UPDATE {table} SET {column} = {column} WHERE false")]
+        {
+            let before = changes(&conn);
+            conn.execute_batch(&statement).unwrap();
+            assert_eq!(changes(&conn), before + 1, "{statement}: even one that changes no row counts");
+        }
+    }
+    // What opening a session writes.
+    for table in ["sessions", "access_tokens", "refresh_tokens", "audit_events", "webhook_deliveries", "ssf_outbox"] {
+        let before = changes(&conn);
+        conn.execute_batch(&format!("DELETE FROM {table} WHERE false")).unwrap();
+        assert_eq!(changes(&conn), before, "{table} is not read ahead");
+    }
+}
+
+#[test]
+fn reads_made_ahead_of_the_chain_lock_are_kept_only_if_nothing_they_read_changed_before_it() {
+    let Some(target) = fresh_target("reads_made_ahead_of_the_chain_lock") else { return };
+    let conn = Database::Postgres(target.clone()).writer().unwrap();
+    crate::store::postgres::migrate(&conn).unwrap();
+    let other_node = Database::Postgres(target).writer().unwrap();
+    let (a, [first, second, _]) = three_delegations(&conn);
+    let plt_a = Visibility::for_test(crate::domain::Reach::Platform(a));
+    let now = crate::domain::Timestamp(1);
+    let status = |tx: &Tx<'_>, id| tx.delegation(plt_a, id).map(|d| d.status);
+    use crate::domain::DelegationStatus::{Active, Revoked};
+
+    // Nothing changed: the memo answers, even with the table gone (no read is made).
+    let ahead = ReadAhead::read(&conn, now, &[], &[(plt_a, first)]).unwrap();
+    let (batch, locked) = Batch::begin(&conn).unwrap();
+    let locked = locked.unwrap();
+    let mut tx = Tx::new(&conn, now, locked.head);
+    assert!(tx.keep_read_ahead(ahead, locked.changes));
+    conn.execute_batch("ALTER TABLE delegations RENAME TO delegations_gone").unwrap();
+    assert_eq!(status(&tx, first).unwrap(), Active);
+    drop(tx);
+    batch.rollback().unwrap();
+
+    // Another node revokes the delegation after the reads and before this batch takes the lock:
+    // they are dropped, and the delegation is read again under the lock.
+    let ahead = ReadAhead::read(&conn, now, &[], &[(plt_a, first), (plt_a, second)]).unwrap();
+    other_node
+        .execute("UPDATE delegations SET status = 'revoked' WHERE id = ?1", rusqlite::params![first.to_string()])
+        .unwrap();
+    let (batch, locked) = Batch::begin(&conn).unwrap();
+    let locked = locked.unwrap();
+    let mut tx = Tx::new(&conn, now, locked.head);
+    assert!(!tx.keep_read_ahead(ahead, locked.changes));
+    assert_eq!((status(&tx, first).unwrap(), status(&tx, second).unwrap()), (Revoked, Active));
+    drop(tx);
+    batch.rollback().unwrap();
+
+    // Once the lock is held, a change waits for this batch to commit (the count is on the row
+    // the lock is).
+    let ahead = ReadAhead::read(&conn, now, &[], &[(plt_a, second)]).unwrap();
+    let (batch, locked) = Batch::begin(&conn).unwrap();
+    let locked = locked.unwrap();
+    let revoking = std::thread::spawn(move || {
+        other_node
+            .execute("UPDATE delegations SET status = 'revoked' WHERE id = ?1", rusqlite::params![second.to_string()])
+            .unwrap();
+    });
+    let mut tx = Tx::new(&conn, now, locked.head);
+    assert!(tx.keep_read_ahead(ahead, locked.changes));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!revoking.is_finished(), "the revocation waits for the lock");
+    assert_eq!(status(&tx, second).unwrap(), Active);
+    drop(tx);
+    batch.commit(0).unwrap();
+    revoking.join().unwrap();
 }

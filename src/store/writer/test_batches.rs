@@ -14,7 +14,7 @@ use crate::domain::{Actor, Result, Subject};
 use crate::store::audit::load_chain_head;
 use crate::store::conn::Conn;
 use crate::store::tx::{Effect, Tx};
-use crate::store::writer::{commit_batch, Counters, DelegationRead, EffectSink, Job, Pending};
+use crate::store::writer::{commit_batch, Counters, DelegationRead, EffectSink, Job, Pending, Shape};
 
 /// Takes a batch's effects and applies none.
 pub(super) struct NoViews;
@@ -43,7 +43,8 @@ pub(super) fn try_batch_reading(
         .map(|(appending, delegation, command)| {
             let (answer, answered) = oneshot::channel();
             answers.push(answered);
-            Box::new(Pending { command: Some(command), appending, delegation, result: None, answer }) as Job
+            let shape = Shape { appending, delegation, credential: None };
+            Box::new(Pending { command: Some(command), shape, result: None, answer }) as Job
         })
         .collect();
     let (_queue, mut jobs) = mpsc::channel::<Job>(1);

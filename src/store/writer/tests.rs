@@ -242,11 +242,7 @@ fn commands_queued_while_begin_waited_join_the_batch() {
     let job = |n: i64| {
         let (answer, answered) = oneshot::channel();
         let command = move |_: &mut Tx<'_>| -> Result<i64> { Ok(n) };
-        (
-            Box::new(Pending { command: Some(command), appending: false, delegation: None, result: None, answer })
-                as Job,
-            answered,
-        )
+        (Box::new(Pending { command: Some(command), shape: Shape::default(), result: None, answer }) as Job, answered)
     };
     let (first, mut first_answer) = job(1);
     let mut batch = vec![first];
