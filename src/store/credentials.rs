@@ -37,6 +37,23 @@ pub(super) fn credential_is_live_sql(conn: &Conn) -> &'static str {
     conn.dialect().pick(CREDENTIAL_IS_LIVE, CREDENTIAL_IS_LIVE_PG)
 }
 
+/// Whether the credential may still act at `now`, and if so until when: its expiry, if it has
+/// one. Not live (or unknown): `None`.
+pub(super) fn credential_live_until(
+    conn: &Conn,
+    id: CredentialId,
+    now: Timestamp,
+) -> Result<Option<Option<Timestamp>>> {
+    let live = credential_is_live_sql(conn);
+    let sql = format!("SELECT c.expires_at FROM credentials c {CREDENTIAL_KEY_JOIN} WHERE c.id = ?2 AND {live}");
+    conn.prepare_cached(&sql)
+        .and_then(|mut st| {
+            st.query_row(rusqlite::params![now.millis(), id.to_string()], |r| r.get::<_, Option<i64>>(0)).optional()
+        })
+        .map(|found| found.map(|expires| expires.map(Timestamp)))
+        .map_err(db_error)
+}
+
 /// Whether the credential may still act at `now` (`CREDENTIAL_IS_LIVE`); false if unknown.
 pub fn credential_is_live(conn: &Conn, id: CredentialId, now: Timestamp) -> Result<bool> {
     let live = credential_is_live_sql(conn);

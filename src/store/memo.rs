@@ -26,12 +26,15 @@ pub(super) struct ReadAhead {
     /// The lock row's count of changes to the tables these were read from (migration 0007),
     /// read before any of them.
     changes: i64,
+    /// The first expiry of a credential found live (a caller's, a webhook's owner's): from then
+    /// on, what was read is no longer what a read would find.
+    live_until: Option<Timestamp>,
 }
 
 impl ReadAhead {
-    /// Reads, at the batch's time `now`, the liveness of `credentials`, the delegations `wanted`
-    /// with their chains, and the live webhooks. Each read is a statement of its own, on a
-    /// snapshot no older than the count's.
+    /// Reads, at `now`, the liveness of `credentials`, the delegations `wanted` with their
+    /// chains, and the live webhooks. Each read is a statement of its own, on a snapshot no
+    /// older than the count's.
     pub(super) fn read(
         conn: &Conn,
         now: Timestamp,
@@ -42,14 +45,25 @@ impl ReadAhead {
             .query_row("SELECT changes FROM audit_chain_lock WHERE id = 1", rusqlite::params![], |r| r.get(0))
             .map_err(db_error)?;
         let mut memo = Memo::default();
+        let mut live_until = None;
         for &id in credentials {
             if let Entry::Vacant(place) = memo.credentials.entry(id) {
-                place.insert(super::credentials::credential_is_live(conn, id, now)?);
+                let until = super::credentials::credential_live_until(conn, id, now)?;
+                live_until = earliest(live_until, until.flatten());
+                place.insert(until.is_some());
             }
         }
         read_delegations_into(&mut memo, conn, wanted)?;
-        memo.subscribers = Some(Arc::new(super::webhooks::live_subscribers(conn, now)?));
-        Ok(ReadAhead { memo, changes })
+        let (subscribers, until) = super::webhooks::live_subscribers_until(conn, now)?;
+        memo.subscribers = Some(Arc::new(subscribers));
+        Ok(ReadAhead { memo, changes, live_until: earliest(live_until, until) })
+    }
+}
+
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -101,13 +115,15 @@ impl Tx<'_> {
         }
     }
 
-    /// Starts the memo from what was read ahead of the lock, if nothing it was read from has
-    /// changed since: the lock row's count of changes, as [`super::tx::Batch::begin`] found it
-    /// under the lock, is `changes_at_lock`. Otherwise the memo starts empty and every read goes
-    /// to the database under the lock. Whether the reads were kept.
+    /// Starts the memo from what was read ahead of the lock, if it is what a read would find
+    /// now: nothing it was read from has changed since (the lock row's count of changes, as
+    /// [`super::tx::Batch::begin`] found it under the lock, is `changes_at_lock`), and no
+    /// credential it found live has expired by the batch's time. Otherwise the memo starts
+    /// empty and every read goes to the database under the lock. Whether the reads were kept.
     pub(super) fn keep_read_ahead(&mut self, ahead: ReadAhead, changes_at_lock: i64) -> bool {
+        let expired = ahead.live_until.is_some_and(|until| until <= self.now);
         let memo = self.memo.get_mut();
-        if memo.is_none() || ahead.changes != changes_at_lock {
+        if memo.is_none() || ahead.changes != changes_at_lock || expired {
             return false;
         }
         *memo = Some(ahead.memo);

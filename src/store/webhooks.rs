@@ -300,6 +300,12 @@ impl<'c> Tx<'c> {
 
 /// The webhooks that may receive events at `now`.
 pub(super) fn live_subscribers(conn: &Conn, now: Timestamp) -> Result<Vec<Subscriber>> {
+    live_subscribers_until(conn, now).map(|(live, _)| live)
+}
+
+/// [`live_subscribers`], and the first time after `now` at which one of them stops (its owning
+/// credential expires), if any does.
+pub(super) fn live_subscribers_until(conn: &Conn, now: Timestamp) -> Result<(Vec<Subscriber>, Option<Timestamp>)> {
     let mut st = conn
         // A webhook owned by a credential (admin, auditor, verifier) stops once that
         // credential has expired or its API key is retired. Revoking a credential deletes its
@@ -308,18 +314,23 @@ pub(super) fn live_subscribers(conn: &Conn, now: Timestamp) -> Result<Vec<Subscr
         .map_err(db_error)?;
     let rows = st
         .query_map([now.millis()], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?),
+                r.get::<_, Option<i64>>(4)?,
+            ))
         })
         .map_err(db_error)?
         .collect::<super::conn::DbResult<Vec<_>>>()
         .map_err(db_error)?;
-    Ok(rows
+    let until = rows.iter().filter_map(|(_, expires)| *expires).min().map(Timestamp);
+    let live = rows
         .into_iter()
-        .filter_map(|(id, events, owner_role, owner_id)| {
+        .filter_map(|((id, events, owner_role, owner_id), _)| {
             let owner = crate::domain::Role::from_parts(&owner_role, &owner_id)?;
             Some(Subscriber { id, wanted: serde_json::from_str(&events).unwrap_or_default(), owner })
         })
-        .collect())
+        .collect();
+    Ok((live, until))
 }
 
 /// Webhooks not deleted whose owner may still act (see [`live_subscribers`]).
@@ -332,7 +343,7 @@ static LIVE_WEBHOOKS_PG: std::sync::LazyLock<String> =
 
 fn live_webhooks(credential_is_live: &str) -> String {
     format!(
-        "SELECT w.id, w.events, w.owner_role, w.owner_id FROM webhooks w
+        "SELECT w.id, w.events, w.owner_role, w.owner_id, c.expires_at FROM webhooks w
          LEFT JOIN credentials c ON c.id = w.owner_id {}
          WHERE w.deleted_at IS NULL AND (c.id IS NULL OR {credential_is_live})",
         super::credentials::CREDENTIAL_KEY_JOIN,

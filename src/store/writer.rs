@@ -473,17 +473,13 @@ fn commit_batch(
     sink: &dyn EffectSink,
 ) -> Result<Vec<Effect>> {
     let started = Instant::now();
-    let postgres = conn.postgres().is_some();
-    // On PostgreSQL the batch's time is taken before its reads ahead of the lock, so that what
-    // they found live (a credential, a webhook's owner) is judged at the time the batch acts.
-    let now_ahead = postgres.then(|| clock.now());
-    let read_ahead = match now_ahead {
-        Some(now) => {
+    let read_ahead = match conn.postgres() {
+        Some(_) => {
             let leading = batch.iter().take_while(|job| job.appending());
             let credentials: Vec<_> = leading.clone().filter_map(|job| job.credential()).collect();
             let delegations: Vec<_> = leading.filter_map(|job| job.delegation()).collect();
             let any = !credentials.is_empty() || !delegations.is_empty();
-            any.then(|| ReadAhead::read(conn, now, &credentials, &delegations)).transpose()?
+            any.then(|| ReadAhead::read(conn, clock.now(), &credentials, &delegations)).transpose()?
         }
         None => None,
     };
@@ -507,7 +503,7 @@ fn commit_batch(
     if current != *head {
         *head = current;
     }
-    let mut tx = Tx::new(conn, now_ahead.unwrap_or_else(|| clock.now()), head.clone());
+    let mut tx = Tx::new(conn, clock.now(), head.clone());
     if let (Some(ahead), Some(locked)) = (read_ahead, &locked) {
         let counter = match tx.keep_read_ahead(ahead, locked.changes) {
             true => &stats.reads_ahead_kept,

@@ -455,6 +455,24 @@ fn reads_made_ahead_of_the_chain_lock_are_kept_only_if_nothing_they_read_changed
     drop(tx);
     batch.rollback().unwrap();
 
+    // A credential found live that expires by the batch's time: the reads are dropped too.
+    let credential = CredentialId::generate();
+    conn.execute(
+        "INSERT INTO credentials (id, role, created_at, expires_at) VALUES (?1, 'admin', 0, 10)",
+        rusqlite::params![credential.to_string()],
+    )
+    .unwrap();
+    for (batch_time, kept) in [(9, true), (10, false)] {
+        let ahead = ReadAhead::read(&conn, crate::domain::Timestamp(5), &[credential], &[]).unwrap();
+        let (batch, locked) = Batch::begin(&conn).unwrap();
+        let locked = locked.unwrap();
+        let mut tx = Tx::new(&conn, crate::domain::Timestamp(batch_time), locked.head);
+        assert_eq!(tx.keep_read_ahead(ahead, locked.changes), kept, "at {batch_time}");
+        assert_eq!(tx.credential_is_live(credential).unwrap(), kept, "at {batch_time}");
+        drop(tx);
+        batch.rollback().unwrap();
+    }
+
     // Once the lock is held, a change waits for this batch to commit (the count is on the row
     // the lock is).
     let ahead = ReadAhead::read(&conn, now, &[], &[(plt_a, second)]).unwrap();
