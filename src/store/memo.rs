@@ -1,13 +1,15 @@
-//! Reads the commands of one PostgreSQL write batch share while each of them only appends
-//! (opening a session): the calling credential's liveness, a delegation, the chain it stands on,
-//! the live webhooks. They cost one round trip for the batch instead of one per command, and
-//! stay true for it: an appending command changes none of them, and the first command of any
-//! other kind ends the memo for the rest of the batch ([`super::tx::CommandScope::begin`]).
+//! Reads the PostgreSQL writer's appending commands (opening a session) share: the calling
+//! credential's liveness, a delegation, the chain it stands on, the live webhooks. An appending
+//! command changes none of them; the first command of any other kind ends the memo
+//! ([`super::tx::CommandScope::begin`]).
 //!
-//! They are read before the batch takes the chain lock ([`ReadAhead`]), so that the lock every
-//! node's writes wait for is not held for them, and kept only if nothing they were read from
-//! changed before the lock was granted; otherwise they are read again under it. On SQLite, where
-//! a read costs no round trip, every read goes to the database.
+//! The memo outlives its batch. What it lacks is read before the next batch takes the chain lock
+//! ([`Memo::read_ahead`]), so the lock every node's writes wait for is not held for reads, and a
+//! delegation sessions keep being opened on is not read again at all. It is trusted under the
+//! lock only while nothing it was read from has changed: migration 0007 counts every change to
+//! those tables on the lock's row, and the memo starts again whenever the count is not the one
+//! it was read at ([`Memo::under_lock`]). On SQLite, where a read costs no round trip, every read
+//! goes to the database.
 
 use std::collections::hash_map::{Entry, HashMap};
 use std::hash::Hash;
@@ -20,57 +22,94 @@ use crate::domain::{
     AgentId, ChainLinks, CredentialId, Delegation, DelegationId, IntegrationId, Result, Timestamp, UserId, Visibility,
 };
 
-/// What a batch's leading openings will read, read before the batch takes the chain lock.
-pub(super) struct ReadAhead {
-    memo: Memo,
-    /// The lock row's count of changes to the tables these were read from (migration 0007),
-    /// read before any of them.
-    changes: i64,
-    /// The first expiry of a credential found live (a caller's, a webhook's owner's): from then
-    /// on, what was read is no longer what a read would find.
-    live_until: Option<Timestamp>,
-}
+/// How many delegations the memo keeps between batches before it starts again empty.
+const MAX_REMEMBERED: usize = 10_000;
 
-impl ReadAhead {
-    /// Reads, at `now`, the liveness of `credentials`, the delegations `wanted` with their
-    /// chains, and the live webhooks. Each read is a statement of its own, on a snapshot no
-    /// older than the count's.
-    pub(super) fn read(
+impl Memo {
+    fn at(changes: i64) -> Memo {
+        Memo { changes, ..Memo::default() }
+    }
+
+    fn expires(&mut self, at: Option<Timestamp>) {
+        self.live_until = match (self.live_until, at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// Reads, before the batch takes the chain lock and at `now`, what its leading openings will
+    /// read and `memo` lacks: the liveness of `credentials`, the delegations `wanted` with their
+    /// chains, the live webhooks. The lock row's count of changes is read first; if it is not the
+    /// memo's, the memo starts again from it. Each read is a statement of its own, on a snapshot
+    /// no older than the count's. With nothing lacking, nothing is read.
+    pub(super) fn read_ahead(
+        memo: &mut Option<Memo>,
         conn: &Conn,
         now: Timestamp,
         credentials: &[CredentialId],
         wanted: &[(Visibility, DelegationId)],
-    ) -> Result<ReadAhead> {
+    ) -> Result<()> {
+        let lacks = |m: &Memo| {
+            m.subscribers.is_none()
+                || credentials.iter().any(|id| !m.credentials.contains_key(id))
+                || wanted.iter().any(|&(vis, id)| !m.delegations.contains_key(&(id, vis)))
+        };
+        if memo.as_ref().is_some_and(|m| !lacks(m)) {
+            return Ok(());
+        }
         let changes = conn
             .query_row("SELECT changes FROM audit_chain_lock WHERE id = 1", rusqlite::params![], |r| r.get(0))
             .map_err(db_error)?;
-        let mut memo = Memo::default();
-        let mut live_until = None;
+        let kept = match memo.take() {
+            Some(m) if m.changes == changes && m.delegations.len() < MAX_REMEMBERED => m,
+            _ => Memo::at(changes),
+        };
+        let kept = memo.insert(kept);
         for &id in credentials {
-            if let Entry::Vacant(place) = memo.credentials.entry(id) {
+            if !kept.credentials.contains_key(&id) {
                 let until = super::credentials::credential_live_until(conn, id, now)?;
-                live_until = earliest(live_until, until.flatten());
-                place.insert(until.is_some());
+                kept.expires(until.flatten());
+                kept.credentials.insert(id, until.is_some());
             }
         }
-        read_delegations_into(&mut memo, conn, wanted)?;
-        let (subscribers, until) = super::webhooks::live_subscribers_until(conn, now)?;
-        memo.subscribers = Some(Arc::new(subscribers));
-        Ok(ReadAhead { memo, changes, live_until: earliest(live_until, until) })
+        read_delegations_into(kept, conn, wanted)?;
+        if kept.subscribers.is_none() {
+            let (subscribers, until) = super::webhooks::live_subscribers_until(conn, now)?;
+            kept.expires(until);
+            kept.subscribers = Some(Arc::new(subscribers));
+        }
+        Ok(())
     }
-}
 
-fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    /// The memo a batch starts with once it holds the chain lock: `remembered` if it is what a
+    /// read would find now, that is, nothing it was read from has changed since its count (the
+    /// lock row's count, as [`super::tx::Batch::begin`] found it, is `changes_at_lock`) and no
+    /// credential it found live has expired by the batch's time `now`; otherwise an empty one.
+    /// Nothing can change while the lock is held (a change updates the lock's row), so what the
+    /// batch reads into it stays true until the batch's own commands change something.
+    pub(super) fn under_lock(remembered: Option<Memo>, changes_at_lock: i64, now: Timestamp) -> (Memo, bool) {
+        match remembered {
+            Some(m) if m.changes == changes_at_lock && m.live_until.is_none_or(|until| now < until) => (m, true),
+            _ => (Memo::at(changes_at_lock), false),
+        }
     }
 }
 
 impl Tx<'_> {
     /// Whether the credential may still act now ([`super::credentials::credential_is_live`]).
     pub fn credential_is_live(&self, id: CredentialId) -> Result<bool> {
-        self.remembered(|m| &mut m.credentials, id, |conn| super::credentials::credential_is_live(conn, id, self.now()))
+        let mut memo = self.memo.borrow_mut();
+        let Some(kept) = memo.as_mut() else {
+            drop(memo);
+            return super::credentials::credential_is_live(self.conn(), id, self.now());
+        };
+        if let Some(&live) = kept.credentials.get(&id) {
+            return Ok(live);
+        }
+        let until = super::credentials::credential_live_until(self.read_conn(), id, self.now())?;
+        kept.expires(until.flatten());
+        kept.credentials.insert(id, until.is_some());
+        Ok(until.is_some())
     }
 
     /// A delegation through the caller's visibility ([`super::delegations::get_delegation`]).
@@ -115,19 +154,17 @@ impl Tx<'_> {
         }
     }
 
-    /// Starts the memo from what was read ahead of the lock, if it is what a read would find
-    /// now: nothing it was read from has changed since (the lock row's count of changes, as
-    /// [`super::tx::Batch::begin`] found it under the lock, is `changes_at_lock`), and no
-    /// credential it found live has expired by the batch's time. Otherwise the memo starts
-    /// empty and every read goes to the database under the lock. Whether the reads were kept.
-    pub(super) fn keep_read_ahead(&mut self, ahead: ReadAhead, changes_at_lock: i64) -> bool {
-        let expired = ahead.live_until.is_some_and(|until| until <= self.now);
-        let memo = self.memo.get_mut();
-        if memo.is_none() || ahead.changes != changes_at_lock || expired {
-            return false;
+    /// Starts the batch's memo (PostgreSQL; on SQLite there is none and `memo` is dropped).
+    pub(super) fn start_memo(&mut self, memo: Memo) {
+        if let Some(kept) = self.memo.get_mut() {
+            *kept = memo;
         }
-        *memo = Some(ahead.memo);
-        true
+    }
+
+    /// The memo, if every command of the batch only appended: still true once the batch ends,
+    /// for the next one to start from. A command of another kind may have changed what it holds.
+    pub(super) fn take_memo(&mut self) -> Option<Memo> {
+        self.memo.get_mut().take()
     }
 
     /// Reads the delegations `wanted` the memo lacks (each through its visibility) with the
@@ -144,8 +181,10 @@ impl Tx<'_> {
         if let Some(held) = self.memo.borrow().as_ref().and_then(|m| m.subscribers.clone()) {
             return Ok(held);
         }
-        let live = Arc::new(super::webhooks::live_subscribers(self.read_conn(), self.now())?);
+        let (live, until) = super::webhooks::live_subscribers_until(self.read_conn(), self.now())?;
+        let live = Arc::new(live);
         if let Some(memo) = &mut *self.memo.borrow_mut() {
+            memo.expires(until);
             memo.subscribers = Some(live.clone());
         }
         Ok(live)

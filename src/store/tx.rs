@@ -102,9 +102,15 @@ pub struct Tx<'c> {
     pub(super) memo: std::cell::RefCell<Option<Memo>>,
 }
 
-/// What a batch has read so far for its appending commands (read and kept by `store/memo.rs`).
+/// What the writer has read for appending commands (read and kept by `store/memo.rs`): true for
+/// as long as the lock row's count of changes is `changes` and the time is before `live_until`.
 #[derive(Default)]
 pub(super) struct Memo {
+    /// The lock row's count of changes (migration 0007) read before anything in the memo was.
+    pub(super) changes: i64,
+    /// The first expiry of a credential found live (a caller's, a webhook owner's): from then
+    /// on, what was read is no longer what a read would find.
+    pub(super) live_until: Option<Timestamp>,
     pub(super) credentials: std::collections::HashMap<CredentialId, bool>,
     /// Each delegation as each visibility it was read through found it.
     pub(super) delegations:

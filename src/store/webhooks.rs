@@ -298,13 +298,8 @@ impl<'c> Tx<'c> {
     }
 }
 
-/// The webhooks that may receive events at `now`.
-pub(super) fn live_subscribers(conn: &Conn, now: Timestamp) -> Result<Vec<Subscriber>> {
-    live_subscribers_until(conn, now).map(|(live, _)| live)
-}
-
-/// [`live_subscribers`], and the first time after `now` at which one of them stops (its owning
-/// credential expires), if any does.
+/// The webhooks that may receive events at `now`, and the first time after `now` at which one of
+/// them stops (its owning credential expires), if any does.
 pub(super) fn live_subscribers_until(conn: &Conn, now: Timestamp) -> Result<(Vec<Subscriber>, Option<Timestamp>)> {
     let mut st = conn
         // A webhook owned by a credential (admin, auditor, verifier) stops once that
@@ -333,7 +328,7 @@ pub(super) fn live_subscribers_until(conn: &Conn, now: Timestamp) -> Result<(Vec
     Ok((live, until))
 }
 
-/// Webhooks not deleted whose owner may still act (see [`live_subscribers`]).
+/// Webhooks not deleted whose owner may still act (see [`live_subscribers_until`]).
 static LIVE_WEBHOOKS: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| live_webhooks(super::credentials::CREDENTIAL_IS_LIVE));
 

@@ -20,9 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::audit::load_chain_head;
 use super::conn::Conn;
 use super::db::Database;
-use super::memo::ReadAhead;
 use super::migrate;
-use super::tx::{Batch, ChainHead, CommandScope, Effect, Tx, Withdrawn};
+use super::tx::{Batch, ChainHead, CommandScope, Effect, Memo, Tx, Withdrawn};
 use crate::clock::Clock;
 use crate::domain::{Caller, CredentialId, DelegationId, Error, Result, Visibility};
 
@@ -401,6 +400,8 @@ fn run(
     stats: &Counters,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    // PostgreSQL: what appending commands read, kept between batches while it stays true.
+    let mut memo: Option<Memo> = None;
     while let Some(first) = jobs.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -412,6 +413,9 @@ fn run(
         if conn.postgres().is_some_and(|pg| pg.is_closed()) {
             // The server closed the connection (a restart, a failover): a new one, or the batch
             // is answered `unavailable` and the next batch tries again.
+            // What was remembered is forgotten: the database may now be another server (a
+            // failover to a replica that had not received every change).
+            memo = None;
             match database.writer() {
                 Ok(fresh) => conn = fresh,
                 Err(e) => {
@@ -424,7 +428,7 @@ fn run(
                 }
             }
         }
-        let committed = commit_batch(&conn, &mut head, &mut batch, &mut jobs, &clock, stats, sink.as_ref());
+        let committed = commit_batch(&conn, &mut head, &mut memo, &mut batch, &mut jobs, &clock, stats, sink.as_ref());
         stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
         match committed {
             Ok(effects) => {
@@ -466,6 +470,7 @@ fn run(
 fn commit_batch(
     conn: &Conn,
     head: &mut ChainHead,
+    memo: &mut Option<Memo>,
     batch: &mut Vec<Job>,
     jobs: &mut mpsc::Receiver<Job>,
     clock: &Clock,
@@ -473,16 +478,14 @@ fn commit_batch(
     sink: &dyn EffectSink,
 ) -> Result<Vec<Effect>> {
     let started = Instant::now();
-    let read_ahead = match conn.postgres() {
-        Some(_) => {
-            let leading = batch.iter().take_while(|job| job.appending());
-            let credentials: Vec<_> = leading.clone().filter_map(|job| job.credential()).collect();
-            let delegations: Vec<_> = leading.filter_map(|job| job.delegation()).collect();
-            let any = !credentials.is_empty() || !delegations.is_empty();
-            any.then(|| ReadAhead::read(conn, clock.now(), &credentials, &delegations)).transpose()?
+    if conn.postgres().is_some() {
+        let leading = batch.iter().take_while(|job| job.appending());
+        let credentials: Vec<_> = leading.clone().filter_map(|job| job.credential()).collect();
+        let delegations: Vec<_> = leading.filter_map(|job| job.delegation()).collect();
+        if !credentials.is_empty() || !delegations.is_empty() {
+            Memo::read_ahead(memo, conn, clock.now(), &credentials, &delegations)?;
         }
-        None => None,
-    };
+    }
     let (transaction, locked) = Batch::begin(conn)?;
     // Counts until this function returns: the COMMIT, or the early return that rolls back.
     let _locked = Timed(&stats.locked_nanos, Instant::now());
@@ -504,12 +507,16 @@ fn commit_batch(
         *head = current;
     }
     let mut tx = Tx::new(conn, clock.now(), head.clone());
-    if let (Some(ahead), Some(locked)) = (read_ahead, &locked) {
-        let counter = match tx.keep_read_ahead(ahead, locked.changes) {
-            true => &stats.reads_ahead_kept,
-            false => &stats.reads_ahead_dropped,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+    // Taken out: an early return (a failed statement) leaves the writer none for the next batch.
+    let remembered = memo.take();
+    if let Some(locked) = &locked {
+        let had = remembered.is_some();
+        let (start, kept) = Memo::under_lock(remembered, locked.changes, tx.now());
+        if had {
+            let counter = if kept { &stats.reads_ahead_kept } else { &stats.reads_ahead_dropped };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        tx.start_memo(start);
     }
     // The delegations the leading appending commands read and the memo lacks (those of commands
     // that joined under the lock, or all of them if what was read ahead changed), in one
@@ -529,6 +536,8 @@ fn commit_batch(
             command.undo()?;
             transaction.rollback()?;
             add_time(&stats.running_nanos, started);
+            // Read under the lock, before any command changed anything: still true.
+            *memo = tx.take_memo();
             return Ok(Vec::new());
         } else {
             command.undo()?;
@@ -547,6 +556,7 @@ fn commit_batch(
         sink.restore(withdrawn);
         return Err(e);
     }
+    *memo = tx.take_memo();
     let (new_head, effects) = tx.finish();
     *head = new_head;
     Ok(effects)

@@ -418,44 +418,83 @@ fn every_write_to_a_table_openings_read_ahead_counts_a_change_and_an_openings_ow
     }
 }
 
+/// Starts a batch's transaction and its memo from `remembered`, as `commit_batch` does: the
+/// memo, whether `remembered` was kept, and the transaction to end.
+fn under_lock<'c>(conn: &'c Conn, remembered: Option<Memo>, now: i64) -> (Tx<'c>, bool, Batch<'c>) {
+    let (batch, locked) = Batch::begin(conn).unwrap();
+    let locked = locked.unwrap();
+    let mut tx = Tx::new(conn, crate::domain::Timestamp(now), locked.head);
+    let (memo, kept) = Memo::under_lock(remembered, locked.changes, tx.now());
+    tx.start_memo(memo);
+    (tx, kept, batch)
+}
+
 #[test]
-fn reads_made_ahead_of_the_chain_lock_are_kept_only_if_nothing_they_read_changed_before_it() {
-    let Some(target) = fresh_target("reads_made_ahead_of_the_chain_lock") else { return };
+fn what_openings_read_is_remembered_across_batches_only_while_nothing_it_was_read_from_changes() {
+    let Some(target) = fresh_target("what_openings_read_is_remembered") else { return };
     let conn = Database::Postgres(target.clone()).writer().unwrap();
     crate::store::postgres::migrate(&conn).unwrap();
-    let other_node = Database::Postgres(target).writer().unwrap();
+    let other_node = Database::Postgres(target.clone()).writer().unwrap();
+    let waiting_node = Database::Postgres(target).writer().unwrap();
     let (a, [first, second, _]) = three_delegations(&conn);
     let plt_a = Visibility::for_test(crate::domain::Reach::Platform(a));
     let now = crate::domain::Timestamp(1);
     let status = |tx: &Tx<'_>, id| tx.delegation(plt_a, id).map(|d| d.status);
     use crate::domain::DelegationStatus::{Active, Revoked};
+    let revoke = |id: DelegationId| {
+        other_node
+            .execute("UPDATE delegations SET status = 'revoked' WHERE id = ?1", rusqlite::params![id.to_string()])
+            .unwrap()
+    };
 
-    // Nothing changed: the memo answers, even with the table gone (no read is made).
-    let ahead = ReadAhead::read(&conn, now, &[], &[(plt_a, first)]).unwrap();
-    let (batch, locked) = Batch::begin(&conn).unwrap();
-    let locked = locked.unwrap();
-    let mut tx = Tx::new(&conn, now, locked.head);
-    assert!(tx.keep_read_ahead(ahead, locked.changes));
+    // Read ahead of the lock, then kept under it: the memo answers, even with the table gone
+    // (no read is made).
+    let mut memo = None;
+    Memo::read_ahead(&mut memo, &conn, now, &[], &[(plt_a, first)]).unwrap();
+    let (mut tx, kept, batch) = under_lock(&conn, memo, 1);
+    assert!(kept);
     conn.execute_batch("ALTER TABLE delegations RENAME TO delegations_gone").unwrap();
     assert_eq!(status(&tx, first).unwrap(), Active);
+    let memo = tx.take_memo();
     drop(tx);
     batch.rollback().unwrap();
 
-    // Another node revokes the delegation after the reads and before this batch takes the lock:
-    // they are dropped, and the delegation is read again under the lock.
-    let ahead = ReadAhead::read(&conn, now, &[], &[(plt_a, first), (plt_a, second)]).unwrap();
-    other_node
-        .execute("UPDATE delegations SET status = 'revoked' WHERE id = ?1", rusqlite::params![first.to_string()])
-        .unwrap();
-    let (batch, locked) = Batch::begin(&conn).unwrap();
-    let locked = locked.unwrap();
-    let mut tx = Tx::new(&conn, now, locked.head);
-    assert!(!tx.keep_read_ahead(ahead, locked.changes));
+    // The next batch: nothing is lacking, so nothing is read ahead (the table is gone again),
+    // and nothing changed, so the memo is kept under the lock.
+    let mut memo = memo;
+    conn.execute_batch("BEGIN; ALTER TABLE delegations RENAME TO delegations_gone").unwrap();
+    Memo::read_ahead(&mut memo, &conn, now, &[], &[(plt_a, first)]).unwrap();
+    conn.execute_batch("ROLLBACK").unwrap();
+    let (mut tx, kept, batch) = under_lock(&conn, memo, 1);
+    assert!(kept);
+    assert_eq!(status(&tx, first).unwrap(), Active);
+    let memo = tx.take_memo();
+    drop(tx);
+    batch.rollback().unwrap();
+
+    // Another node revokes a delegation before the next batch reads ahead: the memo starts
+    // again from the new count, and the read ahead finds the revocation.
+    revoke(first);
+    let mut memo = memo;
+    Memo::read_ahead(&mut memo, &conn, now, &[], &[(plt_a, first), (plt_a, second)]).unwrap();
+    let (tx, kept, batch) = under_lock(&conn, memo, 1);
+    assert!(kept);
     assert_eq!((status(&tx, first).unwrap(), status(&tx, second).unwrap()), (Revoked, Active));
     drop(tx);
     batch.rollback().unwrap();
 
-    // A credential found live that expires by the batch's time: the reads are dropped too.
+    // Another node revokes after the reads ahead and before the lock is granted: the memo is
+    // dropped under the lock, and the delegation is read again there.
+    let mut memo = None;
+    Memo::read_ahead(&mut memo, &conn, now, &[], &[(plt_a, second)]).unwrap();
+    revoke(second);
+    let (tx, kept, batch) = under_lock(&conn, memo, 1);
+    assert!(!kept);
+    assert_eq!(status(&tx, second).unwrap(), Revoked);
+    drop(tx);
+    batch.rollback().unwrap();
+
+    // A credential found live that expires by the batch's time: the memo is dropped too.
     let credential = CredentialId::generate();
     conn.execute(
         "INSERT INTO credentials (id, role, created_at, expires_at) VALUES (?1, 'admin', 0, 10)",
@@ -463,32 +502,25 @@ fn reads_made_ahead_of_the_chain_lock_are_kept_only_if_nothing_they_read_changed
     )
     .unwrap();
     for (batch_time, kept) in [(9, true), (10, false)] {
-        let ahead = ReadAhead::read(&conn, crate::domain::Timestamp(5), &[credential], &[]).unwrap();
-        let (batch, locked) = Batch::begin(&conn).unwrap();
-        let locked = locked.unwrap();
-        let mut tx = Tx::new(&conn, crate::domain::Timestamp(batch_time), locked.head);
-        assert_eq!(tx.keep_read_ahead(ahead, locked.changes), kept, "at {batch_time}");
+        let mut memo = None;
+        Memo::read_ahead(&mut memo, &conn, crate::domain::Timestamp(5), &[credential], &[]).unwrap();
+        let (tx, was_kept, batch) = under_lock(&conn, memo, batch_time);
+        assert_eq!(was_kept, kept, "at {batch_time}");
         assert_eq!(tx.credential_is_live(credential).unwrap(), kept, "at {batch_time}");
         drop(tx);
         batch.rollback().unwrap();
     }
 
-    // Once the lock is held, a change waits for this batch to commit (the count is on the row
-    // the lock is).
-    let ahead = ReadAhead::read(&conn, now, &[], &[(plt_a, second)]).unwrap();
-    let (batch, locked) = Batch::begin(&conn).unwrap();
-    let locked = locked.unwrap();
+    // Once the lock is held, a change waits for the batch to end (the count is on the lock's
+    // row), so what the batch reads under it stays true for it.
+    let (mut tx, _, batch) = under_lock(&conn, None, 1);
     let revoking = std::thread::spawn(move || {
-        other_node
-            .execute("UPDATE delegations SET status = 'revoked' WHERE id = ?1", rusqlite::params![second.to_string()])
-            .unwrap();
+        waiting_node.execute("UPDATE platforms SET status = 'disabled' WHERE id = ?1", rusqlite::params![a.to_string()])
     });
-    let mut tx = Tx::new(&conn, now, locked.head);
-    assert!(tx.keep_read_ahead(ahead, locked.changes));
     std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(!revoking.is_finished(), "the revocation waits for the lock");
-    assert_eq!(status(&tx, second).unwrap(), Active);
+    assert!(!revoking.is_finished(), "the change waits for the lock");
+    assert!(tx.take_memo().is_some());
     drop(tx);
     batch.commit(0).unwrap();
-    revoking.join().unwrap();
+    assert_eq!(revoking.join().unwrap().unwrap(), 1);
 }

@@ -48,8 +48,16 @@ pub(super) fn try_batch_reading(
         })
         .collect();
     let (_queue, mut jobs) = mpsc::channel::<Job>(1);
-    let effects =
-        commit_batch(conn, &mut head, &mut batch, &mut jobs, &Clock::default(), &Counters::default(), &NoViews)?;
+    let effects = commit_batch(
+        conn,
+        &mut head,
+        &mut None,
+        &mut batch,
+        &mut jobs,
+        &Clock::default(),
+        &Counters::default(),
+        &NoViews,
+    )?;
     for job in batch {
         job.complete(Ok(()), None);
     }

@@ -254,7 +254,8 @@ fn commands_queued_while_begin_waited_join_the_batch() {
         queued_answers.push(answered);
     }
 
-    commit_batch(&conn, &mut head, &mut batch, &mut jobs, &Clock::default(), &Counters::default(), &NoViews).unwrap();
+    commit_batch(&conn, &mut head, &mut None, &mut batch, &mut jobs, &Clock::default(), &Counters::default(), &NoViews)
+        .unwrap();
 
     assert_eq!(batch.len(), 3, "the two queued commands ran in the batch that was open");
     for job in batch {
