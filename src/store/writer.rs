@@ -181,7 +181,7 @@ pub struct WriterStats {
     /// bounds the cluster's writes: one batch holds it at a time.
     pub locked: Duration,
     /// PostgreSQL batches whose openings' reads, made before the chain lock, were still true
-    /// under it ([`super::memo::ReadAhead`]).
+    /// under it ([`Memo::under_lock`]).
     pub reads_ahead_kept: u64,
     /// Those read again under the lock, because something they were read from changed first.
     pub reads_ahead_dropped: u64,
@@ -393,15 +393,14 @@ fn checkpoint_if_due(conn: &Conn) {
 fn run(
     mut conn: Conn,
     database: &Database,
-    mut head: ChainHead,
+    head: ChainHead,
     mut jobs: mpsc::Receiver<Job>,
     clock: Arc<Clock>,
     sink: Arc<dyn EffectSink>,
     stats: &Counters,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    // PostgreSQL: what appending commands read, kept between batches while it stays true.
-    let mut memo: Option<Memo> = None;
+    let mut carried = Carried { head, memo: None };
     while let Some(first) = jobs.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -415,7 +414,7 @@ fn run(
             // is answered `unavailable` and the next batch tries again.
             // What was remembered is forgotten: the database may now be another server (a
             // failover to a replica that had not received every change).
-            memo = None;
+            carried.memo = None;
             match database.writer() {
                 Ok(fresh) => conn = fresh,
                 Err(e) => {
@@ -428,7 +427,7 @@ fn run(
                 }
             }
         }
-        let committed = commit_batch(&conn, &mut head, &mut memo, &mut batch, &mut jobs, &clock, stats, sink.as_ref());
+        let committed = commit_batch(&conn, &mut carried, &mut batch, &mut jobs, &clock, stats, sink.as_ref());
         stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
         match committed {
             Ok(effects) => {
@@ -437,7 +436,7 @@ fn run(
                 let revoked = effects
                     .iter()
                     .any(|e| matches!(e, Effect::SessionRevoked { .. } | Effect::Credential { revoked: true, .. }));
-                let revoked_at = revoked.then_some(head.seq);
+                let revoked_at = revoked.then_some(carried.head.seq);
                 for job in batch.drain(..) {
                     job.complete(Ok(()), revoked_at);
                 }
@@ -448,7 +447,7 @@ fn run(
                 // Its transaction has been rolled back (`Batch`).
                 tracing::error!(error = %error, "write batch failed to commit");
                 if let Ok(reloaded) = load_chain_head(&conn) {
-                    head = reloaded;
+                    carried.head = reloaded;
                 }
                 let unreachable = matches!(error, Error::Unavailable(_));
                 for job in batch.drain(..) {
@@ -466,11 +465,18 @@ fn run(
     }
 }
 
+/// What the writer carries from one batch to the next.
+pub(super) struct Carried {
+    /// The chain's head as the last batch left it.
+    pub(super) head: ChainHead,
+    /// PostgreSQL: what appending commands read, while it stays true ([`super::memo`]).
+    pub(super) memo: Option<Memo>,
+}
+
 /// Runs every job of the batch in one transaction; on success returns the effects to apply.
 fn commit_batch(
     conn: &Conn,
-    head: &mut ChainHead,
-    memo: &mut Option<Memo>,
+    carried: &mut Carried,
     batch: &mut Vec<Job>,
     jobs: &mut mpsc::Receiver<Job>,
     clock: &Clock,
@@ -483,7 +489,7 @@ fn commit_batch(
         let credentials: Vec<_> = leading.clone().filter_map(|job| job.credential()).collect();
         let delegations: Vec<_> = leading.filter_map(|job| job.delegation()).collect();
         if !credentials.is_empty() || !delegations.is_empty() {
-            Memo::read_ahead(memo, conn, clock.now(), &credentials, &delegations)?;
+            Memo::read_ahead(&mut carried.memo, conn, clock.now(), &credentials, &delegations)?;
         }
     }
     let (transaction, locked) = Batch::begin(conn)?;
@@ -503,12 +509,12 @@ fn commit_batch(
         Some(locked) => locked.head.clone(),
         None => load_chain_head(conn)?,
     };
-    if current != *head {
-        *head = current;
+    if current != carried.head {
+        carried.head = current;
     }
-    let mut tx = Tx::new(conn, clock.now(), head.clone());
+    let mut tx = Tx::new(conn, clock.now(), carried.head.clone());
     // Taken out: an early return (a failed statement) leaves the writer none for the next batch.
-    let remembered = memo.take();
+    let remembered = carried.memo.take();
     if let Some(locked) = &locked {
         let had = remembered.is_some();
         let (start, kept) = Memo::under_lock(remembered, locked.changes, tx.now());
@@ -537,7 +543,7 @@ fn commit_batch(
             transaction.rollback()?;
             add_time(&stats.running_nanos, started);
             // Read under the lock, before any command changed anything: still true.
-            *memo = tx.take_memo();
+            carried.memo = tx.take_memo();
             return Ok(Vec::new());
         } else {
             command.undo()?;
@@ -556,9 +562,9 @@ fn commit_batch(
         sink.restore(withdrawn);
         return Err(e);
     }
-    *memo = tx.take_memo();
+    carried.memo = tx.take_memo();
     let (new_head, effects) = tx.finish();
-    *head = new_head;
+    carried.head = new_head;
     Ok(effects)
 }
 

@@ -14,7 +14,7 @@ use crate::domain::{Actor, Result, Subject};
 use crate::store::audit::load_chain_head;
 use crate::store::conn::Conn;
 use crate::store::tx::{Effect, Tx};
-use crate::store::writer::{commit_batch, Counters, DelegationRead, EffectSink, Job, Pending, Shape};
+use crate::store::writer::{commit_batch, Carried, Counters, DelegationRead, EffectSink, Job, Pending, Shape};
 
 /// Takes a batch's effects and applies none.
 pub(super) struct NoViews;
@@ -36,7 +36,7 @@ pub(super) fn try_batch_reading(
     conn: &Conn,
     commands: Vec<(bool, Option<DelegationRead>, Boxed)>,
 ) -> Result<(Vec<Result<i64>>, Vec<Effect>)> {
-    let mut head = load_chain_head(conn).unwrap();
+    let head = load_chain_head(conn).unwrap();
     let mut answers = Vec::new();
     let mut batch: Vec<Job> = commands
         .into_iter()
@@ -50,8 +50,7 @@ pub(super) fn try_batch_reading(
     let (_queue, mut jobs) = mpsc::channel::<Job>(1);
     let effects = commit_batch(
         conn,
-        &mut head,
-        &mut None,
+        &mut Carried { head, memo: None },
         &mut batch,
         &mut jobs,
         &Clock::default(),

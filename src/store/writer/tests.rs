@@ -234,7 +234,7 @@ fn commands_queued_while_begin_waited_join_the_batch() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     let conn = Conn::Sqlite(crate::store::open_connection(&path, false).unwrap());
-    let mut head = {
+    let head = {
         let mut c = Conn::Sqlite(crate::store::open_connection(&path, false).unwrap());
         migrate::run(c.sqlite_mut().unwrap()).unwrap();
         load_chain_head(&c).unwrap()
@@ -254,8 +254,16 @@ fn commands_queued_while_begin_waited_join_the_batch() {
         queued_answers.push(answered);
     }
 
-    commit_batch(&conn, &mut head, &mut None, &mut batch, &mut jobs, &Clock::default(), &Counters::default(), &NoViews)
-        .unwrap();
+    commit_batch(
+        &conn,
+        &mut Carried { head, memo: None },
+        &mut batch,
+        &mut jobs,
+        &Clock::default(),
+        &Counters::default(),
+        &NoViews,
+    )
+    .unwrap();
 
     assert_eq!(batch.len(), 3, "the two queued commands ran in the batch that was open");
     for job in batch {
