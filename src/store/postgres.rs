@@ -76,6 +76,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "openings_read_ahead_of_the_chain_lock",
         include_str!("../../migrations/postgres/0007_openings_read_ahead_of_the_chain_lock.sql"),
     ),
+    (
+        8,
+        "a_sessions_chain_is_its_delegations",
+        include_str!("../../migrations/postgres/0008_a_sessions_chain_is_its_delegations.sql"),
+    ),
 ];
 
 /// Key of the advisory lock nodes take around migrations and first-start bootstrap, so nodes

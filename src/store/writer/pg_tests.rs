@@ -524,3 +524,37 @@ fn what_openings_read_is_remembered_across_batches_only_while_nothing_it_was_rea
     batch.commit(0).unwrap();
     assert_eq!(revoking.join().unwrap().unwrap(), 1);
 }
+
+#[test]
+fn a_session_row_must_name_the_user_agent_integration_and_platform_of_its_delegation() {
+    let Some(conn) = fresh_database("a_session_row_must_name_its_delegations_chain") else { return };
+    let (a, [first, _, elsewhere]) = three_delegations(&conn);
+    let chain: (String, String, String) = conn
+        .query_row(
+            "SELECT user_id, agent_id, integration_id FROM delegations WHERE id = ?1",
+            rusqlite::params![first.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    let open = |delegation: DelegationId, user: &str, platform: PlatformId| {
+        conn.execute(
+            "INSERT INTO sessions (id, delegation_id, user_id, agent_id, integration_id, platform_id, created_seq,
+                                   scopes, status, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, '[]', 'active', 0, 1)",
+            rusqlite::params![
+                crate::domain::SessionId::generate().to_string(),
+                delegation.to_string(),
+                user,
+                chain.1,
+                chain.2,
+                platform.to_string()
+            ],
+        )
+    };
+    assert_eq!(open(first, &chain.0, a).unwrap(), 1, "its delegation's chain");
+    // `elsewhere` stands on the same user, agent and integration, for another platform.
+    let refused = format!("{:?}", open(elsewhere, &chain.0, a).unwrap_err());
+    assert!(refused.contains("sessions_delegation_chain_fkey"), "another delegation's platform: {refused}");
+    let refused = format!("{:?}", open(first, &UserId::generate().to_string(), a).unwrap_err());
+    assert!(refused.contains("sessions_delegation_chain_fkey"), "a user the delegation is not for: {refused}");
+}
