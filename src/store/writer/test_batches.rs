@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::domain::{Actor, Result, Subject};
 use crate::store::audit::load_chain_head;
 use crate::store::conn::Conn;
-use crate::store::tx::{Effect, Tx};
+use crate::store::tx::{ChainHead, Effect, Tx};
 use crate::store::writer::{commit_batch, Carried, Counters, DelegationRead, EffectSink, Job, Pending, Shape};
 
 /// Takes a batch's effects and applies none.
@@ -48,15 +48,7 @@ pub(super) fn try_batch_reading(
         })
         .collect();
     let (_queue, mut jobs) = mpsc::channel::<Job>(1);
-    let effects = commit_batch(
-        conn,
-        &mut Carried { head, memo: None },
-        &mut batch,
-        &mut jobs,
-        &Clock::default(),
-        &Counters::default(),
-        &NoViews,
-    )?;
+    let effects = commit_from(conn, head, &mut batch, &mut jobs)?;
     for job in batch {
         job.complete(Ok(()), None);
     }
@@ -66,4 +58,22 @@ pub(super) fn try_batch_reading(
 /// Audits an event about `what`; its seq.
 pub(super) fn audited(tx: &mut Tx<'_>, what: &str) -> Result<i64> {
     tx.audit(NewEvent::new(Actor::system(), "test.event", Subject::new("test", what))).map(|e| e.seq)
+}
+
+/// `commit_batch` with the chain at `head`, nothing remembered, the service clock and no views.
+pub(super) fn commit_from(
+    conn: &Conn,
+    head: ChainHead,
+    batch: &mut Vec<Job>,
+    jobs: &mut mpsc::Receiver<Job>,
+) -> Result<Vec<Effect>> {
+    commit_batch(
+        conn,
+        &mut Carried { head, memo: None },
+        batch,
+        jobs,
+        &Clock::default(),
+        &Counters::default(),
+        &NoViews,
+    )
 }

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use super::test_batches::{audited, try_batch, Boxed, NoViews};
+use super::test_batches::{audited, commit_from, try_batch, Boxed, NoViews};
 use super::*;
 use crate::audit::NewEvent;
 use crate::domain::{Actor, Subject};
@@ -254,16 +254,7 @@ fn commands_queued_while_begin_waited_join_the_batch() {
         queued_answers.push(answered);
     }
 
-    commit_batch(
-        &conn,
-        &mut Carried { head, memo: None },
-        &mut batch,
-        &mut jobs,
-        &Clock::default(),
-        &Counters::default(),
-        &NoViews,
-    )
-    .unwrap();
+    commit_from(&conn, head, &mut batch, &mut jobs).unwrap();
 
     assert_eq!(batch.len(), 3, "the two queued commands ran in the batch that was open");
     for job in batch {
