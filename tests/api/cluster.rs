@@ -293,6 +293,56 @@ fn a_session_revoked_on_one_node_is_denied_by_every_other_node_once_the_revoke_r
     c.verify_audit(1);
 }
 
+/// Every node's writer remembers a delegation it opens sessions on (store/memo.rs), and trusts
+/// what it remembers only while the database's count of changes stands still. Sessions are
+/// opened on a delegation through all three nodes, in a loop, while another node revokes it:
+/// none may stay active after the revocation, and none opens once it has returned.
+#[test]
+fn a_delegation_revoked_while_every_node_opens_sessions_on_it_keeps_no_session_and_opens_none() {
+    let Some(c) = cluster(3) else { return };
+    for round in 0..6 {
+        let (_, delegation) = c.user_with_delegation(round, &format!("idp|opening-{round}"));
+        for node in 0..3 {
+            open_session(c.on(node), &c.platform, &delegation).expect("each node remembers the delegation");
+        }
+        let revoked = std::sync::atomic::AtomicBool::new(false);
+        let refused_after = std::sync::atomic::AtomicUsize::new(0);
+        let at: Vec<String> = (0..3).map(|node| c.on(node).to_owned()).collect();
+        std::thread::scope(|threads| {
+            for address in &at {
+                let (platform, delegation, revoked, refused_after) =
+                    (&c.platform, &delegation, &revoked, &refused_after);
+                threads.spawn(move || {
+                    // Until a few opens after the revocation returned.
+                    let mut after = 0;
+                    while after < 5 {
+                        let returned = revoked.load(std::sync::atomic::Ordering::SeqCst);
+                        let opened = open_session(address, platform, delegation);
+                        if returned {
+                            after += 1;
+                            match opened {
+                                Err(why) if why.starts_with("409") => {
+                                    refused_after.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                }
+                                other => panic!("round {round}: {address} after the revocation: {other:?}"),
+                            }
+                        }
+                    }
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            let revoke = format!("/v1/delegations/{}/revoke", delegation.as_str().expect("id"));
+            ok(c.on(round + 2), "POST", &revoke, &c.platform, json!({"reason": "test"}));
+            revoked.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        assert_eq!(refused_after.into_inner(), 15, "round {round}");
+        let query = format!("/v1/sessions?delegation_id={}&status=active", delegation.as_str().expect("id"));
+        let active = ok(c.on(round), "GET", &query, &c.admin, Value::Null);
+        assert_eq!(active["items"].as_array().map(Vec::len), Some(0), "round {round}: {active}");
+    }
+    c.verify_audit(1);
+}
+
 #[test]
 fn a_paused_node_delays_a_revocation_by_at_most_its_lease_and_denies_until_it_catches_up() {
     let Some(c) = cluster(2) else { return };
