@@ -88,12 +88,12 @@ impl Metrics {
             ),
             (
                 "tether_writer_reads_ahead_kept_total",
-                "PostgreSQL write batches whose openings' reads, made before the chain lock, held under it.",
+                "PostgreSQL write batches that found what the writer remembered of session openings' reads still true under the chain lock.",
                 writer.reads_ahead_kept.to_string(),
             ),
             (
                 "tether_writer_reads_ahead_dropped_total",
-                "PostgreSQL write batches whose openings' reads were made again under the chain lock (a change came first).",
+                "PostgreSQL write batches that dropped what the writer remembered under the chain lock (a change or an expiry came first).",
                 writer.reads_ahead_dropped.to_string(),
             ),
         ];

@@ -345,8 +345,8 @@ impl<'c> Batch<'c> {
     /// On PostgreSQL the chain's head is read in the same round trip, by a statement of its own
     /// after the lock's (so its snapshot is taken once the lock is held, and sees every append
     /// committed before), and returned with the lock row's count of changes (migration 0007,
-    /// [`super::memo::ReadAhead`]); on SQLite the head is read by the caller, as a statement
-    /// there costs no round trip.
+    /// [`Memo::under_lock`]); on SQLite the head is read by the caller, as a statement there
+    /// costs no round trip.
     pub(super) fn begin(conn: &'c Conn) -> Result<(Self, Option<Locked>)> {
         let head = match conn.postgres() {
             None => {

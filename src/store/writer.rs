@@ -180,10 +180,12 @@ pub struct WriterStats {
     /// all nodes share on PostgreSQL) to the end of COMMIT or ROLLBACK. On several nodes, what
     /// bounds the cluster's writes: one batch holds it at a time.
     pub locked: Duration,
-    /// PostgreSQL batches whose openings' reads, made before the chain lock, were still true
-    /// under it ([`Memo::under_lock`]).
+    /// PostgreSQL batches that took the lock with what the writer remembered of its openings'
+    /// reads (made before the lock, by this batch or earlier ones) still true under it
+    /// ([`Memo::under_lock`]).
     pub reads_ahead_kept: u64,
-    /// Those read again under the lock, because something they were read from changed first.
+    /// Those whose remembered reads were dropped under the lock, because something they were
+    /// read from had changed (or a credential they found live had expired).
     pub reads_ahead_dropped: u64,
 }
 
