@@ -399,15 +399,20 @@ impl Setup {
 /// Seconds the nodes at `at` have held the write lock (`tether_writer_locked_seconds_total`),
 /// summed: on PostgreSQL the chain lock, which one batch of one node holds at a time.
 fn chain_lock_held(at: &[String]) -> f64 {
+    writer_counter(at, "tether_writer_locked_seconds_total")
+}
+
+/// A writer counter from every node's `/metrics`, summed.
+fn writer_counter(at: &[String], name: &str) -> f64 {
     at.iter()
         .map(|address| {
             let mut c = Client::connect(address);
             assert_eq!(c.request("GET", "/metrics", "", ""), 200, "GET /metrics on {address}");
             let text = String::from_utf8_lossy(&c.body).into_owned();
             text.lines()
-                .find_map(|l| l.strip_prefix("tether_writer_locked_seconds_total "))
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
                 .and_then(|v| v.trim().parse::<f64>().ok())
-                .expect("tether_writer_locked_seconds_total in /metrics")
+                .unwrap_or_else(|| panic!("{name} in /metrics"))
         })
         .sum()
 }
@@ -688,6 +693,11 @@ fn creation(sqlite: &Node, lone: &Setup, at: &[String], pids: &[u32], setup: &Se
     let sessions = stats.sessions();
     stats.reset();
     let locked_before = chain_lock_held(at);
+    let memo = |at: &[String]| {
+        let count = |outcome| writer_counter(at, &format!("tether_writer_reads_ahead_{outcome}_total"));
+        (count("kept"), count("dropped"))
+    };
+    let memo_before = memo(at);
     let (started, cpu, leases) = (Instant::now(), Cpu::now(pids), LeaseWatch::start(&stats.database));
     // Each connection opens sessions on a delegation of its own, as many users' agents would:
     // a batch then reads a delegation and a chain per session, not one for all.
@@ -695,6 +705,7 @@ fn creation(sqlite: &Node, lone: &Setup, at: &[String], pids: &[u32], setup: &Se
     let pg = closed_loop(at, per_node, ("POST", "/v1/sessions", &setup.platform, &bodies), b"\"token\"");
     let wall = started.elapsed();
     let locked = chain_lock_held(at) - locked_before;
+    let (kept, dropped) = memo(at);
     println!("postgres, 3 nodes      {} (target >= 5000/s)", pg.describe());
     println!("  {}\n  {}", Cpu::now(pids).since(&cpu), leases.report());
     let (created, calls) = (stats.sessions() - sessions, stats.calls());
@@ -720,6 +731,11 @@ fn creation(sqlite: &Node, lone: &Setup, at: &[String], pids: &[u32], setup: &Se
         wall.as_secs_f64(),
         per_session * 1e6,
         1.0 / per_session.max(1e-9)
+    );
+    println!(
+        "  the writers' remembered reads (store/memo.rs): still true under the lock in {:.0} batches, dropped in {:.0}",
+        kept - memo_before.0,
+        dropped - memo_before.1
     );
     stats.report(wall, 16, true);
     let sqlite_at = [sqlite.address().to_owned()];
