@@ -134,8 +134,9 @@ def schemathesis(base, credential, max_examples, extra, report, config=None):
         text = "".join(output)
         # CPython 3.11's parser can raise "AST constructor recursion depth mismatch" inside
         # hypothesis while it describes a strategy (a crash of the tool, not a finding about
-        # tether). A run whose only problems are such crashes is run once more; any real
-        # failure, or the crash twice, fails.
+        # tether), when two worker threads parse at once; hooks.py now parses one at a time. A
+        # run whose only problems are such crashes is still run once more; any real failure, or
+        # the crash twice, fails.
         tool_crash_only = "AST constructor recursion depth mismatch" in text and "= FAILURES =" not in text
         if status == 0 or not tool_crash_only or attempt == 2:
             return status
