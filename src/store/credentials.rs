@@ -56,12 +56,7 @@ pub(super) fn credential_live_until(
 
 /// Whether the credential may still act at `now` (`CREDENTIAL_IS_LIVE`); false if unknown.
 pub fn credential_is_live(conn: &Conn, id: CredentialId, now: Timestamp) -> Result<bool> {
-    let live = credential_is_live_sql(conn);
-    let sql = format!("SELECT {live} FROM credentials c {CREDENTIAL_KEY_JOIN} WHERE c.id = ?2");
-    conn.prepare_cached(&sql)
-        .and_then(|mut st| st.query_row(rusqlite::params![now.millis(), id.to_string()], |r| r.get(0)).optional())
-        .map(|live| live.unwrap_or(false))
-        .map_err(db_error)
+    credential_live_until(conn, id, now).map(|until| until.is_some())
 }
 
 /// Every credential, for the in-memory credential view at start-up.

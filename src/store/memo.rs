@@ -37,6 +37,23 @@ impl Memo {
         };
     }
 
+    /// Reads whether the credential may act at `now` into the memo, with its expiry.
+    fn read_credential(&mut self, conn: &Conn, id: CredentialId, now: Timestamp) -> Result<bool> {
+        let until = super::credentials::credential_live_until(conn, id, now)?;
+        self.expires(until.flatten());
+        self.credentials.insert(id, until.is_some());
+        Ok(until.is_some())
+    }
+
+    /// Reads the webhooks live at `now` into the memo, with their owners' first expiry.
+    fn read_subscribers(&mut self, conn: &Conn, now: Timestamp) -> Result<Arc<Vec<Subscriber>>> {
+        let (live, until) = super::webhooks::live_subscribers_until(conn, now)?;
+        let live = Arc::new(live);
+        self.expires(until);
+        self.subscribers = Some(live.clone());
+        Ok(live)
+    }
+
     /// Reads, before the batch takes the chain lock and at `now`, what its leading openings will
     /// read and `memo` lacks: the liveness of `credentials`, the delegations `wanted` with their
     /// chains, the live webhooks. The lock row's count of changes is read first; if it is not the
@@ -67,16 +84,12 @@ impl Memo {
         let kept = memo.insert(kept);
         for &id in credentials {
             if !kept.credentials.contains_key(&id) {
-                let until = super::credentials::credential_live_until(conn, id, now)?;
-                kept.expires(until.flatten());
-                kept.credentials.insert(id, until.is_some());
+                kept.read_credential(conn, id, now)?;
             }
         }
         read_delegations_into(kept, conn, wanted)?;
         if kept.subscribers.is_none() {
-            let (subscribers, until) = super::webhooks::live_subscribers_until(conn, now)?;
-            kept.expires(until);
-            kept.subscribers = Some(Arc::new(subscribers));
+            kept.read_subscribers(conn, now)?;
         }
         Ok(())
     }
@@ -103,13 +116,10 @@ impl Tx<'_> {
             drop(memo);
             return super::credentials::credential_is_live(self.conn(), id, self.now());
         };
-        if let Some(&live) = kept.credentials.get(&id) {
-            return Ok(live);
+        match kept.credentials.get(&id) {
+            Some(&live) => Ok(live),
+            None => kept.read_credential(self.read_conn(), id, self.now()),
         }
-        let until = super::credentials::credential_live_until(self.read_conn(), id, self.now())?;
-        kept.expires(until.flatten());
-        kept.credentials.insert(id, until.is_some());
-        Ok(until.is_some())
     }
 
     /// A delegation through the caller's visibility ([`super::delegations::get_delegation`]).
@@ -181,13 +191,10 @@ impl Tx<'_> {
         if let Some(held) = self.memo.borrow().as_ref().and_then(|m| m.subscribers.clone()) {
             return Ok(held);
         }
-        let (live, until) = super::webhooks::live_subscribers_until(self.read_conn(), self.now())?;
-        let live = Arc::new(live);
-        if let Some(memo) = &mut *self.memo.borrow_mut() {
-            memo.expires(until);
-            memo.subscribers = Some(live.clone());
+        match &mut *self.memo.borrow_mut() {
+            Some(memo) => memo.read_subscribers(self.read_conn(), self.now()),
+            None => Ok(Arc::new(super::webhooks::live_subscribers_until(self.read_conn(), self.now())?.0)),
         }
-        Ok(live)
     }
 }
 
