@@ -573,6 +573,8 @@ fn commit_batch(
 #[cfg(test)]
 mod pg_listing_tests;
 #[cfg(test)]
+mod pg_opening_tests;
+#[cfg(test)]
 mod pg_tests;
 #[cfg(test)]
 mod test_batches;
