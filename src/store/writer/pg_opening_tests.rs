@@ -155,7 +155,7 @@ fn changes(conn: &Conn) -> i64 {
 #[test]
 fn every_write_to_a_table_openings_read_ahead_counts_a_change_and_an_openings_own_writes_do_not() {
     let Some(conn) = fresh_database("every_write_to_a_table_openings_read_ahead_counts_a_change") else { return };
-    // Every table `ReadAhead::read` reads from: the credential (and its API key), the delegation,
+    // Every table `Memo::read_ahead` reads from: the credential (and its API key), the delegation,
     // its chain (user, agent, integration, platform, groups), the webhooks.
     let read_ahead = [
         "credentials",
