@@ -238,3 +238,50 @@ fn a_write_sent_ahead_that_fails_fails_the_batch_and_leaves_the_connection_usabl
     assert_eq!(subjects(&conn), ["next"]);
     assert!(crate::store::audit::verify_audit(&conn).unwrap().ok);
 }
+
+/// From [`COPY_AUDIT_FROM`] rows on, a write's audit rows go by `COPY`: every column, the
+/// optional ones set and unset, a shared details row included, reads back as the event audited,
+/// and the chain verifies.
+#[test]
+fn audit_rows_written_by_copy_read_back_as_the_events_audited() {
+    use crate::audit::{Actor, Details, NewEvent, Subject};
+    use crate::store::deferred::COPY_AUDIT_FROM;
+    let Some(conn) = fresh_database("audit_rows_written_by_copy") else { return };
+    let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = written.clone();
+    let answers = one_batch(
+        &conn,
+        vec![(
+            false,
+            Box::new(move |tx| {
+                let trigger = audited(tx, "trigger")?;
+                let details = Details::shared(serde_json::json!({ "user_id": "usr_1" }));
+                tx.holding_subscribers(|tx| {
+                    for i in 0..COPY_AUDIT_FROM {
+                        let event = NewEvent::new(Actor::system(), "session.revoked", Subject::new("session", i));
+                        let event = match i % 2 {
+                            0 => event
+                                .cause(trigger)
+                                .reason(Some("user_disabled".into()))
+                                .shared_details(details.clone()),
+                            _ => event.details(serde_json::json!({ "n": i })),
+                        };
+                        let event = tx.audit(event)?;
+                        kept.lock().unwrap().push(serde_json::to_value(&*event).unwrap());
+                    }
+                    Ok(trigger)
+                })
+            }),
+        )],
+    );
+    assert_eq!(answers[0].as_ref().ok(), Some(&1), "{answers:?}");
+    let sql = format!("SELECT {} FROM audit_events WHERE seq > 1 ORDER BY seq", crate::store::rows::AUDIT_COLUMNS);
+    let mut st = conn.prepare(&sql).unwrap();
+    let read: Vec<serde_json::Value> = st
+        .query_map(rusqlite::params![], crate::store::rows::audit_event)
+        .unwrap()
+        .map(|e| serde_json::to_value(e.unwrap()).unwrap())
+        .collect();
+    assert_eq!(read, *written.lock().unwrap());
+    assert!(crate::store::audit::verify_audit(&conn).unwrap().ok);
+}
