@@ -7,8 +7,10 @@
 //! 2. `revoke`: `POST /v1/sessions/{id}/revoke` latency over `TETHER_BENCH_REVOCATIONS` (500)
 //!    sessions, each opened on one node, allowed on all three, revoked on the next (the call
 //!    answers once every node with a live lease has applied it);
-//! 3. `create`: `POST /v1/sessions` from `TETHER_BENCH_CREATORS` (48) connections spread over the
-//!    three nodes, sessions/s; the SQLite node the same way for comparison;
+//! 3. `create`: `POST /v1/sessions` from `TETHER_BENCH_CREATORS` (48, then 96) connections spread
+//!    over the three nodes, sessions/s; the SQLite node the same way for comparison. Group commit
+//!    makes batches, and so throughput, grow with the callers waiting: 96 is 32 a node (the
+//!    single-node bench, `benches/writes.rs`, has 64 callers on one);
 //! 4. `cascade`: `POST /v1/users/{id}/disable` of a user with `TETHER_BENCH_CASCADES`
 //!    (10000,100000) active sessions, time to receipt, on a fresh database and three fresh nodes.
 //!    The sessions are one created through the API and copies of its row bulk-inserted with one
@@ -50,6 +52,14 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
+/// A comma-separated list of counts (`48,96`), or `default`.
+fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(name)
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| default.to_vec())
+}
+
 fn run_seconds() -> Duration {
     Duration::from_secs_f64(std::env::var("TETHER_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0))
 }
@@ -86,17 +96,15 @@ fn main() {
             revocations(&at, &pids, &setup, &mut stats);
         }
         if wants("create") {
-            creation(&sqlite, &lone, &at, &pids, &setup, &mut stats);
+            for creators in env_list("TETHER_BENCH_CREATORS", &[48, 96]) {
+                creation(&sqlite, &lone, &at, &pids, &setup, &mut stats, creators);
+            }
         }
         node_warnings(dir.path());
         node_warnings(sqlite_dir.path());
     }
     if wants("cascade") {
-        let sizes: Vec<usize> = std::env::var("TETHER_BENCH_CASCADES")
-            .ok()
-            .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-            .unwrap_or_else(|| vec![10_000, 100_000]);
-        cascades(&bin, &admin_url, &sizes);
+        cascades(&bin, &admin_url, &env_list("TETHER_BENCH_CASCADES", &[10_000, 100_000]));
     }
 }
 
@@ -686,8 +694,15 @@ fn revocations(at: &[String], pids: &[u32], setup: &Setup, stats: &mut Statement
 // ---------------------------------------------------------------------------------------------
 // 4. Session creation
 
-fn creation(sqlite: &Node, lone: &Setup, at: &[String], pids: &[u32], setup: &Setup, stats: &mut Statements) {
-    let creators = env_usize("TETHER_BENCH_CREATORS", 48);
+fn creation(
+    sqlite: &Node,
+    lone: &Setup,
+    at: &[String],
+    pids: &[u32],
+    setup: &Setup,
+    stats: &mut Statements,
+    creators: usize,
+) {
     println!("\n== session creation, {creators} connections, {:?} runs", run_seconds());
     let per_node = creators.div_ceil(at.len());
     let sessions = stats.sessions();
