@@ -285,3 +285,37 @@ fn audit_rows_written_by_copy_read_back_as_the_events_audited() {
     assert_eq!(read, *written.lock().unwrap());
     assert!(crate::store::audit::verify_audit(&conn).unwrap().ok);
 }
+
+/// A `COPY` that PostgreSQL refuses partway fails the batch like any failed write: nothing of
+/// it is committed, and the connection takes the next batch.
+#[test]
+fn a_copy_refused_partway_fails_the_batch_and_leaves_the_connection_usable() {
+    use crate::store::deferred::COPY_AUDIT_FROM;
+    let Some(conn) = fresh_database("a_copy_refused_partway") else { return };
+    conn.execute_batch(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.subject_id = 'poison' THEN RAISE EXCEPTION 'a poisoned row'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+    )
+    .unwrap();
+    let failed = try_batch(
+        &conn,
+        vec![(
+            false,
+            Box::new(|tx| {
+                tx.holding_subscribers(|tx| {
+                    for i in 0..COPY_AUDIT_FROM {
+                        audited(tx, &i.to_string())?;
+                    }
+                    audited(tx, "poison")
+                })
+            }),
+        )],
+    );
+    assert!(failed.is_err(), "the refused write fails the batch: {failed:?}");
+    assert!(subjects(&conn).is_empty(), "nothing of the batch was committed");
+    conn.execute_batch("DROP TRIGGER refuse_poison ON audit_events").unwrap();
+    assert_eq!(one_batch(&conn, vec![(false, Box::new(|tx| audited(tx, "next")))])[0].as_ref().ok(), Some(&1));
+    assert_eq!(subjects(&conn), ["next"]);
+    assert!(crate::store::audit::verify_audit(&conn).unwrap().ok);
+}
