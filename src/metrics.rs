@@ -78,7 +78,7 @@ impl Metrics {
             ),
             (
                 "tether_writer_commit_seconds_total",
-                "Time the writer spent in COMMIT (WAL write and fsync).",
+                "Time the writer spent in COMMIT (WAL write and fsync; on PostgreSQL with the batch's last rows).",
                 writer.committing.as_secs_f64().to_string(),
             ),
             (

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use postgres::fallible_iterator::FallibleIterator;
 use rusqlite::params;
 
 use super::{NodeState, OwnBatch};
@@ -75,13 +74,9 @@ fn listen(conn: &Conn) -> Result<()> {
 
 /// Blocks until a notification arrives or [`POLL`] passes, then drains any others.
 fn wait_for_notification(pg: &PgConn) {
-    let mut client = pg.client();
-    let mut notifications = client.notifications();
-    if let Err(e) = notifications.timeout_iter(POLL).next() {
+    if let Err(e) = pg.client().wait_for_notification(POLL) {
         tracing::debug!(error = %e, "waiting for a notification");
-        return;
     }
-    while let Ok(Some(_)) = notifications.iter().next() {}
 }
 
 /// Applies every committed event after the last applied one.

@@ -18,7 +18,9 @@ use rusqlite::types::{FromSql, FromSqlError, ToSqlOutput, Value, ValueRef};
 use rusqlite::ToSql;
 
 mod ahead;
+mod client;
 pub use ahead::WriteAhead;
+pub use client::PgClient;
 
 /// Which SQL a statement must be written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -480,24 +482,24 @@ pub struct PgConn {
     pub(super) behind: RefCell<Option<ahead::Behind>>,
 }
 
-/// The synchronous client, closed on a thread of its own when dropped where a tokio runtime is
+/// The blocking client, closed on a thread of its own when dropped where a tokio runtime is
 /// current: closing blocks on the client's runtime, which panics on an async worker (an `App`
 /// dropped at the end of an async test or handler holds its read pool's connections).
-pub(super) struct OwnedClient(pub(super) Option<postgres::Client>);
+pub(super) struct OwnedClient(pub(super) Option<PgClient>);
 
 // The client is taken out by `drop`, and by a write sent ahead until it is settled
 // ([`PgConn::settle`] runs before every use).
 impl std::ops::Deref for OwnedClient {
-    type Target = postgres::Client;
+    type Target = PgClient;
     #[allow(clippy::expect_used)]
-    fn deref(&self) -> &postgres::Client {
+    fn deref(&self) -> &PgClient {
         self.0.as_ref().expect("a client until dropped")
     }
 }
 
 impl std::ops::DerefMut for OwnedClient {
     #[allow(clippy::expect_used)]
-    fn deref_mut(&mut self) -> &mut postgres::Client {
+    fn deref_mut(&mut self) -> &mut PgClient {
         self.0.as_mut().expect("a client until dropped")
     }
 }
@@ -517,7 +519,7 @@ impl Drop for OwnedClient {
 const MAX_STATEMENTS: usize = 512;
 
 impl PgConn {
-    pub fn new(client: postgres::Client) -> Self {
+    pub fn new(client: PgClient) -> Self {
         PgConn {
             client: RefCell::new(OwnedClient(Some(client))),
             statements: RefCell::new(HashMap::new()),
@@ -528,7 +530,7 @@ impl PgConn {
     /// The client itself, for what only the PostgreSQL side does (LISTEN, leases). A write sent
     /// ahead is waited for first; only the writer's connection sends any, and it takes the
     /// client through [`PgConn::settled_client`].
-    pub fn client(&self) -> std::cell::RefMut<'_, postgres::Client> {
+    pub fn client(&self) -> std::cell::RefMut<'_, PgClient> {
         if let Err(e) = self.settle() {
             tracing::error!(error = %e, "a write sent ahead failed where nothing could report it");
         }
@@ -536,7 +538,7 @@ impl PgConn {
     }
 
     /// The client once any write sent ahead is done, or that write's failure.
-    pub(super) fn settled_client(&self) -> DbResult<std::cell::RefMut<'_, postgres::Client>> {
+    pub(super) fn settled_client(&self) -> DbResult<std::cell::RefMut<'_, PgClient>> {
         self.settle()?;
         Ok(std::cell::RefMut::map(self.client.borrow_mut(), |c| &mut **c))
     }
@@ -549,7 +551,7 @@ impl PgConn {
     }
 
     /// [`PgConn::prepare`] for a caller already holding the client.
-    pub(super) fn prepare_on(&self, client: &mut postgres::Client, sql: &str) -> DbResult<postgres::Statement> {
+    pub(super) fn prepare_on(&self, client: &mut PgClient, sql: &str) -> DbResult<postgres::Statement> {
         if let Some(statement) = self.statements.borrow().get(sql) {
             return Ok(statement.clone());
         }
@@ -567,7 +569,7 @@ impl PgConn {
         if self.settle().is_err() {
             return true;
         }
-        self.client.borrow().0.as_ref().is_none_or(postgres::Client::is_closed)
+        self.client.borrow().0.as_ref().is_none_or(PgClient::is_closed)
     }
 }
 

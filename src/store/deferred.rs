@@ -13,7 +13,7 @@
 
 use postgres::types::ToSql;
 
-use super::conn::{Conn, DbError, DbResult};
+use super::conn::{Conn, DbError, DbResult, PgClient};
 use super::db::db_error;
 use crate::domain::{Error, Result};
 
@@ -339,6 +339,42 @@ impl Deferred {
         taken.write_to(&mut client, |client, sql| pg.prepare_on(client, sql))
     }
 
+    /// Writes what is held and empties it, then runs `then` (a simple query: the batch's
+    /// COMMIT). When what is held is new rows for one statement (a batch of openings), the
+    /// statement and `then` go together, in one round trip ([`PgClient::execute_then`]): if the
+    /// statement fails, the COMMIT behind it runs in a failed transaction and commits nothing.
+    /// Otherwise the rows are written first, as [`Deferred::write`] does.
+    pub fn write_then(&mut self, conn: &Conn, then: &str) -> Result<()> {
+        let Some(pg) = conn.postgres() else { return Err(Error::internal("deferred writes on SQLite")) };
+        let taken = std::mem::take(self);
+        let mut client = pg.settled_client().map_err(db_error)?;
+        if taken.is_one_statement() {
+            if let Some((sql, params)) = statement(&taken.insert_parts(&(0..CHUNK), true)) {
+                let statement = pg.prepare_on(&mut client, &sql).map_err(db_error)?;
+                client.execute_then(&statement, &params, then).map_err(db_error)?;
+                return Ok(());
+            }
+        }
+        taken.write_to(&mut client, |client, sql| pg.prepare_on(client, sql))?;
+        client.batch_execute(then).map_err(db_error)
+    }
+
+    /// Whether everything held is new rows that [`Deferred::write_to`] writes with one
+    /// statement: no revocations, no cascade's runs of them, no kind past a chunk, too few
+    /// audit rows for `COPY`.
+    fn is_one_statement(&self) -> bool {
+        let inserted = [
+            self.audit.seq.len(),
+            self.sessions.id.len(),
+            self.access_tokens.revocation_id.len(),
+            self.refresh_tokens.hash.len(),
+        ];
+        self.revoked.id.is_empty()
+            && self.audit.len() < COPY_AUDIT_FROM
+            && inserted.iter().all(|&n| n <= CHUNK)
+            && self.audit.revocation_runs().actor_id.is_empty()
+    }
+
     /// Writes what is held on a thread of its own ([`super::conn::PgConn::send_ahead`]) and empties it: the
     /// next statement on `conn` waits for the write and fails if it did.
     pub fn send_ahead(&mut self, conn: &Conn) -> Result<()> {
@@ -347,7 +383,7 @@ impl Deferred {
         }
         let Some(pg) = conn.postgres() else { return Err(Error::internal("deferred writes on SQLite")) };
         let rows = std::mem::take(self);
-        pg.send_ahead(Box::new(move |client: &mut postgres::Client| {
+        pg.send_ahead(Box::new(move |client: &mut PgClient| {
             rows.write_to(client, |client, sql| client.prepare(sql).map_err(DbError::from))
         }))
         .map_err(db_error)
@@ -361,8 +397,8 @@ impl Deferred {
     /// [`Deferred::write`] with a client and a way to prepare statements on it.
     pub(super) fn write_to(
         &self,
-        client: &mut postgres::Client,
-        mut prepare: impl FnMut(&mut postgres::Client, &str) -> DbResult<postgres::Statement>,
+        client: &mut PgClient,
+        mut prepare: impl FnMut(&mut PgClient, &str) -> DbResult<postgres::Statement>,
     ) -> Result<()> {
         let inserted = [
             self.audit.seq.len(),
@@ -393,17 +429,30 @@ impl Deferred {
     /// statement.
     fn insert_chunk(
         &self,
-        client: &mut postgres::Client,
-        prepare: &mut impl FnMut(&mut postgres::Client, &str) -> DbResult<postgres::Statement>,
+        client: &mut PgClient,
+        prepare: &mut impl FnMut(&mut PgClient, &str) -> DbResult<postgres::Statement>,
         chunk: &std::ops::Range<usize>,
     ) -> Result<()> {
+        let audit = chunk.start.min(self.audit.len())..chunk.end.min(self.audit.len());
+        let copied = audit.len() >= COPY_AUDIT_FROM;
+        if copied {
+            self.copy_audit(client, prepare, audit)?;
+        }
+        let parts = self.insert_parts(chunk, !copied);
+        let Some((sql, params)) = statement(&parts) else { return Ok(()) };
+        let statement = prepare(client, &sql).map_err(db_error)?;
+        client.execute(&statement, &params).map_err(db_error)?;
+        Ok(())
+    }
+
+    /// The `WITH` parts inserting the new rows of each kind in `chunk` (clipped to what the kind
+    /// holds), the audit rows only if `with_audit`.
+    fn insert_parts(&self, chunk: &std::ops::Range<usize>, with_audit: bool) -> Vec<Part<'_>> {
         let clip = |len: usize| chunk.start.min(len)..chunk.end.min(len);
         let mut parts: Vec<Part<'_>> = Vec::new();
         let a = &self.audit;
         let r = clip(a.seq.len());
-        if r.len() >= COPY_AUDIT_FROM {
-            self.copy_audit(client, prepare, r)?;
-        } else if !r.is_empty() {
+        if with_audit && !r.is_empty() {
             parts.push(Part {
                 name: "audit",
                 sql: |n| {
@@ -529,10 +578,7 @@ impl Deferred {
                 columns: vec![column(&t.hash, &r), column(&t.session_id, &r), column(&t.created_at, &r)],
             });
         }
-        let Some((sql, params)) = statement(&parts) else { return Ok(()) };
-        let statement = prepare(client, &sql).map_err(db_error)?;
-        client.execute(&statement, &params).map_err(db_error)?;
-        Ok(())
+        parts
     }
 
     /// Writes the audit rows in `rows` with one binary `COPY`: PostgreSQL inserts them into the
@@ -542,8 +588,8 @@ impl Deferred {
     /// with the batch's other rows ([`Deferred::insert_chunk`]).
     fn copy_audit(
         &self,
-        client: &mut postgres::Client,
-        prepare: &mut impl FnMut(&mut postgres::Client, &str) -> DbResult<postgres::Statement>,
+        client: &mut PgClient,
+        prepare: &mut impl FnMut(&mut PgClient, &str) -> DbResult<postgres::Statement>,
         rows: std::ops::Range<usize>,
     ) -> Result<()> {
         use postgres::types::Type;
@@ -554,48 +600,47 @@ impl Deferred {
              FROM STDIN (FORMAT binary)",
         )
         .map_err(db_error)?;
-        let sink = client.copy_in(&statement).map_err(db_error)?;
-        let mut writer = postgres::binary_copy::BinaryCopyInWriter::new(
-            sink,
-            &[
-                Type::INT8,
-                Type::TEXT,
-                Type::INT8,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::INT8,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::INT8,
-            ],
-        );
         let a = &self.audit;
-        for i in rows {
-            writer
-                .write(&[
-                    &a.seq[i],
-                    &a.id[i],
-                    &a.at[i],
-                    &a.actor_kind[i],
-                    &a.actor_id[i],
-                    &a.action[i],
-                    &a.subject_kind[i],
-                    &a.subject_id[i],
-                    &a.cause_seq[i],
-                    &a.reason[i],
-                    &a.details[i],
-                    &a.prev_hash[i],
-                    &a.hash[i],
-                    &a.details_id[i],
-                ])
-                .map_err(db_error)?;
-        }
-        writer.finish().map_err(db_error)?;
+        let rows = rows.map(|i| -> [&(dyn ToSql + Sync); 14] {
+            [
+                &a.seq[i],
+                &a.id[i],
+                &a.at[i],
+                &a.actor_kind[i],
+                &a.actor_id[i],
+                &a.action[i],
+                &a.subject_kind[i],
+                &a.subject_id[i],
+                &a.cause_seq[i],
+                &a.reason[i],
+                &a.details[i],
+                &a.prev_hash[i],
+                &a.hash[i],
+                &a.details_id[i],
+            ]
+        });
+        client
+            .copy_in(
+                &statement,
+                &[
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INT8,
+                ],
+                rows,
+            )
+            .map_err(db_error)?;
         Ok(())
     }
 
@@ -604,8 +649,8 @@ impl Deferred {
     /// hashed the whole table, chunk after chunk.
     fn revoke_chunk(
         &self,
-        client: &mut postgres::Client,
-        prepare: &mut impl FnMut(&mut postgres::Client, &str) -> DbResult<postgres::Statement>,
+        client: &mut PgClient,
+        prepare: &mut impl FnMut(&mut PgClient, &str) -> DbResult<postgres::Statement>,
         rows: std::ops::Range<usize>,
     ) -> Result<()> {
         let v = &self.revoked;

@@ -34,10 +34,21 @@ impl PgTarget {
     /// A new connection. Blocking: never call it on an async worker thread (the client runs
     /// its own small runtime, which cannot start inside another).
     pub fn connect(&self) -> Result<Conn> {
-        let client = self.client()?;
+        let mut config =
+            self.url.parse::<tokio_postgres::Config>().map_err(|e| Error::invalid(format!("--database: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(5));
+        }
+        config.application_name("tether");
+        // tokio-postgres's errors never echo the configuration, so the password stays out; the
+        // causes say why (a refused connection, an unknown certificate).
+        let client = super::conn::PgClient::connect(&config, self.tls.clone())
+            .map_err(|e| Error::Unavailable(format!("cannot reach the database: {e}")))?;
         Ok(Conn::Postgres(PgConn::new(client)))
     }
 
+    /// A client of the `postgres` crate, for a connection of the cluster's own (a lease, the
+    /// leader's lock, a revoker's confirmations), which needs no pipelining.
     pub fn client(&self) -> Result<postgres::Client> {
         let mut config =
             self.url.parse::<postgres::Config>().map_err(|e| Error::invalid(format!("--database: {e}")))?;
@@ -117,15 +128,21 @@ pub(crate) fn migrate_through(conn: &Conn, last: i64) -> Result<Vec<i64>> {
         }
         let mut applied = Vec::new();
         for (version, name, sql) in MIGRATIONS.iter().filter(|m| newest.is_none_or(|v| m.0 > v) && m.0 <= last) {
-            let mut tx = client.transaction().map_err(fail)?;
-            tx.batch_execute(sql).map_err(fail)?;
-            tx.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at)
-                 VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)",
-                &[version, name],
-            )
-            .map_err(fail)?;
-            tx.commit().map_err(fail)?;
+            client.batch_execute("BEGIN").map_err(fail)?;
+            let migrated = client.batch_execute(sql).and_then(|()| {
+                client.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at)
+                     VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)",
+                    &[version, name],
+                )
+            });
+            match migrated {
+                Ok(_) => client.batch_execute("COMMIT").map_err(fail)?,
+                Err(e) => {
+                    let _ = client.batch_execute("ROLLBACK");
+                    return Err(fail(e));
+                }
+            }
             applied.push(*version);
         }
         Ok(applied)

@@ -248,11 +248,12 @@ impl<'c> Tx<'c> {
         }
     }
 
-    /// Writes every row the batch still holds (before COMMIT); the first failure of any earlier
-    /// write is the error.
-    pub(super) fn write_deferred(&self) -> Result<()> {
-        self.write_deferred_or_remember();
-        self.take_failure()
+    /// Writes every row the batch still holds, then runs `commit` (PostgreSQL), in one round trip
+    /// when they are one statement's ([`super::deferred::Deferred::write_then`]). The first
+    /// failure of any earlier write is the error, and then nothing is sent.
+    fn write_deferred_then(&self, commit: &str) -> Result<()> {
+        self.take_failure()?;
+        self.deferred.borrow_mut().write_then(self.conn, commit)
     }
 
     /// The time of this batch: every change in it is stamped with the same instant.
@@ -384,17 +385,20 @@ impl<'c> Batch<'c> {
         Ok((Batch { conn, open: true }, head))
     }
 
-    /// Commits, with the chain's head now at `head`. If the COMMIT fails, the transaction is
-    /// rolled back before this returns.
-    pub(super) fn commit(mut self, head: i64) -> Result<()> {
+    /// Writes what `tx` still holds and commits, with the chain's head now at `head`. A failure
+    /// of the held rows' write fails the whole batch, as a failed COMMIT does (the rows were
+    /// checked by the commands that made them, so only the database fails it). If the COMMIT
+    /// fails, the transaction is rolled back before this returns.
+    pub(super) fn commit(mut self, tx: &Tx<'_>, head: i64) -> Result<()> {
         if self.conn.dialect() == Dialect::Postgres {
             // The committed head for the nodes' tailers and leases (migration 0003), and the
             // notification, delivered when (and only if) the transaction commits, that wakes
-            // every node's tailer: one round trip for all three.
+            // every node's tailer: one round trip for all three, and for a batch of openings
+            // its rows too.
             let commit = format!(
                 "UPDATE audit_chain_lock SET head = {head} WHERE id = 1 AND head < {head}; NOTIFY tether_audit; COMMIT"
             );
-            self.conn.execute_batch(&commit).map_err(db_error)?;
+            tx.write_deferred_then(&commit)?;
         } else {
             self.conn.execute_batch("COMMIT").map_err(db_error)?;
         }

@@ -174,7 +174,8 @@ pub struct WriterStats {
     pub commands: u64,
     /// Time spent running commands, from BEGIN to just before COMMIT.
     pub running: Duration,
-    /// Time spent in COMMIT.
+    /// Time spent in COMMIT. On PostgreSQL it includes writing the rows the batch still held,
+    /// which a batch of openings sends with its COMMIT ([`super::deferred::Deferred::write_then`]).
     pub committing: Duration,
     /// Time the write lock was held: from BEGIN's return (SQLite's write lock, or the chain lock
     /// all nodes share on PostgreSQL) to the end of COMMIT or ROLLBACK. On several nodes, what
@@ -551,14 +552,12 @@ fn commit_batch(
             command.undo()?;
         }
     }
-    // What the batch's commands still hold (PostgreSQL): a failure here fails the whole batch,
-    // as a failed COMMIT would. The rows were checked by the commands that made them, so this
-    // fails only when the database does.
-    tx.write_deferred()?;
     add_time(&stats.running_nanos, started);
     let withdrawn = sink.withdraw(tx.effects());
     let committing = Instant::now();
-    let committed = transaction.commit(tx.head().seq);
+    // With what the batch's commands still hold (PostgreSQL): a batch of openings' rows go with
+    // the COMMIT.
+    let committed = transaction.commit(&tx, tx.head().seq);
     add_time(&stats.commit_nanos, committing);
     if let Err(e) = committed {
         sink.restore(withdrawn);

@@ -9,7 +9,7 @@
 //! failed never commits (PostgreSQL answers a COMMIT in a failed transaction with a rollback).
 
 use crate::domain::{Error, Result};
-use crate::store::conn::{DbError, DbResult, PgConn};
+use crate::store::conn::{DbError, DbResult, PgClient, PgConn};
 
 /// A write sent ahead ([`PgConn::send_ahead`]): its thread gives the client back with the
 /// outcome (`None` if it was never handed the client). Boxed: a connection holds one only while a
@@ -17,10 +17,10 @@ use crate::store::conn::{DbError, DbResult, PgConn};
 pub struct Behind(Box<std::thread::JoinHandle<Option<Written>>>);
 
 /// The client, given back, and how the write went.
-type Written = (postgres::Client, Result<()>);
+type Written = (PgClient, Result<()>);
 
 /// A write to run with the client on a thread of its own.
-pub type WriteAhead = Box<dyn FnOnce(&mut postgres::Client) -> Result<()> + Send>;
+pub type WriteAhead = Box<dyn FnOnce(&mut PgClient) -> Result<()> + Send>;
 
 impl PgConn {
     /// Runs `write` with the client on a thread of its own; the next use of the client waits for
@@ -31,7 +31,7 @@ impl PgConn {
             return Err(DbError::WrittenAhead(Box::new(Error::internal("the connection has no client"))));
         };
         // The thread starts before it is handed the client: if it cannot start, nothing is lost.
-        let (hand_over, receive) = std::sync::mpsc::channel::<(postgres::Client, WriteAhead)>();
+        let (hand_over, receive) = std::sync::mpsc::channel::<(PgClient, WriteAhead)>();
         let started = std::thread::Builder::new().name("pg-write-ahead".into()).spawn(move || {
             let (mut client, write) = receive.recv().ok()?;
             let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(&mut client)))

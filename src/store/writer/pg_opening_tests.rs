@@ -293,8 +293,7 @@ fn what_openings_read_is_remembered_across_batches_only_while_nothing_it_was_rea
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(!revoking.is_finished(), "the change waits for the lock");
     assert!(tx.take_memo().is_some());
-    drop(tx);
-    batch.commit(0).unwrap();
+    batch.commit(&tx, 0).unwrap();
     assert_eq!(revoking.join().unwrap().unwrap(), 1);
 }
 

@@ -319,3 +319,30 @@ fn a_copy_refused_partway_fails_the_batch_and_leaves_the_connection_usable() {
     assert_eq!(subjects(&conn), ["next"]);
     assert!(crate::store::audit::verify_audit(&conn).unwrap().ok);
 }
+
+/// A batch of few rows sends them with its COMMIT, in one round trip: when PostgreSQL refuses
+/// the rows, the COMMIT behind them runs in the failed transaction and commits nothing, not even
+/// the chain head's move, and the connection takes the next batch.
+#[test]
+fn rows_refused_with_the_commit_behind_them_commit_nothing() {
+    let Some(conn) = fresh_database("rows_refused_with_the_commit_behind_them") else { return };
+    conn.execute_batch(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.subject_id = 'poison' THEN RAISE EXCEPTION 'a poisoned row'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+    )
+    .unwrap();
+    let head = |conn: &Conn| -> i64 {
+        conn.query_row("SELECT head FROM audit_chain_lock WHERE id = 1", rusqlite::params![], |r| r.get(0)).unwrap()
+    };
+    let failed = try_batch(
+        &conn,
+        vec![(true, Box::new(|tx| audited(tx, "opening"))), (true, Box::new(|tx| audited(tx, "poison")))],
+    );
+    assert!(failed.is_err(), "the refused rows fail the batch: {failed:?}");
+    assert!(subjects(&conn).is_empty(), "nothing of the batch was committed");
+    assert_eq!(head(&conn), 0, "nor the chain head's move");
+    assert_eq!(one_batch(&conn, vec![(true, Box::new(|tx| audited(tx, "next")))])[0].as_ref().ok(), Some(&1));
+    assert_eq!((subjects(&conn), head(&conn)), (vec!["next".to_owned()], 1));
+    assert!(crate::store::audit::verify_audit(&conn).unwrap().ok);
+}
