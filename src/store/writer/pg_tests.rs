@@ -286,18 +286,23 @@ fn audit_rows_written_by_copy_read_back_as_the_events_audited() {
     assert!(crate::store::audit::verify_audit(&conn).unwrap().ok);
 }
 
-/// A `COPY` that PostgreSQL refuses partway fails the batch like any failed write: nothing of
-/// it is committed, and the connection takes the next batch.
-#[test]
-fn a_copy_refused_partway_fails_the_batch_and_leaves_the_connection_usable() {
-    use crate::store::deferred::COPY_AUDIT_FROM;
-    let Some(conn) = fresh_database("a_copy_refused_partway") else { return };
+/// Has PostgreSQL refuse any audit row about `poison` (the trigger `refuse_poison`).
+fn refuse_poison(conn: &Conn) {
     conn.execute_batch(
         "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN IF NEW.subject_id = 'poison' THEN RAISE EXCEPTION 'a poisoned row'; END IF; RETURN NEW; END $$;
          CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
     )
     .unwrap();
+}
+
+/// A `COPY` that PostgreSQL refuses partway fails the batch like any failed write: nothing of
+/// it is committed, and the connection takes the next batch.
+#[test]
+fn a_copy_refused_partway_fails_the_batch_and_leaves_the_connection_usable() {
+    use crate::store::deferred::COPY_AUDIT_FROM;
+    let Some(conn) = fresh_database("a_copy_refused_partway") else { return };
+    refuse_poison(&conn);
     let failed = try_batch(
         &conn,
         vec![(
@@ -326,12 +331,7 @@ fn a_copy_refused_partway_fails_the_batch_and_leaves_the_connection_usable() {
 #[test]
 fn rows_refused_with_the_commit_behind_them_commit_nothing() {
     let Some(conn) = fresh_database("rows_refused_with_the_commit_behind_them") else { return };
-    conn.execute_batch(
-        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN IF NEW.subject_id = 'poison' THEN RAISE EXCEPTION 'a poisoned row'; END IF; RETURN NEW; END $$;
-         CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
-    )
-    .unwrap();
+    refuse_poison(&conn);
     let head = |conn: &Conn| -> i64 {
         conn.query_row("SELECT head FROM audit_chain_lock WHERE id = 1", rusqlite::params![], |r| r.get(0)).unwrap()
     };
