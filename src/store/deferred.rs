@@ -2,7 +2,8 @@
 //! command or the batch's end, instead of a round trip per row: the new rows (audit events,
 //! sessions and their tokens) by one statement (arrays through `unnest`, one data-modifying `WITH`
 //! part per kind), then the session revocations by another. A batch of session openings is one
-//! round trip for all of their rows. A cascade's audit events, many to a write, go by a binary
+//! round trip for all of their rows, and its COMMIT goes with them ([`Deferred::write_then`]).
+//! A cascade's audit events, many to a write, go by a binary
 //! `COPY` instead (`Deferred::copy_audit`), then its revocations (per 10,000). SQLite writes
 //! them at once, as a statement there costs no round trip.
 //!
