@@ -632,19 +632,27 @@ async fn a_push_receiver_answering_500_or_slowly_is_retried_and_a_400_err_is_rec
 
     let row =
         |c: &Value| c["receivers"].as_array().unwrap().iter().find(|r| r["id"] == stream.as_str()).cloned().unwrap();
-    let seq = first["cause"]["seq"].as_i64().unwrap();
-    let refused = row(app.get(&format!("/v1/audit/coverage?event={seq}"), &app.admin).await.ok());
-    assert_eq!((refused["failed"].as_i64(), refused["acknowledged"].as_i64()), (Some(1), Some(0)), "{refused}");
-    // The receiver holds the body before it answers 202; the acknowledgement is recorded after.
-    let seq = second["cause"]["seq"].as_i64().unwrap();
-    let mut accepted = Value::Null;
-    for _ in 0..400 {
-        accepted = row(app.get(&format!("/v1/audit/coverage?event={seq}"), &app.admin).await.ok());
-        if accepted["acknowledged"] == 1 {
-            break;
+    // The receiver holds the body before it answers 202, and the worker records a batch's
+    // outcomes once it has posted all of it (the refused SET and the accepted one went in one
+    // batch): each is recorded after the body arrived, so both are waited for.
+    let recorded = |event: &Value, field: &'static str| {
+        let seq = event["cause"]["seq"].as_i64().unwrap();
+        let (app, row) = (&app, &row);
+        async move {
+            let mut found = Value::Null;
+            for _ in 0..400 {
+                found = row(app.get(&format!("/v1/audit/coverage?event={seq}"), &app.admin).await.ok());
+                if found[field] == 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            found
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    };
+    let refused = recorded(&first, "failed").await;
+    assert_eq!((refused["failed"].as_i64(), refused["acknowledged"].as_i64()), (Some(1), Some(0)), "{refused}");
+    let accepted = recorded(&second, "acknowledged").await;
     assert_eq!(accepted["acknowledged"], 1, "{accepted}");
     assert!(accepted["acknowledged_at"].is_string());
     workers.stop().await;
