@@ -346,3 +346,32 @@ fn rows_refused_with_the_commit_behind_them_commit_nothing() {
     assert_eq!((subjects(&conn), head(&conn)), (vec!["next".to_owned()], 1));
     assert!(crate::store::audit::verify_audit(&conn).unwrap().ok);
 }
+
+/// The store's client (`store/conn/client.rs`, which the tailer waits on): a waiter wakes for
+/// a notification, gives up at its timeout without one, and is not held to its timeout by a
+/// connection that ended, which then reports itself closed. The bounds only tell a wakeup from
+/// a wait of the whole minute asked for.
+#[test]
+fn a_notification_or_the_connections_end_wakes_a_waiter_before_its_timeout() {
+    let Some(target) = fresh_target("a_notification_or_the_connections_end_wakes_a_waiter") else { return };
+    let Conn::Postgres(listener) = target.connect().unwrap() else { panic!("a PostgreSQL connection") };
+    let mut other = target.client().unwrap();
+    listener.client().batch_execute("LISTEN tether_client_test").unwrap();
+    let pid: i32 = listener.client().query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+
+    assert!(!listener.client().wait_for_notification(std::time::Duration::from_millis(50)).unwrap(), "nothing came");
+    other.batch_execute("NOTIFY tether_client_test").unwrap();
+    let started = std::time::Instant::now();
+    assert!(
+        listener.client().wait_for_notification(std::time::Duration::from_secs(60)).unwrap(),
+        "the notification came"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+
+    other.execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
+    let started = std::time::Instant::now();
+    let _ = listener.client().wait_for_notification(std::time::Duration::from_secs(60));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "the connection's end woke the waiter");
+    assert!(listener.client().query_one("SELECT 1", &[]).is_err());
+    assert!(listener.is_closed());
+}
